@@ -1,0 +1,48 @@
+"""The error hierarchy of nnunet-quantif.
+
+Library code raises subclasses of :class:`QuantIFError` with a message a user can
+act on (it names the file and the problem). The ``quantif`` command turns them
+into one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+
+class QuantIFError(Exception):
+    """Base class of every error that nnunet-quantif raises on purpose."""
+
+
+class InputFileError(QuantIFError):
+    """An input file is missing, unreadable or has an unsupported format."""
+
+
+class GridMismatchError(QuantIFError):
+    """Two images that must share one voxel grid do not."""
+
+
+class OverwriteInputError(QuantIFError):
+    """An output path would overwrite one of the inputs."""
+
+
+class ClickError(QuantIFError):
+    """A click file is malformed, or a click is invalid for its image."""
+
+
+class InvalidSUVError(QuantIFError):
+    """A PET volume holds NaN/Inf or otherwise unusable SUVs."""
+
+
+class ConfigError(QuantIFError):
+    """A configuration file or option is invalid."""
+
+
+class TracerError(QuantIFError):
+    """An unknown tracer, or a tracer that cannot be determined."""
+
+
+class ModelError(QuantIFError):
+    """A model folder, fold, checkpoint or weight file is missing or does not fit."""
+
+
+class DatasetError(QuantIFError):
+    """A dataset folder does not have the expected layout."""

@@ -1,0 +1,323 @@
+"""Image I/O, grid checks and atomic writing.
+
+Arrays are NumPy arrays in **array order (z, y, x)**, as SimpleITK returns them.
+Geometry is kept in **image order (x, y, z)**, as SimpleITK and the NIfTI/MHA
+headers store it: spacing in mm, origin in mm (physical LPS coordinates, as ITK
+uses them), direction as a row-major 3 x 3 matrix of direction cosines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import GridMismatchError, InputFileError, OverwriteInputError
+
+#: File endings that :func:`read_image` and :func:`write_image` accept.
+IMAGE_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".mha")
+
+PathLike = str | os.PathLike
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The voxel grid of an image.
+
+    Attributes
+    ----------
+    size : tuple of int
+        Number of voxels along (x, y, z).
+    spacing : tuple of float
+        Voxel size in mm along (x, y, z).
+    origin : tuple of float
+        Physical position in mm of voxel (0, 0, 0), ITK (LPS) convention.
+    direction : tuple of float
+        Row-major 3 x 3 direction-cosine matrix (9 values); column j is the
+        physical direction of image axis j (x, y, z).
+    """
+
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", tuple(int(v) for v in self.size))
+        object.__setattr__(self, "spacing", tuple(float(v) for v in self.spacing))
+        object.__setattr__(self, "origin", tuple(float(v) for v in self.origin))
+        object.__setattr__(self, "direction", tuple(float(v) for v in self.direction))
+        if len(self.size) != 3 or len(self.spacing) != 3 or len(self.origin) != 3 or len(self.direction) != 9:
+            raise ValueError("Geometry needs 3-D size, spacing and origin and a 9-value direction")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Array shape (z, y, x)."""
+        return self.size[::-1]  # type: ignore[return-value]
+
+    @property
+    def spacing_zyx(self) -> tuple[float, float, float]:
+        """Voxel size in mm in array order (z, y, x)."""
+        return self.spacing[::-1]  # type: ignore[return-value]
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in millilitres (1 ml = 1000 mm^3)."""
+        return float(np.prod(self.spacing)) / 1000.0
+
+    @property
+    def direction_matrix(self) -> np.ndarray:
+        """Direction cosines as a (3, 3) array; column j is image axis j (x, y, z)."""
+        return np.asarray(self.direction, dtype=float).reshape(3, 3)
+
+    @classmethod
+    def from_sitk(cls, image: sitk.Image) -> Geometry:
+        """Geometry of a 3-D SimpleITK image."""
+        return cls(image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+
+    @classmethod
+    def from_shape(cls, shape_zyx: Iterable[int], spacing_zyx: Iterable[float] = (1.0, 1.0, 1.0), **kwargs) -> Geometry:
+        """Build a geometry from an array shape and spacing given in array order (z, y, x)."""
+        return cls(tuple(shape_zyx)[::-1], tuple(spacing_zyx)[::-1], **kwargs)
+
+    def apply_to(self, image: sitk.Image) -> sitk.Image:
+        """Set spacing, origin and direction of ``image`` (in place) and return it."""
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+    def to_dict(self) -> dict:
+        """JSON-friendly form."""
+        return {"size": list(self.size), "spacing": list(self.spacing), "origin": list(self.origin),
+                "direction": list(self.direction)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Geometry:
+        """Inverse of :meth:`to_dict`."""
+        return cls(d["size"], d["spacing"], d["origin"], d["direction"])
+
+    def index_to_physical(self, index_xyz: Iterable[float]) -> np.ndarray:
+        """Physical position (mm, LPS) of a continuous voxel index in (x, y, z) order."""
+        idx = np.asarray(tuple(index_xyz), dtype=float)
+        return np.asarray(self.origin) + self.direction_matrix @ (idx * np.asarray(self.spacing))
+
+
+def has_image_extension(path: PathLike) -> bool:
+    """Whether ``path`` ends in one of :data:`IMAGE_EXTENSIONS`."""
+    name = os.fspath(path).lower()
+    return any(name.endswith(ext) for ext in IMAGE_EXTENSIONS)
+
+
+def strip_image_extension(name: str) -> str:
+    """``'a b_0001.nii.gz'`` -> ``'a b_0001'``; names without a known ending are returned unchanged."""
+    for ext in IMAGE_EXTENSIONS:
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def image_extension(path: PathLike) -> str:
+    """The known image ending of ``path`` (``'.nii.gz'``, ``'.nii'`` or ``'.mha'``)."""
+    name = os.fspath(path).lower()
+    for ext in IMAGE_EXTENSIONS:
+        if name.endswith(ext):
+            return ext
+    raise InputFileError(f"{path}: unsupported image format (expected one of {', '.join(IMAGE_EXTENSIONS)})")
+
+
+def find_image(folder: PathLike, stem: str) -> Path | None:
+    """The file ``folder/stem<ext>`` for the first ending in :data:`IMAGE_EXTENSIONS` that exists, else None."""
+    for ext in IMAGE_EXTENSIONS:
+        candidate = Path(folder) / f"{stem}{ext}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_sitk(path: PathLike) -> sitk.Image:
+    """Read a 3-D image with SimpleITK, raising :class:`InputFileError` on any problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputFileError(f"{p}: file not found")
+    image_extension(p)
+    try:
+        image = sitk.ReadImage(str(p))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unknown reader error"
+        raise InputFileError(f"{p}: cannot read image ({first})") from None
+    if image.GetDimension() != 3:
+        raise InputFileError(f"{p}: expected a 3-D image, got {image.GetDimension()}-D")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputFileError(f"{p}: expected a scalar image, got {image.GetNumberOfComponentsPerPixel()} components")
+    return image
+
+
+def read_image(path: PathLike, dtype: np.dtype | type | None = None) -> tuple[np.ndarray, Geometry]:
+    """Read an image as an array plus its geometry.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.nii.gz``, ``.nii`` or ``.mha`` file.
+    dtype : numpy dtype, optional
+        Cast the array to this type.
+
+    Returns
+    -------
+    array : np.ndarray, shape (z, y, x)
+    geometry : Geometry
+    """
+    image = read_sitk(path)
+    arr = sitk.GetArrayFromImage(image)
+    if dtype is not None:
+        arr = arr.astype(dtype, copy=False)
+    return arr, Geometry.from_sitk(image)
+
+
+def read_geometry(path: PathLike) -> Geometry:
+    """Read only the header of an image (no voxel data)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputFileError(f"{p}: file not found")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise InputFileError(f"{p}: cannot read image header ({str(e).strip().splitlines()[0]})") from None
+    if reader.GetDimension() != 3:
+        raise InputFileError(f"{p}: expected a 3-D image, got {reader.GetDimension()}-D")
+    return Geometry(reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
+
+
+def to_sitk(array: np.ndarray, geometry: Geometry) -> sitk.Image:
+    """Wrap a (z, y, x) array into a SimpleITK image with ``geometry``."""
+    if tuple(array.shape) != geometry.shape:
+        raise ValueError(f"array shape {array.shape} (z, y, x) does not match geometry shape {geometry.shape}")
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    return geometry.apply_to(sitk.GetImageFromArray(array))
+
+
+def _same_file(a: PathLike, b: PathLike) -> bool:
+    pa, pb = Path(a), Path(b)
+    try:
+        if pa.exists() and pb.exists():
+            return os.path.samefile(pa, pb)
+    except OSError:
+        pass
+    return pa.resolve() == pb.resolve()
+
+
+def ensure_not_input(target: PathLike, inputs: Iterable[PathLike] = ()) -> None:
+    """Raise :class:`OverwriteInputError` if ``target`` is one of ``inputs``."""
+    for inp in inputs:
+        if inp is not None and _same_file(target, inp):
+            raise OverwriteInputError(f"{target}: refusing to overwrite the input file {inp}")
+
+
+@contextlib.contextmanager
+def atomic_write(target: PathLike, inputs: Iterable[PathLike] = ()) -> Iterator[Path]:
+    """Write a file atomically: yield a temporary path in the target's folder, then rename it.
+
+    The temporary name ends with the target's name, so writers that choose the
+    format by the file ending (SimpleITK) behave the same. If the block raises,
+    the temporary file is removed and the target is left as it was.
+
+    Parameters
+    ----------
+    target : path-like
+        Final path. Its folder is created if needed.
+    inputs : iterable of path-like
+        Paths that must never be overwritten; naming one as ``target`` raises
+        :class:`OverwriteInputError` before anything is written.
+    """
+    target = Path(target)
+    ensure_not_input(target, inputs)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".partial-", suffix="-" + target.name, dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_image(array: np.ndarray, geometry: Geometry, path: PathLike, inputs: Iterable[PathLike] = (),
+                compress: bool = True) -> Path:
+    """Write a (z, y, x) array with ``geometry`` to ``path`` atomically.
+
+    The format follows the ending (``.nii.gz``, ``.nii``, ``.mha``).
+    ``inputs`` are paths that must not be overwritten.
+    """
+    path = Path(path)
+    image_extension(path)
+    image = to_sitk(np.ascontiguousarray(array), geometry)
+    with atomic_write(path, inputs) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=compress)
+    return path
+
+
+def write_json(obj: object, path: PathLike, inputs: Iterable[PathLike] = ()) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    path = Path(path)
+    with atomic_write(path, inputs) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def write_text(text: str, path: PathLike, inputs: Iterable[PathLike] = ()) -> Path:
+    """Write a text file atomically."""
+    path = Path(path)
+    with atomic_write(path, inputs) as tmp:
+        tmp.write_text(text)
+    return path
+
+
+def check_same_grid(a: Geometry, b: Geometry, name_a: str = "image A", name_b: str = "image B",
+                    rtol: float = 1e-5, atol_mm: float = 1e-3) -> None:
+    """Raise :class:`GridMismatchError` unless ``a`` and ``b`` describe the same voxel grid.
+
+    The message names both images and the first differing field (size,
+    spacing, origin or direction) with both values.
+
+    Parameters
+    ----------
+    a, b : Geometry
+    name_a, name_b : str
+        How to name the images in the message (usually their file paths).
+    rtol : float
+        Relative tolerance on spacing and direction.
+    atol_mm : float
+        Absolute tolerance in mm on spacing and origin.
+    """
+    if a.size != b.size:
+        field = "size"
+    elif not np.allclose(a.spacing, b.spacing, rtol=rtol, atol=atol_mm):
+        field = "spacing"
+    elif not np.allclose(a.origin, b.origin, rtol=0, atol=max(atol_mm, 1e-3 * min(a.spacing))):
+        field = "origin"
+    elif not np.allclose(a.direction, b.direction, rtol=0, atol=1e-4):
+        field = "direction"
+    else:
+        return
+    va, vb = getattr(a, field), getattr(b, field)
+
+    def fmt(v: tuple[float, ...]) -> str:
+        return "(" + ", ".join(f"{x:g}" for x in v) + ")"
+
+    raise GridMismatchError(
+        f"{name_a} and {name_b} are not on the same grid: {field} differs ({fmt(va)} vs {fmt(vb)})"
+    )

@@ -1,0 +1,1 @@
+"""nnUNetTrainer subclasses of the QuantIF method."""

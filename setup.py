@@ -1,0 +1,41 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = {}
+exec((here / "nnunet_quantif" / "__init__.py").read_text().split('__all__')[0], version)
+
+setup(
+    name="nnunet-quantif",
+    version=version["__version__"],
+    description="Click-guided whole-body PET/CT lesion segmentation (QuantIF, autoPET IV) as an nnU-Net v2 plugin",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["nnunet_quantif", "nnunet_quantif.*"]),
+    package_data={"nnunet_quantif": ["nnunet_ext/*.py", "data/*"]},
+    include_package_data=True,
+    install_requires=[
+        "nnunetv2>=2.8,<2.9",
+        "torch>=2.1",
+        "dynamic-network-architectures>=0.4",
+        "batchgeneratorsv2>=0.3",
+        "batchgenerators>=0.25",
+        "acvl-utils>=0.2",
+        "SimpleITK>=2.2",
+        "connected-components-3d>=3.12",
+        "totalsegmentator>=2.4",
+        "matplotlib>=3.6",
+        "tqdm>=4.60",
+        "numpy>=1.24",
+        "scipy>=1.10",
+    ],
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.5"]},
+    entry_points={"console_scripts": ["quantif=nnunet_quantif.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Medical Science Apps.",
+    ],
+)

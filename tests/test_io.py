@@ -1,0 +1,139 @@
+"""Image I/O, grid checks and atomic writing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_quantif.errors import GridMismatchError, InputFileError, OverwriteInputError, QuantIFError
+from nnunet_quantif.io import (
+    Geometry,
+    atomic_write,
+    check_same_grid,
+    find_image,
+    read_geometry,
+    read_image,
+    strip_image_extension,
+    write_image,
+)
+
+# A rotated, non-orthogonal-to-axes direction (rotation about z by 30 degrees, then flip y).
+_c, _s = np.cos(np.pi / 6), np.sin(np.pi / 6)
+ROT = np.array([[_c, -_s, 0], [_s, _c, 0], [0, 0, 1]]) @ np.diag([1, -1, 1])
+GEOM = Geometry(size=(7, 5, 3), spacing=(2.0364583, 2.0364583, 3.0), origin=(-401.2, -388.75, -1200.5),
+                direction=tuple(ROT.ravel()))
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".nii", ".mha"])
+def test_round_trip_keeps_geometry_exactly(tmp_path, ext):
+    rng = np.random.default_rng(0)
+    arr = rng.normal(size=GEOM.shape).astype(np.float32)
+    path = tmp_path / f"case one_0001{ext}"
+    write_image(arr, GEOM, path)
+    back, geom = read_image(path)
+    assert back.shape == (3, 5, 7)  # (z, y, x)
+    np.testing.assert_array_equal(back, arr)
+    # NIfTI stores float32 in its header; MHA stores text with full precision.
+    tol = 1e-6 if ext != ".mha" else 0
+    np.testing.assert_allclose(geom.spacing, GEOM.spacing, rtol=tol, atol=0)
+    np.testing.assert_allclose(geom.origin, GEOM.origin, rtol=tol, atol=1e-4 if ext != ".mha" else 0)
+    np.testing.assert_allclose(geom.direction, GEOM.direction, atol=1e-6 if ext != ".mha" else 0)
+    assert geom.size == GEOM.size
+    assert read_geometry(path).size == GEOM.size
+    # the direction really is non-identity
+    assert not np.allclose(geom.direction_matrix, np.eye(3))
+
+
+def test_array_is_zyx(tmp_path):
+    arr = np.zeros((3, 5, 7), np.uint8)
+    arr[2, 1, 6] = 1  # z=2, y=1, x=6
+    write_image(arr, GEOM, tmp_path / "m.mha")
+    img = sitk.ReadImage(str(tmp_path / "m.mha"))
+    assert img.GetSize() == (7, 5, 3)
+    assert img.GetPixel(6, 1, 2) == 1  # SimpleITK index is (x, y, z)
+
+
+def test_grid_mismatch_names_files_and_field():
+    other = Geometry(GEOM.size, GEOM.spacing, (0.0, 0.0, 0.0), GEOM.direction)
+    with pytest.raises(GridMismatchError) as e:
+        check_same_grid(GEOM, other, "ct.nii.gz", "pet.nii.gz")
+    msg = str(e.value)
+    assert "ct.nii.gz" in msg and "pet.nii.gz" in msg and "origin" in msg
+    with pytest.raises(GridMismatchError, match="size"):
+        check_same_grid(GEOM, Geometry((7, 5, 4), GEOM.spacing, GEOM.origin, GEOM.direction), "a", "b")
+    with pytest.raises(GridMismatchError, match="spacing"):
+        check_same_grid(GEOM, Geometry(GEOM.size, (2.0, 2.0, 3.0), GEOM.origin, GEOM.direction), "a", "b")
+    with pytest.raises(GridMismatchError, match="direction"):
+        check_same_grid(GEOM, Geometry(GEOM.size, GEOM.spacing, GEOM.origin), "a", "b")
+    check_same_grid(GEOM, Geometry(GEOM.size, GEOM.spacing, GEOM.origin, GEOM.direction))  # no error
+    assert issubclass(GridMismatchError, QuantIFError)
+
+
+def test_atomic_write_interrupted_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "out.nii.gz"
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as tmp:
+            tmp.write_bytes(b"half a file")
+            raise RuntimeError("killed mid-write")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_keeps_previous_target_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(target) as tmp:
+            tmp.write_text("new but incomplete")
+            raise KeyboardInterrupt
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_write_image_failure_is_atomic(tmp_path, monkeypatch):
+    def boom(image, path, useCompression=True):  # noqa: N803
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(sitk, "WriteImage", boom)
+    with pytest.raises(RuntimeError):
+        write_image(np.zeros(GEOM.shape, np.float32), GEOM, tmp_path / "x.nii.gz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_never_overwrites_input(tmp_path):
+    src = tmp_path / "pet.nii.gz"
+    write_image(np.ones(GEOM.shape, np.float32), GEOM, src)
+    before = src.read_bytes()
+    with pytest.raises(OverwriteInputError, match="pet.nii.gz"):
+        write_image(np.zeros(GEOM.shape, np.float32), GEOM, tmp_path / "." / "pet.nii.gz", inputs=[src])
+    assert src.read_bytes() == before
+
+
+def test_read_errors_name_the_file(tmp_path):
+    with pytest.raises(InputFileError, match="missing.nii.gz.*not found"):
+        read_image(tmp_path / "missing.nii.gz")
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(InputFileError, match="broken.nii.gz"):
+        read_image(bad)
+    txt = tmp_path / "a.png"
+    txt.write_bytes(b"x")
+    with pytest.raises(InputFileError, match="unsupported"):
+        read_image(txt)
+
+
+def test_names_with_spaces(tmp_path):
+    stem = "fdg_04606080a0_02-20-2003-NA-PET-CT Ganzkoerper  primaer mit KM-22538_0001"
+    write_image(np.zeros(GEOM.shape, np.int16), GEOM, tmp_path / f"{stem}.nii.gz")
+    found = find_image(tmp_path, stem)
+    assert found is not None and strip_image_extension(found.name) == stem
+    assert find_image(tmp_path, "nope") is None
+
+
+def test_voxel_volume():
+    assert Geometry((1, 1, 1), (2.0, 2.0, 3.0)).voxel_volume_ml == pytest.approx(0.012)
+    g = Geometry.from_shape((10, 20, 30), (3.0, 2.0, 1.0))
+    assert g.size == (30, 20, 10) and g.spacing == (1.0, 2.0, 3.0) and g.shape == (10, 20, 30)
