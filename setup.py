@@ -14,8 +14,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["nnunet_quantif", "nnunet_quantif.*"]),
-    package_data={"nnunet_quantif": ["nnunet_ext/*.py", "data/*"]},
+    packages=find_packages(include=["nnunet_quantif", "nnunet_quantif.*"]) + ["nnunet_quantif.configs"],
+    package_dir={"nnunet_quantif.configs": "configs"},
+    package_data={"nnunet_quantif": ["nnunet_ext/*.py"], "nnunet_quantif.configs": ["*.json", "*.md"]},
     include_package_data=True,
     install_requires=[
         "nnunetv2>=2.8,<2.9",
@@ -33,7 +34,11 @@ setup(
         "scipy>=1.10",
     ],
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.5"]},
-    entry_points={"console_scripts": ["quantif=nnunet_quantif.cli:main"]},
+    entry_points={"console_scripts": [
+        "quantif=nnunet_quantif.cli:main",
+        # nnUNetv2_predict-compatible folder prediction with adaptive mirroring and post-processing
+        "nnUNetv2_predict_quantif=nnunet_quantif.inference.nnunet_entry:main",
+    ]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Medical Science Apps.",
