@@ -1,0 +1,310 @@
+"""Click records: reading, writing, validating and simulating autoPET IV clicks.
+
+Coordinates
+-----------
+Click files store voxel **indices in image order (x, y, z)** (ITK/NIfTI index
+order, not millimetres). Everything inside nnunet-quantif works in **array
+order (z, y, x)**, the order of a SimpleITK numpy array. This module is the
+one place where the conversion happens: :func:`read_clicks` turns a JSON point
+``[x, y, z]`` into the row ``(z, y, x)`` of :attr:`Clicks.tumor` /
+:attr:`Clicks.background`, and :func:`write_clicks` turns it back. A click
+``[x, y, z]`` therefore addresses ``arr[z, y, x]``.
+
+File forms
+----------
+Two JSON forms are read:
+
+* the challenge form
+  ``{"version": {"major": 1, "minor": 0}, "type": "Multiple points",
+  "points": [{"point": [x, y, z], "name": "tumor" | "background"}, ...]}``;
+* the simple form ``{"tumor": [[x, y, z], ...], "background": [[x, y, z], ...]}``
+  (either list may be missing, which means no click of that kind).
+
+An empty file, or an empty ``points`` list, is valid: it is interactive step 0
+(no clicks). :func:`write_clicks` writes the challenge form, tumor clicks first.
+
+Simulation
+----------
+:func:`simulate_clicks` reproduces the autoPET IV click simulation described in
+the challenge protocol (26-connected components, a first click at the maximum
+of each component's Euclidean distance transform, then "boundary" clicks;
+background clicks from hot non-lesion components above the 99.75th SUV
+percentile).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ClickError
+from .io import write_json
+
+PathLike = str | os.PathLike
+
+#: Point names accepted in the challenge form, in the order :func:`write_clicks` writes them.
+CLICK_KINDS: tuple[str, str] = ("tumor", "background")
+
+#: Number of clicks of each kind in the autoPET IV protocol.
+DEFAULT_N_CLICKS = 10
+
+#: Percentile of the non-lesion PET above which background candidates are taken (autoPET IV).
+BACKGROUND_PERCENTILE = 99.75
+
+
+def _as_click_array(values: object, what: str) -> np.ndarray:
+    arr = np.asarray(values if values is not None else np.zeros((0, 3)), dtype=np.int64)
+    if arr.size == 0:
+        arr = arr.reshape(0, 3)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"{what} clicks must have shape (N, 3) in (z, y, x) order, got {arr.shape}")
+    arr = arr.copy()
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class Clicks:
+    """Tumor and background clicks of one case, in array order (z, y, x).
+
+    Attributes
+    ----------
+    tumor : np.ndarray, shape (N, 3), int64
+        Tumor (lesion) clicks as voxel indices (z, y, x), in file order.
+    background : np.ndarray, shape (M, 3), int64
+        Background clicks as voxel indices (z, y, x), in file order.
+    source : str or None
+        Where the clicks came from (a file path), used in error messages.
+        Not part of equality.
+
+    The arrays are read-only. Two ``Clicks`` are equal when both arrays are equal.
+    """
+
+    tumor: np.ndarray
+    background: np.ndarray
+    source: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tumor", _as_click_array(self.tumor, "tumor"))
+        object.__setattr__(self, "background", _as_click_array(self.background, "background"))
+
+    @classmethod
+    def empty(cls, source: str | None = None) -> Clicks:
+        """No clicks at all (interactive step 0)."""
+        return cls(np.zeros((0, 3), np.int64), np.zeros((0, 3), np.int64), source)
+
+    @classmethod
+    def from_xyz(cls, tumor: Iterable[Sequence[int]] = (), background: Iterable[Sequence[int]] = (),
+                 source: str | None = None) -> Clicks:
+        """Build from clicks given in image order (x, y, z), as in the JSON files."""
+        t = np.asarray(list(tumor), dtype=np.int64).reshape(-1, 3)[:, ::-1]
+        b = np.asarray(list(background), dtype=np.int64).reshape(-1, 3)[:, ::-1]
+        return cls(t, b, source)
+
+    @property
+    def n_tumor(self) -> int:
+        """Number of tumor clicks."""
+        return int(self.tumor.shape[0])
+
+    @property
+    def n_background(self) -> int:
+        """Number of background clicks."""
+        return int(self.background.shape[0])
+
+    def __len__(self) -> int:
+        return self.n_tumor + self.n_background
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Clicks):
+            return NotImplemented
+        return bool(np.array_equal(self.tumor, other.tumor) and np.array_equal(self.background, other.background))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def first(self, k: int) -> Clicks:
+        """The clicks of interactive step ``k``: the first ``k`` tumor and the first ``k`` background clicks.
+
+        ``k`` larger than the number of clicks keeps them all; ``k = 0`` gives no clicks.
+        """
+        k = int(k)
+        if k < 0:
+            raise ValueError(f"step k must be >= 0, got {k}")
+        return Clicks(self.tumor[:k], self.background[:k], self.source)
+
+    def tumor_xyz(self) -> list[list[int]]:
+        """Tumor clicks in image order (x, y, z), as plain lists."""
+        return self.tumor[:, ::-1].tolist()
+
+    def background_xyz(self) -> list[list[int]]:
+        """Background clicks in image order (x, y, z), as plain lists."""
+        return self.background[:, ::-1].tolist()
+
+    def to_json_dict(self) -> dict:
+        """The challenge JSON form (points in (x, y, z)), tumor clicks first."""
+        points = [{"point": p, "name": "tumor"} for p in self.tumor_xyz()]
+        points += [{"point": p, "name": "background"} for p in self.background_xyz()]
+        return {"version": {"major": 1, "minor": 0}, "type": "Multiple points", "points": points}
+
+    def check_inside(self, shape_zyx: Sequence[int], source: str | None = None) -> None:
+        """Raise :class:`ClickError` unless every click lies inside an array of shape ``shape_zyx``.
+
+        The message names the source, the kind and index of the click, and its (x, y, z) value.
+        """
+        shape = tuple(int(s) for s in shape_zyx)
+        if len(shape) != 3:
+            raise ValueError(f"shape must be 3-D (z, y, x), got {shape}")
+        src = source or self.source or "<clicks>"
+        for kind, arr in (("tumor", self.tumor), ("background", self.background)):
+            for i, c in enumerate(arr):
+                if np.any(c < 0) or np.any(c >= np.asarray(shape)):
+                    raise ClickError(
+                        f"{src}: {kind} click #{i} {c[::-1].tolist()} (x, y, z) lies outside the image of "
+                        f"size {list(shape[::-1])} (x, y, z)"
+                    )
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def _parse_coordinate(value: object, src: str, where: str) -> int:
+    if isinstance(value, bool):
+        raise ClickError(f"{src}: {where}: coordinate {value!r} is a boolean, expected an integer voxel index")
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer():
+            return int(value)
+        raise ClickError(f"{src}: {where}: coordinate {value!r} is not an integer voxel index")
+    raise ClickError(f"{src}: {where}: coordinate {value!r} is not a number (expected an integer voxel index)")
+
+
+def _parse_point(value: object, src: str, where: str) -> list[int]:
+    if not isinstance(value, list | tuple):
+        raise ClickError(f"{src}: {where}: expected a list [x, y, z], got {value!r}")
+    if len(value) != 3:
+        raise ClickError(f"{src}: {where}: expected 3 coordinates [x, y, z], got {len(value)}: {value!r}")
+    xyz = [_parse_coordinate(v, src, f"{where} {list(value)!r}") for v in value]
+    if min(xyz) < 0:
+        raise ClickError(f"{src}: {where}: {xyz} (x, y, z) has a negative voxel index")
+    return xyz
+
+
+def parse_clicks(obj: object, source: str = "<clicks>", shape: Sequence[int] | None = None) -> Clicks:
+    """Parse an already-loaded JSON object in either click form.
+
+    Parameters
+    ----------
+    obj : dict
+        The JSON content (challenge form or simple form; see the module docstring).
+    source : str
+        Name of the origin (a file path), used in error messages.
+    shape : sequence of 3 int, optional
+        Array shape (z, y, x) of the image; every click must lie inside it.
+
+    Returns
+    -------
+    Clicks
+        In array order (z, y, x).
+    """
+    src = str(source)
+    tumor: list[list[int]] = []
+    background: list[list[int]] = []
+    if not isinstance(obj, dict):
+        raise ClickError(f"{src}: expected a JSON object with 'points' or 'tumor'/'background', "
+                         f"got {type(obj).__name__}")
+    if "points" in obj:
+        points = obj["points"]
+        if not isinstance(points, list):
+            raise ClickError(f"{src}: 'points' must be a list, got {type(points).__name__}")
+        for i, p in enumerate(points):
+            where = f"point #{i}"
+            if not isinstance(p, dict):
+                raise ClickError(f"{src}: {where}: expected an object with 'point' and 'name', got {p!r}")
+            for key in ("point", "name"):
+                if key not in p:
+                    raise ClickError(f"{src}: {where} {p!r}: missing key '{key}'")
+            name = p["name"]
+            if name not in CLICK_KINDS:
+                raise ClickError(f"{src}: {where} {p['point']!r}: unknown point name {name!r} "
+                                 f"(expected 'tumor' or 'background')")
+            xyz = _parse_point(p["point"], src, f"{where} ({name})")
+            (tumor if name == "tumor" else background).append(xyz)
+    elif "tumor" in obj or "background" in obj:
+        for kind in CLICK_KINDS:
+            items = obj.get(kind, [])
+            if items is None:
+                items = []
+            if not isinstance(items, list):
+                raise ClickError(f"{src}: '{kind}' must be a list of [x, y, z], got {type(items).__name__}")
+            for i, v in enumerate(items):
+                (tumor if kind == "tumor" else background).append(_parse_point(v, src, f"{kind} click #{i}"))
+        unknown = sorted(set(obj) - set(CLICK_KINDS))
+        if unknown:
+            raise ClickError(f"{src}: unknown key(s) {unknown} in the simple click form "
+                             f"(expected 'tumor' and 'background')")
+    else:
+        raise ClickError(f"{src}: missing key 'points' (challenge form) or 'tumor'/'background' (simple form); "
+                         f"found keys {sorted(obj)}")
+    clicks = Clicks.from_xyz(tumor, background, source=src)
+    if shape is not None:
+        clicks.check_inside(shape, src)
+    return clicks
+
+
+def read_clicks(path: PathLike, shape: Sequence[int] | None = None) -> Clicks:
+    """Read a click file (either JSON form) into array order (z, y, x).
+
+    Parameters
+    ----------
+    path : path-like
+        The JSON file. An empty (or whitespace-only) file means no clicks.
+    shape : sequence of 3 int, optional
+        Array shape (z, y, x) of the image the clicks belong to; a click
+        outside it raises :class:`ClickError`.
+
+    Returns
+    -------
+    Clicks
+
+    Raises
+    ------
+    ClickError
+        Missing or unreadable file, malformed JSON, missing keys, an unknown
+        point name, a non-integer coordinate, a point without 3 coordinates, or
+        a click outside the image. The message names the file and the click.
+    """
+    p = Path(path)
+    src = str(p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ClickError(f"{src}: click file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ClickError(f"{src}: cannot read click file ({e})") from None
+    if not text.strip():
+        return Clicks.empty(source=src)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ClickError(f"{src}: malformed JSON ({e})") from None
+    return parse_clicks(obj, src, shape)
+
+
+def write_clicks(clicks: Clicks, path: PathLike, inputs: Iterable[PathLike] = ()) -> Path:
+    """Write clicks in the challenge JSON form (points in (x, y, z)), atomically.
+
+    Parameters
+    ----------
+    clicks : Clicks
+    path : path-like
+        Target JSON file.
+    inputs : iterable of path-like
+        Paths that must not be overwritten.
+    """
+    return write_json(clicks.to_json_dict(), path, inputs)

@@ -1,0 +1,297 @@
+"""The PET-aware click heatmap (the method's third input channel).
+
+Definition (the method paper's rule, made exact; this is the default)
+-----------------------------------------------------------------------
+P is the PET in SUV in array order (z, y, x); σ are in voxels, per axis allowed.
+
+* Tumor clicks c_i, σ_t = 3:
+  g_i(v) = exp(-Σ_a (v_a - c_a)² / (2 σ_t,a²)) inside the box |v_a - c_a| ≤ r_a = int(4 σ_t,a + 0.5)
+  (clipped to the image) and 0 outside, so each click's peak is 1. Each g_i is gated by
+  [P(v) ≥ min(P(c_i), τ)] with τ = 3 (``suv_gate``), and T = min(Σ_i gated g_i, 1).
+* Background clicks b_j, σ_b = 6: the same Gaussians h_j without a gate, B = min(Σ_j h_j, 1) · [T == 0].
+* H = T - B, float32 in [-1, 1] on the PET grid.
+
+g_i is exactly what a full-volume ``scipy.ndimage.gaussian_filter`` of a delta at c_i gives in
+``mode="constant"`` with ``truncate=4``, divided by its value at c_i: scipy's kernel radius is
+``int(truncate * σ + 0.5)``, the filter is separable, and dividing by the value at the click
+cancels the per-axis kernel normalisation. An axis with σ = 0 is not filtered (as in scipy).
+:func:`click_heatmap` evaluates each click in its local window only; :func:`naive_click_heatmap`
+is the full-volume reference (one filter per click) that tests and ``scripts/bench_heatmap.py``
+compare it with.
+
+The authors' public code
+------------------------
+The authors' public code differs from the paper in two places: it used τ = 4, and it divided
+the whole background map (the sum of the background Gaussians) by its maximum instead of
+clipping it at 1. Both are available: ``suv_gate=4`` and ``background_mode="authors"``.
+The paper's rule (τ = 3, ``background_mode="paper"``) is the default.
+
+Non-finite SUVs
+---------------
+A NaN or ±Inf in the PET raises :class:`InvalidSUVError` naming the file (``source``) and the
+count, unless ``nonfinite="zero"``, which treats those voxels as SUV 0.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .clicks import Clicks, read_clicks
+from .errors import InvalidSUVError
+from .io import Geometry, read_image
+
+PathLike = str | os.PathLike
+SigmaLike = float | Sequence[float]
+
+#: Defaults of the paper's rule.
+DEFAULT_SIGMA_TUMOR = 3.0
+DEFAULT_SIGMA_BACKGROUND = 6.0
+DEFAULT_SUV_GATE = 3.0
+#: Gaussian truncation in σ (scipy's ``truncate``).
+TRUNCATE = 4.0
+
+BACKGROUND_MODES = ("paper", "authors")
+NONFINITE_MODES = ("raise", "zero")
+
+
+def _sigma3(sigma: SigmaLike, name: str) -> tuple[float, float, float]:
+    s = np.broadcast_to(np.asarray(sigma, dtype=float), (3,)) if np.ndim(sigma) == 0 else np.asarray(sigma, float)
+    if s.shape != (3,):
+        raise ValueError(f"{name} must be a number or 3 values (z, y, x), got {sigma!r}")
+    if not np.all(np.isfinite(s)) or np.any(s < 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {sigma!r}")
+    return tuple(float(v) for v in s)  # type: ignore[return-value]
+
+
+def kernel_radius(sigma: float, truncate: float = TRUNCATE) -> int:
+    """Half-width in voxels of the truncated Gaussian, exactly as ``scipy.ndimage.gaussian_filter1d``."""
+    if sigma <= 1e-15:  # scipy skips such axes: no filtering
+        return 0
+    return int(truncate * float(sigma) + 0.5)
+
+
+def _kernel_1d(sigma: float, radius: int) -> np.ndarray:
+    """exp(-x²/(2σ²)) for x = -radius..radius (peak 1, float64)."""
+    if radius == 0:
+        return np.ones(1)
+    x = np.arange(-radius, radius + 1, dtype=float)
+    return np.exp(-0.5 / (float(sigma) ** 2) * x**2)
+
+
+def _window(c: np.ndarray, radii: Sequence[int], shape: Sequence[int],
+            kernels: Sequence[np.ndarray]) -> tuple[tuple[slice, ...], np.ndarray]:
+    """Image slices of click ``c``'s box and the peak-1 Gaussian on it (float64)."""
+    sl, parts = [], []
+    for a in range(3):
+        lo = max(int(c[a]) - radii[a], 0)
+        hi = min(int(c[a]) + radii[a] + 1, int(shape[a]))
+        sl.append(slice(lo, hi))
+        k0 = lo - (int(c[a]) - radii[a])
+        parts.append(kernels[a][k0:k0 + hi - lo])
+    g = parts[0][:, None, None] * parts[1][None, :, None] * parts[2][None, None, :]
+    return tuple(sl), g
+
+
+def _merge_boxes(boxes: list[tuple[slice, ...]]) -> list[tuple[tuple[slice, ...], list[int]]]:
+    """Group boxes into disjoint bounding boxes (merging any that overlap), with member indices."""
+    groups = [([(s.start, s.stop) for s in b], [i]) for i, b in enumerate(boxes)]
+    merged = True
+    while merged:
+        merged = False
+        out: list[tuple[list[tuple[int, int]], list[int]]] = []
+        for ext, members in groups:
+            for g in out:
+                if all(lo < g[0][a][1] and g[0][a][0] < hi for a, (lo, hi) in enumerate(ext)):
+                    g[0][:] = [(min(lo, g[0][a][0]), max(hi, g[0][a][1])) for a, (lo, hi) in enumerate(ext)]
+                    g[1].extend(members)
+                    merged = True
+                    break
+            else:
+                out.append((list(ext), list(members)))
+        groups = out
+    return [(tuple(slice(lo, hi) for lo, hi in ext), members) for ext, members in groups]
+
+
+def _check_pet(pet: np.ndarray, nonfinite: str, source: str | None) -> np.ndarray:
+    if nonfinite not in NONFINITE_MODES:
+        raise ValueError(f"nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}")
+    pet = np.asarray(pet)
+    if pet.ndim != 3:
+        raise ValueError(f"PET must be a 3-D array (z, y, x), got shape {pet.shape}")
+    if np.issubdtype(pet.dtype, np.floating):
+        finite = np.isfinite(pet)
+        n_bad = int(finite.size - np.count_nonzero(finite))
+        if n_bad:
+            if nonfinite == "raise":
+                raise InvalidSUVError(f"{source or '<PET array>'}: PET holds {n_bad} non-finite voxel(s) (NaN/Inf); "
+                                      f"use nonfinite='zero' (CLI: --replace-nonfinite) to treat them as SUV 0")
+            pet = np.where(finite, pet, 0).astype(pet.dtype, copy=False)
+    return pet
+
+
+def _check_params(background_mode: str) -> None:
+    if background_mode not in BACKGROUND_MODES:
+        raise ValueError(f"background_mode must be one of {BACKGROUND_MODES}, got {background_mode!r}")
+
+
+def click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike = DEFAULT_SIGMA_TUMOR,
+                  sigma_background: SigmaLike = DEFAULT_SIGMA_BACKGROUND, suv_gate: float = DEFAULT_SUV_GATE,
+                  nonfinite: str = "raise", source: str | None = None,
+                  background_mode: str = "paper") -> np.ndarray:
+    """The PET-aware click heatmap H = T - B (see the module docstring), computed in local windows.
+
+    Parameters
+    ----------
+    pet : np.ndarray, shape (z, y, x)
+        PET in SUV.
+    clicks : Clicks
+        Clicks in array order (z, y, x); all must lie inside ``pet``.
+    sigma_tumor, sigma_background : float or 3 floats (z, y, x)
+        Gaussian σ in voxels.
+    suv_gate : float
+        τ: a tumor click's Gaussian is kept where P(v) ≥ min(P(c), τ).
+    nonfinite : {"raise", "zero"}
+        What to do with NaN/Inf SUVs: raise :class:`InvalidSUVError`, or treat them as 0.
+    source : str, optional
+        Name of the PET (its file) for error messages.
+    background_mode : {"paper", "authors"}
+        "paper": B = min(Σ h_j, 1); "authors": B = Σ h_j / max(Σ h_j). Both are zeroed where T > 0.
+
+    Returns
+    -------
+    np.ndarray, shape (z, y, x), float32, values in [-1, 1]
+    """
+    _check_params(background_mode)
+    pet = _check_pet(pet, nonfinite, source)
+    shape = pet.shape
+    clicks.check_inside(shape)
+    st, sb = _sigma3(sigma_tumor, "sigma_tumor"), _sigma3(sigma_background, "sigma_background")
+    out = np.zeros(shape, dtype=np.float32)
+
+    # Tumor map T, accumulated in float64 inside disjoint merged boxes.
+    rt = [kernel_radius(s) for s in st]
+    kt = [_kernel_1d(s, r) for s, r in zip(st, rt)]
+    windows = [_window(c, rt, shape, kt) for c in clicks.tumor]
+    tumor_positive: list[tuple[tuple[slice, ...], np.ndarray]] = []
+    for box, members in _merge_boxes([w[0] for w in windows]):
+        acc = np.zeros(tuple(s.stop - s.start for s in box))
+        for i in members:
+            sl, g = windows[i]
+            c = clicks.tumor[i]
+            thr = min(float(pet[tuple(c)]), float(suv_gate))
+            local = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(sl, box))
+            acc[local] += np.where(pet[sl] >= thr, g, 0.0)
+        np.minimum(acc, 1.0, out=acc)
+        out[box] = acc
+        tumor_positive.append((box, acc > 0))
+
+    # Background map B.
+    if clicks.n_background:
+        rb = [kernel_radius(s) for s in sb]
+        kb = [_kernel_1d(s, r) for s, r in zip(sb, rb)]
+        windows = [_window(c, rb, shape, kb) for c in clicks.background]
+        parts = []
+        for box, members in _merge_boxes([w[0] for w in windows]):
+            acc = np.zeros(tuple(s.stop - s.start for s in box))
+            for i in members:
+                sl, g = windows[i]
+                local = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(sl, box))
+                acc[local] += g
+            parts.append((box, acc))
+        if background_mode == "paper":
+            for _, acc in parts:
+                np.minimum(acc, 1.0, out=acc)
+        else:
+            peak = max(float(acc.max()) for _, acc in parts)
+            for _, acc in parts:
+                acc /= peak
+        for box, acc in parts:
+            # Zero B where T > 0: T lives in the tumor boxes; out[box] holds T there and 0 elsewhere.
+            t_pos = np.zeros(acc.shape, dtype=bool)
+            for tbox, pos in tumor_positive:
+                inter = [(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(box, tbox)]
+                if all(lo < hi for lo, hi in inter):
+                    t_pos[tuple(slice(lo - b.start, hi - b.start) for (lo, hi), b in zip(inter, box))] |= \
+                        pos[tuple(slice(lo - t.start, hi - t.start) for (lo, hi), t in zip(inter, tbox))]
+            region = out[box]
+            region -= np.where(t_pos, 0.0, acc).astype(np.float32)
+    return out
+
+
+def naive_click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike = DEFAULT_SIGMA_TUMOR,
+                        sigma_background: SigmaLike = DEFAULT_SIGMA_BACKGROUND, suv_gate: float = DEFAULT_SUV_GATE,
+                        nonfinite: str = "raise", source: str | None = None,
+                        background_mode: str = "paper") -> np.ndarray:
+    """Reference implementation of :func:`click_heatmap`: one full-volume Gaussian filter per click.
+
+    Each click's Gaussian is ``scipy.ndimage.gaussian_filter`` of a delta (``mode="constant"``,
+    ``truncate=4``) divided by its value at the click. Slow (seconds per click at whole-body size);
+    meant for tests and ``scripts/bench_heatmap.py``. Same parameters and result as
+    :func:`click_heatmap`.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    _check_params(background_mode)
+    pet = _check_pet(pet, nonfinite, source)
+    shape = pet.shape
+    clicks.check_inside(shape)
+    st, sb = _sigma3(sigma_tumor, "sigma_tumor"), _sigma3(sigma_background, "sigma_background")
+    delta = np.zeros(shape)
+    g = np.zeros(shape)
+
+    def bump(c: np.ndarray, sigma: tuple[float, float, float]) -> np.ndarray:
+        idx = tuple(int(v) for v in c)
+        delta[idx] = 1.0
+        gaussian_filter(delta, sigma, mode="constant", truncate=TRUNCATE, output=g)
+        delta[idx] = 0.0
+        return g / g[idx]
+
+    t = np.zeros(shape)
+    for c in clicks.tumor:
+        thr = min(float(pet[tuple(c)]), float(suv_gate))
+        t += bump(c, st) * (pet >= thr)
+    np.minimum(t, 1.0, out=t)
+    b = np.zeros(shape)
+    for c in clicks.background:
+        b += bump(c, sb)
+    if background_mode == "paper":
+        np.minimum(b, 1.0, out=b)
+    elif clicks.n_background:
+        b /= b.max()
+    b[t > 0] = 0.0
+    return (t - b).astype(np.float32)
+
+
+def heatmap_from_files(pet_path: PathLike, clicks_path: PathLike | None, step: int | None = None,
+                       **params) -> tuple[np.ndarray, Geometry]:
+    """Read a PET and a click file and compute the heatmap on the PET grid.
+
+    Parameters
+    ----------
+    pet_path : path-like
+        PET image in SUV (``.nii.gz``, ``.nii`` or ``.mha``).
+    clicks_path : path-like or None
+        Click JSON (either form). None gives an all-zero heatmap (no clicks).
+    step : int, optional
+        Interactive step k: use only the first k tumor and first k background clicks.
+    **params
+        Passed to :func:`click_heatmap` (sigma_tumor, sigma_background, suv_gate, nonfinite, background_mode).
+
+    Returns
+    -------
+    heatmap : np.ndarray, shape (z, y, x), float32
+    geometry : Geometry
+        The PET's geometry.
+    """
+    pet, geometry = read_image(pet_path)
+    if clicks_path is None:
+        clicks = Clicks.empty()
+    else:
+        clicks = read_clicks(clicks_path, shape=pet.shape)
+    if step is not None:
+        clicks = clicks.first(step)
+    return click_heatmap(pet, clicks, source=str(Path(pet_path)), **params), geometry
