@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ClickError
+from .errors import ClickError, GridMismatchError, InvalidSUVError
 from .io import write_json
 
 PathLike = str | os.PathLike
@@ -308,3 +308,134 @@ def write_clicks(clicks: Clicks, path: PathLike, inputs: Iterable[PathLike] = ()
         Paths that must not be overwritten.
     """
     return write_json(clicks.to_json_dict(), path, inputs)
+
+
+# -------------------------------------------------------------------------------------------- simulation
+
+
+def _padded_box(box: Sequence[slice], shape: Sequence[int]) -> tuple[slice, ...]:
+    """``box`` grown by one voxel on each side, clipped to ``shape``.
+
+    The ring around a component's bounding box holds no voxel of the component, so the Euclidean
+    distance transform of the component mask on this crop equals the full-volume one.
+    """
+    return tuple(slice(max(s.start - 1, 0), min(s.stop + 1, int(n))) for s, n in zip(box, shape))
+
+
+class _Component:
+    """One connected component: its crop (offset), mask and distance transform, computed lazily."""
+
+    def __init__(self, cc: np.ndarray, label: int, box: Sequence[slice]) -> None:
+        from scipy.ndimage import distance_transform_edt
+
+        crop = _padded_box(box, cc.shape)
+        self.offset = np.array([s.start for s in crop], dtype=np.int64)
+        self.mask = cc[crop] == label
+        self.edt = distance_transform_edt(self.mask)
+
+    def centre(self) -> np.ndarray:
+        """The first voxel (C order of the crop) where the distance transform is maximal."""
+        return np.array(np.unravel_index(int(np.argmax(self.edt)), self.edt.shape)) + self.offset
+
+    def min_edt_voxels(self) -> np.ndarray:
+        """Voxels whose distance-transform value is the smallest positive one, (K, 3) in C order."""
+        inverted = (self.edt.max() - self.edt) * (self.edt > 0)
+        return np.argwhere((inverted == inverted.max()) & self.mask) + self.offset
+
+    def all_voxels(self) -> np.ndarray:
+        """Every voxel of the component, (K, 3) in C order."""
+        return np.argwhere(self.mask) + self.offset
+
+
+def _centre_then_boundary(mask_xyz: np.ndarray, n: int, rng: np.random.RandomState,
+                          boundary: str) -> list[list[int]]:
+    """The autoPET IV scheme on one binary mask (in (x, y, z) index order): centre clicks, then boundary clicks."""
+    import cc3d
+
+    cc = cc3d.connected_components(mask_xyz, connectivity=26)
+    n_comp = int(cc.max()) if cc.size else 0
+    if n_comp == 0 or n <= 0:
+        return []
+    boxes = cc3d.statistics(cc)["bounding_boxes"]
+    labels = np.arange(1, n_comp + 1)
+    sampled = rng.choice(labels, size=min(n, n_comp), replace=False)
+    comps = {int(k): _Component(cc, int(k), boxes[int(k)]) for k in sampled}
+    clicks = [comps[int(k)].centre().tolist() for k in sampled]
+    while len(clicks) < n:
+        for k in sampled:
+            comp = comps[int(k)]
+            candidates = comp.min_edt_voxels() if boundary == "min_edt" else comp.all_voxels()
+            clicks.append(candidates[rng.choice(candidates.shape[0])].tolist())
+            if len(clicks) == n:
+                break
+    return clicks
+
+
+def background_threshold(label: np.ndarray, pet: np.ndarray, percentile: float = BACKGROUND_PERCENTILE) -> float:
+    """The SUV threshold for background candidates: the ``percentile`` of PET over voxels with label == 0."""
+    values = np.asarray(pet)[np.asarray(label) == 0].astype(np.float64)
+    if values.size == 0:
+        return float("inf")
+    return float(np.percentile(values, percentile, overwrite_input=True))
+
+
+def simulate_clicks(label: np.ndarray, pet: np.ndarray, n: int = DEFAULT_N_CLICKS, seed: int = 42,
+                    source: str | None = None) -> Clicks:
+    """Simulate tumor and background clicks with the autoPET IV algorithm.
+
+    * **Tumor:** the 26-connected components of ``label > 0``; ``min(n, ncomp)`` of them are drawn at
+      random without replacement, and each gets a click at the maximum of its Euclidean distance
+      transform (the deepest voxel). While fewer than ``n`` clicks exist, the drawn components are
+      cycled through in the same order, each adding a "boundary" click: a random voxel whose
+      distance-transform value is the smallest positive one.
+    * **Background:** th = the 99.75th percentile of PET over ``label == 0``; the 26-connected
+      components of ``(pet > th) & (label == 0)`` get the same centre-then-boundary scheme, where a
+      boundary click is a random voxel of the component.
+    * A lesion-free label gets background clicks only. Fewer than ``n`` clicks of a kind come back
+      only when there is no component of that kind.
+
+    The random stream follows the organisers' script: ``numpy.random.RandomState(seed)`` with one
+    ``choice`` of components per kind (tumor first) and one ``choice`` per boundary click, and
+    components, ties of the maximum and candidate lists are ordered as in their (x, y, z) arrays.
+    One deliberate difference: for background boundary clicks on a component whose distance transform
+    is constant, their script draws from every voxel *outside* the component (anywhere in the image,
+    lesions included); here the draw is always from the component's own voxels, as the protocol says.
+    Distance transforms are computed per component on its bounding box (plus a one-voxel ring), which
+    gives the same values as a full-volume transform.
+
+    Parameters
+    ----------
+    label : np.ndarray, shape (z, y, x)
+        Lesion mask (> 0 is lesion).
+    pet : np.ndarray, shape (z, y, x)
+        PET in SUV, same grid.
+    n : int
+        Clicks of each kind (10 in autoPET IV).
+    seed : int
+        Random seed (42 in autoPET IV). The result is deterministic for a seed.
+    source : str, optional
+        Name of the PET for error messages.
+
+    Returns
+    -------
+    Clicks
+        In array order (z, y, x), tumor clicks inside lesions, background clicks outside.
+    """
+    label = np.asarray(label)
+    pet = np.asarray(pet)
+    if label.ndim != 3 or label.shape != pet.shape:
+        raise GridMismatchError(f"{source or 'simulate_clicks'}: label shape {label.shape} and PET shape "
+                                f"{pet.shape} must be equal 3-D (z, y, x) shapes")
+    if np.issubdtype(pet.dtype, np.floating):
+        n_bad = int(pet.size - np.count_nonzero(np.isfinite(pet)))
+        if n_bad:
+            raise InvalidSUVError(f"{source or '<PET array>'}: PET holds {n_bad} non-finite voxel(s) (NaN/Inf)")
+    rng = np.random.RandomState(seed)
+    # Work on (x, y, z) views (Fortran-ordered, the same memory) so that component numbering, ties and
+    # candidate order match the organisers' script, which ran on nibabel (x, y, z) arrays.
+    lesion_xyz = (label > 0).T
+    tumor = _centre_then_boundary(lesion_xyz, n, rng, "min_edt") if lesion_xyz.any() else []
+    th = background_threshold(label, pet)
+    hot_xyz = np.asfortranarray((pet > th).T & ~lesion_xyz)
+    background = _centre_then_boundary(hot_xyz, n, rng, "component")
+    return Clicks.from_xyz(tumor, background, source=source)
