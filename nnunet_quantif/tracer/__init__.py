@@ -1,0 +1,31 @@
+"""The MIP-CNN tracer discriminator (FDG vs PSMA).
+
+- :mod:`.preprocessing`: PET volume -> oriented (224, 224) coronal MIP (:func:`mip_from_pet`).
+- :mod:`.model`: the six-convolution MIP-CNN (:class:`MIPCNN`).
+- :mod:`.training`: k-fold training from a data folder (:func:`train_tracer`).
+- :mod:`.inference`: the fold ensemble and majority vote (:func:`load_tracer_ensemble`,
+  :func:`predict_tracer`), used by the case pipeline and ``quantif tracer predict``.
+"""
+
+from .inference import TracerEnsemble, TracerPrediction, load_tracer_ensemble, predict_tracer, vote
+from .model import MIPCNN
+from .preprocessing import INPUT_SPEC, MIP_SIZE, MIP_SPACING_MM, SUV_CLIP, crop_or_pad, lps_axes, mip_from_pet
+from .training import (
+    META_NAME,
+    TRACERS,
+    TracerTrainingResult,
+    TrainConfig,
+    find_pet_files,
+    load_mips,
+    read_tracer_csv,
+    tracer_from_name,
+    train_from_mips,
+    train_tracer,
+)
+
+__all__ = [
+    "INPUT_SPEC", "META_NAME", "MIPCNN", "MIP_SIZE", "MIP_SPACING_MM", "SUV_CLIP", "TRACERS", "TracerEnsemble",
+    "TracerPrediction", "TracerTrainingResult", "TrainConfig", "crop_or_pad", "find_pet_files", "load_mips",
+    "load_tracer_ensemble", "lps_axes", "mip_from_pet", "predict_tracer", "read_tracer_csv", "tracer_from_name",
+    "train_from_mips", "train_tracer", "vote",
+]

@@ -1,0 +1,460 @@
+"""Training of the MIP-CNN tracer discriminator with k-fold cross-validation.
+
+Data: PET volumes named ``*_0001.nii.gz`` / ``.nii`` / ``.mha`` anywhere under a
+folder (e.g. ``imagesTr/``); the tracer comes from a CSV (``--tracer-csv``) or the
+case-name prefix (``fdg_...`` / ``psma_...``). Each volume is read and turned into
+its MIP once (optionally cached on disk); the folds only reuse the MIPs.
+
+Folds are stratified by tracer and drawn from ``seed``. For each fold a fresh
+:class:`~nnunet_quantif.tracer.model.MIPCNN` is trained for a fixed number of
+epochs (no early stopping, so the held-out fold never steers training) with Adam,
+a cosine learning-rate schedule, ``BCEWithLogitsLoss`` and light augmentation of
+the 2-D MIPs: intensity scaling (log-uniform factor in [0.8, 1.25], re-clipped
+to [0, 1]), shifts of up to 10 pixels per axis (zero fill) and left-right flips
+(probability 0.5). The fold's accuracy is measured on its held-out cases.
+
+Determinism: for a given seed, data and ``threads``, training on CPU gives the
+same weights bit for bit. Every random draw comes from explicitly seeded
+generators (NumPy for the folds, one ``torch.Generator`` per fold for order and
+augmentation, ``torch.manual_seed`` for the initial weights and dropout);
+``torch.use_deterministic_algorithms(True)`` and ``torch.set_num_threads(threads)``
+are set while training and restored afterwards; no DataLoader workers are used.
+
+Output folder: ``fold_<k>.pt`` (a dict with ``state_dict`` and the fold number)
+for k = 0 .. folds-1, and ``tracer_meta.json`` (written last) with the input
+specification, architecture, package version, seed, folds, per-fold and mean CV
+accuracy and the out-of-fold probability of every case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .. import __version__
+from ..errors import DatasetError
+from ..io import IMAGE_EXTENSIONS, atomic_write, read_image, strip_image_extension, write_json
+from .model import ARCHITECTURE, MIPCNN
+from .preprocessing import INPUT_SPEC, PREPROCESSING_VERSION, mip_from_pet
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike
+
+#: Class names; index 1 (PSMA) is the positive class of the sigmoid output.
+TRACERS: tuple[str, str] = ("fdg", "psma")
+#: Name of the metadata file in a weights folder.
+META_NAME: str = "tracer_meta.json"
+#: Version of the metadata layout; :func:`load_tracer_ensemble` refuses other versions.
+META_SCHEMA: int = 1
+#: Largest shift (pixels, per axis) of the shift augmentation.
+MAX_SHIFT: int = 10
+
+
+def fold_file_name(k: int) -> str:
+    """``fold_<k>.pt``."""
+    return f"fold_{k}.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (all stored in the metadata)."""
+
+    folds: int = 5
+    epochs: int = 30
+    seed: int = 0
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    threads: int = 1
+
+    def as_dict(self) -> dict:
+        return {"folds": self.folds, "epochs": self.epochs, "seed": self.seed, "batch_size": self.batch_size,
+                "lr": self.lr, "weight_decay": self.weight_decay, "threads": self.threads,
+                "optimizer": "Adam + cosine LR", "loss": "BCEWithLogitsLoss",
+                "augmentation": {"intensity_scale": [0.8, 1.25], "max_shift_px": MAX_SHIFT, "lr_flip_p": 0.5}}
+
+
+@dataclass
+class TracerTrainingResult:
+    """What :func:`train_tracer` / :func:`train_from_mips` produced."""
+
+    out_dir: Path
+    fold_accuracy: list[float]
+    cv_accuracy: float
+    fold_files: list[Path]
+    meta_path: Path
+    oof_probability: list[float] = field(default_factory=list)  # out-of-fold P(PSMA), in input order
+    cases: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- data discovery
+
+def case_name(path: PathLike) -> str:
+    """``'.../psma_x_0001.nii.gz'`` -> ``'psma_x'`` (channel suffix and extension removed)."""
+    stem = strip_image_extension(Path(path).name)
+    return stem[: -len("_0001")] if stem.endswith("_0001") else stem
+
+
+def tracer_from_name(name: str) -> str | None:
+    """``'fdg'`` or ``'psma'`` from a case-name prefix (case-insensitive), else None."""
+    low = name.lower()
+    for t in TRACERS:
+        if low.startswith(t + "_") or low.startswith(t + "-") or low == t:
+            return t
+    return None
+
+
+def _normalise_tracer(value: str, where: str) -> str:
+    v = value.strip().lower()
+    if v not in TRACERS:
+        raise DatasetError(f"{where}: unknown tracer {value!r} (expected fdg or psma)")
+    return v
+
+
+def read_tracer_csv(path: PathLike) -> dict[str, str]:
+    """Read a case -> tracer table.
+
+    The CSV has a header row with a ``tracer`` column and a case column named
+    ``case``, ``name``, ``file``, ``image`` or ``path`` (else the first other
+    column). Case values may be case names or file names/paths (the ``_0001``
+    suffix and image ending are stripped). Tracers are ``fdg`` or ``psma``.
+    """
+    p = Path(path)
+    try:
+        with p.open(newline="") as f:
+            rows = list(csv.reader(f))
+    except OSError as e:
+        raise DatasetError(f"{p}: cannot read tracer CSV ({e.strerror or e})") from None
+    rows = [r for r in rows if any(c.strip() for c in r)]
+    if not rows:
+        raise DatasetError(f"{p}: empty tracer CSV")
+    header = [c.strip().lower() for c in rows[0]]
+    if "tracer" not in header:
+        raise DatasetError(f"{p}: tracer CSV needs a header with a 'tracer' column, got {rows[0]}")
+    t_col = header.index("tracer")
+    others = [i for i in range(len(header)) if i != t_col]
+    if not others:
+        raise DatasetError(f"{p}: tracer CSV needs a case column besides 'tracer'")
+    c_col = next((header.index(n) for n in ("case", "name", "file", "image", "path") if n in header), others[0])
+    table: dict[str, str] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) <= max(t_col, c_col):
+            raise DatasetError(f"{p}: line {line} has {len(row)} columns, expected {len(header)}")
+        table[case_name(row[c_col].strip())] = _normalise_tracer(row[t_col], f"{p}: line {line}")
+    return table
+
+
+def find_pet_files(data_dir: PathLike) -> list[Path]:
+    """PET volumes (``*_0001`` + image ending) in ``data_dir`` and its sub-folders, sorted by relative path.
+
+    Raises :class:`DatasetError` if the folder is missing, holds no PET, or two
+    files share one case name.
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: data folder not found")
+    endings = tuple("_0001" + ext for ext in IMAGE_EXTENSIONS)
+    files = sorted((p for p in root.rglob("*_0001*") if p.is_file() and p.name.lower().endswith(endings)),
+                   key=lambda p: p.relative_to(root).as_posix())
+    if not files:
+        raise DatasetError(f"{root}: no PET volumes (*_0001.nii.gz/.nii/.mha) found")
+    seen: dict[str, Path] = {}
+    for f in files:
+        c = case_name(f)
+        if c in seen:
+            raise DatasetError(f"{f}: case {c!r} also found as {seen[c]}")
+        seen[c] = f
+    return files
+
+
+def label_files(files: Sequence[Path], tracer_csv: PathLike | None = None) -> list[str]:
+    """Tracer of each PET file: from the CSV if given (it must list every case), else the name prefix."""
+    table = read_tracer_csv(tracer_csv) if tracer_csv is not None else None
+    tracers = []
+    for f in files:
+        c = case_name(f)
+        if table is not None:
+            if c not in table:
+                raise DatasetError(f"{f}: case {c!r} is not listed in the tracer CSV {tracer_csv}")
+            tracers.append(table[c])
+        else:
+            t = tracer_from_name(c)
+            if t is None:
+                raise DatasetError(f"{f}: cannot tell the tracer from the name (expected an fdg_ or psma_ prefix, "
+                                   "or give --tracer-csv)")
+            tracers.append(t)
+    return tracers
+
+
+def _cache_key(path: Path) -> str:
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{PREPROCESSING_VERSION}"
+    return hashlib.sha1(key.encode()).hexdigest()
+
+
+def load_mips(files: Sequence[PathLike], cache_dir: PathLike | None = None, progress: bool = False) -> np.ndarray:
+    """Read each PET once and return its MIP.
+
+    Parameters
+    ----------
+    files : sequence of path-like
+        PET volumes (SUV).
+    cache_dir : path-like, optional
+        If given, MIPs are stored there as ``<hash>.npy`` (hash of path, size,
+        modification time and preprocessing version) and reused.
+    progress : bool
+        Show a tqdm bar.
+
+    Returns
+    -------
+    np.ndarray, float32, shape (N, 224, 224)
+    """
+    cache = Path(cache_dir) if cache_dir is not None else None
+    out = []
+    for f in tqdm(files, desc="MIPs", unit="PET", disable=not progress):
+        f = Path(f)
+        cached = cache / f"{_cache_key(f)}.npy" if cache is not None else None
+        if cached is not None and cached.is_file():
+            out.append(np.load(cached))
+            continue
+        pet, geom = read_image(f, dtype=np.float32)
+        mip = mip_from_pet(pet, geom, source=str(f))
+        if cached is not None:
+            with atomic_write(cached) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, mip)
+        out.append(mip)
+    return np.stack(out).astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------- training
+
+@contextlib.contextmanager
+def deterministic_torch(threads: int) -> Iterator[None]:
+    """Fix the thread count and force deterministic algorithms; restore both afterwards."""
+    old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(max(1, int(threads)))
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old_det)
+        torch.set_num_threads(old_threads)
+
+
+def stratified_folds(labels: Sequence[int], n_folds: int, seed: int) -> list[np.ndarray]:
+    """Validation indices of each fold, stratified by label.
+
+    Each class is shuffled with ``numpy.random.default_rng(seed)`` and dealt to
+    the folds in turn (continuing where the previous class stopped, so fold sizes
+    differ by at most one).
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    buckets: list[list[int]] = [[] for _ in range(n_folds)]
+    pos = 0
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        for i in idx:
+            buckets[pos % n_folds].append(int(i))
+            pos += 1
+    return [np.array(sorted(b), dtype=np.int64) for b in buckets]
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Light augmentation of a batch of MIPs, shape (B, 1, H, W), values in [0, 1].
+
+    Intensity scaling by a log-uniform factor in [0.8, 1.25] (then clipped to
+    [0, 1]), a random shift of up to :data:`MAX_SHIFT` pixels per axis with zero
+    fill, and a left-right flip with probability 0.5; all draws from ``gen``.
+    """
+    b, _, h, w = x.shape
+    scale = torch.exp((torch.rand(b, generator=gen) * 2 - 1) * np.log(1.25)).view(b, 1, 1, 1)
+    x = (x * scale).clamp_(0.0, 1.0)
+    shifts = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (b, 2), generator=gen)
+    flips = torch.rand(b, generator=gen) < 0.5
+    padded = nn.functional.pad(x, (MAX_SHIFT, MAX_SHIFT, MAX_SHIFT, MAX_SHIFT))
+    out = torch.empty_like(x)
+    for i in range(b):
+        dy, dx = int(shifts[i, 0]) + MAX_SHIFT, int(shifts[i, 1]) + MAX_SHIFT
+        img = padded[i, :, dy:dy + h, dx:dx + w]
+        out[i] = torch.flip(img, dims=(-1,)) if flips[i] else img
+    return out
+
+
+def train_model(mips: np.ndarray, labels: Sequence[int], config: TrainConfig, seed: int,
+                on_epoch: Callable[[int, float], None] | None = None) -> MIPCNN:
+    """Train one MIP-CNN on ``mips`` (N, 224, 224) with 0/1 ``labels`` (1 = PSMA).
+
+    Call inside :func:`deterministic_torch` for reproducible results.
+    """
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = MIPCNN()
+    x_all = torch.from_numpy(np.ascontiguousarray(mips, dtype=np.float32)).unsqueeze(1)
+    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.float32)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, config.epochs))
+    loss_fn = nn.BCEWithLogitsLoss()
+    n = len(y_all)
+    model.train()
+    for epoch in range(config.epochs):
+        order = torch.randperm(n, generator=gen)
+        total = 0.0
+        for start in range(0, n, config.batch_size):
+            idx = order[start:start + config.batch_size]
+            xb = augment(x_all[idx], gen)
+            loss = loss_fn(model(xb), y_all[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(idx)
+        sched.step()
+        if on_epoch is not None:
+            on_epoch(epoch, total / max(1, n))
+    model.eval()
+    return model
+
+
+def predict_mips(model: MIPCNN, mips: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """P(PSMA) of each MIP, shape (N,), float64."""
+    out = []
+    for start in range(0, len(mips), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(mips[start:start + batch_size], dtype=np.float32)).unsqueeze(1)
+        out.append(model.predict_proba(x).double().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def save_fold(model: MIPCNN, path: Path, fold: int) -> Path:
+    """Write ``{'state_dict', 'fold'}`` atomically with ``torch.save``."""
+    with atomic_write(path) as tmp:
+        torch.save({"state_dict": model.state_dict(), "fold": int(fold)}, tmp)
+    return path
+
+
+def train_from_mips(mips: np.ndarray, tracers: Sequence[str], out_dir: PathLike, *, cases: Sequence[str] | None = None,
+                    config: TrainConfig | None = None, progress: bool = False,
+                    on_fold: Callable[[int, float], None] | None = None) -> TracerTrainingResult:
+    """k-fold training on precomputed MIPs; writes the fold weights and ``tracer_meta.json``.
+
+    Parameters
+    ----------
+    mips : np.ndarray, shape (N, 224, 224)
+        Inputs from :func:`~nnunet_quantif.tracer.preprocessing.mip_from_pet`.
+    tracers : sequence of str
+        ``'fdg'`` or ``'psma'`` per MIP.
+    out_dir : path-like
+        Output folder (created).
+    cases : sequence of str, optional
+        Case names, for the metadata.
+    config : TrainConfig, optional
+    progress : bool
+        Show a tqdm bar over epochs.
+    on_fold : callable(fold, accuracy), optional
+        Called after each fold (the CLI prints from it).
+    """
+    config = config or TrainConfig()
+    out = Path(out_dir)
+    mips = np.asarray(mips, dtype=np.float32)
+    if mips.ndim != 3 or len(mips) != len(tracers):
+        raise DatasetError(f"{out}: need N MIPs (N, H, W) and N tracers, got {mips.shape} and {len(tracers)}")
+    tracers = [_normalise_tracer(t, str(out)) for t in tracers]
+    labels = np.array([TRACERS.index(t) for t in tracers])
+    cases = list(cases) if cases is not None else [f"case_{i}" for i in range(len(tracers))]
+    counts = {t: int((labels == i).sum()) for i, t in enumerate(TRACERS)}
+    if config.folds < 2:
+        raise DatasetError(f"{out}: need at least 2 folds, got {config.folds}")
+    if min(counts.values()) < config.folds:
+        raise DatasetError(f"{out}: {config.folds}-fold CV needs at least {config.folds} cases of each tracer, "
+                           f"got {counts}")
+    folds = stratified_folds(labels, config.folds, config.seed)
+    oof = np.full(len(labels), np.nan)
+    fold_acc: list[float] = []
+    fold_files: list[Path] = []
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path = out / META_NAME
+    if meta_path.exists():
+        meta_path.unlink()  # a half-overwritten folder must not look complete
+    bar = tqdm(total=config.folds * config.epochs, desc="tracer CNN", unit="epoch", disable=not progress)
+    with deterministic_torch(config.threads):
+        for k, val in enumerate(folds):
+            train = np.setdiff1d(np.arange(len(labels)), val)
+            model = train_model(mips[train], labels[train], config, seed=config.seed * 1000 + k,
+                                on_epoch=lambda e, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
+            p = predict_mips(model, mips[val])
+            oof[val] = p
+            acc = float(np.mean((p >= 0.5).astype(int) == labels[val]))
+            fold_acc.append(acc)
+            fold_files.append(save_fold(model, out / fold_file_name(k), k))
+            logger.info("fold %d: accuracy %.3f on %d held-out cases", k, acc, len(val))
+            if on_fold is not None:
+                on_fold(k, acc)
+    bar.close()
+    cv_acc = float(np.mean((oof >= 0.5).astype(int) == labels))
+    meta = {
+        "schema": META_SCHEMA,
+        "kind": "nnunet_quantif tracer discriminator (MIP-CNN)",
+        "nnunet_quantif_version": __version__,
+        "torch_version": torch.__version__,
+        "classes": list(TRACERS),
+        "output": "P(PSMA) = sigmoid(logit); a fold votes psma if P >= 0.5",
+        "decision": "majority vote over folds; a tie goes to the mean probability (>= 0.5 -> psma)",
+        "input": INPUT_SPEC,
+        "architecture": ARCHITECTURE,
+        "training": config.as_dict(),
+        "seed": config.seed,
+        "folds": config.folds,
+        "fold_files": [f.name for f in fold_files],
+        "fold_accuracy": fold_acc,
+        "mean_fold_accuracy": float(np.mean(fold_acc)),
+        "cv_accuracy": cv_acc,
+        "n_cases": {**counts, "total": len(labels)},
+        "cv_predictions": [{"case": c, "tracer": t, "fold": int(next(k for k, v in enumerate(folds) if i in v)),
+                            "probability": float(oof[i])} for i, (c, t) in enumerate(zip(cases, tracers))],
+    }
+    write_json(meta, meta_path)
+    return TracerTrainingResult(out, fold_acc, cv_acc, fold_files, meta_path, [float(v) for v in oof], cases)
+
+
+def train_tracer(data_dir: PathLike, out_dir: PathLike, *, folds: int = 5, epochs: int = 30, seed: int = 0,
+                 tracer_csv: PathLike | None = None, batch_size: int = 8, lr: float = 1e-3, threads: int = 1,
+                 cache_dir: PathLike | None = None, progress: bool = False,
+                 on_fold: Callable[[int, float], None] | None = None) -> TracerTrainingResult:
+    """Train the tracer discriminator on the PET volumes under ``data_dir`` (see the module docstring).
+
+    Parameters
+    ----------
+    data_dir : path-like
+        Folder searched recursively for ``*_0001.nii.gz`` / ``.nii`` / ``.mha``.
+    out_dir : path-like
+        Receives ``fold_<k>.pt`` and ``tracer_meta.json``.
+    folds, epochs, seed, batch_size, lr, threads :
+        Training settings (:class:`TrainConfig`).
+    tracer_csv : path-like, optional
+        Case -> tracer table (:func:`read_tracer_csv`); default: the name prefix.
+    cache_dir : path-like, optional
+        Where to cache the MIPs between runs.
+    progress : bool
+        Show tqdm bars.
+    on_fold : callable(fold, accuracy), optional
+    """
+    files = find_pet_files(data_dir)
+    tracers = label_files(files, tracer_csv)
+    mips = load_mips(files, cache_dir=cache_dir, progress=progress)
+    config = TrainConfig(folds=folds, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr, threads=threads)
+    return train_from_mips(mips, tracers, out_dir, cases=[case_name(f) for f in files], config=config,
+                           progress=progress, on_fold=on_fold)
