@@ -1,0 +1,72 @@
+"""``quantif clicks``: simulate clicks from a label and a PET, or show a click file."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from ..clicks import read_clicks, simulate_clicks, write_clicks
+from ..errors import ConfigError
+from ..io import check_same_grid, read_image
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("clicks", help="simulate or show click files",
+                       description="Work with autoPET IV click files (JSON, points in voxel indices (x, y, z)).")
+    csub = p.add_subparsers(dest="clicks_command", metavar="ACTION")
+
+    s = csub.add_parser("simulate", help="simulate 10 tumor + 10 background clicks (autoPET IV algorithm)",
+                        description="Simulate clicks from a lesion label and a PET (SUV) with the autoPET IV "
+                                    "algorithm and write them in the challenge JSON form.")
+    s.add_argument("--label", required=True, metavar="L", help="lesion label image (0/1)")
+    s.add_argument("--pet", required=True, metavar="P", help="PET image in SUV on the label's grid")
+    s.add_argument("--out", required=True, metavar="JSON", help="output click file")
+    s.add_argument("--seed", type=int, default=42, help="random seed (default: 42, as autoPET IV)")
+    s.add_argument("--n", type=int, default=10, help="clicks of each kind (default: 10)")
+    s.set_defaults(func=run_simulate)
+
+    w = csub.add_parser("show", help="list the clicks of a file",
+                        description="List the clicks of a file (either JSON form). With --image, validate "
+                                    "them against the image and show the voxel value at each click.")
+    w.add_argument("json", metavar="JSON", help="click file")
+    w.add_argument("--image", metavar="IMG", help="image the clicks belong to (e.g. the PET)")
+    w.set_defaults(func=run_show)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    if args.n < 0:
+        raise ConfigError(f"--n must be >= 0, got {args.n}")
+    label, lg = read_image(args.label)
+    pet, pg = read_image(args.pet)
+    check_same_grid(lg, pg, args.label, args.pet)
+    clicks = simulate_clicks(label, pet, n=args.n, seed=args.seed, source=args.pet)
+    write_clicks(clicks, args.out, inputs=[args.label, args.pet])
+    print(f"{args.out}: {clicks.n_tumor} tumor and {clicks.n_background} background clicks (seed {args.seed})")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    arr = geometry = None
+    if args.image:
+        arr, geometry = read_image(args.image)
+    clicks = read_clicks(args.json, shape=None if geometry is None else geometry.shape)
+    print(f"{args.json}: {clicks.n_tumor} tumor, {clicks.n_background} background clicks")
+    header = f"{'kind':<10} {'#':>2}  {'x, y, z (index)':<18}"
+    if geometry is not None:
+        header += f"  {'value':>10}  physical mm (x, y, z)"
+    print(header)
+    for kind, zyx in (("tumor", clicks.tumor), ("background", clicks.background)):
+        for i, c in enumerate(zyx):
+            xyz = c[::-1].tolist()
+            line = f"{kind:<10} {i:>2}  {', '.join(str(v) for v in xyz):<18}"
+            if geometry is not None:
+                mm = geometry.index_to_physical(xyz)
+                value = arr[tuple(c)]
+                vs = f"{float(value):10.4g}" if np.issubdtype(arr.dtype, np.number) else str(value)
+                line += f"  {vs}  {', '.join(f'{v:.1f}' for v in mm)}"
+            print(line)
+    return 0
+
+
