@@ -322,7 +322,7 @@ def train_model(mips: np.ndarray, labels: Sequence[int], config: TrainConfig, se
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         sched.step()
         if on_epoch is not None:
             on_epoch(epoch, total / max(1, n))
