@@ -1,0 +1,119 @@
+"""``quantif evaluate`` and ``quantif evaluate-interactive``: the autoPET IV metrics and protocol."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="DSC, FPV and FNV of static predictions against ground-truth labels",
+        description="Evaluate PRED/<case>.nii.gz|.mha against GT/<case>.nii.gz with the autoPET IV metrics "
+                    "(DSC; false-positive and false-negative volume in ml over 18-connected components). "
+                    "Writes metrics.csv (one row per case), summary.json (subset means and their mean) and "
+                    "report.md to --out, and prints a table.",
+    )
+    p.add_argument("--pred", required=True, metavar="DIR", help="folder of predicted 0/1 masks <case>.nii.gz|.mha")
+    p.add_argument("--gt", required=True, metavar="DIR", help="folder of ground-truth labels <case>.nii.gz "
+                                                              "(labelsTr layout)")
+    p.add_argument("--out", metavar="DIR", help="write metrics.csv, summary.json and report.md here")
+    p.add_argument("--pet-dir", metavar="DIR", help="PET images (<case>_0001.nii.gz or <case>.nii.gz) to draw "
+                                                    "the worst cases as coronal MIPs (needs --out)")
+    p.add_argument("--centre-csv", metavar="CSV", help="CSV with columns case,centre[,tracer] (subsets "
+                                                       "tracer x centre, e.g. FDG-LMU)")
+    p.add_argument("--n-worst", type=int, default=4, metavar="N", help="worst cases to draw (default 4)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no per-case table")
+    p.set_defaults(func=run_static)
+
+    q = sub.add_parser(
+        "evaluate-interactive",
+        help="run the autoPET IV 11-step click protocol (model and classical baselines)",
+        description="For every case of DATA (imagesTr/, labelsTr/, clicks/) and every click step k, predict "
+                    "with the first k tumor and k background clicks, and evaluate. The model and the classical "
+                    "baselines (SUV>=4, SUV>=2.5, 41%% SUVmax region growing from the tumor clicks) run at the "
+                    "same steps. Writes metrics_steps.csv, steps/step_<k>.csv, auc.csv, summary.json, "
+                    "plots/*.png and report.md. Rerunning the same command resumes an interrupted run.",
+    )
+    q.add_argument("--data", required=True, metavar="DIR", help="autoPET-style folder with imagesTr/, labelsTr/, "
+                                                                "clicks/")
+    q.add_argument("--model-fdg", metavar="DIR", help="trained FDG model folder (nnU-Net results folder of "
+                                                      "the trainer/plans/configuration)")
+    q.add_argument("--model-psma", metavar="DIR", help="trained PSMA model folder")
+    q.add_argument("--steps", default="0-10", help="click steps, e.g. '0-10' (default) or '0,1,10'")
+    q.add_argument("--out", required=True, metavar="DIR", help="output folder (also the resume state)")
+    q.add_argument("--clicks-dir", metavar="DIR", help="click files <case>_clicks.json (default DATA/clicks)")
+    q.add_argument("--centre-csv", metavar="CSV", help="CSV with columns case,centre[,tracer]")
+    q.add_argument("--cases", nargs="+", metavar="CASE", help="evaluate only these cases")
+    q.add_argument("--baselines", default="suv4,suv2.5,rg41",
+                   help="comma-separated baselines: suv<T> (SUV >= T), rg<P> (P%% SUVmax region growing); "
+                        "'none' for none (default suv4,suv2.5,rg41)")
+    q.add_argument("--no-model", action="store_true", help="evaluate the baselines only")
+    q.add_argument("--folds", nargs="+", metavar="F", help="model folds to ensemble (default: the pipeline's)")
+    q.add_argument("--device", default=None, help="torch device for the model (default: the pipeline's)")
+    q.add_argument("--save-predictions", choices=("last", "all", "none"), default="last",
+                   help="keep the masks of the last step (default), of all steps, or none")
+    q.add_argument("--n-worst", type=int, default=4, metavar="N", help="worst cases drawn as MIPs (default 4)")
+    q.add_argument("--no-plots", action="store_true", help="skip the PNGs and report.md")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=run_interactive)
+
+
+def _print_summary(summary: dict) -> None:
+    from ..evaluation.report import summary_tables
+
+    print(summary_tables(summary))
+
+
+def run_static(args: argparse.Namespace) -> int:
+    from ..evaluation.report import fmt_value, markdown_table
+    from ..evaluation.static import evaluate_folder
+
+    if args.pet_dir and not args.out:
+        raise ConfigError("--pet-dir draws plots and needs --out")
+    rows, summary = evaluate_folder(args.pred, args.gt, args.out, pet_dir=args.pet_dir,
+                                    case_table=args.centre_csv, progress=not args.quiet, n_worst=args.n_worst)
+    if not args.quiet:
+        print(markdown_table(["case", "tracer", "centre", "DSC", "FPV (ml)", "FNV (ml)"],
+                             [[r["case"], r["tracer"], r["centre"] or "-", fmt_value(r["dsc"], "dsc"),
+                               fmt_value(r["fpv"], "fpv"), fmt_value(r["fnv"], "fnv")] for r in rows]))
+    _print_summary(summary)
+    if args.out:
+        print(f"wrote {Path(args.out) / 'metrics.csv'}, {Path(args.out) / 'summary.json'}, "
+              f"{Path(args.out) / 'report.md'}")
+    return 0
+
+
+def _model_method(args: argparse.Namespace):
+    """The model as an evaluation method, through the inference pipeline."""
+    from ..evaluation.model import model_method
+
+    return model_method(model_fdg=args.model_fdg, model_psma=args.model_psma, folds=args.folds, device=args.device)
+
+
+def run_interactive(args: argparse.Namespace) -> int:
+    from ..evaluation.baselines import baselines_by_name
+    from ..evaluation.cases import discover_cases
+    from ..evaluation.interactive import InteractiveRunner, parse_steps
+
+    steps = parse_steps(args.steps)
+    names = [] if args.baselines.strip().lower() == "none" else args.baselines.split(",")
+    methods: dict = {}
+    if not args.no_model:
+        if not (args.model_fdg or args.model_psma):
+            raise ConfigError("give --model-fdg and/or --model-psma, or --no-model for the baselines only")
+        methods["model"] = _model_method(args)
+    methods.update(baselines_by_name(names))
+    if not methods:
+        raise ConfigError("nothing to evaluate: --no-model and no baselines")
+    cases = discover_cases(args.data, clicks_dir=args.clicks_dir, case_table=args.centre_csv, cases=args.cases)
+    runner = InteractiveRunner(methods, args.out, steps, save_predictions=args.save_predictions,
+                               progress=not args.quiet)
+    summary = runner.run(cases, plots=not args.no_plots, n_worst=args.n_worst)
+    _print_summary(summary)
+    print(f"wrote {Path(args.out) / 'metrics_steps.csv'}, {Path(args.out) / 'auc.csv'}, "
+          f"{Path(args.out) / 'summary.json'}" + ("" if args.no_plots else f", {Path(args.out) / 'report.md'}"))
+    return 0

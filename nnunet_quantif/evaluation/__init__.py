@@ -1,0 +1,26 @@
+"""autoPET IV evaluation: per-case metrics, the 11-step interactive protocol, baselines, plots, reports.
+
+- :mod:`.metrics` -- :func:`case_metrics` (DSC, FPV, FNV in ml; 18-connected components), AUC over steps.
+- :mod:`.aggregate` -- per-case curves, subset means, mean of subset means, ranking.
+- :mod:`.baselines` -- SUV thresholds and click-seeded 41 % SUVmax region growing.
+- :mod:`.cases` -- finding cases in an autoPET-style folder (tracer, centre, lazy arrays).
+- :mod:`.interactive` -- the resumable runner over cases x methods x click steps.
+- :mod:`.static` -- evaluating a folder of static predictions.
+- :mod:`.plots`, :mod:`.report` -- PNG figures and ``report.md``.
+"""
+
+from .aggregate import RANKING_METRICS, case_curves, mean_of_subset_means, rank_methods, subset_means, summarize
+from .baselines import RegionGrowingMethod, SUVThresholdMethod, default_baselines, region_growing, suv_threshold
+from .cases import EvalCase, discover_cases, read_case_table, tracer_from_name
+from .interactive import InteractiveRunner, evaluate_interactive, parse_steps, path_method
+from .metrics import METRICS, auc_over_steps, case_metrics, unmatched_voxels, voxel_volume_ml
+from .report import markdown_table, render_report, write_report
+from .static import evaluate_folder
+
+__all__ = [
+    "METRICS", "RANKING_METRICS", "EvalCase", "InteractiveRunner", "RegionGrowingMethod", "SUVThresholdMethod",
+    "auc_over_steps", "case_curves", "case_metrics", "default_baselines", "discover_cases", "evaluate_folder",
+    "evaluate_interactive", "markdown_table", "mean_of_subset_means", "parse_steps", "path_method",
+    "rank_methods", "read_case_table", "region_growing", "render_report", "subset_means", "suv_threshold",
+    "summarize", "tracer_from_name", "unmatched_voxels", "voxel_volume_ml", "write_report",
+]

@@ -1,0 +1,124 @@
+"""Evaluating a folder of static predictions against a folder of ground-truth labels.
+
+Predictions are ``PRED/<case>.nii.gz`` (or ``.nii``/``.mha``), labels ``GT/<case>.nii.gz`` (the
+``labelsTr`` layout). Both must be on the same grid. The tracer comes from the case-name prefix
+(``fdg_``/``psma_``; other names form the subset ``UNKNOWN``), the centre from an optional CSV.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import DatasetError
+from ..io import PathLike, check_same_grid, find_image, read_image, write_json, write_text
+from .aggregate import json_safe, summarize
+from .cases import EvalCase, list_case_names, read_case_table, tracer_from_name
+from .interactive import rows_to_csv
+from .metrics import METRICS, case_metrics
+
+#: Columns of ``metrics.csv``.
+STATIC_COLUMNS: tuple[str, ...] = ("case", "tracer", "centre", "dsc", "fpv", "fnv", "has_lesion", "gt_ml", "pred_ml")
+
+#: Name of the evaluated "method" in the static summary.
+STATIC_METHOD = "prediction"
+
+
+def evaluate_folder(pred_dir: PathLike, gt_dir: PathLike, out_dir: PathLike | None = None,
+                    pet_dir: PathLike | None = None, case_table: PathLike | None = None,
+                    progress: bool = True, n_worst: int = 4) -> tuple[list[dict], dict]:
+    """Evaluate every ground-truth case that has a prediction.
+
+    Parameters
+    ----------
+    pred_dir, gt_dir : path-like
+        Folders of ``<case>`` masks (see the module docstring).
+    out_dir : path-like, optional
+        Where to write ``metrics.csv``, ``summary.json`` and ``report.md`` (nothing written if None).
+    pet_dir : path-like, optional
+        Folder with ``<case>_0001.*`` or ``<case>.*`` PET images; when given, the worst cases are drawn
+        as coronal MIPs (``plots/worst_cases.png``).
+    case_table : path-like, optional
+        CSV ``case,centre[,tracer]``.
+
+    Returns
+    -------
+    rows : list of dict
+        One per case (:data:`STATIC_COLUMNS`).
+    summary : dict
+        ``{"protocol": {...}, "n_cases", "methods": {"prediction": subset means ...}}``.
+
+    Raises
+    ------
+    DatasetError
+        No label, or labels without a prediction (all are listed, up to 10).
+    GridMismatchError
+        A prediction and its label differ in grid (both files are named).
+    """
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    for d in (pred_dir, gt_dir):
+        if not d.is_dir():
+            raise DatasetError(f"{d}: folder not found")
+    names = list_case_names(gt_dir)
+    if not names:
+        raise DatasetError(f"{gt_dir}: no label images found")
+    pairs = [(n, find_image(pred_dir, n)) for n in names]
+    missing = [n for n, p in pairs if p is None]
+    if missing:
+        shown = ", ".join(repr(n) for n in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise DatasetError(f"{pred_dir}: no prediction for {len(missing)} of {len(names)} labels in {gt_dir}: {shown}")
+    table = read_case_table(case_table) if case_table else {}
+    rows: list[dict] = []
+    for name, pred_path in tqdm(pairs, desc="evaluate", unit="case", disable=not progress):
+        gt_path = find_image(gt_dir, name)
+        gt, g_geo = read_image(gt_path)
+        pred, p_geo = read_image(pred_path)
+        check_same_grid(p_geo, g_geo, str(pred_path), str(gt_path))
+        met = case_metrics(pred, gt, g_geo.spacing_zyx)
+        info = table.get(name, {})
+        rows.append({"case": name, "tracer": info.get("tracer") or tracer_from_name(name, default="unknown"),
+                     "centre": info.get("centre", ""), "method": STATIC_METHOD, **met,
+                     "has_lesion": bool(np.any(gt)),
+                     "gt_ml": float(np.count_nonzero(gt)) * g_geo.voxel_volume_ml,
+                     "pred_ml": float(np.count_nonzero(pred)) * g_geo.voxel_volume_ml})
+    summary = {"protocol": {"static": True,
+                            "lesion_free_cases": "DSC and FNV are NaN and ignored in every mean; "
+                                                 "they count for FPV only"},
+               "n_cases": len(rows),
+               "methods": {STATIC_METHOD: summarize(rows, list(METRICS))}}
+    if out_dir is not None:
+        write_outputs(rows, summary, Path(out_dir), pred_dir, gt_dir, pet_dir, n_worst, inputs=[pred_dir, gt_dir])
+    return rows, summary
+
+
+def _find_pet(pet_dir: Path, name: str) -> Path | None:
+    return find_image(pet_dir, f"{name}_0001") or find_image(pet_dir, name)
+
+
+def write_outputs(rows: list[dict], summary: dict, out_dir: Path, pred_dir: Path, gt_dir: Path,
+                  pet_dir: PathLike | None, n_worst: int, inputs: Sequence[PathLike] = ()) -> None:
+    """Write ``metrics.csv``, ``summary.json``, optional worst-case MIPs and ``report.md``."""
+    write_text(rows_to_csv(rows, STATIC_COLUMNS), out_dir / "metrics.csv", inputs)
+    write_json(json_safe(summary), out_dir / "summary.json", inputs)
+    plots = []
+    if pet_dir is not None:
+        from .plots import plot_worst_cases
+
+        cases = []
+        for r in rows:
+            pet = _find_pet(Path(pet_dir), r["case"])
+            if pet is not None:
+                cases.append(EvalCase(name=r["case"], tracer=r["tracer"], label_path=find_image(gt_dir, r["case"]),
+                                      pet_path=pet, centre=r["centre"]))
+        if cases:
+            p = plot_worst_cases(cases, rows, out_dir / "plots" / "worst_cases.png", STATIC_METHOD,
+                                 {STATIC_METHOD: lambda c: find_image(pred_dir, c) or pred_dir / c}, n=n_worst,
+                                 dsc_key="dsc", fpv_key="fpv")
+            if p is not None:
+                plots.append(p)
+    from .report import write_report
+
+    write_report(summary, out_dir / "report.md", plots=plots, title="Evaluation of static predictions")
