@@ -28,7 +28,9 @@ import contextlib
 import fnmatch
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,6 +38,7 @@ import numpy as np
 
 from .config import load_json_config
 from .errors import ConfigError, DatasetError, InputFileError
+from .io import Geometry
 
 #: Name of the shipped organ-group config.
 ORGANS_CONFIG = "organs.json"
@@ -285,3 +288,433 @@ def load_organ_side_file(preprocessed_config_folder: str | os.PathLike, identifi
                            f"nnUNetv2_plan_and_preprocess)")
     mmap_kwargs = {} if os.name == "nt" else {"mmap_mode": "r"}
     return blosc2.open(urlpath=str(path), mode="r", dparams={"nthreads": 1}, **mmap_kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# TotalSegmentator outputs -> organ maps on the image grid
+# ---------------------------------------------------------------------------------------------------------------
+
+def totalseg_paths(totalseg_dir: str | os.PathLike, case: str) -> dict[str, Path]:
+    """``{task: <dir>/<case>_<task>.nii.gz}`` for the tasks in :data:`TOTALSEG_TASKS`."""
+    return {task: Path(totalseg_dir) / f"{case}_{task}.nii.gz" for task in TOTALSEG_TASKS}
+
+
+def organ_map_from_files(totalseg_dir: str | os.PathLike, case: str, lesion_path: str | os.PathLike | None = None,
+                         reference: Geometry | None = None) -> tuple[np.ndarray, Geometry]:
+    """Organ map of one case from its TotalSegmentator files.
+
+    Parameters
+    ----------
+    totalseg_dir : path-like
+        Folder with ``<case>_total.nii.gz`` and ``<case>_head_glands_cavities.nii.gz``.
+    case : str
+        Case name.
+    lesion_path : path-like, optional
+        Lesion label on the same grid; its voxels are set to 0.
+    reference : Geometry, optional
+        The grid the maps must lie on (e.g. the case's CT); a mismatch raises GridMismatchError.
+
+    Returns
+    -------
+    organs : np.ndarray of uint8, shape (z, y, x)
+    geometry : Geometry
+    """
+    from .io import check_same_grid, read_image
+
+    paths = totalseg_paths(totalseg_dir, case)
+    for task, p in paths.items():
+        if not p.is_file():
+            raise InputFileError(f"{p}: TotalSegmentator '{task}' output of case '{case}' not found")
+    total, geo = read_image(paths["total"])
+    hgc, hgeo = read_image(paths["head_glands_cavities"])
+    check_same_grid(geo, hgeo, str(paths["total"]), str(paths["head_glands_cavities"]))
+    if reference is not None:
+        check_same_grid(reference, geo, f"the image of case '{case}'", str(paths["total"]))
+    lesion = None
+    if lesion_path is not None:
+        lesion, lgeo = read_image(lesion_path)
+        check_same_grid(geo, lgeo, str(paths["total"]), str(lesion_path))
+    organs = organ_map_from_totalseg(total, hgc, lesion, sources=(str(paths["total"]),
+                                                                  str(paths["head_glands_cavities"])))
+    return organs, geo
+
+
+def totalsegmentator_weight_folders(tasks: tuple[str, ...] = TOTALSEG_TASKS) -> dict[str, list[Path]]:
+    """The weight folders TotalSegmentator needs for ``tasks`` (task -> folders), as its own code locates them.
+
+    TotalSegmentator looks in ``$TOTALSEG_WEIGHTS_PATH`` or else ``$TOTALSEG_HOME_DIR/nnunet/results``
+    (default ``~/.totalsegmentator/nnunet/results``); each task id maps to a folder name in
+    ``totalsegmentator.libs.TASK_ID_WEIGHTS_CONFIGS``. Tasks that crop first (e.g.
+    ``head_glands_cavities`` to the skull) also need the 6 mm ``total`` model (task 298).
+    """
+    from totalsegmentator.config import get_weights_dir
+    from totalsegmentator.libs import TASK_ID_WEIGHTS_CONFIGS
+    from totalsegmentator.python_api import get_task_config
+
+    weights = get_weights_dir()
+    out: dict[str, list[Path]] = {}
+    for task in tasks:
+        cfg = get_task_config(task, quiet=True)
+        ids = cfg["task_id"] if isinstance(cfg["task_id"], list) else [cfg["task_id"]]
+        if cfg.get("crop") is not None:
+            ids = ids + [cfg["crop_model"] if cfg.get("crop_model") is not None else 298]
+        folders = []
+        for tid in ids:
+            info = TASK_ID_WEIGHTS_CONFIGS.get(tid)
+            if info is None:
+                raise ConfigError(f"TotalSegmentator has no weights entry for task id {tid} (task '{task}')")
+            folder = Path(info["foldername"])
+            if info.get("rel_path"):
+                folder = Path(info["rel_path"]) / folder
+            folders.append(weights / folder)
+        out[task] = folders
+    return out
+
+
+def check_totalsegmentator_weights(tasks: tuple[str, ...] = TOTALSEG_TASKS) -> None:
+    """Raise :class:`ModelError` saying how to get them unless TotalSegmentator's weights for ``tasks`` exist.
+
+    Nothing is downloaded.
+    """
+    from .errors import ModelError
+
+    missing = {t: [str(f) for f in fs if not f.is_dir()] for t, fs in totalsegmentator_weight_folders(tasks).items()}
+    missing = {t: fs for t, fs in missing.items() if fs}
+    if missing:
+        how = "; ".join(f"totalseg_download_weights -t {t}" for t in missing)
+        raise ModelError(
+            f"TotalSegmentator weights not installed for task(s) {', '.join(missing)} (missing "
+            f"{', '.join(f for fs in missing.values() for f in fs)}). Get them with: {how} (some tasks need a "
+            f"licence: totalseg_set_license -l KEY), or set TOTALSEG_HOME_DIR / TOTALSEG_WEIGHTS_PATH to where "
+            f"they are; or run TotalSegmentator elsewhere and use --from-totalseg DIR")
+
+
+def run_totalsegmentator(ct_path: str | os.PathLike, out_dir: str | os.PathLike, case: str,
+                         tasks: tuple[str, ...] = TOTALSEG_TASKS, device: str | None = None,
+                         overwrite: bool = False) -> dict[str, Path]:
+    """Run TotalSegmentator's Python API on a CT and write ``<out_dir>/<case>_<task>.nii.gz`` per task.
+
+    The weights must be installed (:func:`check_totalsegmentator_weights`); nothing is downloaded.
+    ``device`` defaults to ``"gpu"`` when CUDA is available, else ``"cpu"``. Existing outputs are
+    kept unless ``overwrite``. Each output is written to a temporary name and renamed.
+    """
+    check_totalsegmentator_weights(tasks)
+    from totalsegmentator.python_api import totalsegmentator
+
+    if device is None:
+        import torch
+
+        device = "gpu" if torch.cuda.is_available() else "cpu"
+    paths = totalseg_paths(out_dir, case)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for task in tasks:
+        target = paths[task]
+        if target.is_file() and not overwrite:
+            continue
+        fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".nii.gz", dir=target.parent)
+        os.close(fd)
+        try:
+            totalsegmentator(Path(ct_path), Path(tmp), ml=True, task=task, device=device, quiet=True)
+            os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Alignment with nnU-Net's preprocessing, and the side-file command
+# ---------------------------------------------------------------------------------------------------------------
+
+#: Interpolation order used to resample organ labels onto the preprocessed grid (0 = nearest neighbour).
+LABEL_RESAMPLING_ORDER = 0
+
+
+def align_to_preprocessed(organs: np.ndarray, properties: dict, plans_manager, configuration_manager,
+                          target_shape: tuple[int, ...], source: str = "organ map") -> np.ndarray:
+    """Apply nnU-Net's preprocessing geometry (transpose -> crop -> resample) to an organ map.
+
+    Parameters
+    ----------
+    organs : np.ndarray, shape (1, z, y, x)
+        Organ labels on the raw image grid, as nnU-Net's reader returns a seg.
+    properties : dict
+        The case's preprocessed ``.pkl`` (``spacing``, ``shape_before_cropping``,
+        ``bbox_used_for_cropping``, ``shape_after_cropping_and_before_resampling``).
+    plans_manager, configuration_manager
+        nnU-Net's managers for the plans and configuration the data were preprocessed with.
+    target_shape : tuple of int
+        Spatial shape of the case's ``_seg.b2nd`` (what the resampling produces).
+    source : str
+        Name for error messages.
+
+    Returns
+    -------
+    np.ndarray of uint8, shape (1, *target_shape)
+        Resampled with the configuration's ``resampling_fn_seg`` at order 0 (nearest neighbour).
+    """
+    from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice
+    from nnunetv2.preprocessing.resampling.utils import recursive_find_resampling_fn_by_name
+
+    tf = list(plans_manager.transpose_forward)
+    seg = np.asarray(organs).transpose([0, *[i + 1 for i in tf]])
+    if tuple(seg.shape[1:]) != tuple(properties["shape_before_cropping"]):
+        raise DatasetError(f"{source}: shape {seg.shape[1:]} (after transpose) differs from the preprocessed "
+                           f"case's shape before cropping {tuple(properties['shape_before_cropping'])}")
+    seg = seg[(slice(None), *bounding_box_to_slice(properties["bbox_used_for_cropping"]))]
+    expected = tuple(properties["shape_after_cropping_and_before_resampling"])
+    if tuple(seg.shape[1:]) != expected:  # pragma: no cover - would mean a corrupt pkl
+        raise DatasetError(f"{source}: cropped shape {seg.shape[1:]} differs from nnU-Net's {expected}")
+    original_spacing = [properties["spacing"][i] for i in tf]
+    target_spacing = list(configuration_manager.spacing)
+    if len(target_spacing) < len(seg.shape[1:]):
+        target_spacing = [original_spacing[0]] + target_spacing
+    cfg = configuration_manager.configuration
+    fn = recursive_find_resampling_fn_by_name(cfg["resampling_fn_seg"])
+    kwargs = dict(cfg.get("resampling_fn_seg_kwargs", {}))
+    for k in ("order", "order_z"):
+        if k in kwargs:
+            kwargs[k] = LABEL_RESAMPLING_ORDER
+    if tuple(seg.shape[1:]) != tuple(target_shape):
+        seg = fn(seg, tuple(int(s) for s in target_shape), original_spacing, target_spacing, **kwargs)
+    seg = np.asarray(seg)
+    if tuple(seg.shape[1:]) != tuple(target_shape):  # pragma: no cover
+        raise DatasetError(f"{source}: resampled shape {seg.shape[1:]} differs from the seg's {tuple(target_shape)}")
+    return np.rint(seg).astype(np.uint8)
+
+
+def _env_folder(var: str) -> Path:
+    value = os.environ.get(var)
+    if not value:
+        raise ConfigError(f"{var} is not set (eval \"$(quantif env --workspace DIR)\" sets the nnU-Net folders)")
+    return Path(value)
+
+
+def find_dataset_folder(base: str | os.PathLike, dataset: str | int) -> Path:
+    """``base/Dataset<id>_<name>`` for a dataset id (int or digits) or full name; exactly one must exist."""
+    base = Path(base)
+    text = str(dataset)
+    if text.isdigit():
+        hits = sorted(p for p in base.glob(f"Dataset{int(text):03d}_*") if p.is_dir())
+        if len(hits) != 1:
+            raise DatasetError(f"{base}: expected one folder Dataset{int(text):03d}_*, found "
+                               f"{[p.name for p in hits] or 'none'}")
+        return hits[0]
+    folder = base / text
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: dataset folder not found")
+    return folder
+
+
+@dataclass
+class OrganSummary:
+    """What :func:`write_organ_side_files` did: per-case outcomes for raw maps and side files."""
+
+    raw_written: list[str] = field(default_factory=list)
+    written: list[tuple[str, str]] = field(default_factory=list)  # (configuration, identifier)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (configuration, identifier, reason)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (case, reason)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def format(self) -> str:
+        lines = [f"organ maps written: {len(self.raw_written)}; side files written: {len(self.written)}, "
+                 f"skipped: {len(self.skipped)}, failed: {len(self.failed)}"]
+        for reason, n in sorted(Counter(r for _, _, r in self.skipped).items()):
+            lines.append(f"skipped {n}: {reason}")
+        lines += [f"FAILED {c}: {r}" for c, r in self.failed]
+        return "\n".join(lines)
+
+
+def write_raw_organ_maps(raw_dataset_dir: str | os.PathLike, cases: list[str], *,
+                         totalseg_dir: str | os.PathLike | None = None, run_totalseg: bool = False,
+                         totalseg_out: str | os.PathLike | None = None, device: str | None = None,
+                         file_ending: str = ".nii.gz", progress: bool = True) -> tuple[list[str], list[tuple]]:
+    """Write ``<raw dataset>/organsTr/<case>.nii.gz`` from TotalSegmentator outputs.
+
+    Parameters
+    ----------
+    raw_dataset_dir : path-like
+        The nnU-Net raw dataset (``imagesTr/<case>_0000`` is the CT, ``labelsTr/<case>`` the lesion label).
+    cases : list of str
+    totalseg_dir : path-like, optional
+        Existing outputs ``<case>_total.nii.gz`` / ``<case>_head_glands_cavities.nii.gz``.
+    run_totalseg : bool
+        Run TotalSegmentator on the CTs first (weights must be installed), writing into
+        ``totalseg_out`` (default ``<raw dataset>/totalseg``); existing outputs are reused.
+
+    Returns
+    -------
+    written : list of str
+        Cases whose organ map was written.
+    failed : list of (case, reason)
+    """
+    from tqdm import tqdm
+
+    from .errors import QuantIFError
+    from .io import read_geometry, write_image
+
+    raw = Path(raw_dataset_dir)
+    if run_totalseg:
+        check_totalsegmentator_weights()
+        totalseg_dir = Path(totalseg_out) if totalseg_out is not None else raw / "totalseg"
+    if totalseg_dir is None:
+        raise ConfigError("give a TotalSegmentator folder or run_totalseg=True")
+    written, failed = [], []
+    for case in tqdm(cases, desc="organ maps", unit="case", disable=not progress):
+        try:
+            ct = raw / "imagesTr" / f"{case}_0000{file_ending}"
+            label = raw / "labelsTr" / f"{case}{file_ending}"
+            if run_totalseg:
+                run_totalsegmentator(ct, totalseg_dir, case, device=device)
+            organs, geo = organ_map_from_files(totalseg_dir, case, label if label.is_file() else None,
+                                               reference=read_geometry(ct))
+            write_image(organs, geo, raw / "organsTr" / f"{case}{file_ending}", inputs=[ct, label])
+            written.append(case)
+        except QuantIFError as e:
+            failed.append((case, str(e)))
+    return written, failed
+
+
+def _side_file_job(job: dict) -> tuple[str, str, str | None]:
+    """Worker: write one side file. Returns (configuration, identifier, error or None)."""
+    import blosc2
+    from batchgenerators.utilities.file_and_folder_operations import load_pickle
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from .errors import QuantIFError
+
+    conf, ident = job["configuration"], job["identifier"]
+    try:
+        pm = PlansManager(job["plans_file"])
+        cm = pm.get_configuration(conf)
+        folder = Path(job["folder"])
+        organ_path = Path(job["organ_path"])
+        if not organ_path.is_file():
+            raise InputFileError(f"{organ_path}: organ map of case '{ident}' not found (give --from-totalseg DIR "
+                                 f"or --run-totalsegmentator, or convert with TotalSegmentator outputs)")
+        organs, _ = pm.image_reader_writer_class()().read_seg(str(organ_path))
+        props = load_pickle(str(folder / f"{ident}.pkl"))
+        seg = blosc2.open(urlpath=str(folder / f"{ident}_seg.b2nd"), mode="r")[:]
+        aligned = align_to_preprocessed(organs, props, pm, cm, seg.shape[1:], source=str(organ_path))
+        aligned[seg > 0] = 0  # lesion voxels are never organ voxels
+        save_organ_side_file(aligned, folder, ident, patch_size=tuple(cm.patch_size))
+        return conf, ident, None
+    except QuantIFError as e:
+        return conf, ident, str(e)
+    except Exception as e:  # noqa: BLE001 - one bad case must not stop the others
+        return conf, ident, f"unexpected {type(e).__name__}: {e}"
+
+
+def write_organ_side_files(dataset: str | int, plans_identifier: str = "nnUNetPlans",
+                           configurations: tuple[str, ...] = ("3d_fullres",), *,
+                           raw_dir: str | os.PathLike | None = None,
+                           preprocessed_dir: str | os.PathLike | None = None,
+                           totalseg_dir: str | os.PathLike | None = None, run_totalseg: bool = False,
+                           totalseg_out: str | os.PathLike | None = None, device: str | None = None,
+                           overwrite: bool = False, workers: int = 1, progress: bool = True) -> OrganSummary:
+    """Write the organ side files of a preprocessed dataset (run after ``nnUNetv2_plan_and_preprocess``).
+
+    1. With ``totalseg_dir`` (or ``run_totalseg``), (re)write the raw organ maps
+       ``<nnUNet_raw>/<Dataset>/organsTr/<case>.nii.gz`` (lesion voxels 0); otherwise use the ones
+       ``quantif convert`` wrote there.
+    2. For every case of ``<nnUNet_preprocessed>/<Dataset>/<plans>_<configuration>``: read the raw map
+       with the plans' reader, apply nnU-Net's transpose, crop (the case's ``bbox_used_for_cropping``)
+       and the configuration's seg resampling at order 0 (:func:`align_to_preprocessed`), zero the
+       lesion voxels of ``_seg.b2nd``, and write ``<identifier>_organs_seg.b2nd``.
+
+    A side file newer than its raw map is kept unless ``overwrite``.
+
+    Parameters
+    ----------
+    dataset : str or int
+        Dataset id or ``Dataset<id>_<name>``.
+    plans_identifier : str
+        Plans (``-p`` of nnU-Net), e.g. ``nnUNetPlans`` or ``nnUNetResEncUNetLPlans``.
+    configurations : tuple of str
+        Configurations whose preprocessed folders get side files.
+    raw_dir, preprocessed_dir : path-like, optional
+        Default ``$nnUNet_raw`` / ``$nnUNet_preprocessed``.
+    """
+    from multiprocessing import get_context
+
+    from tqdm import tqdm
+
+    raw_base = Path(raw_dir) if raw_dir is not None else _env_folder("nnUNet_raw")
+    pre_base = Path(preprocessed_dir) if preprocessed_dir is not None else _env_folder("nnUNet_preprocessed")
+    pre = find_dataset_folder(pre_base, dataset)
+    raw = find_dataset_folder(raw_base, pre.name)
+    plans_file = pre / f"{plans_identifier}.json"
+    if not plans_file.is_file():
+        raise DatasetError(f"{plans_file}: plans not found (run nnUNetv2_plan_and_preprocess for {pre.name} with "
+                           f"these plans first)")
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from .config import load_json
+
+    pm = PlansManager(str(plans_file))
+    file_ending = load_json(raw / "dataset.json").get("file_ending", ".nii.gz")
+    summary = OrganSummary()
+    jobs: list[dict] = []
+    per_conf: dict[str, tuple[Path, list[str]]] = {}
+    for conf in configurations:
+        try:
+            cm = pm.get_configuration(conf)
+        except (KeyError, AssertionError, RuntimeError) as e:
+            raise ConfigError(f"{plans_file}: no configuration '{conf}' ({e})") from None
+        folder = pre / cm.data_identifier
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: preprocessed data not found (run nnUNetv2_plan_and_preprocess -d "
+                               f"{pre.name} -c {conf} -p {plans_identifier})")
+        from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+
+        per_conf[conf] = (folder, sorted(nnUNetDatasetBlosc2.get_identifiers(str(folder))))
+    cases = sorted({c for _, ids in per_conf.values() for c in ids})
+    if not cases:
+        raise DatasetError(f"{pre}: no preprocessed cases for configuration(s) {', '.join(configurations)}")
+
+    failed_raw: set[str] = set()
+    if totalseg_dir is not None or run_totalseg:
+        summary.raw_written, failed = write_raw_organ_maps(
+            raw, cases, totalseg_dir=totalseg_dir, run_totalseg=run_totalseg, totalseg_out=totalseg_out,
+            device=device, file_ending=file_ending, progress=progress)
+        summary.failed += failed
+        failed_raw = {c for c, _ in failed}
+
+    for conf, (folder, ids) in per_conf.items():
+        for ident in ids:
+            if ident in failed_raw:
+                continue
+            organ_path = raw / "organsTr" / f"{ident}{file_ending}"
+            side = organ_side_file(folder, ident)
+            if (not overwrite and side.is_file() and organ_path.is_file()
+                    and side.stat().st_mtime >= organ_path.stat().st_mtime):
+                summary.skipped.append((conf, ident, "side file up to date (use --overwrite)"))
+                continue
+            jobs.append({"configuration": conf, "identifier": ident, "plans_file": str(plans_file),
+                         "folder": str(folder), "organ_path": str(organ_path)})
+
+    bar = tqdm(total=len(jobs), desc="organ side files", unit="case", disable=not progress)
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            results = map(_side_file_job, jobs)
+            for conf, ident, err in results:
+                _record(summary, conf, ident, err)
+                bar.update()
+        else:
+            with get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+                for conf, ident, err in pool.imap_unordered(_side_file_job, jobs):
+                    _record(summary, conf, ident, err)
+                    bar.update()
+    finally:
+        bar.close()
+    return summary
+
+
+def _record(summary: OrganSummary, conf: str, ident: str, err: str | None) -> None:
+    if err:
+        summary.failed.append((ident, f"[{conf}] {err}"))
+    else:
+        summary.written.append((conf, ident))

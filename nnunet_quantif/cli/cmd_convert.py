@@ -1,0 +1,66 @@
+"""``quantif convert``: autoPET-style data -> per-tracer nnU-Net raw datasets with the click heatmap channel."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..conversion import TRACERS, convert_dataset
+from ..heatmaps import DEFAULT_SIGMA_BACKGROUND, DEFAULT_SIGMA_TUMOR, DEFAULT_SUV_GATE
+from .cmd_heatmap import _sigma
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert", help="convert autoPET-style data into nnU-Net raw datasets (CT, PET, click heatmap)",
+        description="Read SRC/imagesTr/<case>_0000 (CT), _0001 (PET SUV), SRC/labelsTr/<case> and "
+                    "SRC/clicks/<case>_clicks.json and write Dataset<N>_QuantIFFDG and Dataset<N+1>_QuantIFPSMA "
+                    "(or Dataset<N>_QuantIF with --joint) under OUT with channels _0000 CT, _0001 PET (noNorm) and "
+                    "_0002 click heatmap (noNorm). TotalSegmentator outputs in SRC/totalseg (or --totalseg) become "
+                    "organsTr/<case>.nii.gz for `quantif organs --dataset N`. Existing cases are skipped unless "
+                    "--overwrite; one bad case does not stop the others, and the exit code is 1 if any failed.")
+    p.add_argument("--src", required=True, metavar="DIR", help="autoPET-style folder (imagesTr/, labelsTr/, clicks/)")
+    p.add_argument("--out", required=True, metavar="NNUNET_RAW", help="nnUNet_raw folder that receives the datasets")
+    p.add_argument("--dataset-id", required=True, type=int, metavar="N",
+                   help="FDG -> Dataset<N>_QuantIFFDG, PSMA -> Dataset<N+1>_QuantIFPSMA")
+    p.add_argument("--tracers", default=",".join(TRACERS), metavar="LIST",
+                   help="comma-separated tracers to convert (default: fdg,psma)")
+    p.add_argument("--joint", action="store_true", help="one dataset Dataset<N>_QuantIF with both tracers")
+    p.add_argument("--click-step", type=int, metavar="K", help="use only the first K tumor and K background clicks "
+                                                                "(default: all)")
+    p.add_argument("--workers", type=int, default=1, metavar="W", help="parallel processes (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="reconvert cases that were already converted")
+    p.add_argument("--clicks-dir", metavar="DIR", help="folder with <case>_clicks.json (default SRC/clicks)")
+    p.add_argument("--tracer-csv", metavar="CSV", help="case,tracer rows overriding the fdg_/psma_ name prefix")
+    p.add_argument("--totalseg", metavar="DIR", help="folder with <case>_total.nii.gz and "
+                                                     "<case>_head_glands_cavities.nii.gz (default SRC/totalseg)")
+    p.add_argument("--resample-pet-to-ct", action="store_true",
+                   help="resample a PET on another grid linearly onto the CT grid instead of failing")
+    p.add_argument("--sigma-tumor", type=float, nargs="+", default=[DEFAULT_SIGMA_TUMOR], metavar="S",
+                   help=f"heatmap tumor sigma in voxels, 1 value or 3 (x y z) (default {DEFAULT_SIGMA_TUMOR:g})")
+    p.add_argument("--sigma-background", type=float, nargs="+", default=[DEFAULT_SIGMA_BACKGROUND], metavar="S",
+                   help=f"heatmap background sigma in voxels (default {DEFAULT_SIGMA_BACKGROUND:g})")
+    p.add_argument("--suv-gate", type=float, default=DEFAULT_SUV_GATE, metavar="TAU",
+                   help=f"heatmap SUV gate (default {DEFAULT_SUV_GATE:g})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    params = {}
+    if args.sigma_tumor != [DEFAULT_SIGMA_TUMOR]:
+        params["sigma_tumor"] = _sigma(args.sigma_tumor, "--sigma-tumor")
+    if args.sigma_background != [DEFAULT_SIGMA_BACKGROUND]:
+        params["sigma_background"] = _sigma(args.sigma_background, "--sigma-background")
+    if args.suv_gate != DEFAULT_SUV_GATE:
+        params["suv_gate"] = args.suv_gate
+    summary = convert_dataset(
+        args.src, args.out, args.dataset_id, tracers=args.tracers.split(","), joint=args.joint,
+        click_step=args.click_step, workers=args.workers, overwrite=args.overwrite, clicks_dir=args.clicks_dir,
+        tracer_csv=args.tracer_csv, resample_pet_to_ct=args.resample_pet_to_ct, totalseg_dir=args.totalseg,
+        heatmap_params=params, progress=not args.no_progress)
+    print(summary.format())
+    if not summary.ok:
+        print(f"quantif: error: {len(summary.failed)} case(s) failed to convert", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,102 @@
+"""``quantif organs``: organ-group maps from TotalSegmentator, and the organ side files for training."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError, QuantIFError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "organs", help="organ targets: TotalSegmentator -> 14 organ groups -> side files aligned with nnU-Net data",
+        description="Training targets (after nnUNetv2_plan_and_preprocess): `quantif organs --dataset N "
+                    "[--from-totalseg DIR | --run-totalsegmentator] [-p PLANS] [-c CONF ...]` writes "
+                    "<nnUNet_raw>/<Dataset>/organsTr/<case>.nii.gz (from DIR, from TotalSegmentator, or as "
+                    "`quantif convert` wrote them) and then <nnUNet_preprocessed>/<Dataset>/<plans>_<conf>/"
+                    "<case>_organs_seg.b2nd, cropped and resampled exactly like the case's preprocessed data. "
+                    "Standalone: `quantif organs --from-totalseg DIR --out OUT [--labels DIR]` (or "
+                    "`--run-totalsegmentator --images DIR --out OUT`) writes OUT/<case>.nii.gz organ maps.")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--from-totalseg", metavar="DIR",
+                     help="existing TotalSegmentator outputs <case>_total.nii.gz and "
+                          "<case>_head_glands_cavities.nii.gz")
+    src.add_argument("--run-totalsegmentator", action="store_true",
+                     help="run TotalSegmentator (Python API) on the CTs; its weights must be installed")
+    p.add_argument("--dataset", "-d", metavar="N", help="nnU-Net dataset id or name: write the training side files")
+    p.add_argument("--plans", "-p", default="nnUNetPlans", metavar="PLANS",
+                   help="plans identifier used in preprocessing (default nnUNetPlans)")
+    p.add_argument("--configuration", "-c", nargs="+", default=["3d_fullres"], metavar="CONF",
+                   help="configuration(s) to write side files for (default 3d_fullres)")
+    p.add_argument("--totalseg-out", metavar="DIR",
+                   help="where --run-totalsegmentator writes its outputs (default <raw dataset>/totalseg or "
+                        "OUT/totalseg)")
+    p.add_argument("--device", choices=("gpu", "cpu", "mps"), help="TotalSegmentator device (default: gpu if "
+                                                                    "CUDA is available)")
+    p.add_argument("--out", metavar="OUT", help="standalone mode: folder for <case>.nii.gz organ maps")
+    p.add_argument("--labels", metavar="DIR", help="standalone mode: lesion labels <case>.nii.gz (voxels set to 0)")
+    p.add_argument("--images", metavar="DIR", help="standalone --run-totalsegmentator: CTs <case>_0000.nii.gz")
+    p.add_argument("--workers", type=int, default=1, metavar="W", help="parallel processes for side files")
+    p.add_argument("--overwrite", action="store_true", help="rewrite side files that are up to date")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.dataset is not None:
+        if args.out or args.labels or args.images:
+            raise ConfigError("--out/--labels/--images are for standalone mode; not with --dataset")
+        from ..organs import write_organ_side_files
+
+        summary = write_organ_side_files(
+            args.dataset, args.plans, tuple(args.configuration), totalseg_dir=args.from_totalseg,
+            run_totalseg=args.run_totalsegmentator, totalseg_out=args.totalseg_out, device=args.device,
+            overwrite=args.overwrite, workers=args.workers, progress=not args.no_progress)
+        print(summary.format())
+        if not summary.ok:
+            print(f"quantif: error: {len(summary.failed)} case(s) failed", file=sys.stderr)
+            return 1
+        return 0
+    if not args.out:
+        raise ConfigError("give --dataset N (training side files) or --out OUT (standalone organ maps)")
+    return _standalone(args)
+
+
+def _standalone(args: argparse.Namespace) -> int:
+    from ..io import find_image, read_geometry, strip_image_extension, write_image
+    from ..organs import organ_map_from_files, run_totalsegmentator, totalseg_paths
+
+    out = Path(args.out)
+    if args.run_totalsegmentator:
+        if not args.images:
+            raise ConfigError("--run-totalsegmentator --out OUT needs --images DIR with <case>_0000 CTs")
+        cts = {strip_image_extension(p.name)[:-5]: p for p in sorted(Path(args.images).iterdir())
+               if strip_image_extension(p.name).endswith("_0000")}
+        ts_dir = Path(args.totalseg_out) if args.totalseg_out else out / "totalseg"
+        cases = sorted(cts)
+    elif args.from_totalseg:
+        ts_dir, cts = Path(args.from_totalseg), {}
+        suffix = "_total.nii.gz"
+        cases = sorted(p.name[: -len(suffix)] for p in ts_dir.glob(f"*{suffix}"))
+    else:
+        raise ConfigError("standalone mode needs --from-totalseg DIR or --run-totalsegmentator")
+    if not cases:
+        raise ConfigError(f"no cases found in {args.images or args.from_totalseg}")
+    failed = []
+    for case in cases:
+        try:
+            if args.run_totalsegmentator:
+                run_totalsegmentator(cts[case], ts_dir, case, device=args.device)
+            label = find_image(args.labels, case) if args.labels else None
+            organs, geo = organ_map_from_files(ts_dir, case, label,
+                                               reference=read_geometry(cts[case]) if case in cts else None)
+            target = out / f"{case}.nii.gz"
+            write_image(organs, geo, target, inputs=[*totalseg_paths(ts_dir, case).values(), label])
+            print(f"{target}")
+        except QuantIFError as e:
+            failed.append(case)
+            print(f"FAILED {case}: {e}", file=sys.stderr)
+    print(f"organ maps written: {len(cases) - len(failed)}, failed: {len(failed)}")
+    return 1 if failed else 0

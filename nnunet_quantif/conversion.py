@@ -1,0 +1,594 @@
+"""Turning autoPET-style raw data into per-tracer nnU-Net raw datasets.
+
+Input layout (``src``)
+----------------------
+::
+
+    imagesTr/<case>_0000.nii.gz    CT (HU)            .nii.gz, .nii or .mha
+    imagesTr/<case>_0001.nii.gz    PET (SUV)
+    labelsTr/<case>.nii.gz         lesion label, 0/1
+    clicks/<case>_clicks.json      clicks (either JSON form); another folder with ``clicks_dir``
+    totalseg/<case>_total.nii.gz, totalseg/<case>_head_glands_cavities.nii.gz
+                                   optional TotalSegmentator outputs (another folder with ``totalseg_dir``)
+
+The tracer of a case comes from its name prefix (``fdg_``, ``psma_``, any case) or from a CSV
+(``case,tracer`` rows, a header line is allowed), which wins over the prefix.
+
+Output (``out`` = an ``nnUNet_raw`` folder)
+-------------------------------------------
+``Dataset<N>_QuantIFFDG`` and ``Dataset<N+1>_QuantIFPSMA`` (or ``Dataset<N>_QuantIF`` with
+``joint=True``), each with::
+
+    imagesTr/<case>_0000.nii.gz    CT        channel "CT"
+    imagesTr/<case>_0001.nii.gz    PET SUV   channel "noNorm" (the preprocessed PET stays in SUV)
+    imagesTr/<case>_0002.nii.gz    click heatmap, float32 in [-1, 1], channel "noNorm"
+    labelsTr/<case>.nii.gz         lesion label, uint8 {0, 1}
+    organsTr/<case>.nii.gz         organ-group map 0..14 (lesion voxels 0) when TotalSegmentator
+                                   outputs exist for the case; nnU-Net ignores this folder and
+                                   ``quantif organs --dataset N`` turns it into training side files
+    dataset.json                   channel_names, labels {background: 0, lesion: 1}, numTraining, file_ending
+    quantif_conversion.json        the options used (a rerun with other options needs ``overwrite``)
+
+All channels and the label are written with the CT's geometry. The heatmap is
+:func:`nnunet_quantif.heatmaps.heatmap_from_files` on the case's PET and clicks (all clicks,
+or the first ``click_step`` of each kind); a case without a click file gets an all-zero heatmap.
+
+Grids
+-----
+CT, PET and label must share one grid. With ``resample_pet_to_ct`` a PET on another grid is
+resampled linearly onto the CT grid (SimpleITK, outside = 0 SUV); a label on the PET grid is then
+resampled with nearest neighbour, and the clicks, which index the PET grid (the autoPET
+convention: clicks are simulated from the PET/label pair), are mapped through physical space to
+the nearest CT voxel. The heatmap is then :func:`~nnunet_quantif.heatmaps.click_heatmap` on the
+resampled PET.
+
+Robustness
+----------
+Each case is written into a private staging folder (``<dataset>/.quantif_staging``) and moved
+into place only when all its files are written (label last), so a failing case leaves nothing
+behind and never stops the others. A case whose outputs all exist is skipped unless
+``overwrite``. ``dataset.json`` is rewritten at the end from the complete cases on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm import tqdm
+
+from .errors import (
+    ConfigError,
+    DatasetError,
+    GridMismatchError,
+    InputFileError,
+    OverwriteInputError,
+    QuantIFError,
+    TracerError,
+)
+from .io import (
+    Geometry,
+    check_same_grid,
+    find_image,
+    read_image,
+    strip_image_extension,
+    to_sitk,
+    write_image,
+    write_json,
+)
+
+#: Tracers the conversion knows, in dataset-id order (FDG gets N, PSMA N + 1).
+TRACERS: tuple[str, ...] = ("fdg", "psma")
+#: nnU-Net channel names of the three input channels.
+CHANNEL_NAMES: dict[str, str] = {"0": "CT", "1": "noNorm", "2": "noNorm"}
+LABELS: dict[str, int] = {"background": 0, "lesion": 1}
+FILE_ENDING = ".nii.gz"
+#: Folder (inside a raw dataset) with the organ-group maps ``<case>.nii.gz``.
+ORGANS_FOLDER = "organsTr"
+MANIFEST = "quantif_conversion.json"
+STAGING = ".quantif_staging"
+
+
+def dataset_name(dataset_id: int, tracer: str | None) -> str:
+    """``Dataset<id>_QuantIFFDG`` / ``..._QuantIFPSMA``; ``tracer=None`` gives the joint ``Dataset<id>_QuantIF``."""
+    if not 1 <= int(dataset_id) <= 999:
+        raise ConfigError(f"dataset id {dataset_id} is outside nnU-Net's range 1..999")
+    suffix = "" if tracer is None else tracer.upper()
+    return f"Dataset{int(dataset_id):03d}_QuantIF{suffix}"
+
+
+def tracer_from_name(case: str) -> str | None:
+    """Tracer from the case-name prefix (``fdg_``/``psma_``, any case), else None."""
+    low = case.lower()
+    for t in TRACERS:
+        if low.startswith(t + "_"):
+            return t
+    return None
+
+
+def read_tracer_csv(path: str | os.PathLike) -> dict[str, str]:
+    """Read ``case,tracer`` rows (a header row naming ``case``/``tracer`` is skipped).
+
+    Tracer values are lower-cased; their validity is checked per case by :func:`resolve_tracer`.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise InputFileError(f"{p}: cannot read tracer CSV ({e})") from None
+    out: dict[str, str] = {}
+    for i, row in enumerate(csv.reader(text.splitlines())):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) < 2:
+            raise InputFileError(f"{p}: line {i + 1}: expected 'case,tracer', got {row!r}")
+        case, tracer = row[0].strip(), row[1].strip().lower()
+        if i == 0 and case.lower() in ("case", "case_id", "name") and tracer == "tracer":
+            continue
+        for ext in (FILE_ENDING, ".nii", ".mha"):
+            if case.endswith(ext):
+                case = case[: -len(ext)]
+        out[case] = tracer
+    return out
+
+
+def resolve_tracer(case: str, tracer_map: dict[str, str] | None = None) -> str:
+    """The case's tracer ('fdg' or 'psma'), from ``tracer_map`` first, then the name prefix.
+
+    Raises
+    ------
+    TracerError
+        Naming the case when the tracer is unknown.
+    """
+    if tracer_map and case in tracer_map:
+        t = tracer_map[case]
+        if t not in TRACERS:
+            raise TracerError(f"case '{case}': unknown tracer '{t}' in the tracer CSV (expected one of "
+                              f"{', '.join(TRACERS)})")
+        return t
+    t = tracer_from_name(case)
+    if t is None:
+        raise TracerError(f"case '{case}': unknown tracer (name does not start with fdg_ or psma_ and the case is "
+                          f"not in a tracer CSV; give one with --tracer-csv)")
+    return t
+
+
+def discover_cases(src: str | os.PathLike) -> list[str]:
+    """Case names in ``src/imagesTr``: every ``<case>_0000`` or ``<case>_0001`` image, sorted."""
+    images = Path(src) / "imagesTr"
+    if not images.is_dir():
+        raise DatasetError(f"{images}: folder not found (expected the autoPET layout imagesTr/, labelsTr/, clicks/)")
+    cases = set()
+    for p in images.iterdir():
+        stem = strip_image_extension(p.name)
+        if stem != p.name and stem[-5:] in ("_0000", "_0001"):
+            cases.add(stem[:-5])
+    return sorted(cases)
+
+
+@dataclass
+class CaseResult:
+    """Outcome of one case."""
+
+    case: str
+    tracer: str | None
+    status: str  # "converted", "skipped" or "failed"
+    reason: str = ""
+    has_clicks: bool = True
+    has_organs: bool = False
+    dataset: str | None = None
+
+
+@dataclass
+class ConversionSummary:
+    """What a :func:`convert_dataset` run did."""
+
+    results: list[CaseResult] = field(default_factory=list)
+    datasets: dict[str, Path] = field(default_factory=dict)  # dataset name -> folder
+    num_training: dict[str, int] = field(default_factory=dict)  # dataset name -> numTraining
+
+    def _by(self, status: str) -> list[CaseResult]:
+        return [r for r in self.results if r.status == status]
+
+    @property
+    def converted(self) -> list[CaseResult]:
+        return self._by("converted")
+
+    @property
+    def skipped(self) -> list[CaseResult]:
+        return self._by("skipped")
+
+    @property
+    def failed(self) -> list[CaseResult]:
+        return self._by("failed")
+
+    @property
+    def without_clicks(self) -> list[CaseResult]:
+        return [r for r in self.converted if not r.has_clicks]
+
+    @property
+    def ok(self) -> bool:
+        """True when no case failed."""
+        return not self.failed
+
+    def per_tracer(self) -> dict[str, int]:
+        """Converted case count per tracer."""
+        return dict(Counter(r.tracer for r in self.converted if r.tracer))
+
+    def format(self) -> str:
+        """A human-readable multi-line summary."""
+        lines = [f"converted {len(self.converted)}, skipped {len(self.skipped)}, failed {len(self.failed)}"]
+        for t, n in sorted(self.per_tracer().items()):
+            lines.append(f"  {t}: {n} case(s) converted")
+        for name, folder in self.datasets.items():
+            lines.append(f"  {name}: numTraining {self.num_training.get(name, 0)} ({folder})")
+        nc = self.without_clicks
+        lines.append(f"cases without a click file (empty heatmap): {len(nc)}")
+        lines += [f"  {r.case}" for r in nc]
+        no_org = [r for r in self.converted if not r.has_organs]
+        lines.append(f"converted cases without an organ map: {len(no_org)}")
+        reasons = Counter(r.reason for r in self.skipped)
+        for reason, n in sorted(reasons.items()):
+            lines.append(f"skipped {n}: {reason}")
+        for r in self.failed:
+            lines.append(f"FAILED {r.case}: {r.reason}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One case
+# ---------------------------------------------------------------------------------------------------------------
+
+def _output_paths(dataset_dir: Path, case: str, with_organs: bool) -> dict[str, Path]:
+    paths = {f"_{c:04d}": dataset_dir / "imagesTr" / f"{case}_{c:04d}{FILE_ENDING}" for c in range(3)}
+    if with_organs:
+        paths["organs"] = dataset_dir / ORGANS_FOLDER / f"{case}{FILE_ENDING}"
+    paths["label"] = dataset_dir / "labelsTr" / f"{case}{FILE_ENDING}"  # last: moved into place last
+    return paths
+
+
+def case_is_complete(dataset_dir: Path, case: str) -> bool:
+    """Whether all channels and the label of ``case`` exist in ``dataset_dir``."""
+    return all(p.is_file() for p in _output_paths(dataset_dir, case, with_organs=False).values())
+
+
+def _resample_to(image: sitk.Image, reference: sitk.Image, interpolator: int) -> sitk.Image:
+    return sitk.Resample(image, reference, sitk.Transform(), interpolator, 0.0, image.GetPixelID())
+
+
+def _map_clicks(clicks, src: Geometry, dst: Geometry):
+    """Map (z, y, x) click indices from grid ``src`` to the nearest voxel of grid ``dst`` through physical space."""
+    from .clicks import Clicks
+
+    def conv(arr: np.ndarray) -> np.ndarray:
+        if len(arr) == 0:
+            return arr
+        inv = np.linalg.inv(dst.direction_matrix * np.asarray(dst.spacing)[None, :])
+        out = []
+        for zyx in arr:
+            phys = src.index_to_physical(np.asarray(zyx)[::-1])
+            idx = inv @ (phys - np.asarray(dst.origin))
+            xyz = np.clip(np.rint(idx).astype(np.int64), 0, np.asarray(dst.size) - 1)
+            out.append(xyz[::-1])
+        return np.asarray(out, dtype=np.int64).reshape(-1, 3)
+
+    return Clicks(tumor=conv(clicks.tumor), background=conv(clicks.background))
+
+
+def convert_case(job: dict) -> CaseResult:
+    """Convert one case (see the module docstring). Never raises a :class:`QuantIFError`: it returns it as failed.
+
+    ``job`` keys: case, tracer, src, dataset_dir, dataset, clicks_dir, totalseg_dir, click_step,
+    resample_pet_to_ct, heatmap_params.
+    """
+    case: str = job["case"]
+    res = CaseResult(case, job["tracer"], "failed", dataset=job["dataset"])
+    try:
+        _convert_case(job, res, Path(job["dataset_dir"]) / STAGING)
+        res.status = "converted"
+    except QuantIFError as e:
+        res.reason = str(e)
+    except Exception as e:  # noqa: BLE001 - one bad case must not stop the others
+        res.reason = f"unexpected {type(e).__name__}: {e}"
+    return res
+
+
+def _convert_case(job: dict, res: CaseResult, stage_root: Path) -> None:
+    from .heatmaps import click_heatmap, heatmap_from_files
+
+    case: str = job["case"]
+    src = Path(job["src"])
+    dataset_dir = Path(job["dataset_dir"])
+    images, labels = src / "imagesTr", src / "labelsTr"
+    ct_path = find_image(images, f"{case}_0000")
+    pet_path = find_image(images, f"{case}_0001")
+    label_path = find_image(labels, case)
+    if ct_path is None:
+        raise InputFileError(f"case '{case}': CT missing (expected {images / (case + '_0000' + FILE_ENDING)})")
+    if pet_path is None:
+        raise InputFileError(f"case '{case}': PET missing (expected {images / (case + '_0001' + FILE_ENDING)})")
+    if label_path is None:
+        raise InputFileError(f"case '{case}': label missing (expected {labels / (case + FILE_ENDING)})")
+    clicks_path: Path | None = Path(job["clicks_dir"]) / f"{case}_clicks.json" if job["clicks_dir"] else None
+    if clicks_path is not None and not clicks_path.is_file():
+        clicks_path = None
+    res.has_clicks = clicks_path is not None
+
+    ct, ct_geo = read_image(ct_path)
+    pet, pet_geo = read_image(pet_path, dtype=np.float32)
+    label, label_geo = read_image(label_path)
+    resampled = False
+    try:
+        check_same_grid(ct_geo, pet_geo, str(ct_path), str(pet_path))
+    except GridMismatchError as e:
+        if not job["resample_pet_to_ct"]:
+            raise GridMismatchError(f"{e} (use --resample-pet-to-ct to resample the PET onto the CT grid)") from None
+        ref = to_sitk(ct, ct_geo)
+        pet = sitk.GetArrayFromImage(_resample_to(to_sitk(pet, pet_geo), ref, sitk.sitkLinear)).astype(np.float32)
+        resampled = True
+    try:
+        check_same_grid(ct_geo, label_geo, str(ct_path), str(label_path))
+    except GridMismatchError:
+        if not resampled:
+            raise
+        check_same_grid(pet_geo, label_geo, str(pet_path), str(label_path))
+        ref = to_sitk(ct, ct_geo)
+        label = sitk.GetArrayFromImage(_resample_to(to_sitk(label, label_geo), ref, sitk.sitkNearestNeighbor))
+    values = np.unique(label)
+    if not np.all(np.isin(values, (0, 1))):
+        shown = ", ".join(f"{v:g}" for v in values[:10])
+        raise InputFileError(f"{label_path}: lesion label must hold only 0 and 1, found {shown}")
+    label = label.astype(np.uint8)
+
+    params = dict(job["heatmap_params"] or {})
+    step = job["click_step"]
+    if not resampled:
+        heat, heat_geo = heatmap_from_files(pet_path, clicks_path, step=step, **params)
+        check_same_grid(ct_geo, heat_geo, str(ct_path), str(pet_path))
+    else:
+        from .clicks import Clicks, read_clicks
+
+        clicks = Clicks.empty() if clicks_path is None else read_clicks(clicks_path, shape=pet_geo.shape)
+        if step is not None:
+            clicks = clicks.first(step)
+        clicks = _map_clicks(clicks, pet_geo, ct_geo)
+        heat = click_heatmap(pet, clicks, source=f"{pet_path} (resampled onto {ct_path})", **params)
+
+    organs = None
+    ts_dir = job["totalseg_dir"]
+    if ts_dir:
+        t_path = Path(ts_dir) / f"{case}_total{FILE_ENDING}"
+        h_path = Path(ts_dir) / f"{case}_head_glands_cavities{FILE_ENDING}"
+        if t_path.is_file() and h_path.is_file():
+            from .organs import organ_map_from_totalseg
+
+            total, t_geo = read_image(t_path)
+            hgc, h_geo = read_image(h_path)
+            check_same_grid(ct_geo, t_geo, str(ct_path), str(t_path))
+            check_same_grid(ct_geo, h_geo, str(ct_path), str(h_path))
+            organs = organ_map_from_totalseg(total, hgc, label, sources=(str(t_path), str(h_path)))
+    res.has_organs = organs is not None
+
+    outputs = _output_paths(dataset_dir, case, with_organs=organs is not None)
+    arrays = {"_0000": ct, "_0001": pet, "_0002": heat.astype(np.float32, copy=False), "label": label}
+    if organs is not None:
+        arrays["organs"] = organs
+    inputs = [ct_path, pet_path, label_path] + ([clicks_path] if clicks_path else [])
+    stage_root.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix="case-", dir=stage_root))
+    try:
+        staged = {}
+        for key, target in outputs.items():
+            staged[key] = write_image(arrays[key], ct_geo, stage / target.name, inputs=inputs)
+        for key, target in outputs.items():
+            for inp in inputs:
+                with contextlib.suppress(FileNotFoundError):
+                    if os.path.samefile(inp, target):
+                        raise OverwriteInputError(f"{target}: refusing to overwrite the input file {inp}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged[key], target)
+        if organs is None:  # a stale organ map from an earlier run must not outlive its case
+            with contextlib.suppress(FileNotFoundError):
+                (dataset_dir / ORGANS_FOLDER / f"{case}{FILE_ENDING}").unlink()
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The whole dataset
+# ---------------------------------------------------------------------------------------------------------------
+
+def _complete_cases(dataset_dir: Path) -> list[str]:
+    labels = dataset_dir / "labelsTr"
+    if not labels.is_dir():
+        return []
+    cases = [p.name[: -len(FILE_ENDING)] for p in labels.iterdir() if p.name.endswith(FILE_ENDING)]
+    return sorted(c for c in cases if case_is_complete(dataset_dir, c))
+
+
+def write_dataset_json(dataset_dir: Path, tracer: str | None) -> int:
+    """Write ``dataset.json`` from the complete cases on disk; return numTraining.
+
+    Image files of incomplete cases (a channel or the label missing) would break nnU-Net's
+    case discovery, so they are refused with :class:`DatasetError`.
+    """
+    complete = set(_complete_cases(dataset_dir))
+    images = dataset_dir / "imagesTr"
+    stray = sorted({p.name[: -len(FILE_ENDING) - 5] for p in images.iterdir() if p.name.endswith(FILE_ENDING)}
+                   - complete) if images.is_dir() else []
+    if stray:
+        raise DatasetError(f"{dataset_dir}: incomplete cases in imagesTr (a channel or the label is missing): "
+                           f"{', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''}; rerun quantif convert "
+                           f"or remove them")
+    n = len(complete)
+    desc = {"fdg": "FDG", "psma": "PSMA", None: "FDG and PSMA"}[tracer]
+    write_json({
+        "name": dataset_dir.name.split("_", 1)[1],
+        "description": f"QuantIF click-guided PET/CT lesion segmentation, {desc} cases (written by quantif convert)",
+        "channel_names": CHANNEL_NAMES,
+        "labels": LABELS,
+        "numTraining": n,
+        "file_ending": FILE_ENDING,
+        "tracer": tracer if tracer is not None else "joint",
+    }, dataset_dir / "dataset.json")
+    return n
+
+
+def _check_dataset_folder(out: Path, name: str) -> None:
+    prefix = name.split("_", 1)[0] + "_"
+    others = [p.name for p in out.glob(prefix + "*") if p.is_dir() and p.name != name] if out.is_dir() else []
+    if others:
+        raise DatasetError(f"{out}: dataset id of {name} is already used by {', '.join(others)} "
+                           f"(choose another --dataset-id)")
+
+
+def _manifest(click_step: int | None, params: dict) -> dict:
+    """The options that change converted outputs (resampling only changes cases that failed without it)."""
+    m = {"click_step": click_step, "heatmap_params": {k: params[k] for k in sorted(params)}}
+    return json.loads(json.dumps(m))  # tuples -> lists, as they come back from the file
+
+
+def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: int, *,
+                    tracers: Sequence[str] = TRACERS, joint: bool = False, click_step: int | None = None,
+                    workers: int = 1, overwrite: bool = False, clicks_dir: str | os.PathLike | None = None,
+                    tracer_csv: str | os.PathLike | None = None, resample_pet_to_ct: bool = False,
+                    totalseg_dir: str | os.PathLike | None = None, heatmap_params: dict | None = None,
+                    cases: Iterable[str] | None = None, progress: bool = True) -> ConversionSummary:
+    """Convert an autoPET-style folder into nnU-Net raw datasets (see the module docstring).
+
+    Parameters
+    ----------
+    src : path-like
+        Folder with ``imagesTr/``, ``labelsTr/`` and (optionally) ``clicks/``, ``totalseg/``.
+    out : path-like
+        The ``nnUNet_raw`` folder that receives the dataset folder(s).
+    dataset_id : int
+        N: FDG goes to ``Dataset<N>_QuantIFFDG``, PSMA to ``Dataset<N+1>_QuantIFPSMA``; with
+        ``joint`` both go to ``Dataset<N>_QuantIF``.
+    tracers : sequence of str
+        Tracers to convert; cases of other tracers are skipped.
+    click_step : int, optional
+        Use only the first k tumor and k background clicks (default: all).
+    workers : int
+        Parallel processes (1 = in this process).
+    overwrite : bool
+        Reconvert cases whose outputs exist (default: skip them).
+    clicks_dir, totalseg_dir : path-like, optional
+        Default ``src/clicks`` and ``src/totalseg``.
+    tracer_csv : path-like, optional
+        ``case,tracer`` rows that override the name prefix.
+    resample_pet_to_ct : bool
+        Resample a PET on another grid linearly onto the CT grid instead of failing.
+    heatmap_params : dict, optional
+        Passed to the heatmap (sigma_tumor, sigma_background, suv_gate, ...).
+    cases : iterable of str, optional
+        Convert only these cases (default: all in ``src/imagesTr``).
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    ConversionSummary
+        Per-case results; failures are reported there, not raised.
+    """
+    src, out = Path(src), Path(out)
+    tracers = tuple(t.strip().lower() for t in tracers if t.strip())
+    bad = [t for t in tracers if t not in TRACERS]
+    if bad or not tracers:
+        raise ConfigError(f"unknown tracer(s) {bad or tracers} (choose from {', '.join(TRACERS)})")
+    if click_step is not None and click_step < 0:
+        raise ConfigError(f"--click-step must be >= 0, got {click_step}")
+    params = dict(heatmap_params or {})
+    tracer_map = read_tracer_csv(tracer_csv) if tracer_csv else None
+    clicks_dir = Path(clicks_dir) if clicks_dir is not None else src / "clicks"
+    if not clicks_dir.is_dir():
+        if clicks_dir != src / "clicks":
+            raise InputFileError(f"{clicks_dir}: click folder not found")
+        clicks_dir = None
+    if totalseg_dir is not None and not Path(totalseg_dir).is_dir():
+        raise InputFileError(f"{totalseg_dir}: TotalSegmentator folder not found")
+    if totalseg_dir is None and (src / "totalseg").is_dir():
+        totalseg_dir = src / "totalseg"
+    all_cases = discover_cases(src) if cases is None else list(cases)
+
+    ds_for: dict[str | None, tuple[str, Path]] = {}
+    for t in ((None,) if joint else tracers):
+        ident = dataset_id if (joint or t == "fdg") else dataset_id + 1
+        name = dataset_name(ident, t)
+        folder = out / name
+        if src.resolve() == folder.resolve() or folder.resolve() in src.resolve().parents:
+            raise OverwriteInputError(f"{folder}: the output dataset would be inside the input folder {src}")
+        _check_dataset_folder(out, name)
+        ds_for[t] = (name, folder)
+        manifest = _manifest(click_step, params)
+        mpath = folder / MANIFEST
+        if mpath.is_file() and not overwrite:
+            from .config import load_json
+
+            old = load_json(mpath)
+            if old != manifest:
+                raise ConfigError(f"{mpath}: {name} was converted with other options ({old}); now {manifest}. "
+                                  f"Use --overwrite to reconvert every case")
+
+    summary = ConversionSummary()
+    jobs = []
+    for case in all_cases:
+        try:
+            tracer = resolve_tracer(case, tracer_map)
+        except TracerError as e:
+            summary.results.append(CaseResult(case, None, "failed", str(e)))
+            continue
+        if tracer not in tracers:
+            summary.results.append(CaseResult(case, tracer, "skipped", f"tracer {tracer} not selected"))
+            continue
+        name, folder = ds_for[None if joint else tracer]
+        if not overwrite and case_is_complete(folder, case):
+            summary.results.append(CaseResult(case, tracer, "skipped", "already converted (use --overwrite)",
+                                              dataset=name))
+            continue
+        jobs.append({"case": case, "tracer": tracer, "src": str(src), "dataset_dir": str(folder), "dataset": name,
+                     "clicks_dir": str(clicks_dir) if clicks_dir else None,
+                     "totalseg_dir": str(totalseg_dir) if totalseg_dir else None, "click_step": click_step,
+                     "resample_pet_to_ct": resample_pet_to_ct, "heatmap_params": params})
+
+    for _, folder in ds_for.values():
+        if jobs or folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json(_manifest(click_step, params), folder / MANIFEST)
+
+    bar = tqdm(total=len(jobs), desc="quantif convert", unit="case", disable=not progress)
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                summary.results.append(convert_case(job))
+                bar.update()
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(min(workers, len(jobs))) as pool:
+                for r in pool.imap_unordered(convert_case, jobs):
+                    summary.results.append(r)
+                    bar.update()
+    finally:
+        bar.close()
+
+    for t, (name, folder) in ds_for.items():
+        staging = folder / STAGING
+        with contextlib.suppress(OSError):
+            staging.rmdir()  # only when empty (another run may be using it)
+        if folder.is_dir() and _complete_cases(folder):
+            summary.num_training[name] = write_dataset_json(folder, t)
+            summary.datasets[name] = folder
+    order = {c: i for i, c in enumerate(all_cases)}
+    summary.results.sort(key=lambda r: order.get(r.case, len(order)))
+    return summary
