@@ -1,0 +1,533 @@
+"""The QuantIF case pipeline: images and clicks in, a post-processed lesion mask out.
+
+For one case, :class:`QuantIFPipeline`:
+
+1. reads the CT and PET and checks that they share one grid (:func:`nnunet_quantif.io.check_same_grid`);
+2. builds the click heatmap on the PET grid (:func:`nnunet_quantif.heatmaps.click_heatmap`),
+   from the first ``k`` clicks with ``step=k`` (no click file, an empty one, or ``step=0``:
+   an all-zero heatmap);
+3. routes the case to its tracer's model (:class:`~nnunet_quantif.inference.routing.TracerRouter`);
+4. predicts the three channels (CT, PET, heatmap) in memory with the
+   :class:`~nnunet_quantif.inference.predictor.QuantIFPredictor` (nnU-Net preprocessing,
+   sliding window with the per-case mirroring policy, resampling back);
+5. post-processes with the PET (:func:`~nnunet_quantif.inference.postprocessing.postprocess`);
+6. writes a uint8 0/1 mask with the input geometry, atomically, in the format of the
+   output's ending (``.nii.gz``, ``.nii``, ``.mha``).
+
+Models are loaded once per pipeline and reused for every case and click step
+(:meth:`QuantIFPipeline.predict_arrays` serves evaluation loops). Batch mode
+(:meth:`QuantIFPipeline.predict_folder`) walks an autoPET-layout folder and skips finished
+outputs, so an interrupted batch resumes; :func:`grand_challenge` follows the autoPET IV
+container interface.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io as _io
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DatasetError, InputFileError, ModelError
+from ..io import (
+    IMAGE_EXTENSIONS,
+    Geometry,
+    PathLike,
+    check_same_grid,
+    ensure_not_input,
+    find_image,
+    has_image_extension,
+    image_extension,
+    read_image,
+    strip_image_extension,
+    write_image,
+)
+from .mirroring import DEFAULT_TIME_BUDGET_S, MirroringDecision, MirroringPolicy
+from .postprocessing import DEFAULT_MIN_VOXELS, DEFAULT_SUV_MAX, postprocess_with_stats
+from .routing import TRACERS, TracerDecision, TracerRouter, check_model_folder, find_model_folder
+
+log = logging.getLogger(__name__)
+
+#: nnU-Net's default folds.
+DEFAULT_FOLDS: tuple[int, ...] = (0, 1, 2, 3, 4)
+
+
+@dataclass
+class CaseResult:
+    """Summary of one predicted case.
+
+    Attributes
+    ----------
+    case : str
+    output : str or None
+        Path of the written mask (None when only arrays were predicted).
+    tracer : str
+    tracer_source : str
+        ``'given'``, ``'name'`` or ``'classifier'``.
+    tracer_probability : float or None
+    step : int or None
+        Click step used (None: all clicks).
+    n_tumor_clicks, n_background_clicks : int
+    mirroring : dict
+        The :class:`~nnunet_quantif.inference.mirroring.MirroringDecision` as a dict.
+    seconds : float
+        Wall time of the whole case (read to write).
+    predict_seconds : float
+        Wall time of nnU-Net preprocessing + prediction + resampling.
+    components_removed : int
+        Components removed by post-processing.
+    lesion_voxels : int
+        Voxels of the final mask.
+    skipped : bool
+        True when batch mode found the output already there.
+    """
+
+    case: str
+    output: str | None = None
+    tracer: str = ""
+    tracer_source: str = ""
+    tracer_probability: float | None = None
+    step: int | None = None
+    n_tumor_clicks: int = 0
+    n_background_clicks: int = 0
+    mirroring: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    predict_seconds: float = 0.0
+    components_removed: int = 0
+    lesion_voxels: int = 0
+    skipped: bool = False
+    mask: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def axes_label(self) -> str:
+        anat = self.mirroring.get("anatomical") or ()
+        return ",".join(anat) if anat else "none"
+
+    def summary_line(self) -> str:
+        """One line: case, tracer, mirroring axes, seconds."""
+        if self.skipped:
+            return f"{self.case}: skipped (output exists)"
+        est = self.mirroring.get("estimate_s")
+        est_txt = f", estimate {est:.1f} s" if est is not None else ""
+        return (f"{self.case}: tracer {self.tracer} ({self.tracer_source}), mirroring {self.axes_label} "
+                f"[{self.mirroring.get('policy', '?')}{est_txt}], {self.seconds:.1f} s "
+                f"(predict {self.predict_seconds:.1f} s), {self.lesion_voxels} lesion voxels")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("mask", None)
+        return d
+
+
+def _as_device(device: object):
+    import torch
+
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = device if isinstance(device, torch.device) else torch.device(str(device))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda: no CUDA device is available (use --device cpu)")
+    return dev
+
+
+def _ensure_trainer_search_path() -> None:
+    """Let nnU-Net find the QuantIF trainers recorded in checkpoints (``nnUNet_extTrainer``)."""
+    from ..environment import EXT_TRAINER_DIR
+
+    parts = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
+    if str(EXT_TRAINER_DIR) not in parts:
+        os.environ["nnUNet_extTrainer"] = os.pathsep.join([str(EXT_TRAINER_DIR), *parts])
+
+
+def load_predictor(model_dir: PathLike, *, folds: Sequence[int | str] | None = DEFAULT_FOLDS,
+                   checkpoint: str = "checkpoint_final.pth", mirroring: MirroringPolicy | str = "paper",
+                   time_budget_s: float = DEFAULT_TIME_BUDGET_S, calibration: PathLike | None = None,
+                   device: object = None, tile_step_size: float = 0.5, progress: bool = False):
+    """Load a trained nnU-Net model folder into a :class:`QuantIFPredictor`.
+
+    Raises
+    ------
+    ModelError
+        Missing folder/fold/checkpoint, or a checkpoint nnU-Net cannot load.
+    """
+    from .predictor import QuantIFPredictor
+
+    use_folds = check_model_folder(model_dir, folds, checkpoint)
+    policy = mirroring if isinstance(mirroring, MirroringPolicy) else \
+        MirroringPolicy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
+    predictor = QuantIFPredictor(mirroring=policy, tile_step_size=tile_step_size, device=_as_device(device),
+                                 allow_tqdm=progress)
+    _ensure_trainer_search_path()
+    try:
+        with contextlib.redirect_stdout(_io.StringIO()):
+            predictor.initialize_from_trained_model_folder(str(model_dir), use_folds, checkpoint_name=checkpoint)
+    except (RuntimeError, KeyError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"{model_dir}: cannot load the model ({first})") from None
+    return predictor
+
+
+def _lesion_label(dataset_json: dict) -> int:
+    labels = dataset_json.get("labels", {})
+    for name in ("lesion", "tumor", "tumour"):
+        if name in labels and isinstance(labels[name], int):
+            return int(labels[name])
+    return 1
+
+
+def read_case_images(ct_path: PathLike, pet_path: PathLike) -> tuple[np.ndarray, np.ndarray, Geometry]:
+    """Read CT and PET as float32 (z, y, x) arrays and check they share one grid (error names both files)."""
+    ct, g_ct = read_image(ct_path, dtype=np.float32)
+    pet, g_pet = read_image(pet_path, dtype=np.float32)
+    check_same_grid(g_ct, g_pet, str(ct_path), str(pet_path))
+    return ct, pet, g_pet
+
+
+def load_case_clicks(clicks_path: PathLike | None, shape: Sequence[int], step: int | None = None):
+    """Clicks of a case in array order; None, a missing file or an empty file mean no clicks.
+
+    ``step=k`` keeps the first k tumor and first k background clicks (``step=0``: none).
+    """
+    from ..clicks import Clicks, read_clicks
+
+    if clicks_path is None or not Path(clicks_path).is_file():
+        if clicks_path is not None:
+            log.info("%s: no click file, predicting without clicks (step 0)", clicks_path)
+        clicks = Clicks.empty()
+    else:
+        clicks = read_clicks(clicks_path, shape=shape)
+    return clicks.first(step) if step is not None else clicks
+
+
+class QuantIFPipeline:
+    """Tracer routing + QuantIF predictor + post-processing, with models loaded once.
+
+    Parameters
+    ----------
+    model_fdg, model_psma : path-like, optional
+        nnU-Net trained-model folders (``<trainer>__<plans>__<configuration>``).
+    folds : sequence of int or 'all', or None
+        Folds of the ensemble (None: every fold found).
+    checkpoint : str
+        Checkpoint file name in each fold folder.
+    mirroring : {'paper', 'budget', 'all', 'none'} or MirroringPolicy
+    time_budget_s : float
+        Seconds per case for the ``budget`` policy; the time already spent on
+        the case (reading, heatmap, tracer, preprocessing) is subtracted.
+    calibration : path-like, optional
+        ``seconds_per_forward`` calibration JSON for the ``budget`` policy.
+    device : {'cuda', 'cpu'} or torch.device, optional
+        Default: CUDA when available.
+    tile_step_size : float
+        Sliding-window step (fraction of the patch).
+    postprocess : bool
+        Remove small faint components (``min_voxels``, ``suv_max``, ``min_volume_ml``).
+    tracer_weights : path-like, optional
+        Tracer classifier weights for ``tracer='auto'``.
+    heatmap_params : dict, optional
+        Passed to :func:`nnunet_quantif.heatmaps.click_heatmap`.
+    progress : bool
+        Show nnU-Net's sliding-window progress bar.
+    """
+
+    def __init__(self, model_fdg: PathLike | None = None, model_psma: PathLike | None = None, *,
+                 folds: Sequence[int | str] | None = DEFAULT_FOLDS, checkpoint: str = "checkpoint_final.pth",
+                 mirroring: MirroringPolicy | str = "paper", time_budget_s: float = DEFAULT_TIME_BUDGET_S,
+                 calibration: PathLike | None = None, device: object = None, tile_step_size: float = 0.5,
+                 postprocess: bool = True, min_voxels: int = DEFAULT_MIN_VOXELS, suv_max: float = DEFAULT_SUV_MAX,
+                 min_volume_ml: float | None = None, tracer_weights: PathLike | None = None,
+                 heatmap_params: dict | None = None, progress: bool = False) -> None:
+        self.model_dirs: dict[str, Path | None] = {
+            "fdg": Path(model_fdg) if model_fdg is not None else None,
+            "psma": Path(model_psma) if model_psma is not None else None,
+        }
+        if not any(self.model_dirs.values()):
+            raise ModelError("no model given: pass --model-fdg and/or --model-psma "
+                             "(or --results with --dataset-fdg/--dataset-psma)")
+        self.checkpoint = checkpoint
+        self.folds = {t: check_model_folder(d, folds, checkpoint) for t, d in self.model_dirs.items() if d}
+        self.policy = mirroring if isinstance(mirroring, MirroringPolicy) else \
+            MirroringPolicy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
+        self.device = _as_device(device)
+        self.tile_step_size = tile_step_size
+        self.do_postprocess = postprocess
+        self.min_voxels, self.suv_max, self.min_volume_ml = min_voxels, suv_max, min_volume_ml
+        self.router = TracerRouter(tracer_weights)
+        self.heatmap_params = dict(heatmap_params or {})
+        self.progress = progress
+        self._predictors: dict = {}
+
+    @classmethod
+    def from_results(cls, results_root: PathLike, dataset_fdg: int | str | None = None,
+                     dataset_psma: int | str | None = None, *, trainer_fdg: str | None = None,
+                     trainer_psma: str | None = None, plans: str | None = None,
+                     configuration: str = "3d_fullres", **kwargs) -> QuantIFPipeline:
+        """Build a pipeline from an ``nnUNet_results`` root and dataset ids (see :func:`find_model_folder`)."""
+        fdg = find_model_folder(results_root, dataset_fdg, trainer_fdg, plans, configuration) \
+            if dataset_fdg is not None else None
+        psma = find_model_folder(results_root, dataset_psma, trainer_psma, plans, configuration) \
+            if dataset_psma is not None else None
+        return cls(fdg, psma, **kwargs)
+
+    # ------------------------------------------------------------------ models
+    def predictor(self, tracer: str):
+        """The loaded predictor of ``tracer`` (loaded on first use, then reused)."""
+        if tracer not in TRACERS:
+            raise ModelError(f"unknown tracer {tracer!r}")
+        if self.model_dirs.get(tracer) is None:
+            raise ModelError(f"the case was routed to {tracer.upper()}, but no {tracer.upper()} model was given "
+                             f"(--model-{tracer}, or --results with --dataset-{tracer})")
+        if tracer not in self._predictors:
+            self._predictors[tracer] = load_predictor(
+                self.model_dirs[tracer], folds=self.folds[tracer], checkpoint=self.checkpoint, mirroring=self.policy,
+                device=self.device, tile_step_size=self.tile_step_size, progress=self.progress)
+        return self._predictors[tracer]
+
+    def load(self) -> QuantIFPipeline:
+        """Load every given model now (otherwise each loads on its first case)."""
+        for t, d in self.model_dirs.items():
+            if d is not None:
+                self.predictor(t)
+        return self
+
+    # ------------------------------------------------------------------ one case in memory
+    def predict_arrays(self, ct: np.ndarray, pet: np.ndarray, geometry: Geometry, clicks=None, *,
+                       tracer: str = "auto", heatmap: np.ndarray | None = None, case_name: str = "case",
+                       source: str | None = None, started: float | None = None) -> CaseResult:
+        """Predict one case held in memory.
+
+        Parameters
+        ----------
+        ct, pet : np.ndarray, shape (z, y, x)
+            CT in HU and PET in SUV on the same grid.
+        geometry : Geometry
+            Their grid (spacing, direction).
+        clicks : Clicks, optional
+            Clicks in array order (already cut to the step); None: no clicks.
+        tracer : {'auto', 'fdg', 'psma', 'name'}
+        heatmap : np.ndarray, shape (z, y, x), optional
+            A precomputed heatmap channel (then ``clicks`` only feeds the summary).
+        case_name : str
+            For ``tracer='name'`` and the summary.
+        source : str, optional
+            How to name the PET in messages.
+        started : float, optional
+            ``time.perf_counter()`` at the start of the case (time budget, summary).
+
+        Returns
+        -------
+        CaseResult
+            With ``mask`` (uint8 0/1, (z, y, x)).
+        """
+        from ..clicks import Clicks
+        from ..heatmaps import click_heatmap
+
+        t0 = started if started is not None else time.perf_counter()
+        ct = np.asarray(ct, dtype=np.float32)
+        pet = np.asarray(pet, dtype=np.float32)
+        if ct.shape != pet.shape or tuple(pet.shape) != geometry.shape:
+            raise InputFileError(f"{source or case_name}: CT {ct.shape}, PET {pet.shape} and geometry "
+                                 f"{geometry.shape} (z, y, x) differ")
+        clicks = clicks if clicks is not None else Clicks.empty()
+        if heatmap is None:
+            heatmap = click_heatmap(pet, clicks, source=source, **self.heatmap_params)
+        decision: TracerDecision = self.router.decide(tracer, pet=pet, geometry=geometry, case_name=case_name,
+                                                      source=source)
+        predictor = self.predictor(decision.tracer)
+        n_channels = len(predictor.dataset_json.get("channel_names", {}))
+        if n_channels != 3:
+            raise ModelError(f"{self.model_dirs[decision.tracer]}: the model takes {n_channels} input channels; "
+                             "a QuantIF model takes 3 (CT, PET, heatmap)")
+        image = np.stack([ct, pet, np.asarray(heatmap, dtype=np.float32)])
+        t_pred = time.perf_counter()
+        deadline_left = self.policy.time_budget_s - (t_pred - t0)
+        seg, mirror = predictor.predict_case_array(image, geometry.spacing_zyx, direction=geometry.direction,
+                                                   budget_s=max(deadline_left, 1e-3))
+        del image
+        predict_s = time.perf_counter() - t_pred
+        mask = (seg == _lesion_label(predictor.dataset_json)).astype(np.uint8)
+        removed = 0
+        if self.do_postprocess:
+            mask, stats = postprocess_with_stats(mask, pet, geometry.spacing_zyx, self.min_voxels, self.suv_max,
+                                                 self.min_volume_ml)
+            removed = stats.n_removed
+        mirror_d = mirror.to_dict() if isinstance(mirror, MirroringDecision) else {}
+        return CaseResult(case=case_name, tracer=decision.tracer, tracer_source=decision.source,
+                          tracer_probability=decision.probability, n_tumor_clicks=clicks.n_tumor,
+                          n_background_clicks=clicks.n_background, mirroring=mirror_d,
+                          seconds=time.perf_counter() - t0, predict_seconds=predict_s, components_removed=removed,
+                          lesion_voxels=int(mask.sum()), mask=mask)
+
+    # ------------------------------------------------------------------ one case on disk
+    def predict_case(self, ct_path: PathLike, pet_path: PathLike, clicks_path: PathLike | None,
+                     out_path: PathLike, *, tracer: str = "auto", step: int | None = None,
+                     case_name: str | None = None) -> CaseResult:
+        """Predict one case from files and write the mask (see the module docstring).
+
+        Parameters
+        ----------
+        ct_path, pet_path : path-like
+            CT (HU) and PET (SUV) images on one grid.
+        clicks_path : path-like or None
+            Click JSON (either form); None, missing or empty: no clicks.
+        out_path : path-like
+            Output mask; ``.nii.gz``, ``.nii`` or ``.mha``. Never one of the inputs.
+        tracer : {'auto', 'fdg', 'psma', 'name'}
+        step : int, optional
+            Use the first ``step`` tumor and background clicks.
+        case_name : str, optional
+            Defaults to the output's name without its ending.
+        """
+        t0 = time.perf_counter()
+        out_path = Path(out_path)
+        image_extension(out_path)  # fail on an unsupported output format before any work
+        inputs = [p for p in (ct_path, pet_path, clicks_path) if p is not None]
+        ensure_not_input(out_path, inputs)
+        ct, pet, geometry = read_case_images(ct_path, pet_path)
+        clicks = load_case_clicks(clicks_path, pet.shape, step)
+        name = case_name or strip_image_extension(out_path.name)
+        result = self.predict_arrays(ct, pet, geometry, clicks, tracer=tracer, case_name=name,
+                                     source=str(pet_path), started=t0)
+        write_image(result.mask, geometry, out_path, inputs=inputs)
+        result.output = str(out_path)
+        result.step = step
+        result.seconds = time.perf_counter() - t0
+        log.info("%s", result.summary_line())
+        return result
+
+    # ------------------------------------------------------------------ batch
+    def predict_folder(self, input_dir: PathLike, output_dir: PathLike, *, tracer: str = "auto",
+                       step: int | None = None, overwrite: bool = False, progress: bool = True,
+                       output_ending: str | None = None,
+                       on_case: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
+        """Predict every case of an autoPET-layout (or flat) folder.
+
+        Finished outputs are skipped unless ``overwrite`` (outputs are written
+        atomically, so an existing file is a finished case: an interrupted batch resumes).
+
+        Parameters
+        ----------
+        input_dir : path-like
+            See :func:`find_cases`.
+        output_dir : path-like
+            Masks go to ``<output_dir>/<case><ending>``.
+        output_ending : str, optional
+            ``'.nii.gz'``, ``'.nii'`` or ``'.mha'``; default: the CT's ending.
+        on_case : callable, optional
+            Called with each :class:`CaseResult` (skipped ones too).
+        """
+        from tqdm import tqdm
+
+        cases = find_cases(input_dir)
+        out_dir = Path(output_dir)
+        results: list[CaseResult] = []
+        for case in tqdm(cases, desc="quantif predict", unit="case", disable=not progress):
+            ending = output_ending or image_extension(case.ct)
+            out = out_dir / f"{case.name}{ending}"
+            if out.exists() and not overwrite:
+                result = CaseResult(case=case.name, output=str(out), skipped=True)
+            else:
+                result = self.predict_case(case.ct, case.pet, case.clicks, out, tracer=tracer, step=step,
+                                           case_name=case.name)
+                result.mask = None
+            results.append(result)
+            if on_case is not None:
+                on_case(result)
+        return results
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """The input files of one case: CT, PET and (optional) clicks."""
+
+    name: str
+    ct: Path
+    pet: Path
+    clicks: Path | None
+
+
+def find_cases(input_dir: PathLike) -> list[CaseFiles]:
+    """The cases of an autoPET-layout or flat folder.
+
+    Layouts: ``<dir>/imagesTr`` (or ``imagesTs``) with ``<case>_0000<ext>`` (CT) and
+    ``<case>_0001<ext>`` (PET) and ``<dir>/clicks/<case>_clicks.json``; or a flat
+    folder holding the images and click files together. A ``_0002`` channel
+    (a precomputed heatmap in a QuantIF raw dataset) is ignored: the heatmap is
+    rebuilt from the clicks.
+
+    Raises
+    ------
+    DatasetError
+        Missing folder, no case, or a CT without its PET.
+    """
+    root = Path(input_dir)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: input folder not found")
+    images = next((root / s for s in ("imagesTr", "imagesTs") if (root / s).is_dir()), root)
+    clicks_dir = root / "clicks" if (root / "clicks").is_dir() else images
+    cases: list[CaseFiles] = []
+    for f in sorted(images.iterdir()):
+        if not (f.is_file() and has_image_extension(f)):
+            continue
+        stem = strip_image_extension(f.name)
+        if not stem.endswith("_0000"):
+            continue
+        name = stem[:-5]
+        pet = find_image(images, f"{name}_0001")
+        if pet is None:
+            raise DatasetError(f"{f}: no PET ({name}_0001 with one of {', '.join(IMAGE_EXTENSIONS)}) beside this CT")
+        clicks = clicks_dir / f"{name}_clicks.json"
+        cases.append(CaseFiles(name, f, pet, clicks if clicks.is_file() else None))
+    if not cases:
+        raise DatasetError(f"{images}: no <case>_0000 CT images found")
+    return cases
+
+
+def _single_image(folder: Path) -> Path:
+    if not folder.is_dir():
+        raise InputFileError(f"{folder}: folder not found")
+    files = sorted(f for f in folder.iterdir() if f.is_file() and has_image_extension(f))
+    if len(files) != 1:
+        raise InputFileError(f"{folder}: expected exactly one image, found {len(files)}")
+    return files[0]
+
+
+def grand_challenge(input_dir: PathLike = "/input", output_dir: PathLike = "/output", *,
+                    pipeline: QuantIFPipeline, tracer: str = "auto") -> CaseResult:
+    """Run one case with the autoPET IV container interface.
+
+    Inputs: ``<input>/images/ct/<uuid>.mha``, ``<input>/images/pet/<uuid>.mha`` (the
+    uuids may differ) and ``<input>/lesion-clicks.json`` (missing or empty: step 0,
+    no clicks). Output: ``<output>/images/tumor-lesion-segmentation/<pet uuid>.mha``.
+    """
+    inp, out = Path(input_dir), Path(output_dir)
+    ct = _single_image(inp / "images" / "ct")
+    pet = _single_image(inp / "images" / "pet")
+    clicks = inp / "lesion-clicks.json"
+    uuid = strip_image_extension(pet.name)
+    target = out / "images" / "tumor-lesion-segmentation" / f"{uuid}.mha"
+    return pipeline.predict_case(ct, pet, clicks if clicks.is_file() else None, target, tracer=tracer,
+                                 case_name=uuid)
+
+
+def load_models(model_fdg: PathLike | None = None, model_psma: PathLike | None = None, **kwargs) -> QuantIFPipeline:
+    """Build a :class:`QuantIFPipeline` and load its models now (for loops over many cases and steps)."""
+    return QuantIFPipeline(model_fdg, model_psma, **kwargs).load()
+
+
+def predict_case(ct_path: PathLike, pet_path: PathLike, clicks_path: PathLike | None, out_path: PathLike, *,
+                 tracer: str = "auto", model_fdg: PathLike | None = None, model_psma: PathLike | None = None,
+                 step: int | None = None, folds: Sequence[int | str] | None = DEFAULT_FOLDS,
+                 mirroring: MirroringPolicy | str = "paper", **kwargs) -> CaseResult:
+    """Predict one case from files (builds a one-off :class:`QuantIFPipeline`; see its parameters).
+
+    For many cases or click steps, build the pipeline once with :func:`load_models`.
+    """
+    pipeline = QuantIFPipeline(model_fdg, model_psma, folds=folds, mirroring=mirroring, **kwargs)
+    return pipeline.predict_case(ct_path, pet_path, clicks_path, out_path, tracer=tracer, step=step)
