@@ -34,8 +34,11 @@ def _random_voxel_in(organs: np.ndarray, names: tuple[str, ...], rng: np.random.
 
 
 def _draw_diameter(rng: np.random.Generator, cfg: dict) -> float:
-    lo, hi = cfg["small_diameter_mm"] if rng.random() < float(cfg["small_fraction"]) else cfg["diameter_mm"]
-    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))          # log-uniform: more small than large
+    if rng.random() < float(cfg["small_fraction"]):
+        lo, hi = cfg["small_diameter_mm"]
+    else:
+        lo, hi = cfg["diameter_mm"]
+    return float(rng.uniform(lo, hi))
 
 
 def add_lesions(anatomy: Anatomy, activity: np.ndarray, tracer: str, n: int, rng: np.random.Generator
