@@ -264,7 +264,7 @@ class InteractiveRunner:
             from .plots import plot_step_curves, plot_worst_cases
             from .report import write_report
 
-            figs = plot_step_curves(rows, self.out_dir / "plots")
+            figs = plot_step_curves(rows, self.out_dir / "plots", methods=list(self.methods))
             primary = primary or next(iter(self.methods))
             worst = plot_worst_cases(
                 cases, curves, self.out_dir / "plots" / "worst_cases.png", method=primary,

@@ -42,7 +42,8 @@ def _finite(values: Sequence[float]) -> np.ndarray:
     return arr[np.isfinite(arr)]
 
 
-def plot_step_curves(rows: Sequence[Mapping], out_dir: PathLike, prefix: str = "curves") -> list[Path]:
+def plot_step_curves(rows: Sequence[Mapping], out_dir: PathLike, prefix: str = "curves",
+                     methods: Sequence[str] | None = None) -> list[Path]:
     """DSC, FPV, FNV against clicks per tracer: mean line and IQR band per method.
 
     Parameters
@@ -52,6 +53,8 @@ def plot_step_curves(rows: Sequence[Mapping], out_dir: PathLike, prefix: str = "
         add to FPV only).
     out_dir : path-like
         Folder for ``<prefix>_<tracer>.png``.
+    methods : sequence of str, optional
+        Legend order (default: order of first appearance in ``rows``).
 
     Returns
     -------
@@ -59,7 +62,8 @@ def plot_step_curves(rows: Sequence[Mapping], out_dir: PathLike, prefix: str = "
         One PNG per tracer.
     """
     out_dir = Path(out_dir)
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    present = list(dict.fromkeys(r["method"] for r in rows))
+    methods = [m for m in methods if m in present] if methods is not None else present
     paths = []
     for tracer in sorted({r["tracer"] for r in rows}):
         tr = [r for r in rows if r["tracer"] == tracer]

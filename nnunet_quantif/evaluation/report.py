@@ -96,7 +96,7 @@ def summary_tables(summary: Mapping) -> str:
             if s.get("mean_seconds_per_prediction") is not None]
     if secs:
         parts.append("### Time per prediction\n\n"
-                     + markdown_table(["method", "mean seconds"], [[m, fmt_value(v, "s")] for m, v in secs]))
+                     + markdown_table(["method", "mean seconds"], [[m, f"{v:.3g}"] for m, v in secs]))
     return "\n".join(parts)
 
 

@@ -1,0 +1,208 @@
+"""The interactive protocol runner: fake predictor + classical baselines on tiny synthetic cases."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from nnunet_quantif.cli import main
+from nnunet_quantif.clicks import Clicks, write_clicks
+from nnunet_quantif.errors import GridMismatchError
+from nnunet_quantif.evaluation import (
+    InteractiveRunner,
+    default_baselines,
+    discover_cases,
+    parse_steps,
+    path_method,
+)
+from nnunet_quantif.evaluation.interactive import read_step_rows
+from nnunet_quantif.io import Geometry, read_image, write_image
+
+SHAPE = (24, 28, 32)          # (z, y, x)
+SPACING_ZYX = (3.0, 2.0, 2.0)
+
+
+def _ball(centre, radius):
+    zz, yy, xx = np.ogrid[:SHAPE[0], :SHAPE[1], :SHAPE[2]]
+    return (((zz - centre[0]) * 3.0) ** 2 + ((yy - centre[1]) * 2.0) ** 2
+            + ((xx - centre[2]) * 2.0) ** 2) <= radius ** 2
+
+
+def _write_case(root, name, lesions, hot_organ=True):
+    geo = Geometry.from_shape(SHAPE, SPACING_ZYX, origin=(-30.0, -25.0, 100.0))
+    pet = np.full(SHAPE, 0.8, np.float32)
+    label = np.zeros(SHAPE, np.uint8)
+    if hot_organ:
+        pet[_ball((18, 20, 24), 7.0)] = 6.0     # physiological uptake, not a lesion
+    tumor = []
+    for centre, radius, suv in lesions:
+        b = _ball(centre, radius)
+        pet[b] = suv
+        label[b] = 1
+        tumor.append(centre)
+    ct = np.full(SHAPE, 20.0, np.float32)
+    write_image(ct, geo, root / "imagesTr" / f"{name}_0000.nii.gz")
+    write_image(pet, geo, root / "imagesTr" / f"{name}_0001.nii.gz")
+    write_image(label, geo, root / "labelsTr" / f"{name}.nii.gz")
+    background = [(2, 2, 2), (20, 3, 3), (3, 25, 3)]
+    write_clicks(Clicks(np.array(tumor, dtype=np.int64).reshape(-1, 3), np.array(background, dtype=np.int64)),
+                 root / "clicks" / f"{name}_clicks.json")
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    root = tmp_path / "data"
+    _write_case(root, "fdg_aa_01-01-2000-NA-PET-CT Ganzkoerper  primaer", [((8, 10, 10), 6.0, 8.0),
+                                                                            ((14, 8, 22), 4.0, 5.0)])
+    _write_case(root, "fdg_bb_02-02-2002", [])                              # lesion-free
+    _write_case(root, "psma_cc_03-03-2003", [((10, 14, 12), 5.0, 12.0)])
+    (tmp_path / "centres.csv").write_text("case,centre\nfdg_bb_02-02-2002,UKT\n"
+                                          "fdg_aa_01-01-2000-NA-PET-CT Ganzkoerper  primaer,LMU\n"
+                                          "psma_cc_03-03-2003,LMU\n")
+    return root
+
+
+class FakeModel:
+    """Path-based fake predictor: the label around the clicked lesions plus a false positive until 3 background clicks."""
+
+    def __init__(self, fail_after: int | None = None):
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def __call__(self, ct_path, pet_path, clicks, tracer):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        pet, _ = read_image(pet_path)
+        label, _ = read_image(str(pet_path).replace("imagesTr", "labelsTr").replace("_0001.nii.gz", ".nii.gz"))
+        pred = np.zeros(SHAPE, np.uint8)
+        for c in clicks.tumor:
+            pred[_ball(tuple(c), 7.0) & (label > 0)] = 1
+        if clicks.n_background < 3:
+            pred[1:3, 20:23, 2:5] = 1            # a false positive that the clicks remove later
+        assert tracer in ("fdg", "psma")
+        return pred
+
+
+def _methods(fake):
+    return {"model": path_method(fake), **default_baselines()}
+
+
+def _csv_rows(path, drop=("seconds",)):
+    with open(path, newline="") as f:
+        return sorted(tuple((k, v) for k, v in r.items() if k not in drop) for r in csv.DictReader(f))
+
+
+def test_parse_steps():
+    assert parse_steps("0-10") == list(range(11))
+    assert parse_steps("0,1,10") == [0, 1, 10]
+    assert parse_steps("0-2, 5") == [0, 1, 2, 5]
+    from nnunet_quantif.errors import ConfigError
+    for bad in ("", "a", "5-2", "-1"):
+        with pytest.raises(ConfigError):
+            parse_steps(bad)
+
+
+def test_runner_outputs_and_resume(tiny_data, tmp_path):
+    steps = [0, 1, 2, 10]
+    cases = discover_cases(tiny_data, case_table=tmp_path / "centres.csv")
+    assert [c.tracer for c in cases] == ["fdg", "fdg", "psma"] and cases[0].centre == "LMU"
+
+    # a reference run, uninterrupted
+    ref_out = tmp_path / "ref"
+    fake = FakeModel()
+    summary = InteractiveRunner(_methods(fake), ref_out, steps, progress=False).run(cases, n_worst=2)
+    assert fake.calls == 3 * len(steps)
+    rows = read_step_rows(ref_out / "metrics_steps.csv")
+    assert len(rows) == 3 * 4 * len(steps)
+    for k in steps:
+        assert len(read_step_rows(ref_out / "steps" / f"step_{k}.csv")) == 3 * 4
+    by = {(r["case"], r["method"], r["step"]): r for r in rows}
+    a = "fdg_aa_01-01-2000-NA-PET-CT Ganzkoerper  primaer"
+    # fake model: step 0 -> only the false positive; step 10 -> both lesions, no false positive
+    assert by[(a, "model", 0)]["dsc"] == 0.0 and by[(a, "model", 0)]["fpv"] == pytest.approx(18 * 0.012)
+    assert by[(a, "model", 10)]["dsc"] == 1.0 and by[(a, "model", 10)]["fpv"] == 0.0
+    # region growing: nothing at step 0, the lesions once clicked
+    assert by[(a, "rg41", 0)]["fpv"] == 0.0 and by[(a, "rg41", 0)]["dsc"] == 0.0
+    assert by[(a, "rg41", 10)]["dsc"] == pytest.approx(1.0)
+    # SUV >= 4 finds the lesions and the hot organ at every step (clicks ignored)
+    assert by[(a, "suv4", 0)]["fpv"] > 0 and by[(a, "suv4", 0)]["fpv"] == by[(a, "suv4", 10)]["fpv"]
+    # lesion-free case: DSC/FNV undefined, FPV counted
+    b = "fdg_bb_02-02-2002"
+    assert math.isnan(by[(b, "model", 10)]["dsc"]) and math.isnan(by[(b, "model", 10)]["fnv"])
+    assert by[(b, "suv4", 10)]["fpv"] > 0
+
+    # auc.csv: one row per (method, case); AUC over the evaluated steps
+    with open(ref_out / "auc.csv", newline="") as f:
+        auc = {(r["method"], r["case"]): r for r in csv.DictReader(f)}
+    assert len(auc) == 12
+    expected = sum((by[(a, "model", s0)]["dsc"] + by[(a, "model", s1)]["dsc"]) / 2 * (s1 - s0)
+                   for s0, s1 in zip(steps[:-1], steps[1:]))
+    assert float(auc[("model", a)]["auc_dsc"]) == pytest.approx(expected)
+
+    # summary.json: per method subsets, mean of subset means, ranking
+    s = json.loads((ref_out / "summary.json").read_text())
+    assert s["n_cases"] == summary["n_cases"] == 3
+    assert set(s["methods"]) == {"model", "suv4", "suv2.5", "rg41"}
+    m = s["methods"]["model"]
+    assert m["subsets_used"] == "tracer_centre" and set(m["by_tracer_centre"]) == {"FDG-LMU", "FDG-UKT", "PSMA-LMU"}
+    assert m["by_tracer_centre"]["FDG-UKT"]["dsc_last"] is None       # lesion-free subset: FPV only
+    assert m["mean_of_subset_means"]["dsc_last"] == pytest.approx(1.0)
+    assert s["protocol"]["full_protocol"] is False
+    assert set(s["ranking"]) == set(s["methods"])
+    assert sorted(r["position"] for r in s["ranking"].values()) == [1, 2, 3, 4]
+    # the fake model's false positive at steps 0-2 costs it AUC-FPV against region growing
+    assert s["ranking"]["model"]["ranks"]["auc_fpv"] > s["ranking"]["rg41"]["ranks"]["auc_fpv"]
+
+    # plots and report
+    for p in ("plots/curves_fdg.png", "plots/curves_psma.png", "plots/worst_cases.png", "report.md"):
+        assert (ref_out / p).is_file() and (ref_out / p).stat().st_size > 1000, p
+    report = (ref_out / "report.md").read_text()
+    assert "DSC@10" in report and "![curves_fdg](plots/curves_fdg.png)" in report
+    assert (ref_out / "predictions" / "model" / f"{a}.nii.gz").is_file()
+
+    # an interrupted run (KeyboardInterrupt after 5 model calls) ...
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        InteractiveRunner(_methods(FakeModel(fail_after=5)), out, steps, progress=False).run(cases)
+    assert not (out / "summary.json").exists()
+    # ... then the same command again: only the missing predictions run, the result equals the reference
+    fake2 = FakeModel()
+    InteractiveRunner(_methods(fake2), out, steps, progress=False).run(cases, plots=False)
+    assert fake2.calls == 3 * len(steps) - 5
+    assert _csv_rows(out / "metrics_steps.csv") == _csv_rows(ref_out / "metrics_steps.csv")
+    assert _csv_rows(out / "auc.csv") == _csv_rows(ref_out / "auc.csv")
+    # a third run has nothing left to do and duplicates nothing
+    fake3 = FakeModel()
+    InteractiveRunner(_methods(fake3), out, steps, progress=False).run(cases, plots=False)
+    assert fake3.calls == 0
+    assert len(read_step_rows(out / "metrics_steps.csv")) == 3 * 4 * len(steps)
+
+
+def test_runner_rejects_wrong_shape(tiny_data, tmp_path):
+    cases = discover_cases(tiny_data)[:1]
+
+    def bad(case, clicks):
+        return np.zeros((2, 2, 2))
+
+    with pytest.raises(GridMismatchError, match="shape"):
+        InteractiveRunner({"bad": bad}, tmp_path / "o", [0], progress=False).run(cases, plots=False)
+
+
+def test_cli_evaluate_interactive_baselines_only(tiny_data, tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main(["evaluate-interactive", "--data", str(tiny_data), "--no-model", "--steps", "0,1,10",
+               "--out", str(out), "--quiet", "--baselines", "suv4,rg41", "--centre-csv", str(tmp_path / "centres.csv")])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "rg41" in printed and "AUC-DSC" in printed
+    s = json.loads((out / "summary.json").read_text())
+    assert set(s["methods"]) == {"suv4", "rg41"} and s["protocol"]["steps"] == [0, 1, 10]
+    assert (out / "plots" / "curves_psma.png").is_file()
+    # no model and no --no-model: a clear error
+    assert main(["evaluate-interactive", "--data", str(tiny_data), "--out", str(out)]) == 1
+    assert "--model-fdg" in capsys.readouterr().err
