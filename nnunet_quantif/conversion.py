@@ -390,7 +390,7 @@ def _convert_case(job: dict, res: CaseResult, stage_root: Path) -> None:
     try:
         staged = {}
         for key, target in outputs.items():
-            staged[key] = write_image(arrays[key], ct_geo, stage / target.name, inputs=inputs)
+            staged[key] = write_image(arrays[key], ct_geo, stage / key / target.name, inputs=inputs)
         for key, target in outputs.items():
             for inp in inputs:
                 with contextlib.suppress(FileNotFoundError):
