@@ -248,12 +248,15 @@ def naive_click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike 
         delta[idx] = 1.0
         gaussian_filter(delta, sigma, mode="constant", truncate=TRUNCATE, output=g)
         delta[idx] = 0.0
-        return g / g[idx]
+        np.divide(g, g[idx], out=g)
+        return g
 
     t = np.zeros(shape)
     for c in clicks.tumor:
         thr = min(float(pet[tuple(c)]), float(suv_gate))
-        t += bump(c, st) * (pet >= thr)
+        gc = bump(c, st)
+        gc[pet < thr] = 0.0
+        t += gc
     np.minimum(t, 1.0, out=t)
     b = np.zeros(shape)
     for c in clicks.background:
