@@ -67,7 +67,7 @@ def tiny_data(tmp_path):
 
 
 class FakeModel:
-    """Path-based fake predictor: the label around the clicked lesions plus a false positive until 3 background clicks."""
+    """Path-based fake predictor: label around the clicked lesions plus a false positive below 3 background clicks."""
 
     def __init__(self, fail_after: int | None = None):
         self.calls = 0
@@ -206,3 +206,21 @@ def test_cli_evaluate_interactive_baselines_only(tiny_data, tmp_path, capsys):
     # no model and no --no-model: a clear error
     assert main(["evaluate-interactive", "--data", str(tiny_data), "--out", str(out)]) == 1
     assert "--model-fdg" in capsys.readouterr().err
+
+
+def test_cli_evaluate_interactive_with_random_model(tiny_data, tmp_path, capsys):
+    """The model path end to end (pipeline, heatmap, sliding window) with randomly initialised weights."""
+    from nnunet_quantif.inference.random_model import write_random_model
+
+    model = write_random_model(tmp_path / "model", folds=(0,), patch_size=(16, 16, 16), spacing_zyx=SPACING_ZYX)
+    out = tmp_path / "with_model"
+    argv = ["evaluate-interactive", "--data", str(tiny_data), "--model-fdg", str(model), "--model-psma", str(model),
+            "--steps", "0,1", "--out", str(out), "--quiet", "--baselines", "rg41", "--device", "cpu",
+            "--cases", "psma_cc_03-03-2003", "--no-plots"]
+    assert main(argv) == 0
+    rows = read_step_rows(out / "metrics_steps.csv")
+    assert {(r["method"], r["step"]) for r in rows} == {("model", 0), ("model", 1), ("rg41", 0), ("rg41", 1)}
+    assert len(rows) == 2 * 2
+    pred, _ = read_image(out / "predictions" / "model" / "psma_cc_03-03-2003.nii.gz")
+    assert pred.shape == SHAPE and set(np.unique(pred)) <= {0, 1}
+    assert all(r["seconds"] > 0 for r in rows if r["method"] == "model")

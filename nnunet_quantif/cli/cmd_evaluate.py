@@ -52,8 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated baselines: suv<T> (SUV >= T), rg<P> (P%% SUVmax region growing); "
                         "'none' for none (default suv4,suv2.5,rg41)")
     q.add_argument("--no-model", action="store_true", help="evaluate the baselines only")
-    q.add_argument("--folds", nargs="+", metavar="F", help="model folds to ensemble (default: the pipeline's)")
-    q.add_argument("--device", default=None, help="torch device for the model (default: the pipeline's)")
+    q.add_argument("--folds", nargs="+", metavar="F", help="model folds to ensemble (default: every fold found)")
+    q.add_argument("--device", default=None, help="torch device for the model (default: CUDA when available)")
+    q.add_argument("--mirroring", choices=("paper", "budget", "all", "none"), default="paper",
+                   help="test-time mirroring policy of the model (default: paper)")
+    q.add_argument("--tracer", choices=("name", "auto"), default="name",
+                   help="route cases by their known tracer (name prefix / CSV, default) or by the tracer "
+                        "classifier (auto)")
     q.add_argument("--save-predictions", choices=("last", "all", "none"), default="last",
                    help="keep the masks of the last step (default), of all steps, or none")
     q.add_argument("--n-worst", type=int, default=4, metavar="N", help="worst cases drawn as MIPs (default 4)")
@@ -91,7 +96,8 @@ def _model_method(args: argparse.Namespace):
     """The model as an evaluation method, through the inference pipeline."""
     from ..evaluation.model import model_method
 
-    return model_method(model_fdg=args.model_fdg, model_psma=args.model_psma, folds=args.folds, device=args.device)
+    return model_method(model_fdg=args.model_fdg, model_psma=args.model_psma, folds=args.folds, device=args.device,
+                        tracer="auto" if args.tracer == "auto" else None, mirroring=args.mirroring)
 
 
 def run_interactive(args: argparse.Namespace) -> int:

@@ -1,22 +1,21 @@
 """The trained model as an evaluation method (``method(case, clicks) -> mask``).
 
-The model runs through ``nnunet_quantif.inference.predict_case`` (tracer routing, heatmap, sliding
-window with adaptive mirroring, post-processing), exactly as ``quantif predict`` does. The clicks of
-the step are written to a temporary challenge-form JSON file, so the pipeline sees the same input a
-challenge container gets at that step.
+The model runs through the inference pipeline
+(:class:`nnunet_quantif.inference.pipeline.QuantIFPipeline`): click heatmap from the step's clicks,
+tracer routing, sliding window with the mirroring policy, resampling back and post-processing -- the
+same path as ``quantif predict``. The pipeline loads each tracer's model once and is reused for
+every case and step; the case's CT and PET arrays are read once per case (cached by
+:class:`~nnunet_quantif.evaluation.cases.EvalCase`).
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from ..clicks import Clicks, write_clicks
-from ..errors import ModelError
-from ..io import PathLike, read_image
+from ..clicks import Clicks
+from ..io import PathLike
 from .cases import EvalCase
 
 
@@ -26,47 +25,40 @@ class ModelMethod:
     Parameters
     ----------
     model_fdg, model_psma : path-like or None
-        Trained model folders (at least one).
+        Trained nnU-Net model folders (at least one).
     folds : sequence of str or int, optional
-        Folds to ensemble (the pipeline's default when None).
+        Folds to ensemble (None: every fold found in the folder).
     device : str, optional
-        Torch device (the pipeline's default when None).
-    **kwargs
-        Passed on to ``predict_case``.
+        Torch device (the pipeline's default -- CUDA when available -- when None).
+    tracer : str, optional
+        How to route a case: None uses the case's known tracer (name prefix or CSV); ``'auto'`` lets
+        the tracer classifier decide, as at challenge time.
+    **pipeline_kwargs
+        Passed on to ``QuantIFPipeline`` (``mirroring``, ``postprocess``, ``tile_step_size``, ...).
+
+    Attributes
+    ----------
+    last_result : CaseResult or None
+        The pipeline's summary of the latest prediction (tracer, mirroring, timings).
     """
 
     click_independent = False
 
     def __init__(self, model_fdg: PathLike | None = None, model_psma: PathLike | None = None,
-                 folds: Sequence[str | int] | None = None, device: str | None = None, **kwargs) -> None:
-        if model_fdg is None and model_psma is None:
-            raise ModelError("no model folder given (need --model-fdg and/or --model-psma)")
-        for p in (model_fdg, model_psma):
-            if p is not None and not Path(p).is_dir():
-                raise ModelError(f"{p}: model folder not found")
-        self.model_fdg = model_fdg
-        self.model_psma = model_psma
-        self.kwargs = dict(kwargs)
-        if folds is not None:
-            self.kwargs["folds"] = tuple(folds)
-        if device is not None:
-            self.kwargs["device"] = device
+                 folds: Sequence[str | int] | None = None, device: str | None = None, tracer: str | None = None,
+                 **pipeline_kwargs) -> None:
+        from ..inference.pipeline import QuantIFPipeline
+
+        self.pipeline = QuantIFPipeline(model_fdg, model_psma, folds=folds, device=device, **pipeline_kwargs)
+        self.tracer = tracer
+        self.last_result = None
 
     def __call__(self, case: EvalCase, clicks: Clicks) -> np.ndarray:
-        try:
-            from ..inference import predict_case
-        except ImportError as e:  # pragma: no cover - depends on the inference package state
-            raise ModelError(f"the inference pipeline is not available ({e})") from None
-        model = self.model_fdg if case.tracer == "fdg" else self.model_psma
-        if model is None:
-            raise ModelError(f"case {case.name!r} is {case.tracer.upper()} but no --model-{case.tracer} was given")
-        with tempfile.TemporaryDirectory(prefix="quantif-eval-") as tmp:
-            clicks_path = write_clicks(clicks, Path(tmp) / "clicks.json")
-            out = Path(tmp) / "pred.nii.gz"
-            predict_case(case.ct_path, case.pet_path, clicks_path, out, tracer=case.tracer,
-                         model_fdg=self.model_fdg, model_psma=self.model_psma, **self.kwargs)
-            mask, _ = read_image(out)
-        return mask
+        result = self.pipeline.predict_arrays(case.ct(), case.pet(), case.geometry, clicks,
+                                              tracer=self.tracer or case.tracer, case_name=case.name,
+                                              source=str(case.pet_path))
+        self.last_result = result
+        return result.mask
 
 
 def model_method(model_fdg: PathLike | None = None, model_psma: PathLike | None = None,
