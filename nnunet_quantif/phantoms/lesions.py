@@ -59,8 +59,9 @@ def add_lesions(anatomy: Anatomy, activity: np.ndarray, tracer: str, n: int, rng
     lesion_hu : float32 (z, y, x), NaN outside lesions, CT number inside
     lesions : list of dict with ``centre_zyx`` (voxel index of the centre, ints), ``centre_mm_xyz``,
         ``radius_mm`` (equivalent-sphere radius), ``radii_mm_zyx``, ``suv_max`` (the peak drawn, before
-        blur), ``background_suv`` (median of the local shell), ``site`` ('lymph_node:<station>', 'bone:<organ>',
-        'liver', 'lung', 'prostate'), ``faint`` (bool), ``n_voxels`` and ``volume_ml``.
+        blur), ``background_suv`` (larger of the shell median and the host tissue's mean), ``site``
+        ('lymph_node:<station>', 'bone:<organ>', 'liver', 'lung', 'prostate'), ``faint`` (bool),
+        ``n_voxels`` and ``volume_ml``.
     """
     cfg = phantom_config()["lesions"]
     hu = phantom_config()["hu"]
@@ -120,7 +121,8 @@ def add_lesions(anatomy: Anatomy, activity: np.ndarray, tracer: str, n: int, rng
         shell = bmask & ~_embed(mask, sl, bsl) & anatomy.body[bsl]
         if shell.sum() < 4:
             continue
-        bg = float(np.median(activity[bsl][shell]))
+        # local background: the surrounding shell, or the host tissue the lesion replaces if that is hotter
+        bg = max(float(np.median(activity[bsl][shell])), float(activity[sl][mask].mean()))
         faint = bool(rng.random() < float(cfg["faint_fraction"]))
         if faint:
             need = bg * float(rng.uniform(*cfg["faint_contrast"]))
