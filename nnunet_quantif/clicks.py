@@ -351,15 +351,16 @@ def _centre_then_boundary(mask_xyz: np.ndarray, n: int, rng: np.random.RandomSta
                           boundary: str) -> list[list[int]]:
     """The autoPET IV scheme on one binary mask (in (x, y, z) index order): centre clicks, then boundary clicks."""
     import cc3d
+    from scipy.ndimage import find_objects
 
     cc = cc3d.connected_components(mask_xyz, connectivity=26)
     n_comp = int(cc.max()) if cc.size else 0
     if n_comp == 0 or n <= 0:
         return []
-    boxes = cc3d.statistics(cc)["bounding_boxes"]
     labels = np.arange(1, n_comp + 1)
     sampled = rng.choice(labels, size=min(n, n_comp), replace=False)
-    comps = {int(k): _Component(cc, int(k), boxes[int(k)]) for k in sampled}
+    boxes = find_objects(cc, max_label=int(sampled.max()))  # boxes[k - 1] is component k's bounding box
+    comps = {int(k): _Component(cc, int(k), boxes[int(k) - 1]) for k in sampled}
     clicks = [comps[int(k)].centre().tolist() for k in sampled]
     while len(clicks) < n:
         for k in sampled:
