@@ -1,0 +1,31 @@
+"""``quantif gc``: one run with the autoPET IV (grand-challenge) container interface."""
+
+from __future__ import annotations
+
+import argparse
+
+from .cmd_predict import add_model_arguments, build_pipeline
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "gc",
+        help="grand-challenge mode: /input/images/{ct,pet}/<uuid>.mha + /input/lesion-clicks.json -> "
+             "/output/images/tumor-lesion-segmentation/<uuid>.mha",
+        description="Run one case with the autoPET IV container interface. The CT and PET uuids may differ; the "
+                    "output takes the PET's uuid. A missing or empty lesion-clicks.json means no clicks (step 0).",
+    )
+    p.add_argument("--input", default="/input", metavar="DIR", help="input root (default: /input)")
+    p.add_argument("--output", default="/output", metavar="DIR", help="output root (default: /output)")
+    add_model_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..inference.pipeline import grand_challenge
+
+    pipeline = build_pipeline(args, progress=False)
+    result = grand_challenge(args.input, args.output, pipeline=pipeline, tracer=args.tracer)
+    print(result.summary_line())
+    print(f"wrote {result.output}")
+    return 0

@@ -1,0 +1,120 @@
+"""``quantif predict``: one case (``--ct/--pet/--out``) or a folder (``-i/-o``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import ConfigError
+
+TRACER_CHOICES = ("auto", "fdg", "psma", "name")
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Model, routing, mirroring and post-processing options shared by ``predict`` and ``gc``."""
+    g = p.add_argument_group("models")
+    g.add_argument("--model-fdg", metavar="DIR", help="nnU-Net trained-model folder of the FDG model")
+    g.add_argument("--model-psma", metavar="DIR", help="nnU-Net trained-model folder of the PSMA model")
+    g.add_argument("--results", metavar="ROOT", help="nnUNet_results-style root (with --dataset-fdg/--dataset-psma)")
+    g.add_argument("--dataset-fdg", metavar="N", help="dataset id or name of the FDG model under --results")
+    g.add_argument("--dataset-psma", metavar="N", help="dataset id or name of the PSMA model under --results")
+    g.add_argument("--trainer", metavar="NAME", help="trainer name, when a dataset folder holds several models")
+    g.add_argument("--plans", metavar="NAME", help="plans identifier, when a dataset folder holds several models")
+    g.add_argument("--configuration", default="3d_fullres", help="nnU-Net configuration (default: 3d_fullres)")
+    g.add_argument("--folds", nargs="+", default=["0", "1", "2", "3", "4"], metavar="F",
+                   help="folds of the ensemble (default: 0 1 2 3 4; 'all' for fold_all)")
+    g.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file name in each fold folder")
+    g.add_argument("--tracer", choices=TRACER_CHOICES, default="auto",
+                   help="route to this tracer's model; auto = the MIP tracer classifier (needs --tracer-weights); "
+                        "name = from the case name prefix fdg_/psma_ (default: auto)")
+    g.add_argument("--tracer-weights", metavar="DIR", help="weights folder of the tracer classifier")
+    m = p.add_argument_group("prediction")
+    m.add_argument("--mirroring", choices=("paper", "budget", "all", "none"), default="paper",
+                   help="test-time mirroring policy (default: paper = voxel-count thresholds 18M/39M/90M)")
+    m.add_argument("--time-budget", type=float, default=900.0, metavar="S",
+                   help="seconds per case for --mirroring budget (default: 900)")
+    m.add_argument("--calibration", metavar="JSON",
+                   help="seconds-per-forward calibration for --mirroring budget (default: measure on the device)")
+    m.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
+    m.add_argument("--tile-step-size", type=float, default=0.5, help="sliding-window step (default: 0.5)")
+    m.add_argument("--no-postprocess", action="store_true", help="keep small faint components")
+    m.add_argument("--min-voxels", type=int, default=10, help="post-processing size threshold (voxels, default 10)")
+    m.add_argument("--suv-max", type=float, default=4.0, help="post-processing SUVmax threshold (default 4)")
+    m.add_argument("--min-volume-ml", type=float, default=None,
+                   help="post-processing size threshold in ml instead of voxels")
+
+
+def build_pipeline(args: argparse.Namespace, progress: bool = False):
+    """A :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline` from parsed arguments."""
+    from ..inference.pipeline import QuantIFPipeline
+
+    if args.tile_step_size <= 0 or args.tile_step_size > 1:
+        raise ConfigError(f"--tile-step-size must be in (0, 1], got {args.tile_step_size}")
+    kwargs = dict(folds=args.folds, checkpoint=args.checkpoint, mirroring=args.mirroring,
+                  time_budget_s=args.time_budget, calibration=args.calibration, device=args.device,
+                  tile_step_size=args.tile_step_size, postprocess=not args.no_postprocess,
+                  min_voxels=args.min_voxels, suv_max=args.suv_max, min_volume_ml=args.min_volume_ml,
+                  tracer_weights=args.tracer_weights, progress=progress)
+    if args.results:
+        if args.model_fdg or args.model_psma:
+            raise ConfigError("give either --model-fdg/--model-psma or --results with dataset ids, not both")
+        if not (args.dataset_fdg or args.dataset_psma):
+            raise ConfigError("--results needs --dataset-fdg and/or --dataset-psma")
+        return QuantIFPipeline.from_results(args.results, args.dataset_fdg, args.dataset_psma,
+                                            trainer_fdg=args.trainer, trainer_psma=args.trainer, plans=args.plans,
+                                            configuration=args.configuration, **kwargs)
+    return QuantIFPipeline(args.model_fdg, args.model_psma, **kwargs)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="segment lesions in one case (--ct/--pet/--out) or a folder (-i/-o)",
+        description="Click-guided lesion segmentation: grid check, click heatmap, tracer routing, nnU-Net "
+                    "prediction with time-adaptive mirroring, post-processing; writes a uint8 0/1 mask with the "
+                    "input geometry (.nii.gz or .mha by the output's ending).",
+    )
+    one = p.add_argument_group("one case")
+    one.add_argument("--ct", metavar="CT", help="CT image (HU) on the PET grid")
+    one.add_argument("--pet", metavar="PET", help="PET image (SUV)")
+    one.add_argument("--clicks", metavar="JSON", help="click file (either JSON form); missing/empty = no clicks")
+    one.add_argument("--out", metavar="MASK", help="output mask (.nii.gz, .nii or .mha)")
+    batch = p.add_argument_group("folder")
+    batch.add_argument("-i", "--input", metavar="DIR",
+                       help="autoPET layout (imagesTr/<case>_0000,_0001 + clicks/<case>_clicks.json) or flat folder")
+    batch.add_argument("-o", "--output", metavar="DIR", help="output folder (<case><ending>)")
+    batch.add_argument("--overwrite", action="store_true", help="redo cases whose output exists")
+    batch.add_argument("--output-ending", choices=(".nii.gz", ".nii", ".mha"), default=None,
+                       help="ending of batch outputs (default: the CT's)")
+    p.add_argument("--step", type=int, default=None, metavar="K",
+                   help="use the first K tumor and K background clicks (default: all)")
+    add_model_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    if args.step is not None and args.step < 0:
+        raise ConfigError(f"--step must be >= 0, got {args.step}")
+    single = any(v is not None for v in (args.ct, args.pet, args.out))
+    folder = args.input is not None or args.output is not None
+    if single == folder:
+        raise ConfigError("give either --ct, --pet and --out (one case) or -i and -o (a folder)")
+    if single:
+        missing = [n for n, v in (("--ct", args.ct), ("--pet", args.pet), ("--out", args.out)) if v is None]
+        if missing:
+            raise ConfigError(f"one-case mode needs {', '.join(missing)}")
+        pipeline = build_pipeline(args, progress=True)
+        result = pipeline.predict_case(args.ct, args.pet, args.clicks, args.out, tracer=args.tracer, step=args.step)
+        print(result.summary_line())
+        print(f"wrote {result.output}")
+        return 0
+    if args.input is None or args.output is None:
+        raise ConfigError("folder mode needs both -i and -o")
+    pipeline = build_pipeline(args, progress=False)
+    results = pipeline.predict_folder(args.input, args.output, tracer=args.tracer, step=args.step,
+                                      overwrite=args.overwrite, output_ending=args.output_ending,
+                                      on_case=lambda r: tqdm.write(r.summary_line()))
+    done = sum(not r.skipped for r in results)
+    print(f"{done} case(s) predicted, {len(results) - done} skipped (output existed) -> {args.output}")
+    return 0

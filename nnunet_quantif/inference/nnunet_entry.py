@@ -1,0 +1,194 @@
+"""``nnUNetv2_predict_quantif``: ``nnUNetv2_predict`` with QuantIF mirroring and post-processing.
+
+Same flags as nnU-Net 2.8's ``nnUNetv2_predict`` (``-i -o -d -p -tr -c -f -step_size
+--disable_tta --verbose --save_probabilities --continue_prediction -chk -npp -nps
+-prev_stage_predictions -num_parts -part_id -device --disable_progress_bar
+--not_on_device``), plus:
+
+* ``-m DIR``: a trained-model folder instead of ``-d/-p/-tr/-c`` (as ``nnUNetv2_predict_from_modelfolder``);
+* ``--mirroring paper|budget|all|none`` and ``--time-budget S`` (``--calibration JSON``):
+  the per-case mirroring policy (``--disable_tta`` still switches mirroring off);
+* ``--postprocess`` (with ``--min-voxels``, ``--suv-max``, ``--min-volume-ml``): after
+  nnU-Net has written the masks, remove small faint components using each case's PET,
+  which is input channel ``_0001``.
+
+The input folder follows nnU-Net's conventions: for a QuantIF model each case has
+``_0000`` (CT), ``_0001`` (PET) and ``_0002`` (click heatmap, as ``quantif convert``
+writes it). Axis names for the mirroring order assume axial scans ((z, y, x) =
+head-foot, anterior-posterior, left-right), as nnU-Net's file path does not hand the
+image direction to the predictor; ``quantif predict`` uses the real direction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import ModelError, QuantIFError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nnunetv2.inference.predict_from_raw_data import _getDefaultValue
+
+    p = argparse.ArgumentParser(
+        prog="nnUNetv2_predict_quantif",
+        description="nnUNetv2_predict with QuantIF's per-case test-time mirroring policy and optional "
+                    "post-processing (small faint components removed using the PET, channel _0001).")
+    p.add_argument("-i", type=str, required=True, help="input folder (nnU-Net naming: <case>_0000 ...)")
+    p.add_argument("-o", type=str, required=True, help="output folder")
+    p.add_argument("-d", type=str, default=None, help="dataset name or id (with -p/-tr/-c; or give -m)")
+    p.add_argument("-m", type=str, default=None, help="trained-model folder (instead of -d/-p/-tr/-c)")
+    p.add_argument("-p", type=str, default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
+    p.add_argument("-tr", type=str, default="nnUNetTrainer", help="trainer class (default: nnUNetTrainer)")
+    p.add_argument("-c", type=str, default="3d_fullres", help="configuration (default: 3d_fullres)")
+    p.add_argument("-f", nargs="+", type=str, default=(0, 1, 2, 3, 4), help="folds (default: 0 1 2 3 4)")
+    p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step size (default: 0.5)")
+    p.add_argument("--disable_tta", action="store_true", help="no mirroring at all")
+    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--save_probabilities", action="store_true")
+    p.add_argument("--continue_prediction", action="store_true", help="do not overwrite existing predictions")
+    p.add_argument("-chk", type=str, default="checkpoint_final.pth", help="checkpoint name")
+    p.add_argument("-npp", type=int, default=_getDefaultValue("nnUNet_npp", int, 3), help="preprocessing processes")
+    p.add_argument("-nps", type=int, default=_getDefaultValue("nnUNet_nps", int, 3), help="export processes")
+    p.add_argument("-prev_stage_predictions", type=str, default=None)
+    p.add_argument("-num_parts", type=int, default=1)
+    p.add_argument("-part_id", type=int, default=0)
+    p.add_argument("-device", type=str, default="cuda", help="cuda, cpu or mps")
+    p.add_argument("--disable_progress_bar", action="store_true")
+    p.add_argument("--not_on_device", action="store_true")
+    q = p.add_argument_group("QuantIF")
+    q.add_argument("--mirroring", choices=("paper", "budget", "all", "none"), default="paper",
+                   help="per-case test-time mirroring policy (default: paper)")
+    q.add_argument("--time-budget", type=float, default=900.0, help="seconds per case for --mirroring budget")
+    q.add_argument("--calibration", default=None, help="seconds-per-forward calibration JSON (--mirroring budget)")
+    q.add_argument("--postprocess", action="store_true",
+                   help="remove small faint components from every output (PET = input channel _0001)")
+    q.add_argument("--min-voxels", type=int, default=10)
+    q.add_argument("--suv-max", type=float, default=4.0)
+    q.add_argument("--min-volume-ml", type=float, default=None)
+    return p
+
+
+def _model_folder(args: argparse.Namespace) -> str:
+    if args.m:
+        return args.m
+    if not args.d:
+        raise ModelError("give a model: -d DATASET (with -p/-tr/-c) or -m MODEL_FOLDER")
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    try:
+        return get_output_folder(args.d, args.tr, args.p, args.c)
+    except (RuntimeError, AssertionError, TypeError) as e:
+        raise ModelError(f"dataset {args.d}: cannot find the model folder ({str(e).strip().splitlines()[0]})") \
+            from None
+
+
+def postprocess_folder(input_folder: str, output_folder: str, file_ending: str, *, part_id: int = 0,
+                       num_parts: int = 1, min_voxels: int = 10, suv_max: float = 4.0,
+                       min_volume_ml: float | None = None) -> int:
+    """Post-process every output of an nnU-Net prediction folder in place; returns the number of files done.
+
+    The PET of case ``<case>`` is ``<input_folder>/<case>_0001<file_ending>``. Post-processing is
+    idempotent, so re-running over already processed outputs changes nothing.
+    """
+    import numpy as np
+    from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
+
+    from ..io import check_same_grid, read_image, write_image
+    from .postprocessing import postprocess_with_stats
+
+    log = logging.getLogger(__name__)
+    lists = create_lists_from_splitted_dataset_folder(input_folder, file_ending)[part_id::num_parts]
+    done = 0
+    for files in lists:
+        case = os.path.basename(files[0])[: -(len(file_ending) + 5)]
+        out = Path(output_folder) / f"{case}{file_ending}"
+        if not out.is_file():
+            continue
+        pet_path = Path(input_folder) / f"{case}_0001{file_ending}"
+        mask, g = read_image(out)
+        pet, g_pet = read_image(pet_path, dtype=np.float32)
+        check_same_grid(g, g_pet, str(out), str(pet_path))
+        cleaned, stats = postprocess_with_stats(mask, pet, g.spacing_zyx, min_voxels, suv_max, min_volume_ml)
+        write_image(cleaned, g, out, inputs=[pet_path])
+        log.info("%s: post-processing removed %d of %d components", case, stats.n_removed, stats.n_components)
+        done += 1
+    return done
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``nnUNetv2_predict_quantif``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except QuantIFError as e:
+        print(f"nnUNetv2_predict_quantif: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .mirroring import MirroringPolicy
+    from .pipeline import _ensure_trainer_search_path
+    from .predictor import QuantIFPredictor
+    from .routing import check_model_folder
+
+    if args.part_id >= args.num_parts:
+        raise ModelError(f"-part_id {args.part_id} must be smaller than -num_parts {args.num_parts}")
+    if args.device not in ("cpu", "cuda", "mps"):
+        raise ModelError(f"-device must be cpu, cuda or mps, got {args.device}")
+    if not Path(args.i).is_dir():
+        raise ModelError(f"{args.i}: input folder not found")
+    model_folder = _model_folder(args)
+    folds = check_model_folder(model_folder, args.f, args.chk)
+    if args.device == "cpu":
+        torch.set_num_threads(multiprocessing.cpu_count())
+        device = torch.device("cpu")
+    elif args.device == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError("-device cuda: no CUDA device is available (use -device cpu)")
+        torch.set_num_threads(1)
+        torch.set_num_interop_threads(1)
+        device = torch.device("cuda")
+    else:
+        device = torch.device("mps")
+    policy = MirroringPolicy(args.mirroring, time_budget_s=args.time_budget, calibration=args.calibration)
+    predictor = QuantIFPredictor(tile_step_size=args.step_size, use_gaussian=True, use_mirroring=not args.disable_tta,
+                                 perform_everything_on_device=not args.not_on_device, device=device,
+                                 verbose=args.verbose, verbose_preprocessing=args.verbose,
+                                 allow_tqdm=not args.disable_progress_bar, mirroring=policy)
+    _ensure_trainer_search_path()
+    try:
+        predictor.initialize_from_trained_model_folder(model_folder, folds, checkpoint_name=args.chk)
+    except (RuntimeError, KeyError, OSError) as e:
+        raise ModelError(f"{model_folder}: cannot load the model ({str(e).strip().splitlines()[0]})") from None
+    os.makedirs(args.o, exist_ok=True)
+    if args.npp == 0 and args.nps == 0:
+        predictor.predict_from_files_sequential(args.i, args.o, save_probabilities=args.save_probabilities,
+                                                overwrite=not args.continue_prediction,
+                                                folder_with_segs_from_prev_stage=args.prev_stage_predictions)
+    else:
+        predictor.predict_from_files(args.i, args.o, save_probabilities=args.save_probabilities,
+                                     overwrite=not args.continue_prediction,
+                                     num_processes_preprocessing=args.npp,
+                                     num_processes_segmentation_export=args.nps,
+                                     folder_with_segs_from_prev_stage=args.prev_stage_predictions,
+                                     num_parts=args.num_parts, part_id=args.part_id)
+    if args.postprocess:
+        n = postprocess_folder(args.i, args.o, predictor.dataset_json["file_ending"], part_id=args.part_id,
+                               num_parts=args.num_parts, min_voxels=args.min_voxels, suv_max=args.suv_max,
+                               min_volume_ml=args.min_volume_ml)
+        print(f"post-processed {n} prediction(s) in {args.o}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
