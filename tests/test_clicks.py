@@ -357,14 +357,22 @@ def test_simulation_on_phantom() -> None:
     phantoms = pytest.importorskip("nnunet_quantif.phantoms")
     if not hasattr(phantoms, "generate_case"):
         pytest.skip("nnunet_quantif.phantoms.generate_case not available yet")
-    case = phantoms.generate_case("fdg", size="small", seed=0)
-    a = simulate_clicks(case.label, case.pet)
-    assert a == simulate_clicks(case.label, case.pet)
-    if case.label.any():
-        assert a.n_tumor == 10 and all(case.label[tuple(p)] for p in a.tumor)
-    assert not any(case.label[tuple(p)] for p in a.background)
-    th = background_threshold(case.label, case.pet)
-    assert all(case.pet[tuple(p)] > th for p in a.background)
+    case = phantoms.generate_case("fdg", size="small", seed=0, healthy=False)
+    label, pet = np.asarray(case.label), np.asarray(case.pet)
+    assert label.any()
+    a = simulate_clicks(label, pet)
+    assert a == simulate_clicks(label, pet)  # deterministic for the seed
+    assert a.n_tumor == 10 and a.n_background == 10
+    assert all(label[tuple(p)] for p in a.tumor)
+    assert not any(label[tuple(p)] for p in a.background)
+    th = background_threshold(label, pet)
+    assert all(pet[tuple(p)] > th for p in a.background)
+    cc = cc3d.connected_components(label > 0, connectivity=26)
+    n_first = min(10, int(cc.max()))
+    assert len({int(cc[tuple(p)]) for p in a.tumor[:n_first]}) == n_first  # one centre click per drawn lesion
+    healthy = phantoms.generate_case("psma", size="small", seed=0, healthy=True)
+    h = simulate_clicks(np.asarray(healthy.label), np.asarray(healthy.pet))
+    assert h.n_tumor == 0 and h.n_background == 10
 
 
 # ------------------------------------------------------------------------------------------------ CLI
