@@ -100,6 +100,7 @@ def write_random_model(out_dir: PathLike, *, folds: Sequence[int] = (0,), patch_
                        trainer_name: str = "nnUNetTrainer", configuration: str = "3d_fullres",
                        channel_names: dict[str, str] | None = None, labels: dict[str, int] | None = None,
                        mirror_axes: Sequence[int] | None = (0, 1, 2), seed: int = 0,
+                       constant_output: int | None = None,
                        dataset_name: str = "Dataset999_QuantIFRandom", file_ending: str = ".nii.gz") -> Path:
     """Write a randomly initialised nnU-Net model folder.
 
@@ -123,6 +124,9 @@ def write_random_model(out_dir: PathLike, *, folds: Sequence[int] = (0,), patch_
         ``inference_allowed_mirroring_axes`` stored in the checkpoints.
     seed : int
         Seed of the weight initialisation.
+    constant_output : int, optional
+        Make the network predict this label everywhere (zero weights and a large
+        bias in the last segmentation layer) -- a model whose output is known.
 
     Returns
     -------
@@ -149,6 +153,8 @@ def write_random_model(out_dir: PathLike, *, folds: Sequence[int] = (0,), patch_
         torch.manual_seed(seed + k)
         net = get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"], arch["_kw_requires_import"],
                                      len(channel_names), n_out, allow_init=True, deep_supervision=False)
+        if constant_output is not None:
+            _make_constant(net, int(constant_output))
         checkpoint = {
             "network_weights": net.state_dict(),
             "init_args": {"plans": plans, "configuration": configuration, "fold": fold, "dataset_json": dataset,
@@ -161,3 +167,13 @@ def write_random_model(out_dir: PathLike, *, folds: Sequence[int] = (0,), patch_
         (out / f"fold_{fold}").mkdir(exist_ok=True)
         torch.save(checkpoint, out / f"fold_{fold}" / "checkpoint_final.pth")
     return out
+
+
+def _make_constant(net: torch.nn.Module, label: int) -> None:
+    """Zero the last segmentation layer's weights and bias it towards ``label``."""
+    layers = net.decoder.seg_layers
+    last = layers[-1] if isinstance(layers, torch.nn.ModuleList) else layers
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(-10.0)
+        last.bias[label] = 10.0

@@ -1,0 +1,118 @@
+"""Post-processing: the small-and-faint rule, equality with an independent naive reference, the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from nnunet_quantif.cli import main as quantif_main
+from nnunet_quantif.errors import GridMismatchError
+from nnunet_quantif.inference.postprocessing import (
+    postprocess,
+    postprocess_naive,
+    postprocess_with_stats,
+    size_threshold_voxels,
+)
+from nnunet_quantif.io import Geometry, read_image, write_image
+
+
+def reference(mask: np.ndarray, pet: np.ndarray, threshold: float, suv_max: float) -> np.ndarray:
+    """Independent reference: scipy labelling with a full 3x3x3 structure, one component at a time."""
+    labels, n = ndimage.label(mask > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    out = np.zeros(mask.shape, dtype=np.uint8)
+    for i in range(1, n + 1):
+        comp = labels == i
+        if comp.sum() < threshold and pet[comp].max() < suv_max:
+            continue
+        out[comp] = 1
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_equals_naive_reference_on_random_masks(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    shape = (24, 30, 28)
+    mask = (ndimage.uniform_filter(rng.random(shape), 2) > 0.62).astype(np.uint8)
+    mask |= rng.random(shape) > 0.985  # isolated voxels
+    pet = rng.gamma(2.0, 1.2, size=shape).astype(np.float32)
+    for min_voxels, suv_max in ((10, 4.0), (3, 2.0), (50, 8.0)):
+        got = postprocess(mask, pet, min_voxels=min_voxels, suv_max=suv_max)
+        want = reference(mask, pet, min_voxels, suv_max)
+        assert got.dtype == np.uint8
+        assert np.array_equal(got, want)
+        assert np.array_equal(got, postprocess_naive(mask, pet, min_voxels=min_voxels, suv_max=suv_max))
+    assert 0 < int(postprocess(mask, pet).sum()) < int(mask.sum())  # the test removes something and keeps something
+
+
+def test_min_volume_ml_uses_the_spacing() -> None:
+    rng = np.random.default_rng(7)
+    shape = (20, 24, 24)
+    mask = (ndimage.uniform_filter(rng.random(shape), 2) > 0.6).astype(np.uint8)
+    pet = np.ones(shape, dtype=np.float32)
+    spacing = (3.0, 2.0, 2.0)  # 12 mm^3 = 0.012 ml per voxel
+    assert size_threshold_voxels(10, 0.12, spacing) == pytest.approx(10.0)
+    got = postprocess(mask, pet, spacing_zyx=spacing, min_volume_ml=0.12)
+    assert np.array_equal(got, reference(mask, pet, 10.0, 4.0))
+    got = postprocess(mask, pet, spacing_zyx=spacing, min_volume_ml=0.3)  # 25 voxels
+    assert np.array_equal(got, reference(mask, pet, 25.0, 4.0))
+    with pytest.raises(ValueError):
+        postprocess(mask, pet, min_volume_ml=0.3)
+
+
+def test_rule_needs_both_small_and_faint() -> None:
+    mask = np.zeros((20, 20, 20), dtype=np.uint8)
+    pet = np.ones_like(mask, dtype=np.float32)
+    mask[1:3, 1:3, 1:3] = 1          # 8 voxels, faint -> removed
+    mask[1:3, 10:12, 10:12] = 1      # 8 voxels, avid -> kept
+    pet[1, 10, 10] = 4.0             # SUVmax exactly 4 is not "below 4"
+    mask[10:13, 10:13, 10:13] = 1    # 27 voxels, faint -> kept
+    mask[17, 17, 17] = 1             # single voxel touching the next by a corner (26-connected) ...
+    mask[18, 18, 18:19] = 1          # ... 2 voxels in all, faint -> removed together
+    mask[17, 1, 1] = 1               # single voxel, avid -> kept
+    pet[17, 1, 1] = 9.0
+    out, stats = postprocess_with_stats(mask, pet)
+    assert stats.n_components == 5 and stats.n_removed == 2 and stats.voxels_removed == 10
+    assert out[1:3, 1:3, 1:3].sum() == 0
+    assert out[1:3, 10:12, 10:12].sum() == 8
+    assert out[10:13, 10:13, 10:13].sum() == 27
+    assert out[17, 17, 17] == 0 and out[18, 18, 18] == 0
+    assert out[17, 1, 1] == 1
+
+
+def test_empty_mask_and_shape_mismatch() -> None:
+    pet = np.ones((5, 6, 7), dtype=np.float32)
+    out = postprocess(np.zeros((5, 6, 7), dtype=np.uint8), pet)
+    assert out.shape == (5, 6, 7) and out.sum() == 0
+    with pytest.raises(GridMismatchError):
+        postprocess(np.zeros((5, 6, 8), dtype=np.uint8), pet)
+
+
+def test_cli_postprocess(tmp_path, capsys) -> None:
+    geometry = Geometry((16, 14, 12), (2.0, 2.0, 3.0), (1.0, 2.0, 3.0), (0, 1, 0, 1, 0, 0, 0, 0, 1))
+    mask = np.zeros(geometry.shape, dtype=np.uint8)
+    mask[1:3, 1:3, 1:3] = 1      # removed
+    mask[6:10, 6:10, 6:10] = 1   # kept
+    pet = np.ones(geometry.shape, dtype=np.float32)
+    write_image(mask, geometry, tmp_path / "m.nii.gz")
+    write_image(pet, geometry, tmp_path / "p.mha")
+    rc = quantif_main(["postprocess", "--mask", str(tmp_path / "m.nii.gz"), "--pet", str(tmp_path / "p.mha"),
+                       "--out", str(tmp_path / "o.mha")])
+    assert rc == 0
+    out, g = read_image(tmp_path / "o.mha")
+    assert g == geometry and out.dtype == np.uint8
+    assert out.sum() == 64 and out[1:3, 1:3, 1:3].sum() == 0
+    assert "1 of 2 components removed" in capsys.readouterr().out
+    # a larger threshold in ml removes the second one too (64 voxels * 0.012 ml = 0.768 ml)
+    rc = quantif_main(["postprocess", "--mask", str(tmp_path / "m.nii.gz"), "--pet", str(tmp_path / "p.mha"),
+                       "--out", str(tmp_path / "o2.nii.gz"), "--min-volume-ml", "0.8"])
+    assert rc == 0 and read_image(tmp_path / "o2.nii.gz")[0].sum() == 0
+    # grid mismatch: one clear line naming both files
+    other = Geometry((16, 14, 12), (2.0, 2.0, 2.5))
+    write_image(pet, other, tmp_path / "p2.nii.gz")
+    rc = quantif_main(["postprocess", "--mask", str(tmp_path / "m.nii.gz"), "--pet", str(tmp_path / "p2.nii.gz"),
+                       "--out", str(tmp_path / "o3.nii.gz")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1
+    assert "m.nii.gz" in err and "p2.nii.gz" in err and "spacing" in err
+    assert not (tmp_path / "o3.nii.gz").exists()
