@@ -252,6 +252,34 @@ def test_spacing_gives_same_mip_extent(fine: tuple[float, float, float]) -> None
     assert np.abs(mf - m3).mean() < 0.01
 
 
+def test_resampling_matches_simpleitk_linear() -> None:
+    """The torch resampling equals SimpleITK's linear Resample onto the documented grid."""
+    import SimpleITK as sitk
+
+    from nnunet_quantif.tracer.preprocessing import resample_isotropic
+
+    rng = np.random.default_rng(0)
+    vol = rng.random((23, 17, 29), dtype=np.float32) * 10
+    spacing_zyx = (1.3, 4.1, 2.2)
+    out = resample_isotropic(vol, spacing_zyx).numpy()
+    assert out.shape == tuple(int(np.floor(n * s / 3.0)) for n, s in zip(vol.shape, spacing_zyx))
+    img = sitk.GetImageFromArray(vol)
+    img.SetSpacing(spacing_zyx[::-1])
+    origin = [-s / 2 + 1.5 for s in spacing_zyx[::-1]]  # first output voxel: 1.5 mm inside the outer edge
+    ref = sitk.GetArrayFromImage(sitk.Resample(img, out.shape[::-1], sitk.Transform(), sitk.sitkLinear, origin,
+                                               (3.0, 3.0, 3.0), img.GetDirection(), 0.0, sitk.sitkFloat32))
+    np.testing.assert_allclose(out, ref, atol=1e-4)
+    assert not np.allclose(out, np.roll(ref, 1, axis=2), atol=1e-2)
+
+
+def test_thin_slab_is_edge_padded() -> None:
+    pet = np.zeros((1, 5, 6), np.float32)  # one 2 mm slice: thinner than the 3 mm grid
+    pet[0, 2, 4] = 8.0
+    mip = mip_from_pet(pet, Geometry.from_shape(pet.shape, (2.0, 3.0, 3.0)))
+    assert mip.max() == pytest.approx(8.0 / SUV_CLIP)
+    assert np.count_nonzero(mip) == 1
+
+
 def test_mip_input_errors() -> None:
     geom = Geometry.from_shape((4, 4, 4), (3.0, 3.0, 3.0))
     with pytest.raises(TracerError, match="does not match"):

@@ -13,10 +13,14 @@ A PET volume (SUV, array order (z, y, x), any voxel grid) becomes one
    towards patient left, posterior and superior. A residual oblique rotation is
    ignored. Storing the same scan with flipped or permuted axes (array and
    direction changed consistently) therefore gives exactly the same MIP.
-2. **Resampling** to 3 mm isotropic with linear interpolation
-   (``SimpleITK.Resample``); the new grid has ``max(1, round(n * spacing / 3))``
-   voxels per axis and is centred on the old one (same physical centre), with 0
-   outside.
+2. **Resampling** to 3 mm isotropic, linear (trilinear): along an axis with
+   ``n`` voxels of spacing ``s`` mm, output voxel ``k`` samples the input at the
+   continuous index ``(k + 0.5) * 3 / s - 0.5`` (clamped to the volume), so the new
+   grid starts at the outer edge of the first voxel and has ``floor(n * s / 3)``
+   voxels; an axis thinner than 3 mm is first edge-padded to 3 mm. This is
+   ``torch.nn.functional.interpolate(scale_factor=s / 3, mode="trilinear",
+   align_corners=False)``, which gives the same values as SimpleITK's linear
+   ``Resample`` onto that grid (tested) at about twice its speed.
 3. **Coronal MIP:** the maximum along the anterior-posterior axis.
 4. **2-D orientation:** row 0 is the most superior row (head up); columns run
    from the patient's right (column 0) to the patient's left, i.e. the view of a
@@ -34,9 +38,12 @@ The same description is stored in the ``input`` block of ``tracer_meta.json``
 from __future__ import annotations
 
 import itertools
+import math
+import warnings
 
 import numpy as np
-import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
 
 from ..errors import TracerError
 from ..io import Geometry
@@ -55,7 +62,8 @@ INPUT_SPEC: dict = {
     "preprocessing_version": PREPROCESSING_VERSION,
     "size": [MIP_SIZE, MIP_SIZE],
     "spacing_mm": MIP_SPACING_MM,
-    "resampling": "linear (SimpleITK), 3 mm isotropic, grid centred on the input volume, 0 outside",
+    "resampling": "trilinear to 3 mm isotropic; grid starts at the first voxel's outer edge, floor(n*s/3) voxels "
+                  "per axis (torch interpolate, scale_factor=s/3, align_corners=False)",
     "mip_axis": "anterior-posterior: the image axis whose direction cosine has the largest |component| along "
                 "physical LPS y (axes permuted/flipped to LPS order from the direction matrix before resampling)",
     "orientation": "row 0 = most superior, column 0 = patient right (viewer facing the patient)",
@@ -88,54 +96,62 @@ def lps_axes(direction: np.ndarray | tuple[float, ...]) -> tuple[tuple[int, int,
     return tuple(best), signs  # type: ignore[return-value]
 
 
-def to_lps_array(pet: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Permute and flip a (z, y, x) array so that it is in canonical LPS order.
+def to_lps_tensor(pet: np.ndarray, geometry: Geometry) -> tuple[torch.Tensor, tuple[float, float, float]]:
+    """Permute and flip a (z, y, x) PET into canonical LPS order, as float32 torch tensor.
 
     Returns
     -------
-    array : np.ndarray
-        A view of ``pet`` with array axes (I->S, A->P, R->L): index 0 increases
-        towards superior, index 1 towards posterior, index 2 towards patient left.
+    volume : torch.Tensor, float32
+        Axes (I->S, A->P, R->L): index 0 increases towards superior, index 1
+        towards posterior, index 2 towards patient left. Shares memory with
+        ``pet`` when no flip is needed and ``pet`` is C-contiguous float32.
     spacing : tuple of 3 float
-        Voxel size in mm along (L-R, A-P, I-S), i.e. image order of the new array.
+        Voxel size in mm along the volume's axes (S-I, A-P, L-R).
     """
     perm, signs = lps_axes(geometry.direction)
-    # image axis j is array axis 2 - j; the new array order is (S, P, L) = physical (2, 1, 0)
-    out = np.transpose(pet, [2 - perm[2], 2 - perm[1], 2 - perm[0]])
-    flips = tuple(a for a, p in enumerate((2, 1, 0)) if signs[p] < 0)
+    arr = np.ascontiguousarray(pet, dtype=np.float32)
+    with warnings.catch_warnings():  # read-only arrays: the tensor is never written to
+        warnings.simplefilter("ignore", UserWarning)
+        x = torch.from_numpy(arr)
+    # image axis j is array axis 2 - j; the new axis order is physical (S, P, L) = (2, 1, 0)
+    x = x.permute(2 - perm[2], 2 - perm[1], 2 - perm[0])
+    flips = [a for a, p in enumerate((2, 1, 0)) if signs[p] < 0]
     if flips:
-        out = np.flip(out, axis=flips)
-    spacing = tuple(float(geometry.spacing[perm[p]]) for p in range(3))
-    return out, spacing  # type: ignore[return-value]
+        x = torch.flip(x, flips)
+    spacing = tuple(float(geometry.spacing[perm[p]]) for p in (2, 1, 0))
+    return x, spacing  # type: ignore[return-value]
 
 
-def resample_isotropic(array_lps: np.ndarray, spacing_lps: tuple[float, float, float],
-                       new_spacing: float = MIP_SPACING_MM) -> np.ndarray:
-    """Linearly resample a canonical (S, P, L) array to isotropic ``new_spacing``.
+def resample_isotropic(volume: np.ndarray | torch.Tensor, spacing: tuple[float, float, float],
+                       new_spacing: float = MIP_SPACING_MM) -> torch.Tensor:
+    """Trilinear resampling to isotropic ``new_spacing`` (see step 2 of the module docstring).
 
     Parameters
     ----------
-    array_lps : np.ndarray, shape (z, y, x)
-        Array from :func:`to_lps_array`.
-    spacing_lps : tuple of 3 float
-        Voxel size in mm in image order (x, y, z) = (L-R, A-P, I-S).
+    volume : array or tensor, shape (a, b, c)
+        Float volume.
+    spacing : tuple of 3 float
+        Voxel size in mm along the three axes, in the same order as ``volume``.
     new_spacing : float
         Output voxel size in mm.
 
     Returns
     -------
-    np.ndarray, float32, shape (z, y, x)
-        ``max(1, round(n * spacing / new_spacing))`` voxels per axis, centred on the input grid.
+    torch.Tensor, float32, shape (floor(a * s_a / new_spacing), ...)
+        Voxel ``k`` samples continuous input index ``(k + 0.5) * new_spacing / s - 0.5``.
     """
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array_lps, dtype=np.float32))
-    image.SetSpacing(spacing_lps)
-    size_xyz = [int(n) for n in image.GetSize()]
-    new_size = [max(1, int(round(n * s / new_spacing))) for n, s in zip(size_xyz, spacing_lps)]
-    centre = [(n - 1) * s / 2.0 for n, s in zip(size_xyz, spacing_lps)]
-    origin = [c - (m - 1) * new_spacing / 2.0 for c, m in zip(centre, new_size)]
-    out = sitk.Resample(image, new_size, sitk.Transform(), sitk.sitkLinear, origin, (new_spacing,) * 3,
-                        image.GetDirection(), 0.0, sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(out)
+    x = torch.as_tensor(volume, dtype=torch.float32)
+    pad = []
+    for n, s in zip(x.shape, spacing):
+        pad.append(max(0, math.ceil(new_spacing / s - 1e-9) - n) if n * s < new_spacing else 0)
+    x = x[None, None]
+    if any(pad):  # F.pad takes (last-axis before, after, ..., first-axis before, after)
+        x = F.pad(x, (0, pad[2], 0, pad[1], 0, pad[0]), mode="replicate")
+    scale = [float(s) / new_spacing for s in spacing]
+    if all(abs(f - 1.0) < 1e-12 for f in scale):
+        return x[0, 0]
+    return F.interpolate(x, scale_factor=scale, mode="trilinear", align_corners=False,
+                         recompute_scale_factor=False)[0, 0]
 
 
 def crop_or_pad(image: np.ndarray, size: int = MIP_SIZE) -> np.ndarray:
@@ -186,12 +202,11 @@ def mip_from_pet(pet: np.ndarray, geometry: Geometry, source: str | None = None)
         raise TracerError(f"{name}: empty PET volume")
     if not np.issubdtype(pet.dtype, np.number) or np.issubdtype(pet.dtype, np.complexfloating):
         raise TracerError(f"{name}: PET voxels must be real numbers, got dtype {pet.dtype}")
-    arr, spacing = to_lps_array(pet, geometry)
-    arr = arr.astype(np.float32, copy=False)
-    if not np.isfinite(arr).all():
-        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
-    iso = resample_isotropic(arr, spacing)
-    mip = iso.max(axis=1)[::-1, :]  # (S, L) -> row 0 superior, column 0 patient right
+    x, spacing = to_lps_tensor(pet, geometry)
+    if not bool(torch.isfinite(x.sum())):  # one cheap pass; any NaN/Inf makes the sum non-finite
+        x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    iso = resample_isotropic(x, spacing)
+    mip = iso.amax(dim=1).flip(0).numpy()  # (S, L) -> row 0 superior, column 0 patient right
     mip = crop_or_pad(mip)
     np.clip(mip, 0.0, SUV_CLIP, out=mip)
     mip /= SUV_CLIP
