@@ -274,3 +274,14 @@ def test_cli_writes_the_layout(tmp_path, capsys):
         assert (out / "preview" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert read_image(out / "labelsTr" / lab)[0].sum() > 0          # healthy fraction 0
     assert cli_main(["phantom", "--out", str(out), "--fdg", "-1"]) == 1
+
+
+def test_write_dataset_with_workers_matches_in_process(tmp_path):
+    a = write_dataset(tmp_path / "a", n_fdg=1, n_psma=1, seed=8, healthy_fraction=0.0, workers=1)
+    b = write_dataset(tmp_path / "b", n_fdg=1, n_psma=1, seed=8, healthy_fraction=0.0, workers=2)
+    assert a == b
+    for name in a:
+        for rel in (f"imagesTr/{name}_0001.nii.gz", f"labelsTr/{name}.nii.gz"):
+            np.testing.assert_array_equal(read_image(tmp_path / "a" / rel)[0], read_image(tmp_path / "b" / rel)[0])
+        assert (tmp_path / "a" / "clicks" / f"{name}_clicks.json").read_text() == \
+            (tmp_path / "b" / "clicks" / f"{name}_clicks.json").read_text()
