@@ -290,7 +290,7 @@ def heatmap_from_files(pet_path: PathLike, clicks_path: PathLike | None, step: i
     geometry : Geometry
         The PET's geometry.
     """
-    pet, geometry = read_image(pet_path)
+    pet, geometry = read_image(pet_path, keep_nonfinite=True)
     if clicks_path is None:
         clicks = Clicks.empty()
     else:

@@ -160,7 +160,8 @@ def read_sitk(path: PathLike) -> sitk.Image:
     return image
 
 
-def read_image(path: PathLike, dtype: np.dtype | type | None = None) -> tuple[np.ndarray, Geometry]:
+def read_image(path: PathLike, dtype: np.dtype | type | None = None,
+               keep_nonfinite: bool = False) -> tuple[np.ndarray, Geometry]:
     """Read an image as an array plus its geometry.
 
     Parameters
@@ -169,6 +170,11 @@ def read_image(path: PathLike, dtype: np.dtype | type | None = None) -> tuple[np
         A ``.nii.gz``, ``.nii`` or ``.mha`` file.
     dtype : numpy dtype, optional
         Cast the array to this type.
+    keep_nonfinite : bool
+        SimpleITK's NIfTI reader silently turns NaN and Inf voxels into 0. With
+        True, float NIfTI files are read a second time through nibabel and the
+        non-finite voxels are put back, so that callers (PET validation) can see
+        them. MHA files keep NaN/Inf anyway.
 
     Returns
     -------
@@ -177,9 +183,25 @@ def read_image(path: PathLike, dtype: np.dtype | type | None = None) -> tuple[np
     """
     image = read_sitk(path)
     arr = sitk.GetArrayFromImage(image)
+    if keep_nonfinite and np.issubdtype(arr.dtype, np.floating) and image_extension(path) != ".mha":
+        _restore_nonfinite_nifti(path, arr)
     if dtype is not None:
         arr = arr.astype(dtype, copy=False)
     return arr, Geometry.from_sitk(image)
+
+
+def _restore_nonfinite_nifti(path: PathLike, arr: np.ndarray) -> None:
+    """Put back into ``arr`` (z, y, x) the NaN/Inf voxels that SimpleITK zeroed when reading a NIfTI file."""
+    import nibabel as nib
+
+    raw = np.asarray(nib.load(os.fspath(path)).dataobj)  # stored order (x, y, z)
+    if raw.ndim != 3:
+        return
+    bad = ~np.isfinite(raw)
+    if bad.any():
+        bad_zyx = bad.T
+        if bad_zyx.shape == arr.shape:
+            arr[bad_zyx] = raw.T[bad_zyx]
 
 
 def read_geometry(path: PathLike) -> Geometry:

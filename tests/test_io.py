@@ -137,3 +137,14 @@ def test_voxel_volume():
     assert Geometry((1, 1, 1), (2.0, 2.0, 3.0)).voxel_volume_ml == pytest.approx(0.012)
     g = Geometry.from_shape((10, 20, 30), (3.0, 2.0, 1.0))
     assert g.size == (30, 20, 10) and g.spacing == (1.0, 2.0, 3.0) and g.shape == (10, 20, 30)
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".mha"])
+def test_nonfinite_voxels_survive_reading(tmp_path, ext):
+    arr = np.ones(GEOM.shape, np.float32)
+    arr[1, 2, 3] = np.nan
+    arr[0, 4, 6] = np.inf
+    write_image(arr, GEOM, tmp_path / f"pet{ext}")
+    back, _ = read_image(tmp_path / f"pet{ext}", keep_nonfinite=True)
+    assert np.isnan(back[1, 2, 3]) and np.isposinf(back[0, 4, 6])
+    assert np.isfinite(back).sum() == arr.size - 2

@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QuantIFError as e:
         print(f"quantif: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # e.g. `quantif clicks show f.json | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("quantif: interrupted", file=sys.stderr)
         return 130
