@@ -2,14 +2,341 @@
 
 Every public trainer must be listed in ``__all__``: the shim in ``nnunet_ext/``
 re-exports exactly that list.
+
+``nnUNetTrainerQuantIF`` changes only these parts of ``nnUNetTrainer``:
+
+* ``build_network_architecture``: the dual-head network (:mod:`nnunet_quantif.network`);
+  lesion logits only in eval mode, so ``nnUNetv2_predict`` works unchanged.
+* ``initialize``: the dataset class that adds the organ side files as seg channel 1
+  (:mod:`nnunet_quantif.training.data`).
+* ``_build_loss``: nnU-Net's lesion loss (DC + CE, deep supervision) plus
+  ``organ_loss_weight`` x the same for the 15 organ classes (:class:`DualHeadLoss`).
+* ``get_training_transforms``: nnU-Net's pipeline plus CT misalignment, with the
+  heatmap channel kept out of intensity augmentation
+  (:mod:`nnunet_quantif.training.augmentation`).
+* ``train_step`` / ``validation_step`` / epoch-end hooks: split the targets and log
+  ``train_lesion_loss``, ``train_organ_loss``, ``val_organ_loss`` and the organ
+  pseudo Dice in the training log (and the logger keys ``train_lesion_losses``,
+  ``train_organ_losses``, ``val_organ_losses``, ``organ_mean_fg_dice``).
+
+The final validation (``perform_actual_validation``) predicts with the network in eval
+mode, i.e. with the lesion head only. Its mirroring axes come from
+:meth:`nnUNetTrainerQuantIF.final_validation_mirror_axes`, the hook for the adaptive
+mirroring policy of :mod:`nnunet_quantif.inference`.
+
+Tiny variant: ``nnUNetTrainerQuantIF_tiny`` trains ``QUANTIF_TINY_EPOCHS`` epochs (default
+2) of ``QUANTIF_TINY_ITERS`` iterations (default 4) with ``QUANTIF_TINY_VAL_ITERS``
+validation iterations (default 2); the environment variables let the demo train longer.
 """
 
 from __future__ import annotations
 
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+import os
 
-__all__ = ["nnUNetTrainerQuantIF"]
+import numpy as np
+import torch
+from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss, get_tp_fp_fn_tn
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.collate_outputs import collate_outputs
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast, nn
+from torch._dynamo import OptimizedModule
+
+from ..errors import ConfigError, DatasetError
+from ..network import NUM_ORGAN_CLASSES, DualHeadOutput, DualHeadUNet, build_dual_head_network
+from .augmentation import add_quantif_augmentation
+from .data import nnUNetDatasetBlosc2Organs, split_targets
+
+__all__ = [
+    "nnUNetTrainerQuantIF",
+    "nnUNetTrainerQuantIF_FDG",
+    "nnUNetTrainerQuantIF_PSMA",
+    "nnUNetTrainerQuantIF_noOrgans",
+    "nnUNetTrainerQuantIF_tiny",
+    "nnUNetTrainerQuantIF_noOrgans_tiny",
+]
+
+#: Image channels of the QuantIF datasets.
+CT_CHANNEL, PET_CHANNEL, HEATMAP_CHANNEL = 0, 1, 2
+
+_EXTRA_LOG_KEYS = ("train_lesion_losses", "train_organ_losses", "val_organ_losses", "organ_mean_fg_dice")
+
+
+class DualHeadLoss(nn.Module):
+    """Lesion loss + ``organ_weight`` x organ loss.
+
+    ``forward(output, target)``: with a :class:`~nnunet_quantif.network.DualHeadOutput`
+    the target is the stacked (lesion, organ) seg (B, 2, z, y, x) (a list of them with
+    deep supervision); with a plain lesion output the target is the lesion seg only and
+    the lesion loss is returned. The parts of the last dual call are kept (detached)
+    in :attr:`last_parts` as ``(lesion, organ)``.
+    """
+
+    def __init__(self, lesion_loss: nn.Module, organ_loss: nn.Module, organ_weight: float = 1.0):
+        super().__init__()
+        self.lesion_loss = lesion_loss
+        self.organ_loss = organ_loss
+        self.organ_weight = float(organ_weight)
+        self.last_parts: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def forward(self, output, target):
+        if not isinstance(output, DualHeadOutput):
+            return self.lesion_loss(output, target)
+        lesion_t, organ_t = split_targets(target)
+        lesion = self.lesion_loss(output.lesion, lesion_t)
+        organ = self.organ_loss(output.organ, organ_t)
+        self.last_parts = (lesion.detach(), organ.detach())
+        return lesion + self.organ_weight * organ
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    if not value:
+        return default
+    try:
+        out = int(value)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}='{value}' is not an integer") from None
+    if out < 1:
+        raise ConfigError(f"environment variable {name}={out} must be >= 1")
+    return out
 
 
 class nnUNetTrainerQuantIF(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convention)
-    """Base QuantIF trainer (the trainers issue adds the dual head, organ loss and misalignment)."""
+    """Dual-head (lesion + organ) ResEnc trainer with CT misalignment and a protected heatmap channel."""
+
+    #: Organ head on/off (class attribute, read by the class-level network builder).
+    use_organs: bool = True
+    num_organ_classes: int = NUM_ORGAN_CLASSES
+    organ_loss_weight: float = 1.0
+    #: Channels moved by the misalignment augmentation (CT) and protected from intensity augmentation (heatmap).
+    misaligned_channels: tuple[int, ...] = (CT_CHANNEL,)
+    protected_channels: tuple[int, ...] = (HEATMAP_CHANNEL,)
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):  # noqa: B008 (nnU-Net's signature)
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self._add_log_keys()
+
+    # ---------------------------------------------------------------- network
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
+        """The dual-head network (plain nnU-Net network for ``use_organs = False``)."""
+        if not cls.use_organs:
+            return nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                            num_output_channels, enable_deep_supervision)
+        return build_dual_head_network(
+            configuration_manager.network_arch_class_name, configuration_manager.network_arch_init_kwargs,
+            configuration_manager.network_arch_init_kwargs_req_import, num_input_channels, num_output_channels,
+            cls.num_organ_classes, enable_deep_supervision)
+
+    def _bare_network(self) -> nn.Module:
+        mod = self.network.module if self.is_ddp else self.network
+        return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
+
+    # ---------------------------------------------------------------- data
+    def initialize(self):
+        super().initialize()
+        if self.use_organs:
+            if self.label_manager.has_regions or self.label_manager.has_ignore_label:
+                raise ConfigError(f"{self.__class__.__name__} needs plain labels (no regions, no ignore label)")
+            self.dataset_class = nnUNetDatasetBlosc2Organs
+
+    @classmethod
+    def get_training_transforms(cls, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
+                                do_dummy_2d_data_aug, use_mask_for_norm=None, is_cascaded: bool = False,
+                                foreground_labels=None, regions=None, ignore_label=None):
+        """nnU-Net's training pipeline + CT misalignment; intensity transforms skip the heatmap channel."""
+        pipeline = super().get_training_transforms(
+            patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
+            use_mask_for_norm=use_mask_for_norm, is_cascaded=is_cascaded, foreground_labels=foreground_labels,
+            regions=regions, ignore_label=ignore_label)
+        return add_quantif_augmentation(pipeline, cls.misaligned_channels, cls.protected_channels)
+
+    # ---------------------------------------------------------------- loss
+    def _build_loss(self):
+        lesion_loss = super()._build_loss()
+        if not self.use_organs:
+            return lesion_loss
+        organ_loss = DC_and_CE_loss({"batch_dice": self.configuration_manager.batch_dice, "smooth": 1e-5,
+                                     "do_bg": False, "ddp": self.is_ddp}, {}, weight_ce=1, weight_dice=1,
+                                    ignore_label=None, dice_class=MemoryEfficientSoftDiceLoss)
+        if isinstance(lesion_loss, DeepSupervisionWrapper):
+            organ_loss = DeepSupervisionWrapper(organ_loss, lesion_loss.weight_factors)
+        return DualHeadLoss(lesion_loss, organ_loss, self.organ_loss_weight)
+
+    # ---------------------------------------------------------------- logging
+    def _add_log_keys(self) -> None:
+        store = self.logger.local_logger.my_fantastic_logging
+        for key in _EXTRA_LOG_KEYS:
+            store.setdefault(key, [])
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        super().load_checkpoint(filename_or_checkpoint)
+        self._add_log_keys()
+
+    def _log(self, key: str, value: float) -> None:
+        store = self.logger.local_logger.my_fantastic_logging
+        store.setdefault(key, [])
+        del store[key][self.current_epoch:]
+        store[key].extend([float("nan")] * (self.current_epoch - len(store[key])))
+        self.logger.log(key, value, self.current_epoch)
+
+    # ---------------------------------------------------------------- training
+    def train_step(self, batch: dict) -> dict:
+        result = super().train_step(batch)
+        if self.use_organs and self.loss.last_parts is not None:
+            lesion, organ = self.loss.last_parts
+            result["lesion_loss"] = lesion.cpu().numpy()
+            result["organ_loss"] = organ.cpu().numpy()
+        return result
+
+    def on_train_epoch_end(self, train_outputs: list[dict]):
+        super().on_train_epoch_end(train_outputs)
+        if not self.use_organs:
+            return
+        outputs = collate_outputs(train_outputs)
+        for part in ("lesion", "organ"):
+            value = float(np.mean(outputs[f"{part}_loss"]))
+            if self.is_ddp:
+                value = _ddp_mean(value)
+            self._log(f"train_{part}_losses", value)
+            self.print_to_log_file(f"train_{part}_loss", np.round(value, decimals=4))
+
+    def validation_step(self, batch: dict) -> dict:
+        if not self.use_organs:
+            return super().validation_step(batch)
+        lesion_t, organ_t = split_targets(batch["target"])
+        net = self._bare_network()
+        if not isinstance(net, DualHeadUNet):
+            raise DatasetError("validation with organ targets needs the dual-head network")
+        net.capture_organ_outputs = True
+        try:
+            result = super().validation_step({**batch, "target": lesion_t})
+            organ_out = net.pop_organ_outputs()
+        finally:
+            net.capture_organ_outputs = False
+        if isinstance(organ_t, list):
+            organ_t = [t.to(self.device, non_blocking=True) for t in organ_t]
+        else:
+            organ_t = organ_t.to(self.device, non_blocking=True)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            organ_loss = self.loss.organ_loss(organ_out, organ_t)
+        out = organ_out[0] if isinstance(organ_out, list) else organ_out
+        tgt = organ_t[0] if isinstance(organ_t, list) else organ_t
+        onehot = torch.zeros(out.shape, device=out.device, dtype=torch.float16)
+        onehot.scatter_(1, out.argmax(1, keepdim=True), 1)
+        tp, fp, fn, _ = get_tp_fp_fn_tn(onehot, tgt, axes=[0] + list(range(2, out.ndim)))
+        result.update(organ_loss=organ_loss.detach().cpu().numpy(), organ_tp=tp[1:].detach().cpu().numpy(),
+                      organ_fp=fp[1:].detach().cpu().numpy(), organ_fn=fn[1:].detach().cpu().numpy())
+        return result
+
+    def on_validation_epoch_end(self, val_outputs: list[dict]):
+        super().on_validation_epoch_end(val_outputs)
+        if not self.use_organs:
+            return
+        outputs = collate_outputs(val_outputs)
+        tp, fp, fn = (np.sum(outputs[f"organ_{k}"], 0) for k in ("tp", "fp", "fn"))
+        loss = float(np.mean(outputs["organ_loss"]))
+        if self.is_ddp:
+            tp, fp, fn = (_ddp_sum(a) for a in (tp, fp, fn))
+            loss = _ddp_mean(loss)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dice = 2 * tp / (2 * tp + fp + fn)
+        mean_dice = float(np.nanmean(dice)) if np.any(np.isfinite(dice)) else float("nan")
+        self._log("val_organ_losses", loss)
+        self._log("organ_mean_fg_dice", mean_dice)
+        self.print_to_log_file("val_organ_loss", np.round(loss, decimals=4))
+        self.print_to_log_file("Organ pseudo dice", [round(float(d), 4) for d in dice])
+
+    # ---------------------------------------------------------------- final validation
+    def final_validation_mirror_axes(self) -> tuple[int, ...] | None:
+        """Mirror axes for the final validation (``perform_actual_validation``).
+
+        Hook for the adaptive mirroring policy of ``nnunet_quantif.inference``: override
+        (or monkeypatch) to return the axes that policy chooses. Default: nnU-Net's
+        ``inference_allowed_mirroring_axes`` (all axes the training mirrored).
+        """
+        return self.inference_allowed_mirroring_axes
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """nnU-Net's final validation (lesion head: the network is in eval mode) with the hook's mirror axes."""
+        saved = self.inference_allowed_mirroring_axes
+        self.inference_allowed_mirroring_axes = self.final_validation_mirror_axes()
+        try:
+            super().perform_actual_validation(save_probabilities)
+        finally:
+            self.inference_allowed_mirroring_axes = saved
+
+
+def _ddp_mean(value: float) -> float:
+    import torch.distributed as dist
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return float(np.mean(gathered))
+
+
+def _ddp_sum(arr: np.ndarray) -> np.ndarray:
+    import torch.distributed as dist
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, arr)
+    return np.sum(np.stack(gathered), 0)
+
+
+class nnUNetTrainerQuantIF_FDG(nnUNetTrainerQuantIF):  # noqa: N801
+    """FDG model: 1500 epochs x 350 iterations, initial learning rate 1e-3."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):  # noqa: B008
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 1500
+        self.num_iterations_per_epoch = 350
+        self.initial_lr = 1e-3
+
+
+class nnUNetTrainerQuantIF_PSMA(nnUNetTrainerQuantIF):  # noqa: N801
+    """PSMA model: 1500 epochs x 250 iterations, initial learning rate 1e-3."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):  # noqa: B008
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 1500
+        self.num_iterations_per_epoch = 250
+        self.initial_lr = 1e-3
+
+
+class nnUNetTrainerQuantIF_noOrgans(nnUNetTrainerQuantIF):  # noqa: N801
+    """Ablation: no organ head and no organ target (plain nnU-Net network); misalignment and heatmap protection kept."""
+
+    use_organs = False
+
+
+class _TinyMixin:
+    """Few epochs and iterations for tests and the demo (``QUANTIF_TINY_EPOCHS/_ITERS/_VAL_ITERS``)."""
+
+    def _apply_tiny_schedule(self) -> None:
+        self.num_epochs = _env_int("QUANTIF_TINY_EPOCHS", 2)
+        self.num_iterations_per_epoch = _env_int("QUANTIF_TINY_ITERS", 4)
+        self.num_val_iterations_per_epoch = _env_int("QUANTIF_TINY_VAL_ITERS", 2)
+        self.save_every = max(1, self.num_epochs)
+
+
+class nnUNetTrainerQuantIF_tiny(_TinyMixin, nnUNetTrainerQuantIF):  # noqa: N801
+    """Tiny QuantIF trainer: 2 epochs x 4 iterations, 2 validation iterations (env-overridable)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):  # noqa: B008
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self._apply_tiny_schedule()
+
+
+class nnUNetTrainerQuantIF_noOrgans_tiny(_TinyMixin, nnUNetTrainerQuantIF_noOrgans):  # noqa: N801
+    """Tiny schedule of the no-organ ablation."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):  # noqa: B008
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self._apply_tiny_schedule()

@@ -1,0 +1,93 @@
+"""Dataset hook that adds the organ map as a second training target.
+
+:class:`nnUNetDatasetBlosc2Organs` is nnU-Net's blosc2 dataset whose ``load_case``
+also opens the case's organ side file ``<identifier>_organs_seg.b2nd`` (shape
+(1, z, y, x), uint8, aligned with ``<identifier>_seg.b2nd``; see
+:mod:`nnunet_quantif.organs`) and returns it in the slot nnU-Net uses for the
+cascade's previous-stage segmentation. ``nnUNetDataLoader`` then crops it with
+the same box as the lesion seg and stacks it as **seg channel 1**, so every
+spatial transform, ``RemoveLabelTransform(-1 -> 0)`` and the deep-supervision
+downsampling treat lesion and organ labels identically. The trainer splits the
+two channels again (:func:`split_targets`).
+
+Foreground oversampling is unaffected: the loader picks patch centres from
+``properties['class_locations']``, which nnU-Net's preprocessing computed from
+the lesion labels only.
+"""
+
+from __future__ import annotations
+
+import torch
+from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+
+from ..errors import DatasetError
+from ..organs import load_organ_side_file, organ_side_file
+
+__all__ = ["nnUNetDatasetBlosc2Organs", "split_targets"]
+
+
+class _ChannelView:
+    """Lazy view of channel ``index`` of a (C, z, y, x) array (blosc2 or NumPy): slicing reads only the crop."""
+
+    def __init__(self, array, index: int = 0):
+        self._array = array
+        self._index = index
+        self.shape = tuple(array.shape[1:])
+        self.ndim = len(self.shape)
+        self.dtype = array.dtype
+
+    def __getitem__(self, item):
+        if not isinstance(item, tuple):
+            item = (item,)
+        return self._array[(self._index, *item)]
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self._array[self._index]
+        return arr.astype(dtype) if dtype is not None else arr
+
+
+class nnUNetDatasetBlosc2Organs(nnUNetDatasetBlosc2):  # noqa: N801 (nnU-Net naming convention)
+    """nnU-Net blosc2 dataset that also loads the organ side file (returned as ``seg_prev``).
+
+    ``load_case`` returns ``(data, seg, organs, properties)`` with ``data`` (C, z, y, x),
+    ``seg`` (1, z, y, x) and ``organs`` a lazy (z, y, x) view of the side file.
+    A missing side file raises :class:`~nnunet_quantif.errors.DatasetError` naming it.
+    """
+
+    def __init__(self, folder: str, identifiers: list[str] | None = None,
+                 folder_with_segs_from_previous_stage: str | None = None):
+        if folder_with_segs_from_previous_stage is not None:
+            raise DatasetError(f"{folder}: the organ-target dataset does not support cascaded training "
+                               f"(previous-stage segmentations in {folder_with_segs_from_previous_stage})")
+        super().__init__(folder, identifiers, None)
+
+    def load_case(self, identifier: str):
+        data, seg, _, properties = super().load_case(identifier)
+        path = organ_side_file(self.source_folder, identifier)
+        if not path.is_file():
+            raise DatasetError(f"{path}: organ side file not found for case '{identifier}' (run `quantif organs` "
+                               f"for this preprocessed folder, or train with nnUNetTrainerQuantIF_noOrgans)")
+        organs = load_organ_side_file(self.source_folder, identifier)
+        if tuple(organs.shape) != (1, *seg.shape[1:]):
+            raise DatasetError(f"{path}: organ side file has shape {tuple(organs.shape)}, expected "
+                               f"{(1, *seg.shape[1:])} like {identifier}_seg.b2nd")
+        return data, seg, _ChannelView(organs, 0), properties
+
+
+def split_targets(target: torch.Tensor | list[torch.Tensor]):
+    """Split stacked (lesion, organ) targets.
+
+    Parameters
+    ----------
+    target : Tensor (B, 2, z, y, x) or list of them (deep supervision)
+
+    Returns
+    -------
+    (lesion, organ) : each a Tensor (B, 1, z, y, x) or a list of them
+    """
+    if isinstance(target, (list, tuple)):
+        pairs = [split_targets(t) for t in target]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+    if target.ndim < 2 or target.shape[1] != 2:
+        raise DatasetError(f"expected a (lesion, organ) target with 2 channels, got shape {tuple(target.shape)}")
+    return target[:, :1], target[:, 1:2]
