@@ -13,8 +13,9 @@ Definitions (``shared/reference/autopet-iv-protocol.md``, section "Metrics"):
 
 Implementation: each mask is labelled **once** (``cc3d.connected_components(..., connectivity=18)``),
 the labels that touch the other mask are found with one vectorised ``np.unique(labels[other])``, and
-component sizes come from one ``np.bincount``. Both masks are first cropped to the bounding box of
-their union (components never leave it), so the cost scales with the lesion region, not the body.
+component sizes come from one ``np.bincount`` over the foreground voxels. Both masks are first cropped
+to the bounding box of their union (components never leave it), so the cost scales with the lesion
+region, not the body.
 All arrays are in array order (z, y, x).
 """
 
@@ -76,13 +77,16 @@ def unmatched_voxels(a: np.ndarray, b: np.ndarray, connectivity: int = CONNECTIV
     int
         Voxel count of the unmatched components (0 when ``a`` is empty).
     """
-    labels = cc3d.connected_components(np.ascontiguousarray(a, dtype=np.uint8), connectivity=connectivity)
-    sizes = np.bincount(labels.ravel())  # sizes[0] = background
-    if sizes.size <= 1:
+    a = np.asarray(a, dtype=bool)
+    b = np.asarray(b, dtype=bool)
+    labels, n = cc3d.connected_components(np.ascontiguousarray(a, dtype=np.uint8), connectivity=connectivity,
+                                          return_N=True)
+    if n == 0:
         return 0
-    unmatched = np.ones(sizes.size, dtype=bool)
+    sizes = np.bincount(labels[a], minlength=n + 1)  # voxels per label, counted over the foreground only
+    unmatched = np.ones(n + 1, dtype=bool)
     unmatched[0] = False
-    unmatched[np.unique(labels[b])] = False  # labels touched by b (0 is already excluded)
+    unmatched[np.unique(labels[b])] = False  # labels touched by b (0, the background, is already excluded)
     return int(sizes[unmatched].sum())
 
 
