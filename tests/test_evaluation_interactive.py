@@ -224,3 +224,32 @@ def test_cli_evaluate_interactive_with_random_model(tiny_data, tmp_path, capsys)
     pred, _ = read_image(out / "predictions" / "model" / "psma_cc_03-03-2003.nii.gz")
     assert pred.shape == SHAPE and set(np.unique(pred)) <= {0, 1}
     assert all(r["seconds"] > 0 for r in rows if r["method"] == "model")
+
+
+def test_resume_refuses_other_settings_under_the_same_name(tiny_data, tmp_path):
+    from nnunet_quantif.errors import ConfigError
+    from nnunet_quantif.evaluation import SUVThresholdMethod
+
+    cases = discover_cases(tiny_data)[:1]
+    out = tmp_path / "o"
+    InteractiveRunner({"x": SUVThresholdMethod(4.0)}, out, [0], progress=False).run(cases, plots=False)
+    with pytest.raises(ConfigError, match="other settings"):
+        InteractiveRunner({"x": SUVThresholdMethod(2.5)}, out, [0], progress=False).run(cases, plots=False)
+    # adding a method is fine and keeps the old rows
+    InteractiveRunner({"x": SUVThresholdMethod(4.0), "y": SUVThresholdMethod(2.5)}, out, [0],
+                      progress=False).run(cases, plots=False)
+    assert {r["method"] for r in read_step_rows(out / "metrics_steps.csv")} == {"x", "y"}
+
+
+def test_static_evaluate_with_pet_draws_worst_cases(tiny_data, tmp_path):
+    from nnunet_quantif.evaluation import evaluate_folder
+
+    pred_dir = tmp_path / "pred"
+    for case in discover_cases(tiny_data):
+        write_image((case.pet() >= 4.0).astype(np.uint8), case.geometry, pred_dir / f"{case.name}.nii.gz")
+    rows, summary = evaluate_folder(pred_dir, tiny_data / "labelsTr", tmp_path / "static",
+                                    pet_dir=tiny_data / "imagesTr", progress=False, n_worst=2)
+    assert len(rows) == 3
+    png = tmp_path / "static" / "plots" / "worst_cases.png"
+    assert png.is_file() and png.stat().st_size > 1000
+    assert "plots/worst_cases.png" in (tmp_path / "static" / "report.md").read_text()

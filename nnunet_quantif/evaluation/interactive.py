@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -150,6 +151,31 @@ class InteractiveRunner:
         self.progress = progress
 
     # -- resume state
+    def describe_methods(self) -> dict[str, str]:
+        """A text description of each method (its ``describe()`` if it has one, else its repr)."""
+        out = {}
+        for name, m in self.methods.items():
+            d = m.describe() if hasattr(m, "describe") else repr(m)
+            out[name] = " ".join(str(d).split(" at 0x")[0].split())  # drop memory addresses of plain functions
+        return out
+
+    def _check_run_record(self) -> None:
+        """Refuse to resume into a folder whose rows were made by a different method under the same name."""
+        path = self.out_dir / "run.json"
+        now = self.describe_methods()
+        before: dict[str, str] = {}
+        if path.is_file():
+            try:
+                before = json.loads(path.read_text()).get("methods", {})
+            except (json.JSONDecodeError, OSError, AttributeError):
+                before = {}
+        changed = sorted(n for n in now if n in before and before[n] != now[n])
+        if changed:
+            raise ConfigError(f"{self.out_dir}: results of method(s) {changed} were made with other settings "
+                              f"({before[changed[0]]!r}, now {now[changed[0]]!r}); use another --out folder "
+                              f"or delete {self.out_dir / 'parts'} to start over")
+        write_json({"methods": {**before, **now}}, path)
+
     def _part_path(self, case: EvalCase) -> Path:
         return self.out_dir / "parts" / f"{case.name}.csv"
 
@@ -242,6 +268,7 @@ class InteractiveRunner:
         if len(set(names)) != len(names):
             raise ConfigError("duplicate case names")
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._check_run_record()
         total = len(cases) * len(self.methods) * len(self.steps)
         rows: list[dict] = []
         with tqdm(total=total, desc="evaluate-interactive", unit="pred", disable=not self.progress) as bar:

@@ -53,6 +53,13 @@ class ModelMethod:
         self.tracer = tracer
         self.last_result = None
 
+    def describe(self) -> str:
+        """The settings that determine the predictions (model folders, folds, routing, mirroring)."""
+        p = self.pipeline
+        return (f"QuantIF model fdg={p.model_dirs.get('fdg')} psma={p.model_dirs.get('psma')} folds={p.folds} "
+                f"tracer={self.tracer or 'known'} mirroring={getattr(p.policy, 'name', p.policy)} "
+                f"postprocess={p.do_postprocess}")
+
     def __call__(self, case: EvalCase, clicks: Clicks) -> np.ndarray:
         result = self.pipeline.predict_arrays(case.ct(), case.pet(), case.geometry, clicks,
                                               tracer=self.tracer or case.tracer, case_name=case.name,
