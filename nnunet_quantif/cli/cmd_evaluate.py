@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run the autoPET IV 11-step click protocol (model and classical baselines)",
         description="For every case of DATA (imagesTr/, labelsTr/, clicks/) and every click step k, predict "
                     "with the first k tumor and k background clicks, and evaluate. The model and the classical "
-                    "baselines (SUV>=4, SUV>=2.5, 41%% SUVmax region growing from the tumor clicks) run at the "
+                    "baselines (SUV>=4, SUV>=2.5, 41% SUVmax region growing from the tumor clicks) run at the "
                     "same steps. Writes metrics_steps.csv, steps/step_<k>.csv, auc.csv, summary.json, "
                     "plots/*.png and report.md. Rerunning the same command resumes an interrupted run.",
     )
