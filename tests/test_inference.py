@@ -1,0 +1,365 @@
+"""The case pipeline, routing, the CLI (predict, gc), the nnU-Net-style entry and the errors.
+
+Models are randomly initialised nnU-Net folders (:func:`write_random_model`), so the tests do not
+depend on training: the FDG model predicts background everywhere and the PSMA model lesion
+everywhere (which makes routing visible in the output), and a random-weight model exercises the
+mirroring hook.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nnunet_quantif.cli import main as quantif_main
+from nnunet_quantif.errors import GridMismatchError, InputFileError, ModelError, TracerError
+from nnunet_quantif.inference.mirroring import MirroringPolicy
+from nnunet_quantif.inference.pipeline import QuantIFPipeline, find_cases, load_predictor
+from nnunet_quantif.inference.random_model import AUTOPET_SPACING_ZYX, write_random_model
+from nnunet_quantif.inference.routing import find_model_folder
+from nnunet_quantif.io import Geometry, check_same_grid, read_image, write_image
+
+PATCH = (16, 16, 16)
+SHAPE = (12, 14, 16)  # (z, y, x), smaller than one patch after padding
+# non-identity direction (image x runs along physical y, image z is flipped) and a non-zero origin
+DIRECTION = (0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
+GEOMETRY = Geometry.from_shape(SHAPE, AUTOPET_SPACING_ZYX, origin=(-120.5, 33.0, 810.0), direction=DIRECTION)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny networks run fastest single-threaded; on a loaded 2-core machine 2 threads are ~20x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    results = root / "results"
+    fdg = write_random_model(results / "Dataset501_QuantIFFDG" / "nnUNetTrainer__nnUNetPlans__3d_fullres",
+                             folds=(0, 1), patch_size=PATCH, constant_output=0)
+    psma = write_random_model(results / "Dataset502_QuantIFPSMA" / "nnUNetTrainer__nnUNetPlans__3d_fullres",
+                              folds=(0,), patch_size=PATCH, constant_output=1)
+    rand = write_random_model(root / "random", folds=(0,), patch_size=PATCH, seed=3)
+    return {"fdg": fdg, "psma": psma, "random": rand, "results": results}
+
+
+@pytest.fixture(scope="module")
+def pipeline(models) -> QuantIFPipeline:
+    return QuantIFPipeline(models["fdg"], models["psma"], folds=(0,), device="cpu").load()
+
+
+def make_case(folder: Path, name: str = "case", geometry: Geometry = GEOMETRY, ct_ending: str = ".nii.gz",
+              pet_ending: str = ".nii.gz", seed: int = 0) -> tuple[Path, Path]:
+    rng = np.random.default_rng(seed)
+    ct = rng.normal(0.0, 200.0, geometry.shape).astype(np.float32)
+    pet = rng.gamma(2.0, 1.0, geometry.shape).astype(np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    ct_path = write_image(ct, geometry, folder / f"{name}_ct{ct_ending}")
+    pet_path = write_image(pet, geometry, folder / f"{name}_pet{pet_ending}")
+    return ct_path, pet_path
+
+
+def write_clicks(path: Path, tumor=((3, 4, 5),), background=((10, 2, 8),)) -> Path:
+    points = [{"point": list(p), "name": "tumor"} for p in tumor]
+    points += [{"point": list(p), "name": "background"} for p in background]
+    path.write_text(json.dumps({"version": {"major": 1, "minor": 0}, "type": "Multiple points", "points": points}))
+    return path
+
+
+# ------------------------------------------------------------------------------------ geometry and routing
+
+@pytest.mark.parametrize("ct_ending, pet_ending, out_ending", [(".nii.gz", ".nii.gz", ".mha"),
+                                                               (".mha", ".mha", ".nii.gz")])
+def test_mask_has_input_geometry(pipeline, tmp_path, ct_ending, pet_ending, out_ending) -> None:
+    ct, pet = make_case(tmp_path, ct_ending=ct_ending, pet_ending=pet_ending)
+    out = tmp_path / f"mask{out_ending}"
+    result = pipeline.predict_case(ct, pet, None, out, tracer="psma")
+    mask, g = read_image(out)
+    assert mask.dtype == np.uint8 and mask.shape == SHAPE
+    check_same_grid(g, GEOMETRY, str(out), "input")
+    assert np.allclose(g.direction, DIRECTION)
+    assert set(np.unique(mask)) == {1}  # the PSMA model predicts lesion everywhere
+    assert result.tracer == "psma" and result.tracer_source == "given"
+    assert result.output == str(out) and result.lesion_voxels == mask.size
+    assert not list(tmp_path.glob(".partial-*"))  # written atomically
+
+
+def test_mha_round_trip_with_oblique_direction(pipeline, tmp_path) -> None:
+    c, s = np.cos(0.3), np.sin(0.3)
+    oblique = Geometry.from_shape(SHAPE, (2.5, 1.5, 1.8), origin=(5.0, -7.0, 11.0),
+                                  direction=(c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0))
+    ct, pet = make_case(tmp_path, geometry=oblique, ct_ending=".mha", pet_ending=".mha")
+    out = tmp_path / "m.mha"
+    pipeline.predict_case(ct, pet, None, out, tracer="psma")
+    mask, g = read_image(out)
+    assert mask.shape == SHAPE and mask.dtype == np.uint8 and mask.min() == 1
+    assert g.size == oblique.size
+    assert np.allclose(g.spacing, oblique.spacing) and np.allclose(g.origin, oblique.origin)
+    assert np.allclose(g.direction, oblique.direction)
+
+
+def test_routing_honours_tracer(pipeline, tmp_path) -> None:
+    ct, pet = make_case(tmp_path)
+    fdg = pipeline.predict_case(ct, pet, None, tmp_path / "fdg.nii.gz", tracer="fdg")
+    psma = pipeline.predict_case(ct, pet, None, tmp_path / "psma.nii.gz", tracer="psma")
+    assert (fdg.tracer, psma.tracer) == ("fdg", "psma")
+    assert read_image(tmp_path / "fdg.nii.gz")[0].sum() == 0
+    assert read_image(tmp_path / "psma.nii.gz")[0].min() == 1
+    named = pipeline.predict_case(ct, pet, None, tmp_path / "psma_x_01.nii.gz", tracer="name")
+    assert named.tracer == "psma" and named.tracer_source == "name"
+    with pytest.raises(TracerError, match="tracer-weights"):
+        pipeline.predict_case(ct, pet, None, tmp_path / "auto.nii.gz", tracer="auto")
+    with pytest.raises(TracerError, match="fdg_ or psma_"):
+        pipeline.predict_case(ct, pet, None, tmp_path / "unnamed.nii.gz", tracer="name")
+    only_fdg = QuantIFPipeline(pipeline.model_dirs["fdg"], folds=(0,), device="cpu")
+    with pytest.raises(ModelError, match="no PSMA model"):
+        only_fdg.predict_case(ct, pet, None, tmp_path / "x.nii.gz", tracer="psma")
+
+
+def test_clicks_and_steps(pipeline, tmp_path) -> None:
+    ct, pet = make_case(tmp_path)
+    clicks = write_clicks(tmp_path / "c.json", tumor=((3, 4, 5), (6, 7, 8)), background=((10, 2, 8), (1, 1, 1)))
+    r = pipeline.predict_case(ct, pet, clicks, tmp_path / "a.nii.gz", tracer="fdg")
+    assert (r.n_tumor_clicks, r.n_background_clicks) == (2, 2)
+    r = pipeline.predict_case(ct, pet, clicks, tmp_path / "b.nii.gz", tracer="fdg", step=1)
+    assert (r.n_tumor_clicks, r.n_background_clicks, r.step) == (1, 1, 1)
+    r = pipeline.predict_case(ct, pet, clicks, tmp_path / "c.nii.gz", tracer="fdg", step=0)
+    assert (r.n_tumor_clicks, r.n_background_clicks) == (0, 0)
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    r = pipeline.predict_case(ct, pet, empty, tmp_path / "d.nii.gz", tracer="fdg")
+    assert r.n_tumor_clicks == 0
+
+
+def test_heatmap_reaches_the_network(pipeline, tmp_path) -> None:
+    """The third channel the predictor sees is the click heatmap built on the PET."""
+    from nnunet_quantif.clicks import read_clicks
+    from nnunet_quantif.heatmaps import click_heatmap
+
+    ct, pet = make_case(tmp_path)
+    clicks = write_clicks(tmp_path / "c.json")
+    predictor = pipeline.predictor("fdg")
+    seen = {}
+    original = predictor.predict_case_array
+
+    def spy(image, *args, **kwargs):
+        seen["image"] = image.copy()
+        return original(image, *args, **kwargs)
+
+    predictor.predict_case_array = spy
+    try:
+        pipeline.predict_case(ct, pet, clicks, tmp_path / "m.nii.gz", tracer="fdg")
+    finally:
+        del predictor.predict_case_array
+    pet_arr = read_image(pet, dtype=np.float32)[0]
+    expected = click_heatmap(pet_arr, read_clicks(clicks, shape=SHAPE))
+    assert seen["image"].shape == (3, *SHAPE)
+    assert np.array_equal(seen["image"][1], pet_arr)
+    assert np.array_equal(seen["image"][2], expected) and np.abs(expected).max() > 0
+
+
+# ------------------------------------------------------------------------------------ mirroring in the predictor
+
+def test_predictor_applies_the_budget_choice(models) -> None:
+    """The number of network calls is n_patches x 2**axes, and a smaller budget gives fewer axes."""
+    predictor = load_predictor(models["random"], folds=(0,), device="cpu",
+                               mirroring=MirroringPolicy("budget", seconds_per_forward=1.0))
+    calls = []
+    handle = predictor.network.register_forward_hook(lambda *a: calls.append(1))
+    image = np.random.default_rng(0).normal(size=(3, 20, 20, 20)).astype(np.float32)
+    try:
+        counts, axes = [], []
+        for budget in (70.0, 40.0, 20.0, 10.0):  # estimates with 8 patches: 64, 32, 16 and 8 s for 3..0 axes
+            calls.clear()
+            seg, decision = predictor.predict_case_array(image, AUTOPET_SPACING_ZYX, budget_s=budget)
+            counts.append(len(calls))
+            axes.append(decision.axes)
+            assert seg.shape == (20, 20, 20)
+            assert decision.n_patches == 8 and decision.actual_s > 0
+    finally:
+        handle.remove()
+    assert axes == [(0, 1, 2), (1, 2), (2,), ()]
+    assert counts == [64, 32, 16, 8]
+    assert tuple(predictor.allowed_mirroring_axes) == (0, 1, 2)  # the model's own axes are restored
+
+
+def test_paper_policy_and_anatomical_axes_in_summary(pipeline, tmp_path) -> None:
+    ct, pet = make_case(tmp_path)
+    r = pipeline.predict_case(ct, pet, None, tmp_path / "m.nii.gz", tracer="fdg")
+    assert r.mirroring["policy"] == "paper" and tuple(r.mirroring["axes"]) == (0, 1, 2)
+    # with DIRECTION the array is (z, y, x) = (SI, LR, AP)
+    assert r.axes_label == "LR,AP,SI"
+    line = r.summary_line()
+    assert "tracer fdg" in line and "mirroring LR,AP,SI" in line and " s " in line
+
+
+def test_validation_predictor_swap_is_restored() -> None:
+    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as trainer_module
+
+    from nnunet_quantif.inference.predictor import QuantIFPredictor, quantif_predictor_for_validation
+
+    original = trainer_module.nnUNetPredictor
+    with quantif_predictor_for_validation("none"):
+        cls = trainer_module.nnUNetPredictor
+        assert issubclass(cls, QuantIFPredictor)
+        assert cls(device=torch.device("cpu")).mirroring.name == "none"
+    assert trainer_module.nnUNetPredictor is original
+
+
+# ------------------------------------------------------------------------------------ CLI: batch, gc, results root
+
+def model_args(models) -> list[str]:
+    return ["--model-fdg", str(models["fdg"]), "--model-psma", str(models["psma"]), "--folds", "0",
+            "--device", "cpu"]
+
+
+def test_batch_mode_skips_and_resumes(models, tmp_path, capsys) -> None:
+    src = tmp_path / "data"
+    names = ["fdg_04606080a0_02-20-2003-NA-PET-CT Ganzkoerper  primaer mit KM-22538", "psma_ab12_2019"]
+    for i, name in enumerate(names):
+        ct, pet = make_case(tmp_path / "tmp", name=f"c{i}", seed=i)
+        (src / "imagesTr").mkdir(parents=True, exist_ok=True)
+        ct.rename(src / "imagesTr" / f"{name}_0000.nii.gz")
+        pet.rename(src / "imagesTr" / f"{name}_0001.nii.gz")
+    (src / "clicks").mkdir()
+    write_clicks(src / "clicks" / f"{names[0]}_clicks.json")
+    assert [c.name for c in find_cases(src)] == names
+    assert find_cases(src)[1].clicks is None
+    out = tmp_path / "out"
+    args = ["predict", "-i", str(src), "-o", str(out), "--tracer", "name", *model_args(models)]
+    assert quantif_main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"{names[0]}: tracer fdg (name), mirroring" in printed
+    assert f"{names[1]}: tracer psma (name)" in printed
+    assert read_image(out / f"{names[0]}.nii.gz")[0].sum() == 0
+    assert read_image(out / f"{names[1]}.nii.gz")[0].min() == 1
+    first_mtime = (out / f"{names[1]}.nii.gz").stat().st_mtime_ns
+    # interrupted batch: one output missing -> only that case is redone
+    (out / f"{names[0]}.nii.gz").unlink()
+    assert quantif_main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"{names[1]}: skipped" in printed and "1 case(s) predicted, 1 skipped" in printed
+    assert (out / f"{names[0]}.nii.gz").is_file()
+    assert (out / f"{names[1]}.nii.gz").stat().st_mtime_ns == first_mtime
+
+
+@pytest.mark.parametrize("clicks", ["empty", "missing", "points"])
+def test_grand_challenge_layout(models, tmp_path, capsys, clicks) -> None:
+    inp, out = tmp_path / "input", tmp_path / "output"
+    ct, pet = make_case(tmp_path / "tmp", ct_ending=".mha", pet_ending=".mha")
+    (inp / "images" / "ct").mkdir(parents=True)
+    (inp / "images" / "pet").mkdir(parents=True)
+    ct.rename(inp / "images" / "ct" / "1b3a7c1e-0000-4000-8000-00000000c7c7.mha")
+    pet_uuid = "9f2e44d0-1111-4222-8333-444455556666"
+    pet.rename(inp / "images" / "pet" / f"{pet_uuid}.mha")
+    if clicks == "empty":
+        (inp / "lesion-clicks.json").write_text("")
+    elif clicks == "points":
+        write_clicks(inp / "lesion-clicks.json")
+    rc = quantif_main(["gc", "--input", str(inp), "--output", str(out), "--tracer", "psma", *model_args(models)])
+    assert rc == 0
+    target = out / "images" / "tumor-lesion-segmentation" / f"{pet_uuid}.mha"
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
+    mask, g = read_image(target)
+    assert mask.dtype == np.uint8 and mask.min() == 1
+    check_same_grid(g, GEOMETRY, str(target), "input")
+    printed = capsys.readouterr().out
+    assert f"{pet_uuid}: tracer psma (given)" in printed
+
+
+def test_results_root_with_dataset_ids(models, tmp_path) -> None:
+    assert find_model_folder(models["results"], 501) == models["fdg"]
+    assert find_model_folder(models["results"], "Dataset502_QuantIFPSMA") == models["psma"]
+    with pytest.raises(ModelError, match="dataset folder"):
+        find_model_folder(models["results"], 777)
+    with pytest.raises(ModelError, match="no model matching"):
+        find_model_folder(models["results"], 501, trainer="nnUNetTrainerQuantIF")
+    ct, pet = make_case(tmp_path)
+    rc = quantif_main(["predict", "--ct", str(ct), "--pet", str(pet), "--out", str(tmp_path / "m.nii.gz"),
+                       "--results", str(models["results"]), "--dataset-fdg", "501", "--dataset-psma", "502",
+                       "--tracer", "psma", "--folds", "0", "--device", "cpu", "--mirroring", "none"])
+    assert rc == 0 and read_image(tmp_path / "m.nii.gz")[0].min() == 1
+
+
+# ------------------------------------------------------------------------------------ errors
+
+def run_cli_error(args: list[str], capsys) -> str:
+    rc = quantif_main(args)
+    err = capsys.readouterr().err.strip()
+    assert rc == 1, err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_errors_are_one_clear_line(models, tmp_path, capsys) -> None:
+    ct, pet = make_case(tmp_path)
+    out = str(tmp_path / "m.nii.gz")
+    base = ["predict", "--ct", str(ct), "--pet", str(pet), "--out", out, "--tracer", "fdg", "--device", "cpu"]
+    err = run_cli_error([*base, "--model-fdg", str(tmp_path / "nowhere")], capsys)
+    assert "nowhere" in err and "model folder not found" in err
+    err = run_cli_error([*base, "--model-fdg", str(models["fdg"]), "--folds", "0", "3"], capsys)
+    assert "fold 3 missing" in err and str(models["fdg"]) in err
+    # grid mismatch names both files
+    other = Geometry.from_shape(SHAPE, (3.0, 2.0, 2.0), origin=GEOMETRY.origin, direction=DIRECTION)
+    _, pet2 = make_case(tmp_path / "other", geometry=other)
+    err = run_cli_error(["predict", "--ct", str(ct), "--pet", str(pet2), "--out", out, "--tracer", "fdg",
+                         "--model-fdg", str(models["fdg"]), "--folds", "0", "--device", "cpu"], capsys)
+    assert str(ct) in err and str(pet2) in err and "spacing" in err
+    # unreadable image
+    bad = tmp_path / "broken_pet.nii.gz"
+    bad.write_bytes(b"this is not an image")
+    err = run_cli_error(["predict", "--ct", str(ct), "--pet", str(bad), "--out", out, "--tracer", "fdg",
+                         "--model-fdg", str(models["fdg"]), "--folds", "0", "--device", "cpu"], capsys)
+    assert str(bad) in err and "cannot read" in err
+    err = run_cli_error([*base[:-4], "--tracer", "auto", "--model-fdg", str(models["fdg"]), "--folds", "0"], capsys)
+    assert "--tracer-weights" in err
+    err = run_cli_error(["predict", "--ct", str(ct), "--pet", str(pet), "--out", str(pet), "--tracer", "fdg",
+                         "--model-fdg", str(models["fdg"]), "--folds", "0", "--device", "cpu"], capsys)
+    assert "refusing to overwrite" in err
+    err = run_cli_error(["predict", "--ct", str(ct), "--out", out, "--model-fdg", str(models["fdg"])], capsys)
+    assert "--pet" in err
+    assert not Path(out).exists()
+
+
+def test_library_errors_are_typed(pipeline, tmp_path) -> None:
+    ct, pet = make_case(tmp_path)
+    with pytest.raises(InputFileError, match="unsupported image format"):
+        pipeline.predict_case(ct, pet, None, tmp_path / "m.png", tracer="fdg")
+    other = Geometry.from_shape(SHAPE, AUTOPET_SPACING_ZYX, origin=(0.0, 0.0, 0.0), direction=DIRECTION)
+    _, pet2 = make_case(tmp_path / "o", geometry=other)
+    with pytest.raises(GridMismatchError, match="origin"):
+        pipeline.predict_case(ct, pet2, None, tmp_path / "m.nii.gz", tracer="fdg")
+
+
+# ------------------------------------------------------------------------------------ nnU-Net-style entry
+
+def test_nnunet_style_entry_with_postprocess(models, tmp_path) -> None:
+    from nnunet_quantif.inference.nnunet_entry import main as entry_main
+    from nnunet_quantif.inference.postprocessing import postprocess
+
+    src = tmp_path / "imagesTs"
+    ct, pet = make_case(tmp_path / "tmp", geometry=Geometry.from_shape((20, 20, 20), AUTOPET_SPACING_ZYX))
+    src.mkdir()
+    ct.rename(src / "psma_x_0000.nii.gz")
+    pet.rename(src / "psma_x_0001.nii.gz")
+    write_image(np.zeros((20, 20, 20), np.float32), read_image(src / "psma_x_0001.nii.gz")[1],
+                src / "psma_x_0002.nii.gz")
+    common = ["-i", str(src), "-m", str(models["random"]), "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
+              "--disable_progress_bar", "--mirroring", "none"]
+    assert entry_main([*common, "-o", str(tmp_path / "raw")]) == 0
+    assert entry_main([*common, "-o", str(tmp_path / "pp"), "--postprocess", "--min-voxels", "30"]) == 0
+    raw, g = read_image(tmp_path / "raw" / "psma_x.nii.gz")
+    pp, g2 = read_image(tmp_path / "pp" / "psma_x.nii.gz")
+    pet_arr = read_image(src / "psma_x_0001.nii.gz", dtype=np.float32)[0]
+    assert g == g2
+    assert np.array_equal(pp, postprocess(raw, pet_arr, min_voxels=30))
+    assert entry_main(["-i", str(src), "-o", str(tmp_path / "x"), "-m", str(models["random"]), "-f", "7",
+                       "-device", "cpu"]) == 1
