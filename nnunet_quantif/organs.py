@@ -595,7 +595,7 @@ def _side_file_job(job: dict) -> tuple[str, str, str | None]:
         if not organ_path.is_file():
             raise InputFileError(f"{organ_path}: organ map of case '{ident}' not found (give --from-totalseg DIR "
                                  f"or --run-totalsegmentator, or convert with TotalSegmentator outputs)")
-        organs, _ = pm.image_reader_writer_class()().read_seg(str(organ_path))
+        organs, _ = pm.image_reader_writer_class().read_seg(str(organ_path))
         props = load_pickle(str(folder / f"{ident}.pkl"))
         seg = blosc2.open(urlpath=str(folder / f"{ident}_seg.b2nd"), mode="r")[:]
         aligned = align_to_preprocessed(organs, props, pm, cm, seg.shape[1:], source=str(organ_path))
