@@ -363,3 +363,17 @@ def test_nnunet_style_entry_with_postprocess(models, tmp_path) -> None:
     assert np.array_equal(pp, postprocess(raw, pet_arr, min_voxels=30))
     assert entry_main(["-i", str(src), "-o", str(tmp_path / "x"), "-m", str(models["random"]), "-f", "7",
                        "-device", "cpu"]) == 1
+
+
+def test_quantif_trainer_checkpoint_predicts_lesion_head(tmp_path) -> None:
+    """A checkpoint of the dual-head QuantIF trainer loads through nnU-Net's trainer lookup and predicts 0/1."""
+    model = write_random_model(tmp_path / "quantif", folds=(0,), patch_size=PATCH,
+                               trainer_name="nnUNetTrainerQuantIF_tiny", seed=5)
+    ckpt = torch.load(model / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert ckpt["trainer_name"] == "nnUNetTrainerQuantIF_tiny"
+    pipe = QuantIFPipeline(model, folds=(0,), device="cpu", mirroring="none")
+    ct, pet = make_case(tmp_path)
+    r = pipe.predict_case(ct, pet, None, tmp_path / "m.mha", tracer="fdg")
+    mask, g = read_image(tmp_path / "m.mha")
+    assert mask.shape == SHAPE and set(np.unique(mask)) <= {0, 1}
+    assert r.mirroring["axes"] == ()

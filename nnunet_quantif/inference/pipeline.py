@@ -113,8 +113,8 @@ class CaseResult:
         """One line: case, tracer, mirroring axes, seconds."""
         if self.skipped:
             return f"{self.case}: skipped (output exists)"
-        est = self.mirroring.get("estimate_s")
-        est_txt = f", estimate {est:.1f} s" if est is not None else ""
+        est, act = self.mirroring.get("estimate_s"), self.mirroring.get("actual_s")
+        est_txt = f", estimate {est:.1f} s vs actual {act:.1f} s" if est is not None and act is not None else ""
         return (f"{self.case}: tracer {self.tracer} ({self.tracer_source}), mirroring {self.axes_label} "
                 f"[{self.mirroring.get('policy', '?')}{est_txt}], {self.seconds:.1f} s "
                 f"(predict {self.predict_seconds:.1f} s), {self.lesion_voxels} lesion voxels")

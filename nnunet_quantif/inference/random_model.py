@@ -133,7 +133,7 @@ def write_random_model(out_dir: PathLike, *, folds: Sequence[int] = (0,), patch_
     Path
         ``out_dir``.
     """
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     out = Path(out_dir)
     channel_names = channel_names or QUANTIF_CHANNELS
@@ -147,12 +147,13 @@ def write_random_model(out_dir: PathLike, *, folds: Sequence[int] = (0,), patch_
     out.mkdir(parents=True, exist_ok=True)
     for name, obj in (("plans.json", plans), ("dataset.json", dataset), ("dataset_fingerprint.json", fingerprint)):
         (out / name).write_text(json.dumps(obj, indent=2))
-    arch = plans["configurations"][configuration]["architecture"]
-    n_out = len(labels)
+    plans_manager = PlansManager(plans)
+    configuration_manager = plans_manager.get_configuration(configuration)
+    trainer_class = _trainer_class(trainer_name)
     for k, fold in enumerate(folds):
         torch.manual_seed(seed + k)
-        net = get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"], arch["_kw_requires_import"],
-                                     len(channel_names), n_out, allow_init=True, deep_supervision=False)
+        net = trainer_class.build_network_architecture(plans_manager, configuration_manager, len(channel_names),
+                                                       len(labels), enable_deep_supervision=False)
         if constant_output is not None:
             _make_constant(net, int(constant_output))
         checkpoint = {
@@ -169,8 +170,28 @@ def write_random_model(out_dir: PathLike, *, folds: Sequence[int] = (0,), patch_
     return out
 
 
+def _trainer_class(name: str):
+    """The trainer class called ``name``: QuantIF trainers and nnUNetTrainer directly, others via nnU-Net's search."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    if name == "nnUNetTrainer":
+        return nnUNetTrainer
+    try:
+        from ..training import trainers
+
+        if name in getattr(trainers, "__all__", ()):
+            return getattr(trainers, name)
+    except ImportError:  # pragma: no cover
+        pass
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    return recursive_find_trainer_class_by_name(name)
+
+
 def _make_constant(net: torch.nn.Module, label: int) -> None:
     """Zero the last segmentation layer's weights and bias it towards ``label``."""
+    if not hasattr(getattr(net, "decoder", None), "seg_layers"):
+        raise ValueError(f"constant_output needs a network with decoder.seg_layers, not {type(net).__name__}")
     layers = net.decoder.seg_layers
     last = layers[-1] if isinstance(layers, torch.nn.ModuleList) else layers
     with torch.no_grad():
