@@ -357,6 +357,7 @@ def test_training_is_deterministic(trained: dict) -> None:
         assert sa.keys() == sb.keys()
         assert all(torch.equal(sa[n], sb[n]) for n in sa)
         assert not all(torch.equal(sa[n], sc[n]) for n in sa)  # another seed gives other weights
+    assert not torch.are_deterministic_algorithms_enabled()  # training restored the global torch state
     ma, mb = (json.loads((d / "tracer_meta.json").read_text()) for d in (a, b))
     assert ma["cv_predictions"] == mb["cv_predictions"]
     assert ma["fold_accuracy"] == mb["fold_accuracy"]
@@ -377,6 +378,7 @@ def test_cli_train_output_and_metadata(trained: dict) -> None:
 
 def test_reloaded_weights_give_same_probabilities(trained: dict, pet_folder: Path) -> None:
     files = find_pet_files(pet_folder)
+    threads = torch.get_num_threads()
     ens1 = load_tracer_ensemble(trained["a"])
     ens2 = load_tracer_ensemble(trained["b"])
     meta = ens1.meta
@@ -392,6 +394,7 @@ def test_reloaded_weights_give_same_probabilities(trained: dict, pet_folder: Pat
         assert p1.probabilities[rec["fold"]] == pytest.approx(rec["probability"], abs=1e-5)
     assert ens2.fold_probabilities(np.zeros((224, 224), np.float32)) == \
         ens1.fold_probabilities(np.zeros((224, 224), np.float32))
+    assert torch.get_num_threads() == threads
 
 
 def test_predict_array_tiny_volume_and_cli(trained: dict, pet_folder: Path, capsys: pytest.CaptureFixture) -> None:

@@ -13,6 +13,7 @@ is >= 0.5; the majority wins, and a tie goes to the mean probability (>= 0.5 ->
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,12 @@ from .preprocessing import INPUT_SPEC, mip_from_pet
 from .training import META_NAME, META_SCHEMA, TRACERS
 
 PathLike = str | os.PathLike
+
+#: Metadata entries that must equal the code's for weights to be accepted (the rest is documentation).
+CHECKED_KEYS: dict[str, tuple[str, ...]] = {
+    "input": ("preprocessing_version", "size", "spacing_mm", "intensity"),
+    "architecture": ("name", "version", "channels", "fc"),
+}
 
 
 @dataclass(frozen=True)
@@ -85,10 +92,21 @@ class TracerEnsemble:
         return len(self.models)
 
     def fold_probabilities(self, mip: np.ndarray) -> list[float]:
-        """P(PSMA) of each fold for one (224, 224) MIP."""
+        """P(PSMA) of each fold for one (224, 224) MIP.
+
+        The networks are tiny (about 25 M multiply-adds each), so they run on one
+        thread: on a busy machine, OpenMP threads waiting for each other cost far
+        more than the work (measured 2.6 s vs 19 ms for 5 folds on 2 shared cores).
+        The previous thread count is restored.
+        """
         x = torch.from_numpy(np.ascontiguousarray(mip, dtype=np.float32))[None, None]
-        with torch.inference_mode():
-            return [float(torch.sigmoid(m(x))[0]) for m in self.models]
+        old = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                return [float(torch.sigmoid(m(x))[0]) for m in self.models]
+        finally:
+            torch.set_num_threads(old)
 
     def predict_mip(self, mip: np.ndarray) -> TracerPrediction:
         """Ensemble prediction for one preprocessed MIP."""
@@ -108,7 +126,8 @@ def _check_meta(meta: dict, meta_path: Path) -> None:
         got = meta.get(key)
         if not isinstance(got, dict):
             raise ModelError(f"{meta_path}: metadata lacks the {key!r} block")
-        for sub, value in expected.items():
+        for sub in CHECKED_KEYS[key]:
+            value = expected[sub]
             if got.get(sub) != value:
                 raise ModelError(f"{meta_path}: metadata {key}.{sub} = {got.get(sub)!r} differs from the code's "
                                  f"{value!r} (weights trained for another preprocessing/model version)")
@@ -135,8 +154,6 @@ def load_tracer_ensemble(weights_dir: PathLike) -> TracerEnsemble:
     meta_path = d / META_NAME
     if not meta_path.is_file():
         raise ModelError(f"{meta_path}: tracer metadata not found (train with `quantif tracer train`)")
-    import json
-
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
