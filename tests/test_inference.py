@@ -191,6 +191,27 @@ def test_predictor_applies_the_budget_choice(models) -> None:
     assert tuple(predictor.allowed_mirroring_axes) == (0, 1, 2)  # the model's own axes are restored
 
 
+def test_direct_sliding_window_call_uses_the_policy(models) -> None:
+    """The trainers' final validation calls predict_sliding_window_return_logits directly, per fold."""
+    from nnunet_quantif.inference.predictor import QuantIFPredictor
+
+    loaded = load_predictor(models["random"], folds=(0,), device="cpu")
+    predictor = QuantIFPredictor(device=torch.device("cpu"), allow_tqdm=False,
+                                 mirroring=MirroringPolicy("budget", time_budget_s=20.0, seconds_per_forward=1.0))
+    predictor.manual_initialization(loaded.network, loaded.plans_manager, loaded.configuration_manager, None,
+                                    loaded.dataset_json, "nnUNetTrainer", (0, 1, 2))
+    calls = []
+    handle = predictor.network.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        logits = predictor.predict_sliding_window_return_logits(torch.randn(3, 20, 20, 20))
+    finally:
+        handle.remove()
+    assert tuple(logits.shape) == (2, 20, 20, 20)
+    assert predictor.last_decision.axes == (2,)  # 8 patches x 2 = 16 s fits 20 s, 32 s does not
+    assert len(calls) == 16
+    assert tuple(predictor.allowed_mirroring_axes) == (0, 1, 2)
+
+
 def test_paper_policy_and_anatomical_axes_in_summary(pipeline, tmp_path) -> None:
     ct, pet = make_case(tmp_path)
     r = pipeline.predict_case(ct, pet, None, tmp_path / "m.nii.gz", tracer="fdg")
