@@ -662,7 +662,7 @@ def write_organ_side_files(dataset: str | int, plans_identifier: str = "nnUNetPl
     for conf in configurations:
         try:
             cm = pm.get_configuration(conf)
-        except (KeyError, AssertionError, RuntimeError) as e:
+        except (KeyError, ValueError, AssertionError, RuntimeError) as e:
             raise ConfigError(f"{plans_file}: no configuration '{conf}' ({e})") from None
         folder = pre / cm.data_identifier
         if not folder.is_dir():

@@ -103,3 +103,121 @@ def test_side_file_roundtrip_and_ignored_by_nnunet(tmp_path):
         organs.save_organ_side_file(org[0], tmp_path, ident)
     with pytest.raises(DatasetError, match="quantif organs"):
         organs.load_organ_side_file(tmp_path, "missing")
+
+
+def _fake_plans(transpose=(2, 0, 1), target_spacing=(1.5, 2.5, 2.5), order=0) -> dict:
+    resample = "resample_data_or_seg_to_shape"
+    return {
+        "dataset_name": "Dataset999_Fake", "plans_name": "nnUNetPlans", "transpose_forward": list(transpose),
+        "transpose_backward": [int(i) for i in np.argsort(transpose)], "image_reader_writer": "SimpleITKIO",
+        "original_median_spacing_after_transp": list(target_spacing),
+        "original_median_shape_after_transp": [16, 16, 16], "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {"0": {"mean": 0.0, "std": 1.0, "percentile_00_5": -1.0,
+                                                              "percentile_99_5": 1.0}},
+        "configurations": {"3d_fullres": {
+            "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
+            "batch_size": 2, "patch_size": [16, 16, 16], "median_image_size_in_voxels": [16, 16, 16],
+            "spacing": list(target_spacing), "normalization_schemes": ["ZScoreNormalization"],
+            "use_mask_for_norm": [False], "resampling_fn_data": resample,
+            "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+            "resampling_fn_seg": resample,
+            "resampling_fn_seg_kwargs": {"is_seg": True, "order": order, "order_z": 0, "force_separate_z": None},
+            "resampling_fn_probabilities": resample,
+            "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0,
+                                                   "force_separate_z": None},
+            "batch_dice": False,
+            "architecture": {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                             "arch_kwargs": {}, "_kw_requires_import": []}}},
+    }
+
+
+@pytest.mark.parametrize("transpose", [(0, 1, 2), (2, 0, 1)])
+def test_alignment_equals_nnunet_preprocessing_of_a_label(transpose):
+    """The side-file alignment gives what nnU-Net's own preprocessor gives for a label map resampled at order 0."""
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    rng = np.random.default_rng(3)
+    shape = (20, 18, 16)  # z, y, x as nnU-Net reads it
+    data = np.zeros((1, *shape), np.float32)
+    data[0, 2:17, 3:15, 4:13] = rng.normal(size=(15, 12, 9))
+    org = np.zeros((1, *shape), np.uint8)
+    org[0, 4:9, 5:11, 5:9] = 2
+    org[0, 10:15, 4:8, 6:12] = 9
+    org[0, 12:16, 9:14, 4:7] = 14
+    pm = PlansManager(_fake_plans(transpose))
+    cm = pm.get_configuration("3d_fullres")
+    dataset_json = {"labels": {"background": 0, **{f"o{i}": i for i in range(1, 15)}}, "file_ending": ".nii.gz",
+                    "channel_names": {"0": "CT"}}
+    props = {"spacing": [3.0, 2.0, 2.0]}
+    pp = DefaultPreprocessor(verbose=False)
+    _, seg_nn, props = pp.run_case_npy(data, org.astype(np.int16), props, pm, cm, dataset_json)
+    target = seg_nn.shape[1:]
+    assert all(b[0] > 0 for b in props["bbox_used_for_cropping"])  # a real crop ...
+    assert tuple(target) != tuple(props["shape_after_cropping_and_before_resampling"])  # ... and resampling
+    ours = organs.align_to_preprocessed(org, props, pm, cm, target)
+    assert ours.shape == seg_nn.shape and ours.dtype == np.uint8
+    assert np.array_equal(ours, np.where(seg_nn < 0, 0, seg_nn))
+    assert set(np.unique(ours)) == {0, 2, 9, 14}
+    # the plans' order-1 seg resampling is replaced by nearest neighbour: same result as order-0 plans
+    pm1 = PlansManager(_fake_plans(transpose, order=1))
+    ours1 = organs.align_to_preprocessed(org, props, pm1, pm1.get_configuration("3d_fullres"), target)
+    assert np.array_equal(ours1, ours)
+    with pytest.raises(DatasetError, match="shape before cropping"):
+        organs.align_to_preprocessed(org[:, :-1], props, pm, cm, target)
+
+
+def test_totalsegmentator_weights_missing_gives_clear_error(tmp_path, monkeypatch):
+    from nnunet_quantif.cli import main as quantif
+    from nnunet_quantif.errors import ModelError
+
+    monkeypatch.setenv("TOTALSEG_HOME_DIR", str(tmp_path / "ts home"))
+    monkeypatch.delenv("TOTALSEG_WEIGHTS_PATH", raising=False)
+    folders = organs.totalsegmentator_weight_folders()
+    assert [f.name for f in folders["total"]][:1] == ["Dataset291_TotalSegmentator_part1_organs_1559subj"]
+    assert all(str(f).startswith(str(tmp_path / "ts home" / "nnunet" / "results")) for fs in folders.values()
+               for f in fs)
+    assert any("Dataset298" in f.name for f in folders["head_glands_cavities"])  # the skull crop model
+    with pytest.raises(ModelError, match=r"totalseg_download_weights -t total; totalseg_download_weights -t "
+                                         r"head_glands_cavities"):
+        organs.check_totalsegmentator_weights()
+    assert not (tmp_path / "ts home" / "nnunet").exists()  # nothing downloaded or created
+    for f in folders["total"]:
+        f.mkdir(parents=True)
+    organs.check_totalsegmentator_weights(("total",))  # present now
+    ct = tmp_path / "imgs"
+    ct.mkdir()
+    rc = quantif(["organs", "--run-totalsegmentator", "--images", str(ct), "--out", str(tmp_path / "o")])
+    assert rc == 1
+
+
+def test_standalone_organ_maps_from_totalseg(tmp_path, capsys):
+    from nnunet_quantif.cli import main as quantif
+    from nnunet_quantif.io import Geometry, read_image, write_image
+
+    geo = Geometry.from_shape((6, 7, 8), (3.0, 2.0, 2.0))
+    total = np.zeros((6, 7, 8), np.uint8)
+    total[1:3, 1:3, 1:3] = _tid("total", "liver")
+    total[4, 4, 4] = _tid("total", "spleen")
+    hgc = np.zeros_like(total)
+    hgc[5, 5, 5] = _tid("head_glands_cavities", "parotid_gland_right")
+    lesion = np.zeros_like(total)
+    lesion[1, 1, 1] = 1
+    case = "fdg_a b  c"
+    ts = tmp_path / "ts"
+    write_image(total, geo, ts / f"{case}_total.nii.gz")
+    write_image(hgc, geo, ts / f"{case}_head_glands_cavities.nii.gz")
+    write_image(lesion, geo, tmp_path / "labels" / f"{case}.nii.gz")
+    write_image(total, geo, ts / "psma_x_total.nii.gz")  # its head_glands_cavities file is missing
+    rc = quantif(["organs", "--from-totalseg", str(ts), "--out", str(tmp_path / "out"),
+                  "--labels", str(tmp_path / "labels")])
+    captured = capsys.readouterr()
+    assert rc == 1 and "FAILED psma_x" in captured.err and "head_glands_cavities" in captured.err
+    out, ogeo = read_image(tmp_path / "out" / f"{case}.nii.gz")
+    assert ogeo == geo and out.dtype == np.uint8
+    assert out[1, 1, 1] == 0 and out[2, 2, 2] == organs.organ_label("liver")
+    assert out[4, 4, 4] == organs.organ_label("spleen") and out[5, 5, 5] == organs.organ_label("parotid_glands")
+    assert int((out > 0).sum()) == 7 + 1 + 1
+    assert not (tmp_path / "out" / "psma_x.nii.gz").exists()
+    assert quantif(["organs", "--out", str(tmp_path / "o2")]) == 1
+    assert "needs --from-totalseg" in capsys.readouterr().err
