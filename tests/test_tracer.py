@@ -334,6 +334,27 @@ def test_find_and_label(pet_folder: Path, tmp_path: Path) -> None:
         find_pet_files(tmp_path / "empty")
 
 
+def test_mip_cache(pet_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nnunet_quantif.tracer import load_mips, training
+
+    files = find_pet_files(pet_folder)[:3]
+    first = load_mips(files, cache_dir=tmp_path / "cache")
+    assert first.shape == (3, 224, 224) and len(list((tmp_path / "cache").glob("*.npy"))) == 3
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the PET was read again despite the cache")
+
+    monkeypatch.setattr(training, "read_image", no_read)
+    assert np.array_equal(load_mips(files, cache_dir=tmp_path / "cache"), first)
+    assert np.array_equal(first[0], mip_from_pet(*_read(files[0])))
+
+
+def _read(path: Path) -> tuple[np.ndarray, Geometry]:
+    from nnunet_quantif.io import read_image
+
+    return read_image(path, dtype=np.float32)
+
+
 def test_stratified_folds() -> None:
     labels = [0] * 7 + [1] * 5
     folds = stratified_folds(labels, 3, seed=1)
@@ -481,7 +502,7 @@ def test_unreadable_pet(trained: dict, tmp_path: Path, capsys: pytest.CaptureFix
     assert "none: tracer weights folder not found" in capsys.readouterr().err
 
 
-def test_training_data_errors(tmp_path: Path) -> None:
+def test_training_data_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(DatasetError, match="data folder not found"):
         train_tracer(tmp_path / "nope", tmp_path / "out")
     d = tmp_path / "few"
@@ -489,6 +510,13 @@ def test_training_data_errors(tmp_path: Path) -> None:
         write_image(np.zeros((2, 2, 2), np.float32), Geometry.from_shape((2, 2, 2)), d / f"{t}_{i}_0001.nii.gz")
     with pytest.raises(DatasetError, match="needs at least 2 cases of each tracer"):
         train_tracer(d, tmp_path / "out", folds=2, epochs=1)
+    csv = tmp_path / "tracers.csv"
+    csv.write_text("case,tracer\nfdg_0,fdg\npsma_1,psma\n")
+    assert cli_main(["tracer", "train", "--data", str(d), "--out", str(tmp_path / "out"),
+                     "--tracer-csv", str(csv)]) == 1
+    err = capsys.readouterr().err
+    assert "psma_2_0001.nii.gz: case 'psma_2' is not listed in the tracer CSV" in err
+    assert not (tmp_path / "out" / "tracer_meta.json").exists()
 
 
 # --------------------------------------------------------------------------- vote
