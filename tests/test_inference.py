@@ -398,3 +398,25 @@ def test_quantif_trainer_checkpoint_predicts_lesion_head(tmp_path) -> None:
     mask, g = read_image(tmp_path / "m.mha")
     assert mask.shape == SHAPE and set(np.unique(mask)) <= {0, 1}
     assert r.mirroring["axes"] == ()
+
+
+def test_auto_routing_uses_the_classifier_once(models, tmp_path, monkeypatch) -> None:
+    import nnunet_quantif.tracer as tracer_pkg
+    from nnunet_quantif.tracer import TracerPrediction
+
+    loads, seen = [], []
+    monkeypatch.setattr(tracer_pkg, "load_tracer_ensemble", lambda d: loads.append(d) or "ensemble")
+
+    def fake_predict(pet, geometry, weights, source=None):
+        seen.append((pet.shape, geometry.shape, weights, source))
+        return TracerPrediction("psma", 0.9, ["psma", "psma"], [0.9, 0.9])
+
+    monkeypatch.setattr(tracer_pkg, "predict_tracer", fake_predict)
+    pipe = QuantIFPipeline(models["fdg"], models["psma"], folds=(0,), device="cpu", tracer_weights=tmp_path)
+    ct, pet = make_case(tmp_path)
+    for name in ("a.nii.gz", "b.nii.gz"):
+        r = pipe.predict_case(ct, pet, None, tmp_path / name, tracer="auto")
+        assert (r.tracer, r.tracer_source, r.tracer_probability) == ("psma", "classifier", 0.9)
+        assert read_image(tmp_path / name)[0].min() == 1  # the PSMA model ran
+    assert loads == [tmp_path]
+    assert seen[0][:3] == (SHAPE, SHAPE, "ensemble") and seen[0][3] == str(pet)
