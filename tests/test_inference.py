@@ -367,11 +367,11 @@ def test_nnunet_style_entry_with_postprocess(models, tmp_path) -> None:
     from nnunet_quantif.inference.postprocessing import postprocess
 
     src = tmp_path / "imagesTs"
-    ct, pet = make_case(tmp_path / "tmp", geometry=Geometry.from_shape((20, 20, 20), AUTOPET_SPACING_ZYX))
+    ct, pet = make_case(tmp_path / "tmp", geometry=Geometry.from_shape((16, 16, 16), AUTOPET_SPACING_ZYX))
     src.mkdir()
     ct.rename(src / "psma_x_0000.nii.gz")
     pet.rename(src / "psma_x_0001.nii.gz")
-    write_image(np.zeros((20, 20, 20), np.float32), read_image(src / "psma_x_0001.nii.gz")[1],
+    write_image(np.zeros((16, 16, 16), np.float32), read_image(src / "psma_x_0001.nii.gz")[1],
                 src / "psma_x_0002.nii.gz")
     common = ["-i", str(src), "-m", str(models["random"]), "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
               "--disable_progress_bar", "--mirroring", "none"]
