@@ -420,3 +420,19 @@ def test_auto_routing_uses_the_classifier_once(models, tmp_path, monkeypatch) ->
         assert read_image(tmp_path / name)[0].min() == 1  # the PSMA model ran
     assert loads == [tmp_path]
     assert seen[0][:3] == (SHAPE, SHAPE, "ensemble") and seen[0][3] == str(pet)
+
+
+def test_budget_counts_the_time_already_spent_on_the_case(models) -> None:
+    import time
+
+    pipe = QuantIFPipeline(models["fdg"], folds=(0,), device="cpu",
+                           mirroring=MirroringPolicy("budget", time_budget_s=1000.0, seconds_per_forward=10.0))
+    rng = np.random.default_rng(0)
+    ct = rng.normal(size=SHAPE).astype(np.float32)
+    pet = rng.gamma(2.0, 1.0, SHAPE).astype(np.float32)
+    # one patch, one fold: estimates 80, 40, 20, 10 s for 3, 2, 1, 0 axes
+    fresh = pipe.predict_arrays(ct, pet, GEOMETRY, tracer="fdg")
+    late = pipe.predict_arrays(ct, pet, GEOMETRY, tracer="fdg", started=time.perf_counter() - 950.0)
+    assert len(fresh.mirroring["axes"]) == 3 and fresh.mirroring["estimate_s"] == pytest.approx(80.0)
+    assert len(late.mirroring["axes"]) == 2 and late.mirroring["budget_s"] < 50.0
+    assert "estimate 40.0 s vs actual" in late.summary_line()

@@ -346,9 +346,8 @@ class QuantIFPipeline:
                              "a QuantIF model takes 3 (CT, PET, heatmap)")
         image = np.stack([ct, pet, np.asarray(heatmap, dtype=np.float32)])
         t_pred = time.perf_counter()
-        deadline_left = self.policy.time_budget_s - (t_pred - t0)
         seg, mirror = predictor.predict_case_array(image, geometry.spacing_zyx, direction=geometry.direction,
-                                                   budget_s=max(deadline_left, 1e-3))
+                                                   deadline=t0 + self.policy.time_budget_s)
         del image
         predict_s = time.perf_counter() - t_pred
         mask = (seg == _lesion_label(predictor.dataset_json)).astype(np.uint8)

@@ -55,6 +55,10 @@ class QuantIFPredictor(nnUNetPredictor):
         to name array axes anatomically; None assumes an axial (z, y, x) scan.
     case_budget_s : float or None
         Time left for the case (``budget`` policy); None uses the policy's budget.
+    case_deadline : float or None
+        ``time.perf_counter()`` value by which the case must be done (``budget``
+        policy); when set, the budget is the time left at the moment of the decision,
+        i.e. after reading and preprocessing.
     last_decision : MirroringDecision or None
         The decision of the latest case, with ``actual_s`` filled after the run.
     """
@@ -71,6 +75,7 @@ class QuantIFPredictor(nnUNetPredictor):
             MirroringPolicy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
         self.case_direction: Sequence[float] | None = None
         self.case_budget_s: float | None = None
+        self.case_deadline: float | None = None
         self.last_decision: MirroringDecision | None = None
         self._in_case = False
         self._spf_cache: dict[tuple, float] = {}
@@ -120,11 +125,14 @@ class QuantIFPredictor(nnUNetPredictor):
         """Apply the policy to a preprocessed case ``data`` of shape (C, *spatial)."""
         spf = self.seconds_per_forward(data) if (self.mirroring.needs_timing and self.use_mirroring) else None
         policy = self.mirroring if self.use_mirroring else MirroringPolicy("none")
+        budget = self.case_budget_s
+        if self.case_deadline is not None:
+            budget = max(self.case_deadline - time.perf_counter(), 1e-3)
         return policy.decide(
             tuple(data.shape[1:]), patch_size=self.configuration_manager.patch_size,
             tile_step_size=self.tile_step_size, n_folds=n_folds, allowed_axes=self.allowed_mirroring_axes,
             transpose_forward=self.plans_manager.transpose_forward, direction=self.case_direction,
-            seconds_per_forward=spf, budget_s=self.case_budget_s)
+            seconds_per_forward=spf, budget_s=budget)
 
     @contextlib.contextmanager
     def _case_axes(self, data: torch.Tensor, n_folds: int) -> Iterator[MirroringDecision]:
@@ -166,7 +174,7 @@ class QuantIFPredictor(nnUNetPredictor):
     # ------------------------------------------------------------------ in-memory case
     def predict_case_array(self, image: np.ndarray, spacing_zyx: Sequence[float],
                            direction: Sequence[float] | None = None, budget_s: float | None = None,
-                           ) -> tuple[np.ndarray, MirroringDecision]:
+                           deadline: float | None = None) -> tuple[np.ndarray, MirroringDecision]:
         """Preprocess, predict and resample one case held in memory.
 
         Parameters
@@ -180,6 +188,9 @@ class QuantIFPredictor(nnUNetPredictor):
             Direction cosines of the image (to name axes anatomically).
         budget_s : float, optional
             Time left for this case (``budget`` policy).
+        deadline : float, optional
+            ``time.perf_counter()`` value by which the case must be done; the
+            ``budget`` policy then uses the time left after preprocessing.
 
         Returns
         -------
@@ -191,11 +202,11 @@ class QuantIFPredictor(nnUNetPredictor):
         properties = {"spacing": [float(s) for s in spacing_zyx]}
         data, _, properties = preprocessor.run_case_npy(image, None, properties, self.plans_manager,
                                                         self.configuration_manager, self.dataset_json)
-        self.case_direction, self.case_budget_s = direction, budget_s
+        self.case_direction, self.case_budget_s, self.case_deadline = direction, budget_s, deadline
         try:
             logits = self.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
         finally:
-            self.case_direction = self.case_budget_s = None
+            self.case_direction = self.case_budget_s = self.case_deadline = None
         seg = convert_predicted_logits_to_segmentation_with_correct_shape(
             logits, self.plans_manager, self.configuration_manager, self.label_manager, properties,
             return_probabilities=False)
