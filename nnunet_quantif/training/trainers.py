@@ -323,6 +323,10 @@ class _TinyMixin:
         self.num_val_iterations_per_epoch = _env_int("QUANTIF_TINY_VAL_ITERS", 2)
         self.save_every = max(1, self.num_epochs)
 
+    def final_validation_mirror_axes(self) -> tuple[int, ...] | None:
+        """No test-time mirroring in the tiny variants' final validation (8x faster on CPU)."""
+        return None
+
 
 class nnUNetTrainerQuantIF_tiny(_TinyMixin, nnUNetTrainerQuantIF):  # noqa: N801
     """Tiny QuantIF trainer: 2 epochs x 4 iterations, 2 validation iterations (env-overridable)."""

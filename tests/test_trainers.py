@@ -1,0 +1,330 @@
+"""QuantIF trainers: augmentation (misalignment, heatmap protection), organ dataset hook, loss, plans, variants.
+
+The in-process trainer test builds a small preprocessed dataset itself (nnU-Net's blosc2
+layout + organ side files) and runs one training and one validation step on the CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from batchgeneratorsv2.transforms.spatial.channel_misalignment import ChannelMisalignmentTransform
+from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+from batchgeneratorsv2.transforms.utils.random import RandomTransform
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+from nnunet_quantif.errors import ConfigError, DatasetError
+from nnunet_quantif.network import NUM_ORGAN_CLASSES, DualHeadOutput
+from nnunet_quantif.organs import save_organ_side_file
+from nnunet_quantif.training import trainers as T
+from nnunet_quantif.training.augmentation import (
+    INTENSITY_TRANSFORMS,
+    SkipChannelsTransform,
+    iter_transforms,
+    misalignment_transform,
+)
+from nnunet_quantif.training.data import nnUNetDatasetBlosc2Organs, split_targets
+from nnunet_quantif.training.plans import build_plans, load_preset, write_plans
+
+SHAPE = (24, 28, 28)
+
+
+def _pipeline(trainer=T.nnUNetTrainerQuantIF, patch=(32, 32, 32)):
+    return trainer.get_training_transforms(
+        patch, (-0.52, 0.52), [[1, 1, 1], [0.5, 0.5, 0.5]], (0, 1, 2), False, use_mask_for_norm=[False] * 3,
+        is_cascaded=False, foreground_labels=[1], regions=None, ignore_label=None)
+
+
+# ------------------------------------------------------------------ augmentation
+def test_misalignment_moves_only_the_ct_channel():
+    torch.manual_seed(0)
+    np.random.seed(0)
+    t = misalignment_transform((0,), p_rotation=1.0, p_shift=1.0)  # force both, QuantIF magnitudes
+    img = torch.rand(3, 20, 24, 24)
+    moved = 0
+    for _ in range(5):
+        out = t(image=img.clone())["image"]
+        torch.testing.assert_close(out[1], img[1], rtol=0, atol=0)
+        torch.testing.assert_close(out[2], img[2], rtol=0, atol=0)
+        moved += int(not torch.equal(out[0], img[0]))
+    assert moved == 5
+
+
+def test_trainer_pipeline_has_the_quantif_misalignment_after_the_spatial_transform():
+    steps = _pipeline().transforms
+    i = next(k for k, s in enumerate(steps) if isinstance(s, SpatialTransform))
+    mis = steps[i + 1]
+    assert isinstance(mis, ChannelMisalignmentTransform)
+    assert list(mis.im_channels_2_misalign) == [0]
+    assert mis.p_rotation == pytest.approx(0.1) and mis.p_shift == pytest.approx(0.1) and mis.p_squeeze == 0
+    assert np.allclose(mis.rotation_ax_cor_sag, np.deg2rad(5.0))
+    assert tuple(mis.shiftZYX) == (0, 2, 2)
+    assert sum(isinstance(s, ChannelMisalignmentTransform) for s in iter_transforms(_pipeline())) == 1
+
+
+def test_no_organs_variant_keeps_the_augmentation():
+    assert any(isinstance(s, ChannelMisalignmentTransform) for s in iter_transforms(
+        _pipeline(T.nnUNetTrainerQuantIF_noOrgans)))
+
+
+def _forced_intensity_steps():
+    """The pipeline's intensity steps, forced to always act on every channel they see."""
+    steps = []
+    for s in _pipeline().transforms:
+        if isinstance(s, RandomTransform) and isinstance(s.transform, SkipChannelsTransform):
+            s.apply_probability = 1.0
+            inner = s.transform.transform
+            if hasattr(inner, "p_per_channel"):
+                inner.p_per_channel = 1.0
+            steps.append(s)
+    return steps
+
+
+def test_every_intensity_transform_is_wrapped():
+    pipe = _pipeline()
+    wrapped = [s.transform for s in iter_transforms(pipe) if isinstance(s, SkipChannelsTransform)]
+    found = [s for s in iter_transforms(pipe) if isinstance(s, INTENSITY_TRANSFORMS)]
+    assert len(found) >= 6 and len(wrapped) == len(found)
+    assert {type(w) for w in wrapped} == set(INTENSITY_TRANSFORMS)
+    assert all(s.skip_channels == (2,) for s in iter_transforms(pipe) if isinstance(s, SkipChannelsTransform))
+
+
+def test_heatmap_channel_unchanged_by_intensity_augmentations():
+    torch.manual_seed(1)
+    np.random.seed(1)
+    steps = _forced_intensity_steps()
+    assert len(steps) >= 7  # noise, blur, brightness, contrast, low-res, 2x gamma
+    img = torch.rand(3, 20, 24, 24) * 2 - 1
+    for step in steps:
+        out = step(image=img.clone())["image"]
+        assert torch.equal(out[2], img[2]), f"{type(step.transform.transform).__name__} changed the heatmap"
+        assert not torch.equal(out[:2], img[:2]), f"{type(step.transform.transform).__name__} did nothing"
+    # the whole chain too
+    data = {"image": img.clone()}
+    for step in steps:
+        data = step(**data)
+    assert torch.equal(data["image"][2], img[2])
+
+
+def test_skip_channels_without_the_channel_acts_on_all():
+    from batchgeneratorsv2.transforms.intensity.brightness import MultiplicativeBrightnessTransform
+    t = SkipChannelsTransform(MultiplicativeBrightnessTransform((2.0, 2.0), False, 1.0), (2,))
+    img = torch.ones(2, 4, 4, 4)
+    assert torch.equal(t(image=img.clone())["image"], img * 2)
+
+
+# ------------------------------------------------------------------ organ dataset hook
+def _write_case(folder, ident, rng, organ=True):
+    data = rng.normal(size=(3, *SHAPE)).astype(np.float32)
+    seg = np.zeros((1, *SHAPE), np.int8)
+    seg[0, 8:14, 10:16, 10:16] = 1
+    props = {"class_locations": {1: np.argwhere(seg > 0)}, "spacing": [1.0, 1.0, 1.0],
+             "shape_before_cropping": SHAPE, "bbox_used_for_cropping": [[0, s] for s in SHAPE],
+             "shape_after_cropping_and_before_resampling": SHAPE}
+    nnUNetDatasetBlosc2.save_case(data, seg, props, str(folder / ident), chunks=(1, *SHAPE), blocks=(1, 8, 8, 8))
+    organs = (np.indices(SHAPE).sum(0) % NUM_ORGAN_CLASSES).astype(np.uint8)[None]
+    organs[seg > 0] = 0
+    if organ:
+        save_organ_side_file(organs, folder, ident, patch_size=(16, 16, 16))
+    return data, seg, organs
+
+
+def test_organ_dataset_stacks_the_organ_map_as_seg_channel_1(tmp_path):
+    rng = np.random.default_rng(0)
+    _, seg, organs = _write_case(tmp_path, "case a", rng)
+    ds = nnUNetDatasetBlosc2Organs(str(tmp_path))
+    assert ds.identifiers == ["case a"]  # the side file is not a case
+    data, seg_l, organ_view, props = ds.load_case("case a")
+    assert organ_view.shape == SHAPE
+    lm = LabelManager({"background": 0, "lesion": 1}, None)
+    dl = nnUNetDataLoader(ds, 2, SHAPE, SHAPE, lm, oversample_foreground_percent=1.0, transforms=None)
+    batch = next(dl)
+    target = batch["target"]
+    assert target.shape == (2, 2, *SHAPE)
+    assert torch.equal(target[0, 0], torch.from_numpy(seg[0]).to(target.dtype))
+    assert torch.equal(target[0, 1], torch.from_numpy(organs[0]).to(target.dtype))
+    lesion, organ = split_targets([target, target[:, :, ::2, ::2, ::2]])
+    assert lesion[0].shape == (2, 1, *SHAPE) and organ[1].shape == (2, 1, 12, 14, 14)
+
+
+def test_missing_organ_side_file_names_the_file(tmp_path):
+    _write_case(tmp_path, "case_b", np.random.default_rng(0), organ=False)
+    with pytest.raises(DatasetError, match="case_b_organs_seg.b2nd"):
+        nnUNetDatasetBlosc2Organs(str(tmp_path)).load_case("case_b")
+
+
+def test_dual_head_loss_is_lesion_plus_weighted_organ():
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+    torch.manual_seed(0)
+    les = DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": False}, {})
+    org = DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": False}, {})
+    loss = T.DualHeadLoss(les, org, organ_weight=0.5)
+    out = DualHeadOutput(torch.randn(2, 2, 8, 8, 8), torch.randn(2, NUM_ORGAN_CLASSES, 8, 8, 8))
+    target = torch.stack([torch.randint(0, 2, (2, 8, 8, 8)), torch.randint(0, 15, (2, 8, 8, 8))], 1)
+    total = loss(out, target)
+    lp, op = loss.last_parts
+    torch.testing.assert_close(lp, les(out.lesion, target[:, :1]))
+    torch.testing.assert_close(op, org(out.organ, target[:, 1:]))
+    torch.testing.assert_close(total, lp + 0.5 * op)
+    torch.testing.assert_close(loss(out.lesion, target[:, :1]), lp)  # eval path: lesion only
+
+
+# ------------------------------------------------------------------ plans
+def _source_plans(shape=SHAPE):
+    cfg = {"data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
+           "batch_size": 2, "patch_size": list(shape), "median_image_size_in_voxels": list(shape),
+           "spacing": [1.0, 1.0, 1.0], "normalization_schemes": ["CTNormalization", "NoNormalization",
+                                                                  "NoNormalization"],
+           "use_mask_for_norm": [False, False, False],
+           "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
+           "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+           "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+           "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+           "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0,
+                                                  "force_separate_z": None},
+           "architecture": {"network_class_name": "x", "arch_kwargs": {}, "_kw_requires_import": []},
+           "batch_dice": False}
+    return {"dataset_name": "Dataset999_QuantIFTest", "plans_name": "nnUNetPlans",
+            "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
+            "original_median_shape_after_transp": list(shape), "image_reader_writer": "SimpleITKIO",
+            "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+            "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
+            "foreground_intensity_properties_per_channel": {
+                str(c): {"max": 1.0, "mean": 0.0, "median": 0.0, "min": -1.0, "percentile_00_5": -1.0,
+                         "percentile_99_5": 1.0, "std": 1.0} for c in range(3)},
+            "configurations": {"3d_fullres": cfg, "2d": copy.deepcopy(cfg)}}
+
+
+def test_resencl192_plans_are_the_multitalent_architecture():
+    plans = build_plans(_source_plans(), load_preset("resencl192"))
+    assert plans["plans_name"] == "nnUNetResEncUNetLPlans_MT192" and list(plans["configurations"]) == ["3d_fullres"]
+    cfg = plans["configurations"]["3d_fullres"]
+    kw = cfg["architecture"]["arch_kwargs"]
+    assert cfg["patch_size"] == [192, 192, 192] and cfg["batch_size"] == 2
+    assert cfg["architecture"]["network_class_name"].endswith("ResidualEncoderUNet")
+    assert kw["features_per_stage"] == [32, 64, 128, 256, 320, 320]
+    assert kw["n_blocks_per_stage"] == [1, 3, 4, 6, 6, 6]
+    assert kw["kernel_sizes"] == [[3, 3, 3]] * 6
+    assert kw["strides"] == [[1, 1, 1]] + [[2, 2, 2]] * 5
+    assert cfg["spacing"] == [1.0, 1.0, 1.0] and cfg["data_identifier"] == "nnUNetPlans_3d_fullres"
+
+
+def test_write_plans_picks_the_source_and_rejects_bad_presets(tmp_path):
+    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(_source_plans()))
+    out = write_plans(tmp_path, "tiny")
+    plans = json.loads(out.read_text())
+    assert out.name == "nnUNetPlans_tiny.json" and plans["configurations"]["3d_fullres"]["patch_size"] == [32] * 3
+    bad = load_preset("tiny")
+    bad["patch_size"] = [30, 32, 32]
+    with pytest.raises(ConfigError, match="divisible"):
+        build_plans(_source_plans(), bad)
+    with pytest.raises(DatasetError):
+        write_plans(tmp_path, "resencl192", source_plans="nnUNetResEncUNetLPlans")
+
+
+# ------------------------------------------------------------------ variants
+@pytest.mark.parametrize("cls,epochs,iters,lr", [
+    (T.nnUNetTrainerQuantIF_FDG, 1500, 350, 1e-3), (T.nnUNetTrainerQuantIF_PSMA, 1500, 250, 1e-3)])
+def test_tracer_variants(tmp_path, monkeypatch, cls, epochs, iters, lr):
+    tr = _trainer(tmp_path, monkeypatch, cls)
+    assert (tr.num_epochs, tr.num_iterations_per_epoch, tr.initial_lr) == (epochs, iters, lr)
+
+
+def test_all_trainers_are_exported_through_the_shim():
+    import importlib.util
+
+    from nnunet_quantif.environment import EXT_TRAINER_DIR
+    spec = importlib.util.spec_from_file_location("quantif_trainers_shim", EXT_TRAINER_DIR / "quantif_trainers.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for name in ("nnUNetTrainerQuantIF", "nnUNetTrainerQuantIF_FDG", "nnUNetTrainerQuantIF_PSMA",
+                 "nnUNetTrainerQuantIF_noOrgans", "nnUNetTrainerQuantIF_tiny"):
+        assert name in T.__all__ and getattr(mod, name) is getattr(T, name)
+
+
+def test_tiny_schedule_env_override(tmp_path, monkeypatch):
+    monkeypatch.setenv("QUANTIF_TINY_EPOCHS", "7")
+    monkeypatch.setenv("QUANTIF_TINY_ITERS", "3")
+    tr = _trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_tiny)
+    assert (tr.num_epochs, tr.num_iterations_per_epoch, tr.num_val_iterations_per_epoch) == (7, 3, 2)
+    monkeypatch.setenv("QUANTIF_TINY_ITERS", "zero")
+    with pytest.raises(ConfigError, match="QUANTIF_TINY_ITERS"):
+        _trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_tiny)
+
+
+# ------------------------------------------------------------------ in-process trainer
+def _dataset(tmp_path, n=3):
+    pre = tmp_path / "pre" / "Dataset999_QuantIFTest"
+    folder = pre / "nnUNetPlans_3d_fullres"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        _write_case(folder, f"case_{i}", rng)
+    plans = build_plans(_source_plans(), load_preset("tiny"))
+    plans["configurations"]["3d_fullres"]["patch_size"] = [16, 16, 16]
+    (pre / "nnUNetPlans_tiny.json").write_text(json.dumps(plans))
+    ds_json = {"channel_names": {"0": "CT", "1": "noNorm", "2": "noNorm"}, "labels": {"background": 0, "lesion": 1},
+               "numTraining": n, "file_ending": ".nii.gz"}
+    (pre / "dataset.json").write_text(json.dumps(ds_json))
+    ids = [f"case_{i}" for i in range(n)]
+    (pre / "splits_final.json").write_text(json.dumps([{"train": ids[1:], "val": ids[:1]}]))
+    return plans, ds_json
+
+
+def _trainer(tmp_path, monkeypatch, cls):
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "res"))
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    plans = build_plans(_source_plans(), load_preset("tiny"))
+    ds_json = {"channel_names": {"0": "CT", "1": "noNorm", "2": "noNorm"}, "labels": {"background": 0, "lesion": 1},
+               "numTraining": 1, "file_ending": ".nii.gz"}
+    return cls({**plans, "continue_training": False}, "3d_fullres", 0, ds_json, torch.device("cpu"))
+
+
+def test_trainer_step_logs_lesion_and_organ_losses(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    np.random.seed(0)
+    plans, ds_json = _dataset(tmp_path)
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "res"))
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    tr = T.nnUNetTrainerQuantIF_tiny({**plans, "continue_training": False}, "3d_fullres", 0, ds_json,
+                                     torch.device("cpu"))
+    tr.initialize()
+    assert tr.dataset_class is nnUNetDatasetBlosc2Organs
+    assert isinstance(tr.network, T.DualHeadUNet if hasattr(T, "DualHeadUNet") else torch.nn.Module)
+    dl_tr, dl_val = tr.get_dataloaders()
+    batch = next(dl_tr)
+    assert isinstance(batch["target"], list) and batch["target"][0].shape[1] == 2
+    organ_labels = torch.unique(batch["target"][0][:, 1])
+    assert organ_labels.min() >= 0 and organ_labels.max() < NUM_ORGAN_CLASSES
+    tr.network.train()
+    out = tr.train_step(batch)
+    assert {"loss", "lesion_loss", "organ_loss"} <= set(out)
+    assert out["loss"] == pytest.approx(out["lesion_loss"] + out["organ_loss"], rel=1e-5)
+    tr.on_train_epoch_end([out])
+    assert tr.logger.get_value("train_organ_losses", step=0) == pytest.approx(float(out["organ_loss"]))
+    tr.on_validation_epoch_start()
+    with torch.no_grad():
+        val = tr.validation_step(next(dl_val))
+    assert val["organ_tp"].shape == (NUM_ORGAN_CLASSES - 1,) and val["tp_hard"].shape == (1,)
+    assert not tr.network.capture_organ_outputs
+    tr.on_validation_epoch_end([val])
+    assert np.isfinite(tr.logger.get_value("val_organ_losses", step=0))
+    log = open(tr.log_file).read()
+    assert "train_organ_loss" in log and "Organ pseudo dice" in log
+    # eval mode -> lesion logits only (what perform_actual_validation and nnUNetv2_predict use)
+    tr.network.eval()
+    tr.set_deep_supervision_enabled(False)
+    with torch.no_grad():
+        pred = tr.network(torch.zeros(1, 3, 16, 16, 16))
+    assert isinstance(pred, torch.Tensor) and pred.shape == (1, 2, 16, 16, 16)
+    assert pickle.dumps(tr.my_init_kwargs["plans"])  # checkpoints store the init args
