@@ -436,3 +436,23 @@ def test_budget_counts_the_time_already_spent_on_the_case(models) -> None:
     assert len(fresh.mirroring["axes"]) == 3 and fresh.mirroring["estimate_s"] == pytest.approx(80.0)
     assert len(late.mirroring["axes"]) == 2 and late.mirroring["budget_s"] < 50.0
     assert "estimate 40.0 s vs actual" in late.summary_line()
+
+
+def test_policy_all_and_none_equal_stock_nnunet(models) -> None:
+    """The subclass only chooses axes: 'all' equals stock nnU-Net with TTA, 'none' equals --disable_tta."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    data = torch.randn(3, 20, 20, 20)
+    results = {}
+    for key, use_mirroring, policy in (("stock_tta", True, None), ("stock_no_tta", False, None),
+                                       ("all", True, "all"), ("none", True, "none")):
+        if policy is None:
+            p = nnUNetPredictor(device=torch.device("cpu"), use_mirroring=use_mirroring, allow_tqdm=False,
+                                perform_everything_on_device=False)
+            p.initialize_from_trained_model_folder(str(models["random"]), (0,))
+        else:
+            p = load_predictor(models["random"], folds=(0,), device="cpu", mirroring=policy)
+        results[key] = p.predict_logits_from_preprocessed_data(data)
+    assert torch.equal(results["all"], results["stock_tta"])
+    assert torch.equal(results["none"], results["stock_no_tta"])
+    assert not torch.equal(results["all"], results["none"])
