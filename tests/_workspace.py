@@ -29,6 +29,7 @@ Steps (all stock commands run as subprocesses with the ``quantif env`` variables
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -173,6 +174,32 @@ def build_tiny_workspace(root: Path, n_per_tracer: int = 4, train: bool = True,
                                         "nnUNet_compile", "nnUNet_def_n_proc", "nnUNet_n_proc_DA")},
             "trainer": TRAINER, "plans": PLANS, "configuration": CONFIGURATION, "fold": 0, "logs": str(logs),
             "datasets": datasets}
+
+
+def fake_source_plans(shape: tuple[int, int, int] = (24, 28, 28)) -> dict:
+    """A minimal nnU-Net planner output (3 channels: CT, PET, heatmap) for plans/trainer unit tests."""
+    cfg = {"data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
+           "batch_size": 2, "patch_size": list(shape), "median_image_size_in_voxels": list(shape),
+           "spacing": [1.0, 1.0, 1.0], "normalization_schemes": ["CTNormalization", "NoNormalization",
+                                                                  "NoNormalization"],
+           "use_mask_for_norm": [False, False, False],
+           "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
+           "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+           "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+           "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+           "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0,
+                                                  "force_separate_z": None},
+           "architecture": {"network_class_name": "x", "arch_kwargs": {}, "_kw_requires_import": []},
+           "batch_dice": False}
+    return {"dataset_name": "Dataset999_QuantIFTest", "plans_name": "nnUNetPlans",
+            "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
+            "original_median_shape_after_transp": list(shape), "image_reader_writer": "SimpleITKIO",
+            "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+            "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
+            "foreground_intensity_properties_per_channel": {
+                str(c): {"max": 1.0, "mean": 0.0, "median": 0.0, "min": -1.0, "percentile_00_5": -1.0,
+                         "percentile_99_5": 1.0, "std": 1.0} for c in range(3)},
+            "configurations": {"3d_fullres": cfg, "2d": copy.deepcopy(cfg)}}
 
 
 def cache_root() -> Path:

@@ -6,13 +6,13 @@ layout + organ side files) and runs one training and one validation step on the 
 
 from __future__ import annotations
 
-import copy
 import json
 import pickle
 
 import numpy as np
 import pytest
 import torch
+from _workspace import fake_source_plans
 from batchgeneratorsv2.transforms.spatial.channel_misalignment import ChannelMisalignmentTransform
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
@@ -21,7 +21,7 @@ from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
 from nnunet_quantif.errors import ConfigError, DatasetError
-from nnunet_quantif.network import NUM_ORGAN_CLASSES, DualHeadOutput
+from nnunet_quantif.network import NUM_ORGAN_CLASSES, DualHeadOutput, DualHeadUNet
 from nnunet_quantif.organs import save_organ_side_file
 from nnunet_quantif.training import trainers as T
 from nnunet_quantif.training.augmentation import (
@@ -177,33 +177,8 @@ def test_dual_head_loss_is_lesion_plus_weighted_organ():
 
 
 # ------------------------------------------------------------------ plans
-def _source_plans(shape=SHAPE):
-    cfg = {"data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
-           "batch_size": 2, "patch_size": list(shape), "median_image_size_in_voxels": list(shape),
-           "spacing": [1.0, 1.0, 1.0], "normalization_schemes": ["CTNormalization", "NoNormalization",
-                                                                  "NoNormalization"],
-           "use_mask_for_norm": [False, False, False],
-           "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
-           "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-           "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-           "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-           "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0,
-                                                  "force_separate_z": None},
-           "architecture": {"network_class_name": "x", "arch_kwargs": {}, "_kw_requires_import": []},
-           "batch_dice": False}
-    return {"dataset_name": "Dataset999_QuantIFTest", "plans_name": "nnUNetPlans",
-            "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
-            "original_median_shape_after_transp": list(shape), "image_reader_writer": "SimpleITKIO",
-            "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
-            "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
-            "foreground_intensity_properties_per_channel": {
-                str(c): {"max": 1.0, "mean": 0.0, "median": 0.0, "min": -1.0, "percentile_00_5": -1.0,
-                         "percentile_99_5": 1.0, "std": 1.0} for c in range(3)},
-            "configurations": {"3d_fullres": cfg, "2d": copy.deepcopy(cfg)}}
-
-
 def test_resencl192_plans_are_the_multitalent_architecture():
-    plans = build_plans(_source_plans(), load_preset("resencl192"))
+    plans = build_plans(fake_source_plans(SHAPE), load_preset("resencl192"))
     assert plans["plans_name"] == "nnUNetResEncUNetLPlans_MT192" and list(plans["configurations"]) == ["3d_fullres"]
     cfg = plans["configurations"]["3d_fullres"]
     kw = cfg["architecture"]["arch_kwargs"]
@@ -217,14 +192,14 @@ def test_resencl192_plans_are_the_multitalent_architecture():
 
 
 def test_write_plans_picks_the_source_and_rejects_bad_presets(tmp_path):
-    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(_source_plans()))
+    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(fake_source_plans(SHAPE)))
     out = write_plans(tmp_path, "tiny")
     plans = json.loads(out.read_text())
     assert out.name == "nnUNetPlans_tiny.json" and plans["configurations"]["3d_fullres"]["patch_size"] == [32] * 3
     bad = load_preset("tiny")
     bad["patch_size"] = [30, 32, 32]
     with pytest.raises(ConfigError, match="divisible"):
-        build_plans(_source_plans(), bad)
+        build_plans(fake_source_plans(SHAPE), bad)
     with pytest.raises(DatasetError):
         write_plans(tmp_path, "resencl192", source_plans="nnUNetResEncUNetLPlans")
 
@@ -267,7 +242,7 @@ def _dataset(tmp_path, n=3):
     rng = np.random.default_rng(0)
     for i in range(n):
         _write_case(folder, f"case_{i}", rng)
-    plans = build_plans(_source_plans(), load_preset("tiny"))
+    plans = build_plans(fake_source_plans(SHAPE), load_preset("tiny"))
     plans["configurations"]["3d_fullres"]["patch_size"] = [16, 16, 16]
     (pre / "nnUNetPlans_tiny.json").write_text(json.dumps(plans))
     ds_json = {"channel_names": {"0": "CT", "1": "noNorm", "2": "noNorm"}, "labels": {"background": 0, "lesion": 1},
@@ -283,7 +258,7 @@ def _trainer(tmp_path, monkeypatch, cls):
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "res"))
     monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    plans = build_plans(_source_plans(), load_preset("tiny"))
+    plans = build_plans(fake_source_plans(SHAPE), load_preset("tiny"))
     ds_json = {"channel_names": {"0": "CT", "1": "noNorm", "2": "noNorm"}, "labels": {"background": 0, "lesion": 1},
                "numTraining": 1, "file_ending": ".nii.gz"}
     return cls({**plans, "continue_training": False}, "3d_fullres", 0, ds_json, torch.device("cpu"))
@@ -300,7 +275,7 @@ def test_trainer_step_logs_lesion_and_organ_losses(tmp_path, monkeypatch):
                                      torch.device("cpu"))
     tr.initialize()
     assert tr.dataset_class is nnUNetDatasetBlosc2Organs
-    assert isinstance(tr.network, T.DualHeadUNet if hasattr(T, "DualHeadUNet") else torch.nn.Module)
+    assert isinstance(tr.network, DualHeadUNet)
     dl_tr, dl_val = tr.get_dataloaders()
     batch = next(dl_tr)
     assert isinstance(batch["target"], list) and batch["target"][0].shape[1] == 2

@@ -1,0 +1,96 @@
+"""MultiTalent conversion: exact weight copy, heatmap channel zero, accepted by stock -pretrained_weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from _workspace import fake_source_plans
+from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+from nnunet_quantif.cli import main
+from nnunet_quantif.config import load_json_config
+from nnunet_quantif.errors import ModelError
+from nnunet_quantif.network import build_dual_head_network
+from nnunet_quantif.training.plans import build_plans, load_preset
+from nnunet_quantif.training.pretrained import convert_multitalent, load_state_dict_any, stems_in
+
+ARCH = load_json_config("plans_tiny.json")["architecture"]
+
+
+def _net(in_ch: int, classes: int, seed: int):
+    torch.manual_seed(seed)
+    return get_network_from_plans(ARCH["network_class_name"], ARCH["arch_kwargs"], ARCH["_kw_requires_import"],
+                                  in_ch, classes, allow_init=True, deep_supervision=True)
+
+
+def _multi_stem(sd: dict, stem: str) -> dict:
+    return {k.replace("encoder.stem.", f"encoder.stem.{stem}.", 1): v for k, v in sd.items()}
+
+
+@pytest.fixture
+def fake_multitalent(tmp_path):
+    """A MultiTalent-format checkpoint of the tiny architecture: stems 221 (CT+PET) and 009 (1 channel),
+    a 40-class pretraining head, random weights, saved DDP-style under 'state_dict'."""
+    main_net = _net(2, 40, seed=1)
+    sd = _multi_stem(main_net.state_dict(), "221")
+    other = _multi_stem(_net(1, 40, seed=2).state_dict(), "009")
+    sd.update({k: v for k, v in other.items() if ".stem.009." in k})
+    path = tmp_path / "mt.pth"
+    torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}, "epoch": 1000}, path)
+    plans = build_plans(fake_source_plans(), load_preset("tiny"))
+    plans_path = tmp_path / "nnUNetPlans_tiny.json"
+    plans_path.write_text(json.dumps(plans))
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT", "1": "noNorm", "2": "noNorm"},
+                                                       "labels": {"background": 0, "lesion": 1}}))
+    return path, plans_path, main_net.state_dict()
+
+
+def test_conversion_copies_exactly_and_stock_loading_accepts_it(fake_multitalent, tmp_path):
+    ckpt, plans, src = fake_multitalent
+    assert stems_in(load_state_dict_any(ckpt)) == ["009", "221"]
+    out = tmp_path / "init.pth"
+    info = convert_multitalent(ckpt, plans, out, stem="221")
+    assert info["stem"] == "221" and len(info["expanded"]) >= 1
+    conv = torch.load(out, weights_only=False)["network_weights"]
+    assert not any(".seg_layers." in k for k in conv)
+    for k, v in conv.items():
+        ref = src[k]
+        if v.shape == ref.shape:
+            assert torch.equal(v, ref), k
+        else:  # the stem's first convolution: CT, PET copied, heatmap zero
+            assert torch.equal(v[:, :2], ref) and torch.count_nonzero(v[:, 2]) == 0, k
+
+    net = build_dual_head_network(ARCH["network_class_name"], ARCH["arch_kwargs"], ARCH["_kw_requires_import"], 3, 2)
+    load_pretrained_weights(net, str(out))  # nnU-Net's own -pretrained_weights code path
+    sd = net.state_dict()
+    for k, v in conv.items():
+        assert torch.equal(sd[k], v), k
+
+
+def test_cli_convert_and_random_heatmap_init(fake_multitalent, tmp_path, capsys):
+    ckpt, plans, src = fake_multitalent
+    out = tmp_path / "init_r.pth"
+    assert main(["pretrained", "convert", "--checkpoint", str(ckpt), "--plans", str(plans), "--configuration",
+                 "3d_fullres", "--stem", "221", "--out", str(out), "--heatmap-init", "random"]) == 0
+    assert "stem 221" in capsys.readouterr().out
+    conv = torch.load(out, weights_only=False)["network_weights"]
+    key = "encoder.stem.convs.0.conv.weight"
+    assert torch.equal(conv[key][:, :2], src[key]) and torch.count_nonzero(conv[key][:, 2]) > 0
+    assert conv[key][:, 2].abs().max() < src[key].abs().max()
+
+
+def test_wrong_stem_and_architecture_mismatch_fail_clearly(fake_multitalent, tmp_path):
+    ckpt, plans, _ = fake_multitalent
+    with pytest.raises(ModelError, match="stem '555' not found.*009, 221"):
+        convert_multitalent(ckpt, plans, tmp_path / "x.pth", stem="555")
+    big = json.loads(plans.read_text())
+    big["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"] = [8, 16, 32]
+    (tmp_path / "big.json").write_text(json.dumps(big))
+    with pytest.raises(ModelError, match="does not fit"):
+        convert_multitalent(ckpt, tmp_path / "big.json", tmp_path / "x.pth", stem="221")
+    assert not (tmp_path / "x.pth").exists()
+    assert main(["pretrained", "convert", "--checkpoint", str(ckpt), "--plans", str(tmp_path / "big.json"),
+                 "--out", str(tmp_path / "x.pth")]) == 1
