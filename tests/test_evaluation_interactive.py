@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -253,3 +256,41 @@ def test_static_evaluate_with_pet_draws_worst_cases(tiny_data, tmp_path):
     png = tmp_path / "static" / "plots" / "worst_cases.png"
     assert png.is_file() and png.stat().st_size > 1000
     assert "plots/worst_cases.png" in (tmp_path / "static" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_evaluate_interactive_on_phantoms_with_tiny_models(tmp_path, monkeypatch, capsys):
+    """The whole protocol with the shared tiny workspace's trained FDG and PSMA models (steps 0, 1, 10)."""
+    from _workspace import get_tiny_workspace
+
+    ws = get_tiny_workspace()
+    for key, value in ws["env"].items():
+        monkeypatch.setenv(key, value)
+    src = ws["src"]
+    names = sorted(c.name for c in discover_cases(src))
+    picked = [n for n in names if n.startswith("fdg")][:2] + [n for n in names if n.startswith("psma")][:2]
+    out = tmp_path / "eval"
+    argv = ["evaluate-interactive", "--data", src, "--model-fdg", ws["datasets"]["fdg"]["model_folder"],
+            "--model-psma", ws["datasets"]["psma"]["model_folder"], "--folds", "0", "--device", "cpu",
+            "--steps", "0,1,10", "--out", str(out), "--quiet", "--baselines", "suv4,rg41", "--cases", *picked]
+    assert main(argv) == 0
+    assert "AUC-DSC" in capsys.readouterr().out
+    rows = read_step_rows(out / "metrics_steps.csv")
+    assert len(rows) == len(picked) * 3 * 3
+    for k in (0, 1, 10):
+        assert len(read_step_rows(out / "steps" / f"step_{k}.csv")) == len(picked) * 3
+    model_rows = [r for r in rows if r["method"] == "model"]
+    assert all(math.isfinite(r["fpv"]) and r["fpv"] >= 0 for r in model_rows)
+    assert all(0.0 <= r["dsc"] <= 1.0 for r in model_rows if r["has_lesion"])
+    s = json.loads((out / "summary.json").read_text())
+    assert set(s["methods"]) == {"model", "suv4", "rg41"} and s["n_cases"] == len(picked)
+    assert set(s["methods"]["model"]["by_tracer"]) == {"FDG", "PSMA"}
+    for p in ("plots/curves_fdg.png", "plots/curves_psma.png", "plots/worst_cases.png", "report.md", "auc.csv"):
+        assert (out / p).is_file(), p
+    for n in picked:
+        pred, _ = read_image(out / "predictions" / "model" / f"{n}.nii.gz")
+        label, _ = read_image(Path(src) / "labelsTr" / f"{n}.nii.gz")
+        assert pred.shape == label.shape
+    keep = os.environ.get("QUANTIF_KEEP_EVAL")  # copy the outputs somewhere to look at the PNGs
+    if keep:
+        shutil.copytree(out, Path(keep), dirs_exist_ok=True)
