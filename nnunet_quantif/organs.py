@@ -20,6 +20,21 @@ Its name ends in ``_seg.b2nd``, so ``nnUNetDatasetBlosc2.get_identifiers``
 ignores it. It is written with nnU-Net's own blosc2 chunking
 (:func:`nnunetv2.training.dataloading.nnunet_dataset.comp_blosc2_params`) and
 read back memory-mapped, like nnU-Net reads the segmentation.
+
+Pipeline
+--------
+1. Organ maps on the image grid: :func:`organ_map_from_totalseg` on TotalSegmentator's
+   ``<case>_total.nii.gz`` and ``<case>_head_glands_cavities.nii.gz`` (existing outputs, or
+   :func:`run_totalsegmentator` when its weights are installed; nothing is ever downloaded).
+   ``quantif convert`` writes them to ``<nnUNet_raw>/<Dataset>/organsTr/<case>.nii.gz`` when the
+   TotalSegmentator files lie in ``<src>/totalseg``; ``quantif organs --dataset N --from-totalseg DIR``
+   (or ``--run-totalsegmentator``) writes them there too. nnU-Net ignores that folder.
+2. After ``nnUNetv2_plan_and_preprocess``, ``quantif organs --dataset N [-p PLANS] [-c CONF ...]``
+   (:func:`write_organ_side_files`) reads each raw map with the plans' reader and applies exactly the
+   preprocessing geometry of its case (:func:`align_to_preprocessed`): ``transpose_forward``, the crop
+   stored in the case's ``.pkl`` (``bbox_used_for_cropping``) and the configuration's
+   ``resampling_fn_seg`` with the interpolation order forced to 0 (nearest neighbour), to the shape of
+   the case's ``_seg.b2nd``. Lesion voxels (of the raw label and of the preprocessed seg) are 0.
 """
 
 from __future__ import annotations

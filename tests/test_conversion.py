@@ -287,9 +287,66 @@ def _run(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.fixture(scope="module")
+def phantom_converted(tmp_path_factory) -> dict:
+    """2 FDG + 2 PSMA 'small' phantoms (FDG names hold spaces), converted with ``quantif convert``."""
+    from nnunet_quantif.phantoms import write_dataset
+
+    ws = tmp_path_factory.mktemp("phantom ws")
+    src = ws / "src"
+    names = write_dataset(src, 2, 2, size="small", seed=5, healthy_fraction=0.0)
+    # Like a field of view padded with zeros: zero 3 columns on both x borders of the first FDG case's CT and
+    # PET (outside the body), so that nnU-Net's crop to the non-zero region is not trivial for it.
+    for channel in ("0000", "0001"):
+        path = src / "imagesTr" / f"{names[0]}_{channel}.nii.gz"
+        arr, geo = read_image(path)
+        arr[:, :, :3] = 0
+        arr[:, :, -3:] = 0
+        write_image(arr, geo, path)
+    raw = ws / "nnUNet_raw"
+    rc = quantif(["convert", "--src", str(src), "--out", str(raw), "--dataset-id", "611", "--no-progress"])
+    return {"rc": rc, "ws": ws, "src": src, "raw": raw, "names": names}
+
+
+def test_phantoms_convert(phantom_converted, tmp_path):
+    """On phantoms: both tracers convert, labels stay {0, 1}, the heatmap is `quantif heatmap` with the right signs."""
+    src, raw, names = phantom_converted["src"], phantom_converted["raw"], phantom_converted["names"]
+    assert phantom_converted["rc"] == 0
+    fdg = [n for n in names if n.startswith("fdg_")]
+    assert any(" " in n for n in fdg)
+    assert _cases(raw / "Dataset611_QuantIFFDG") == sorted(fdg)
+    assert _cases(raw / "Dataset612_QuantIFPSMA") == sorted(n for n in names if n.startswith("psma_"))
+    for ds in ("Dataset611_QuantIFFDG", "Dataset612_QuantIFPSMA"):
+        for case in _cases(raw / ds):
+            label, _ = read_image(raw / ds / "labelsTr" / f"{case}.nii.gz")
+            assert label.dtype == np.uint8 and set(np.unique(label)) == {0, 1}
+    case = next(n for n in fdg if " " in n)
+    pet_path = src / "imagesTr" / f"{case}_0001.nii.gz"
+    clicks_path = src / "clicks" / f"{case}_clicks.json"
+    assert quantif(["heatmap", "--pet", str(pet_path), "--clicks", str(clicks_path), "--out",
+                    str(tmp_path / "h.nii.gz")]) == 0
+    heat, _ = read_image(raw / "Dataset611_QuantIFFDG" / "imagesTr" / f"{case}_0002.nii.gz")
+    assert np.array_equal(heat, read_image(tmp_path / "h.nii.gz")[0])
+    pet, _ = read_image(pet_path)
+    clicks = read_clicks(clicks_path, shape=pet.shape)
+    assert clicks.n_tumor > 0 and clicks.n_background > 0
+    tumor_only = click_heatmap(pet, Clicks(tumor=clicks.tumor, background=np.zeros((0, 3), np.int64)))
+    assert all(heat[tuple(c)] > 0 for c in clicks.tumor)
+    free = [c for c in clicks.background if tumor_only[tuple(c)] == 0]
+    assert free and all(heat[tuple(c)] < 0 for c in free)
+
+
+def _run(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+
+
 @pytest.mark.slow
-def test_end_to_end_plan_and_preprocess_and_organ_side_files(converted, src_dir):
-    """convert -> nnUNetv2_plan_and_preprocess --verify_dataset_integrity -> quantif organs; check alignment."""
+def test_end_to_end_plan_and_preprocess_and_organ_side_files(phantom_converted):
+    """Phantoms: convert -> nnUNetv2_plan_and_preprocess --verify_dataset_integrity -> quantif organs.
+
+    A coarser target spacing (-overwrite_target_spacing) makes nnU-Net resample every case, so the
+    liver centroid is checked through both the crop and the resampling.
+    """
     import blosc2
     from batchgenerators.utilities.file_and_folder_operations import load_pickle
     from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
@@ -297,51 +354,52 @@ def test_end_to_end_plan_and_preprocess_and_organ_side_files(converted, src_dir)
     from nnunet_quantif.environment import nnunet_env
     from nnunet_quantif.organs import load_organ_side_file, organ_label
 
-    ws = converted["ws"]
+    ws, src, raw = phantom_converted["ws"], phantom_converted["src"], phantom_converted["raw"]
     env = {**os.environ, **nnunet_env(ws), "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1"}
     plan = shutil.which("nnUNetv2_plan_and_preprocess")
     assert plan, "nnUNetv2_plan_and_preprocess not on PATH"
-    # FDG dataset (it holds the name with spaces); the PSMA dataset goes through the same code
-    r = _run([plan, "-d", "501", "-c", "3d_fullres", "--verify_dataset_integrity", "-np", "1"], env)
+    # the FDG dataset (its names hold spaces); the PSMA dataset goes through the same code
+    r = _run([plan, "-d", "611", "-c", "3d_fullres", "--verify_dataset_integrity", "-np", "1",
+              "-overwrite_target_spacing", "9", "7", "7", "-overwrite_plans_name", "nnUNetPlans_coarse"], env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    r = _run([sys.executable, "-m", "nnunet_quantif", "organs", "--dataset", "501", "--no-progress"], env)
+    quantif_cmd = [sys.executable, "-m", "nnunet_quantif", "organs", "--no-progress"]
+    r = _run([*quantif_cmd, "--dataset", "611", "-p", "nnUNetPlans_coarse"], env)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "organ maps written: 0; side files written: 4" in r.stdout  # from organsTr written by convert
-    r = _run([sys.executable, "-m", "nnunet_quantif", "organs", "-d", "Dataset501_QuantIFFDG", "-p", "nnUNetPlans",
-              "-c", "3d_fullres", "--from-totalseg", str(src_dir / "totalseg"), "--workers", "2", "--no-progress"],
-             env)
+    assert "organ maps written: 0; side files written: 2" in r.stdout  # from organsTr written by convert
+    r = _run([*quantif_cmd, "-d", "Dataset611_QuantIFFDG", "-p", "nnUNetPlans_coarse", "-c", "3d_fullres",
+              "--from-totalseg", str(src / "totalseg"), "--workers", "2"], env)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "organ maps written: 4; side files written: 4" in r.stdout
-    r = _run([sys.executable, "-m", "nnunet_quantif", "organs", "-d", "501", "--no-progress"], env)
-    assert r.returncode == 0 and "skipped 4: side file up to date" in r.stdout, r.stdout + r.stderr
+    assert "organ maps written: 2; side files written: 2" in r.stdout
+    r = _run([*quantif_cmd, "-d", "611", "-p", "nnUNetPlans_coarse"], env)
+    assert r.returncode == 0 and "skipped 2: side file up to date" in r.stdout, r.stdout + r.stderr
+    r = _run([*quantif_cmd, "-d", "611"], env)  # default plans were not made
+    assert r.returncode == 1 and "nnUNetPlans.json: plans not found" in r.stderr
 
-    pre = ws / "nnUNet_preprocessed"
-    resampled_checked = 0
-    for name in ("Dataset501_QuantIFFDG",):
-        folder = pre / name / "nnUNetPlans_3d_fullres"
-        plans = json.loads((pre / name / "nnUNetPlans.json").read_text())
-        tf = plans["transpose_forward"]
-        ids = sorted(nnUNetDatasetBlosc2(str(folder)).identifiers)
-        tracer = "fdg" if name.endswith("FDG") else "psma"
-        assert ids == sorted(c for c in GOOD if c.lower().startswith(tracer))
-        for ident in ids:
-            seg = blosc2.open(str(folder / f"{ident}_seg.b2nd"), mode="r")[:]
-            side = load_organ_side_file(folder, ident)[:]
-            assert side.shape == seg.shape and side.dtype == np.uint8
-            assert set(np.unique(seg)) <= {-1, 0, 1}
-            assert not side[seg > 0].any()
-            props = load_pickle(str(folder / f"{ident}.pkl"))
-            bbox = np.asarray(props["bbox_used_for_cropping"])
-            before = np.asarray(props["shape_after_cropping_and_before_resampling"])
-            after = np.asarray(seg.shape[1:])
-            # where the phantom put the liver (raw array order z, y, x) -> transpose -> crop -> resample
-            raw_centre = np.array([(s.start + s.stop - 1) / 2 for s in LIVER])[tf]
-            assert (bbox[:, 0] > 0).any(), "crop should not be trivial"
-            expected = (raw_centre - bbox[:, 0] + 0.5) * after / before - 0.5
-            got = np.argwhere(side[0] == organ_label("liver")).mean(axis=0)
-            assert np.allclose(got, expected, atol=0.75), (ident, got, expected)
-            if not np.array_equal(before, after):
-                resampled_checked += 1
-            raw_label, _ = read_image(converted["raw"] / name / "labelsTr" / f"{ident}.nii.gz")
-            assert set(np.unique(raw_label)) <= {0, 1}
-    assert resampled_checked >= 2
+    pre = ws / "nnUNet_preprocessed" / "Dataset611_QuantIFFDG"
+    folder = pre / "nnUNetPlans_coarse_3d_fullres"
+    tf = json.loads((pre / "nnUNetPlans_coarse.json").read_text())["transpose_forward"]
+    ids = sorted(nnUNetDatasetBlosc2(str(folder)).identifiers)
+    assert ids == _cases(raw / "Dataset611_QuantIFFDG")
+    liver = _tid("total", "liver")
+    for ident in ids:
+        seg = blosc2.open(str(folder / f"{ident}_seg.b2nd"), mode="r")[:]
+        side = load_organ_side_file(folder, ident)[:]
+        assert side.shape == seg.shape and side.dtype == np.uint8
+        assert set(np.unique(seg)) <= {-1, 0, 1} and not side[seg > 0].any()
+        assert len(np.unique(side)) >= 10
+        props = load_pickle(str(folder / f"{ident}.pkl"))
+        bbox = np.asarray(props["bbox_used_for_cropping"])
+        before = np.asarray(props["shape_after_cropping_and_before_resampling"])
+        after = np.asarray(seg.shape[1:])
+        # where the phantom put the liver (its TotalSegmentator map, minus lesion voxels) -> transpose, crop, resample
+        total, _ = read_image(src / "totalseg" / f"{ident}_total.nii.gz")
+        lesion, _ = read_image(src / "labelsTr" / f"{ident}.nii.gz")
+        total_shape = total.shape
+        assert not np.array_equal(before, after)  # nnU-Net resampled the case
+        if ident == phantom_converted["names"][0]:  # the zero-padded case is cropped
+            raw_bbox = bbox[np.argsort(tf)]  # rows back in raw (z, y, x) order
+            assert tuple(raw_bbox[2]) == (3, total_shape[2] - 3)
+        raw_centre = np.argwhere((total == liver) & (lesion == 0)).mean(axis=0)[tf]
+        expected = (raw_centre - bbox[:, 0] + 0.5) * after / before - 0.5
+        got = np.argwhere(side[0] == organ_label("liver")).mean(axis=0)
+        assert np.allclose(got, expected, atol=0.75), (ident, got, expected)
