@@ -562,8 +562,9 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
                      "totalseg_dir": str(totalseg_dir) if totalseg_dir else None, "click_step": click_step,
                      "resample_pet_to_ct": resample_pet_to_ct, "heatmap_params": params})
 
-    for _, folder in ds_for.values():
-        if jobs or folder.is_dir():
+    used = {j["dataset"] for j in jobs}
+    for name, folder in ds_for.values():
+        if name in used or folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
             write_json(_manifest(click_step, params), folder / MANIFEST)
 

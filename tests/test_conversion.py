@@ -21,7 +21,7 @@ from totalsegmentator.map_to_binary import class_map
 from nnunet_quantif import conversion
 from nnunet_quantif.cli import main as quantif
 from nnunet_quantif.clicks import Clicks, read_clicks
-from nnunet_quantif.errors import ConfigError, DatasetError
+from nnunet_quantif.errors import ConfigError, DatasetError, InputFileError
 from nnunet_quantif.heatmaps import click_heatmap
 from nnunet_quantif.io import Geometry, read_image, write_image
 
@@ -250,6 +250,30 @@ def test_tracer_csv_and_joint(src_dir, tmp_path):
         conversion.convert_dataset(src_dir, tmp_path / "raw3", 40, tracers=["fdg", "fet"], progress=False)
     with pytest.raises(DatasetError, match="Dataset030_QuantIFFDG is already used by Dataset030_QuantIF "):
         conversion.convert_dataset(src_dir, tmp_path / "raw2", 30, cases=cases, progress=False)
+
+
+def test_label_values_clicks_dir_and_csv_tracer_errors(tmp_path):
+    src = tmp_path / "src"
+    for case in ("fdg_1 a", "fdg_2", "psma_3"):
+        make_case(src, case, clicks=None, totalseg=False)
+    clicks = tmp_path / "my clicks"
+    make_case(tmp_path / "other", "fdg_1 a", totalseg=False)  # its click file, kept apart from the images
+    shutil.move(str(tmp_path / "other" / "clicks"), str(clicks))
+    label, geo = read_image(src / "labelsTr" / "fdg_2.nii.gz")
+    label[0, 0, 0] = 2
+    write_image(label, geo, src / "labelsTr" / "fdg_2.nii.gz")
+    csv = tmp_path / "t.csv"
+    csv.write_text("psma_3,fet\n")
+    s = conversion.convert_dataset(src, tmp_path / "raw", 70, clicks_dir=clicks, tracer_csv=csv, progress=False)
+    by_case = {r.case: r for r in s.results}
+    assert by_case["fdg_1 a"].status == "converted" and by_case["fdg_1 a"].has_clicks
+    assert "lesion label must hold only 0 and 1, found 0, 1, 2" in by_case["fdg_2"].reason
+    assert "case 'psma_3': unknown tracer 'fet' in the tracer CSV" in by_case["psma_3"].reason
+    heat, _ = read_image(tmp_path / "raw" / "Dataset070_QuantIFFDG" / "imagesTr" / "fdg_1 a_0002.nii.gz")
+    assert heat[LESION_C] > 0
+    assert not (tmp_path / "raw" / "Dataset071_QuantIFPSMA").exists()
+    with pytest.raises(InputFileError, match="click folder not found"):
+        conversion.convert_dataset(src, tmp_path / "raw", 70, clicks_dir=tmp_path / "nope", progress=False)
 
 
 def test_failure_while_writing_leaves_nothing(src_dir, tmp_path, monkeypatch):
