@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from totalsegmentator.map_to_binary import class_map
@@ -221,3 +223,44 @@ def test_standalone_organ_maps_from_totalseg(tmp_path, capsys):
     assert not (tmp_path / "out" / "psma_x.nii.gz").exists()
     assert quantif(["organs", "--out", str(tmp_path / "o2")]) == 1
     assert "needs --from-totalseg" in capsys.readouterr().err
+
+
+def test_run_totalsegmentator_path_with_fake_api(tmp_path, monkeypatch, capsys):
+    """With weights present, --run-totalsegmentator calls TotalSegmentator's Python API once per task and CT."""
+    import totalsegmentator.python_api as api
+
+    from nnunet_quantif.cli import main as quantif
+    from nnunet_quantif.io import Geometry, read_image, write_image
+
+    monkeypatch.setenv("TOTALSEG_HOME_DIR", str(tmp_path / "ts home"))
+    monkeypatch.delenv("TOTALSEG_WEIGHTS_PATH", raising=False)
+    for fs in organs.totalsegmentator_weight_folders().values():
+        for f in fs:
+            f.mkdir(parents=True, exist_ok=True)
+    calls = []
+
+    def fake(input, output, ml=False, task="total", device="gpu", quiet=False, **kw):
+        ct, geo = read_image(input)
+        seg = np.zeros(ct.shape, np.uint8)
+        if task == "total":
+            seg[ct > 0] = _tid("total", "liver")
+        else:
+            seg[0, 0, 0] = _tid("head_glands_cavities", "parotid_gland_left")
+        write_image(seg, geo, output)
+        calls.append((Path(input).name, task, ml, device))
+
+    monkeypatch.setattr(api, "totalsegmentator", fake)
+    geo = Geometry.from_shape((4, 5, 6), (3.0, 2.0, 2.0))
+    ct = np.zeros((4, 5, 6), np.float32)
+    ct[1:3, 1:4, 1:5] = 50
+    write_image(ct, geo, tmp_path / "imgs" / "fdg_x y_0000.nii.gz")
+    rc = quantif(["organs", "--run-totalsegmentator", "--images", str(tmp_path / "imgs"), "--out",
+                  str(tmp_path / "out"), "--device", "cpu"])
+    assert rc == 0, capsys.readouterr()
+    assert calls == [("fdg_x y_0000.nii.gz", "total", True, "cpu"),
+                     ("fdg_x y_0000.nii.gz", "head_glands_cavities", True, "cpu")]
+    assert (tmp_path / "out" / "totalseg" / "fdg_x y_total.nii.gz").is_file()
+    out, ogeo = read_image(tmp_path / "out" / "fdg_x y.nii.gz")
+    assert ogeo == geo and int((out == organs.organ_label("liver")).sum()) == 24
+    assert out[0, 0, 0] == organs.organ_label("parotid_glands")
+    assert not [p for p in (tmp_path / "out" / "totalseg").iterdir() if p.name.startswith(".partial-")]
