@@ -287,7 +287,7 @@ def _map_clicks(clicks, src: Geometry, dst: Geometry):
 
 
 def convert_case(job: dict) -> CaseResult:
-    """Convert one case (see the module docstring). Never raises a :class:`QuantIFError`: it returns it as failed.
+    """Convert one case (see the module docstring). Never raises: a failure comes back as a failed result.
 
     ``job`` keys: case, tracer, src, dataset_dir, dataset, clicks_dir, totalseg_dir, click_step,
     resample_pet_to_ct, heatmap_params.
