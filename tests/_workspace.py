@@ -141,8 +141,8 @@ def build_tiny_workspace(root: Path, n_per_tracer: int = 4, train: bool = True,
                env, logs / "convert.log")
     ids = {"fdg": dataset_id, "psma": dataset_id + 1}
     wanted = [ids[t] for t in tracers]
-    run_logged([_bin("nnUNetv2_plan_and_preprocess"), "-d", *map(str, wanted), "-c", CONFIGURATION, "-np", "1",
-                "-npfp", "1", "-overwrite_target_spacing", *COARSE_SPACING, "-overwrite_plans_name", DATA_PLANS,
+    run_logged([_bin("nnUNetv2_plan_and_preprocess"), "-d", *map(str, wanted), "-c", CONFIGURATION, "-np", "2",
+                "-npfp", "2", "-overwrite_target_spacing", *COARSE_SPACING, "-overwrite_plans_name", DATA_PLANS,
                 "--no_pbar"],
                env, logs / "plan_and_preprocess.log", extra_env={"nnUNet_n_proc_DA": "2"})
     datasets: dict[str, dict] = {}

@@ -112,3 +112,15 @@ def test_plain_checkpoint_loads_with_stock_pretrained_weights(tmp_path):
 def test_non_unet_base_is_refused():
     with pytest.raises(ModelError):
         DualHeadUNet(torch.nn.Conv3d(1, 1, 1))
+
+
+def test_resencl192_multitalent_network_builds_and_keeps_plain_keys():
+    arch = load_json_config("plans_resencl_192.json")["architecture"]
+    args = (arch["network_class_name"], arch["arch_kwargs"], arch["_kw_requires_import"], 3, 2)
+    dual = build_dual_head_network(*args)
+    plain = get_network_from_plans(*args, allow_init=True, deep_supervision=True)
+    assert set(lesion_state_dict(dual.state_dict())) == set(plain.state_dict())
+    assert len(dual.organ_head.seg_layers) == 5  # one organ layer per decoder stage
+    assert [m.in_channels for m in dual.organ_head.seg_layers] == [320, 256, 128, 64, 32]
+    n = sum(p.numel() for p in plain.parameters())
+    assert 50e6 < n < 200e6  # ResEnc-L scale

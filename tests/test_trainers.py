@@ -303,3 +303,75 @@ def test_trainer_step_logs_lesion_and_organ_losses(tmp_path, monkeypatch):
         pred = tr.network(torch.zeros(1, 3, 16, 16, 16))
     assert isinstance(pred, torch.Tensor) and pred.shape == (1, 2, 16, 16, 16)
     assert pickle.dumps(tr.my_init_kwargs["plans"])  # checkpoints store the init args
+
+
+# ------------------------------------------------------------------ scripts (dry runs)
+def _script(name):
+    from pathlib import Path
+    return str(Path(__file__).resolve().parents[1] / "scripts" / name)
+
+
+def test_train_5fold_dry_run_deals_folds_over_gpus_and_resumes(tmp_path):
+    import os
+    import subprocess
+    trained = tmp_path / "res" / "Dataset501_QuantIFFDG" / "nnUNetTrainerQuantIF_FDG__P__3d_fullres"
+    for fold, ckpt in ((0, "checkpoint_final.pth"), (1, "checkpoint_latest.pth")):
+        (trained / f"fold_{fold}").mkdir(parents=True)
+        (trained / f"fold_{fold}" / ckpt).touch()
+    env = {**os.environ, "nnUNet_results": str(tmp_path / "res")}
+    out = subprocess.run(["bash", _script("train_5fold.sh"), "--dry-run", "--pretrained", "/w/mt init.pth", "501",
+                          "nnUNetTrainerQuantIF_FDG", "P", "2"], env=env, capture_output=True, text=True, check=True)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("CUDA_VISIBLE_DEVICES")]
+    assert "fold 0: checkpoint_final.pth exists, skipped" in out.stdout
+    assert len(lines) == 4
+    by_fold = {ln.split()[4]: ln for ln in lines}
+    assert set(by_fold) == {"1", "2", "3", "4"}
+    assert "--c" in by_fold["1"].split() and "-pretrained_weights" not in by_fold["1"]
+    assert "-pretrained_weights /w/mt\\ init.pth" in by_fold["2"]
+    gpus = [ln.split()[0] for ln in lines]
+    assert gpus.count("CUDA_VISIBLE_DEVICES=0") == 2 and gpus.count("CUDA_VISIBLE_DEVICES=1") == 2
+    bad = subprocess.run(["bash", _script("train_5fold.sh"), "--dry-run", "501", "T", "P", "x"], env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "GPUS" in bad.stderr
+
+
+def test_prepare_autopet_dry_run_prints_the_chain(tmp_path):
+    import subprocess
+    out = subprocess.run(["bash", _script("prepare_autopet.sh"), "--dry-run", "--src", str(tmp_path / "src"),
+                          "--dataset-id", "501", "--workspace", str(tmp_path / "ws"), "--multitalent", "/m/MT.pth",
+                          "--tracers", "fdg"], capture_output=True, text=True, check=True).stdout
+    steps = [ln.split()[:2] for ln in out.splitlines() if ln and not ln.startswith(("#", "eval"))]
+    assert steps == [["quantif", "convert"], ["nnUNetv2_plan_and_preprocess", "-d"], ["quantif", "plans"],
+                     ["quantif", "organs"], ["quantif", "pretrained"]]
+    assert "-pl nnUNetPlannerResEncL" in out and "--preset resencl192" in out
+    assert "Dataset501_QuantIFFDG/nnUNetResEncUNetLPlans_MT192.json" in out and "--stem 221" in out
+    assert not (tmp_path / "ws").exists()  # a dry run writes nothing
+
+
+def test_gpu_train_step_smoke_runs_on_cpu(tmp_path):
+    import runpy
+    mod = runpy.run_path(_script("gpu_train_step.py"))
+    out = tmp_path / "r.json"
+    assert mod["main"](["--smoke", "--device", "cpu", "--iters", "1", "--warmup", "0", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert [r["network"] for r in res["runs"]] == ["plain", "dual-head"]
+    assert all(r["s_per_iter_mean"] > 0 and np.isfinite(r["last_loss"]) for r in res["runs"])
+
+
+@pytest.mark.parametrize("cls,policy", [(T.nnUNetTrainerQuantIF_FDG, "paper"), (T.nnUNetTrainerQuantIF_tiny, "none")])
+def test_final_validation_uses_the_quantif_predictor(tmp_path, monkeypatch, cls, policy):
+    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as trainer_module
+
+    from nnunet_quantif.inference.predictor import QuantIFPredictor
+    seen = {}
+
+    def fake_validation(self, save_probabilities=False):
+        seen["predictor"] = trainer_module.nnUNetPredictor
+    monkeypatch.setattr(trainer_module.nnUNetTrainer, "perform_actual_validation", fake_validation)
+    tr = _trainer(tmp_path, monkeypatch, cls)
+    original = trainer_module.nnUNetPredictor
+    tr.perform_actual_validation()
+    assert issubclass(seen["predictor"], QuantIFPredictor)
+    pred = seen["predictor"](device=torch.device("cpu"), allow_tqdm=False)
+    assert pred.mirroring.name == policy
+    assert trainer_module.nnUNetPredictor is original

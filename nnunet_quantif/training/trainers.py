@@ -20,9 +20,8 @@ re-exports exactly that list.
   ``train_organ_losses``, ``val_organ_losses``, ``organ_mean_fg_dice``).
 
 The final validation (``perform_actual_validation``) predicts with the network in eval
-mode, i.e. with the lesion head only. Its mirroring axes come from
-:meth:`nnUNetTrainerQuantIF.final_validation_mirror_axes`, the hook for the adaptive
-mirroring policy of :mod:`nnunet_quantif.inference`.
+mode, i.e. with the lesion head only, through ``nnunet_quantif.inference``'s predictor
+with the mirroring policy ``final_validation_mirroring`` (``paper``; ``none`` for tiny).
 
 Tiny variant: ``nnUNetTrainerQuantIF_tiny`` trains ``QUANTIF_TINY_EPOCHS`` epochs (default
 2) of ``QUANTIF_TINY_ITERS`` iterations (default 4) with ``QUANTIF_TINY_VAL_ITERS``
@@ -114,6 +113,8 @@ class nnUNetTrainerQuantIF(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convent
     #: Channels moved by the misalignment augmentation (CT) and protected from intensity augmentation (heatmap).
     misaligned_channels: tuple[int, ...] = (CT_CHANNEL,)
     protected_channels: tuple[int, ...] = (HEATMAP_CHANNEL,)
+    #: Mirroring policy of the final validation (``nnunet_quantif.inference.mirroring.POLICIES``).
+    final_validation_mirroring: str = "paper"
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):  # noqa: B008 (nnU-Net's signature)
@@ -253,23 +254,16 @@ class nnUNetTrainerQuantIF(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convent
         self.print_to_log_file("Organ pseudo dice", [round(float(d), 4) for d in dice])
 
     # ---------------------------------------------------------------- final validation
-    def final_validation_mirror_axes(self) -> tuple[int, ...] | None:
-        """Mirror axes for the final validation (``perform_actual_validation``).
-
-        Hook for the adaptive mirroring policy of ``nnunet_quantif.inference``: override
-        (or monkeypatch) to return the axes that policy chooses. Default: nnU-Net's
-        ``inference_allowed_mirroring_axes`` (all axes the training mirrored).
-        """
-        return self.inference_allowed_mirroring_axes
-
     def perform_actual_validation(self, save_probabilities: bool = False):
-        """nnU-Net's final validation (lesion head: the network is in eval mode) with the hook's mirror axes."""
-        saved = self.inference_allowed_mirroring_axes
-        self.inference_allowed_mirroring_axes = self.final_validation_mirror_axes()
-        try:
+        """nnU-Net's final validation with the lesion head (eval mode) and the QuantIF mirroring policy.
+
+        The sliding window runs through ``nnunet_quantif.inference``'s ``QuantIFPredictor`` with the
+        policy named by :attr:`final_validation_mirroring` (``paper``: time-adaptive, as at test time).
+        """
+        from ..inference.predictor import quantif_predictor_for_validation
+
+        with quantif_predictor_for_validation(self.final_validation_mirroring):
             super().perform_actual_validation(save_probabilities)
-        finally:
-            self.inference_allowed_mirroring_axes = saved
 
 
 def _ddp_mean(value: float) -> float:
@@ -323,13 +317,12 @@ class _TinyMixin:
         self.num_val_iterations_per_epoch = _env_int("QUANTIF_TINY_VAL_ITERS", 2)
         self.save_every = max(1, self.num_epochs)
 
-    def final_validation_mirror_axes(self) -> tuple[int, ...] | None:
-        """No test-time mirroring in the tiny variants' final validation (8x faster on CPU)."""
-        return None
-
 
 class nnUNetTrainerQuantIF_tiny(_TinyMixin, nnUNetTrainerQuantIF):  # noqa: N801
-    """Tiny QuantIF trainer: 2 epochs x 4 iterations, 2 validation iterations (env-overridable)."""
+    """Tiny QuantIF trainer: 2 epochs x 4 iterations, 2 validation iterations (env-overridable),
+    final validation without mirroring."""
+
+    final_validation_mirroring = "none"
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):  # noqa: B008
@@ -339,6 +332,8 @@ class nnUNetTrainerQuantIF_tiny(_TinyMixin, nnUNetTrainerQuantIF):  # noqa: N801
 
 class nnUNetTrainerQuantIF_noOrgans_tiny(_TinyMixin, nnUNetTrainerQuantIF_noOrgans):  # noqa: N801
     """Tiny schedule of the no-organ ablation."""
+
+    final_validation_mirroring = "none"
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):  # noqa: B008
