@@ -375,3 +375,23 @@ def test_final_validation_uses_the_quantif_predictor(tmp_path, monkeypatch, cls,
     pred = seen["predictor"](device=torch.device("cpu"), allow_tqdm=False)
     assert pred.mirroring.name == policy
     assert trainer_module.nnUNetPredictor is original
+
+
+def test_no_organs_variant_trains_the_plain_network_without_side_files(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    plans, ds_json = _dataset(tmp_path)
+    for f in (tmp_path / "pre").rglob("*_organs_seg.b2nd"):
+        f.unlink()
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "res"))
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    tr = T.nnUNetTrainerQuantIF_noOrgans_tiny({**plans, "continue_training": False}, "3d_fullres", 0, ds_json,
+                                              torch.device("cpu"))
+    tr.initialize()
+    assert not isinstance(tr.network, DualHeadUNet) and tr.dataset_class is nnUNetDatasetBlosc2
+    dl_tr, _ = tr.get_dataloaders()
+    batch = next(dl_tr)
+    assert batch["target"][0].shape[1] == 1
+    tr.network.train()
+    out = tr.train_step(batch)
+    assert np.isfinite(out["loss"]) and "organ_loss" not in out
