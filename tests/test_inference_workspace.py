@@ -1,0 +1,88 @@
+"""Inference with the tiny QuantIF models trained by the shared integration workspace (slow)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _workspace import tiny_workspace  # noqa: F401
+
+from nnunet_quantif.cli import main as quantif_main
+from nnunet_quantif.io import check_same_grid, read_geometry, read_image
+
+
+@pytest.fixture(autouse=True)
+def _workspace_env(tiny_workspace, monkeypatch) -> None:  # noqa: F811
+    for key, value in tiny_workspace["env"].items():
+        monkeypatch.setenv(key, value)
+
+
+def _two_cases(ws: dict, dest: Path) -> list[str]:
+    """One FDG and one PSMA phantom of the workspace in an autoPET layout (links, no copies)."""
+    src = Path(ws["src"])
+    names = [next(c for c in sorted(os.listdir(src / "imagesTr")) if c.startswith(t)) for t in ("fdg", "psma")]
+    names = [n[: -len("_0000.nii.gz")] for n in names]
+    (dest / "imagesTr").mkdir(parents=True)
+    (dest / "clicks").mkdir()
+    for n in names:
+        for ch in ("_0000", "_0001"):
+            os.symlink(src / "imagesTr" / f"{n}{ch}.nii.gz", dest / "imagesTr" / f"{n}{ch}.nii.gz")
+        shutil.copy(src / "clicks" / f"{n}_clicks.json", dest / "clicks" / f"{n}_clicks.json")
+    return names
+
+
+@pytest.mark.slow
+def test_trained_models_batch_and_gc(tiny_workspace, tmp_path, capsys) -> None:  # noqa: F811
+    ws = tiny_workspace
+    fdg, psma = ws["datasets"]["fdg"]["model_folder"], ws["datasets"]["psma"]["model_folder"]
+    models = ["--model-fdg", fdg, "--model-psma", psma, "--folds", "0", "--device", "cpu"]
+    data = tmp_path / "data"
+    names = _two_cases(ws, data)
+    out = tmp_path / "out"
+    assert quantif_main(["predict", "-i", str(data), "-o", str(out), "--tracer", "name", "--step", "3",
+                         *models]) == 0
+    printed = capsys.readouterr().out
+    for name, tracer in zip(names, ("fdg", "psma")):
+        assert f"{name}: tracer {tracer} (name)" in printed
+        mask, g = read_image(out / f"{name}.nii.gz")
+        assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+        check_same_grid(g, read_geometry(data / "imagesTr" / f"{name}_0001.nii.gz"), "mask", "PET")
+    # grand-challenge layout with .mha inputs, different uuids, no click file
+    from nnunet_quantif.io import write_image
+
+    inp = tmp_path / "gc_in"
+    ct, g_ct = read_image(data / "imagesTr" / f"{names[1]}_0000.nii.gz")
+    pet, g_pet = read_image(data / "imagesTr" / f"{names[1]}_0001.nii.gz")
+    write_image(ct, g_ct, inp / "images" / "ct" / "aaaa-ct.mha")
+    write_image(pet, g_pet, inp / "images" / "pet" / "bbbb-pet.mha")
+    assert quantif_main(["gc", "--input", str(inp), "--output", str(tmp_path / "gc_out"), "--tracer", "psma",
+                         *models]) == 0
+    target = tmp_path / "gc_out" / "images" / "tumor-lesion-segmentation" / "bbbb-pet.mha"
+    mask, g = read_image(target)
+    check_same_grid(g, g_pet, str(target), "PET")
+    assert mask.dtype == np.uint8
+
+
+@pytest.mark.slow
+def test_trained_model_nnunet_style_entry(tiny_workspace, tmp_path) -> None:  # noqa: F811
+    """nnUNetv2_predict_quantif on the converted raw dataset (CT, PET, heatmap channels) with -d/-tr/-p."""
+    from nnunet_quantif.inference.nnunet_entry import main as entry_main
+
+    ws = tiny_workspace
+    d = ws["datasets"]["fdg"]
+    raw_images = Path(d["raw_dir"]) / "imagesTr"
+    case = d["val_cases"][0]
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for ch in ("_0000", "_0001", "_0002"):
+        os.symlink(raw_images / f"{case}{ch}.nii.gz", inp / f"{case}{ch}.nii.gz")
+    rc = entry_main(["-i", str(inp), "-o", str(tmp_path / "out"), "-d", str(d["id"]), "-tr", ws["trainer"],
+                     "-p", ws["plans"], "-c", ws["configuration"], "-f", "0", "-device", "cpu", "-npp", "0",
+                     "-nps", "0", "--disable_progress_bar", "--postprocess"])
+    assert rc == 0
+    mask, g = read_image(tmp_path / "out" / f"{case}.nii.gz")
+    check_same_grid(g, read_geometry(raw_images / f"{case}_0001.nii.gz"), "mask", "PET")
+    assert set(np.unique(mask)) <= {0, 1}
