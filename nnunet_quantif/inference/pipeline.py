@@ -337,6 +337,9 @@ class QuantIFPipeline:
         clicks = clicks if clicks is not None else Clicks.empty()
         if heatmap is None:
             heatmap = click_heatmap(pet, clicks, source=source, **self.heatmap_params)
+        elif np.shape(heatmap) != pet.shape:
+            raise InputFileError(f"{source or case_name}: heatmap shape {np.shape(heatmap)} differs from the PET's "
+                                 f"{pet.shape} (z, y, x)")
         decision: TracerDecision = self.router.decide(tracer, pet=pet, geometry=geometry, case_name=case_name,
                                                       source=source)
         predictor = self.predictor(decision.tracer)
