@@ -268,11 +268,12 @@ def test_evaluate_interactive_on_phantoms_with_tiny_models(tmp_path, monkeypatch
         monkeypatch.setenv(key, value)
     src = ws["src"]
     names = sorted(c.name for c in discover_cases(src))
-    picked = [n for n in names if n.startswith("fdg")][:2] + [n for n in names if n.startswith("psma")][:2]
+    picked = [n for n in names if n.startswith("fdg")][:1] + [n for n in names if n.startswith("psma")][:1]
     out = tmp_path / "eval"
     argv = ["evaluate-interactive", "--data", src, "--model-fdg", ws["datasets"]["fdg"]["model_folder"],
             "--model-psma", ws["datasets"]["psma"]["model_folder"], "--folds", "0", "--device", "cpu",
-            "--steps", "0,1,10", "--out", str(out), "--quiet", "--baselines", "suv4,rg41", "--cases", *picked]
+            "--mirroring", "none", "--steps", "0,1,10", "--out", str(out), "--quiet", "--baselines", "suv4,rg41",
+            "--cases", *picked]
     assert main(argv) == 0
     assert "AUC-DSC" in capsys.readouterr().out
     rows = read_step_rows(out / "metrics_steps.csv")
