@@ -6,6 +6,7 @@
 - :mod:`.cases` -- finding cases in an autoPET-style folder (tracer, centre, lazy arrays).
 - :mod:`.interactive` -- the resumable runner over cases x methods x click steps.
 - :mod:`.static` -- evaluating a folder of static predictions.
+- :mod:`.model` -- the trained model (inference pipeline, models loaded once) as an evaluation method.
 - :mod:`.plots`, :mod:`.report` -- PNG figures and ``report.md``.
 """
 
@@ -14,11 +15,13 @@ from .baselines import RegionGrowingMethod, SUVThresholdMethod, default_baseline
 from .cases import EvalCase, discover_cases, read_case_table, tracer_from_name
 from .interactive import InteractiveRunner, evaluate_interactive, parse_steps, path_method
 from .metrics import METRICS, auc_over_steps, case_metrics, unmatched_voxels, voxel_volume_ml
+from .model import ModelMethod, model_method
 from .report import markdown_table, render_report, write_report
 from .static import evaluate_folder
 
 __all__ = [
-    "METRICS", "RANKING_METRICS", "EvalCase", "InteractiveRunner", "RegionGrowingMethod", "SUVThresholdMethod",
+    "METRICS", "RANKING_METRICS", "EvalCase", "InteractiveRunner", "ModelMethod", "model_method",
+    "RegionGrowingMethod", "SUVThresholdMethod",
     "auc_over_steps", "case_curves", "case_metrics", "default_baselines", "discover_cases", "evaluate_folder",
     "evaluate_interactive", "markdown_table", "mean_of_subset_means", "parse_steps", "path_method",
     "rank_methods", "read_case_table", "region_growing", "render_report", "subset_means", "suv_threshold",
