@@ -395,3 +395,10 @@ def test_no_organs_variant_trains_the_plain_network_without_side_files(tmp_path,
     tr.network.train()
     out = tr.train_step(batch)
     assert np.isfinite(out["loss"]) and "organ_loss" not in out
+
+
+def test_log_keys_only_for_the_organ_head(tmp_path, monkeypatch):
+    store = _trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_tiny).logger.local_logger.my_fantastic_logging
+    assert {"train_organ_losses", "val_organ_losses", "organ_mean_fg_dice"} <= set(store)
+    plain = _trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_noOrgans_tiny)
+    assert "train_organ_losses" not in plain.logger.local_logger.my_fantastic_logging

@@ -171,6 +171,8 @@ class nnUNetTrainerQuantIF(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convent
 
     # ---------------------------------------------------------------- logging
     def _add_log_keys(self) -> None:
+        if not self.use_organs:  # nnU-Net's progress plot needs one entry per epoch in every key
+            return
         store = self.logger.local_logger.my_fantastic_logging
         for key in _EXTRA_LOG_KEYS:
             store.setdefault(key, [])
