@@ -207,8 +207,27 @@ def cache_root() -> Path:
     return Path(base) if base else Path("/tmp") / f"quantif-tests-{os.getuid()}"
 
 
+def _prune_stale(base: Path, keep: str, max_age_s: float = 6 * 3600) -> None:
+    """Remove cached workspaces of other code versions untouched for ``max_age_s`` (and not locked)."""
+    import re
+    import time
+
+    from filelock import FileLock, Timeout
+
+    for d in base.iterdir():
+        m = re.fullmatch(r"([0-9a-f]{12})(\.failed)?", d.name)
+        if not d.is_dir() or not m or m.group(1) == keep or time.time() - d.stat().st_mtime < max_age_s:
+            continue
+        try:
+            with FileLock(str(base / f"{m.group(1)}.lock"), timeout=0):
+                shutil.rmtree(d, ignore_errors=True)
+        except Timeout:
+            continue
+
+
 def get_tiny_workspace() -> dict:
-    """The cached tiny workspace of this code version, built under a file lock if needed."""
+    """The cached tiny workspace of this code version, built under a file lock if needed
+    (cached workspaces of other code versions older than 6 hours are removed)."""
     from filelock import FileLock
 
     version = code_version()
@@ -230,7 +249,8 @@ def get_tiny_workspace() -> dict:
                 root.rename(failed)  # keep the logs for inspection
             raise
         marker.write_text(json.dumps(info, indent=1))
-        return info
+    _prune_stale(base, version)
+    return info
 
 
 @pytest.fixture(scope="session")

@@ -402,3 +402,31 @@ def test_log_keys_only_for_the_organ_head(tmp_path, monkeypatch):
     assert {"train_organ_losses", "val_organ_losses", "organ_mean_fg_dice"} <= set(store)
     plain = _trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_noOrgans_tiny)
     assert "train_organ_losses" not in plain.logger.local_logger.my_fantastic_logging
+
+
+def test_train_5fold_runs_one_fold_per_gpu_at_a_time(tmp_path):
+    """A real (non-dry) run against a stub nnUNetv2_train that records its arguments and GPU."""
+    import os
+    import subprocess
+    import textwrap
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "calls.txt"
+    stub = bin_dir / "nnUNetv2_train"
+    stub.write_text(textwrap.dedent(f"""\
+        #!/usr/bin/env bash
+        echo "$CUDA_VISIBLE_DEVICES $*" >> {record}
+        [ "$3" = 3 ] && exit 1
+        exit 0
+        """))
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "nnUNet_results": str(tmp_path / "res"),
+           "nnUNet_extTrainer": "x"}
+    res = subprocess.run(["bash", _script("train_5fold.sh"), "--log-dir", str(tmp_path / "logs"), "501",
+                          "nnUNetTrainerQuantIF_PSMA", "P", "0,1"], env=env, capture_output=True, text=True)
+    assert res.returncode == 1 and "fold 3 FAILED" in res.stderr  # a failing fold fails the script
+    calls = sorted(record.read_text().splitlines())
+    assert len(calls) == 5
+    gpu_of = {c.split()[3]: c.split()[0] for c in calls}
+    assert [gpu_of[f] for f in "01234"] == ["0", "1", "0", "1", "0"]
+    assert len(list((tmp_path / "logs").glob("*.log"))) == 5
