@@ -271,6 +271,20 @@ def test_region_growing_41_percent():
     assert mb.sum() == (pet == 3.0).sum() and not (mb.astype(bool) & (r2 <= 9)).any()
 
 
+def test_region_growing_takes_the_lesion_peak_not_a_hotter_neighbour():
+    pet = np.ones((24, 24, 24), np.float32)
+    zz, yy, xx = np.ogrid[:24, :24, :24]
+    d2 = (zz - 12) ** 2 + (yy - 12) ** 2 + (xx - 8) ** 2
+    lesion = d2 <= 4
+    pet[lesion] = 6.0 - 0.5 * d2[lesion]                      # a lesion with its own maximum (6) at the centre
+    organ = (zz - 12) ** 2 + (yy - 12) ** 2 + (xx - 14) ** 2 <= 2
+    pet[organ] = 20.0                                           # a hotter organ 6 voxels (12 mm) away, not touching
+    click = Clicks(np.array([[12, 12, 9]]), np.zeros((0, 3)))   # one voxel off the lesion peak
+    m = region_growing(pet, click, (2.0, 2.0, 2.0), peak_radius_mm=14.0).astype(bool)
+    # threshold 0.41 * 6 = 2.46: the lesion voxels >= 2.46, nothing of the organ
+    assert np.array_equal(m, lesion & (pet >= 0.41 * 6.0)) and not (m & organ).any()
+
+
 def test_region_growing_stays_within_radius():
     pet = np.full((40, 40, 40), 5.0, np.float32)  # a uniform hot slab: everything passes the threshold
     m = region_growing(pet, Clicks(np.array([[20, 20, 20]]), np.zeros((0, 3))), (2.0, 2.0, 2.0),

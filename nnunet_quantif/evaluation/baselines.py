@@ -7,8 +7,10 @@ Two families, both working on the PET SUV volume only (array order (z, y, x)):
 - :func:`region_growing` -- the classical semi-automatic "41 % of SUVmax" tool, seeded by the
   tumor clicks. For each tumor click:
 
-  1. the *local SUVmax* is the maximum SUV inside a sphere of ``peak_radius_mm`` (default 10 mm)
-     around the click (so a click near a lesion's edge still finds its peak);
+  1. the *local SUVmax* is found by steepest ascent from the click (26-neighbourhood, strictly
+     increasing SUV) without leaving a sphere of ``peak_radius_mm`` (default 10 mm) around it: a click
+     off a lesion's peak still finds that peak, and a hotter organ next to a small lesion (kidney,
+     bladder) is not taken for its peak as long as the lesion has its own maximum;
   2. the threshold is ``fraction * local SUVmax`` (default 0.41);
   3. the region is the 18-connected component of ``PET >= threshold`` that contains the peak voxel
      (and the one containing the click voxel, when it is above the threshold), computed only inside
@@ -70,6 +72,44 @@ def _sphere_box(centre: np.ndarray, radius_mm: float, spacing_zyx: np.ndarray,
     return box, d2 <= radius_mm ** 2
 
 
+def climb_to_peak(pet: np.ndarray, start: np.ndarray, spacing_zyx: np.ndarray, max_radius_mm: float) -> np.ndarray:
+    """Steepest ascent from ``start`` over the 26-neighbourhood, staying within ``max_radius_mm`` of it.
+
+    Parameters
+    ----------
+    pet : np.ndarray, shape (z, y, x)
+    start : np.ndarray, shape (3,), int
+        Start voxel (z, y, x).
+    spacing_zyx : np.ndarray, shape (3,)
+        Voxel size in mm.
+    max_radius_mm : float
+
+    Returns
+    -------
+    np.ndarray, shape (3,), int64
+        The voxel where no neighbour inside the sphere is strictly higher (a local SUVmax).
+    """
+    shape = np.asarray(pet.shape)
+    cur = np.asarray(start, dtype=np.int64).copy()
+    value = float(pet[tuple(cur)]) if np.isfinite(pet[tuple(cur)]) else -np.inf
+    offsets = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    offsets = offsets[np.any(offsets != 0, axis=1)]
+    for _ in range(int(np.ceil(max_radius_mm / np.min(spacing_zyx))) * 3 + 1):
+        cand = cur + offsets
+        ok = np.all((cand >= 0) & (cand < shape), axis=1)
+        ok &= np.sum(((cand - start) * spacing_zyx) ** 2, axis=1) <= max_radius_mm ** 2
+        cand = cand[ok]
+        if cand.size == 0:
+            break
+        vals = pet[tuple(cand.T)].astype(float)
+        vals[~np.isfinite(vals)] = -np.inf
+        best = int(np.argmax(vals))
+        if vals[best] <= value:
+            break
+        cur, value = cand[best], float(vals[best])
+    return cur
+
+
 def region_growing(pet: np.ndarray, clicks: Clicks, spacing_zyx: Sequence[float], fraction: float = 0.41,
                    peak_radius_mm: float = 10.0, max_radius_mm: float = 50.0) -> np.ndarray:
     """Click-seeded region growing at ``fraction`` of the local SUVmax (see the module docstring).
@@ -101,13 +141,10 @@ def region_growing(pet: np.ndarray, clicks: Clicks, spacing_zyx: Sequence[float]
     for click in np.asarray(clicks.tumor, dtype=np.int64).reshape(-1, 3):
         if np.any(click < 0) or np.any(click >= np.asarray(shape)):
             continue
-        pbox, psphere = _sphere_box(click, peak_radius_mm, sp, shape)
-        local = np.where(psphere, pet[pbox], -np.inf)
-        flat = int(np.argmax(local))
-        peak_value = float(local.flat[flat])
+        peak = climb_to_peak(pet, click, sp, peak_radius_mm)
+        peak_value = float(pet[tuple(peak)])
         if not np.isfinite(peak_value) or peak_value <= 0:
             continue
-        peak = np.array([s.start for s in pbox]) + np.array(np.unravel_index(flat, local.shape))
         thr = fraction * peak_value
         box, sphere = _sphere_box(click, max_radius_mm, sp, shape)
         origin = np.array([s.start for s in box])
