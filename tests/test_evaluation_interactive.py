@@ -166,6 +166,7 @@ def test_runner_outputs_and_resume(tiny_data, tmp_path):
         assert (ref_out / p).is_file() and (ref_out / p).stat().st_size > 1000, p
     report = (ref_out / "report.md").read_text()
     assert "DSC@10" in report and "![curves_fdg](plots/curves_fdg.png)" in report
+    assert "DSC by click step" in report and "| k=0 | k=1 | k=2 | k=10 |" in report
     assert (ref_out / "predictions" / "model" / f"{a}.nii.gz").is_file()
 
     # an interrupted run (KeyboardInterrupt after 5 model calls) ...

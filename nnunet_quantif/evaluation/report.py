@@ -92,6 +92,17 @@ def summary_tables(summary: Mapping) -> str:
         if rows:
             parts.append(f"### Per {label}\n\n"
                          + markdown_table(["method", "subset", "cases", "with lesions", *heads], rows))
+    steps = summary.get("protocol", {}).get("steps")
+    if steps:
+        for met, label in (("dsc", "DSC"), ("fpv", "FPV (ml)"), ("fnv", "FNV (ml)")):
+            rows = []
+            for m, s in methods.items():
+                for tracer, c in s.get("curves", {}).items():
+                    vals = c.get(f"{met}_mean") or []
+                    rows.append([m, tracer.upper(), *[fmt_value(v, met) for v in vals]])
+            if rows:
+                parts.append(f"### {label} by click step (mean over the cases of each tracer)\n\n"
+                             + markdown_table(["method", "tracer", *[f"k={k}" for k in steps]], rows))
     secs = [(m, s.get("mean_seconds_per_prediction")) for m, s in methods.items()
             if s.get("mean_seconds_per_prediction") is not None]
     if secs:
