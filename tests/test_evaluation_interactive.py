@@ -269,7 +269,8 @@ def test_evaluate_interactive_on_phantoms_with_tiny_models(tmp_path, monkeypatch
         monkeypatch.setenv(key, value)
     src = ws["src"]
     names = sorted(c.name for c in discover_cases(src))
-    picked = [n for n in names if n.startswith("fdg")][:1] + [n for n in names if n.startswith("psma")][:1]
+    with_lesion = [n for n in names if read_image(Path(src) / "labelsTr" / f"{n}.nii.gz")[0].any()]
+    picked = [n for n in with_lesion if n.startswith("fdg")][:1] + [n for n in with_lesion if n.startswith("psma")][:1]
     out = tmp_path / "eval"
     argv = ["evaluate-interactive", "--data", src, "--model-fdg", ws["datasets"]["fdg"]["model_folder"],
             "--model-psma", ws["datasets"]["psma"]["model_folder"], "--folds", "0", "--device", "cpu",

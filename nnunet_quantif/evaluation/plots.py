@@ -69,8 +69,10 @@ def plot_step_curves(rows: Sequence[Mapping], out_dir: PathLike, prefix: str = "
         tr = [r for r in rows if r["tracer"] == tracer]
         n_cases = len({r["case"] for r in tr})
         fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+        all_steps = sorted({r["step"] for r in tr})
         for j, met in enumerate(METRICS):
             ax = axes[j]
+            has_data = any(math.isfinite(float(r[met])) for r in tr)
             for i, m in enumerate(methods):
                 steps = sorted({r["step"] for r in tr if r["method"] == m})
                 if not steps:
@@ -86,14 +88,21 @@ def plot_step_curves(rows: Sequence[Mapping], out_dir: PathLike, prefix: str = "
                 ax.fill_between(steps, q1, q3, color=c, alpha=0.18, lw=0)
             ax.set_xlabel("clicks (step k: k tumor + k background)")
             ax.set_ylabel(_LABELS[met])
+            ax.set_xlim(all_steps[0] - 0.3, all_steps[-1] + 0.3)
             if met == "dsc":
                 ax.set_ylim(0, 1)
-            else:
+            elif has_data:
                 ax.set_yscale("symlog", linthresh=1.0)
                 ax.set_ylim(bottom=0)
+            if not has_data:
+                ax.set_ylim(0, 1)
+                if met != "dsc":
+                    ax.set_yticks([])
+                ax.text(0.5, 0.5, "undefined: no case with lesions", transform=ax.transAxes, ha="center",
+                        va="center", color="gray")
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=8, loc="best")
-        fig.suptitle(f"{tracer.upper()} ({n_cases} cases): mean with inter-quartile band")
+        fig.suptitle(f"{tracer.upper()} ({n_cases} case{'s' if n_cases != 1 else ''}): mean with inter-quartile band")
         paths.append(_save(fig, out_dir / f"{prefix}_{tracer}.png"))
     return paths
 
