@@ -53,7 +53,6 @@ behind and never stops the others. A case whose outputs all exist is skipped unl
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import multiprocessing
 import os
@@ -87,9 +86,9 @@ from .io import (
     write_image,
     write_json,
 )
+from .tracers import TRACERS, read_tracer_csv, tracer_from_name
 
 #: Tracers the conversion knows, in dataset-id order (FDG gets N, PSMA N + 1).
-TRACERS: tuple[str, ...] = ("fdg", "psma")
 #: nnU-Net channel names of the three input channels.
 CHANNEL_NAMES: dict[str, str] = {"0": "CT", "1": "noNorm", "2": "noNorm"}
 LABELS: dict[str, int] = {"background": 0, "lesion": 1}
@@ -106,41 +105,6 @@ def dataset_name(dataset_id: int, tracer: str | None) -> str:
         raise ConfigError(f"dataset id {dataset_id} is outside nnU-Net's range 1..999")
     suffix = "" if tracer is None else tracer.upper()
     return f"Dataset{int(dataset_id):03d}_QuantIF{suffix}"
-
-
-def tracer_from_name(case: str) -> str | None:
-    """Tracer from the case-name prefix (``fdg_``/``psma_``, any case), else None."""
-    low = case.lower()
-    for t in TRACERS:
-        if low.startswith(t + "_"):
-            return t
-    return None
-
-
-def read_tracer_csv(path: str | os.PathLike) -> dict[str, str]:
-    """Read ``case,tracer`` rows (a header row naming ``case``/``tracer`` is skipped).
-
-    Tracer values are lower-cased; their validity is checked per case by :func:`resolve_tracer`.
-    """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except OSError as e:
-        raise InputFileError(f"{p}: cannot read tracer CSV ({e})") from None
-    out: dict[str, str] = {}
-    for i, row in enumerate(csv.reader(text.splitlines())):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) < 2:
-            raise InputFileError(f"{p}: line {i + 1}: expected 'case,tracer', got {row!r}")
-        case, tracer = row[0].strip(), row[1].strip().lower()
-        if i == 0 and case.lower() in ("case", "case_id", "name") and tracer == "tracer":
-            continue
-        for ext in (FILE_ENDING, ".nii", ".mha"):
-            if case.endswith(ext):
-                case = case[: -len(ext)]
-        out[case] = tracer
-    return out
 
 
 def resolve_tracer(case: str, tracer_map: dict[str, str] | None = None) -> str:
@@ -510,7 +474,7 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
     if click_step is not None and click_step < 0:
         raise ConfigError(f"--click-step must be >= 0, got {click_step}")
     params = dict(heatmap_params or {})
-    tracer_map = read_tracer_csv(tracer_csv) if tracer_csv else None
+    tracer_map = read_tracer_csv(tracer_csv, validate=False) if tracer_csv else None
     clicks_dir = Path(clicks_dir) if clicks_dir is not None else src / "clicks"
     if not clicks_dir.is_dir():
         if clicks_dir != src / "clicks":

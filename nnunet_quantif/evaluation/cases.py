@@ -22,8 +22,7 @@ import numpy as np
 from ..clicks import Clicks, read_clicks
 from ..errors import DatasetError, InputFileError, TracerError
 from ..io import IMAGE_EXTENSIONS, Geometry, PathLike, check_same_grid, find_image, read_geometry, read_image
-
-TRACERS: tuple[str, ...] = ("fdg", "psma")
+from ..tracers import tracer_from_name as _tracer_from_name
 
 
 def tracer_from_name(name: str, default: str | None = None) -> str:
@@ -31,10 +30,9 @@ def tracer_from_name(name: str, default: str | None = None) -> str:
 
     Raises :class:`TracerError` for any other prefix unless ``default`` is given.
     """
-    low = name.lower()
-    for t in TRACERS:
-        if low.startswith(t + "_") or low.startswith(t + "-") or low == t:
-            return t
+    t = _tracer_from_name(name)
+    if t is not None:
+        return t
     if default is not None:
         return default
     raise TracerError(f"case {name!r}: cannot tell the tracer from the name (expected a 'fdg_' or 'psma_' prefix)")

@@ -22,9 +22,9 @@ import numpy as np
 
 from ..errors import ModelError, TracerError
 from ..io import Geometry, PathLike
+from ..tracers import TRACERS, tracer_from_name
 
 #: The tracers QuantIF has models for.
-TRACERS: tuple[str, ...] = ("fdg", "psma")
 
 #: Accepted values of the ``tracer`` option.
 TRACER_CHOICES: tuple[str, ...] = ("auto", "fdg", "psma", "name")
@@ -47,15 +47,6 @@ class TracerDecision:
     tracer: str
     source: str
     probability: float | None = None
-
-
-def tracer_from_case_name(name: str) -> str | None:
-    """``'fdg'`` / ``'psma'`` from a case-name prefix (case-insensitive), else None."""
-    low = name.strip().lower()
-    for t in TRACERS:
-        if low == t or low.startswith(t + "_") or low.startswith(t + "-"):
-            return t
-    return None
 
 
 class TracerRouter:
@@ -103,7 +94,7 @@ class TracerRouter:
         if t in TRACERS:
             return TracerDecision(t, "given")
         if t == "name":
-            found = tracer_from_case_name(case_name or "")
+            found = tracer_from_name(case_name or "")
             if found is None:
                 raise TracerError(f"{source or case_name}: --tracer name needs a case name starting with "
                                   f"fdg_ or psma_, got {case_name!r}")

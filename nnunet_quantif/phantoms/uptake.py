@@ -10,9 +10,8 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import TracerError
+from ..tracers import TRACERS
 from .anatomy import ORGAN_IDS, ORGAN_LIST, Grid, organ_tissue, phantom_config
-
-TRACERS: tuple[str, ...] = ("fdg", "psma")
 
 
 def check_tracer(tracer: str) -> str:

@@ -29,7 +29,6 @@ accuracy and the out-of-fold probability of every case.
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import logging
 import os
@@ -45,6 +44,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import DatasetError
 from ..io import IMAGE_EXTENSIONS, atomic_write, read_image, strip_image_extension, write_json
+from ..tracers import TRACERS, read_tracer_csv, tracer_from_name
 from .model import ARCHITECTURE, MIPCNN
 from .preprocessing import INPUT_SPEC, PREPROCESSING_VERSION, mip_from_pet
 
@@ -53,7 +53,6 @@ logger = logging.getLogger(__name__)
 PathLike = str | os.PathLike
 
 #: Class names; index 1 (PSMA) is the positive class of the sigmoid output.
-TRACERS: tuple[str, str] = ("fdg", "psma")
 #: Name of the metadata file in a weights folder.
 META_NAME: str = "tracer_meta.json"
 #: Version of the metadata layout; :func:`load_tracer_ensemble` refuses other versions.
@@ -107,53 +106,11 @@ def case_name(path: PathLike) -> str:
     return stem[: -len("_0001")] if stem.endswith("_0001") else stem
 
 
-def tracer_from_name(name: str) -> str | None:
-    """``'fdg'`` or ``'psma'`` from a case-name prefix (case-insensitive), else None."""
-    low = name.lower()
-    for t in TRACERS:
-        if low.startswith(t + "_") or low.startswith(t + "-") or low == t:
-            return t
-    return None
-
-
 def _normalise_tracer(value: str, where: str) -> str:
     v = value.strip().lower()
     if v not in TRACERS:
         raise DatasetError(f"{where}: unknown tracer {value!r} (expected fdg or psma)")
     return v
-
-
-def read_tracer_csv(path: PathLike) -> dict[str, str]:
-    """Read a case -> tracer table.
-
-    The CSV has a header row with a ``tracer`` column and a case column named
-    ``case``, ``name``, ``file``, ``image`` or ``path`` (else the first other
-    column). Case values may be case names or file names/paths (the ``_0001``
-    suffix and image ending are stripped). Tracers are ``fdg`` or ``psma``.
-    """
-    p = Path(path)
-    try:
-        with p.open(newline="") as f:
-            rows = list(csv.reader(f))
-    except OSError as e:
-        raise DatasetError(f"{p}: cannot read tracer CSV ({e.strerror or e})") from None
-    rows = [r for r in rows if any(c.strip() for c in r)]
-    if not rows:
-        raise DatasetError(f"{p}: empty tracer CSV")
-    header = [c.strip().lower() for c in rows[0]]
-    if "tracer" not in header:
-        raise DatasetError(f"{p}: tracer CSV needs a header with a 'tracer' column, got {rows[0]}")
-    t_col = header.index("tracer")
-    others = [i for i in range(len(header)) if i != t_col]
-    if not others:
-        raise DatasetError(f"{p}: tracer CSV needs a case column besides 'tracer'")
-    c_col = next((header.index(n) for n in ("case", "name", "file", "image", "path") if n in header), others[0])
-    table: dict[str, str] = {}
-    for line, row in enumerate(rows[1:], start=2):
-        if len(row) <= max(t_col, c_col):
-            raise DatasetError(f"{p}: line {line} has {len(row)} columns, expected {len(header)}")
-        table[case_name(row[c_col].strip())] = _normalise_tracer(row[t_col], f"{p}: line {line}")
-    return table
 
 
 def find_pet_files(data_dir: PathLike) -> list[Path]:
