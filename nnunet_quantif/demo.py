@@ -1,0 +1,548 @@
+"""``quantif demo``: the whole QuantIF method, end to end, on built-in synthetic phantoms, on a CPU.
+
+The demo is not a separate toy: every stage calls the code a real run uses.
+
+=====  ===============  =====================================================================
+#      stage            code path
+=====  ===============  =====================================================================
+1      ``phantoms``     :func:`nnunet_quantif.phantoms.write_dataset` (train and held-out sets)
+2      ``convert``      :func:`nnunet_quantif.conversion.convert_dataset` (per-tracer datasets, heatmap channel)
+3      ``preprocess``   ``nnUNetv2_plan_and_preprocess -c 3d_fullres`` (10 mm) + tiny plans
+                        (:func:`nnunet_quantif.training.plans.write_tiny_plans`)
+4      ``organs``       :func:`nnunet_quantif.organs.write_organ_side_files` (from the phantoms'
+                        TotalSegmentator-format maps)
+5      ``train_fdg``,   ``nnUNetv2_train D 3d_fullres 0 -tr nnUNetTrainerQuantIF_tiny -p nnUNetPlans_tiny``
+       ``train_psma``   (a subprocess with the ``quantif env`` variables)
+6      ``tracer``       :func:`nnunet_quantif.tracer.training.train_tracer` on the training PETs
+7      ``evaluate``     held-out cases at click steps 0, 1, 5, 10 through
+                        :class:`nnunet_quantif.inference.pipeline.QuantIFPipeline` (tracer routing by the
+                        classifier, ``paper`` mirroring, post-processing), against the SUV >= 4 baseline,
+                        with :func:`nnunet_quantif.evaluation.interactive.evaluate_interactive`
+8      ``report``       ``report.md`` and ``summary.json``
+=====  ===============  =====================================================================
+
+Every finished stage is recorded in ``<out>/demo_state.json``; a rerun with the same settings skips
+it. Timings per stage go into the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .environment import nnunet_env
+from .errors import ConfigError, QuantIFError
+from .io import write_json, write_text
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "demo_state.json"
+TRAINER = "nnUNetTrainerQuantIF_tiny"
+PLANS = "nnUNetPlans_tiny"
+#: nnU-Net plans of the demo's preprocessed data: the default planner at a coarse 10 mm isotropic spacing, so the
+#: tiny network's 32^3 patch covers 32 cm and a case needs ~20 sliding-window patches on a CPU.
+DATA_PLANS = "nnUNetPlans_demo10"
+TARGET_SPACING_MM = ("10", "10", "10")
+CONFIGURATION = "3d_fullres"
+#: The demo trains fold 0 of a one-fold split that keeps ``DemoSettings.n_val`` training phantoms for nnU-Net's
+#: validation (the held-out phantoms are the real test set); nnU-Net's default 5-fold split needs >= 5 cases.
+FOLD = "0"
+DATASET_ID = 900  # FDG = 900, PSMA = 901
+#: Time-adaptive mirroring on a CPU: the paper's voxel thresholds were set for a T4 GPU and would keep all three
+#: axes (8 passes per patch) on these small volumes; the ``budget`` policy measures the seconds per forward pass
+#: on each case and keeps the most axes that fit ``DemoSettings.time_budget_s``.
+MIRRORING = "budget"
+
+
+class DemoError(QuantIFError):
+    """A demo stage failed (the message says which and where its log is)."""
+
+
+@dataclass
+class DemoSettings:
+    """Sizes of one demo run.
+
+    Attributes
+    ----------
+    n_train, n_test : int
+        Phantom cases per tracer for training and held out.
+    n_val : int
+        Training phantoms per tracer that nnU-Net validates on (fold 0 of the demo's split).
+    healthy_fraction : float
+        Fraction of lesion-free phantoms (both sets, both tracers).
+    epochs, iterations, val_iterations : int
+        Tiny-trainer schedule (``QUANTIF_TINY_EPOCHS``, ``_ITERS``, ``_VAL_ITERS``).
+    tracer_folds, tracer_epochs : int
+        Tracer classifier cross-validation folds and epochs.
+    steps : tuple of int
+        Click steps evaluated on the held-out cases.
+    time_budget_s : float
+        Seconds per case for the ``budget`` mirroring policy.
+    seed : int
+    workers : int
+        Worker processes for phantom generation, conversion and preprocessing.
+    """
+
+    n_train: int = 16
+    n_test: int = 4
+    n_val: int = 2
+    healthy_fraction: float = 0.2
+    epochs: int = 40
+    iterations: int = 20
+    val_iterations: int = 2
+    tracer_folds: int = 5
+    tracer_epochs: int = 15
+    steps: tuple[int, ...] = (0, 1, 5, 10)
+    time_budget_s: float = 3.0
+    seed: int = 0
+    workers: int = 2
+
+    @classmethod
+    def preset(cls, quick: bool, seed: int = 0) -> DemoSettings:
+        """The default (``quick=False``) or ``--quick`` settings."""
+        if quick:
+            return cls(n_train=4, n_test=2, n_val=1, healthy_fraction=0.25, epochs=3, iterations=10,
+                       val_iterations=1, tracer_folds=2, tracer_epochs=8, time_budget_s=2.0, seed=seed)
+        return cls(seed=seed)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["steps"] = list(self.steps)
+        return d
+
+
+@dataclass
+class DemoRun:
+    """Paths of one demo run under ``out``."""
+
+    out: Path
+    settings: DemoSettings
+    state: dict = field(default_factory=dict)
+
+    @property
+    def phantoms_train(self) -> Path:
+        return self.out / "phantoms" / "train"
+
+    @property
+    def phantoms_test(self) -> Path:
+        return self.out / "phantoms" / "test"
+
+    @property
+    def workspace(self) -> Path:
+        return self.out / "workspace"
+
+    @property
+    def logs(self) -> Path:
+        return self.out / "logs"
+
+    @property
+    def tracer_dir(self) -> Path:
+        return self.out / "tracer"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.out / "evaluation"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return nnunet_env(self.workspace)
+
+    def dataset_id(self, tracer: str) -> int:
+        return DATASET_ID + (0 if tracer == "fdg" else 1)
+
+    def model_dir(self, tracer: str) -> Path:
+        from .conversion import dataset_name
+
+        name = dataset_name(self.dataset_id(tracer), tracer)
+        return Path(self.env["nnUNet_results"]) / name / f"{TRAINER}__{PLANS}__{CONFIGURATION}"
+
+    # ------------------------------------------------------------------ state
+    def load_state(self) -> None:
+        path = self.out / STATE_FILE
+        if not path.is_file():
+            self.state = {"version": __version__, "settings": self.settings.to_dict(), "stages": {}}
+            return
+        try:
+            self.state = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: malformed demo state ({e.msg}); delete it or use another --out") from None
+        if self.state.get("settings") != self.settings.to_dict():
+            raise ConfigError(f"{self.out} holds a demo run with other settings ({path}); "
+                              f"use another --out, or --restart to start over")
+
+    def save_state(self) -> None:
+        write_json(self.state, self.out / STATE_FILE)
+
+    def done(self, stage: str) -> bool:
+        return stage in self.state.get("stages", {})
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    """Temporarily set environment variables (nnU-Net reads its paths from os.environ)."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _nnunet_command(name: str) -> list[str]:
+    """Run an nnU-Net console entry point with this interpreter (works without the scripts on PATH)."""
+    targets = {
+        "nnUNetv2_plan_and_preprocess":
+            "nnunetv2.experiment_planning.plan_and_preprocess_entrypoints:plan_and_preprocess_entry",
+        "nnUNetv2_train": "nnunetv2.run.run_training:run_training_entry",
+    }
+    module, func = targets[name].split(":")
+    code = f"import sys; sys.argv[0] = {name!r}; from {module} import {func} as f; sys.exit(f())"
+    return [sys.executable, "-c", code]
+
+
+def run_logged(cmd: list[str], log_path: Path, env: dict[str, str], *, what: str,
+               on_line: Callable[[str], None] | None = None) -> None:
+    """Run ``cmd``, stream its output to ``log_path`` and raise :class:`DemoError` on failure."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, **env}
+    with open(log_path, "w") as fh:
+        fh.write("$ " + " ".join(cmd[:1] + [c if " " not in c else repr(c) for c in cmd[1:]]) + "\n")
+        fh.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, text=True,
+                                bufsize=1)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            fh.write(line)
+            if on_line is not None:
+                on_line(line)
+        code = proc.wait()
+    if code != 0:
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-5:]).strip().replace("\n", " | ")
+        raise DemoError(f"{what} failed with exit code {code} (log: {log_path}): {tail}")
+
+
+# ---------------------------------------------------------------------- stages
+def stage_phantoms(run: DemoRun) -> dict:
+    from .phantoms import write_dataset
+
+    s = run.settings
+    train = write_dataset(run.phantoms_train, s.n_train, s.n_train, size="small", seed=s.seed,
+                          healthy_fraction=s.healthy_fraction, workers=s.workers)
+    test = write_dataset(run.phantoms_test, s.n_test, s.n_test, size="small", seed=s.seed + 10_000,
+                         healthy_fraction=s.healthy_fraction, preview=True, workers=s.workers)
+    overlap = set(train) & set(test)
+    if overlap:
+        raise DemoError(f"held-out phantoms share names with the training set: {sorted(overlap)[:3]}")
+    return {"train_cases": len(train), "test_cases": len(test)}
+
+
+def stage_convert(run: DemoRun) -> dict:
+    from .conversion import convert_dataset
+
+    summary = convert_dataset(run.phantoms_train, Path(run.env["nnUNet_raw"]), DATASET_ID,
+                              workers=run.settings.workers, totalseg_dir=run.phantoms_train / "totalseg")
+    if not summary.ok:
+        raise DemoError(f"conversion failed: {summary.format()}")
+    return {"summary": summary.format()}
+
+
+def stage_preprocess(run: DemoRun) -> dict:
+    from .training.plans import preprocessed_dataset_folder, write_tiny_plans
+
+    ids = [str(run.dataset_id(t)) for t in ("fdg", "psma")]
+    w = str(run.settings.workers)
+    cmd = _nnunet_command("nnUNetv2_plan_and_preprocess") + [
+        "-d", *ids, "-c", CONFIGURATION, "-np", w, "-npfp", w, "-overwrite_target_spacing", *TARGET_SPACING_MM,
+        "-overwrite_plans_name", DATA_PLANS, "--no_pbar"]
+    run_logged(cmd, run.logs / "plan_and_preprocess.log", run.env, what="nnUNetv2_plan_and_preprocess")
+    plans, splits = [], []
+    with _environ(run.env):
+        for i in ids:
+            folder = preprocessed_dataset_folder(int(i))
+            plans.append(str(write_tiny_plans(folder, source_plans=DATA_PLANS)))
+            splits.append(str(write_demo_split(folder, run.settings.n_val)))
+    return {"plans": plans, "splits": splits}
+
+
+def write_demo_split(preprocessed_dataset: Path, n_val: int) -> Path:
+    """Write ``splits_final.json`` with one fold whose validation set is ``n_val`` cases (lesion cases first).
+
+    nnU-Net reads this file instead of making its 5-fold split.
+    """
+    from .training.data import nnUNetDatasetBlosc2Organs  # same identifier rules as nnU-Net's blosc2 dataset
+
+    data = Path(preprocessed_dataset) / f"{DATA_PLANS}_{CONFIGURATION}"
+    ids = sorted(nnUNetDatasetBlosc2Organs.get_identifiers(str(data)))
+    if len(ids) <= n_val:
+        raise DemoError(f"{data}: {len(ids)} preprocessed cases, need more than {n_val} for a train/validation split")
+    val = ids[-n_val:]
+    path = Path(preprocessed_dataset) / "splits_final.json"
+    write_json([{"train": [c for c in ids if c not in val], "val": val}], path)
+    return path
+
+
+def stage_organs(run: DemoRun) -> dict:
+    from .organs import write_organ_side_files
+
+    out = {}
+    with _environ(run.env):
+        for tracer in ("fdg", "psma"):
+            summary = write_organ_side_files(run.dataset_id(tracer), DATA_PLANS, (CONFIGURATION,),
+                                             totalseg_dir=run.phantoms_train / "totalseg",
+                                             workers=run.settings.workers)
+            if not summary.ok:
+                raise DemoError(f"organ side files for {tracer.upper()}: {summary.format()}")
+            out[tracer] = summary.format()
+    return out
+
+
+def _train(run: DemoRun, tracer: str, progress: bool) -> dict:
+    from tqdm import tqdm
+
+    s = run.settings
+    env = {**run.env, "QUANTIF_TINY_EPOCHS": str(s.epochs), "QUANTIF_TINY_ITERS": str(s.iterations),
+           "QUANTIF_TINY_VAL_ITERS": str(s.val_iterations), "nnUNet_compile": "false",
+           "nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA", "1")}
+    cmd = _nnunet_command("nnUNetv2_train") + [str(run.dataset_id(tracer)), CONFIGURATION, FOLD, "-tr", TRAINER,
+                                                "-p", PLANS, "-device", "cpu"]
+    bar = tqdm(total=s.epochs, desc=f"train {tracer.upper()}", unit="epoch", disable=not progress)
+    losses: list[float] = []
+    organ_losses: list[float] = []
+
+    def on_line(line: str) -> None:
+        if re.search(r"\bEpoch \d+\b", line):
+            bar.update(1)
+        m = re.search(r"train_loss (-?[\d.]+)", line)
+        if m:
+            losses.append(float(m.group(1)))
+        m = re.search(r"train_organ_loss (-?[\d.]+)", line)
+        if m:
+            organ_losses.append(float(m.group(1)))
+
+    try:
+        run_logged(cmd, run.logs / f"train_{tracer}.log", env, what=f"nnUNetv2_train ({tracer.upper()})",
+                   on_line=on_line)
+    finally:
+        bar.close()
+    model = run.model_dir(tracer)
+    if not (model / f"fold_{FOLD}" / "checkpoint_final.pth").is_file():
+        raise DemoError(f"training of the {tracer.upper()} model wrote no checkpoint under {model}")
+    return {"model": str(model), "train_loss": losses, "train_organ_loss": organ_losses}
+
+
+def stage_train_fdg(run: DemoRun, progress: bool = True) -> dict:
+    return _train(run, "fdg", progress)
+
+
+def stage_train_psma(run: DemoRun, progress: bool = True) -> dict:
+    return _train(run, "psma", progress)
+
+
+def stage_tracer(run: DemoRun, progress: bool = True) -> dict:
+    from .io import read_image
+    from .tracer.inference import load_tracer_ensemble
+    from .tracer.training import find_pet_files, tracer_from_name, train_tracer
+
+    s = run.settings
+    result = train_tracer(run.phantoms_train / "imagesTr", run.tracer_dir, folds=s.tracer_folds,
+                          epochs=s.tracer_epochs, seed=s.seed, cache_dir=run.out / "cache" / "mips", progress=progress)
+    ensemble = load_tracer_ensemble(run.tracer_dir)
+    correct, rows = 0, []
+    for f in find_pet_files(run.phantoms_test / "imagesTr"):
+        pet, geom = read_image(f, dtype=np.float32)
+        pred = ensemble.predict(pet, geom, source=str(f))
+        truth = tracer_from_name(f.name)
+        correct += int(pred.tracer == truth)
+        rows.append({"case": f.name, "truth": truth, "predicted": pred.tracer, "p_psma": pred.probability})
+    return {"cv_accuracy": result.cv_accuracy, "fold_accuracy": result.fold_accuracy,
+            "heldout_accuracy": correct / max(1, len(rows)), "heldout": rows}
+
+
+def stage_evaluate(run: DemoRun, progress: bool = True) -> dict:
+    from .evaluation.baselines import baselines_by_name
+    from .evaluation.cases import discover_cases
+    from .evaluation.interactive import evaluate_interactive
+    from .evaluation.model import ModelMethod
+
+    cases = discover_cases(run.phantoms_test)
+    model = ModelMethod(run.model_dir("fdg"), run.model_dir("psma"), folds=[FOLD], device="cpu", tracer="auto",
+                        tracer_weights=run.tracer_dir, mirroring=MIRRORING, time_budget_s=run.settings.time_budget_s,
+                        postprocess=True)
+    methods = {"model": model, **baselines_by_name(["suv4"])}
+    summary = evaluate_interactive(cases, methods, run.eval_dir, steps=run.settings.steps, progress=progress,
+                                   plots=True, primary="model", save_predictions="all")
+    return {"summary_file": str(run.eval_dir / "summary.json"), "n_cases": len(cases),
+            "methods": sorted(summary.get("methods", {}))}
+
+
+STAGES: list[tuple[str, Callable[..., dict]]] = [
+    ("phantoms", stage_phantoms),
+    ("convert", stage_convert),
+    ("preprocess", stage_preprocess),
+    ("organs", stage_organs),
+    ("train_fdg", stage_train_fdg),
+    ("train_psma", stage_train_psma),
+    ("tracer", stage_tracer),
+    ("evaluate", stage_evaluate),
+]
+
+
+# ---------------------------------------------------------------------- report
+def _nanmean(values: list) -> float | None:
+    vals = [float(v) for v in values if v is not None and np.isfinite(float(v))]
+    return float(np.mean(vals)) if vals else None
+
+
+def _fmt(v: object, digits: int = 3) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return "nan" if not np.isfinite(v) else f"{v:.{digits}f}"
+    return str(v)
+
+
+def build_demo_summary(run: DemoRun) -> dict:
+    """The demo's ``summary.json``: headline metrics, tracer accuracy, timings and checks."""
+    ev = json.loads((run.eval_dir / "summary.json").read_text())
+    st = run.state["stages"]
+    steps = list(run.settings.steps)
+    last = steps[-1]
+    methods = ev.get("methods", {})
+    headline = {}
+    for m, s in methods.items():
+        curves = s.get("curves", {})  # per tracer: {"step": [...], "dsc_mean": [...], ...}
+        overall = s.get("mean_of_subset_means", {})
+        by_step = {}
+        for met in ("dsc", "fpv", "fnv"):
+            per_tracer = [c[f"{met}_mean"] for c in curves.values() if f"{met}_mean" in c]
+            # mean of the tracer-subset means at each step (NaN-ignoring: a subset without lesions has no DSC)
+            by_step[met] = [_nanmean([pt[i] for pt in per_tracer]) for i in range(len(steps))]
+        headline[m] = {
+            "dsc_by_step": by_step["dsc"], "fpv_by_step": by_step["fpv"], "fnv_by_step": by_step["fnv"],
+            f"dsc@{last}": overall.get("dsc_last"), f"fpv@{last}": overall.get("fpv_last"),
+            f"fnv@{last}": overall.get("fnv_last"),
+            "auc_dsc": overall.get("auc_dsc"), "auc_fpv": overall.get("auc_fpv"), "auc_fnv": overall.get("auc_fnv"),
+        }
+    timings = {k: v["seconds"] for k, v in st.items()}
+    return {
+        "version": __version__,
+        "settings": run.settings.to_dict(),
+        "steps": steps,
+        "metrics": headline,
+        "evaluation_summary": str(run.eval_dir / "summary.json"),
+        "tracer": {k: st["tracer"]["result"].get(k) for k in ("cv_accuracy", "heldout_accuracy", "heldout")},
+        "timings_s": timings,
+        "total_s": float(sum(timings.values())),
+        "models": {t: st[f"train_{t}"]["result"]["model"] for t in ("fdg", "psma")},
+        "train_loss": {t: st[f"train_{t}"]["result"].get("train_loss") for t in ("fdg", "psma")},
+        "train_organ_loss": {t: st[f"train_{t}"]["result"].get("train_organ_loss") for t in ("fdg", "psma")},
+        "report": str(run.out / "report.md"),
+    }
+
+
+def render_demo_report(run: DemoRun, summary: dict) -> str:
+    """``report.md``: the metrics table, tracer accuracy, timings per stage and the plots."""
+    steps = summary["steps"]
+    lines = ["# QuantIF demo report", "",
+             f"nnunet-quantif {summary['version']}, settings: `{json.dumps(summary['settings'])}`", "",
+             "Held-out synthetic phantoms, evaluated with the autoPET IV metrics at click steps "
+             f"{', '.join(map(str, steps))} (mean over the tracer subsets; lesion-free cases count for FPV only).",
+             "", "## Metrics", "",
+             "| method | " + " | ".join(f"DSC@{k}" for k in steps) + f" | FPV@{steps[-1]} (ml) | "
+             f"FNV@{steps[-1]} (ml) |",
+             "|---|" + "---|" * (len(steps) + 2)]
+    for m, h in summary["metrics"].items():
+        dsc = h.get("dsc_by_step") or [None] * len(steps)
+        last = steps[-1]
+        lines.append(f"| {m} | " + " | ".join(_fmt(v) for v in dsc) + f" | {_fmt(h.get(f'fpv@{last}'))} | "
+                     f"{_fmt(h.get(f'fnv@{last}'))} |")
+    tr = summary["tracer"]
+    lines += ["", "## Tracer classifier", "",
+              f"- cross-validation accuracy: {_fmt(tr.get('cv_accuracy'))}",
+              f"- held-out accuracy: {_fmt(tr.get('heldout_accuracy'))}", "",
+              "## Timings per stage", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in summary["timings_s"].items()]
+    lines += [f"| **total** | {summary['total_s']:.1f} |", "", "## Plots", ""]
+    for png in sorted((run.eval_dir / "plots").glob("*.png")) if (run.eval_dir / "plots").is_dir() else []:
+        rel = os.path.relpath(png, run.out)
+        lines += [f"![{png.stem}]({rel})", ""]
+    lines += ["Full evaluation report: " + os.path.relpath(run.eval_dir / "report.md", run.out), ""]
+    return "\n".join(lines)
+
+
+def stage_report(run: DemoRun) -> dict:
+    summary = build_demo_summary(run)
+    write_json(summary, run.out / "summary.json")
+    write_text(render_demo_report(run, summary), run.out / "report.md")
+    return {"report": str(run.out / "report.md"), "summary": str(run.out / "summary.json")}
+
+
+# ---------------------------------------------------------------------- driver
+def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int = 0, restart: bool = False,
+             progress: bool = True, settings: DemoSettings | None = None,
+             on_stage: Callable[[str, str, float], None] | None = None) -> dict:
+    """Run (or resume) the demo under ``out`` and return its summary.
+
+    Parameters
+    ----------
+    out : path-like
+        Output folder (created). Finished stages recorded there are reused.
+    quick : bool
+        Smaller run (fewer cases, shorter training) for CI and a first look.
+    seed : int
+        Seed of the phantoms, the training and the tracer classifier.
+    restart : bool
+        Forget finished stages and run everything again.
+    progress : bool
+        Show progress bars.
+    settings : DemoSettings, optional
+        Override the preset (tests).
+    on_stage : callable(stage, status, seconds), optional
+        Called when a stage starts (``'start'``), is reused (``'reused'``) or ends (``'done'``).
+
+    Returns
+    -------
+    dict
+        The content of ``<out>/summary.json``.
+    """
+    run = DemoRun(Path(out).absolute(), settings or DemoSettings.preset(quick, seed))
+    run.out.mkdir(parents=True, exist_ok=True)
+    if restart and (run.out / STATE_FILE).exists():
+        (run.out / STATE_FILE).unlink()
+    run.load_state()
+    for name, fn in STAGES + [("report", stage_report)]:
+        if run.done(name) and name != "report":
+            if on_stage:
+                on_stage(name, "reused", run.state["stages"][name]["seconds"])
+            continue
+        if on_stage:
+            on_stage(name, "start", 0.0)
+        t0 = time.perf_counter()
+        kwargs = {"progress": progress} if "progress" in fn.__code__.co_varnames else {}
+        result = fn(run, **kwargs)
+        seconds = time.perf_counter() - t0
+        if name != "report":
+            run.state["stages"][name] = {"seconds": seconds, "result": result}
+            run.save_state()
+        if on_stage:
+            on_stage(name, "done", seconds)
+    return json.loads((run.out / "summary.json").read_text())
+
+
+__all__ = ["DemoSettings", "DemoError", "run_demo", "STAGES", "build_demo_summary", "render_demo_report"]

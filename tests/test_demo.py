@@ -1,0 +1,98 @@
+"""`quantif demo --quick` end to end (the README's first command, smaller)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnunet_quantif.io import read_geometry, read_image
+
+pytestmark = pytest.mark.slow
+
+STAGES = ["phantoms", "convert", "preprocess", "organs", "train_fdg", "train_psma", "tracer", "evaluate"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("demo") / "demo out"
+    proc = subprocess.run([sys.executable, "-m", "nnunet_quantif", "demo", "--quick", "--out", str(out),
+                           "--no-progress"], capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_every_stage_ran_through_the_real_code_paths(demo_run):
+    out, proc = demo_run
+    state = json.loads((out / "demo_state.json").read_text())
+    assert list(state["stages"]) == STAGES
+    # nnU-Net planned and preprocessed, our tiny plans and organ side files exist
+    pre = out / "workspace" / "nnUNet_preprocessed"
+    for ds in ("Dataset900_QuantIFFDG", "Dataset901_QuantIFPSMA"):
+        assert (pre / ds / "nnUNetPlans_demo10.json").is_file()  # nnU-Net's planner at 10 mm
+        assert (pre / ds / "nnUNetPlans_tiny.json").is_file()  # quantif plans --preset tiny
+        data = pre / ds / "nnUNetPlans_demo10_3d_fullres"
+        segs = sorted(data.glob("*_organs_seg.b2nd"))
+        assert segs and len(segs) == len(list(data.glob("*.pkl")))
+        # raw dataset has the three channels
+        raw = out / "workspace" / "nnUNet_raw" / ds
+        assert json.loads((raw / "dataset.json").read_text())["channel_names"] == {"0": "CT", "1": "noNorm",
+                                                                                  "2": "noNorm"}
+    # nnUNetv2_train ran our trainer, which logged the organ loss
+    for tracer in ("fdg", "psma"):
+        log = (out / "logs" / f"train_{tracer}.log").read_text()
+        assert "nnUNetTrainerQuantIF_tiny" in log and "train_organ_loss" in log
+        model = Path(state["stages"][f"train_{tracer}"]["result"]["model"])
+        assert (model / "fold_0" / "checkpoint_final.pth").is_file()
+    # the tracer classifier was trained and routed the held-out cases
+    assert (out / "tracer" / "tracer_meta.json").is_file()
+    assert "[demo] evaluate: done" in proc.stderr
+
+
+def test_report_and_summary(demo_run):
+    out, proc = demo_run
+    summary = json.loads((out / "summary.json").read_text())
+    report = (out / "report.md").read_text()
+    assert "DSC@10" in report and "Tracer classifier" in report and "Timings per stage" in report
+    for png in (out / "evaluation" / "plots").glob("*.png"):
+        assert png.stat().st_size > 1000
+        assert png.name in report
+    assert any((out / "evaluation" / "plots").glob("*.png"))
+    assert str(out / "report.md") in proc.stdout
+    assert set(summary["metrics"]) == {"model", "suv4"}
+    for method, m in summary["metrics"].items():
+        # The held-out sets hold lesion cases for both tracers: DSC and FNV are defined at every step.
+        assert all(v is not None and math.isfinite(v) for v in m["dsc_by_step"]), method
+        assert all(0.0 <= v <= 1.0 for v in m["dsc_by_step"])
+        assert math.isfinite(m["fpv@10"]) and m["fpv@10"] >= 0
+        assert math.isfinite(m["fnv@10"]) and m["fnv@10"] >= 0
+    assert 0.0 <= summary["tracer"]["heldout_accuracy"] <= 1.0
+    assert all(t > 0 for t in summary["timings_s"].values())
+
+
+def test_heldout_predictions_are_binary_masks_with_input_geometry(demo_run):
+    out, _ = demo_run
+    preds = sorted((out / "evaluation" / "predictions" / "model").rglob("*.nii.gz"))
+    assert preds
+    for p in preds:
+        case = p.name[: -len(".nii.gz")]
+        case = case.split("__step")[0]
+        pet = out / "phantoms" / "test" / "imagesTr" / f"{case}_0001.nii.gz"
+        assert pet.is_file(), p
+        mask, geom = read_image(p)
+        assert geom == read_geometry(pet)
+        assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+
+
+def test_rerun_reuses_finished_stages(demo_run):
+    out, _ = demo_run
+    proc = subprocess.run([sys.executable, "-m", "nnunet_quantif", "demo", "--quick", "--out", str(out),
+                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for stage in STAGES:
+        assert f"[demo] {stage}: reused" in proc.stderr
