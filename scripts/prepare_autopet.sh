@@ -18,7 +18,7 @@
 #   --dry-run              print the commands instead of running them
 set -euo pipefail
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 
 DRY=0; SRC=""; DSID=""; WS=""; TRACERS="fdg,psma"; TOTALSEG=""; RUN_TS=0; MT=""; STEM="221"; WORKERS=4
 while [ $# -gt 0 ]; do
