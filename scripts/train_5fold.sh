@@ -18,7 +18,7 @@
 # resumes with --c. Needs the nnU-Net variables and nnUNet_extTrainer: eval "$(quantif env --workspace WS)".
 set -euo pipefail
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 
 DRY=0; PRETRAINED=""; FOLDS="0 1 2 3 4"; CONF="3d_fullres"; DEVICE="cuda"; LOG_DIR="./train_logs"
 POS=()
