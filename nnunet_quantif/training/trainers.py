@@ -115,11 +115,18 @@ class nnUNetTrainerQuantIF(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convent
     protected_channels: tuple[int, ...] = (HEATMAP_CHANNEL,)
     #: Mirroring policy of the final validation (``nnunet_quantif.inference.mirroring.POLICIES``).
     final_validation_mirroring: str = "paper"
+    #: (epochs, iterations per epoch, initial learning rate) of a variant; None keeps nnU-Net's defaults.
+    schedule: tuple[int, int, float] | None = None
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):  # noqa: B008 (nnU-Net's signature)
         super().__init__(plans, configuration, fold, dataset_json, device)
+        self._apply_schedule()
         self._add_log_keys()
+
+    def _apply_schedule(self) -> None:
+        if self.schedule is not None:
+            self.num_epochs, self.num_iterations_per_epoch, self.initial_lr = self.schedule
 
     # ---------------------------------------------------------------- network
     @classmethod
@@ -285,23 +292,13 @@ def _ddp_sum(arr: np.ndarray) -> np.ndarray:
 class nnUNetTrainerQuantIF_FDG(nnUNetTrainerQuantIF):  # noqa: N801
     """FDG model: 1500 epochs x 350 iterations, initial learning rate 1e-3."""
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):  # noqa: B008
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 1500
-        self.num_iterations_per_epoch = 350
-        self.initial_lr = 1e-3
+    schedule = (1500, 350, 1e-3)
 
 
 class nnUNetTrainerQuantIF_PSMA(nnUNetTrainerQuantIF):  # noqa: N801
     """PSMA model: 1500 epochs x 250 iterations, initial learning rate 1e-3."""
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):  # noqa: B008
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 1500
-        self.num_iterations_per_epoch = 250
-        self.initial_lr = 1e-3
+    schedule = (1500, 250, 1e-3)
 
 
 class nnUNetTrainerQuantIF_noOrgans(nnUNetTrainerQuantIF):  # noqa: N801
@@ -313,7 +310,7 @@ class nnUNetTrainerQuantIF_noOrgans(nnUNetTrainerQuantIF):  # noqa: N801
 class _TinyMixin:
     """Few epochs and iterations for tests and the demo (``QUANTIF_TINY_EPOCHS/_ITERS/_VAL_ITERS``)."""
 
-    def _apply_tiny_schedule(self) -> None:
+    def _apply_schedule(self) -> None:
         self.num_epochs = _env_int("QUANTIF_TINY_EPOCHS", 2)
         self.num_iterations_per_epoch = _env_int("QUANTIF_TINY_ITERS", 4)
         self.num_val_iterations_per_epoch = _env_int("QUANTIF_TINY_VAL_ITERS", 2)
@@ -326,18 +323,8 @@ class nnUNetTrainerQuantIF_tiny(_TinyMixin, nnUNetTrainerQuantIF):  # noqa: N801
 
     final_validation_mirroring = "none"
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):  # noqa: B008
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self._apply_tiny_schedule()
-
 
 class nnUNetTrainerQuantIF_noOrgans_tiny(_TinyMixin, nnUNetTrainerQuantIF_noOrgans):  # noqa: N801
     """Tiny schedule of the no-organ ablation."""
 
     final_validation_mirroring = "none"
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):  # noqa: B008
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self._apply_tiny_schedule()
