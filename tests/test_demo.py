@@ -34,9 +34,10 @@ def test_every_stage_ran_through_the_real_code_paths(demo_run):
     # nnU-Net planned and preprocessed, our tiny plans and organ side files exist
     pre = out / "workspace" / "nnUNet_preprocessed"
     for ds in ("Dataset900_QuantIFFDG", "Dataset901_QuantIFPSMA"):
-        assert (pre / ds / "nnUNetPlans_demo10.json").is_file()  # nnU-Net's planner at 10 mm
+        plans = json.loads((pre / ds / "nnUNetPlans_demo6.json").read_text())  # nnU-Net's planner at 6 x 5 x 5 mm
+        assert plans["configurations"]["3d_fullres"]["spacing"] == [6.0, 5.0, 5.0]
         assert (pre / ds / "nnUNetPlans_tiny.json").is_file()  # quantif plans --preset tiny
-        data = pre / ds / "nnUNetPlans_demo10_3d_fullres"
+        data = pre / ds / "nnUNetPlans_demo6_3d_fullres"
         segs = sorted(data.glob("*_organs_seg.b2nd"))
         assert segs and len(segs) == len(list(data.glob("*.pkl")))
         # raw dataset has the three channels
@@ -64,7 +65,14 @@ def test_report_and_summary(demo_run):
         assert png.name in report
     assert any((out / "evaluation" / "plots").glob("*.png"))
     assert str(out / "report.md") in proc.stdout
-    assert set(summary["metrics"]) == {"model", "suv4"}
+    assert set(summary["metrics"]) == {"model", "suv4", "suv2.5", "rg41"}
+    # the DSC-by-step plot of every method, and the quality-target table, are in the report
+    assert (out / "dsc_by_step.png").stat().st_size > 1000 and "dsc_by_step.png" in report
+    assert "Quality targets" in report
+    for scope in ("fdg", "psma", "overall"):
+        row = summary["targets"][scope]
+        assert row["dsc_last_ge_0.6"] == (row["model_dsc_last"] >= 0.6)
+        assert row["beats_region_growing"] == (row["model_dsc_last"] > row["rg41_dsc_last"])
     for method, m in summary["metrics"].items():
         # The held-out sets hold lesion cases for both tracers: DSC and FNV are defined at every step.
         assert all(v is not None and math.isfinite(v) for v in m["dsc_by_step"]), method

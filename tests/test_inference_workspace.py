@@ -86,3 +86,39 @@ def test_trained_model_nnunet_style_entry(tiny_workspace, tmp_path) -> None:  # 
     mask, g = read_image(tmp_path / "out" / f"{case}.nii.gz")
     check_same_grid(g, read_geometry(raw_images / f"{case}_0001.nii.gz"), "mask", "PET")
     assert set(np.unique(mask)) <= {0, 1}
+
+
+@pytest.mark.slow
+def test_predict_feeds_the_network_exactly_what_training_saw(tiny_workspace, monkeypatch, tmp_path) -> None:  # noqa: F811
+    """For a training case and its clicks, the preprocessed input that ``QuantIFPipeline`` hands the
+    network (CT, PET and heatmap channels) equals nnU-Net's preprocessed training data of that case."""
+    import blosc2
+    import torch
+
+    from nnunet_quantif.inference.pipeline import QuantIFPipeline
+    from nnunet_quantif.inference.predictor import QuantIFPredictor
+
+    ws = tiny_workspace
+    ds = ws["datasets"]["fdg"]
+    case = ds["cases"][0]
+    src = Path(ws["src"])
+    pre = Path(ds["preprocessed_dir"])
+    data_id = next(p.name for p in pre.iterdir() if p.is_dir() and p.name.endswith("_3d_fullres"))
+    trained = blosc2.open(str(pre / data_id / f"{case}.b2nd"))[:]
+    seen: list[np.ndarray] = []
+
+    def capture(self, data):
+        seen.append(data.numpy().copy())
+        return torch.zeros((2, *data.shape[1:]))
+
+    monkeypatch.setattr(QuantIFPredictor, "predict_logits_from_preprocessed_data", capture)
+    pipe = QuantIFPipeline(ds["model_folder"], None, folds=[0], device="cpu", mirroring="none", postprocess=False)
+    pipe.predict_case(src / "imagesTr" / f"{case}_0000.nii.gz", src / "imagesTr" / f"{case}_0001.nii.gz",
+                      src / "clicks" / f"{case}_clicks.json", tmp_path / "m.nii.gz",
+                      tracer="fdg")
+    assert len(seen) == 1
+    fed = seen[0]
+    assert fed.shape == trained.shape
+    for ch, name in enumerate(("CT", "PET", "heatmap")):
+        np.testing.assert_allclose(fed[ch], trained[ch], rtol=0, atol=1e-5, err_msg=f"{name} channel differs")
+    assert (fed[2] > 0.5).any(), "the case's clicks must reach the heatmap channel"
