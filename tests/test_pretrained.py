@@ -87,7 +87,8 @@ def test_wrong_stem_and_architecture_mismatch_fail_clearly(fake_multitalent, tmp
     with pytest.raises(ModelError, match="stem '555' not found.*009, 221"):
         convert_multitalent(ckpt, plans, tmp_path / "x.pth", stem="555")
     big = json.loads(plans.read_text())
-    big["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"] = [8, 16, 32]
+    kwargs = big["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+    kwargs["features_per_stage"] = [2 * f for f in kwargs["features_per_stage"]]
     (tmp_path / "big.json").write_text(json.dumps(big))
     with pytest.raises(ModelError, match="does not fit"):
         convert_multitalent(ckpt, tmp_path / "big.json", tmp_path / "x.pth", stem="221")
