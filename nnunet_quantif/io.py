@@ -246,6 +246,13 @@ def ensure_not_input(target: PathLike, inputs: Iterable[PathLike] = ()) -> None:
             raise OverwriteInputError(f"{target}: refusing to overwrite the input file {inp}")
 
 
+def _current_umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(target: PathLike, inputs: Iterable[PathLike] = ()) -> Iterator[Path]:
     """Write a file atomically: yield a temporary path in the target's folder, then rename it.
@@ -270,6 +277,8 @@ def atomic_write(target: PathLike, inputs: Iterable[PathLike] = ()) -> Iterator[
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 less the umask)
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

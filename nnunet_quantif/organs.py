@@ -39,10 +39,8 @@ Pipeline
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,7 +51,7 @@ import numpy as np
 
 from .config import load_json_config
 from .errors import ConfigError, DatasetError, InputFileError
-from .io import Geometry
+from .io import Geometry, atomic_write
 
 #: Name of the shipped organ-group config.
 ORGANS_CONFIG = "organs.json"
@@ -273,17 +271,9 @@ def save_organ_side_file(organs: np.ndarray, preprocessed_config_folder: str | o
     cparams = {"codec": codec, "filters": [filt], "nthreads": 1, "clevel": clevel}
 
     target = organ_side_file(preprocessed_config_folder, identifier)
-    target.parent.mkdir(parents=True, exist_ok=True)
     # The temporary name also ends in "_seg.b2nd", so even a leftover is ignored by nnU-Net's discovery.
-    fd, tmp_name = tempfile.mkstemp(prefix=".partial-", suffix=f"-{target.name}", dir=target.parent)
-    os.close(fd)
-    try:
-        blosc2.asarray(organs, urlpath=tmp_name, mode="w", chunks=chunks, blocks=blocks, cparams=cparams)
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    with atomic_write(target) as tmp:
+        blosc2.asarray(organs, urlpath=str(tmp), mode="w", chunks=chunks, blocks=blocks, cparams=cparams)
     return target
 
 
@@ -426,14 +416,8 @@ def run_totalsegmentator(ct_path: str | os.PathLike, out_dir: str | os.PathLike,
         target = paths[task]
         if target.is_file() and not overwrite:
             continue
-        fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".nii.gz", dir=target.parent)
-        os.close(fd)
-        try:
-            totalsegmentator(Path(ct_path), Path(tmp), ml=True, task=task, device=device, quiet=True)
-            os.replace(tmp, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        with atomic_write(target) as tmp:
+            totalsegmentator(Path(ct_path), tmp, ml=True, task=task, device=device, quiet=True)
     return paths
 
 

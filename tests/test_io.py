@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -148,3 +151,21 @@ def test_nonfinite_voxels_survive_reading(tmp_path, ext):
     back, _ = read_image(tmp_path / f"pet{ext}", keep_nonfinite=True)
     assert np.isnan(back[1, 2, 3]) and np.isposinf(back[0, 4, 6])
     assert np.isfinite(back).sum() == arr.size - 2
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_outputs_get_the_permissions_of_a_plain_open(tmp_path, umask):
+    """mkstemp creates 0600 files; an output must be readable as a plain open() under the umask would make it."""
+    old = os.umask(umask)
+    try:
+        with atomic_write(tmp_path / "out.json") as tmp:
+            tmp.write_text("{}")
+        write_image(np.zeros((3, 5, 7), np.uint8), GEOM, tmp_path / "mask.nii.gz")
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    expected = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert expected == 0o666 & ~umask
+    for name in ("out.json", "mask.nii.gz"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
