@@ -169,25 +169,26 @@ def test_heatmap_reaches_the_network(pipeline, tmp_path) -> None:
 # ------------------------------------------------------------------------------------ mirroring in the predictor
 
 def test_predictor_applies_the_budget_choice(models) -> None:
-    """The number of network calls is n_patches x 2**axes, and a smaller budget gives fewer axes."""
+    """Each of the n_patches tiles goes through the network as its 2**axes mirrored copies (one CPU batch,
+    a lone tile paired with itself), and a smaller budget gives fewer axes."""
     predictor = load_predictor(models["random"], folds=(0,), device="cpu",
                                mirroring=MirroringPolicy("budget", seconds_per_forward=1.0))
     calls = []
-    handle = predictor.network.register_forward_hook(lambda *a: calls.append(1))
+    handle = predictor.network.register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape[0]))
     image = np.random.default_rng(0).normal(size=(3, 20, 20, 20)).astype(np.float32)
     try:
         counts, axes = [], []
         for budget in (70.0, 40.0, 20.0, 10.0):  # estimates with 8 patches: 64, 32, 16 and 8 s for 3..0 axes
             calls.clear()
             seg, decision = predictor.predict_case_array(image, AUTOPET_SPACING_ZYX, budget_s=budget)
-            counts.append(len(calls))
+            counts.append(list(calls))
             axes.append(decision.axes)
             assert seg.shape == (20, 20, 20)
             assert decision.n_patches == 8 and decision.actual_s > 0
     finally:
         handle.remove()
     assert axes == [(0, 1, 2), (1, 2), (2,), ()]
-    assert counts == [64, 32, 16, 8]
+    assert counts == [[8] * 8, [4] * 8, [2] * 8, [2] * 8]
     assert tuple(predictor.allowed_mirroring_axes) == (0, 1, 2)  # the model's own axes are restored
 
 
@@ -201,14 +202,14 @@ def test_direct_sliding_window_call_uses_the_policy(models) -> None:
     predictor.manual_initialization(loaded.network, loaded.plans_manager, loaded.configuration_manager, None,
                                     loaded.dataset_json, "nnUNetTrainer", (0, 1, 2))
     calls = []
-    handle = predictor.network.register_forward_hook(lambda *a: calls.append(1))
+    handle = predictor.network.register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape[0]))
     try:
         logits = predictor.predict_sliding_window_return_logits(torch.randn(3, 20, 20, 20))
     finally:
         handle.remove()
     assert tuple(logits.shape) == (2, 20, 20, 20)
     assert predictor.last_decision.axes == (2,)  # 8 patches x 2 = 16 s fits 20 s, 32 s does not
-    assert len(calls) == 16
+    assert calls == [2] * 8  # each tile and its mirrored copy in one CPU batch
     assert tuple(predictor.allowed_mirroring_axes) == (0, 1, 2)
 
 
@@ -453,6 +454,32 @@ def test_policy_all_and_none_equal_stock_nnunet(models) -> None:
         else:
             p = load_predictor(models["random"], folds=(0,), device="cpu", mirroring=policy)
         results[key] = p.predict_logits_from_preprocessed_data(data)
-    assert torch.equal(results["all"], results["stock_tta"])
-    assert torch.equal(results["none"], results["stock_no_tta"])
+    # CPU tiles run batched (oneDNN) where stock nnU-Net runs them one by one: same sums, float rounding apart
+    torch.testing.assert_close(results["all"], results["stock_tta"], rtol=0, atol=2e-3)
+    torch.testing.assert_close(results["none"], results["stock_no_tta"], rtol=0, atol=2e-3)
     assert not torch.equal(results["all"], results["none"])
+
+
+@pytest.mark.parametrize("axes", [None, (0,), (0, 1, 2)])
+def test_cpu_tile_batching_equals_nnunet_tile_prediction(models, axes) -> None:
+    """On CPU the mirrored copies of a tile go through the network as one batch (at least 2: a batch-1
+    3D convolution runs PyTorch's slow native kernel); the tile's prediction is nnU-Net's own mean."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = load_predictor(models["random"], folds=(0,), device="cpu", mirroring="all")
+    predictor.network.load_state_dict(predictor.list_of_parameters[0])
+    predictor.network.eval()
+    predictor.allowed_mirroring_axes = axes
+    x = torch.randn(1, 3, *PATCH, generator=torch.Generator().manual_seed(0))
+    sizes = []
+    handle = predictor.network.register_forward_hook(lambda m, inp, out: sizes.append(inp[0].shape[0]))
+    try:
+        ours = predictor._internal_maybe_mirror_and_predict(x)
+    finally:
+        handle.remove()
+    stock = nnUNetPredictor._internal_maybe_mirror_and_predict(predictor, x)
+    n_copies = 2 ** len(axes or ())
+    assert sizes == [max(2, n_copies)]
+    assert ours.shape == stock.shape == (1, 2, *PATCH)
+    torch.testing.assert_close(ours, stock, rtol=0, atol=1e-4)
+    assert predictor.cpu_batch_limit() == 8

@@ -1,7 +1,7 @@
 """The QuantIF predictor: nnU-Net's predictor with a per-case mirroring policy.
 
 :class:`QuantIFPredictor` subclasses :class:`nnunetv2.inference.predict_from_raw_data.nnUNetPredictor`
-and overrides only the two places where a preprocessed case is seen:
+and overrides the two places where a preprocessed case is seen:
 
 * :meth:`~QuantIFPredictor.predict_logits_from_preprocessed_data` (one call per case, all
   folds; used by ``predict_from_files``, ``predict_single_npy_array`` and
@@ -13,12 +13,21 @@ Each sets ``allowed_mirroring_axes`` for the case from the
 :class:`~nnunet_quantif.inference.mirroring.MirroringPolicy`, defers to nnU-Net, restores
 the model's own axes and records a :class:`~nnunet_quantif.inference.mirroring.MirroringDecision`
 (axes, estimate, actual seconds) in ``last_decision``.
+
+On CPU it also overrides :meth:`~QuantIFPredictor._internal_maybe_mirror_and_predict`, the
+per-tile network call: PyTorch runs a batch-1 3D convolution of a small patch on its native
+``slow_conv3d`` kernel and uses oneDNN only from batch 2 on, so the tile's mirrored copies
+are stacked into one batch (and a lone tile is paired with a copy of itself). The result is
+the same average of the same network outputs; on 2 cores a 32^3 tile of the tiny model
+costs about a third of the batch-1 time (``scripts/bench_inference.py --cpu-batching``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
 
@@ -114,7 +123,10 @@ class QuantIFPredictor(nnUNetPredictor):
 
         def forward() -> None:
             with torch.inference_mode(), amp:
-                self.network(patch)
+                if self.device.type == "cpu":
+                    self._predict_variants([patch])  # how a tile without mirroring runs on CPU
+                else:
+                    self.network(patch)
 
         spf = measure_seconds_per_forward(forward, self.device.type, repeats=repeats, warmup=1)
         self._spf_cache[key] = spf
@@ -154,6 +166,45 @@ class QuantIFPredictor(nnUNetPredictor):
         log.info("mirroring %s: %s voxels %d, %d patches x %d fold(s), axes %s (%s); estimate %s, actual %.1f s",
                  decision.policy, decision.shape, decision.n_voxels, decision.n_patches, decision.n_folds,
                  decision.axes, decision.axes_label, est, decision.actual_s)
+
+    # ------------------------------------------------------------------ CPU tile batching
+    def cpu_batch_limit(self) -> int:
+        """Most tiles per network call on CPU: 8 for small patches, down to 2 for 128^3 and larger."""
+        voxels = math.prod(int(p) for p in self.configuration_manager.patch_size)
+        return int(min(8, max(2, 2 ** 21 // max(voxels, 1))))
+
+    def _predict_variants(self, variants: list[torch.Tensor]) -> torch.Tensor:
+        """Network outputs of ``variants`` (each of shape (1, C, *patch)) in batches of at least 2.
+
+        Returns
+        -------
+        torch.Tensor, shape (len(variants), K, *patch)
+        """
+        limit = self.cpu_batch_limit()
+        outputs = []
+        for start in range(0, len(variants), limit):
+            chunk = variants[start:start + limit]
+            batch = torch.cat(chunk + chunk if len(chunk) == 1 else chunk)  # batch 1 would run slow_conv3d
+            outputs.append(self.network(batch)[:len(chunk)])
+        return torch.cat(outputs)
+
+    @torch.inference_mode()
+    def _internal_maybe_mirror_and_predict(self, x: torch.Tensor) -> torch.Tensor:
+        """nnU-Net's tile prediction (mean over the allowed mirrored copies of ``x``, shape (1, C, *patch)),
+        with the copies stacked into batches on CPU; other devices and batches use nnU-Net's own."""
+        if self.device.type != "cpu" or x.shape[0] != 1:
+            return super()._internal_maybe_mirror_and_predict(x)
+        mirror_axes = self.allowed_mirroring_axes if self.use_mirroring else None
+        combos: list[tuple[int, ...]] = [()]
+        if mirror_axes is not None:
+            assert max(mirror_axes) <= x.ndim - 3, "mirror_axes does not match the dimension of the input!"
+            axes = [m + 2 for m in mirror_axes]
+            combos += [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
+        out = self._predict_variants([torch.flip(x, c) if c else x for c in combos])
+        prediction = out[0:1].clone()
+        for i, c in enumerate(combos[1:], start=1):
+            prediction += torch.flip(out[i:i + 1], c)
+        return prediction / len(combos)
 
     # ------------------------------------------------------------------ nnU-Net hooks
     @torch.inference_mode()

@@ -49,8 +49,15 @@ def _architecture(kind: str, patch_size: Sequence[int]) -> dict:
                   "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n - 1), "n_blocks_per_stage": [1, 3, 4, 6, 6, 6],
                   "n_conv_per_stage_decoder": [1] * (n - 1), **common}
         cls = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
+    elif kind == "plans_tiny":
+        # the demo's and tests' tiny trainer topology, as configs/plans_tiny.json states it
+        from ..config import load_json_config
+
+        arch = load_json_config("plans_tiny.json")["architecture"]
+        n = int(arch["arch_kwargs"]["n_stages"])
+        kwargs, cls = dict(arch["arch_kwargs"]), arch["network_class_name"]
     else:
-        raise ValueError(f"unknown architecture {kind!r} (tiny or resenc_l)")
+        raise ValueError(f"unknown architecture {kind!r} (tiny, plans_tiny or resenc_l)")
     factor = 2 ** (n - 1)
     if any(int(p) % factor for p in patch_size):
         raise ValueError(f"patch size {tuple(patch_size)} must be divisible by {factor} for {kind}")
@@ -114,8 +121,9 @@ def write_random_model(out_dir: PathLike, *, folds: Sequence[int] = (0,), patch_
         Patch size (z, y, x) of the configuration.
     spacing_zyx : sequence of 3 float
         Target spacing (mm) of the configuration.
-    architecture : {'tiny', 'resenc_l'}
-        A 3-stage plain U-Net with 4..16 features, or nnU-Net's ResEnc L topology.
+    architecture : {'tiny', 'plans_tiny', 'resenc_l'}
+        A 3-stage plain U-Net with 4..16 features, the tiny trainer's residual U-Net of
+        ``configs/plans_tiny.json``, or nnU-Net's ResEnc L topology.
     trainer_name : str
         Trainer recorded in the checkpoints (its ``build_network_architecture`` rebuilds the net).
     channel_names, labels : dict, optional
