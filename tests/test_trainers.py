@@ -431,3 +431,22 @@ def test_train_5fold_runs_one_fold_per_gpu_at_a_time(tmp_path):
     gpu_of = {c.split()[3]: c.split()[0] for c in calls}
     assert [gpu_of[f] for f in "01234"] == ["0", "1", "0", "1", "0"]
     assert len(list((tmp_path / "logs").glob("*.log"))) == 5
+
+
+@pytest.mark.parametrize("cls", [T.nnUNetTrainerQuantIF_tiny, T.nnUNetTrainerQuantIF_noOrgans_tiny])
+def test_tiny_trainers_force_two_of_three_patches_onto_a_lesion(tmp_path, monkeypatch, cls):
+    """nnU-Net's default rule forces round(batch x percent) patches onto foreground: at batch 2 that is one
+    of two for 0.33 and 0.67 alike. The tiny trainers draw per patch, so 0.67 means 2/3."""
+    plans, ds_json = _dataset(tmp_path)
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "res"))
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    tr = cls({**plans, "continue_training": False}, "3d_fullres", 0, ds_json, torch.device("cpu"))
+    tr.initialize()
+    dl_tr, _ = tr.get_dataloaders()
+    loader = dl_tr.data_loader
+    assert loader.batch_size == 2 and loader.oversample_foreground_percent == pytest.approx(0.67)
+    np.random.seed(0)
+    draws = np.array([[loader.get_do_oversample(i) for i in range(loader.batch_size)] for _ in range(3000)])
+    assert draws.mean() == pytest.approx(0.67, abs=0.03)
+    assert draws.all(axis=1).mean() == pytest.approx(0.67 ** 2, abs=0.03)  # both patches on a lesion

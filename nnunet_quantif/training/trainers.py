@@ -27,8 +27,9 @@ Tiny variant: ``nnUNetTrainerQuantIF_tiny`` trains ``QUANTIF_TINY_EPOCHS`` epoch
 2) of ``QUANTIF_TINY_ITERS`` iterations (default 4) with ``QUANTIF_TINY_VAL_ITERS``
 validation iterations (default 2); the environment variables let the demo train longer.
 It is set up to learn within ~1000 CPU iterations (the evidence is in the README's demo
-section): nnU-Net's AdamW variant (``nnUNetTrainerAdam``) at 1e-3 instead of SGD, two of
-three patches forced onto a lesion (``oversample_foreground_percent = 0.67``), and the organ
+section): nnU-Net's AdamW variant (``nnUNetTrainerAdam``) at 1e-3 instead of SGD, each
+patch forced onto a lesion with probability 2/3 (``oversample_foreground_percent = 0.67`` with
+``probabilistic_oversampling``: nnU-Net's default rounding would give one of two at batch 2), and the organ
 loss weighted 0.1, because at this width the 15-class organ loss takes the shared decoder
 over and the lesion head stays at "all background" (measured; with organ weight 0 the dual
 head learns exactly as fast as the plain network, so the dual-head path itself is sound).
@@ -332,12 +333,15 @@ class _TinyMixin:
         self.num_val_iterations_per_epoch = _env_int("QUANTIF_TINY_VAL_ITERS", 2)
         self.initial_lr = self.tiny_initial_lr
         self.oversample_foreground_percent = self.tiny_oversample_foreground_percent
+        # nnU-Net's default rule forces the last round(batch x percent) patches onto foreground, which at
+        # batch 2 gives one of two for any percent in (0.25, 0.75); drawing per patch honours 0.67
+        self.probabilistic_oversampling = True
         self.save_every = max(1, self.num_epochs)
 
 
 class nnUNetTrainerQuantIF_tiny(_TinyMixin, nnUNetTrainerQuantIF, nnUNetTrainerAdam):  # noqa: N801
     """Tiny QuantIF trainer: 2 epochs x 4 iterations, 2 validation iterations (env-overridable), AdamW 1e-3,
-    2/3 lesion patches, organ loss weight 0.1, final validation without mirroring."""
+    lesion patches drawn with probability 2/3, organ loss weight 0.1, final validation without mirroring."""
 
     final_validation_mirroring = "none"
 
