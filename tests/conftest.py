@@ -20,8 +20,20 @@ def _single_thread_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("nnUNet_def_n_proc", "1")
 
 
+#: Three of those files, shipped with the tests (see tests/data/README.md).
+SHIPPED_CLICKS_DIR = Path(__file__).resolve().parent / "data" / "autopet-iv-clicks"
+
+
 @pytest.fixture
 def real_clicks_dir() -> Path:
+    """The full set of 1611 real click files; the test is skipped, with the reason, where it is absent."""
     if not REAL_CLICKS_DIR.is_dir():
-        pytest.fail(f"real click files not found at {REAL_CLICKS_DIR} (set QUANTIF_REAL_CLICKS)")
+        pytest.skip(f"the full set of real autoPET IV click files is not at {REAL_CLICKS_DIR} "
+                    "(set QUANTIF_REAL_CLICKS); the shipped tests/data files are tested instead")
     return REAL_CLICKS_DIR
+
+
+@pytest.fixture
+def shipped_clicks_dir() -> Path:
+    """The three real click files shipped in tests/data/autopet-iv-clicks."""
+    return SHIPPED_CLICKS_DIR

@@ -41,14 +41,20 @@ def test_all_real_click_files_read(real_clicks_dir: Path) -> None:
     assert n_positive == 501 + 537
 
 
-def test_real_file_order_is_converted(real_clicks_dir: Path) -> None:
-    f = next(iter(sorted(real_clicks_dir.glob("*_clicks.json"))))
-    raw = json.loads(f.read_text())
-    tumor_xyz = [p["point"] for p in raw["points"] if p["name"] == "tumor"]
-    bg_xyz = [p["point"] for p in raw["points"] if p["name"] == "background"]
-    c = read_clicks(f)
-    assert c.tumor.tolist() == [p[::-1] for p in tumor_xyz]
-    assert c.background.tolist() == [p[::-1] for p in bg_xyz]
+def test_real_file_order_is_converted(shipped_clicks_dir: Path) -> None:
+    files = sorted(shipped_clicks_dir.glob("*_clicks.json"))
+    assert len(files) == 3 and any("  " in f.name for f in files)
+    n_tumor = []
+    for f in files:
+        raw = json.loads(f.read_text())
+        tumor_xyz = [p["point"] for p in raw["points"] if p["name"] == "tumor"]
+        bg_xyz = [p["point"] for p in raw["points"] if p["name"] == "background"]
+        c = read_clicks(f)
+        assert c.tumor.tolist() == [p[::-1] for p in tumor_xyz], f.name
+        assert c.background.tolist() == [p[::-1] for p in bg_xyz], f.name
+        assert c.n_background == 10 and c.tumor.dtype == np.int64, f.name
+        n_tumor.append(c.n_tumor)
+    assert sorted(n_tumor) == [0, 10, 10]  # a lesion-free study has background clicks only
 
 
 # ------------------------------------------------------------------------------------------------ coordinates
