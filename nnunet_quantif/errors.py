@@ -24,6 +24,10 @@ class OverwriteInputError(QuantIFError):
     """An output path would overwrite one of the inputs."""
 
 
+class OutputPathError(QuantIFError):
+    """An output path cannot be written: it is a folder, its folder is not writable, or its ending is unknown."""
+
+
 class ClickError(QuantIFError):
     """A click file is malformed, or a click is invalid for its image."""
 

@@ -147,9 +147,15 @@ def read_sitk(path: PathLike) -> sitk.Image:
     p = Path(path)
     if not p.is_file():
         raise InputFileError(f"{p}: file not found")
-    image_extension(p)
+    ext = image_extension(p)
     try:
-        image = sitk.ReadImage(str(p))
+        if p.name.endswith(ext):
+            image = sitk.ReadImage(str(p))
+        else:  # an upper- or mixed-case ending, which ITK's NIfTI reader refuses: read through a lower-case link
+            with tempfile.TemporaryDirectory(prefix="quantif-read-") as d:
+                link = Path(d) / f"image{ext}"
+                os.symlink(p.absolute(), link)
+                image = sitk.ReadImage(str(link))
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unknown reader error"
         raise InputFileError(f"{p}: cannot read image ({first})") from None
@@ -246,6 +252,57 @@ def ensure_not_input(target: PathLike, inputs: Iterable[PathLike] = ()) -> None:
             raise OverwriteInputError(f"{target}: refusing to overwrite the input file {inp}")
 
 
+def check_output_path(path: PathLike, *, image: bool = False, folder: bool = False,
+                      inputs: Iterable[PathLike] = ()) -> Path:
+    """Check, before any long work, that ``path`` can be written as an output.
+
+    Parameters
+    ----------
+    path : path-like
+        The output file (or, with ``folder``, the output folder).
+    image : bool
+        The file must have a known image ending (``.nii.gz``, ``.nii``, ``.mha``, any case).
+    folder : bool
+        ``path`` is an output folder: it must not be an existing file.
+    inputs : iterable of path-like
+        Input paths the output must not overwrite.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OutputPathError
+        ``path`` is an existing folder (file outputs) or file (folder outputs), has an unknown
+        image ending, or the nearest existing folder above it is not a writable folder.
+    OverwriteInputError
+        ``path`` is one of ``inputs``.
+    """
+    from .errors import OutputPathError
+
+    target = Path(path)
+    if folder:
+        if target.exists() and not target.is_dir():
+            raise OutputPathError(f"{target}: output folder is an existing file")
+    else:
+        if target.is_dir():
+            raise OutputPathError(f"{target}: output path is an existing folder, not a file")
+        if image and not has_image_extension(target):
+            raise OutputPathError(f"{target}: unknown output image ending (use one of {', '.join(IMAGE_EXTENSIONS)})")
+        ensure_not_input(target, inputs)
+    parent = target if folder else target.parent
+    parent = parent.absolute()
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputPathError(f"{target}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{target}: folder {parent} is not writable")
+    return target
+
+
 def _current_umask() -> int:
     """The process umask (read by setting and restoring it)."""
     mask = os.umask(0o022)
@@ -294,10 +351,19 @@ def write_image(array: np.ndarray, geometry: Geometry, path: PathLike, inputs: I
     ``inputs`` are paths that must not be overwritten.
     """
     path = Path(path)
-    image_extension(path)
+    ext = image_extension(path)
     image = to_sitk(np.ascontiguousarray(array), geometry)
     with atomic_write(path, inputs) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=compress)
+        # ITK's NIfTI writer refuses upper- or mixed-case endings (a.NII.GZ): write a lower-case name, then rename
+        lower = tmp.with_name(tmp.name[: -len(ext)] + ext)
+        try:
+            sitk.WriteImage(image, str(lower), useCompression=compress)
+            if lower != tmp:
+                os.replace(lower, tmp)
+        finally:
+            if lower != tmp:
+                with contextlib.suppress(FileNotFoundError):
+                    lower.unlink()
     return path
 
 

@@ -9,6 +9,7 @@ mirroring hook.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -454,9 +455,10 @@ def test_policy_all_and_none_equal_stock_nnunet(models) -> None:
         else:
             p = load_predictor(models["random"], folds=(0,), device="cpu", mirroring=policy)
         results[key] = p.predict_logits_from_preprocessed_data(data)
-    # CPU tiles run batched (oneDNN) where stock nnU-Net runs them one by one: same sums, float rounding apart
-    torch.testing.assert_close(results["all"], results["stock_tta"], rtol=0, atol=2e-3)
-    torch.testing.assert_close(results["none"], results["stock_no_tta"], rtol=0, atol=2e-3)
+    # CPU tiles run batched (oneDNN) where stock nnU-Net runs them one by one: the same sums up to float rounding,
+    # which nnU-Net's float16 logit buffer can round one step further (2**-8 at |logit| 4..8)
+    torch.testing.assert_close(results["all"], results["stock_tta"], rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(results["none"], results["stock_no_tta"], rtol=2e-3, atol=2e-3)
     assert not torch.equal(results["all"], results["none"])
 
 
@@ -483,3 +485,37 @@ def test_cpu_tile_batching_equals_nnunet_tile_prediction(models, axes) -> None:
     assert ours.shape == stock.shape == (1, 2, *PATCH)
     torch.testing.assert_close(ours, stock, rtol=0, atol=1e-4)
     assert predictor.cpu_batch_limit() == 8
+
+
+def test_output_paths_and_click_file_are_checked_before_the_model_loads(tmp_path, capsys) -> None:
+    """Each error names the path and comes before any model loading (the model folder here does not exist)."""
+    ct, pet = make_case(tmp_path)
+    nowhere = str(tmp_path / "no_model")
+    base = ["--tracer", "fdg", "--model-fdg", nowhere, "--device", "cpu"]
+    (tmp_path / "dir.mha").mkdir()
+    err = run_cli_error(["predict", "--ct", str(ct), "--pet", str(pet), "--out", str(tmp_path / "dir.mha"), *base],
+                        capsys)
+    assert "dir.mha" in err and "existing folder" in err
+    err = run_cli_error(["predict", "--ct", str(ct), "--pet", str(pet), "--out", str(tmp_path / "m.png"), *base],
+                        capsys)
+    assert "m.png" in err and "unknown output image ending" in err
+    err = run_cli_error(["predict", "--ct", str(ct), "--pet", str(pet), "--out", str(tmp_path / "m.nii.gz"),
+                         "--clicks", str(tmp_path / "missing_clicks.json"), *base], capsys)
+    assert "missing_clicks.json" in err and "click file not found" in err
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    err = run_cli_error(["predict", "-i", str(tmp_path), "-o", str(a_file), *base], capsys)
+    assert "a_file" in err and "existing file" in err
+    err = run_cli_error(["gc", "--input", str(tmp_path), "--output", str(a_file), *base], capsys)
+    assert "a_file" in err and "existing file" in err
+    if os.geteuid() != 0:  # root writes anywhere
+        ro = tmp_path / "read_only"
+        ro.mkdir()
+        ro.chmod(0o555)
+        err = run_cli_error(["predict", "--ct", str(ct), "--pet", str(pet), "--out", str(ro / "m.nii.gz"), *base],
+                            capsys)
+        assert "not writable" in err
+    # a good output path gets as far as the model
+    err = run_cli_error(["predict", "--ct", str(ct), "--pet", str(pet), "--out", str(tmp_path / "M.NII.GZ"), *base],
+                        capsys)
+    assert "no_model" in err

@@ -169,3 +169,32 @@ def test_outputs_get_the_permissions_of_a_plain_open(tmp_path, umask):
     assert expected == 0o666 & ~umask
     for name in ("out.json", "mask.nii.gz"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
+
+
+@pytest.mark.parametrize("name", ["mask.NII.GZ", "mask.Nii", "mask.MHA"])
+def test_upper_case_endings_are_written(tmp_path, name):
+    """ITK's NIfTI reader and writer refuse upper- and mixed-case endings; ours accept them, as their format."""
+    arr = np.arange(3 * 5 * 7, dtype=np.int16).reshape(3, 5, 7)
+    out = write_image(arr, GEOM, tmp_path / name)
+    assert out.name == name and sorted(p.name for p in tmp_path.iterdir()) == [name]  # no leftover
+    got, geom = read_image(out)
+    np.testing.assert_array_equal(got, arr)
+    assert geom == read_geometry(write_image(arr, GEOM, tmp_path / ("ref" + name[len("mask"):].lower())))
+
+
+def test_check_output_path(tmp_path):
+    from nnunet_quantif.errors import OutputPathError
+    from nnunet_quantif.io import check_output_path
+
+    assert check_output_path(tmp_path / "new" / "deeper" / "m.nii.gz", image=True).name == "m.nii.gz"
+    with pytest.raises(OutputPathError, match="existing folder"):
+        check_output_path(tmp_path)
+    with pytest.raises(OutputPathError, match="unknown output image ending"):
+        check_output_path(tmp_path / "m.png", image=True)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputPathError, match="existing file"):
+        check_output_path(tmp_path / "f", folder=True)
+    with pytest.raises(OutputPathError, match="is not a folder"):
+        check_output_path(tmp_path / "f" / "m.nii.gz", image=True)
+    with pytest.raises(OverwriteInputError):
+        check_output_path(tmp_path / "f", inputs=[tmp_path / "f"])

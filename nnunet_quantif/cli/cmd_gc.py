@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..inference.pipeline import grand_challenge
+    from ..io import check_output_path
 
+    check_output_path(args.output, folder=True)  # before the model loads
     pipeline = build_pipeline(args, progress=False)
     result = grand_challenge(args.input, args.output, pipeline=pipeline, tracer=args.tracer)
     print(result.summary_line())

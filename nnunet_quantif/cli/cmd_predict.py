@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputFileError
+from ..io import check_output_path
 
 TRACER_CHOICES = ("auto", "fdg", "psma", "name")
 
@@ -104,6 +106,11 @@ def run(args: argparse.Namespace) -> int:
         missing = [n for n, v in (("--ct", args.ct), ("--pet", args.pet), ("--out", args.out)) if v is None]
         if missing:
             raise ConfigError(f"one-case mode needs {', '.join(missing)}")
+        # every path is checked before the model loads and the case runs
+        inputs = [p for p in (args.ct, args.pet, args.clicks) if p is not None]
+        check_output_path(args.out, image=True, inputs=inputs)
+        if args.clicks is not None and not Path(args.clicks).is_file():
+            raise InputFileError(f"{args.clicks}: click file not found (omit --clicks to predict without clicks)")
         pipeline = build_pipeline(args, progress=True)
         result = pipeline.predict_case(args.ct, args.pet, args.clicks, args.out, tracer=args.tracer, step=args.step)
         print(result.summary_line())
@@ -111,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.input is None or args.output is None:
         raise ConfigError("folder mode needs both -i and -o")
+    check_output_path(args.output, folder=True)
     pipeline = build_pipeline(args, progress=False)
     results = pipeline.predict_folder(args.input, args.output, tracer=args.tracer, step=args.step,
                                       overwrite=args.overwrite, output_ending=args.output_ending,
