@@ -19,7 +19,7 @@ from nnunet_quantif.demo import DemoSettings, run_demo
 pytestmark = pytest.mark.slow
 
 #: A fixed phantom set: seed 1 (the demo's default is 0, so this is not the demo's own data).
-SETTINGS = DemoSettings(n_train=12, n_test=3, n_val=1, healthy_fraction=0.0, tracer_folds=2, tracer_epochs=8,
+SETTINGS = DemoSettings(n_train=16, n_test=4, n_val=1, healthy_fraction=0.0, tracer_folds=2, tracer_epochs=8,
                         steps=(0, 1, 10), time_budget_s=2.0, seed=1)
 
 

@@ -27,7 +27,7 @@ Tiny variant: ``nnUNetTrainerQuantIF_tiny`` trains ``QUANTIF_TINY_EPOCHS`` epoch
 2) of ``QUANTIF_TINY_ITERS`` iterations (default 4) with ``QUANTIF_TINY_VAL_ITERS``
 validation iterations (default 2); the environment variables let the demo train longer.
 It is set up to learn within ~1000 CPU iterations (the evidence is in the README's demo
-section): nnU-Net's AdamW variant (``nnUNetTrainerAdam``) at 1e-3 instead of SGD, each
+section): nnU-Net's AdamW variant (``nnUNetTrainerAdam``) at 3e-3 instead of SGD, each
 patch forced onto a lesion with probability 2/3 (``oversample_foreground_percent = 0.67`` with
 ``probabilistic_oversampling``: nnU-Net's default rounding would give one of two at batch 2), and the organ
 loss weighted 0.1, because at this width the 15-class organ loss takes the shared decoder
@@ -323,7 +323,7 @@ class _TinyMixin:
     at "all background" for the ~1000 iterations a CPU demo affords.
     """
 
-    tiny_initial_lr: float = 1e-3
+    tiny_initial_lr: float = 3e-3
     tiny_oversample_foreground_percent: float = 0.67
     organ_loss_weight: float = 0.1
 
@@ -340,7 +340,7 @@ class _TinyMixin:
 
 
 class nnUNetTrainerQuantIF_tiny(_TinyMixin, nnUNetTrainerQuantIF, nnUNetTrainerAdam):  # noqa: N801
-    """Tiny QuantIF trainer: 2 epochs x 4 iterations, 2 validation iterations (env-overridable), AdamW 1e-3,
+    """Tiny QuantIF trainer: 2 epochs x 4 iterations, 2 validation iterations (env-overridable), AdamW 3e-3,
     lesion patches drawn with probability 2/3, organ loss weight 0.1, final validation without mirroring."""
 
     final_validation_mirroring = "none"
