@@ -9,8 +9,10 @@ uses them), direction as a row-major 3 x 3 matrix of direction cosines.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -142,12 +144,113 @@ def find_image(folder: PathLike, stem: str) -> Path | None:
     return None
 
 
+def check_image_complete(path: PathLike) -> None:
+    """Raise :class:`InputFileError` if an image file holds less voxel data than its header says.
+
+    SimpleITK reads a truncated NIfTI file without complaint and fills the missing voxels
+    with 0. The header gives the expected size (data offset + voxels x bytes per voxel);
+    a ``.nii`` file must be at least that long, and a ``.nii.gz`` file's gzip trailer must
+    record that uncompressed size (``.mha``: the data after the text header must be as long
+    as the header says). Only when the trailer disagrees is the stream fully
+    decompressed (which also catches a corrupt stream), so the check is O(1) for good files.
+    """
+    import gzip
+    import zlib
+
+    import nibabel as nib
+
+    p = Path(path)
+    ext = image_extension(p)
+    if ext == ".mha":
+        _check_mha_complete(p)
+        return
+    opener = gzip.open if ext == ".nii.gz" else open
+    try:
+        with opener(p, "rb") as f:
+            raw = f.read(540)  # a NIfTI-2 header; NIfTI-1 uses the first 348 bytes
+    except (EOFError, OSError, zlib.error) as e:
+        raise InputFileError(f"{p}: truncated or corrupt file: cannot read the NIfTI header "
+                             f"({type(e).__name__}: {e})") from None
+    sizeof_hdr = {int.from_bytes(raw[:4], order) for order in ("little", "big")} if len(raw) >= 4 else set()
+    klass = nib.Nifti1Header if 348 in sizeof_hdr else nib.Nifti2Header if 540 in sizeof_hdr else None
+    try:
+        header = klass.from_fileobj(io.BytesIO(raw), check=False) if klass is not None else None
+    except Exception:  # nibabel raises several types for a damaged header
+        header = None
+    if header is None:
+        raise InputFileError(f"{p}: not a NIfTI file (no NIfTI-1 or NIfTI-2 header)")
+    expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape(), dtype=np.int64)) * \
+        int(header.get_data_dtype().itemsize)
+    if ext == ".nii":
+        actual = p.stat().st_size
+    else:
+        with open(p, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            isize = int.from_bytes(f.read(4), "little")
+        if isize == expected % 2 ** 32:
+            return
+        actual = 0
+        try:
+            with gzip.open(p) as g:
+                while chunk := g.read(1 << 22):
+                    actual += len(chunk)
+        except (EOFError, OSError, zlib.error) as e:
+            raise InputFileError(f"{p}: truncated or corrupt gzip stream ({type(e).__name__}: {e}); "
+                                 f"the header needs {expected} bytes of image data") from None
+    if actual < expected:
+        raise InputFileError(f"{p}: truncated file: the header needs {expected} bytes of image data, "
+                             f"the file holds {actual}")
+
+
+_MET_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
+              "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8}
+
+
+def _check_mha_complete(p: Path) -> None:
+    """The ``.mha`` part of :func:`check_image_complete`: the data after the text header must be as long as the
+    header says (``CompressedDataSize``, or voxels x channels x bytes per element)."""
+    fields: dict[str, str] = {}
+    with open(p, "rb") as f:
+        for _ in range(64):  # a MetaImage header is a few dozen "Key = value" lines ending with ElementDataFile
+            line = f.readline(4096)
+            if not line:
+                break
+            key, _, value = line.decode("latin-1").partition("=")
+            fields[key.strip()] = value.strip()
+            if key.strip() == "ElementDataFile":
+                break
+        header_bytes = f.tell()
+    if fields.get("ElementDataFile") != "LOCAL":
+        return  # detached or unknown layout: left to ITK
+    try:
+        if fields.get("CompressedData", "False").lower() == "true":
+            expected = int(fields["CompressedDataSize"]) if "CompressedDataSize" in fields else None
+        else:
+            voxels = int(np.prod([int(v) for v in fields["DimSize"].split()], dtype=np.int64))
+            expected = voxels * int(fields.get("ElementNumberOfChannels", "1")) * _MET_BYTES[fields["ElementType"]]
+    except (KeyError, ValueError):
+        return  # a header ITK may still understand; it reports its own errors
+    actual = p.stat().st_size - header_bytes
+    if expected is not None and actual < expected:
+        raise InputFileError(f"{p}: truncated file: the header needs {expected} bytes of image data, "
+                             f"the file holds {actual}")
+
+
+def _itk_reason(error: RuntimeError) -> str:
+    """The informative part of an ITK exception ("ITK ERROR: ..." and "Reason: ..."), on one line."""
+    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
+    useful = [re.sub(r"^ITK ERROR: \w+\(0x[0-9a-f]+\): ", "", ln) for ln in lines[1:]] or lines[:1]
+    return "; ".join(useful) if useful else "unknown reader error"
+
+
 def read_sitk(path: PathLike) -> sitk.Image:
-    """Read a 3-D image with SimpleITK, raising :class:`InputFileError` on any problem."""
+    """Read a 3-D image with SimpleITK, raising :class:`InputFileError` on any problem
+    (a missing, unreadable, truncated or non-3-D-scalar file)."""
     p = Path(path)
     if not p.is_file():
         raise InputFileError(f"{p}: file not found")
     ext = image_extension(p)
+    check_image_complete(p)
     try:
         if p.name.endswith(ext):
             image = sitk.ReadImage(str(p))
@@ -157,8 +260,7 @@ def read_sitk(path: PathLike) -> sitk.Image:
                 os.symlink(p.absolute(), link)
                 image = sitk.ReadImage(str(link))
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unknown reader error"
-        raise InputFileError(f"{p}: cannot read image ({first})") from None
+        raise InputFileError(f"{p}: cannot read image ({_itk_reason(e)})") from None
     if image.GetDimension() != 3:
         raise InputFileError(f"{p}: expected a 3-D image, got {image.GetDimension()}-D")
     if image.GetNumberOfComponentsPerPixel() != 1:

@@ -198,3 +198,33 @@ def test_check_output_path(tmp_path):
         check_output_path(tmp_path / "f" / "m.nii.gz", image=True)
     with pytest.raises(OverwriteInputError):
         check_output_path(tmp_path / "f", inputs=[tmp_path / "f"])
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".nii", ".mha"])
+@pytest.mark.parametrize("compress", [True, False])
+def test_truncated_images_are_refused_not_read_as_zeros(tmp_path, ext, compress):
+    """SimpleITK reads a NIfTI file cut short as zeros, silently; every read must name the file instead."""
+    arr = np.random.default_rng(0).random((3, 5, 7)).astype(np.float32)
+    good = write_image(arr, GEOM, tmp_path / f"good{ext}", compress=compress)
+    data = good.read_bytes()
+    for cut in (len(data) // 2, len(data) - 8):
+        bad = tmp_path / f"cut_{cut}{ext}"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(InputFileError, match=r"cut_\d+.*(truncated|corrupt)"):
+            read_image(bad)
+    np.testing.assert_array_equal(read_image(good)[0], arr)
+
+
+def test_evaluate_refuses_a_truncated_prediction(tmp_path, capsys):
+    """The reported case: `quantif evaluate` scored a prediction cut to half its bytes (DSC 0.659, exit 0)."""
+    from nnunet_quantif.cli import main
+
+    gt = np.zeros((3, 5, 7), np.uint8)
+    gt[1:3, 1:4, 2:6] = 1
+    write_image(gt, GEOM, tmp_path / "gt" / "case.nii.gz")
+    pred = write_image(gt, GEOM, tmp_path / "pred" / "case.nii.gz")
+    pred.write_bytes(pred.read_bytes()[: pred.stat().st_size // 2])
+    rc = main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+               "--out", str(tmp_path / "ev")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "case.nii.gz" in err and "truncated" in err
