@@ -391,6 +391,8 @@ def check_output_path(path: PathLike, *, image: bool = False, folder: bool = Fal
     else:
         if target.is_dir():
             raise OutputPathError(f"{target}: output path is an existing folder, not a file")
+        if target.exists() and not target.is_file():
+            raise OutputPathError(f"{target}: output path is an existing device, FIFO or socket, not a regular file")
         if image and not has_image_extension(target):
             raise OutputPathError(f"{target}: unknown output image ending (use one of {', '.join(IMAGE_EXTENSIONS)})")
         ensure_not_input(target, inputs)
@@ -428,8 +430,17 @@ def atomic_write(target: PathLike, inputs: Iterable[PathLike] = ()) -> Iterator[
         Paths that must never be overwritten; naming one as ``target`` raises
         :class:`OverwriteInputError` before anything is written.
     """
+    from .errors import OutputPathError
+
     target = Path(target)
     ensure_not_input(target, inputs)
+    if target.is_symlink():
+        target = Path(os.path.realpath(target))  # write through the link, keep the link
+        ensure_not_input(target, inputs)
+    if target.exists() and not target.is_file():
+        kind = "folder" if target.is_dir() else "device, FIFO or socket"
+        raise OutputPathError(f"{target}: output path is an existing {kind}, not a regular file; "
+                              "refusing to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".partial-", suffix="-" + target.name, dir=target.parent)
     os.close(fd)

@@ -228,3 +228,27 @@ def test_evaluate_refuses_a_truncated_prediction(tmp_path, capsys):
                "--out", str(tmp_path / "ev")])
     err = capsys.readouterr().err
     assert rc != 0 and "case.nii.gz" in err and "truncated" in err
+
+
+def test_atomic_write_goes_through_symlinks_and_never_replaces_special_files(tmp_path):
+    from nnunet_quantif.errors import OutputPathError
+
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    with atomic_write(link) as tmp:
+        tmp.write_text("new")
+    assert link.is_symlink() and real.read_text() == "new"
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputPathError, match="FIFO"):
+        with atomic_write(fifo) as tmp:
+            tmp.write_text("x")
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    if os.path.exists("/dev/null"):
+        with pytest.raises(OutputPathError, match="device"):
+            with atomic_write("/dev/null") as tmp:
+                tmp.write_text("x")
+        assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.json", "pipe", "real.json"]
