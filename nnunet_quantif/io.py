@@ -169,8 +169,8 @@ def check_image_complete(path: PathLike) -> None:
         with opener(p, "rb") as f:
             raw = f.read(540)  # a NIfTI-2 header; NIfTI-1 uses the first 348 bytes
     except (EOFError, OSError, zlib.error) as e:
-        raise InputFileError(f"{p}: truncated or corrupt file: cannot read the NIfTI header "
-                             f"({type(e).__name__}: {e})") from None
+        raise InputFileError(f"{p}: cannot read image (truncated or corrupt NIfTI header: "
+                             f"{type(e).__name__}: {e})") from None
     sizeof_hdr = {int.from_bytes(raw[:4], order) for order in ("little", "big")} if len(raw) >= 4 else set()
     klass = nib.Nifti1Header if 348 in sizeof_hdr else nib.Nifti2Header if 540 in sizeof_hdr else None
     try:
@@ -178,7 +178,7 @@ def check_image_complete(path: PathLike) -> None:
     except Exception:  # nibabel raises several types for a damaged header
         header = None
     if header is None:
-        raise InputFileError(f"{p}: not a NIfTI file (no NIfTI-1 or NIfTI-2 header)")
+        raise InputFileError(f"{p}: cannot read image (not a NIfTI file: no NIfTI-1 or NIfTI-2 header)")
     expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape(), dtype=np.int64)) * \
         int(header.get_data_dtype().itemsize)
     if ext == ".nii":
@@ -195,11 +195,11 @@ def check_image_complete(path: PathLike) -> None:
                 while chunk := g.read(1 << 22):
                     actual += len(chunk)
         except (EOFError, OSError, zlib.error) as e:
-            raise InputFileError(f"{p}: truncated or corrupt gzip stream ({type(e).__name__}: {e}); "
-                                 f"the header needs {expected} bytes of image data") from None
+            raise InputFileError(f"{p}: cannot read image (truncated or corrupt gzip stream: {type(e).__name__}: "
+                                 f"{e}; the header needs {expected} bytes of image data)") from None
     if actual < expected:
-        raise InputFileError(f"{p}: truncated file: the header needs {expected} bytes of image data, "
-                             f"the file holds {actual}")
+        raise InputFileError(f"{p}: cannot read image (truncated file: the header needs {expected} bytes "
+                             f"of image data, the file holds {actual})")
 
 
 _MET_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
@@ -232,8 +232,8 @@ def _check_mha_complete(p: Path) -> None:
         return  # a header ITK may still understand; it reports its own errors
     actual = p.stat().st_size - header_bytes
     if expected is not None and actual < expected:
-        raise InputFileError(f"{p}: truncated file: the header needs {expected} bytes of image data, "
-                             f"the file holds {actual}")
+        raise InputFileError(f"{p}: cannot read image (truncated file: the header needs {expected} bytes "
+                             f"of image data, the file holds {actual})")
 
 
 def _itk_reason(error: RuntimeError) -> str:

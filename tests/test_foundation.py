@@ -102,3 +102,32 @@ def test_library_error_is_one_line_on_stderr(tmp_path):
     assert code == 1
     lines = err.getvalue().strip().splitlines()
     assert len(lines) == 1 and "x.nii.gz: file not found" in lines[0] and "Traceback" not in lines[0]
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["heatmap", "--pet", "p.nii.gz", "--clicks", "c.json", "--out", "h.nii.gz", "--sigma-tumor", "-3"],
+     "--sigma-tumor"),
+    (["heatmap", "--pet", "p.nii.gz", "--clicks", "c.json", "--out", "h.nii.gz", "--sigma-tumor", "nan"],
+     "--sigma-tumor"),
+    (["heatmap", "--pet", "p.nii.gz", "--clicks", "c.json", "--out", "h.nii.gz", "--sigma-background", "inf"],
+     "--sigma-background"),
+    (["heatmap", "--pet", "p.nii.gz", "--clicks", "c.json", "--out", "h.nii.gz", "--suv-gate", "nan"], "--suv-gate"),
+    (["heatmap", "--pet", "p.nii.gz", "--clicks", "c.json", "--out", "h.nii.gz", "--suv-gate", "-1"], "--suv-gate"),
+    (["postprocess", "--mask", "m.nii.gz", "--pet", "p.nii.gz", "--out", "o.nii.gz", "--min-voxels", "-1"],
+     "--min-voxels"),
+    (["postprocess", "--mask", "m.nii.gz", "--pet", "p.nii.gz", "--out", "o.nii.gz", "--suv-max", "nan"], "--suv-max"),
+    (["postprocess", "--mask", "m.nii.gz", "--pet", "p.nii.gz", "--out", "o.nii.gz", "--min-volume-ml", "-1"],
+     "--min-volume-ml"),
+    (["convert", "--src", "s", "--out", "o", "--dataset-id", "500", "--workers", "0"], "--workers"),
+    (["clicks", "simulate", "--label", "l.nii.gz", "--out", "c.json", "--seed", "-1"], "--seed"),
+    (["demo", "--seed", "-1"], "--seed"),
+])
+def test_out_of_range_numbers_are_refused_by_the_parser(argv, flag, capsys):
+    """Negative, NaN and infinite values give argparse's one error line naming the flag, not a traceback later."""
+    from nnunet_quantif.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert flag in err and ("must be" in err or "not a finite number" in err), err

@@ -9,6 +9,7 @@ import numpy as np
 from ..clicks import read_clicks, simulate_clicks, write_clicks
 from ..errors import ConfigError
 from ..io import check_same_grid, read_image
+from .argtypes import nonneg_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--label", required=True, metavar="L", help="lesion label image (0/1)")
     s.add_argument("--pet", required=True, metavar="P", help="PET image in SUV on the label's grid")
     s.add_argument("--out", required=True, metavar="JSON", help="output click file")
-    s.add_argument("--seed", type=int, default=42, help="random seed (default: 42, as autoPET IV)")
+    s.add_argument("--seed", type=nonneg_int, default=42, help="random seed (default: 42, as autoPET IV)")
     s.add_argument("--n", type=int, default=10, help="clicks of each kind (default: 10)")
     s.set_defaults(func=run_simulate)
 

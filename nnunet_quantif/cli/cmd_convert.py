@@ -7,6 +7,7 @@ import sys
 
 from ..conversion import TRACERS, convert_dataset
 from ..heatmaps import DEFAULT_SIGMA_BACKGROUND, DEFAULT_SIGMA_TUMOR, DEFAULT_SUV_GATE
+from .argtypes import nonneg_float, positive_float, positive_int
 from .cmd_heatmap import _sigma
 
 
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--joint", action="store_true", help="one dataset Dataset<N>_QuantIF with both tracers")
     p.add_argument("--click-step", type=int, metavar="K", help="use only the first K tumor and K background clicks "
                                                                 "(default: all)")
-    p.add_argument("--workers", type=int, default=1, metavar="W", help="parallel processes (default 1)")
+    p.add_argument("--workers", type=positive_int, default=1, metavar="W", help="parallel processes (default 1)")
     p.add_argument("--overwrite", action="store_true", help="reconvert cases that were already converted")
     p.add_argument("--clicks-dir", metavar="DIR", help="folder with <case>_clicks.json (default SRC/clicks)")
     p.add_argument("--tracer-csv", metavar="CSV", help="case,tracer rows overriding the fdg_/psma_ name prefix")
@@ -36,11 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                      "<case>_head_glands_cavities.nii.gz (default SRC/totalseg)")
     p.add_argument("--resample-pet-to-ct", action="store_true",
                    help="resample a PET on another grid linearly onto the CT grid instead of failing")
-    p.add_argument("--sigma-tumor", type=float, nargs="+", default=[DEFAULT_SIGMA_TUMOR], metavar="S",
+    p.add_argument("--sigma-tumor", type=positive_float, nargs="+", default=[DEFAULT_SIGMA_TUMOR], metavar="S",
                    help=f"heatmap tumor sigma in voxels, 1 value or 3 (x y z) (default {DEFAULT_SIGMA_TUMOR:g})")
-    p.add_argument("--sigma-background", type=float, nargs="+", default=[DEFAULT_SIGMA_BACKGROUND], metavar="S",
+    p.add_argument("--sigma-background", type=positive_float, nargs="+", default=[DEFAULT_SIGMA_BACKGROUND],
+                   metavar="S",
                    help=f"heatmap background sigma in voxels (default {DEFAULT_SIGMA_BACKGROUND:g})")
-    p.add_argument("--suv-gate", type=float, default=DEFAULT_SUV_GATE, metavar="TAU",
+    p.add_argument("--suv-gate", type=nonneg_float, default=DEFAULT_SUV_GATE, metavar="TAU",
                    help=f"heatmap SUV gate (default {DEFAULT_SUV_GATE:g})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .argtypes import nonneg_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -19,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default: demo_out)")
     p.add_argument("--quick", action="store_true", help="fewer cases and a shorter training (about 3 minutes)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of phantoms and training (default 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, metavar="S", help="seed of phantoms and training (default 0)")
     p.add_argument("--restart", action="store_true", help="ignore finished stages and run everything again")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

@@ -14,6 +14,7 @@ from ..heatmaps import (
     heatmap_from_files,
 )
 from ..io import write_image
+from .argtypes import nonneg_float, positive_float
 
 
 def _sigma(values: list[float], flag: str) -> float | tuple[float, float, float]:
@@ -34,12 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clicks", required=True, metavar="JSON", help="click file (either JSON form)")
     p.add_argument("--out", required=True, help="output image (.nii.gz, .nii or .mha), float32 in [-1, 1]")
     p.add_argument("--step", type=int, metavar="K", help="use only the first K tumor and K background clicks")
-    p.add_argument("--sigma-tumor", type=float, nargs="+", default=[DEFAULT_SIGMA_TUMOR], metavar="S",
+    p.add_argument("--sigma-tumor", type=positive_float, nargs="+", default=[DEFAULT_SIGMA_TUMOR], metavar="S",
                    help=f"tumor Gaussian sigma in voxels, 1 value or 3 (x y z) (default {DEFAULT_SIGMA_TUMOR:g})")
-    p.add_argument("--sigma-background", type=float, nargs="+", default=[DEFAULT_SIGMA_BACKGROUND], metavar="S",
+    p.add_argument("--sigma-background", type=positive_float, nargs="+", default=[DEFAULT_SIGMA_BACKGROUND],
+                   metavar="S",
                    help="background Gaussian sigma in voxels, 1 value or 3 (x y z) "
                         f"(default {DEFAULT_SIGMA_BACKGROUND:g})")
-    p.add_argument("--suv-gate", type=float, default=DEFAULT_SUV_GATE, metavar="TAU",
+    p.add_argument("--suv-gate", type=nonneg_float, default=DEFAULT_SUV_GATE, metavar="TAU",
                    help=f"keep a tumor Gaussian where SUV >= min(SUV at click, TAU) (default {DEFAULT_SUV_GATE:g}; "
                         "the authors' code used 4)")
     p.add_argument("--background-mode", choices=("paper", "authors"), default="paper",

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError, QuantIFError
+from .argtypes import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="OUT", help="standalone mode: folder for <case>.nii.gz organ maps")
     p.add_argument("--labels", metavar="DIR", help="standalone mode: lesion labels <case>.nii.gz (voxels set to 0)")
     p.add_argument("--images", metavar="DIR", help="standalone --run-totalsegmentator: CTs <case>_0000.nii.gz")
-    p.add_argument("--workers", type=int, default=1, metavar="W", help="parallel processes for side files")
+    p.add_argument("--workers", type=positive_int, default=1, metavar="W", help="parallel processes for side files")
     p.add_argument("--overwrite", action="store_true", help="rewrite side files that are up to date")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from .argtypes import nonneg_int, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -21,11 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", choices=("small", "medium", "full"), default="small",
                    help="grid: small 96x96x160 (5x5x6 mm), medium 192x192x320, full 400x400x326 "
                         "(2.036x2.036x3 mm) (default small)")
-    p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="dataset seed (default 0)")
     p.add_argument("--healthy-fraction", type=float, default=None, metavar="F",
                    help="share of lesion-free cases for both tracers (default: FDG 0.5, PSMA 0.1)")
     p.add_argument("--preview", action="store_true", help="also write preview/<case>.png (coronal PET MIP)")
-    p.add_argument("--workers", type=int, default=1, metavar="W", help="worker processes (default 1)")
+    p.add_argument("--workers", type=positive_int, default=1, metavar="W", help="worker processes (default 1)")
     p.set_defaults(func=run)
 
 

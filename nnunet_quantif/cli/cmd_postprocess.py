@@ -7,6 +7,7 @@ import argparse
 import numpy as np
 
 from ..io import check_same_grid, image_extension, read_image, write_image
+from .argtypes import nonneg_float, nonneg_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,9 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", required=True, metavar="M", help="input mask (non-zero = lesion)")
     p.add_argument("--pet", required=True, metavar="P", help="PET (SUV) on the mask's grid")
     p.add_argument("--out", required=True, metavar="O", help="output mask (.nii.gz, .nii or .mha)")
-    p.add_argument("--min-voxels", type=int, default=10, help="size threshold in voxels (default: 10)")
-    p.add_argument("--suv-max", type=float, default=4.0, help="SUVmax threshold (default: 4)")
-    p.add_argument("--min-volume-ml", type=float, default=None, metavar="V",
+    p.add_argument("--min-voxels", type=nonneg_int, default=10, help="size threshold in voxels (default: 10)")
+    p.add_argument("--suv-max", type=nonneg_float, default=4.0, help="SUVmax threshold (default: 4)")
+    p.add_argument("--min-volume-ml", type=nonneg_float, default=None, metavar="V",
                    help="size threshold in millilitres instead of voxels (from the spacing)")
     p.set_defaults(func=run)
 

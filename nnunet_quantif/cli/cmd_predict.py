@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, InputFileError
 from ..io import check_output_path
+from .argtypes import nonneg_float, nonneg_int
 
 TRACER_CHOICES = ("auto", "fdg", "psma", "name")
 
@@ -39,9 +40,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
     m.add_argument("--tile-step-size", type=float, default=0.5, help="sliding-window step (default: 0.5)")
     m.add_argument("--no-postprocess", action="store_true", help="keep small faint components")
-    m.add_argument("--min-voxels", type=int, default=10, help="post-processing size threshold (voxels, default 10)")
-    m.add_argument("--suv-max", type=float, default=4.0, help="post-processing SUVmax threshold (default 4)")
-    m.add_argument("--min-volume-ml", type=float, default=None,
+    m.add_argument("--min-voxels", type=nonneg_int, default=10,
+                   help="post-processing size threshold (voxels, default 10)")
+    m.add_argument("--suv-max", type=nonneg_float, default=4.0, help="post-processing SUVmax threshold (default 4)")
+    m.add_argument("--min-volume-ml", type=nonneg_float, default=None,
                    help="post-processing size threshold in ml instead of voxels")
 
 

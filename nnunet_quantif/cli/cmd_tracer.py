@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .argtypes import nonneg_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tracer", help="train or run the MIP-CNN tracer discriminator (FDG vs PSMA)",
@@ -20,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", required=True, metavar="DIR", help="output folder for the weights and metadata")
     t.add_argument("--folds", type=int, default=5, help="number of cross-validation folds (default 5)")
     t.add_argument("--epochs", type=int, default=30, help="training epochs per fold (default 30)")
-    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
     t.add_argument("--tracer-csv", metavar="CSV",
                    help="CSV with a header holding 'case' (or name/file) and 'tracer' (fdg/psma) columns")
     t.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
