@@ -172,6 +172,10 @@ class Clicks:
 # ----------------------------------------------------------------------------------------------- reading
 
 
+#: Largest voxel index a click may have (ITK image sizes are far below it; larger values overflow int64).
+_MAX_INDEX = 2 ** 31 - 1
+
+
 def _parse_coordinate(value: object, src: str, where: str) -> int:
     if isinstance(value, bool):
         raise ClickError(f"{src}: {where}: coordinate {value!r} is a boolean, expected an integer voxel index")
@@ -192,6 +196,9 @@ def _parse_point(value: object, src: str, where: str) -> list[int]:
     xyz = [_parse_coordinate(v, src, f"{where} {list(value)!r}") for v in value]
     if min(xyz) < 0:
         raise ClickError(f"{src}: {where}: {xyz} (x, y, z) has a negative voxel index")
+    if max(xyz) > _MAX_INDEX:
+        raise ClickError(f"{src}: {where}: {list(value)!r} (x, y, z) has a voxel index above {_MAX_INDEX}, "
+                         "outside any image")
     return xyz
 
 
@@ -218,6 +225,9 @@ def parse_clicks(obj: object, source: str = "<clicks>", shape: Sequence[int] | N
     if not isinstance(obj, dict):
         raise ClickError(f"{src}: expected a JSON object with 'points' or 'tumor'/'background', "
                          f"got {type(obj).__name__}")
+    if "points" in obj and ("tumor" in obj or "background" in obj):
+        raise ClickError(f"{src}: ambiguous click file: it has both 'points' (challenge form) and "
+                         f"'tumor'/'background' (simple form) keys; keep one form")
     if "points" in obj:
         points = obj["points"]
         if not isinstance(points, list):

@@ -409,3 +409,15 @@ def test_cli_simulate_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str
     other = write_image(pet, Geometry.from_shape(label.shape, (1.0, 1.0, 1.0)), tmp_path / "other.nii.gz")
     assert quantif(["clicks", "simulate", "--label", str(lp), "--pet", str(other), "--out", str(out)]) == 1
     assert quantif(["clicks", "simulate", "--label", str(lp), "--pet", str(pp), "--out", str(pp)]) == 1
+
+
+@pytest.mark.parametrize("obj, match", [
+    ({"points": [{"point": [1e30, 2, 3], "name": "tumor"}]}, "above"),
+    ({"tumor": [[1, 2, 10 ** 40]]}, "above"),
+    ({"points": [{"point": [1, 2, 3], "name": "tumor"}], "tumor": [[1, 2, 3]]}, "ambiguous"),
+])
+def test_huge_coordinates_and_mixed_forms_are_clear_errors(tmp_path, obj, match):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(obj))
+    with pytest.raises(ClickError, match=match):
+        read_clicks(path)
