@@ -131,3 +131,26 @@ def test_out_of_range_numbers_are_refused_by_the_parser(argv, flag, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert flag in err and ("must be" in err or "not a finite number" in err), err
+
+
+def test_output_folders_and_files_are_checked_before_work(tmp_path, capsys):
+    """`evaluate --out FILE`, `convert --out FILE` and a folder as an image output are one line each, before any
+    input is read (the inputs here do not exist)."""
+    from nnunet_quantif.cli import main
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    (tmp_path / "dir.nii.gz").mkdir()
+    runs = [
+        (["evaluate", "--pred", "nope", "--gt", "nope", "--out", str(a_file)], "existing file"),
+        (["evaluate-interactive", "--data", "nope", "--no-model", "--out", str(a_file)], "existing file"),
+        (["convert", "--src", "nope", "--out", str(a_file), "--dataset-id", "500"], "existing file"),
+        (["postprocess", "--mask", "m.nii.gz", "--pet", "p.nii.gz", "--out", str(tmp_path / "dir.nii.gz")],
+         "existing folder"),
+        (["heatmap", "--pet", "p.nii.gz", "--clicks", "c.json", "--out", str(tmp_path / "h.png")],
+         "unknown output image ending"),
+    ]
+    for argv, match in runs:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and match in err[0], (argv, err)

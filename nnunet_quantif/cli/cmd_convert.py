@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..io import check_output_path
+
+    check_output_path(args.out, folder=True)
     params = {}
     if args.sigma_tumor != [DEFAULT_SIGMA_TUMOR]:
         params["sigma_tumor"] = _sigma(args.sigma_tumor, "--sigma-tumor")

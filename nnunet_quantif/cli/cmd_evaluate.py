@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..io import check_output_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -79,6 +80,8 @@ def run_static(args: argparse.Namespace) -> int:
 
     if args.pet_dir and not args.out:
         raise ConfigError("--pet-dir draws plots and needs --out")
+    if args.out:
+        check_output_path(args.out, folder=True)
     rows, summary = evaluate_folder(args.pred, args.gt, args.out, pet_dir=args.pet_dir,
                                     case_table=args.centre_csv, progress=not args.quiet, n_worst=args.n_worst)
     if not args.quiet:
@@ -105,6 +108,7 @@ def run_interactive(args: argparse.Namespace) -> int:
     from ..evaluation.cases import discover_cases
     from ..evaluation.interactive import InteractiveRunner, parse_steps
 
+    check_output_path(args.out, folder=True)
     steps = parse_steps(args.steps)
     names = [] if args.baselines.strip().lower() == "none" else args.baselines.split(",")
     methods: dict = {}

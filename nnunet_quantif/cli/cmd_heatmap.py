@@ -13,7 +13,7 @@ from ..heatmaps import (
     DEFAULT_SUV_GATE,
     heatmap_from_files,
 )
-from ..io import write_image
+from ..io import check_output_path, write_image
 from .argtypes import nonneg_float, positive_float
 
 
@@ -54,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.step is not None and args.step < 0:
         raise ConfigError(f"--step must be >= 0, got {args.step}")
+    check_output_path(args.out, image=True, inputs=[p for p in (args.pet, args.clicks) if p is not None])
     heatmap, geometry = heatmap_from_files(
         args.pet, args.clicks, step=args.step,
         sigma_tumor=_sigma(args.sigma_tumor, "--sigma-tumor"),

@@ -6,7 +6,7 @@ import argparse
 
 import numpy as np
 
-from ..io import check_same_grid, image_extension, read_image, write_image
+from ..io import check_output_path, check_same_grid, read_image, write_image
 from .argtypes import nonneg_float, nonneg_int
 
 
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..inference.postprocessing import postprocess_with_stats
 
-    image_extension(args.out)
+    check_output_path(args.out, image=True, inputs=(args.mask, args.pet))
     mask, g_mask = read_image(args.mask)
     pet, g_pet = read_image(args.pet, dtype=np.float32)
     check_same_grid(g_mask, g_pet, args.mask, args.pet)
