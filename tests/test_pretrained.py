@@ -95,3 +95,17 @@ def test_wrong_stem_and_architecture_mismatch_fail_clearly(fake_multitalent, tmp
     assert not (tmp_path / "x.pth").exists()
     assert main(["pretrained", "convert", "--checkpoint", str(ckpt), "--plans", str(tmp_path / "big.json"),
                  "--out", str(tmp_path / "x.pth")]) == 1
+
+
+def test_malformed_plans_json_is_one_line(fake_multitalent, tmp_path, capsys):
+    ckpt, _, _ = fake_multitalent
+    bad = tmp_path / "bad_plans.json"
+    bad.write_text("{bad json")
+    assert main(["pretrained", "convert", "--checkpoint", str(ckpt), "--plans", str(bad),
+                 "--out", str(tmp_path / "x.pth")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad_plans.json" in err[0] and "malformed JSON" in err[0]
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ModelError, match="not an nnU-Net plans file"):
+        convert_multitalent(ckpt, tmp_path / "list.json", tmp_path / "x.pth")
+    assert not (tmp_path / "x.pth").exists()

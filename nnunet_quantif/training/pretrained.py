@@ -199,9 +199,12 @@ def convert_multitalent(checkpoint: str | os.PathLike, plans: str | os.PathLike,
     if out.resolve() == Path(checkpoint).resolve():
         from ..errors import OverwriteInputError
         raise OverwriteInputError(f"{out}: output would overwrite the input checkpoint")
-    pm = PlansManager(str(plans_path)) if plans_path.is_file() else None
-    if pm is None:
+    if not plans_path.is_file():
         raise ModelError(f"{plans_path}: plans file not found")
+    plans_dict = load_json(plans_path)  # a ConfigError naming the file if it is malformed
+    if not isinstance(plans_dict, dict) or "configurations" not in plans_dict:
+        raise ModelError(f"{plans_path}: not an nnU-Net plans file (no 'configurations')")
+    pm = PlansManager(plans_dict)
     try:
         cm = pm.get_configuration(configuration)
     except Exception as e:  # noqa: BLE001
