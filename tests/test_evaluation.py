@@ -350,3 +350,20 @@ def test_cli_evaluate_missing_prediction(tmp_path, capsys):
     _write(np.zeros((4, 5, 6)), pred_dir, "fdg_x.nii.gz")
     assert main(["evaluate", "--pred", str(pred_dir), "--gt", str(gt_dir)]) == 1
     assert "fdg_y" in capsys.readouterr().err
+
+
+def test_volumes_and_dsc_share_one_lesion_definition(tmp_path):
+    """A stray negative value is not lesion for DSC, and so not for gt_ml / pred_ml either (it used to count)."""
+    from nnunet_quantif.evaluation.static import evaluate_folder
+    from nnunet_quantif.io import Geometry, write_image
+
+    geo = Geometry.from_shape((4, 5, 6), (2.0, 2.0, 2.0))
+    gt = np.zeros((4, 5, 6), np.int16)
+    gt[1:3, 1:3, 1:3] = 1
+    pred = gt.copy()
+    pred[0, 0, 0] = -1
+    write_image(gt, geo, tmp_path / "gt" / "c.nii.gz")
+    write_image(pred, geo, tmp_path / "pred" / "c.nii.gz")
+    rows, _ = evaluate_folder(tmp_path / "pred", tmp_path / "gt", None, progress=False)
+    assert rows[0]["dsc"] == pytest.approx(1.0)
+    assert rows[0]["pred_ml"] == pytest.approx(rows[0]["gt_ml"]) == pytest.approx(8 * 0.008)

@@ -41,7 +41,20 @@ def voxel_volume_ml(spacing: Iterable[float]) -> float:
     return sp[0] * sp[1] * sp[2] / 1000.0
 
 
-def _as_bool(mask: np.ndarray, name: str) -> np.ndarray:
+def lesion_voxels(mask: np.ndarray, name: str = "mask") -> np.ndarray:
+    """The one definition of "lesion" for masks and labels: voxels with a value > 0.
+
+    Parameters
+    ----------
+    mask : np.ndarray, shape (z, y, x)
+        A label or predicted mask (bool or numeric; negative values are not lesion).
+    name : str
+        Used in the error message.
+
+    Returns
+    -------
+    np.ndarray of bool, shape (z, y, x)
+    """
     arr = np.asarray(mask)
     if arr.ndim != 3:
         raise ValueError(f"{name} must be a 3-D (z, y, x) mask, got shape {arr.shape}")
@@ -106,8 +119,8 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing_zyx: Sequence[float])
         ``{"dsc": float, "fpv": float (ml), "fnv": float (ml)}``. ``dsc`` and ``fnv`` are NaN when ``gt``
         is empty; ``fpv`` is 0.0 when ``pred`` is empty.
     """
-    p = _as_bool(pred, "pred")
-    g = _as_bool(gt, "gt")
+    p = lesion_voxels(pred, "pred")
+    g = lesion_voxels(gt, "gt")
     if p.shape != g.shape:
         raise ValueError(f"pred shape {p.shape} and gt shape {g.shape} differ")
     vox_ml = voxel_volume_ml(spacing_zyx)

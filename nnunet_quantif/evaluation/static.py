@@ -18,7 +18,7 @@ from ..io import PathLike, check_same_grid, find_image, read_image, write_json, 
 from .aggregate import json_safe, summarize
 from .cases import EvalCase, list_case_names, read_case_table, tracer_from_name
 from .interactive import rows_to_csv
-from .metrics import METRICS, case_metrics
+from .metrics import METRICS, case_metrics, lesion_voxels
 
 #: Columns of ``metrics.csv``.
 STATIC_COLUMNS: tuple[str, ...] = ("case", "tracer", "centre", "dsc", "fpv", "fnv", "has_lesion", "gt_ml", "pred_ml")
@@ -81,9 +81,9 @@ def evaluate_folder(pred_dir: PathLike, gt_dir: PathLike, out_dir: PathLike | No
         info = table.get(name, {})
         rows.append({"case": name, "tracer": info.get("tracer") or tracer_from_name(name, default="unknown"),
                      "centre": info.get("centre", ""), "method": STATIC_METHOD, **met,
-                     "has_lesion": bool(np.any(gt)),
-                     "gt_ml": float(np.count_nonzero(gt)) * g_geo.voxel_volume_ml,
-                     "pred_ml": float(np.count_nonzero(pred)) * g_geo.voxel_volume_ml})
+                     "has_lesion": bool(lesion_voxels(gt).any()),
+                     "gt_ml": float(np.count_nonzero(lesion_voxels(gt))) * g_geo.voxel_volume_ml,
+                     "pred_ml": float(np.count_nonzero(lesion_voxels(pred))) * g_geo.voxel_volume_ml})
     summary = {"protocol": {"static": True,
                             "lesion_free_cases": "DSC and FNV are NaN and ignored in every mean; "
                                                  "they count for FPV only"},
