@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,3 +110,50 @@ def test_malformed_plans_json_is_one_line(fake_multitalent, tmp_path, capsys):
     with pytest.raises(ModelError, match="not an nnU-Net plans file"):
         convert_multitalent(ckpt, tmp_path / "list.json", tmp_path / "x.pth")
     assert not (tmp_path / "x.pth").exists()
+
+
+class _RunsCode:
+    """Unpickling this calls os.system-like code: here, it creates a marker file."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_crafted_checkpoint_cannot_run_code(fake_multitalent, tmp_path, capsys):
+    _, plans, _ = fake_multitalent
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _RunsCode(str(marker))}, evil)
+    with pytest.raises(ModelError, match="allow-list.*--trust-checkpoint"):
+        convert_multitalent(evil, plans, tmp_path / "x.pth")
+    assert not marker.exists()
+    assert main(["pretrained", "stems", "--checkpoint", str(evil)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "evil.pth" in err[0] and not marker.exists()
+    # the explicit opt-in does unpickle it (the documented risk)
+    load_state_dict_any(evil, trust_checkpoint=True)
+    assert marker.exists()
+
+
+def test_real_nnunet_checkpoints_load_safely(tmp_path):
+    """nnU-Net checkpoints hold NumPy scalars (logging, _best_ema), tuples, dicts and a torch.device: all allowed."""
+    import numpy as np
+
+    ck = {"network_weights": {"encoder.w": torch.ones(2, 3)}, "optimizer_state": {"state": {}, "param_groups": []},
+          "grad_scaler_state": None, "logging": {"mean_fg_dice": [np.float64(0.5), np.float32(0.25)],
+                                                 "ema_fg_dice": [np.float64(0.1)], "epoch_end_timestamps": [1.0]},
+          "_best_ema": np.float64(0.4), "current_epoch": 3, "init_args": {"plans": {}, "fold": 0, "device":
+                                                                          torch.device("cpu")},
+          "trainer_name": "nnUNetTrainerQuantIF", "inference_allowed_mirroring_axes": (0, 1, 2),
+          "dice": np.array([0.1, 0.2])}
+    path = tmp_path / "checkpoint_final.pth"
+    torch.save(ck, path)
+    sd = load_state_dict_any(path)
+    assert list(sd) == ["encoder.w"] and torch.equal(sd["encoder.w"], torch.ones(2, 3))
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ModelError, match="corrupt.pth: cannot read checkpoint"):
+        load_state_dict_any(corrupt)

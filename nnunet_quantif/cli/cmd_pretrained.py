@@ -26,9 +26,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default: the one next to the plans, else 3)")
     c.add_argument("--heatmap-init", choices=("zero", "random"), default="zero",
                    help="weights of the input channels the stem lacks (default zero)")
+    c.add_argument("--trust-checkpoint", action="store_true",
+                   help="unpickle the checkpoint fully. RISK: a crafted .pth file runs arbitrary code when unpickled; "
+                        "without this flag only tensors, plain containers and NumPy scalars are loaded")
     c.set_defaults(func=run_convert)
     s = psub.add_parser("stems", help="list the input stems of a checkpoint")
     s.add_argument("--checkpoint", required=True, metavar="MT.pth")
+    s.add_argument("--trust-checkpoint", action="store_true",
+                   help="unpickle the checkpoint fully (RISK: runs any code a crafted file contains)")
     s.set_defaults(func=run_stems)
 
 
@@ -36,7 +41,8 @@ def run_convert(args: argparse.Namespace) -> int:
     from ..training.pretrained import convert_multitalent
 
     info = convert_multitalent(args.checkpoint, args.plans, args.out, configuration=args.configuration,
-                               stem=args.stem, dataset_json=args.dataset_json, heatmap_init=args.heatmap_init)
+                               stem=args.stem, dataset_json=args.dataset_json, heatmap_init=args.heatmap_init,
+                               trust_checkpoint=args.trust_checkpoint)
     print(f"wrote {args.out}: stem {info['stem']}, {info['copied']} tensors copied "
           f"({len(info['expanded'])} with new input channels, init {info['heatmap_init']}), "
           f"{info['dropped']} checkpoint tensors dropped (pretraining heads, other stems)")
@@ -46,6 +52,6 @@ def run_convert(args: argparse.Namespace) -> int:
 def run_stems(args: argparse.Namespace) -> int:
     from ..training.pretrained import load_state_dict_any, stems_in
 
-    stems = stems_in(load_state_dict_any(args.checkpoint))
+    stems = stems_in(load_state_dict_any(args.checkpoint, args.trust_checkpoint))
     print("\n".join(stems) if stems else "(single stem)")
     return 0

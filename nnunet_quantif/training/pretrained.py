@@ -26,6 +26,7 @@ The output is ``{"network_weights": state_dict, "quantif_pretrained": info}``.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -34,26 +35,72 @@ import torch
 from ..errors import ModelError
 from ..io import atomic_write
 
-__all__ = ["load_state_dict_any", "stems_in", "map_multitalent_state_dict", "convert_multitalent"]
+__all__ = ["load_checkpoint_object", "load_state_dict_any", "stems_in", "map_multitalent_state_dict",
+           "convert_multitalent"]
 
 _STEM_RE = re.compile(r"(^|\.)stem\.([^.]+)\.")
 #: Parameters whose shape depends on the number of input channels (dim 1).
 _IN_PROJ_RE = re.compile(r"(^|\.)stem\.convs\.0\.(conv|all_modules\.0)\.weight$")
 
 
-def load_state_dict_any(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The network state dict in a checkpoint file (nnU-Net, Lightning or bare), prefixes stripped.
+def _checkpoint_safe_globals() -> list:
+    """The non-tensor types that real nnU-Net checkpoints hold besides tensors and plain containers:
+    NumPy scalars and dtypes in ``logging`` and ``_best_ema`` (allow-listed for ``weights_only`` loading)."""
+    import numpy as np
 
-    Accepts ``{"network_weights": sd}`` (nnU-Net), ``{"state_dict": sd}``, ``{"model": sd}`` or
-    a bare state dict; removes ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes.
+    types: list = [np.dtype, np.ndarray]
+    core = getattr(np, "_core", None) or np.core
+    types += [core.multiarray.scalar, core.multiarray._reconstruct]
+    types += [type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64", "bool")]
+    return types
+
+
+def load_checkpoint_object(checkpoint: str | os.PathLike, trust_checkpoint: bool = False) -> object:
+    """Load a ``.pth`` file safely: ``torch.load(weights_only=True)`` with an allow-list of the types nnU-Net
+    checkpoints need, so a crafted pickle cannot run code.
+
+    Parameters
+    ----------
+    checkpoint : path-like
+    trust_checkpoint : bool
+        Load with full unpickling (``weights_only=False``), which runs any code the file
+        contains. Only for files from a source you trust.
+
+    Raises
+    ------
+    ModelError
+        Missing or unreadable file, or a file that needs types outside the allow-list
+        (the message says how to opt in).
     """
     path = Path(checkpoint)
     if not path.is_file():
         raise ModelError(f"{path}: checkpoint not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        if trust_checkpoint:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_checkpoint_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not trust_checkpoint and ("weights_only" in str(e) or "GLOBAL" in str(e)):
+            what = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+            raise ModelError(f"{path}: refusing to unpickle types outside the safe allow-list ({what}); if the "
+                             f"file comes from a source you trust, pass --trust-checkpoint (this runs any code "
+                             f"the file contains)") from None
+        raise ModelError(f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     except Exception as e:  # noqa: BLE001 - any unreadable file
-        raise ModelError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelError(f"{path}: cannot read checkpoint ({type(e).__name__}: {first})") from None
+
+
+def load_state_dict_any(checkpoint: str | os.PathLike, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
+    """The network state dict in a checkpoint file (nnU-Net, Lightning or bare), prefixes stripped.
+
+    Accepts ``{"network_weights": sd}`` (nnU-Net), ``{"state_dict": sd}``, ``{"model": sd}`` or
+    a bare state dict; removes ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes.
+    Loaded safely (:func:`load_checkpoint_object`) unless ``trust_checkpoint``.
+    """
+    path = Path(checkpoint)
+    obj = load_checkpoint_object(path, trust_checkpoint)
     sd = obj
     if isinstance(obj, dict):
         for key in ("network_weights", "state_dict", "model_state_dict", "model", "net"):
@@ -158,7 +205,7 @@ def map_multitalent_state_dict(source: dict[str, torch.Tensor], target: dict[str
 def convert_multitalent(checkpoint: str | os.PathLike, plans: str | os.PathLike, out: str | os.PathLike,
                         configuration: str = "3d_fullres", stem: str = "221",
                         dataset_json: str | os.PathLike | None = None, num_input_channels: int | None = None,
-                        heatmap_init: str = "zero", use_organs: bool = True) -> dict:
+                        heatmap_init: str = "zero", use_organs: bool = True, trust_checkpoint: bool = False) -> dict:
     """Write an nnU-Net ``-pretrained_weights`` file from a MultiTalent checkpoint.
 
     Parameters
@@ -183,6 +230,9 @@ def convert_multitalent(checkpoint: str | os.PathLike, plans: str | os.PathLike,
     use_organs : bool
         Build the dual-head network (True) or the plain one as the target; the keys that
         ``load_pretrained_weights`` checks are the same either way.
+    trust_checkpoint : bool
+        Unpickle the checkpoint fully (runs any code in it); by default only tensors, plain
+        containers and NumPy scalars load (:func:`load_checkpoint_object`).
 
     Returns
     -------
@@ -216,7 +266,7 @@ def convert_multitalent(checkpoint: str | os.PathLike, plans: str | os.PathLike,
             int(num_input_channels), 2)
     net = build_dual_head_network(*args) if use_organs else get_network_from_plans(*args, allow_init=True,
                                                                                    deep_supervision=True)
-    source = load_state_dict_any(checkpoint)
+    source = load_state_dict_any(checkpoint, trust_checkpoint)
     mapped, info = map_multitalent_state_dict(source, net.state_dict(), stem, heatmap_init, str(checkpoint))
     info.update(source=str(checkpoint), plans=str(plans_path), configuration=configuration,
                 num_input_channels=int(num_input_channels))
