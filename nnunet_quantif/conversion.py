@@ -81,6 +81,7 @@ from .io import (
     check_same_grid,
     find_image,
     read_image,
+    read_pet,
     strip_image_extension,
     to_sitk,
     write_image,
@@ -290,7 +291,7 @@ def _convert_case(job: dict, res: CaseResult, stage_root: Path) -> None:
     res.has_clicks = clicks_path is not None
 
     ct, ct_geo = read_image(ct_path)
-    pet, pet_geo = read_image(pet_path, dtype=np.float32)
+    pet, pet_geo = read_pet(pet_path, (job["heatmap_params"] or {}).get("nonfinite", "raise"))
     label, label_geo = read_image(label_path)
     resampled = False
     try:

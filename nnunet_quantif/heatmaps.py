@@ -42,7 +42,7 @@ import numpy as np
 
 from .clicks import Clicks, read_clicks
 from .errors import InvalidSUVError
-from .io import Geometry, read_image
+from .io import NONFINITE_MODES, Geometry, read_image
 
 PathLike = str | os.PathLike
 SigmaLike = float | Sequence[float]
@@ -55,7 +55,6 @@ DEFAULT_SUV_GATE = 3.0
 TRUNCATE = 4.0
 
 BACKGROUND_MODES = ("paper", "authors")
-NONFINITE_MODES = ("raise", "zero")
 
 
 def _sigma3(sigma: SigmaLike, name: str) -> tuple[float, float, float]:

@@ -298,6 +298,43 @@ def read_image(path: PathLike, dtype: np.dtype | type | None = None,
     return arr, Geometry.from_sitk(image)
 
 
+#: What a PET reader does with NaN/Inf voxels: refuse the file, or treat them as SUV 0 (``--replace-nonfinite``).
+NONFINITE_MODES: tuple[str, ...] = ("raise", "zero")
+
+
+def read_pet(path: PathLike, nonfinite: str = "raise") -> tuple[np.ndarray, Geometry]:
+    """Read a PET (SUV) image as float32 with the one NaN/Inf policy of every command.
+
+    NaN and Inf voxels are seen in both formats (SimpleITK would read them as 0 from NIfTI);
+    then ``nonfinite='raise'`` refuses the file and ``'zero'`` sets them to SUV 0, so ``.nii.gz``
+    and ``.mha`` give the same result.
+
+    Returns
+    -------
+    pet : np.ndarray, shape (z, y, x), float32 (SUV)
+    geometry : Geometry
+
+    Raises
+    ------
+    InvalidSUVError
+        Non-finite voxels with ``nonfinite='raise'`` (the message names the file and the flag).
+    """
+    from .errors import InvalidSUVError
+
+    if nonfinite not in NONFINITE_MODES:
+        raise ValueError(f"nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}")
+    pet, geometry = read_image(path, keep_nonfinite=True)
+    pet = pet.astype(np.float32, copy=False)
+    finite = np.isfinite(pet)
+    n_bad = int(finite.size - np.count_nonzero(finite))
+    if n_bad:
+        if nonfinite == "raise":
+            raise InvalidSUVError(f"{path}: PET holds {n_bad} non-finite voxel(s) (NaN/Inf); pass "
+                                  f"--replace-nonfinite to treat them as SUV 0")
+        pet = np.where(finite, pet, np.float32(0))
+    return pet, geometry
+
+
 def _restore_nonfinite_nifti(path: PathLike, arr: np.ndarray) -> None:
     """Put back into ``arr`` (z, y, x) the NaN/Inf voxels that SimpleITK zeroed when reading a NIfTI file."""
     import nibabel as nib

@@ -252,3 +252,48 @@ def test_atomic_write_goes_through_symlinks_and_never_replaces_special_files(tmp
                 tmp.write_text("x")
         assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.json", "pipe", "real.json"]
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".mha"])
+def test_one_nonfinite_policy_for_every_pet_reader(tmp_path, ext, capsys):
+    """NaN/Inf PET voxels: refused by default, naming the file and the flag; with --replace-nonfinite treated as
+    SUV 0 -- and the same result from NIfTI (where SimpleITK alone reads them as 0) and MetaImage."""
+    from nnunet_quantif.cli import build_parser, main
+    from nnunet_quantif.errors import InvalidSUVError
+    from nnunet_quantif.inference.pipeline import read_case_images
+    from nnunet_quantif.io import read_pet
+
+    pet = np.full((3, 5, 7), 1.0, np.float32)
+    pet[0, 0, 0] = np.nan
+    pet[2, 4, 6] = np.inf  # a one-voxel component of the mask sits here
+    pet_path = write_image(pet, GEOM, tmp_path / f"pet{ext}")
+    ct_path = write_image(np.zeros((3, 5, 7), np.float32), GEOM, tmp_path / f"ct{ext}")
+    mask = np.zeros((3, 5, 7), np.uint8)
+    mask[2, 4, 6] = 1
+    mask_path = write_image(mask, GEOM, tmp_path / f"mask{ext}")
+
+    with pytest.raises(InvalidSUVError, match=r"pet.*2 non-finite.*--replace-nonfinite"):
+        read_pet(pet_path)
+    with pytest.raises(InvalidSUVError):
+        read_case_images(ct_path, pet_path)
+    replaced, _ = read_pet(pet_path, "zero")
+    assert np.isfinite(replaced).all() and replaced[0, 0, 0] == 0 and replaced[2, 4, 6] == 0
+    assert read_case_images(ct_path, pet_path, "zero")[1][2, 4, 6] == 0
+
+    out = tmp_path / f"out{ext}"
+    base = ["postprocess", "--mask", str(mask_path), "--pet", str(pet_path), "--out", str(out)]
+    assert main(base) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--replace-nonfinite" in err[0] and not out.exists()
+    assert main([*base, "--replace-nonfinite"]) == 0
+    assert read_image(out)[0].max() == 0  # the Inf voxel is SUV 0: small and faint, removed in both formats
+    assert main(["clicks", "simulate", "--label", str(mask_path), "--pet", str(pet_path),
+                 "--out", str(tmp_path / "c.json")]) == 1
+    assert "--replace-nonfinite" in capsys.readouterr().err
+    parser = build_parser()
+    for argv in (["predict", "-i", "a", "-o", "b"], ["gc"],
+                 ["convert", "--src", "a", "--out", "b", "--dataset-id", "1"],
+                 ["heatmap", "--pet", "p", "--clicks", "c", "--out", "h.nii.gz"],
+                 ["tracer", "predict", "--pet", "p", "--weights", "w"],
+                 ["clicks", "simulate", "--label", "l", "--pet", "p", "--out", "o"]):
+        assert parser.parse_args([*argv, "--replace-nonfinite"]).replace_nonfinite, argv

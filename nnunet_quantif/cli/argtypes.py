@@ -46,3 +46,14 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return int(value)
+
+
+def add_nonfinite_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--replace-nonfinite``: the one NaN/Inf policy of every command that reads a PET."""
+    p.add_argument("--replace-nonfinite", action="store_true",
+                   help="treat NaN/Inf PET voxels as SUV 0 (default: refuse the PET, naming the file)")
+
+
+def nonfinite_mode(args: argparse.Namespace) -> str:
+    """The ``nonfinite`` argument of the library readers for the parsed ``--replace-nonfinite``."""
+    return "zero" if getattr(args, "replace_nonfinite", False) else "raise"

@@ -8,8 +8,8 @@ import numpy as np
 
 from ..clicks import read_clicks, simulate_clicks, write_clicks
 from ..errors import ConfigError
-from ..io import check_same_grid, read_image
-from .argtypes import nonneg_int
+from ..io import check_same_grid, read_image, read_pet
+from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, metavar="JSON", help="output click file")
     s.add_argument("--seed", type=nonneg_int, default=42, help="random seed (default: 42, as autoPET IV)")
     s.add_argument("--n", type=int, default=10, help="clicks of each kind (default: 10)")
+    add_nonfinite_argument(s)
     s.set_defaults(func=run_simulate)
 
     w = csub.add_parser("show", help="list the clicks of a file",
@@ -40,7 +41,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     if args.n < 0:
         raise ConfigError(f"--n must be >= 0, got {args.n}")
     label, lg = read_image(args.label)
-    pet, pg = read_image(args.pet)
+    pet, pg = read_pet(args.pet, nonfinite_mode(args))
     check_same_grid(lg, pg, args.label, args.pet)
     clicks = simulate_clicks(label, pet, n=args.n, seed=args.seed, source=args.pet)
     write_clicks(clicks, args.out, inputs=[args.label, args.pet])

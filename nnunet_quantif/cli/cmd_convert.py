@@ -7,7 +7,7 @@ import sys
 
 from ..conversion import TRACERS, convert_dataset
 from ..heatmaps import DEFAULT_SIGMA_BACKGROUND, DEFAULT_SIGMA_TUMOR, DEFAULT_SUV_GATE
-from .argtypes import nonneg_float, positive_float, positive_int
+from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_float, positive_float, positive_int
 from .cmd_heatmap import _sigma
 
 
@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"heatmap background sigma in voxels (default {DEFAULT_SIGMA_BACKGROUND:g})")
     p.add_argument("--suv-gate", type=nonneg_float, default=DEFAULT_SUV_GATE, metavar="TAU",
                    help=f"heatmap SUV gate (default {DEFAULT_SUV_GATE:g})")
+    add_nonfinite_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         params["sigma_background"] = _sigma(args.sigma_background, "--sigma-background")
     if args.suv_gate != DEFAULT_SUV_GATE:
         params["suv_gate"] = args.suv_gate
+    if args.replace_nonfinite:
+        params["nonfinite"] = nonfinite_mode(args)
     summary = convert_dataset(
         args.src, args.out, args.dataset_id, tracers=args.tracers.split(","), joint=args.joint,
         click_step=args.click_step, workers=args.workers, overwrite=args.overwrite, clicks_dir=args.clicks_dir,

@@ -14,7 +14,7 @@ from ..heatmaps import (
     heatmap_from_files,
 )
 from ..io import check_output_path, write_image
-from .argtypes import nonneg_float, positive_float
+from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_float, positive_float
 
 
 def _sigma(values: list[float], flag: str) -> float | tuple[float, float, float]:
@@ -46,8 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the authors' code used 4)")
     p.add_argument("--background-mode", choices=("paper", "authors"), default="paper",
                    help="paper: background clipped at 1 (default); authors: divided by its maximum")
-    p.add_argument("--replace-nonfinite", action="store_true",
-                   help="treat NaN/Inf SUVs as 0 instead of failing")
+    add_nonfinite_argument(p)
     p.set_defaults(func=run)
 
 
@@ -60,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         sigma_tumor=_sigma(args.sigma_tumor, "--sigma-tumor"),
         sigma_background=_sigma(args.sigma_background, "--sigma-background"),
         suv_gate=args.suv_gate, background_mode=args.background_mode,
-        nonfinite="zero" if args.replace_nonfinite else "raise")
+        nonfinite=nonfinite_mode(args))
     write_image(heatmap, geometry, args.out, inputs=[args.pet, args.clicks])
     print(f"{args.out}: heatmap in [{float(heatmap.min()):.3f}, {float(heatmap.max()):.3f}], "
           f"{int(np.count_nonzero(heatmap > 0))} positive and {int(np.count_nonzero(heatmap < 0))} negative voxels")

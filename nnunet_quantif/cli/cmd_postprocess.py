@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
-from ..io import check_output_path, check_same_grid, read_image, write_image
-from .argtypes import nonneg_float, nonneg_int
+from ..io import check_output_path, check_same_grid, read_image, read_pet, write_image
+from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_float, nonneg_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suv-max", type=nonneg_float, default=4.0, help="SUVmax threshold (default: 4)")
     p.add_argument("--min-volume-ml", type=nonneg_float, default=None, metavar="V",
                    help="size threshold in millilitres instead of voxels (from the spacing)")
+    add_nonfinite_argument(p)
     p.set_defaults(func=run)
 
 
@@ -33,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_path(args.out, image=True, inputs=(args.mask, args.pet))
     mask, g_mask = read_image(args.mask)
-    pet, g_pet = read_image(args.pet, dtype=np.float32)
+    pet, g_pet = read_pet(args.pet, nonfinite_mode(args))
     check_same_grid(g_mask, g_pet, args.mask, args.pet)
     out, stats = postprocess_with_stats(mask, pet, g_mask.spacing_zyx, args.min_voxels, args.suv_max,
                                         args.min_volume_ml)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, InputFileError
 from ..io import check_output_path
-from .argtypes import nonneg_float, nonneg_int
+from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_float, nonneg_int
 
 TRACER_CHOICES = ("auto", "fdg", "psma", "name")
 
@@ -45,6 +45,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--suv-max", type=nonneg_float, default=4.0, help="post-processing SUVmax threshold (default 4)")
     m.add_argument("--min-volume-ml", type=nonneg_float, default=None,
                    help="post-processing size threshold in ml instead of voxels")
+    add_nonfinite_argument(m)
 
 
 def build_pipeline(args: argparse.Namespace, progress: bool = False):
@@ -57,7 +58,8 @@ def build_pipeline(args: argparse.Namespace, progress: bool = False):
                   time_budget_s=args.time_budget, calibration=args.calibration, device=args.device,
                   tile_step_size=args.tile_step_size, postprocess=not args.no_postprocess,
                   min_voxels=args.min_voxels, suv_max=args.suv_max, min_volume_ml=args.min_volume_ml,
-                  tracer_weights=args.tracer_weights, progress=progress)
+                  tracer_weights=args.tracer_weights, progress=progress,
+                  nonfinite=nonfinite_mode(args))
     if args.results:
         if args.model_fdg or args.model_psma:
             raise ConfigError("give either --model-fdg/--model-psma or --results with dataset ids, not both")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .argtypes import nonneg_int
+from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--pet", required=True, metavar="PET", help="PET volume in SUV (.nii.gz, .nii, .mha)")
     q.add_argument("--weights", required=True, metavar="DIR", help="folder written by `quantif tracer train`")
     q.add_argument("--json", action="store_true", help="print the prediction as one JSON object")
+    add_nonfinite_argument(q)
     q.set_defaults(func=run_predict)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -58,9 +59,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from ..tracer import predict_tracer
+    from ..io import read_pet
+    from ..tracer import load_tracer_ensemble, predict_tracer
 
-    pred = predict_tracer(args.pet, None, args.weights)
+    ensemble = load_tracer_ensemble(args.weights)
+    pet, geometry = read_pet(args.pet, nonfinite_mode(args))
+    pred = predict_tracer(pet, geometry, ensemble, source=args.pet)
     if args.json:
         print(json.dumps(pred.to_dict()))
         return 0

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--min-voxels", type=int, default=10)
     q.add_argument("--suv-max", type=float, default=4.0)
     q.add_argument("--min-volume-ml", type=float, default=None)
+    q.add_argument("--replace-nonfinite", action="store_true",
+                   help="post-processing: treat NaN/Inf PET voxels as SUV 0 (default: refuse the PET)")
     return p
 
 
@@ -90,16 +92,16 @@ def _model_folder(args: argparse.Namespace) -> str:
 
 def postprocess_folder(input_folder: str, output_folder: str, file_ending: str, *, part_id: int = 0,
                        num_parts: int = 1, min_voxels: int = 10, suv_max: float = 4.0,
-                       min_volume_ml: float | None = None) -> int:
+                       min_volume_ml: float | None = None, nonfinite: str = "raise") -> int:
     """Post-process every output of an nnU-Net prediction folder in place; returns the number of files done.
 
     The PET of case ``<case>`` is ``<input_folder>/<case>_0001<file_ending>``. Post-processing is
-    idempotent, so re-running over already processed outputs changes nothing.
+    idempotent, so re-running over already processed outputs changes nothing. NaN/Inf PET voxels
+    follow ``nonfinite`` (:func:`~nnunet_quantif.io.read_pet`).
     """
-    import numpy as np
     from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
 
-    from ..io import check_same_grid, read_image, write_image
+    from ..io import check_same_grid, read_image, read_pet, write_image
     from .postprocessing import postprocess_with_stats
 
     log = logging.getLogger(__name__)
@@ -112,7 +114,7 @@ def postprocess_folder(input_folder: str, output_folder: str, file_ending: str, 
             continue
         pet_path = Path(input_folder) / f"{case}_0001{file_ending}"
         mask, g = read_image(out)
-        pet, g_pet = read_image(pet_path, dtype=np.float32)
+        pet, g_pet = read_pet(pet_path, nonfinite)
         check_same_grid(g, g_pet, str(out), str(pet_path))
         cleaned, stats = postprocess_with_stats(mask, pet, g.spacing_zyx, min_voxels, suv_max, min_volume_ml)
         write_image(cleaned, g, out, inputs=[pet_path])
@@ -185,7 +187,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.postprocess:
         n = postprocess_folder(args.i, args.o, predictor.dataset_json["file_ending"], part_id=args.part_id,
                                num_parts=args.num_parts, min_voxels=args.min_voxels, suv_max=args.suv_max,
-                               min_volume_ml=args.min_volume_ml)
+                               min_volume_ml=args.min_volume_ml,
+                               nonfinite="zero" if args.replace_nonfinite else "raise")
         print(f"post-processed {n} prediction(s) in {args.o}")
     return 0
 

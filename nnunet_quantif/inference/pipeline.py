@@ -45,6 +45,7 @@ from ..io import (
     has_image_extension,
     image_extension,
     read_image,
+    read_pet,
     strip_image_extension,
     write_image,
 )
@@ -181,10 +182,12 @@ def _lesion_label(dataset_json: dict) -> int:
     return 1
 
 
-def read_case_images(ct_path: PathLike, pet_path: PathLike) -> tuple[np.ndarray, np.ndarray, Geometry]:
-    """Read CT and PET as float32 (z, y, x) arrays and check they share one grid (error names both files)."""
+def read_case_images(ct_path: PathLike, pet_path: PathLike,
+                     nonfinite: str = "raise") -> tuple[np.ndarray, np.ndarray, Geometry]:
+    """Read CT and PET as float32 (z, y, x) arrays and check they share one grid (error names both files).
+    NaN/Inf PET voxels follow ``nonfinite`` (:func:`~nnunet_quantif.io.read_pet`)."""
     ct, g_ct = read_image(ct_path, dtype=np.float32)
-    pet, g_pet = read_image(pet_path, dtype=np.float32)
+    pet, g_pet = read_pet(pet_path, nonfinite)
     check_same_grid(g_ct, g_pet, str(ct_path), str(pet_path))
     return ct, pet, g_pet
 
@@ -234,6 +237,8 @@ class QuantIFPipeline:
         Passed to :func:`nnunet_quantif.heatmaps.click_heatmap`.
     progress : bool
         Show nnU-Net's sliding-window progress bar.
+    nonfinite : {'raise', 'zero'}
+        NaN/Inf PET voxels of cases read from files: refuse the case, or treat them as SUV 0.
     """
 
     def __init__(self, model_fdg: PathLike | None = None, model_psma: PathLike | None = None, *,
@@ -242,7 +247,7 @@ class QuantIFPipeline:
                  calibration: PathLike | None = None, device: object = None, tile_step_size: float = 0.5,
                  postprocess: bool = True, min_voxels: int = DEFAULT_MIN_VOXELS, suv_max: float = DEFAULT_SUV_MAX,
                  min_volume_ml: float | None = None, tracer_weights: PathLike | None = None,
-                 heatmap_params: dict | None = None, progress: bool = False) -> None:
+                 heatmap_params: dict | None = None, progress: bool = False, nonfinite: str = "raise") -> None:
         self.model_dirs: dict[str, Path | None] = {
             "fdg": Path(model_fdg) if model_fdg is not None else None,
             "psma": Path(model_psma) if model_psma is not None else None,
@@ -261,6 +266,7 @@ class QuantIFPipeline:
         self.router = TracerRouter(tracer_weights)
         self.heatmap_params = dict(heatmap_params or {})
         self.progress = progress
+        self.nonfinite = nonfinite
         self._predictors: dict = {}
 
     @classmethod
@@ -391,7 +397,7 @@ class QuantIFPipeline:
         image_extension(out_path)  # fail on an unsupported output format before any work
         inputs = [p for p in (ct_path, pet_path, clicks_path) if p is not None]
         ensure_not_input(out_path, inputs)
-        ct, pet, geometry = read_case_images(ct_path, pet_path)
+        ct, pet, geometry = read_case_images(ct_path, pet_path, self.nonfinite)
         clicks = load_case_clicks(clicks_path, pet.shape, step)
         name = case_name or strip_image_extension(out_path.name)
         result = self.predict_arrays(ct, pet, geometry, clicks, tracer=tracer, case_name=name,

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError, QuantIFError, TracerError
-from ..io import Geometry, read_image
+from ..io import Geometry, read_pet
 from .model import ARCHITECTURE, MIPCNN
 from .preprocessing import INPUT_SPEC, mip_from_pet
 from .training import META_NAME, META_SCHEMA, TRACERS
@@ -210,7 +210,7 @@ def predict_tracer(pet: np.ndarray | PathLike, geometry: Geometry | None,
     ensemble = weights if isinstance(weights, TracerEnsemble) else load_tracer_ensemble(weights)
     if isinstance(pet, (str, os.PathLike)):
         source = source or str(pet)
-        pet, geometry = read_image(pet, dtype=np.float32)
+        pet, geometry = read_pet(pet)  # NaN/Inf voxels refused, as by every PET reader
     if geometry is None:
         raise TracerError(f"{source or 'PET array'}: a PET array needs its geometry")
     try:
