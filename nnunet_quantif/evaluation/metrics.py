@@ -109,7 +109,7 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing_zyx: Sequence[float])
     Parameters
     ----------
     pred, gt : np.ndarray, shape (z, y, x)
-        Binary masks (any dtype; non-zero is foreground) on the same grid.
+        Masks (any dtype; voxels > 0 are lesion, :func:`lesion_voxels`) on the same grid.
     spacing_zyx : sequence of 3 floats
         Voxel size in mm (array order; only the product matters).
 

@@ -111,7 +111,7 @@ def postprocess(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Sequence[float] 
     Parameters
     ----------
     mask : np.ndarray, shape (z, y, x)
-        Predicted mask; any non-zero voxel is lesion.
+        Predicted mask; voxels > 0 are lesion (as in the metrics).
     pet : np.ndarray, shape (z, y, x)
         PET in SUV on the same grid.
     spacing_zyx : sequence of 3 float, optional
