@@ -519,3 +519,101 @@ def test_output_paths_and_click_file_are_checked_before_the_model_loads(tmp_path
     err = run_cli_error(["predict", "--ct", str(ct), "--pet", str(pet), "--out", str(tmp_path / "M.NII.GZ"), *base],
                         capsys)
     assert "no_model" in err
+
+
+# ------------------------------------------------------------------------------------ batches that survive faults
+
+def _batch_folder(tmp_path: Path, n: int = 3, bad: int | None = 1) -> tuple[Path, list[str]]:
+    src = tmp_path / "data"
+    names = [f"fdg_case{i}" for i in range(n)]
+    (src / "imagesTr").mkdir(parents=True)
+    (src / "clicks").mkdir()
+    for i, name in enumerate(names):
+        ct, pet = make_case(tmp_path / "tmp", name=f"c{i}", seed=i)
+        ct.rename(src / "imagesTr" / f"{name}_0000.nii.gz")
+        pet.rename(src / "imagesTr" / f"{name}_0001.nii.gz")
+        if i == bad:
+            (src / "clicks" / f"{name}_clicks.json").write_text("{not json")
+        else:
+            write_clicks(src / "clicks" / f"{name}_clicks.json")
+    return src, names
+
+
+def test_one_bad_case_does_not_stop_the_batch(models, tmp_path, capsys) -> None:
+    src, names = _batch_folder(tmp_path)
+    out = tmp_path / "out"
+    args = ["predict", "-i", str(src), "-o", str(out), "--tracer", "name", *model_args(models)]
+    assert quantif_main(args) == 1
+    captured = capsys.readouterr()
+    assert "2 case(s) predicted" in captured.out and "1 failed" in captured.out
+    assert f"{names[1]}: FAILED" in captured.out and names[1] in captured.err.splitlines()[-1]
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"{names[0]}.nii.gz", f"{names[2]}.nii.gz"]
+    status = {n: json.loads((out / ".quantif_status" / f"{n}.json").read_text()) for n in names}
+    assert [status[n]["status"] for n in names] == ["done", "failed", "done"]
+    assert f"{names[1]}_clicks.json" in status[names[1]]["error"]
+    assert not list((out / ".quantif_claims").iterdir())  # every claim released
+    # --fail-fast stops at the bad case (the first good case was done before it)
+    out2 = tmp_path / "out2"
+    assert quantif_main([*args[:4], str(out2), *args[5:], "--fail-fast"]) == 1
+    assert sorted(p.name for p in out2.glob("*.nii.gz")) == [f"{names[0]}.nii.gz"]
+
+
+def test_a_case_claimed_by_a_live_process_is_left_alone_and_a_dead_owner_is_taken_over(models, tmp_path) -> None:
+    from nnunet_quantif.inference.batch import CLAIMS_DIR, case_claim
+
+    src, names = _batch_folder(tmp_path, n=2, bad=None)
+    out = tmp_path / "out"
+    pipe = QuantIFPipeline(models["fdg"], models["psma"], folds=(0,), device="cpu")
+    with case_claim(out, names[0]) as mine:  # this (live) process holds case 0
+        assert mine
+        results = pipe.predict_folder(src, out, tracer="name")
+    assert [r.status for r in results] == ["claimed", "done"]
+    assert not (out / f"{names[0]}.nii.gz").exists()
+    # a claim left by a dead process on this host (pid of a finished child) is stale
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / CLAIMS_DIR / f"{names[0]}.claim").write_text(json.dumps(
+        {"host": socket.gethostname(), "pid": int(dead.stdout), "started": 0.0}))
+    results = pipe.predict_folder(src, out, tracer="name")
+    assert [r.status for r in results] == ["done", "skipped"]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_case_leaves_no_partial_output_and_a_rerun_finishes(models, tmp_path) -> None:
+    """A real subprocess is killed with SIGKILL while it writes a mask; the rerun removes the leftover
+    temporary file, takes over the dead claim and writes every case."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src, names = _batch_folder(tmp_path, n=2, bad=None)
+    out = tmp_path / "out"
+    argv = ["predict", "-i", str(src), "-o", str(out), "--tracer", "name", *model_args(models)]
+    # the child hangs in the middle of writing the first mask, after the temporary file exists
+    hang = ("import os, time, nnunet_quantif.io as io\n"
+            "real = os.replace\n"
+            "def slow(a, b, *k):\n"
+            "    if str(b).endswith('.nii.gz') and '.partial-' in str(a) and 'out' in str(b):\n"
+            "        time.sleep(600)\n"
+            "    return real(a, b, *k)\n"
+            "io.os.replace = slow\n"
+            "from nnunet_quantif.cli import main\n"
+            f"raise SystemExit(main({argv!r}))\n")
+    child = subprocess.Popen([sys.executable, "-c", hang], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(out.glob(".partial-*")):
+            time.sleep(0.2)
+        assert list(out.glob(".partial-*")), "the child never started writing"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert not [p for p in out.glob("*.nii.gz") if not p.name.startswith(".")]  # no finished-looking mask
+    assert list((out / ".quantif_claims").iterdir())  # the dead owner's claim is still there
+    assert quantif_main(argv) == 0
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"{n}.nii.gz" for n in names]
+    assert not list(out.glob(".partial-*")) and not list((out / ".quantif_claims").iterdir())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import ConfigError, InputFileError
@@ -89,6 +90,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="autoPET layout (imagesTr/<case>_0000,_0001 + clicks/<case>_clicks.json) or flat folder")
     batch.add_argument("-o", "--output", metavar="DIR", help="output folder (<case><ending>)")
     batch.add_argument("--overwrite", action="store_true", help="redo cases whose output exists")
+    batch.add_argument("--fail-fast", action="store_true",
+                       help="stop at the first failed case (default: go on, record each failure in "
+                            "OUT/.quantif_status/<case>.json and exit 1 at the end)")
     batch.add_argument("--output-ending", choices=(".nii.gz", ".nii", ".mha"), default=None,
                        help="ending of batch outputs (default: the CT's)")
     p.add_argument("--step", type=int, default=None, metavar="K",
@@ -126,7 +130,13 @@ def run(args: argparse.Namespace) -> int:
     pipeline = build_pipeline(args, progress=False)
     results = pipeline.predict_folder(args.input, args.output, tracer=args.tracer, step=args.step,
                                       overwrite=args.overwrite, output_ending=args.output_ending,
-                                      on_case=lambda r: tqdm.write(r.summary_line()))
-    done = sum(not r.skipped for r in results)
-    print(f"{done} case(s) predicted, {len(results) - done} skipped (output existed) -> {args.output}")
+                                      on_case=lambda r: tqdm.write(r.summary_line()), fail_fast=args.fail_fast)
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "claimed", "failed")}
+    print(f"{counts['done']} case(s) predicted, {counts['skipped']} skipped (output existed), "
+          f"{counts['claimed']} left to another process, {counts['failed']} failed -> {args.output}")
+    if counts["failed"]:
+        failed = [r.case for r in results if r.status == "failed"]
+        print(f"quantif: error: {len(failed)} case(s) failed (errors in {args.output}/.quantif_status/): "
+              + ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else ""), file=sys.stderr)
+        return 1
     return 0

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetError, InputFileError, ModelError
+from ..errors import DatasetError, InputFileError, ModelError, QuantIFError
 from ..io import (
     IMAGE_EXTENSIONS,
     Geometry,
@@ -86,7 +86,11 @@ class CaseResult:
     lesion_voxels : int
         Voxels of the final mask.
     skipped : bool
-        True when batch mode found the output already there.
+        True when batch mode found the output already there, or another process holds the case.
+    status : str
+        ``'done'``, ``'skipped'``, ``'claimed'`` (another live process works on it) or ``'failed'``.
+    error : str or None
+        The error of a failed case.
     """
 
     case: str
@@ -103,6 +107,8 @@ class CaseResult:
     components_removed: int = 0
     lesion_voxels: int = 0
     skipped: bool = False
+    status: str = "done"
+    error: str | None = None
     mask: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -112,6 +118,10 @@ class CaseResult:
 
     def summary_line(self) -> str:
         """One line: case, tracer, mirroring axes, seconds."""
+        if self.status == "failed":
+            return f"{self.case}: FAILED: {self.error}"
+        if self.status == "claimed":
+            return f"{self.case}: skipped (another process is working on it)"
         if self.skipped:
             return f"{self.case}: skipped (output exists)"
         est, act = self.mirroring.get("estimate_s"), self.mirroring.get("actual_s")
@@ -413,11 +423,16 @@ class QuantIFPipeline:
     def predict_folder(self, input_dir: PathLike, output_dir: PathLike, *, tracer: str = "auto",
                        step: int | None = None, overwrite: bool = False, progress: bool = True,
                        output_ending: str | None = None,
-                       on_case: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
+                       on_case: Callable[[CaseResult], None] | None = None, fail_fast: bool = False,
+                       stale_after_s: float | None = None) -> list[CaseResult]:
         """Predict every case of an autoPET-layout (or flat) folder.
 
         Finished outputs are skipped unless ``overwrite`` (outputs are written
         atomically, so an existing file is a finished case: an interrupted batch resumes).
+        A case that fails is recorded (status ``'failed'`` with its error) and the batch goes
+        on, unless ``fail_fast``. Each case is worked on under an atomic claim, so processes
+        sharing ``output_dir`` never write one case twice, and each leaves
+        ``<output_dir>/.quantif_status/<case>.json`` (see :mod:`nnunet_quantif.inference.batch`).
 
         Parameters
         ----------
@@ -428,9 +443,16 @@ class QuantIFPipeline:
         output_ending : str, optional
             ``'.nii.gz'``, ``'.nii'`` or ``'.mha'``; default: the CT's ending.
         on_case : callable, optional
-            Called with each :class:`CaseResult` (skipped ones too).
+            Called with each :class:`CaseResult` (skipped and failed ones too).
+        fail_fast : bool
+            Raise the first case's error instead of going on.
+        stale_after_s : float, optional
+            Age after which another host's claim is taken over (default
+            :data:`~nnunet_quantif.inference.batch.DEFAULT_STALE_AFTER_S`).
         """
         from tqdm import tqdm
+
+        from .batch import DEFAULT_STALE_AFTER_S, case_claim, remove_partial_outputs, write_case_status
 
         cases = find_cases(input_dir)
         out_dir = Path(output_dir)
@@ -439,11 +461,27 @@ class QuantIFPipeline:
             ending = output_ending or image_extension(case.ct)
             out = out_dir / f"{case.name}{ending}"
             if out.exists() and not overwrite:
-                result = CaseResult(case=case.name, output=str(out), skipped=True)
+                result = CaseResult(case=case.name, output=str(out), skipped=True, status="skipped")
             else:
-                result = self.predict_case(case.ct, case.pet, case.clicks, out, tracer=tracer, step=step,
-                                           case_name=case.name)
-                result.mask = None
+                with case_claim(out_dir, case.name, stale_after_s or DEFAULT_STALE_AFTER_S) as mine:
+                    if not mine:
+                        result = CaseResult(case=case.name, output=str(out), skipped=True, status="claimed")
+                    elif out.exists() and not overwrite:  # finished by another process meanwhile
+                        result = CaseResult(case=case.name, output=str(out), skipped=True, status="skipped")
+                    else:
+                        remove_partial_outputs(out)  # left by a killed earlier owner
+                        try:
+                            result = self.predict_case(case.ct, case.pet, case.clicks, out, tracer=tracer,
+                                                       step=step, case_name=case.name)
+                            result.mask = None
+                            write_case_status(out_dir, case.name, "done", output=str(out),
+                                              seconds=result.seconds, tracer=result.tracer)
+                        except Exception as e:  # noqa: BLE001 - a bad case must not stop the batch
+                            message = f"{type(e).__name__}: {e}" if not isinstance(e, QuantIFError) else str(e)
+                            write_case_status(out_dir, case.name, "failed", error=message)
+                            if fail_fast:
+                                raise
+                            result = CaseResult(case=case.name, output=None, status="failed", error=message)
             results.append(result)
             if on_case is not None:
                 on_case(result)
