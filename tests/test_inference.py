@@ -617,3 +617,25 @@ def test_kill_9_mid_case_leaves_no_partial_output_and_a_rerun_finishes(models, t
     assert quantif_main(argv) == 0
     assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"{n}.nii.gz" for n in names]
     assert not list(out.glob(".partial-*")) and not list((out / ".quantif_claims").iterdir())
+
+
+def test_model_verify_writes_and_checks_a_sha256_manifest(models, tmp_path, capsys) -> None:
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "model"
+    shutil.copytree(models["random"], folder)
+    assert quantif_main(["model", "verify", str(folder)]) == 1
+    assert "no SHA256SUMS" in capsys.readouterr().err
+    assert quantif_main(["model", "verify", "--write", str(folder)]) == 0
+    assert quantif_main(["model", "verify", str(folder)]) == 0
+    assert "OK" in capsys.readouterr().out
+    if shutil.which("sha256sum"):  # the manifest is sha256sum's own format
+        assert subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=folder).returncode == 0
+    ckpt = folder / "fold_0" / "checkpoint_final.pth"
+    ckpt.write_bytes(ckpt.read_bytes() + b"x")
+    (folder / "extra.py").write_text("print('hi')")
+    assert quantif_main(["model", "verify", str(folder)]) == 1
+    captured = capsys.readouterr()
+    assert "changed: fold_0/checkpoint_final.pth" in captured.out and "added: extra.py" in captured.out
+    assert "1 changed" in captured.err
