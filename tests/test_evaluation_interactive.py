@@ -194,7 +194,33 @@ def test_runner_rejects_wrong_shape(tiny_data, tmp_path):
         return np.zeros((2, 2, 2))
 
     with pytest.raises(GridMismatchError, match="shape"):
-        InteractiveRunner({"bad": bad}, tmp_path / "o", [0], progress=False).run(cases, plots=False)
+        InteractiveRunner({"bad": bad}, tmp_path / "o", [0], progress=False).run(cases, plots=False, fail_fast=True)
+    summary = InteractiveRunner({"bad": bad}, tmp_path / "o2", [0], progress=False).run(cases, plots=False)
+    assert [f["case"] for f in summary["failed_cases"]] == [cases[0].name]
+    assert "shape" in summary["failed_cases"][0]["error"]
+
+
+def test_one_bad_case_does_not_stop_the_interactive_run(tiny_data, tmp_path, capsys):
+    """A truncated label fails its case only: the others are scored, the failure is listed, the exit code is 1,
+    and a rerun after the fix scores the repaired case and keeps the rest."""
+    cases = discover_cases(tiny_data)
+    label = cases[1].label_path
+    good = label.read_bytes()
+    label.write_bytes(good[: len(good) // 2])
+    out = tmp_path / "run"
+    argv = ["evaluate-interactive", "--data", str(tiny_data), "--no-model", "--steps", "0,1", "--out", str(out),
+            "--quiet", "--baselines", "suv4", "--no-plots"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert cases[1].name in captured.out and "1 case(s) failed" in captured.err
+    failed = json.loads((out / "failed_cases.json").read_text())
+    assert [f["case"] for f in failed] == [cases[1].name] and "truncated" in failed[0]["error"]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_cases"] == len(cases) - 1 and s["failed_cases"] == failed
+    label.write_bytes(good)
+    assert main(argv) == 0
+    assert json.loads((out / "summary.json").read_text())["n_cases"] == len(cases)
+    assert json.loads((out / "failed_cases.json").read_text()) == []
 
 
 def test_cli_evaluate_interactive_baselines_only(tiny_data, tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -64,6 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep the masks of the last step (default), of all steps, or none")
     q.add_argument("--n-worst", type=int, default=4, metavar="N", help="worst cases drawn as MIPs (default 4)")
     q.add_argument("--no-plots", action="store_true", help="skip the PNGs and report.md")
+    q.add_argument("--fail-fast", action="store_true",
+                   help="stop at the first failing case (default: record it in OUT/failed_cases.json, go on, "
+                        "exit 1 at the end)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=run_interactive)
 
@@ -122,8 +126,15 @@ def run_interactive(args: argparse.Namespace) -> int:
     cases = discover_cases(args.data, clicks_dir=args.clicks_dir, case_table=args.centre_csv, cases=args.cases)
     runner = InteractiveRunner(methods, args.out, steps, save_predictions=args.save_predictions,
                                progress=not args.quiet)
-    summary = runner.run(cases, plots=not args.no_plots, n_worst=args.n_worst)
+    summary = runner.run(cases, plots=not args.no_plots, n_worst=args.n_worst, fail_fast=args.fail_fast)
     _print_summary(summary)
     print(f"wrote {Path(args.out) / 'metrics_steps.csv'}, {Path(args.out) / 'auc.csv'}, "
           f"{Path(args.out) / 'summary.json'}" + ("" if args.no_plots else f", {Path(args.out) / 'report.md'}"))
+    failed = summary.get("failed_cases", [])
+    if failed:
+        for f in failed:
+            print(f"FAILED {f['case']}: {f['error']}")
+        print(f"quantif: error: {len(failed)} case(s) failed (listed in {Path(args.out) / 'failed_cases.json'}); "
+              f"the metrics cover the other {summary.get('n_cases', 0)}", file=sys.stderr)
+        return 1
     return 0

@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..clicks import Clicks
-from ..errors import ConfigError, GridMismatchError
+from ..errors import ConfigError, GridMismatchError, QuantIFError
 from ..io import PathLike, write_image, write_json, write_text
 from .aggregate import RANKING_METRICS, case_curves, json_safe, nanmean, rank_methods, summarize
 from .cases import EvalCase
@@ -244,8 +244,14 @@ class InteractiveRunner:
 
     # -- everything
     def run(self, cases: Sequence[EvalCase], plots: bool = True, n_worst: int = 4,
-            primary: str | None = None, title: str = "autoPET IV interactive evaluation") -> dict:
+            primary: str | None = None, title: str = "autoPET IV interactive evaluation",
+            fail_fast: bool = False) -> dict:
         """Run all cases, then write the CSVs, the summary, the plots and ``report.md``.
+
+        A case that raises is recorded in ``failed_cases.json`` and in the summary's
+        ``failed_cases`` (case and error) and left out of the metrics; the others go on
+        (``fail_fast`` raises instead). A rerun retries the failed cases and keeps the rows
+        already computed.
 
         Parameters
         ----------
@@ -258,6 +264,8 @@ class InteractiveRunner:
             The method whose worst cases are shown (default: the first method).
         title : str
             Title of ``report.md``.
+        fail_fast : bool
+            Raise the first case's error.
 
         Returns
         -------
@@ -271,15 +279,29 @@ class InteractiveRunner:
         self._check_run_record()
         total = len(cases) * len(self.methods) * len(self.steps)
         rows: list[dict] = []
+        failed: list[dict] = []
         with tqdm(total=total, desc="evaluate-interactive", unit="pred", disable=not self.progress) as bar:
             for case in cases:
                 bar.set_postfix_str(case.name[:40])
-                rows.extend(self.run_case(case, bar))
-        return self.finalize(rows, cases, plots=plots, n_worst=n_worst, primary=primary, title=title)
+                try:
+                    rows.extend(self.run_case(case, bar))
+                except Exception as e:  # noqa: BLE001 - one bad case must not stop the run
+                    if fail_fast:
+                        raise
+                    message = str(e) if isinstance(e, QuantIFError) else f"{type(e).__name__}: {e}"
+                    failed.append({"case": case.name, "error": message})
+                    case.release()
+        write_json(failed, self.out_dir / "failed_cases.json")
+        ok = [c for c in cases if c.name not in {f["case"] for f in failed}]
+        summary = self.finalize(rows, ok, plots=plots, n_worst=n_worst, primary=primary, title=title,
+                                failed=failed)
+        return summary
 
     def finalize(self, rows: list[dict], cases: Sequence[EvalCase], plots: bool = True, n_worst: int = 4,
-                 primary: str | None = None, title: str = "autoPET IV interactive evaluation") -> dict:
-        """Write the CSVs, ``summary.json``, plots and report from the per-step ``rows``."""
+                 primary: str | None = None, title: str = "autoPET IV interactive evaluation",
+                 failed: Sequence[Mapping] = ()) -> dict:
+        """Write the CSVs, ``summary.json``, plots and report from the per-step ``rows``
+        (``failed``: the cases that raised, as ``{"case", "error"}``)."""
         rows = sorted(rows, key=lambda r: (r["method"], r["case"], r["step"]))
         write_text(rows_to_csv(rows, STEP_COLUMNS), self.out_dir / "metrics_steps.csv")
         for k in self.steps:
@@ -288,6 +310,7 @@ class InteractiveRunner:
         curves = case_curves(rows, self.steps)
         write_text(rows_to_csv(curves, AUC_COLUMNS), self.out_dir / "auc.csv")
         summary = build_summary(rows, curves, self.steps, list(self.methods))
+        summary["failed_cases"] = [dict(f) for f in failed]
         write_json(json_safe(summary), self.out_dir / "summary.json")
         if plots:
             from .plots import plot_step_curves, plot_worst_cases
@@ -353,10 +376,12 @@ def build_summary(rows: Sequence[Mapping], curves: Sequence[Mapping], steps: Seq
 
 def evaluate_interactive(cases: Sequence[EvalCase], methods: Mapping[str, Method], out_dir: PathLike,
                          steps: Sequence[int] = PROTOCOL_STEPS, progress: bool = True, plots: bool = True,
-                         save_predictions: str = "last", n_worst: int = 4, primary: str | None = None) -> dict:
-    """Functional form of :class:`InteractiveRunner` (run + finalize); returns the summary."""
+                         save_predictions: str = "last", n_worst: int = 4, primary: str | None = None,
+                         fail_fast: bool = True) -> dict:
+    """Functional form of :class:`InteractiveRunner` (run + finalize); returns the summary. Unlike the
+    ``evaluate-interactive`` command it raises the first failing case's error unless ``fail_fast=False``."""
     runner = InteractiveRunner(methods, out_dir, steps, save_predictions=save_predictions, progress=progress)
-    return runner.run(cases, plots=plots, n_worst=n_worst, primary=primary)
+    return runner.run(cases, plots=plots, n_worst=n_worst, primary=primary, fail_fast=fail_fast)
 
 
 __all__ = ["InteractiveRunner", "evaluate_interactive", "build_summary", "parse_steps", "path_method",
