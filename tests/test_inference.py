@@ -639,3 +639,16 @@ def test_model_verify_writes_and_checks_a_sha256_manifest(models, tmp_path, caps
     captured = capsys.readouterr()
     assert "changed: fold_0/checkpoint_final.pth" in captured.out and "added: extra.py" in captured.out
     assert "1 changed" in captured.err
+
+
+def test_a_corrupt_model_checkpoint_is_one_line(models, tmp_path, capsys) -> None:
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(models["random"], folder)
+    ckpt = folder / "fold_0" / "checkpoint_final.pth"
+    ckpt.write_bytes(ckpt.read_bytes()[:200])
+    ct, pet = make_case(tmp_path)
+    err = run_cli_error(["predict", "--ct", str(ct), "--pet", str(pet), "--out", str(tmp_path / "m.nii.gz"),
+                         "--tracer", "fdg", "--model-fdg", str(folder), "--folds", "0", "--device", "cpu"], capsys)
+    assert str(folder) in err and "cannot load the model" in err

@@ -27,6 +27,7 @@ import contextlib
 import io as _io
 import logging
 import os
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -178,7 +179,7 @@ def load_predictor(model_dir: PathLike, *, folds: Sequence[int | str] | None = D
     try:
         with contextlib.redirect_stdout(_io.StringIO()):
             predictor.initialize_from_trained_model_folder(str(model_dir), use_folds, checkpoint_name=checkpoint)
-    except (RuntimeError, KeyError, OSError, ValueError) as e:
+    except (RuntimeError, KeyError, OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"{model_dir}: cannot load the model ({first})") from None
     return predictor
