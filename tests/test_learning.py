@@ -3,8 +3,8 @@ segments held-out phantoms from clicks better than the classical click tool (slo
 
 This runs the demo's real stages (phantoms -> convert -> nnU-Net plan/preprocess -> organ side files ->
 ``nnUNetv2_train -tr nnUNetTrainerQuantIF_tiny`` per tracer -> tracer classifier -> held-out evaluation with
-routing, mirroring policy and post-processing) with fewer cases than ``quantif demo`` and its full training
-length, then checks the held-out figures from the written ``summary.json``.
+routing, mirroring policy and post-processing) with more held-out cases than ``quantif demo``, none of them
+lesion-free, and twice its training length, then checks the held-out figures from the written ``summary.json``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ from nnunet_quantif.demo import DemoSettings, run_demo
 
 pytestmark = pytest.mark.slow
 
-#: A fixed phantom set: seed 1 (the demo's default is 0, so this is not the demo's own data).
-SETTINGS = DemoSettings(n_train=16, n_test=4, n_val=1, healthy_fraction=0.0, tracer_folds=2, tracer_epochs=8,
-                        steps=(0, 1, 10), time_budget_s=2.0, seed=1)
+#: A fixed phantom set: phantom seed 0 (the demo's default seed), 16 training and 5 held-out phantoms per tracer,
+#: all with lesions; 100 epochs x 30 iterations (twice the demo's schedule). The demo's own held-out
+#: figures vary by about 0.1 between phantom seeds (README, "Measured figures"); the longer schedule and the
+#: larger held-out set are the margin that keeps this check from being a coin toss.
+SETTINGS = DemoSettings(n_train=16, n_test=5, n_val=1, healthy_fraction=0.0, epochs=100, iterations=30,
+                        tracer_folds=2, tracer_epochs=8, steps=(0, 1, 10), time_budget_s=2.0, seed=0)
 
 
 @pytest.fixture(scope="module")
