@@ -149,6 +149,14 @@ def test_output_folders_and_files_are_checked_before_work(tmp_path, capsys):
          "existing folder"),
         (["heatmap", "--pet", "p.nii.gz", "--clicks", "c.json", "--out", str(tmp_path / "h.png")],
          "unknown output image ending"),
+        (["clicks", "simulate", "--label", "l.nii.gz", "--pet", "p.nii.gz", "--out", str(tmp_path / "dir.nii.gz")],
+         "existing folder"),
+        (["phantom", "--out", str(a_file), "--fdg", "1"], "existing file"),
+        (["tracer", "train", "--data", "nope", "--out", str(a_file)], "existing file"),
+        (["pretrained", "convert", "--checkpoint", "c.pth", "--plans", "p.json", "--out", str(tmp_path / "dir.nii.gz")],
+         "existing folder"),
+        (["organs", "--out", str(a_file), "--labels", "nope"], "existing file"),
+        (["demo", "--out", str(a_file)], "existing file"),
     ]
     for argv, match in runs:
         assert main(argv) == 1, argv

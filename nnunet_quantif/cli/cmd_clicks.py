@@ -8,7 +8,7 @@ import numpy as np
 
 from ..clicks import read_clicks, simulate_clicks, write_clicks
 from ..errors import ConfigError
-from ..io import check_same_grid, read_image, read_pet
+from ..io import check_output_path, check_same_grid, read_image, read_pet
 from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_int
 
 
@@ -40,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_simulate(args: argparse.Namespace) -> int:
     if args.n < 0:
         raise ConfigError(f"--n must be >= 0, got {args.n}")
+    check_output_path(args.out, inputs=[args.label, args.pet])
     label, lg = read_image(args.label)
     pet, pg = read_pet(args.pet, nonfinite_mode(args))
     check_same_grid(lg, pg, args.label, args.pet)

@@ -44,6 +44,9 @@ def _table(summary: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
+    from ..io import check_output_path
+
+    check_output_path(args.out, folder=True)
 
     def on_stage(name: str, status: str, seconds: float) -> None:
         if status == "start":

@@ -66,10 +66,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _standalone(args: argparse.Namespace) -> int:
-    from ..io import find_image, read_geometry, strip_image_extension, write_image
+    from ..io import check_output_path, find_image, read_geometry, strip_image_extension, write_image
     from ..organs import organ_map_from_files, run_totalsegmentator, totalseg_paths
 
-    out = Path(args.out)
+    out = check_output_path(args.out, folder=True)
     if args.run_totalsegmentator:
         if not args.images:
             raise ConfigError("--run-totalsegmentator --out OUT needs --images DIR with <case>_0000 CTs")

@@ -32,8 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..io import check_output_path
     from ..phantoms import write_dataset
 
+    check_output_path(args.out, folder=True)
     t0 = time.perf_counter()
     names = write_dataset(args.out, args.fdg, args.psma, size=args.size, seed=args.seed,
                           healthy_fraction=args.healthy_fraction, preview=args.preview, workers=args.workers,

@@ -38,7 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    from ..io import check_output_path
     from ..training.pretrained import convert_multitalent
+
+    check_output_path(args.out, inputs=[args.checkpoint, args.plans])
 
     info = convert_multitalent(args.checkpoint, args.plans, args.out, configuration=args.configuration,
                                stem=args.stem, dataset_json=args.dataset_json, heatmap_init=args.heatmap_init,

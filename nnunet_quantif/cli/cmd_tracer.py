@@ -44,7 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ..io import check_output_path
     from ..tracer import train_tracer
+
+    check_output_path(args.out, folder=True)
 
     def on_fold(k: int, acc: float) -> None:
         print(f"fold {k}: accuracy {acc:.3f}", flush=True)
