@@ -2,7 +2,9 @@
 
 Definition (the method paper's rule, made exact; this is the default)
 -----------------------------------------------------------------------
-P is the PET in SUV in array order (z, y, x); σ are in voxels, per axis allowed.
+P is the PET in SUV in array order (z, y, x); σ are in voxels, per axis allowed. The paper gives
+the gate τ = 3 but no σ and no normalisation: σ_t = 3 and σ_b = 6 are the authors' code's values,
+and the peak-1 Gaussians below are this project's reading of "clip to [0, 1]" (docs/METHOD.md).
 
 * Tumor clicks c_i, σ_t = 3:
   g_i(v) = exp(-Σ_a (v_a - c_a)² / (2 σ_t,a²)) inside the box |v_a - c_a| ≤ r_a = int(4 σ_t,a + 0.5)
@@ -19,12 +21,29 @@ cancels the per-axis kernel normalisation. An axis with σ = 0 is not filtered (
 is the full-volume reference (one filter per click) that tests and ``scripts/bench_heatmap.py``
 compare it with.
 
-The authors' public code
-------------------------
-The authors' public code differs from the paper in two places: it used τ = 4, and it divided
-the whole background map (the sum of the background Gaussians) by its maximum instead of
-clipping it at 1. Both are available: ``suv_gate=4`` and ``background_mode="authors"``.
-The paper's rule (τ = 3, ``background_mode="paper"``) is the default.
+The authors' public code (``background_mode="authors"``)
+--------------------------------------------------------
+``background_mode="authors"`` reproduces the heatmap function of the authors' public code
+(github.com/Zhack47/autopetiv, ``heatmaps.py``, the version with a per-click SUV gate), i.e. what
+their submitted models saw. It is their behaviour, not ours, and differs from the rule above in
+these places (pass ``suv_gate=4`` for their gate; their σ were 3 and 6, our defaults):
+
+* every Gaussian is ``scipy.ndimage.gaussian_filter`` of a delta with scipy's default
+  ``mode="reflect"`` (the image edge mirrors the Gaussian back inside), ``truncate=4``;
+* a tumor Gaussian g_i is gated by [P ≥ min(P(c_i), τ)], then divided by the maximum of the
+  *gated* map (near an edge the reflected maximum need not be at the click); T = min(Σ g_i, 1);
+* B' = the filtered sum of background deltas (several clicks on one voxel count once), set to 0
+  where T > 0 except on the background-click voxels themselves, then divided by its maximum
+  (the maximum after that zeroing);
+* H = T - B' with tumor clicks; with background clicks only their code returned **+B'** (a sign
+  bug: the background-only cases were trained with a positive channel), and so does this mode;
+  with no clicks at all their code divided 0 by 0 (NaN); this mode returns zeros.
+
+:func:`click_heatmap` computes this exactly in local windows: for a delta, the reflected filter is
+still separable and nonzero only inside the same box, and on each axis it is the sum of the
+kernel weights over the mirror images of the click (``_reflect_profile``). Kernel normalisation
+cancels in the divisions by the maxima. Their float32 arithmetic differs from ours (float64, cast
+to float32 at the end) by about 1e-7.
 
 Non-finite SUVs
 ---------------
@@ -95,6 +114,46 @@ def _window(c: np.ndarray, radii: Sequence[int], shape: Sequence[int],
     return tuple(sl), g
 
 
+def _reflect_index(p: np.ndarray, n: int) -> np.ndarray:
+    """Index ``p`` (any integer) -> the index it reads in scipy's ``mode="reflect"`` extension of a length-``n`` axis.
+
+    ``reflect`` is half-sample symmetric, (d c b a | a b c d | d c b a), with period 2n.
+    """
+    q = np.mod(p, 2 * n)
+    return np.where(q >= n, 2 * n - 1 - q, q)
+
+
+def _reflect_profile(c: int, n: int, sigma: float, radius: int, lo: int, hi: int) -> np.ndarray:
+    """Response at indices ``lo..hi-1`` of a delta at ``c`` on a length-``n`` axis, filtered in mode reflect.
+
+    The kernel is the peak-1 truncated Gaussian exp(-j²/(2σ²)), j = -radius..radius (not normalised); the
+    value at x is the sum of the weights w_j over every j with reflect(x + j) == c (float64, shape (hi - lo,)).
+    """
+    x = np.arange(lo, hi)
+    if radius == 0:
+        return (x == c).astype(float)
+    j = np.arange(-radius, radius + 1)
+    w = np.exp(-0.5 / (float(sigma) ** 2) * j.astype(float) ** 2)
+    hit = _reflect_index(x[:, None] + j[None, :], n) == c
+    return (hit * w[None, :]).sum(axis=1)
+
+
+def _reflect_window(c: np.ndarray, radii: Sequence[int], shape: Sequence[int],
+                    sigmas: Sequence[float]) -> tuple[tuple[slice, ...], np.ndarray]:
+    """Image slices of click ``c``'s box and its reflect-mode filtered delta on it (float64, unnormalised).
+
+    The box is the same as :func:`_window`'s: mirror images of the click add weight only inside it.
+    """
+    sl, parts = [], []
+    for a in range(3):
+        ca = int(c[a])
+        lo, hi = max(ca - radii[a], 0), min(ca + radii[a] + 1, int(shape[a]))
+        sl.append(slice(lo, hi))
+        parts.append(_reflect_profile(ca, int(shape[a]), sigmas[a], radii[a], lo, hi))
+    g = parts[0][:, None, None] * parts[1][None, :, None] * parts[2][None, None, :]
+    return tuple(sl), g
+
+
 def _merge_boxes(boxes: list[tuple[slice, ...]]) -> list[tuple[tuple[slice, ...], list[int]]]:
     """Group boxes into disjoint bounding boxes (merging any that overlap), with member indices."""
     groups = [([(s.start, s.stop) for s in b], [i]) for i, b in enumerate(boxes)]
@@ -158,17 +217,22 @@ def click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike = DEFA
     source : str, optional
         Name of the PET (its file) for error messages.
     background_mode : {"paper", "authors"}
-        "paper": B = min(Σ h_j, 1); "authors": B = Σ h_j / max(Σ h_j). Both are zeroed where T > 0.
+        "paper" (default): the rule in the module docstring, B = min(Σ h_j, 1) zeroed where T > 0.
+        "authors": the authors' public function (reflect edges, per-click normalisation by the gated
+        maximum, B divided by its maximum, +B with background clicks only); see the module docstring.
 
     Returns
     -------
     np.ndarray, shape (z, y, x), float32, values in [-1, 1]
+        All zeros without clicks (both modes).
     """
     _check_params(background_mode)
     pet = _check_pet(pet, nonfinite, source)
     shape = pet.shape
     clicks.check_inside(shape)
     st, sb = _sigma3(sigma_tumor, "sigma_tumor"), _sigma3(sigma_background, "sigma_background")
+    if background_mode == "authors":
+        return _authors_heatmap(pet, clicks, st, sb, float(suv_gate))
     out = np.zeros(shape, dtype=np.float32)
 
     # Tumor map T, accumulated in float64 inside disjoint merged boxes.
@@ -210,14 +274,71 @@ def click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike = DEFA
                 acc /= peak
         for box, acc in parts:
             # Zero B where T > 0: T lives in the tumor boxes; out[box] holds T there and 0 elsewhere.
-            t_pos = np.zeros(acc.shape, dtype=bool)
-            for tbox, pos in tumor_positive:
-                inter = [(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(box, tbox)]
-                if all(lo < hi for lo, hi in inter):
-                    t_pos[tuple(slice(lo - b.start, hi - b.start) for (lo, hi), b in zip(inter, box))] |= \
-                        pos[tuple(slice(lo - t.start, hi - t.start) for (lo, hi), t in zip(inter, tbox))]
+            t_pos = _positive_in_box(box, tumor_positive)
             region = out[box]
             region -= np.where(t_pos, 0.0, acc).astype(np.float32)
+    return out
+
+
+def _positive_in_box(box: tuple[slice, ...], positive: list[tuple[tuple[slice, ...], np.ndarray]]) -> np.ndarray:
+    """Boolean mask over ``box`` of the voxels marked in any (box, mask) pair of ``positive``."""
+    out = np.zeros(tuple(s.stop - s.start for s in box), dtype=bool)
+    for tbox, pos in positive:
+        inter = [(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(box, tbox)]
+        if all(lo < hi for lo, hi in inter):
+            out[tuple(slice(lo - b.start, hi - b.start) for (lo, hi), b in zip(inter, box))] |= \
+                pos[tuple(slice(lo - t.start, hi - t.start) for (lo, hi), t in zip(inter, tbox))]
+    return out
+
+
+def _authors_heatmap(pet: np.ndarray, clicks: Clicks, st: tuple[float, float, float],
+                     sb: tuple[float, float, float], suv_gate: float) -> np.ndarray:
+    """The authors' heatmap (``background_mode="authors"``, module docstring) in local windows.
+
+    ``pet`` is checked and finite, (z, y, x) in SUV; ``st``/``sb`` are per-axis σ in voxels. Returns
+    float32, shape ``pet.shape``; zeros without clicks.
+    """
+    shape = pet.shape
+    out = np.zeros(shape, dtype=np.float32)
+    rt = [kernel_radius(s) for s in st]
+    windows = [_reflect_window(c, rt, shape, st) for c in clicks.tumor]
+    tumor_positive: list[tuple[tuple[slice, ...], np.ndarray]] = []
+    for box, members in _merge_boxes([w[0] for w in windows]):
+        acc = np.zeros(tuple(s.stop - s.start for s in box))
+        for i in members:
+            sl, g = windows[i]
+            c = clicks.tumor[i]
+            thr = min(suv_gate, float(pet[tuple(c)]))
+            g = np.where(pet[sl] < thr, 0.0, g)
+            g /= g.max()  # > 0: the click voxel always passes its own gate
+            local = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(sl, box))
+            acc[local] += g
+        np.minimum(acc, 1.0, out=acc)
+        out[box] = acc
+        tumor_positive.append((box, acc > 0))
+    if not clicks.n_background:
+        return out
+
+    background = np.unique(np.asarray(clicks.background, dtype=np.int64), axis=0)  # one delta per voxel
+    rb = [kernel_radius(s) for s in sb]
+    windows = [_reflect_window(c, rb, shape, sb) for c in background]
+    parts = []
+    for box, members in _merge_boxes([w[0] for w in windows]):
+        acc = np.zeros(tuple(s.stop - s.start for s in box))
+        is_click = np.zeros(acc.shape, dtype=bool)
+        for i in members:
+            sl, g = windows[i]
+            local = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(sl, box))
+            acc[local] += g
+            is_click[tuple(int(c) - b.start for c, b in zip(background[i], box))] = True
+        # zeroed where T > 0, except on the background-click voxels themselves
+        acc[_positive_in_box(box, tumor_positive) & ~is_click] = 0.0
+        parts.append((box, acc))
+    peak = max(float(acc.max()) for _, acc in parts)  # > 0: the click voxels are never zeroed
+    sign = -1.0 if clicks.n_tumor else 1.0  # their background-only branch returned +B
+    for box, acc in parts:
+        region = out[box]
+        region += (sign / peak * acc).astype(np.float32)
     return out
 
 
@@ -228,9 +349,11 @@ def naive_click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike 
     """Reference implementation of :func:`click_heatmap`: one full-volume Gaussian filter per click.
 
     Each click's Gaussian is ``scipy.ndimage.gaussian_filter`` of a delta (``mode="constant"``,
-    ``truncate=4``) divided by its value at the click. Slow (seconds per click at whole-body size);
-    meant for tests and ``scripts/bench_heatmap.py``. Same parameters and result as
-    :func:`click_heatmap`.
+    ``truncate=4``) divided by its value at the click. With ``background_mode="authors"`` it follows
+    the authors' function instead (module docstring): ``mode="reflect"``, each gated tumor Gaussian
+    divided by its maximum, one filter over the background deltas. Slow (seconds per click at
+    whole-body size); meant for tests and ``scripts/bench_heatmap.py``. Same parameters and result
+    as :func:`click_heatmap`.
     """
     from scipy.ndimage import gaussian_filter
 
@@ -239,6 +362,8 @@ def naive_click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike 
     shape = pet.shape
     clicks.check_inside(shape)
     st, sb = _sigma3(sigma_tumor, "sigma_tumor"), _sigma3(sigma_background, "sigma_background")
+    if background_mode == "authors":
+        return _naive_authors(pet, clicks, st, sb, float(suv_gate))
     delta = np.zeros(shape)
     g = np.zeros(shape)
 
@@ -266,6 +391,31 @@ def naive_click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike 
         b /= b.max()
     b[t > 0] = 0.0
     return (t - b).astype(np.float32)
+
+
+def _naive_authors(pet: np.ndarray, clicks: Clicks, st: tuple[float, float, float],
+                   sb: tuple[float, float, float], suv_gate: float) -> np.ndarray:
+    """Full-volume version of :func:`_authors_heatmap` (scipy ``mode="reflect"``, float64)."""
+    from scipy.ndimage import gaussian_filter
+
+    shape = pet.shape
+    t = np.zeros(shape)
+    for c in clicks.tumor:
+        d = np.zeros(shape)
+        d[tuple(int(v) for v in c)] = 1.0
+        g = gaussian_filter(d, st, mode="reflect", truncate=TRUNCATE)
+        g[pet < min(suv_gate, float(pet[tuple(c)]))] = 0.0
+        t += g / g.max()
+    np.minimum(t, 1.0, out=t)
+    if not clicks.n_background:
+        return t.astype(np.float32)
+    d = np.zeros(shape)
+    for c in clicks.background:
+        d[tuple(int(v) for v in c)] = 1.0
+    b = gaussian_filter(d, sb, mode="reflect", truncate=TRUNCATE)
+    b[(t > 0) & (d == 0)] = 0.0
+    b /= b.max()
+    return (t - b if clicks.n_tumor else b).astype(np.float32)
 
 
 def heatmap_from_files(pet_path: PathLike, clicks_path: PathLike | None, step: int | None = None,

@@ -52,9 +52,9 @@ CASES = [
     # seed, shape (z, y, x), sigma_tumor, sigma_background, tau, background mode
     (0, (30, 36, 42), 3.0, 6.0, 3.0, "paper"),
     (1, (17, 29, 23), (2.0, 3.0, 4.5), (6.0, 4.0, 5.0), 3.0, "paper"),
-    (2, (25, 25, 31), 1.3, 2.7, 4.0, "authors"),
+    (2, (25, 25, 31), 1.3, 2.7, 4.0, "paper"),
     (3, (12, 40, 33), (0.0, 3.0, 3.0), (6.0, 0.0, 2.2), 2.0, "paper"),  # sigma 0 on an axis: no filtering there
-    (4, (40, 20, 30), 3.0, 6.0, 3.0, "authors"),
+    (4, (40, 20, 30), 3.0, 6.0, 3.0, "paper"),
     (5, (9, 11, 13), 0.1, 0.3, 3.0, "paper"),  # radius 0 and 1
 ]
 
@@ -143,15 +143,115 @@ def test_background_zeroed_under_tumor_map() -> None:
     assert h[10, 12, 14] > 0
 
 
-def test_authors_background_mode_divides_by_max() -> None:
+def authors_function(pet: np.ndarray, tumor: np.ndarray, background: np.ndarray, sigma_t=3.0, sigma_b=6.0,
+                     gate=4.0) -> np.ndarray:
+    """The authors' public heatmap function, re-written here from its text (Zhack47/autopetiv, heatmaps.py).
+
+    Their arithmetic: float32 click maps, ``scipy.ndimage.gaussian_filter`` with its defaults (mode "reflect",
+    truncate 4), a PET read as float64. Returns NaN without clicks, as theirs did.
+    """
+    ref = pet.astype(np.float64)
+    pos = np.zeros(pet.shape, np.float32)
+    for c in tumor:
+        one = np.zeros(pet.shape, np.float32)
+        one[tuple(c)] = 1.0
+        g = gaussian_filter(one, sigma_t)
+        g[ref < min(gate, ref[tuple(c)])] = 0
+        g /= np.max(g)
+        pos += g
+        pos[pos > 1] = 1
+    marks = np.zeros(pet.shape, np.float32)
+    for c in background:
+        marks[tuple(c)] = 1.0
+    neg = gaussian_filter(marks, sigma_b)
+    neg[np.logical_and(pos != 0, marks == 0)] = 0
+    max_pos, max_neg = np.max(pos), np.max(neg)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if max_pos and max_neg:
+            return pos / max_pos - neg / max_neg
+        if max_pos:
+            return pos / max_pos
+        if max_neg:
+            return neg / max_neg  # background clicks only: +background (their sign)
+        return pos / max_pos  # 0 / 0
+
+
+def _authors_case(seed: int, shape: tuple[int, int, int], n_t: int, n_b: int) -> tuple[np.ndarray, Clicks]:
+    """PET with hot and cold regions; clicks on edges, corners, next to edges and inside; duplicates and overlaps."""
+    rng = np.random.default_rng(seed)
+    pet = rng.gamma(1.5, 2.5, shape).astype(np.float32)
+    pet[tuple(slice(0, s // 2) for s in shape)] += 3.0
+    near_edge = [[0, 1, shape[2] - 2], [1, shape[1] - 1, 0], [shape[0] - 2, 0, 1]]
+    pts = random_clicks(rng, shape, max(n_t, n_b)).tolist() + near_edge
+    order = rng.permutation(len(pts))
+    tumor = [pts[i] for i in order[:n_t]]
+    background = [pts[i] for i in order[len(pts) - n_b:]]
+    if n_t and n_b:
+        background += [tumor[0], background[0]]  # a background click on a tumor click; a duplicate
+    return pet, Clicks(np.array(tumor, np.int64).reshape(-1, 3), np.array(background, np.int64).reshape(-1, 3))
+
+
+AUTHORS_CASES = [
+    # seed, shape (z, y, x), tumor clicks, background clicks, sigma_tumor, sigma_background, gate
+    (0, (30, 36, 42), 4, 4, 3.0, 6.0, 4.0),
+    (1, (17, 29, 23), 3, 5, (2.0, 3.0, 4.5), (6.0, 4.0, 5.0), 4.0),
+    (2, (5, 31, 9), 3, 3, 3.0, 6.0, 4.0),  # kernel radius (12, 24) longer than an axis: repeated reflections
+    (3, (12, 40, 33), 2, 3, (0.0, 3.0, 3.0), (6.0, 0.0, 2.2), 3.0),  # sigma 0 on an axis: no filtering there
+    (4, (20, 22, 24), 3, 0, 3.0, 6.0, 4.0),  # tumor clicks only
+    (5, (20, 22, 24), 0, 4, 3.0, 6.0, 4.0),  # background clicks only: +background
+]
+
+
+@pytest.mark.parametrize(("seed", "shape", "n_t", "n_b", "st", "sb", "tau"), AUTHORS_CASES)
+def test_authors_mode_equals_the_authors_function(seed, shape, n_t, n_b, st, sb, tau) -> None:
+    pet, clicks = _authors_case(seed, shape, n_t, n_b)
+    ref = authors_function(pet, clicks.tumor, clicks.background, st, sb, tau)
+    fast = click_heatmap(pet, clicks, st, sb, tau, background_mode="authors")
+    naive = naive_click_heatmap(pet, clicks, st, sb, tau, background_mode="authors")
+    assert fast.dtype == np.float32 and fast.shape == shape and np.isfinite(ref).all()
+    assert np.abs(fast - ref).max() <= 1e-6
+    assert np.abs(naive - ref).max() <= 1e-6
+    if n_t == 0:
+        assert fast.min() >= 0 and fast.max() == pytest.approx(1.0)  # their sign: background positive
+    if n_b == 0:
+        assert fast.min() >= 0 and fast.max() == 1.0
+    if n_t and n_b:
+        assert fast.min() < 0 < fast.max()
+
+
+def test_authors_mode_without_clicks_is_zero_not_nan() -> None:
+    pet = np.random.default_rng(0).gamma(1.5, 2.0, (8, 9, 10)).astype(np.float32)
+    assert np.isnan(authors_function(pet, np.zeros((0, 3), int), np.zeros((0, 3), int))).all()
+    for h in (click_heatmap(pet, Clicks.empty(), background_mode="authors"),
+              naive_click_heatmap(pet, Clicks.empty(), background_mode="authors")):
+        assert h.dtype == np.float32 and h.shape == pet.shape and not h.any()
+
+
+def test_authors_mode_details_each_change_the_map() -> None:
+    """Each of the authors' details is visible: the test above would fail without any one of them."""
     shape = (20, 20, 30)
-    pet = np.ones(shape, np.float32)
-    clicks = Clicks(np.zeros((0, 3)), np.array([[10, 10, 10], [10, 10, 12]]))
-    paper = click_heatmap(pet, clicks)
-    authors = click_heatmap(pet, clicks, background_mode="authors")
-    assert paper.min() == -1.0 and authors.min() == pytest.approx(-1.0)
-    assert (paper == -1.0).sum() > 1 and (authors == authors.min()).sum() <= 2
-    assert np.all(authors >= paper - 1e-7)
+    pet = np.full(shape, 5.0, np.float32)
+    edge = Clicks(np.array([[10, 10, 1]]), np.zeros((0, 3)))
+    authors = click_heatmap(pet, edge, background_mode="authors")
+    paper = click_heatmap(pet, edge)
+    # reflect edges: the mirrored Gaussian makes voxel x=0 the maximum, above the click at x=1
+    assert authors[10, 10, 0] == 1.0 and authors[10, 10, 1] < 1.0 and paper[10, 10, 1] == 1.0
+    assert np.abs(authors - paper).max() > 0.05
+    # background only: positive, divided by its maximum (a duplicate click counts once)
+    bg = Clicks(np.zeros((0, 3)), np.array([[10, 10, 10], [10, 10, 12], [10, 10, 12]]))
+    a, p = click_heatmap(pet, bg, background_mode="authors"), click_heatmap(pet, bg)
+    assert a.min() >= 0 and a.max() == pytest.approx(1.0) and p.max() <= 0 and p.min() == -1.0
+    assert (a == a.max()).sum() <= 2 and (p == -1.0).sum() > 2  # divided by the max, not clipped at 1
+    once = Clicks(np.zeros((0, 3)), bg.background[:2])
+    np.testing.assert_array_equal(a, click_heatmap(pet, once, background_mode="authors"))
+    assert not np.array_equal(p, click_heatmap(pet, once))  # the paper rule sums every click
+    ref = authors_function(pet, bg.tumor, bg.background, gate=3.0)
+    assert np.abs(a - ref).max() <= 1e-6
+    # a background click under the tumor map keeps its background value there
+    both = Clicks(np.array([[10, 10, 10]]), np.array([[10, 10, 12]]))
+    a = click_heatmap(pet, both, background_mode="authors")
+    p = click_heatmap(pet, both)
+    assert p[10, 10, 12] > 0 and a[10, 10, 12] < p[10, 10, 12] and a[10, 10, 11] == p[10, 10, 11]
 
 
 def test_no_clicks_and_outside_clicks() -> None:

@@ -45,7 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"keep a tumor Gaussian where SUV >= min(SUV at click, TAU) (default {DEFAULT_SUV_GATE:g}; "
                         "the authors' code used 4)")
     p.add_argument("--background-mode", choices=("paper", "authors"), default="paper",
-                   help="paper: background clipped at 1 (default); authors: divided by its maximum")
+                   help="paper (default): the paper's rule, background clipped at 1; authors: the authors' public "
+                        "code exactly (reflect edges, background divided by its maximum, +background when there "
+                        "are no tumor clicks; use with --suv-gate 4), see docs/METHOD.md")
     add_nonfinite_argument(p)
     p.set_defaults(func=run)
 
