@@ -20,14 +20,28 @@ Output (``out`` = an ``nnUNet_raw`` folder)
 ``joint=True``), each with::
 
     imagesTr/<case>_0000.nii.gz    CT        channel "CT"
-    imagesTr/<case>_0001.nii.gz    PET SUV   channel "noNorm" (the preprocessed PET stays in SUV)
+    imagesTr/<case>_0001.nii.gz    PET SUV   channel "CT" (``pet_norm``; "noNorm" keeps SUV)
     imagesTr/<case>_0002.nii.gz    click heatmap, float32 in [-1, 1], channel "noNorm"
+    clicksTr/<case>_clicks.json    the case's clicks in array order (z, y, x) of the written grid
+                                   (``{"tumor": [...], "background": [...]}``); nnU-Net ignores this folder
+                                   and ``quantif clicks sidefiles`` maps it into preprocessed space for
+                                   the click-sampling trainers
     labelsTr/<case>.nii.gz         lesion label, uint8 {0, 1}
     organsTr/<case>.nii.gz         organ-group map 0..14 (lesion voxels 0) when TotalSegmentator
                                    outputs exist for the case; nnU-Net ignores this folder and
                                    ``quantif organs --dataset N`` turns it into training side files
-    dataset.json                   channel_names, labels {background: 0, lesion: 1}, numTraining, file_ending
+    dataset.json                   channel_names, labels {background: 0, lesion: 1}, numTraining, file_ending,
+                                   and the heatmap contract under "quantif"
+                                   (:mod:`nnunet_quantif.heatmap_definition`)
     quantif_conversion.json        the options used (a rerun with other options needs ``overwrite``)
+
+PET normalisation
+-----------------
+``pet_norm="CT"`` (the default) declares the PET channel with nnU-Net's CT normalisation (clip to
+the foreground percentiles, z-score with the foreground mean and std), as the authors' plans and
+MultiTalent did, so that a MultiTalent stem sees inputs on the scale it was trained on.
+``pet_norm="noNorm"`` feeds raw SUV. Post-processing and the tracer classifier read SUV from the
+raw PET either way.
 
 All channels and the label are written with the CT's geometry. The heatmap is
 :func:`nnunet_quantif.heatmaps.heatmap_from_files` on the case's PET and clicks (all clicks,
@@ -91,7 +105,11 @@ from .tracers import TRACERS, read_tracer_csv, tracer_from_name
 
 #: Tracers the conversion knows, in dataset-id order (FDG gets N, PSMA N + 1).
 #: nnU-Net channel names of the three input channels.
-CHANNEL_NAMES: dict[str, str] = {"0": "CT", "1": "noNorm", "2": "noNorm"}
+CHANNEL_NAMES: dict[str, str] = {"0": "CT", "1": "CT", "2": "noNorm"}
+#: Default normalisation of the PET channel (see the module docstring).
+DEFAULT_PET_NORM = "CT"
+#: Folder (inside a raw dataset) with the click files ``<case>_clicks.json`` in array order.
+CLICKS_FOLDER = "clicksTr"
 LABELS: dict[str, int] = {"background": 0, "lesion": 1}
 FILE_ENDING = ".nii.gz"
 #: Folder (inside a raw dataset) with the organ-group maps ``<case>.nii.gz``.
@@ -318,15 +336,15 @@ def _convert_case(job: dict, res: CaseResult, stage_root: Path) -> None:
 
     params = dict(job["heatmap_params"] or {})
     step = job["click_step"]
+    from .clicks import Clicks, read_clicks
+
+    clicks = Clicks.empty() if clicks_path is None else read_clicks(clicks_path, shape=pet_geo.shape)
+    if step is not None:
+        clicks = clicks.first(step)
     if not resampled:
         heat, heat_geo = heatmap_from_files(pet_path, clicks_path, step=step, **params)
         check_same_grid(ct_geo, heat_geo, str(ct_path), str(pet_path))
     else:
-        from .clicks import Clicks, read_clicks
-
-        clicks = Clicks.empty() if clicks_path is None else read_clicks(clicks_path, shape=pet_geo.shape)
-        if step is not None:
-            clicks = clicks.first(step)
         clicks = _map_clicks(clicks, pet_geo, ct_geo)
         heat = click_heatmap(pet, clicks, source=f"{pet_path} (resampled onto {ct_path})", **params)
 
@@ -356,6 +374,12 @@ def _convert_case(job: dict, res: CaseResult, stage_root: Path) -> None:
         staged = {}
         for key, target in outputs.items():
             staged[key] = write_image(arrays[key], ct_geo, stage / key / target.name, inputs=inputs)
+        clicks_target = dataset_dir / CLICKS_FOLDER / f"{case}_clicks.json"
+        staged_clicks = stage / "clicks" / clicks_target.name
+        write_json({"tumor": clicks.tumor.tolist(), "background": clicks.background.tolist(),
+                    "order": "zyx", "source": str(clicks_path) if clicks_path else None}, staged_clicks)
+        clicks_target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged_clicks, clicks_target)
         for key, target in outputs.items():
             for inp in inputs:
                 with contextlib.suppress(FileNotFoundError):
@@ -382,8 +406,12 @@ def _complete_cases(dataset_dir: Path) -> list[str]:
     return sorted(c for c in cases if case_is_complete(dataset_dir, c))
 
 
-def write_dataset_json(dataset_dir: Path, tracer: str | None) -> int:
+def write_dataset_json(dataset_dir: Path, tracer: str | None, quantif: dict | None = None) -> int:
     """Write ``dataset.json`` from the complete cases on disk; return numTraining.
+
+    ``quantif`` is the heatmap contract (:func:`~nnunet_quantif.heatmap_definition.quantif_dataset_entry`;
+    default: the default definition with CT-normalised PET); its ``pet_normalization`` sets the PET
+    channel's nnU-Net normalisation.
 
     Image files of incomplete cases (a channel or the label missing) would break nnU-Net's
     case discovery, so they are refused with :class:`DatasetError`.
@@ -397,15 +425,21 @@ def write_dataset_json(dataset_dir: Path, tracer: str | None) -> int:
                            f"{', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''}; rerun quantif convert "
                            f"or remove them")
     n = len(complete)
+    if quantif is None:
+        from .heatmap_definition import HeatmapDefinition, quantif_dataset_entry
+
+        quantif = quantif_dataset_entry(HeatmapDefinition(), DEFAULT_PET_NORM)
+    channels = dict(CHANNEL_NAMES, **{"1": quantif["pet_normalization"]})
     desc = {"fdg": "FDG", "psma": "PSMA", None: "FDG and PSMA"}[tracer]
     write_json({
         "name": dataset_dir.name.split("_", 1)[1],
         "description": f"QuantIF click-guided PET/CT lesion segmentation, {desc} cases (written by quantif convert)",
-        "channel_names": CHANNEL_NAMES,
+        "channel_names": channels,
         "labels": LABELS,
         "numTraining": n,
         "file_ending": FILE_ENDING,
         "tracer": tracer if tracer is not None else "joint",
+        "quantif": quantif,
     }, dataset_dir / "dataset.json")
     return n
 
@@ -418,9 +452,11 @@ def _check_dataset_folder(out: Path, name: str) -> None:
                            f"(choose another --dataset-id)")
 
 
-def _manifest(click_step: int | None, params: dict) -> dict:
+def _manifest(click_step: int | None, params: dict, pet_norm: str = DEFAULT_PET_NORM) -> dict:
     """The options that change converted outputs (resampling only changes cases that failed without it)."""
     m = {"click_step": click_step, "heatmap_params": {k: params[k] for k in sorted(params)}}
+    if pet_norm != DEFAULT_PET_NORM:
+        m["pet_norm"] = pet_norm
     return json.loads(json.dumps(m))  # tuples -> lists, as they come back from the file
 
 
@@ -429,7 +465,8 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
                     workers: int = 1, overwrite: bool = False, clicks_dir: str | os.PathLike | None = None,
                     tracer_csv: str | os.PathLike | None = None, resample_pet_to_ct: bool = False,
                     totalseg_dir: str | os.PathLike | None = None, heatmap_params: dict | None = None,
-                    cases: Iterable[str] | None = None, progress: bool = True) -> ConversionSummary:
+                    cases: Iterable[str] | None = None, progress: bool = True,
+                    pet_norm: str = DEFAULT_PET_NORM) -> ConversionSummary:
     """Convert an autoPET-style folder into nnU-Net raw datasets (see the module docstring).
 
     Parameters
@@ -461,6 +498,8 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
         Convert only these cases (default: all in ``src/imagesTr``).
     progress : bool
         Show a tqdm progress bar.
+    pet_norm : {'CT', 'noNorm'}
+        nnU-Net normalisation of the PET channel (see the module docstring).
 
     Returns
     -------
@@ -475,6 +514,10 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
     if click_step is not None and click_step < 0:
         raise ConfigError(f"--click-step must be >= 0, got {click_step}")
     params = dict(heatmap_params or {})
+    from .heatmap_definition import HeatmapDefinition, quantif_dataset_entry
+
+    quantif_entry = quantif_dataset_entry(
+        HeatmapDefinition.from_params({k: v for k, v in params.items() if k != "nonfinite"}, click_step), pet_norm)
     tracer_map = read_tracer_csv(tracer_csv, validate=False) if tracer_csv else None
     clicks_dir = Path(clicks_dir) if clicks_dir is not None else src / "clicks"
     if not clicks_dir.is_dir():
@@ -496,7 +539,7 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
             raise OverwriteInputError(f"{folder}: the output dataset would be inside the input folder {src}")
         _check_dataset_folder(out, name)
         ds_for[t] = (name, folder)
-        manifest = _manifest(click_step, params)
+        manifest = _manifest(click_step, params, pet_norm)
         mpath = folder / MANIFEST
         if mpath.is_file() and not overwrite:
             from .config import load_json
@@ -531,7 +574,7 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
     for name, folder in ds_for.values():
         if name in used or folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
-            write_json(_manifest(click_step, params), folder / MANIFEST)
+            write_json(_manifest(click_step, params, pet_norm), folder / MANIFEST)
 
     bar = tqdm(total=len(jobs), desc="quantif convert", unit="case", disable=not progress)
     try:
@@ -553,7 +596,7 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
         with contextlib.suppress(OSError):
             staging.rmdir()  # only when empty (another run may be using it)
         if folder.is_dir() and _complete_cases(folder):
-            summary.num_training[name] = write_dataset_json(folder, t)
+            summary.num_training[name] = write_dataset_json(folder, t, quantif_entry)
             summary.datasets[name] = folder
     order = {c: i for i, c in enumerate(all_cases)}
     summary.results.sort(key=lambda r: order.get(r.case, len(order)))

@@ -137,7 +137,12 @@ def test_datasets_layout_and_dataset_json(converted):
     for name, tracer in (("Dataset501_QuantIFFDG", "fdg"), ("Dataset502_QuantIFPSMA", "psma")):
         ds = raw / name
         dj = json.loads((ds / "dataset.json").read_text())
-        assert dj["channel_names"] == {"0": "CT", "1": "noNorm", "2": "noNorm"}
+        assert dj["channel_names"] == {"0": "CT", "1": "CT", "2": "noNorm"}  # the default PET scheme: CT
+        q = dj["quantif"]
+        assert q["pet_normalization"] == "CT"
+        assert q["heatmap"]["suv_gate"] == HEAT.get("suv_gate", 3.0)
+        assert q["heatmap"]["background_mode"] == "paper" and q["heatmap"]["click_policy"] == "all"
+        assert q["heatmap"]["sigma_tumor"] == [1.5] * 3 and q["heatmap"]["sigma_background"] == [1.0] * 3
         assert dj["labels"] == {"background": 0, "lesion": 1}
         assert dj["file_ending"] == ".nii.gz" and dj["numTraining"] == 4
         expected = sorted(c for c in GOOD if c.lower().startswith(tracer))
@@ -145,6 +150,7 @@ def test_datasets_layout_and_dataset_json(converted):
         assert sorted(p.name for p in (ds / "imagesTr").iterdir()) == sorted(
             f"{c}_{k:04d}.nii.gz" for c in expected for k in range(3))
         assert sorted(p.name for p in (ds / "organsTr").iterdir()) == sorted(f"{c}.nii.gz" for c in expected)
+        assert sorted(p.name for p in (ds / "clicksTr").iterdir()) == sorted(f"{c}_clicks.json" for c in expected)
         assert not (ds / conversion.STAGING).exists()
         assert not [p for p in ds.rglob("*") if p.name.startswith(".partial-")]
     assert SPACED in _cases(raw / "Dataset501_QuantIFFDG")

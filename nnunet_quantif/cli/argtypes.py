@@ -57,3 +57,35 @@ def add_nonfinite_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup)
 def nonfinite_mode(args: argparse.Namespace) -> str:
     """The ``nonfinite`` argument of the library readers for the parsed ``--replace-nonfinite``."""
     return "zero" if getattr(args, "replace_nonfinite", False) else "raise"
+
+
+def add_heatmap_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Heatmap options of the inference commands: by default each model's own definition is used.
+
+    Every option defaults to None (= take the model's). An explicit one that contradicts the
+    model's recorded definition is an error unless ``--force-heatmap``.
+    """
+    p.add_argument("--sigma-tumor", type=positive_float, nargs="+", default=None, metavar="S",
+                   help="heatmap tumor sigma in voxels, 1 value or 3 (x y z) (default: the model's)")
+    p.add_argument("--sigma-background", type=positive_float, nargs="+", default=None, metavar="S",
+                   help="heatmap background sigma in voxels (default: the model's)")
+    p.add_argument("--suv-gate", type=nonneg_float, default=None, metavar="TAU",
+                   help="heatmap SUV gate (default: the model's)")
+    p.add_argument("--background-mode", choices=("paper", "authors"), default=None,
+                   help="heatmap background map (default: the model's)")
+    p.add_argument("--force-heatmap", action="store_true",
+                   help="build the heatmap with the options given even where they contradict the definition "
+                        "the model was trained with (recorded in its dataset.json)")
+
+
+def heatmap_options(args: argparse.Namespace) -> dict:
+    """The heatmap options given explicitly, as click_heatmap parameters (sigmas in (z, y, x))."""
+    from ..heatmap_definition import explicit_heatmap_params
+    from .cmd_heatmap import _sigma
+
+    def zyx(v, flag):
+        return None if v is None else _sigma(v, flag)
+
+    return explicit_heatmap_params(zyx(getattr(args, "sigma_tumor", None), "--sigma-tumor"),
+                                   zyx(getattr(args, "sigma_background", None), "--sigma-background"),
+                                   getattr(args, "suv_gate", None), getattr(args, "background_mode", None))

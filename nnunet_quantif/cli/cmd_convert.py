@@ -16,8 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "convert", help="convert autoPET-style data into nnU-Net raw datasets (CT, PET, click heatmap)",
         description="Read SRC/imagesTr/<case>_0000 (CT), _0001 (PET SUV), SRC/labelsTr/<case> and "
                     "SRC/clicks/<case>_clicks.json and write Dataset<N>_QuantIFFDG and Dataset<N+1>_QuantIFPSMA "
-                    "(or Dataset<N>_QuantIF with --joint) under OUT with channels _0000 CT, _0001 PET (noNorm) and "
-                    "_0002 click heatmap (noNorm). TotalSegmentator outputs in SRC/totalseg (or --totalseg) become "
+                    "(or Dataset<N>_QuantIF with --joint) under OUT with channels _0000 CT, _0001 PET (CT "
+                    "normalisation, or --pet-norm noNorm) and _0002 click heatmap (noNorm); dataset.json records "
+                    "the heatmap definition under 'quantif', and every trained model carries it to inference. "
+                    "The clicks go to clicksTr/. TotalSegmentator outputs in SRC/totalseg (or --totalseg) become "
                     "organsTr/<case>.nii.gz for `quantif organs --dataset N`. Existing cases are skipped unless "
                     "--overwrite; one bad case does not stop the others, and the exit code is 1 if any failed.")
     p.add_argument("--src", required=True, metavar="DIR", help="autoPET-style folder (imagesTr/, labelsTr/, clicks/)")
@@ -44,6 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"heatmap background sigma in voxels (default {DEFAULT_SIGMA_BACKGROUND:g})")
     p.add_argument("--suv-gate", type=nonneg_float, default=DEFAULT_SUV_GATE, metavar="TAU",
                    help=f"heatmap SUV gate (default {DEFAULT_SUV_GATE:g})")
+    p.add_argument("--background-mode", choices=("paper", "authors"), default="paper",
+                   help="heatmap background map: 'paper' (each Gaussian peak 1, sum clipped at 1; default) or "
+                        "'authors' (sum divided by its maximum, as in the authors' code)")
+    p.add_argument("--pet-norm", choices=("CT", "noNorm"), default="CT",
+                   help="nnU-Net normalisation of the PET channel: 'CT' (clip to the foreground percentiles and "
+                        "z-score, as the authors' and MultiTalent's plans; default) or 'noNorm' (raw SUV)")
     add_nonfinite_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -60,13 +68,15 @@ def run(args: argparse.Namespace) -> int:
         params["sigma_background"] = _sigma(args.sigma_background, "--sigma-background")
     if args.suv_gate != DEFAULT_SUV_GATE:
         params["suv_gate"] = args.suv_gate
+    if args.background_mode != "paper":
+        params["background_mode"] = args.background_mode
     if args.replace_nonfinite:
         params["nonfinite"] = nonfinite_mode(args)
     summary = convert_dataset(
         args.src, args.out, args.dataset_id, tracers=args.tracers.split(","), joint=args.joint,
         click_step=args.click_step, workers=args.workers, overwrite=args.overwrite, clicks_dir=args.clicks_dir,
         tracer_csv=args.tracer_csv, resample_pet_to_ct=args.resample_pet_to_ct, totalseg_dir=args.totalseg,
-        heatmap_params=params, progress=not args.no_progress)
+        heatmap_params=params, progress=not args.no_progress, pet_norm=args.pet_norm)
     print(summary.format())
     if not summary.ok:
         print(f"quantif: error: {len(summary.failed)} case(s) failed to convert", file=sys.stderr)

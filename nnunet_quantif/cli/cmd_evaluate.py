@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..io import check_output_path
+from .argtypes import add_heatmap_arguments, heatmap_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,6 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop at the first failing case (default: record it in OUT/failed_cases.json, go on, "
                         "exit 1 at the end)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_heatmap_arguments(q.add_argument_group(
+        "heatmap", "by default each model builds its heatmap with the definition recorded in its dataset.json"))
     q.set_defaults(func=run_interactive)
 
 
@@ -104,7 +107,8 @@ def _model_method(args: argparse.Namespace):
     from ..evaluation.model import model_method
 
     return model_method(model_fdg=args.model_fdg, model_psma=args.model_psma, folds=args.folds, device=args.device,
-                        tracer="auto" if args.tracer == "auto" else None, mirroring=args.mirroring)
+                        tracer="auto" if args.tracer == "auto" else None, mirroring=args.mirroring,
+                        heatmap_params=heatmap_options(args), force_heatmap=args.force_heatmap)
 
 
 def run_interactive(args: argparse.Namespace) -> int:

@@ -8,7 +8,14 @@ from pathlib import Path
 
 from ..errors import ConfigError, InputFileError
 from ..io import check_output_path
-from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_float, nonneg_int
+from .argtypes import (
+    add_heatmap_arguments,
+    add_nonfinite_argument,
+    heatmap_options,
+    nonfinite_mode,
+    nonneg_float,
+    nonneg_int,
+)
 
 TRACER_CHOICES = ("auto", "fdg", "psma", "name")
 
@@ -47,6 +54,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--min-volume-ml", type=nonneg_float, default=None,
                    help="post-processing size threshold in ml instead of voxels")
     add_nonfinite_argument(m)
+    add_heatmap_arguments(p.add_argument_group(
+        "heatmap", "by default each model builds its heatmap with the definition recorded in its dataset.json"))
 
 
 def build_pipeline(args: argparse.Namespace, progress: bool = False):
@@ -60,7 +69,8 @@ def build_pipeline(args: argparse.Namespace, progress: bool = False):
                   tile_step_size=args.tile_step_size, postprocess=not args.no_postprocess,
                   min_voxels=args.min_voxels, suv_max=args.suv_max, min_volume_ml=args.min_volume_ml,
                   tracer_weights=args.tracer_weights, progress=progress,
-                  nonfinite=nonfinite_mode(args))
+                  nonfinite=nonfinite_mode(args), heatmap_params=heatmap_options(args),
+                  force_heatmap=args.force_heatmap)
     if args.results:
         if args.model_fdg or args.model_psma:
             raise ConfigError("give either --model-fdg/--model-psma or --results with dataset ids, not both")

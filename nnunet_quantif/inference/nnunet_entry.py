@@ -14,7 +14,14 @@ Same flags as nnU-Net 2.8's ``nnUNetv2_predict`` (``-i -o -d -p -tr -c -f -step_
 
 The input folder follows nnU-Net's conventions: for a QuantIF model each case has
 ``_0000`` (CT), ``_0001`` (PET) and ``_0002`` (click heatmap, as ``quantif convert``
-writes it). Axis names for the mirroring order assume axial scans ((z, y, x) =
+writes it). With ``--clicks-dir DIR`` the ``_0002`` channel is instead built from
+``DIR/<case>_clicks.json`` (missing: no clicks) with the heatmap definition that the model
+carries in its ``dataset.json`` (:mod:`nnunet_quantif.heatmap_definition`), in a temporary
+folder (the inputs are never touched); ``--sigma-tumor``, ``--sigma-background``,
+``--suv-gate`` and ``--background-mode`` may only restate it unless ``--force-heatmap``.
+Without ``--clicks-dir`` the given ``_0002`` files are used as they are; when the input
+folder sits in a dataset whose ``dataset.json`` records another definition than the
+model's, that is an error unless ``--force-heatmap``. Axis names for the mirroring order assume axial scans ((z, y, x) =
 head-foot, anterior-posterior, left-right), as nnU-Net's file path does not hand the
 image direction to the predictor; ``quantif predict`` uses the real direction.
 """
@@ -71,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--min-voxels", type=int, default=10)
     q.add_argument("--suv-max", type=float, default=4.0)
     q.add_argument("--min-volume-ml", type=float, default=None)
+    q.add_argument("--clicks-dir", default=None, metavar="DIR",
+                   help="build the _0002 heatmap channel from DIR/<case>_clicks.json with the model's heatmap "
+                        "definition (default: use the _0002 files of the input folder)")
+    from ..cli.argtypes import add_heatmap_arguments
+
+    add_heatmap_arguments(q)
     q.add_argument("--replace-nonfinite", action="store_true",
                    help="post-processing: treat NaN/Inf PET voxels as SUV 0 (default: refuse the PET)")
     return p
@@ -151,6 +164,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ModelError(f"{args.i}: input folder not found")
     model_folder = _model_folder(args)
     folds = check_model_folder(model_folder, args.f, args.chk)
+    definition = _heatmap_definition(args, model_folder)  # before the model loads
     if args.device == "cpu":
         torch.set_num_threads(multiprocessing.cpu_count())
         device = torch.device("cpu")
@@ -173,24 +187,96 @@ def _run(args: argparse.Namespace) -> int:
     except (RuntimeError, KeyError, OSError) as e:
         raise ModelError(f"{model_folder}: cannot load the model ({str(e).strip().splitlines()[0]})") from None
     os.makedirs(args.o, exist_ok=True)
+    import shutil
+    import tempfile
+
+    nonfinite = "zero" if args.replace_nonfinite else "raise"
+    staging = None
+    input_folder = args.i
+    if args.clicks_dir is not None:
+        staging = tempfile.mkdtemp(prefix="quantif-heatmaps-")
+        input_folder = build_heatmap_inputs(args.i, args.clicks_dir, staging, definition,
+                                            predictor.dataset_json["file_ending"], nonfinite=nonfinite)
+    try:
+        _predict(predictor, args, input_folder)
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    if args.postprocess:
+        n = postprocess_folder(args.i, args.o, predictor.dataset_json["file_ending"], part_id=args.part_id,
+                               num_parts=args.num_parts, min_voxels=args.min_voxels, suv_max=args.suv_max,
+                               min_volume_ml=args.min_volume_ml, nonfinite=nonfinite)
+        print(f"post-processed {n} prediction(s) in {args.o}")
+    return 0
+
+
+def _heatmap_definition(args: argparse.Namespace, model_folder: str):
+    """The model's heatmap definition, checked against the options and (without --clicks-dir) the input's dataset."""
+    from ..cli.argtypes import heatmap_options
+    from ..heatmap_definition import read_model_definition, resolve_definition
+
+    explicit = heatmap_options(args)
+    if explicit and args.clicks_dir is None:
+        raise ModelError("heatmap options (--sigma-tumor, --sigma-background, --suv-gate, --background-mode) need "
+                         "--clicks-dir: without it the _0002 files are used as given")
+    model_def, found = read_model_definition(model_folder)
+    definition = resolve_definition(model_def, found, explicit, force=args.force_heatmap, source=model_folder)
+    ds_json = Path(args.i).resolve().parent / "dataset.json"
+    if args.clicks_dir is None and found and ds_json.is_file():
+        input_def, input_found = read_model_definition(ds_json.parent)
+        if input_found and input_def.params() != definition.params():
+            msg = (f"{args.i}: its _0002 heatmaps were built as {ds_json} records ({input_def.describe()}), but the "
+                   f"model {model_folder} was trained with {definition.describe()}; give --clicks-dir to rebuild "
+                   f"them with the model's definition, or --force-heatmap")
+            if not args.force_heatmap:
+                raise ModelError(msg)
+            logging.getLogger(__name__).warning("--force-heatmap: %s", msg)
+    return definition
+
+
+def build_heatmap_inputs(input_folder: str, clicks_dir: str, staging: str, definition, file_ending: str, *,
+                         nonfinite: str = "raise") -> str:
+    """An nnU-Net input folder in ``staging``: links to each case's ``_0000``/``_0001`` and a fresh ``_0002``.
+
+    The heatmap of case ``<case>`` is :func:`~nnunet_quantif.heatmaps.click_heatmap` of its PET
+    (``_0001``) and ``<clicks_dir>/<case>_clicks.json`` (missing: no clicks) with ``definition``.
+    Returns ``staging``.
+    """
+    from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
+
+    from ..heatmaps import click_heatmap
+    from ..io import read_pet, write_image
+    from .pipeline import load_case_clicks
+
+    if not Path(clicks_dir).is_dir():
+        raise ModelError(f"{clicks_dir}: click folder not found")
+    for files in create_lists_from_splitted_dataset_folder(input_folder, file_ending):
+        case = os.path.basename(files[0])[: -(len(file_ending) + 5)]
+        pet_path = Path(input_folder) / f"{case}_0001{file_ending}"
+        for c in (0, 1):
+            src = Path(input_folder) / f"{case}_{c:04d}{file_ending}"
+            if not src.is_file():
+                raise ModelError(f"{src}: channel {c} of case '{case}' not found")
+            os.symlink(src.resolve(), Path(staging) / src.name)
+        pet, geometry = read_pet(pet_path, nonfinite)
+        clicks = load_case_clicks(Path(clicks_dir) / f"{case}_clicks.json", pet.shape)
+        heat = click_heatmap(pet, clicks, source=str(pet_path), **definition.params())
+        write_image(heat, geometry, Path(staging) / f"{case}_0002{file_ending}")
+    return staging
+
+
+def _predict(predictor, args: argparse.Namespace, input_folder: str) -> None:
     if args.npp == 0 and args.nps == 0:
-        predictor.predict_from_files_sequential(args.i, args.o, save_probabilities=args.save_probabilities,
+        predictor.predict_from_files_sequential(input_folder, args.o, save_probabilities=args.save_probabilities,
                                                 overwrite=not args.continue_prediction,
                                                 folder_with_segs_from_prev_stage=args.prev_stage_predictions)
     else:
-        predictor.predict_from_files(args.i, args.o, save_probabilities=args.save_probabilities,
+        predictor.predict_from_files(input_folder, args.o, save_probabilities=args.save_probabilities,
                                      overwrite=not args.continue_prediction,
                                      num_processes_preprocessing=args.npp,
                                      num_processes_segmentation_export=args.nps,
                                      folder_with_segs_from_prev_stage=args.prev_stage_predictions,
                                      num_parts=args.num_parts, part_id=args.part_id)
-    if args.postprocess:
-        n = postprocess_folder(args.i, args.o, predictor.dataset_json["file_ending"], part_id=args.part_id,
-                               num_parts=args.num_parts, min_voxels=args.min_voxels, suv_max=args.suv_max,
-                               min_volume_ml=args.min_volume_ml,
-                               nonfinite="zero" if args.replace_nonfinite else "raise")
-        print(f"post-processed {n} prediction(s) in {args.o}")
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -245,7 +245,13 @@ class QuantIFPipeline:
     tracer_weights : path-like, optional
         Tracer classifier weights for ``tracer='auto'``.
     heatmap_params : dict, optional
-        Passed to :func:`nnunet_quantif.heatmaps.click_heatmap`.
+        Heatmap options given explicitly (sigma_tumor, sigma_background, suv_gate,
+        background_mode). Each model builds its heatmap with the definition that it carries
+        in its ``dataset.json`` (:mod:`nnunet_quantif.heatmap_definition`); an option here
+        that contradicts it is a :class:`~nnunet_quantif.errors.ConfigError` unless
+        ``force_heatmap``.
+    force_heatmap : bool
+        Build the heatmap with ``heatmap_params`` even where they contradict the model.
     progress : bool
         Show nnU-Net's sliding-window progress bar.
     nonfinite : {'raise', 'zero'}
@@ -258,7 +264,8 @@ class QuantIFPipeline:
                  calibration: PathLike | None = None, device: object = None, tile_step_size: float = 0.5,
                  postprocess: bool = True, min_voxels: int = DEFAULT_MIN_VOXELS, suv_max: float = DEFAULT_SUV_MAX,
                  min_volume_ml: float | None = None, tracer_weights: PathLike | None = None,
-                 heatmap_params: dict | None = None, progress: bool = False, nonfinite: str = "raise") -> None:
+                 heatmap_params: dict | None = None, progress: bool = False, nonfinite: str = "raise",
+                 force_heatmap: bool = False) -> None:
         self.model_dirs: dict[str, Path | None] = {
             "fdg": Path(model_fdg) if model_fdg is not None else None,
             "psma": Path(model_psma) if model_psma is not None else None,
@@ -276,6 +283,12 @@ class QuantIFPipeline:
         self.min_voxels, self.suv_max, self.min_volume_ml = min_voxels, suv_max, min_volume_ml
         self.router = TracerRouter(tracer_weights)
         self.heatmap_params = dict(heatmap_params or {})
+        from ..heatmap_definition import read_model_definition, resolve_definition
+
+        #: The heatmap definition of each tracer's model (read from its dataset.json, checked against the options).
+        self.heatmap_definitions = {
+            t: resolve_definition(*read_model_definition(d), self.heatmap_params, force=force_heatmap, source=str(d))
+            for t, d in self.model_dirs.items() if d is not None}
         self.progress = progress
         self.nonfinite = nonfinite
         self._predictors: dict = {}
@@ -305,6 +318,14 @@ class QuantIFPipeline:
                 self.model_dirs[tracer], folds=self.folds[tracer], checkpoint=self.checkpoint, mirroring=self.policy,
                 device=self.device, tile_step_size=self.tile_step_size, progress=self.progress)
         return self._predictors[tracer]
+
+    def build_heatmap(self, tracer: str, pet: np.ndarray, clicks, source: str | None = None) -> np.ndarray:
+        """The heatmap channel for ``tracer``'s model: (z, y, x) float32, built with the model's definition."""
+        from ..heatmaps import click_heatmap
+
+        if tracer not in self.heatmap_definitions:
+            raise ModelError(f"no {tracer.upper()} model was given")
+        return click_heatmap(pet, clicks, source=source, **self.heatmap_definitions[tracer].params())
 
     def load(self) -> QuantIFPipeline:
         """Load every given model now (otherwise each loads on its first case)."""
@@ -343,7 +364,6 @@ class QuantIFPipeline:
             With ``mask`` (uint8 0/1, (z, y, x)).
         """
         from ..clicks import Clicks
-        from ..heatmaps import click_heatmap
 
         t0 = started if started is not None else time.perf_counter()
         ct = np.asarray(ct, dtype=np.float32)
@@ -352,14 +372,15 @@ class QuantIFPipeline:
             raise InputFileError(f"{source or case_name}: CT {ct.shape}, PET {pet.shape} and geometry "
                                  f"{geometry.shape} (z, y, x) differ")
         clicks = clicks if clicks is not None else Clicks.empty()
-        if heatmap is None:
-            heatmap = click_heatmap(pet, clicks, source=source, **self.heatmap_params)
-        elif np.shape(heatmap) != pet.shape:
+        if heatmap is not None and np.shape(heatmap) != pet.shape:
             raise InputFileError(f"{source or case_name}: heatmap shape {np.shape(heatmap)} differs from the PET's "
                                  f"{pet.shape} (z, y, x)")
+        clicks.check_inside(pet.shape)
         decision: TracerDecision = self.router.decide(tracer, pet=pet, geometry=geometry, case_name=case_name,
                                                       source=source)
         predictor = self.predictor(decision.tracer)
+        if heatmap is None:  # with the definition of the model that the case was routed to
+            heatmap = self.build_heatmap(decision.tracer, pet, clicks, source=source)
         n_channels = len(predictor.dataset_json.get("channel_names", {}))
         if n_channels != 3:
             raise ModelError(f"{self.model_dirs[decision.tracer]}: the model takes {n_channels} input channels; "
