@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..tracer.preprocessing import ARCHES
 from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_int
 
 
@@ -30,11 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads while training; results are reproducible for a fixed value (default 1)")
     t.add_argument("--cache", metavar="DIR", help="cache the MIPs in DIR between runs")
+    t.add_argument("--arch", choices=ARCHES, default="quantif",
+                   help="quantif (default): the project's MIP-CNN (BatchNorm, pooling, clip(SUV, 0, 20)/20 input, "
+                        "trilinear); authors: the authors' network and input (no BatchNorm, FC 256-128-64-16-4-1, "
+                        "raw SUV, B-spline, their 224 window, ties to FDG); stored with the weights "
+                        "(docs/METHOD.md)")
     t.set_defaults(func=run_train)
 
     q = tsub.add_parser("predict", help="predict the tracer of one PET volume",
                         description="Print the tracer (majority vote of the folds; a tie goes to the mean "
-                                    "probability), the mean P(PSMA) and each fold's vote.")
+                                    "probability, or to FDG for --arch authors weights), the mean P(PSMA) and each "
+                                    "fold's vote. The architecture and its input come from the weights folder.")
     q.add_argument("--pet", required=True, metavar="PET", help="PET volume in SUV (.nii.gz, .nii, .mha)")
     q.add_argument("--weights", required=True, metavar="DIR", help="folder written by `quantif tracer train`")
     q.add_argument("--json", action="store_true", help="print the prediction as one JSON object")
@@ -54,7 +61,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     result = train_tracer(args.data, args.out, folds=args.folds, epochs=args.epochs, seed=args.seed,
                           tracer_csv=args.tracer_csv, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
-                          cache_dir=args.cache, progress=True, on_fold=on_fold)
+                          cache_dir=args.cache, progress=True, on_fold=on_fold, arch=args.arch)
     print(f"mean fold accuracy: {sum(result.fold_accuracy) / len(result.fold_accuracy):.3f}")
     print(f"cross-validation accuracy: {result.cv_accuracy:.3f} ({len(result.cases)} cases)")
     print(f"weights: {result.out_dir}")
@@ -73,6 +80,7 @@ def run_predict(args: argparse.Namespace) -> int:
         return 0
     n_psma = pred.votes.count("psma")
     print(f"tracer: {pred.tracer}")
+    print(f"architecture: {ensemble.arch}")
     print(f"probability (mean P(PSMA)): {pred.probability:.4f}")
     print(f"votes: {' '.join(pred.votes)} ({n_psma}/{len(pred.votes)} psma)")
     print("fold probabilities: " + " ".join(f"{p:.4f}" for p in pred.probabilities))

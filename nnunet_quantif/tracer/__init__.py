@@ -1,15 +1,29 @@
 """The MIP-CNN tracer discriminator (FDG vs PSMA).
 
 - :mod:`.preprocessing`: PET volume -> oriented (224, 224) coronal MIP (:func:`mip_from_pet`).
-- :mod:`.model`: the six-convolution MIP-CNN (:class:`MIPCNN`).
+- :mod:`.model`: the six-convolution MIP-CNN (:class:`MIPCNN`) and the authors' network
+  (:class:`AuthorsMIPCNN`); :data:`ARCHES` names both (``--arch quantif|authors``), each with its own
+  input (``mip_from_pet(..., arch=...)``) and vote.
 - :mod:`.training`: k-fold training from a data folder (:func:`train_tracer`).
 - :mod:`.inference`: the fold ensemble and majority vote (:func:`load_tracer_ensemble`,
   :func:`predict_tracer`), used by the case pipeline and ``quantif tracer predict``.
 """
 
 from .inference import TracerEnsemble, TracerPrediction, load_tracer_ensemble, predict_tracer, vote
-from .model import MIPCNN
-from .preprocessing import INPUT_SPEC, MIP_SIZE, MIP_SPACING_MM, SUV_CLIP, crop_or_pad, lps_axes, mip_from_pet
+from .model import ARCHITECTURES, MIPCNN, AuthorsMIPCNN, build_model
+from .preprocessing import (
+    ARCHES,
+    AUTHORS_INPUT_SPEC,
+    INPUT_SPEC,
+    INPUT_SPECS,
+    MIP_SIZE,
+    MIP_SPACING_MM,
+    SUV_CLIP,
+    authors_mip_from_pet,
+    crop_or_pad,
+    lps_axes,
+    mip_from_pet,
+)
 from .training import (
     META_NAME,
     TRACERS,
@@ -24,8 +38,9 @@ from .training import (
 )
 
 __all__ = [
-    "INPUT_SPEC", "META_NAME", "MIPCNN", "MIP_SIZE", "MIP_SPACING_MM", "SUV_CLIP", "TRACERS", "TracerEnsemble",
-    "TracerPrediction", "TracerTrainingResult", "TrainConfig", "crop_or_pad", "find_pet_files", "load_mips",
-    "load_tracer_ensemble", "lps_axes", "mip_from_pet", "predict_tracer", "read_tracer_csv", "tracer_from_name",
-    "train_from_mips", "train_tracer", "vote",
+    "ARCHES", "ARCHITECTURES", "AUTHORS_INPUT_SPEC", "AuthorsMIPCNN", "INPUT_SPEC", "INPUT_SPECS", "META_NAME",
+    "MIPCNN", "MIP_SIZE", "MIP_SPACING_MM", "SUV_CLIP", "TRACERS", "TracerEnsemble", "TracerPrediction",
+    "TracerTrainingResult", "TrainConfig", "authors_mip_from_pet", "build_model", "crop_or_pad", "find_pet_files",
+    "load_mips", "load_tracer_ensemble", "lps_axes", "mip_from_pet", "predict_tracer", "read_tracer_csv",
+    "tracer_from_name", "train_from_mips", "train_tracer", "vote",
 ]

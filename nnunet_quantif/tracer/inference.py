@@ -6,9 +6,14 @@
 ('psma', 0.97, ['psma', 'psma', 'psma', 'psma', 'psma'])
 
 ``predict_tracer`` also accepts a PET file path (geometry ``None``) and a weights
-folder instead of a loaded ensemble. Each fold votes ``psma`` when its P(PSMA)
-is >= 0.5; the majority wins, and a tie goes to the mean probability (>= 0.5 ->
-``psma``).
+folder instead of a loaded ensemble. The weights folder names its architecture
+(``arch`` in ``tracer_meta.json`` and in every ``fold_<k>.pt``; a folder without it
+is ``"quantif"``), and the ensemble uses that architecture's input and vote:
+
+* ``"quantif"``: each fold votes ``psma`` when its P(PSMA) is >= 0.5; the majority
+  wins, and a tie goes to the mean probability (>= 0.5 -> ``psma``);
+* ``"authors"``: as the authors' code, a fold votes ``psma`` when P(PSMA) > 0.5
+  (``torch.round``), and a tie goes to ``fdg`` (``argmax`` of the vote counts).
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ import torch
 
 from ..errors import ModelError, QuantIFError, TracerError
 from ..io import Geometry, read_pet
-from .model import ARCHITECTURE, MIPCNN
-from .preprocessing import INPUT_SPEC, mip_from_pet
-from .training import META_NAME, META_SCHEMA, TRACERS
+from .model import ARCHITECTURES, MIPCNN, AuthorsMIPCNN, build_model
+from .preprocessing import ARCHES, INPUT_SPECS, mip_from_pet
+from .training import META_NAME, META_SCHEMA, TRACERS, fold_votes_psma
 
 PathLike = str | os.PathLike
 
@@ -63,17 +68,23 @@ class TracerPrediction:
                 "probabilities": list(self.probabilities)}
 
 
-def vote(probabilities: Sequence[float]) -> TracerPrediction:
-    """Combine per-fold P(PSMA) values: majority vote, tie -> mean probability (>= 0.5 -> psma)."""
+def vote(probabilities: Sequence[float], arch: str = "quantif") -> TracerPrediction:
+    """Combine per-fold P(PSMA) values by majority vote.
+
+    ``arch="quantif"``: a fold votes psma if P >= 0.5, a tie goes to the mean probability (>= 0.5 -> psma).
+    ``arch="authors"``: a fold votes psma if P > 0.5, a tie goes to fdg (the authors' code).
+    """
     probs = [float(p) for p in probabilities]
     if not probs:
         raise TracerError("no fold probabilities to vote on")
-    votes = [TRACERS[1] if p >= 0.5 else TRACERS[0] for p in probs]
+    votes = [TRACERS[1] if fold_votes_psma(p, arch) else TRACERS[0] for p in probs]
     n_psma = votes.count(TRACERS[1])
     mean = float(np.mean(probs))
     if 2 * n_psma > len(votes):
         tracer = TRACERS[1]
     elif 2 * n_psma < len(votes):
+        tracer = TRACERS[0]
+    elif arch == "authors":
         tracer = TRACERS[0]
     else:
         tracer = TRACERS[1] if mean >= 0.5 else TRACERS[0]
@@ -82,17 +93,18 @@ def vote(probabilities: Sequence[float]) -> TracerPrediction:
 
 @dataclass
 class TracerEnsemble:
-    """The loaded fold models of a tracer weights folder (eval mode, CPU)."""
+    """The loaded fold models of a tracer weights folder (eval mode, CPU), of architecture ``arch``."""
 
     weights_dir: Path
     meta: dict
-    models: list[MIPCNN]
+    models: list[MIPCNN | AuthorsMIPCNN]
+    arch: str = "quantif"
 
     def __len__(self) -> int:
         return len(self.models)
 
     def fold_probabilities(self, mip: np.ndarray) -> list[float]:
-        """P(PSMA) of each fold for one (224, 224) MIP.
+        """P(PSMA) of each fold for one (224, 224) MIP of the ensemble's architecture.
 
         The networks are tiny (about 25 M multiply-adds each), so they run on one
         thread: on a busy machine, OpenMP threads waiting for each other cost far
@@ -109,20 +121,24 @@ class TracerEnsemble:
             torch.set_num_threads(old)
 
     def predict_mip(self, mip: np.ndarray) -> TracerPrediction:
-        """Ensemble prediction for one preprocessed MIP."""
-        return vote(self.fold_probabilities(mip))
+        """Ensemble prediction for one preprocessed MIP (the architecture's vote)."""
+        return vote(self.fold_probabilities(mip), self.arch)
 
     def predict(self, pet: np.ndarray, geometry: Geometry, source: str | None = None) -> TracerPrediction:
-        """Ensemble prediction for one PET volume (z, y, x) in SUV on ``geometry``."""
-        return self.predict_mip(mip_from_pet(pet, geometry, source=source))
+        """Ensemble prediction for one PET volume (z, y, x) in SUV on ``geometry`` (the architecture's input)."""
+        return self.predict_mip(mip_from_pet(pet, geometry, source=source, arch=self.arch))
 
 
-def _check_meta(meta: dict, meta_path: Path) -> None:
+def _check_meta(meta: dict, meta_path: Path) -> str:
+    """Validate the metadata against the code; returns its architecture (``"quantif"`` when not recorded)."""
     if not isinstance(meta, dict):
         raise ModelError(f"{meta_path}: metadata is not a JSON object")
     if meta.get("schema") != META_SCHEMA:
         raise ModelError(f"{meta_path}: metadata schema {meta.get('schema')!r} differs from the code's {META_SCHEMA}")
-    for key, expected in (("input", INPUT_SPEC), ("architecture", ARCHITECTURE)):
+    arch = meta.get("arch", "quantif")
+    if arch not in ARCHES:
+        raise ModelError(f"{meta_path}: unknown tracer architecture {arch!r} (this version knows {', '.join(ARCHES)})")
+    for key, expected in (("input", INPUT_SPECS[arch]), ("architecture", ARCHITECTURES[arch])):
         got = meta.get(key)
         if not isinstance(got, dict):
             raise ModelError(f"{meta_path}: metadata lacks the {key!r} block")
@@ -136,6 +152,7 @@ def _check_meta(meta: dict, meta_path: Path) -> None:
     files = meta.get("fold_files")
     if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
         raise ModelError(f"{meta_path}: metadata lists no fold weight files")
+    return arch
 
 
 def load_tracer_ensemble(weights_dir: PathLike) -> TracerEnsemble:
@@ -158,7 +175,7 @@ def load_tracer_ensemble(weights_dir: PathLike) -> TracerEnsemble:
         meta = json.loads(meta_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelError(f"{meta_path}: unreadable tracer metadata ({e})") from None
-    _check_meta(meta, meta_path)
+    arch = _check_meta(meta, meta_path)
     models = []
     for name in meta["fold_files"]:
         path = d / name
@@ -166,15 +183,23 @@ def load_tracer_ensemble(weights_dir: PathLike) -> TracerEnsemble:
             raise ModelError(f"{path}: fold weight file not found")
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-            state = ckpt["state_dict"] if isinstance(ckpt, dict) and "state_dict" in ckpt else ckpt
-            model = MIPCNN()
+            wrapped = isinstance(ckpt, dict) and "state_dict" in ckpt
+            fold_arch = ckpt.get("arch", "quantif") if wrapped else None
+            state = ckpt["state_dict"] if wrapped else ckpt
+        except Exception as e:  # torch raises many types for corrupt files
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"{path}: cannot load fold weights ({first[:200]})") from None
+        if fold_arch is not None and fold_arch != arch:
+            raise ModelError(f"{path}: fold weights of architecture {fold_arch!r}, but {meta_path.name} says {arch!r}")
+        try:
+            model = build_model(arch)
             model.load_state_dict(state)
-        except Exception as e:  # torch raises many types for corrupt/mismatched files
+        except Exception as e:  # mismatched state dicts
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"{path}: cannot load fold weights ({first[:200]})") from None
         model.eval()
         models.append(model)
-    return TracerEnsemble(d, meta, models)
+    return TracerEnsemble(d, meta, models, arch)
 
 
 def predict_tracer(pet: np.ndarray | PathLike, geometry: Geometry | None,

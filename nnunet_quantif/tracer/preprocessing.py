@@ -33,6 +33,26 @@ A PET volume (SUV, array order (z, y, x), any voxel grid) becomes one
 
 The same description is stored in the ``input`` block of ``tracer_meta.json``
 (:data:`INPUT_SPEC`), and weights whose metadata differ are refused.
+
+The authors' input (``arch="authors"``, :func:`authors_mip_from_pet`)
+---------------------------------------------------------------------
+What the authors' public tracer discriminator computed (github.com/Zhack47/autopetiv,
+``smart_tracer_discriminator.py``), after the same step 1 (canonical LPS orientation; their code
+took the MIP along array axis 1 of whatever orientation the file had, which is the
+anterior-posterior axis for the usual axial scans):
+
+2. cubic **B-spline** resampling (SimpleITK ``sitkBSpline``) to 3 mm isotropic on a grid that
+   starts at the first voxel's centre, ``round(n * s / 3)`` voxels per axis (their fill value
+   outside the volume was the pixel-type id, 8 for float32; here 0);
+3. coronal MIP (maximum along anterior-posterior);
+4. rows in increasing superior index (row 0 = most inferior, as their array order gave for the
+   usual axial scans), column 0 = patient right;
+5. a 224 x 224 window centred on the MIP's centre (start ``max(n // 2 - 112, 0)``), placed in
+   the top-left corner of a zero image (a short axis is padded after, not centred);
+6. **raw SUV**: no clipping or scaling (non-finite SUVs count as 0).
+
+Its description is :data:`AUTHORS_INPUT_SPEC`; :data:`INPUT_SPECS` maps each architecture
+(:data:`ARCHES`) to its input.
 """
 
 from __future__ import annotations
@@ -57,6 +77,11 @@ SUV_CLIP: float = 20.0
 #: Version of the preprocessing; changes whenever the MIP of a volume would change.
 PREPROCESSING_VERSION: int = 1
 
+#: Tracer-classifier architectures, each with its own input: the project's MIP-CNN and the authors' network.
+ARCHES: tuple[str, ...] = ("quantif", "authors")
+#: Version of the authors-input preprocessing.
+AUTHORS_PREPROCESSING_VERSION: int = 1
+
 #: The input specification, written to and checked against ``tracer_meta.json``.
 INPUT_SPEC: dict = {
     "preprocessing_version": PREPROCESSING_VERSION,
@@ -71,6 +96,29 @@ INPUT_SPEC: dict = {
     "intensity": {"transform": "clip(SUV, 0, 20) / 20", "suv_min": 0.0, "suv_max": SUV_CLIP,
                   "nonfinite": "treated as SUV 0"},
 }
+
+#: The authors' input (``arch="authors"``), written to and checked against ``tracer_meta.json``.
+AUTHORS_INPUT_SPEC: dict = {
+    "preprocessing_version": AUTHORS_PREPROCESSING_VERSION,
+    "size": [MIP_SIZE, MIP_SIZE],
+    "spacing_mm": MIP_SPACING_MM,
+    "resampling": "cubic B-spline (SimpleITK sitkBSpline) to 3 mm isotropic; grid starts at the first voxel's "
+                  "centre, round(n*s/3) voxels per axis; fill 0 outside",
+    "mip_axis": "anterior-posterior (axes permuted/flipped to LPS order from the direction matrix first)",
+    "orientation": "row 0 = most inferior, column 0 = patient right",
+    "crop_pad": "224 window starting at max(n//2 - 112, 0), placed top-left in a zero image",
+    "intensity": {"transform": "raw SUV", "nonfinite": "treated as SUV 0"},
+}
+
+#: Input specification of each architecture.
+INPUT_SPECS: dict[str, dict] = {"quantif": INPUT_SPEC, "authors": AUTHORS_INPUT_SPEC}
+
+
+def check_arch(arch: str) -> str:
+    """``arch`` if it names a tracer architecture (:data:`ARCHES`), else :class:`TracerError`."""
+    if arch not in ARCHES:
+        raise TracerError(f"unknown tracer classifier architecture {arch!r} (expected one of {', '.join(ARCHES)})")
+    return arch
 
 
 def lps_axes(direction: np.ndarray | tuple[float, ...]) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
@@ -175,24 +223,8 @@ def crop_or_pad(image: np.ndarray, size: int = MIP_SIZE) -> np.ndarray:
     return out
 
 
-def mip_from_pet(pet: np.ndarray, geometry: Geometry, source: str | None = None) -> np.ndarray:
-    """The network input: the oriented, cropped, intensity-scaled coronal MIP of a PET volume.
-
-    Parameters
-    ----------
-    pet : np.ndarray, shape (z, y, x)
-        PET in SUV, on the grid ``geometry``.
-    geometry : Geometry
-        The grid of ``pet`` (spacing in mm, direction cosines).
-    source : str, optional
-        How to name the PET in error messages (usually its path).
-
-    Returns
-    -------
-    np.ndarray, float32, shape (224, 224), values in [0, 1]
-        Row 0 = superior, column 0 = patient right; see the module docstring.
-    """
-    name = source or "PET array"
+def _lps_volume(pet: np.ndarray, geometry: Geometry, name: str) -> tuple[torch.Tensor, tuple[float, float, float]]:
+    """Checked, finite (NaN/Inf -> 0) float32 PET in canonical (S, P, L) order, and its spacing (mm)."""
     pet = np.asarray(pet)
     if pet.ndim != 3:
         raise TracerError(f"{name}: expected a 3-D PET volume, got shape {pet.shape}")
@@ -205,9 +237,96 @@ def mip_from_pet(pet: np.ndarray, geometry: Geometry, source: str | None = None)
     x, spacing = to_lps_tensor(pet, geometry)
     if not bool(torch.isfinite(x.sum())):  # one cheap pass; any NaN/Inf makes the sum non-finite
         x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    return x, spacing
+
+
+def mip_from_pet(pet: np.ndarray, geometry: Geometry, source: str | None = None,
+                 arch: str = "quantif") -> np.ndarray:
+    """The network input: the oriented, cropped, intensity-scaled coronal MIP of a PET volume.
+
+    Parameters
+    ----------
+    pet : np.ndarray, shape (z, y, x)
+        PET in SUV, on the grid ``geometry``.
+    geometry : Geometry
+        The grid of ``pet`` (spacing in mm, direction cosines).
+    source : str, optional
+        How to name the PET in error messages (usually its path).
+    arch : {"quantif", "authors"}
+        Whose input: "authors" returns :func:`authors_mip_from_pet`.
+
+    Returns
+    -------
+    np.ndarray, float32, shape (224, 224)
+        "quantif": values in [0, 1], row 0 = superior, column 0 = patient right; see the module docstring.
+    """
+    if check_arch(arch) == "authors":
+        return authors_mip_from_pet(pet, geometry, source)
+    x, spacing = _lps_volume(pet, geometry, source or "PET array")
     iso = resample_isotropic(x, spacing)
     mip = iso.amax(dim=1).flip(0).numpy()  # (S, L) -> row 0 superior, column 0 patient right
     mip = crop_or_pad(mip)
     np.clip(mip, 0.0, SUV_CLIP, out=mip)
     mip /= SUV_CLIP
     return mip.astype(np.float32, copy=False)
+
+
+def resample_bspline(volume: np.ndarray | torch.Tensor, spacing: tuple[float, float, float],
+                     new_spacing: float = MIP_SPACING_MM) -> np.ndarray:
+    """Cubic B-spline resampling to isotropic ``new_spacing``, as the authors' code did it.
+
+    Parameters
+    ----------
+    volume : array or tensor, shape (a, b, c)
+        Float volume.
+    spacing : tuple of 3 float
+        Voxel size in mm along the three axes, in the same order as ``volume``.
+    new_spacing : float
+        Output voxel size in mm.
+
+    Returns
+    -------
+    np.ndarray, float32, shape (max(1, round(a * s_a / new_spacing)), ...)
+        Output voxel ``k`` samples the input at continuous index ``k * new_spacing / s`` (the grid starts at
+        the first voxel's centre); 0 outside the volume.
+    """
+    import SimpleITK as sitk
+
+    arr = np.ascontiguousarray(torch.as_tensor(volume, dtype=torch.float32).numpy())
+    img = sitk.GetImageFromArray(arr)  # array (a, b, c) -> image axes (c, b, a)
+    img.SetSpacing([float(s) for s in spacing[::-1]])
+    size = [max(1, int(np.round(n * s / new_spacing))) for n, s in zip(img.GetSize(), img.GetSpacing())]
+    out = sitk.Resample(img, size, sitk.Transform(), sitk.sitkBSpline, img.GetOrigin(), [float(new_spacing)] * 3,
+                        img.GetDirection(), 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out)
+
+
+def authors_crop(image: np.ndarray, size: int = MIP_SIZE) -> np.ndarray:
+    """The authors' 224 window: start ``max(n // 2 - size // 2, 0)`` per axis, placed top-left in zeros."""
+    out = np.zeros((size, size), dtype=image.dtype)
+    start = [max(n // 2 - size // 2, 0) for n in image.shape]
+    window = image[start[0]:start[0] + size, start[1]:start[1] + size]
+    out[:window.shape[0], :window.shape[1]] = window
+    return out
+
+
+def authors_mip_from_pet(pet: np.ndarray, geometry: Geometry, source: str | None = None) -> np.ndarray:
+    """The authors' network input: B-spline 3 mm coronal MIP in raw SUV (module docstring, steps 2-6).
+
+    Parameters
+    ----------
+    pet : np.ndarray, shape (z, y, x)
+        PET in SUV, on the grid ``geometry``.
+    geometry : Geometry
+    source : str, optional
+        How to name the PET in error messages.
+
+    Returns
+    -------
+    np.ndarray, float32, shape (224, 224)
+        Raw SUV (B-spline overshoot may give small negative values), row 0 = inferior, column 0 = patient right.
+    """
+    x, spacing = _lps_volume(pet, geometry, source or "PET array")
+    iso = resample_bspline(x, spacing)
+    mip = iso.max(axis=1)  # (S, L): row 0 most inferior, column 0 patient right
+    return authors_crop(mip).astype(np.float32, copy=False)

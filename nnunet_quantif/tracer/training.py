@@ -6,12 +6,16 @@ case-name prefix (``fdg_...`` / ``psma_...``). Each volume is read and turned in
 its MIP once (optionally cached on disk); the folds only reuse the MIPs.
 
 Folds are stratified by tracer and drawn from ``seed``. For each fold a fresh
-:class:`~nnunet_quantif.tracer.model.MIPCNN` is trained for a fixed number of
-epochs (no early stopping, so the held-out fold never steers training) with Adam,
-a cosine learning-rate schedule, ``BCEWithLogitsLoss`` and light augmentation of
-the 2-D MIPs: intensity scaling (log-uniform factor in [0.8, 1.25], re-clipped
-to [0, 1]), shifts of up to 10 pixels per axis (zero fill) and left-right flips
-(probability 0.5). The fold's accuracy is measured on its held-out cases.
+network of architecture ``arch`` (:func:`~nnunet_quantif.tracer.model.build_model`:
+``"quantif"``, the project's :class:`~nnunet_quantif.tracer.model.MIPCNN`, or
+``"authors"``, the authors' network on their raw-SUV input) is trained for a fixed
+number of epochs (no early stopping, so the held-out fold never steers training)
+with Adam, a cosine learning-rate schedule, ``BCEWithLogitsLoss`` and light
+augmentation of the 2-D MIPs: intensity scaling (log-uniform factor in [0.8, 1.25];
+re-clipped to [0, 1] for the "quantif" input, not clipped for raw SUV), shifts of
+up to 10 pixels per axis (zero fill) and left-right flips (probability 0.5). The
+fold's accuracy is measured on its held-out cases. (The authors published no
+training code for their network; both architectures are trained by this loop.)
 
 Determinism: for a given seed, data and ``threads``, training on CPU gives the
 same weights bit for bit. Every random draw comes from explicitly seeded
@@ -20,10 +24,11 @@ augmentation, ``torch.manual_seed`` for the initial weights and dropout);
 ``torch.use_deterministic_algorithms(True)`` and ``torch.set_num_threads(threads)``
 are set while training and restored afterwards; no DataLoader workers are used.
 
-Output folder: ``fold_<k>.pt`` (a dict with ``state_dict`` and the fold number)
-for k = 0 .. folds-1, and ``tracer_meta.json`` (written last) with the input
-specification, architecture, package version, seed, folds, per-fold and mean CV
-accuracy and the out-of-fold probability of every case.
+Output folder: ``fold_<k>.pt`` (a dict with ``state_dict``, the fold number and
+``arch``) for k = 0 .. folds-1, and ``tracer_meta.json`` (written last) with
+``arch``, the input specification, architecture, package version, seed, folds,
+per-fold and mean CV accuracy and the out-of-fold probability of every case. The
+folder is self-describing: prediction reads ``arch`` and uses that input and vote.
 """
 
 from __future__ import annotations
@@ -45,8 +50,8 @@ from .. import __version__
 from ..errors import DatasetError
 from ..io import IMAGE_EXTENSIONS, atomic_write, read_image, strip_image_extension, write_json
 from ..tracers import TRACERS, read_tracer_csv, tracer_from_name
-from .model import ARCHITECTURE, MIPCNN
-from .preprocessing import INPUT_SPEC, PREPROCESSING_VERSION, mip_from_pet
+from .model import ARCHITECTURES, MIPCNN, AuthorsMIPCNN, build_model
+from .preprocessing import INPUT_SPECS, check_arch, mip_from_pet
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +64,18 @@ META_NAME: str = "tracer_meta.json"
 META_SCHEMA: int = 1
 #: Largest shift (pixels, per axis) of the shift augmentation.
 MAX_SHIFT: int = 10
+#: How each architecture's folds vote and how a tie between folds is settled (stored in the metadata).
+DECISIONS: dict[str, str] = {
+    "quantif": "a fold votes psma if P(PSMA) >= 0.5; majority vote over folds; a tie goes to the mean probability "
+               "(>= 0.5 -> psma)",
+    "authors": "a fold votes psma if P(PSMA) > 0.5 (torch.round); majority vote over folds; a tie goes to fdg",
+}
+
+
+def fold_votes_psma(probability: np.ndarray | float, arch: str = "quantif") -> np.ndarray:
+    """Whether a fold with P(PSMA) = ``probability`` votes psma: >= 0.5, or > 0.5 for ``arch="authors"``."""
+    p = np.asarray(probability, dtype=float)
+    return p > 0.5 if arch == "authors" else p >= 0.5
 
 
 def fold_file_name(k: int) -> str:
@@ -77,12 +94,14 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     threads: int = 1
+    arch: str = "quantif"
 
     def as_dict(self) -> dict:
         return {"folds": self.folds, "epochs": self.epochs, "seed": self.seed, "batch_size": self.batch_size,
-                "lr": self.lr, "weight_decay": self.weight_decay, "threads": self.threads,
+                "lr": self.lr, "weight_decay": self.weight_decay, "threads": self.threads, "arch": self.arch,
                 "optimizer": "Adam + cosine LR", "loss": "BCEWithLogitsLoss",
-                "augmentation": {"intensity_scale": [0.8, 1.25], "max_shift_px": MAX_SHIFT, "lr_flip_p": 0.5}}
+                "augmentation": {"intensity_scale": [0.8, 1.25], "clip_to_unit": self.arch != "authors",
+                                 "max_shift_px": MAX_SHIFT, "lr_flip_p": 0.5}}
 
 
 @dataclass
@@ -155,13 +174,16 @@ def label_files(files: Sequence[Path], tracer_csv: PathLike | None = None) -> li
     return tracers
 
 
-def _cache_key(path: Path) -> str:
+def _cache_key(path: Path, arch: str = "quantif") -> str:
     st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{PREPROCESSING_VERSION}"
+    version = INPUT_SPECS[arch]["preprocessing_version"]
+    tag = f"|{arch}" if arch != "quantif" else ""  # "quantif" keys unchanged: existing caches stay valid
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{version}{tag}"
     return hashlib.sha1(key.encode()).hexdigest()
 
 
-def load_mips(files: Sequence[PathLike], cache_dir: PathLike | None = None, progress: bool = False) -> np.ndarray:
+def load_mips(files: Sequence[PathLike], cache_dir: PathLike | None = None, progress: bool = False,
+              arch: str = "quantif") -> np.ndarray:
     """Read each PET once and return its MIP.
 
     Parameters
@@ -170,24 +192,27 @@ def load_mips(files: Sequence[PathLike], cache_dir: PathLike | None = None, prog
         PET volumes (SUV).
     cache_dir : path-like, optional
         If given, MIPs are stored there as ``<hash>.npy`` (hash of path, size,
-        modification time and preprocessing version) and reused.
+        modification time, architecture and preprocessing version) and reused.
     progress : bool
         Show a tqdm bar.
+    arch : {"quantif", "authors"}
+        Whose input (:func:`~nnunet_quantif.tracer.preprocessing.mip_from_pet`).
 
     Returns
     -------
     np.ndarray, float32, shape (N, 224, 224)
     """
+    check_arch(arch)
     cache = Path(cache_dir) if cache_dir is not None else None
     out = []
     for f in tqdm(files, desc="MIPs", unit="PET", disable=not progress):
         f = Path(f)
-        cached = cache / f"{_cache_key(f)}.npy" if cache is not None else None
+        cached = cache / f"{_cache_key(f, arch)}.npy" if cache is not None else None
         if cached is not None and cached.is_file():
             out.append(np.load(cached))
             continue
         pet, geom = read_image(f, dtype=np.float32)
-        mip = mip_from_pet(pet, geom, source=str(f))
+        mip = mip_from_pet(pet, geom, source=str(f), arch=arch)
         if cached is not None:
             with atomic_write(cached) as tmp:
                 with open(tmp, "wb") as fh:
@@ -232,16 +257,19 @@ def stratified_folds(labels: Sequence[int], n_folds: int, seed: int) -> list[np.
     return [np.array(sorted(b), dtype=np.int64) for b in buckets]
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Light augmentation of a batch of MIPs, shape (B, 1, H, W), values in [0, 1].
+def augment(x: torch.Tensor, gen: torch.Generator, clip: bool = True) -> torch.Tensor:
+    """Light augmentation of a batch of MIPs, shape (B, 1, H, W).
 
     Intensity scaling by a log-uniform factor in [0.8, 1.25] (then clipped to
-    [0, 1]), a random shift of up to :data:`MAX_SHIFT` pixels per axis with zero
-    fill, and a left-right flip with probability 0.5; all draws from ``gen``.
+    [0, 1] if ``clip``, for inputs in [0, 1]; raw-SUV inputs are not clipped), a
+    random shift of up to :data:`MAX_SHIFT` pixels per axis with zero fill, and a
+    left-right flip with probability 0.5; all draws from ``gen``.
     """
     b, _, h, w = x.shape
     scale = torch.exp((torch.rand(b, generator=gen) * 2 - 1) * np.log(1.25)).view(b, 1, 1, 1)
-    x = (x * scale).clamp_(0.0, 1.0)
+    x = x * scale
+    if clip:
+        x = x.clamp_(0.0, 1.0)
     shifts = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (b, 2), generator=gen)
     flips = torch.rand(b, generator=gen) < 0.5
     padded = nn.functional.pad(x, (MAX_SHIFT, MAX_SHIFT, MAX_SHIFT, MAX_SHIFT))
@@ -254,14 +282,15 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def train_model(mips: np.ndarray, labels: Sequence[int], config: TrainConfig, seed: int,
-                on_epoch: Callable[[int, float], None] | None = None) -> MIPCNN:
-    """Train one MIP-CNN on ``mips`` (N, 224, 224) with 0/1 ``labels`` (1 = PSMA).
+                on_epoch: Callable[[int, float], None] | None = None) -> MIPCNN | AuthorsMIPCNN:
+    """Train one network of architecture ``config.arch`` on ``mips`` (N, 224, 224) with 0/1 ``labels`` (1 = PSMA).
 
     Call inside :func:`deterministic_torch` for reproducible results.
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = MIPCNN()
+    model = build_model(config.arch)
+    clip = config.arch != "authors"
     x_all = torch.from_numpy(np.ascontiguousarray(mips, dtype=np.float32)).unsqueeze(1)
     y_all = torch.as_tensor(np.asarray(labels), dtype=torch.float32)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -274,7 +303,7 @@ def train_model(mips: np.ndarray, labels: Sequence[int], config: TrainConfig, se
         total = 0.0
         for start in range(0, n, config.batch_size):
             idx = order[start:start + config.batch_size]
-            xb = augment(x_all[idx], gen)
+            xb = augment(x_all[idx], gen, clip=clip)
             loss = loss_fn(model(xb), y_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -287,7 +316,7 @@ def train_model(mips: np.ndarray, labels: Sequence[int], config: TrainConfig, se
     return model
 
 
-def predict_mips(model: MIPCNN, mips: np.ndarray, batch_size: int = 32) -> np.ndarray:
+def predict_mips(model: MIPCNN | AuthorsMIPCNN, mips: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """P(PSMA) of each MIP, shape (N,), float64."""
     out = []
     for start in range(0, len(mips), batch_size):
@@ -296,10 +325,10 @@ def predict_mips(model: MIPCNN, mips: np.ndarray, batch_size: int = 32) -> np.nd
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def save_fold(model: MIPCNN, path: Path, fold: int) -> Path:
-    """Write ``{'state_dict', 'fold'}`` atomically with ``torch.save``."""
+def save_fold(model: MIPCNN | AuthorsMIPCNN, path: Path, fold: int, arch: str = "quantif") -> Path:
+    """Write ``{'state_dict', 'fold', 'arch'}`` atomically with ``torch.save``."""
     with atomic_write(path) as tmp:
-        torch.save({"state_dict": model.state_dict(), "fold": int(fold)}, tmp)
+        torch.save({"state_dict": model.state_dict(), "fold": int(fold), "arch": check_arch(arch)}, tmp)
     return path
 
 
@@ -311,7 +340,7 @@ def train_from_mips(mips: np.ndarray, tracers: Sequence[str], out_dir: PathLike,
     Parameters
     ----------
     mips : np.ndarray, shape (N, 224, 224)
-        Inputs from :func:`~nnunet_quantif.tracer.preprocessing.mip_from_pet`.
+        Inputs from :func:`~nnunet_quantif.tracer.preprocessing.mip_from_pet` with ``arch=config.arch``.
     tracers : sequence of str
         ``'fdg'`` or ``'psma'`` per MIP.
     out_dir : path-like
@@ -325,6 +354,7 @@ def train_from_mips(mips: np.ndarray, tracers: Sequence[str], out_dir: PathLike,
         Called after each fold (the CLI prints from it).
     """
     config = config or TrainConfig()
+    arch = check_arch(config.arch)
     out = Path(out_dir)
     mips = np.asarray(mips, dtype=np.float32)
     if mips.ndim != 3 or len(mips) != len(tracers):
@@ -354,24 +384,25 @@ def train_from_mips(mips: np.ndarray, tracers: Sequence[str], out_dir: PathLike,
                                 on_epoch=lambda e, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
             p = predict_mips(model, mips[val])
             oof[val] = p
-            acc = float(np.mean((p >= 0.5).astype(int) == labels[val]))
+            acc = float(np.mean(fold_votes_psma(p, arch).astype(int) == labels[val]))
             fold_acc.append(acc)
-            fold_files.append(save_fold(model, out / fold_file_name(k), k))
+            fold_files.append(save_fold(model, out / fold_file_name(k), k, arch))
             logger.info("fold %d: accuracy %.3f on %d held-out cases", k, acc, len(val))
             if on_fold is not None:
                 on_fold(k, acc)
     bar.close()
-    cv_acc = float(np.mean((oof >= 0.5).astype(int) == labels))
+    cv_acc = float(np.mean(fold_votes_psma(oof, arch).astype(int) == labels))
     meta = {
         "schema": META_SCHEMA,
         "kind": "nnunet_quantif tracer discriminator (MIP-CNN)",
+        "arch": arch,
         "nnunet_quantif_version": __version__,
         "torch_version": torch.__version__,
         "classes": list(TRACERS),
-        "output": "P(PSMA) = sigmoid(logit); a fold votes psma if P >= 0.5",
-        "decision": "majority vote over folds; a tie goes to the mean probability (>= 0.5 -> psma)",
-        "input": INPUT_SPEC,
-        "architecture": ARCHITECTURE,
+        "output": "P(PSMA) = sigmoid(logit)",
+        "decision": DECISIONS[arch],
+        "input": INPUT_SPECS[arch],
+        "architecture": ARCHITECTURES[arch],
         "training": config.as_dict(),
         "seed": config.seed,
         "folds": config.folds,
@@ -390,7 +421,8 @@ def train_from_mips(mips: np.ndarray, tracers: Sequence[str], out_dir: PathLike,
 def train_tracer(data_dir: PathLike, out_dir: PathLike, *, folds: int = 5, epochs: int = 30, seed: int = 0,
                  tracer_csv: PathLike | None = None, batch_size: int = 8, lr: float = 1e-3, threads: int = 1,
                  cache_dir: PathLike | None = None, progress: bool = False,
-                 on_fold: Callable[[int, float], None] | None = None) -> TracerTrainingResult:
+                 on_fold: Callable[[int, float], None] | None = None,
+                 arch: str = "quantif") -> TracerTrainingResult:
     """Train the tracer discriminator on the PET volumes under ``data_dir`` (see the module docstring).
 
     Parameters
@@ -408,10 +440,14 @@ def train_tracer(data_dir: PathLike, out_dir: PathLike, *, folds: int = 5, epoch
     progress : bool
         Show tqdm bars.
     on_fold : callable(fold, accuracy), optional
+    arch : {"quantif", "authors"}
+        Network and input: the project's MIP-CNN, or the authors' network on their raw-SUV input.
     """
+    check_arch(arch)
     files = find_pet_files(data_dir)
     tracers = label_files(files, tracer_csv)
-    mips = load_mips(files, cache_dir=cache_dir, progress=progress)
-    config = TrainConfig(folds=folds, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr, threads=threads)
+    mips = load_mips(files, cache_dir=cache_dir, progress=progress, arch=arch)
+    config = TrainConfig(folds=folds, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr, threads=threads,
+                         arch=arch)
     return train_from_mips(mips, tracers, out_dir, cases=[case_name(f) for f in files], config=config,
                            progress=progress, on_fold=on_fold)
