@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _evaluation_checks import check_metrics_csv_against_masks
 
+from nnunet_quantif.evaluation.interactive import read_step_rows
 from nnunet_quantif.io import read_geometry, read_image
 
 pytestmark = pytest.mark.slow
@@ -95,6 +97,15 @@ def test_heldout_predictions_are_binary_masks_with_input_geometry(demo_run):
         mask, geom = read_image(p)
         assert geom == read_geometry(pet)
         assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+
+
+def test_written_metrics_are_those_of_the_saved_masks(demo_run):
+    """Each row of the evaluation's metrics CSV (every method, every step: the demo saves them all) is
+    recomputed from the saved mask and the held-out label with the metric functions."""
+    out, _ = demo_run
+    evaluation = out / "evaluation"
+    rows = read_step_rows(evaluation / "metrics_steps.csv")
+    assert check_metrics_csv_against_masks(evaluation, out / "phantoms" / "test" / "labelsTr") == len(rows) > 0
 
 
 def test_rerun_reuses_finished_stages(demo_run):

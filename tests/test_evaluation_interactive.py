@@ -320,6 +320,10 @@ def test_evaluate_interactive_on_phantoms_with_tiny_models(tmp_path, monkeypatch
         pred, _ = read_image(out / "predictions" / "model" / f"{n}.nii.gz")
         label, _ = read_image(Path(src) / "labelsTr" / f"{n}.nii.gz")
         assert pred.shape == label.shape
+    # the written step-10 rows of every method are the metrics of the saved masks
+    from _evaluation_checks import check_metrics_csv_against_masks
+
+    assert check_metrics_csv_against_masks(out, Path(src) / "labelsTr") == len(picked) * 3
     keep = os.environ.get("QUANTIF_KEEP_EVAL")  # copy the outputs somewhere to look at the PNGs
     if keep:
         shutil.copytree(out, Path(keep), dirs_exist_ok=True)

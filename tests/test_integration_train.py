@@ -41,7 +41,8 @@ def test_training_logs_both_losses_and_the_organ_loss_falls(tiny_workspace, trac
     assert (fold / "validation" / "summary.json").is_file()  # final validation ran (lesion head)
 
 
-def test_nnunetv2_predict_writes_binary_masks_on_the_input_grid(tiny_workspace, tmp_path):  # noqa: F811
+def test_nnunetv2_predict_writes_binary_masks_on_the_input_grid(tiny_workspace, tmp_path,  # noqa: F811
+                                                                 monkeypatch):
     ws = tiny_workspace
     d = ws["datasets"]["fdg"]
     case = d["val_cases"][0]
@@ -63,3 +64,19 @@ def test_nnunetv2_predict_writes_binary_masks_on_the_input_grid(tiny_workspace, 
     np.testing.assert_allclose(mask.GetDirection(), ref.GetDirection(), atol=1e-6)
     values = set(np.unique(sitk.GetArrayViewFromImage(mask)).tolist())
     assert values <= {0, 1}
+    # quantif predict (no mirroring) on the same case = nnUNetv2_predict --disable_tta + quantif postprocess
+    # (the 2-epoch workspace model may predict no lesion at all; tests/test_pipeline_vs_nnunet.py makes the same
+    # comparison with a random-weight model whose mask is scattered)
+    from nnunet_quantif.cli import main as quantif_main
+
+    cleaned, ours = tmp_path / "stock_postprocessed.nii.gz", tmp_path / "quantif.nii.gz"
+    assert quantif_main(["postprocess", "--mask", str(mask_path), "--pet", str(inp / f"{case}_0001.nii.gz"),
+                         "--out", str(cleaned)]) == 0
+    for key, value in ws["env"].items():
+        monkeypatch.setenv(key, value)
+    assert quantif_main(["predict", "--ct", str(inp / f"{case}_0000.nii.gz"), "--pet", str(inp / f"{case}_0001.nii.gz"),
+                         "--clicks", str(Path(ws["src"]) / "clicks" / f"{case}_clicks.json"), "--out", str(ours),
+                         "--model-fdg", d["model_folder"], "--tracer", "fdg", "--folds", "0", "--device", "cpu",
+                         "--mirroring", "none"]) == 0
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(ours))),
+                                  sitk.GetArrayFromImage(sitk.ReadImage(str(cleaned))))

@@ -13,8 +13,10 @@ import json
 import math
 
 import pytest
+from _evaluation_checks import check_metrics_csv_against_masks, lesion_overlap
 
 from nnunet_quantif.demo import DemoSettings, run_demo
+from nnunet_quantif.evaluation.interactive import read_step_rows
 
 pytestmark = pytest.mark.slow
 
@@ -57,3 +59,21 @@ def test_clicks_help(learned):
     for tracer in ("fdg", "psma"):
         dsc = curves[tracer]["dsc_mean"]
         assert dsc[-1] > dsc[0], f"{tracer}: DSC@10 {dsc[-1]:.3f} not above DSC@0 {dsc[0]:.3f}"
+
+
+def test_saved_masks_reproduce_the_metrics_and_overlap_the_lesions(learned):
+    """Every written DSC/FPV/FNV is the metric of the saved mask; at step 10 the saved model masks lie on the
+    held-out lesions (pooled Dice per tracer, and most cases touched), not merely somewhere in [0, 1]."""
+    out = learned["out"]
+    evaluation, labels = out / "evaluation", out / "phantoms" / "test" / "labelsTr"
+    rows = read_step_rows(evaluation / "metrics_steps.csv")
+    assert check_metrics_csv_against_masks(evaluation, labels) == len(rows) > 0  # the demo saves every step
+    overlap = lesion_overlap(evaluation, labels, step=10)
+    for tracer in ("fdg", "psma"):
+        cases = {c: v for c, v in overlap.items() if c.startswith(tracer)}
+        assert len(cases) == SETTINGS.n_test
+        hit = sum(v["hit"] for v in cases.values())
+        pooled = 2 * hit / sum(v["lesion"] + v["pred"] for v in cases.values())
+        touched = sum(v["hit"] > 0 for v in cases.values())
+        assert pooled >= 0.3, f"{tracer}: pooled Dice of the saved step-10 masks {pooled:.3f} < 0.3: {cases}"
+        assert touched > len(cases) / 2, f"{tracer}: only {touched} of {len(cases)} masks touch a lesion: {cases}"
