@@ -98,6 +98,9 @@ class DemoSettings:
     seed : int
     workers : int
         Worker processes for phantom generation, conversion and preprocessing.
+    click_sampling : bool
+        Train ``nnUNetTrainerQuantIF_tiny_clickSampling`` (each sample sees the heatmap of a random
+        number k = 0..10 of its clicks) instead of the full-click tiny trainer.
     """
 
     n_train: int = 16
@@ -113,14 +116,21 @@ class DemoSettings:
     time_budget_s: float = 3.0
     seed: int = 0
     workers: int = 2
+    click_sampling: bool = False
 
     @classmethod
-    def preset(cls, quick: bool, seed: int = 0) -> DemoSettings:
+    def preset(cls, quick: bool, seed: int = 0, click_sampling: bool = False) -> DemoSettings:
         """The default (``quick=False``) or ``--quick`` settings."""
         if quick:
             return cls(n_train=4, n_test=2, n_val=1, healthy_fraction=0.25, epochs=3, iterations=10,
-                       val_iterations=1, tracer_folds=2, tracer_epochs=8, time_budget_s=2.0, seed=seed)
-        return cls(seed=seed)
+                       val_iterations=1, tracer_folds=2, tracer_epochs=8, time_budget_s=2.0, seed=seed,
+                       click_sampling=click_sampling)
+        return cls(seed=seed, click_sampling=click_sampling)
+
+    @property
+    def trainer(self) -> str:
+        """The nnU-Net trainer of this run."""
+        return TRAINER + ("_clickSampling" if self.click_sampling else "")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -171,7 +181,7 @@ class DemoRun:
         from .conversion import dataset_name
 
         name = dataset_name(self.dataset_id(tracer), tracer)
-        return Path(self.env["nnUNet_results"]) / name / f"{TRAINER}__{PLANS}__{CONFIGURATION}"
+        return Path(self.env["nnUNet_results"]) / name / f"{self.settings.trainer}__{PLANS}__{CONFIGURATION}"
 
     # ------------------------------------------------------------------ state
     def load_state(self) -> None:
@@ -304,6 +314,7 @@ def write_demo_split(preprocessed_dataset: Path, n_val: int) -> Path:
 
 def stage_organs(run: DemoRun) -> dict:
     from .organs import write_organ_side_files
+    from .training.click_sampling import write_click_side_files
 
     out = {}
     with _environ(run.env):
@@ -313,7 +324,10 @@ def stage_organs(run: DemoRun) -> dict:
                                              workers=run.settings.workers)
             if not summary.ok:
                 raise DemoError(f"organ side files for {tracer.upper()}: {summary.format()}")
-            out[tracer] = summary.format()
+            written, skipped, failed = write_click_side_files(run.dataset_id(tracer), DATA_PLANS, (CONFIGURATION,))
+            if failed:
+                raise DemoError(f"click side files for {tracer.upper()}: {failed[:3]}")
+            out[tracer] = summary.format() + f"; click side files written: {written}"
     return out
 
 
@@ -324,7 +338,7 @@ def _train(run: DemoRun, tracer: str, progress: bool) -> dict:
     env = {**run.env, "QUANTIF_TINY_EPOCHS": str(s.epochs), "QUANTIF_TINY_ITERS": str(s.iterations),
            "QUANTIF_TINY_VAL_ITERS": str(s.val_iterations), "nnUNet_compile": "false",
            "nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA", "1")}
-    cmd = _nnunet_command("nnUNetv2_train") + [str(run.dataset_id(tracer)), CONFIGURATION, FOLD, "-tr", TRAINER,
+    cmd = _nnunet_command("nnUNetv2_train") + [str(run.dataset_id(tracer)), CONFIGURATION, FOLD, "-tr", s.trainer,
                                                 "-p", PLANS, "-device", "cpu"]
     bar = tqdm(total=s.epochs, desc=f"train {tracer.upper()}", unit="epoch", disable=not progress)
     losses: list[float] = []
@@ -615,7 +629,7 @@ def stage_report(run: DemoRun) -> dict:
 
 # ---------------------------------------------------------------------- driver
 def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int = 0, restart: bool = False,
-             progress: bool = True, settings: DemoSettings | None = None,
+             progress: bool = True, settings: DemoSettings | None = None, click_sampling: bool = False,
              on_stage: Callable[[str, str, float], None] | None = None) -> dict:
     """Run (or resume) the demo under ``out`` and return its summary.
 
@@ -641,7 +655,7 @@ def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int
     dict
         The content of ``<out>/summary.json``.
     """
-    run = DemoRun(Path(out).absolute(), settings or DemoSettings.preset(quick, seed))
+    run = DemoRun(Path(out).absolute(), settings or DemoSettings.preset(quick, seed, click_sampling))
     run.out.mkdir(parents=True, exist_ok=True)
     if restart and (run.out / STATE_FILE).exists():
         (run.out / STATE_FILE).unlink()

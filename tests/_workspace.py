@@ -17,7 +17,8 @@ to cache elsewhere.
 Steps (all stock commands run as subprocesses with the ``quantif env`` variables):
 
 1. ``nnunet_quantif.phantoms.write_dataset`` (``n_per_tracer`` small phantoms per tracer);
-2. ``quantif convert`` -> ``Dataset<id>_QuantIFFDG`` / ``Dataset<id+1>_QuantIFPSMA``;
+2. ``quantif convert`` -> ``Dataset<id>_QuantIFFDG`` (``--suv-gate 4 --background-mode authors``) /
+   ``Dataset<id+1>_QuantIFPSMA`` (default heatmap);
 3. ``nnUNetv2_plan_and_preprocess -c 3d_fullres -overwrite_target_spacing 12 10 10
    -overwrite_plans_name nnUNetPlansCoarse``: the phantoms at twice their spacing keep
    preprocessing, training and sliding-window inference fast on a CPU;
@@ -49,10 +50,14 @@ DATA_PLANS = "nnUNetPlansCoarse"
 CONFIGURATION = "3d_fullres"
 COARSE_SPACING = ("12", "10", "10")
 FIRST_DATASET_ID = 901
+#: Heatmap options of each tracer's conversion: the FDG model carries a non-default definition, which every
+#: inference path must read back from the model (tests/test_inference_workspace.py).
+HEATMAP_OPTIONS = {"fdg": ["--suv-gate", "4", "--background-mode", "authors"]}
 
 #: Code whose change invalidates the cached workspace.
-_VERSIONED = ["network.py", "training", "conversion.py", "organs.py", "phantoms", "heatmaps.py", "clicks.py",
-              "io.py", "environment.py", "nnunet_ext", "cli/cmd_convert.py", "cli/cmd_organs.py",
+_VERSIONED = ["network.py", "training", "conversion.py", "heatmap_definition.py", "organs.py", "phantoms",
+              "heatmaps.py", "clicks.py", "io.py", "environment.py", "nnunet_ext", "cli/cmd_convert.py",
+              "cli/cmd_organs.py",
               "cli/cmd_plans.py"]
 
 
@@ -136,9 +141,11 @@ def build_tiny_workspace(root: Path, n_per_tracer: int = 4, train: bool = True,
     write_dataset(src, n_fdg=n_per_tracer if "fdg" in tracers else 0,
                   n_psma=n_per_tracer if "psma" in tracers else 0, size="small", seed=seed)
     quantif = [sys.executable, "-m", "nnunet_quantif"]
-    run_logged(quantif + ["convert", "--src", str(src), "--out", env["nnUNet_raw"], "--dataset-id", str(dataset_id),
-                          "--tracers", ",".join(tracers), "--totalseg", str(src / "totalseg"), "--no-progress"],
-               env, logs / "convert.log")
+    for tracer in tracers:  # FDG with the authors' heatmap (tau 4, background / max), PSMA with the defaults
+        run_logged(quantif + ["convert", "--src", str(src), "--out", env["nnUNet_raw"], "--dataset-id",
+                              str(dataset_id), "--tracers", tracer, "--totalseg", str(src / "totalseg"),
+                              "--no-progress", *HEATMAP_OPTIONS.get(tracer, [])],
+                   env, logs / f"convert_{tracer}.log")
     ids = {"fdg": dataset_id, "psma": dataset_id + 1}
     wanted = [ids[t] for t in tracers]
     run_logged([_bin("nnUNetv2_plan_and_preprocess"), "-d", *map(str, wanted), "-c", CONFIGURATION, "-np", "2",

@@ -124,3 +124,64 @@ def test_predict_feeds_the_network_exactly_what_training_saw(tiny_workspace, mon
     assert fed.shape == trained.shape
     for ch, name in enumerate(("CT", "PET", "heatmap")):
         np.testing.assert_allclose(fed[ch], trained[ch], rtol=0, atol=1e-5, err_msg=f"{name} channel differs")
+
+
+@pytest.mark.slow
+def test_model_carries_its_heatmap_definition_to_every_entry_point(tiny_workspace, tmp_path, capsys) -> None:  # noqa: F811
+    """The FDG workspace model was converted with tau 4 and the authors' background mode: its dataset.json says so,
+    the pipeline builds that heatmap (so the equality test above holds for it), a contradicting flag stops with
+    one line, --force-heatmap overrides, and nnUNetv2_predict_quantif --clicks-dir builds the channel the same way."""
+    import json
+
+    from nnunet_quantif.errors import ConfigError
+    from nnunet_quantif.heatmap_definition import read_model_definition
+    from nnunet_quantif.heatmaps import heatmap_from_files
+    from nnunet_quantif.inference.nnunet_entry import main as entry_main
+    from nnunet_quantif.inference.pipeline import QuantIFPipeline
+
+    ws = tiny_workspace
+    ds = ws["datasets"]["fdg"]
+    model = Path(ds["model_folder"])
+    definition, found = read_model_definition(model)
+    assert found and definition.suv_gate == 4.0 and definition.background_mode == "authors"
+    assert json.loads((model / "dataset.json").read_text())["channel_names"]["1"] == "CT"
+
+    pipe = QuantIFPipeline(model, None, folds=[0], device="cpu", mirroring="none")
+    assert pipe.heatmap_definitions["fdg"] == definition
+    with pytest.raises(ConfigError, match=r"suv_gate 3 \(model: 4\)"):
+        QuantIFPipeline(model, None, folds=[0], device="cpu", heatmap_params={"suv_gate": 3.0})
+    forced = QuantIFPipeline(model, None, folds=[0], device="cpu", heatmap_params={"suv_gate": 3.0},
+                             force_heatmap=True)
+    assert forced.heatmap_definitions["fdg"].suv_gate == 3.0
+
+    # the channel the raw dataset holds (built by convert) is what the pipeline builds for the model
+    case = ds["cases"][0]
+    raw = Path(ds["raw_dir"])
+    converted, _ = read_image(raw / "imagesTr" / f"{case}_0002.nii.gz")
+    src = Path(ws["src"])
+    pet, _ = read_image(src / "imagesTr" / f"{case}_0001.nii.gz")
+    from nnunet_quantif.inference.pipeline import load_case_clicks
+
+    clicks = load_case_clicks(src / "clicks" / f"{case}_clicks.json", pet.shape)
+    np.testing.assert_array_equal(pipe.build_heatmap("fdg", pet, clicks), converted)
+    default, _ = heatmap_from_files(src / "imagesTr" / f"{case}_0001.nii.gz", src / "clicks" / f"{case}_clicks.json")
+    assert np.abs(default - converted).max() > 1e-3  # the defaults would have fed another channel
+
+    # nnUNetv2_predict_quantif: --clicks-dir builds _0002 with the model's definition in a temporary folder
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for ch in ("_0000", "_0001"):
+        os.symlink(src / "imagesTr" / f"{case}{ch}.nii.gz", inp / f"{case}{ch}.nii.gz")
+    rc = entry_main(["-i", str(inp), "-o", str(tmp_path / "out"), "-m", str(model), "-f", "0", "-device", "cpu",
+                     "--clicks-dir", str(src / "clicks"), "-npp", "0", "-nps", "0", "--disable_progress_bar"])
+    assert rc == 0 and (tmp_path / "out" / f"{case}.nii.gz").is_file()
+    assert sorted(p.name for p in inp.iterdir()) == [f"{case}_0000.nii.gz", f"{case}_0001.nii.gz"]  # inputs kept
+    rc = entry_main(["-i", str(inp), "-o", str(tmp_path / "out2"), "-m", str(model), "-f", "0", "-device", "cpu",
+                     "--clicks-dir", str(src / "clicks"), "--suv-gate", "3"])
+    assert rc == 1 and "suv_gate 3 (model: 4)" in capsys.readouterr().err
+    # the raw dataset's own imagesTr (its _0002 built as the model was trained) is accepted as is;
+    # the PSMA dataset's _0002 (paper heatmap) fed to the FDG model is refused
+    psma_raw = Path(ws["datasets"]["psma"]["raw_dir"]) / "imagesTr"
+    rc = entry_main(["-i", str(psma_raw), "-o", str(tmp_path / "out3"), "-m", str(model), "-f", "0",
+                     "-device", "cpu"])
+    assert rc == 1 and "give --clicks-dir" in capsys.readouterr().err

@@ -34,6 +34,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("json", metavar="JSON", help="click file")
     w.add_argument("--image", metavar="IMG", help="image the clicks belong to (e.g. the PET)")
     w.set_defaults(func=run_show)
+
+    f = csub.add_parser("sidefiles", help="map a converted dataset's clicks into preprocessed space "
+                                          "(for the click-sampling trainers)",
+                        description="For every preprocessed case of nnUNet_preprocessed/<Dataset>/<data folder>, "
+                                    "map nnUNet_raw/<Dataset>/clicksTr/<case>_clicks.json through nnU-Net's "
+                                    "transpose, crop and resampling and write <case>_clicks.pkl beside the "
+                                    "case's .b2nd (run after nnUNetv2_plan_and_preprocess; needed by "
+                                    "nnUNetTrainerQuantIF_*clickSampling).")
+    f.add_argument("--dataset", "-d", required=True, metavar="N", help="nnU-Net dataset id or name")
+    f.add_argument("--plans", "-p", default="nnUNetPlans", metavar="PLANS",
+                   help="plans the data were preprocessed with (default nnUNetPlans)")
+    f.add_argument("--configuration", "-c", nargs="+", default=["3d_fullres"], metavar="CONF",
+                   help="configurations (default 3d_fullres)")
+    f.add_argument("--overwrite", action="store_true", help="rewrite side files that are up to date")
+    f.set_defaults(func=run_sidefiles)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -73,3 +88,19 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
+
+
+def run_sidefiles(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..training.click_sampling import write_click_side_files
+
+    written, skipped, failed = write_click_side_files(args.dataset, args.plans, tuple(args.configuration),
+                                                      overwrite=args.overwrite)
+    print(f"click side files written: {written}, up to date: {skipped}, failed: {len(failed)}")
+    for ident, reason in failed:
+        print(f"FAILED {ident}: {reason}")
+    if failed:
+        print(f"quantif: error: {len(failed)} case(s) failed", file=sys.stderr)
+        return 1
+    return 0

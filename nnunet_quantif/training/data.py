@@ -23,7 +23,8 @@ from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from ..errors import DatasetError
 from ..organs import load_organ_side_file, organ_side_file
 
-__all__ = ["nnUNetDatasetBlosc2Organs", "split_targets"]
+__all__ = ["nnUNetDatasetBlosc2Organs", "nnUNetDatasetBlosc2Clicks", "nnUNetDatasetBlosc2OrgansClicks",
+           "split_targets"]
 
 
 class _ChannelView:
@@ -72,6 +73,37 @@ class nnUNetDatasetBlosc2Organs(nnUNetDatasetBlosc2):  # noqa: N801 (nnU-Net nam
             raise DatasetError(f"{path}: organ side file has shape {tuple(organs.shape)}, expected "
                                f"{(1, *seg.shape[1:])} like {identifier}_seg.b2nd")
         return data, seg, _ChannelView(organs, 0), properties
+
+
+class _ClickSamplingDataset:
+    """Mixin: with ``click_sampler`` set, ``load_case`` draws a click count k and returns the data as a
+    :class:`~nnunet_quantif.training.click_sampling.SampledHeatmapView` whose heatmap channel is rebuilt
+    from the case's first k clicks (side file ``<identifier>_clicks.json``) on the crop the loader cuts.
+
+    The trainer sets ``click_sampler`` on the training dataset only, so validation keeps the heatmaps
+    of all clicks that nnU-Net preprocessed.
+    """
+
+    click_sampler = None
+
+    def load_case(self, identifier: str):
+        data, seg, seg_prev, properties = super().load_case(identifier)
+        if self.click_sampler is not None:
+            from .click_sampling import click_side_file, load_click_side_file
+
+            cache = self.__dict__.setdefault("_click_sides", {})
+            if identifier not in cache:  # the side file and each click's gate threshold, read once per case
+                cache[identifier] = load_click_side_file(click_side_file(self.source_folder, identifier))
+            data = self.click_sampler.view(data, cache[identifier], self.click_sampler.draw())
+        return data, seg, seg_prev, properties
+
+
+class nnUNetDatasetBlosc2Clicks(_ClickSamplingDataset, nnUNetDatasetBlosc2):  # noqa: N801
+    """nnU-Net's blosc2 dataset with click-count sampling (see :class:`_ClickSamplingDataset`)."""
+
+
+class nnUNetDatasetBlosc2OrgansClicks(_ClickSamplingDataset, nnUNetDatasetBlosc2Organs):  # noqa: N801
+    """The organ-target dataset with click-count sampling (see :class:`_ClickSamplingDataset`)."""
 
 
 def split_targets(target: torch.Tensor | list[torch.Tensor]):

@@ -54,7 +54,12 @@ from torch._dynamo import OptimizedModule
 from ..errors import ConfigError, DatasetError
 from ..network import NUM_ORGAN_CLASSES, DualHeadOutput, DualHeadUNet, build_dual_head_network
 from .augmentation import add_quantif_augmentation
-from .data import nnUNetDatasetBlosc2Organs, split_targets
+from .data import (
+    nnUNetDatasetBlosc2Clicks,
+    nnUNetDatasetBlosc2Organs,
+    nnUNetDatasetBlosc2OrgansClicks,
+    split_targets,
+)
 
 __all__ = [
     "nnUNetTrainerQuantIF",
@@ -63,6 +68,10 @@ __all__ = [
     "nnUNetTrainerQuantIF_noOrgans",
     "nnUNetTrainerQuantIF_tiny",
     "nnUNetTrainerQuantIF_noOrgans_tiny",
+    "nnUNetTrainerQuantIF_clickSampling",
+    "nnUNetTrainerQuantIF_FDG_clickSampling",
+    "nnUNetTrainerQuantIF_PSMA_clickSampling",
+    "nnUNetTrainerQuantIF_tiny_clickSampling",
 ]
 
 #: Image channels of the QuantIF datasets.
@@ -350,3 +359,60 @@ class nnUNetTrainerQuantIF_noOrgans_tiny(_TinyMixin, nnUNetTrainerQuantIF_noOrga
     """Tiny schedule of the no-organ ablation."""
 
     final_validation_mirroring = "none"
+
+
+class _ClickSamplingMixin:
+    """Click-count sampling (:mod:`nnunet_quantif.training.click_sampling`): each training sample draws k
+    and its heatmap channel is rebuilt from the first k tumor and k background clicks.
+
+    ``click_count_weights`` are the relative probabilities of k = 0..10 (uniform by default); the
+    environment variable ``QUANTIF_CLICK_COUNT_WEIGHTS`` (comma-separated, e.g. ``"2,1,1,1,1,1,1,1,1,1,1"``)
+    overrides them. Needs the click side files (``quantif clicks sidefiles``).
+    """
+
+    click_count_weights: tuple[float, ...] | None = None
+
+    def initialize(self):
+        super().initialize()
+        self.dataset_class = nnUNetDatasetBlosc2OrgansClicks if self.use_organs else nnUNetDatasetBlosc2Clicks
+        self.click_sampler = self._build_click_sampler()
+        self.print_to_log_file(f"click sampling: k in 0..{len(self.click_sampler.weights) - 1} with weights "
+                               f"{list(self.click_sampler.weights)}")
+
+    def _build_click_sampler(self):
+        from ..heatmap_definition import read_model_definition
+        from .click_sampling import MAX_CLICKS, ClickSampler
+
+        definition, _ = read_model_definition(self.dataset_json)
+        env = os.environ.get("QUANTIF_CLICK_COUNT_WEIGHTS")
+        if env:
+            try:
+                weights = tuple(float(v) for v in env.split(","))
+            except ValueError:
+                raise ConfigError(f"QUANTIF_CLICK_COUNT_WEIGHTS={env!r}: give comma-separated numbers") from None
+        else:
+            weights = self.click_count_weights or (1.0,) * (MAX_CLICKS + 1)
+        schemes = self.configuration_manager.normalization_schemes
+        props = self.plans_manager.foreground_intensity_properties_per_channel.get(str(PET_CHANNEL))
+        return ClickSampler(definition, schemes[PET_CHANNEL], props, weights, PET_CHANNEL, HEATMAP_CHANNEL)
+
+    def get_tr_and_val_datasets(self):
+        dataset_tr, dataset_val = super().get_tr_and_val_datasets()
+        dataset_tr.click_sampler = self.click_sampler  # training samples only; validation keeps all clicks
+        return dataset_tr, dataset_val
+
+
+class nnUNetTrainerQuantIF_clickSampling(_ClickSamplingMixin, nnUNetTrainerQuantIF):  # noqa: N801
+    """QuantIF trainer whose samples draw the click count k (uniform 0..10) and see the first-k heatmap."""
+
+
+class nnUNetTrainerQuantIF_FDG_clickSampling(_ClickSamplingMixin, nnUNetTrainerQuantIF_FDG):  # noqa: N801
+    """FDG schedule with click-count sampling."""
+
+
+class nnUNetTrainerQuantIF_PSMA_clickSampling(_ClickSamplingMixin, nnUNetTrainerQuantIF_PSMA):  # noqa: N801
+    """PSMA schedule with click-count sampling."""
+
+
+class nnUNetTrainerQuantIF_tiny_clickSampling(_ClickSamplingMixin, nnUNetTrainerQuantIF_tiny):  # noqa: N801
+    """Tiny schedule with click-count sampling (tests, demo and the ablation)."""
