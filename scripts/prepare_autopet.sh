@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepare autoPET(-style) data for QuantIF training, per tracer dataset:
-#   quantif convert -> nnUNetv2_plan_and_preprocess (ResEnc-L planner, 3d_fullres)
+#   quantif convert -> nnUNetv2_extract_fingerprint + nnUNetv2_plan_experiment (ResEnc-L planner)
 #   -> quantif plans --preset resencl192 (nnUNetResEncUNetLPlans_MT192: MultiTalent ResEnc-L, 192^3 patch,
-#      sharing the ResEnc-L plans' preprocessed data) -> quantif organs (side files)
+#      MultiTalent's CT/PET intensity properties, its own data folder) -> nnUNetv2_preprocess (those plans)
+#   -> quantif organs and quantif clicks sidefiles (side files)
 #   -> quantif pretrained convert (MultiTalent init, if --multitalent is given).
 #
 # Usage: scripts/prepare_autopet.sh [options] --src DIR --dataset-id N
@@ -65,12 +66,14 @@ for tracer in "${TRACER_LIST[@]}"; do
     psma) id=$((DSID + 1)); name="Dataset$(printf %03d "$id")_QuantIFPSMA" ;;
     *) echo "prepare_autopet.sh: unknown tracer $tracer" >&2; exit 2 ;;
   esac
-  run nnUNetv2_plan_and_preprocess -d "$id" -pl nnUNetPlannerResEncL -c 3d_fullres -np "$WORKERS" \
-      --verify_dataset_integrity
+  run nnUNetv2_extract_fingerprint -d "$id" -np "$WORKERS" --verify_dataset_integrity
+  run nnUNetv2_plan_experiment -d "$id" -pl nnUNetPlannerResEncL
   run quantif plans --dataset "$id" --preset resencl192 --source-plans nnUNetResEncUNetLPlans
-  organs=(quantif organs --dataset "$id" -p nnUNetResEncUNetLPlans -c 3d_fullres --workers "$WORKERS")
+  run nnUNetv2_preprocess -d "$id" -plans_name nnUNetResEncUNetLPlans_MT192 -c 3d_fullres -np "$WORKERS"
+  organs=(quantif organs --dataset "$id" -p nnUNetResEncUNetLPlans_MT192 -c 3d_fullres --workers "$WORKERS")
   [ $RUN_TS -eq 1 ] && organs+=(--run-totalsegmentator)
   run "${organs[@]}"
+  run quantif clicks sidefiles --dataset "$id" -p nnUNetResEncUNetLPlans_MT192 -c 3d_fullres
   if [ -n "$MT" ]; then
     run quantif pretrained convert --checkpoint "$MT" --plans "$PRE/$name/nnUNetResEncUNetLPlans_MT192.json" \
         --configuration 3d_fullres --stem "$STEM" --out "$OUTDIR/multitalent_init_${id}.pth"

@@ -15,7 +15,7 @@ from nnunet_quantif.cli import main
 from nnunet_quantif.config import load_json_config
 from nnunet_quantif.errors import ModelError
 from nnunet_quantif.network import build_dual_head_network
-from nnunet_quantif.training.plans import build_plans, load_preset
+from nnunet_quantif.training.plans import build_plans, load_preset, multitalent_intensity
 from nnunet_quantif.training.pretrained import convert_multitalent, load_state_dict_any, stems_in
 
 ARCH = load_json_config("plans_tiny.json")["architecture"]
@@ -41,7 +41,7 @@ def fake_multitalent(tmp_path):
     sd.update({k: v for k, v in other.items() if ".stem.009." in k})
     path = tmp_path / "mt.pth"
     torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}, "epoch": 1000}, path)
-    plans = build_plans(fake_source_plans(), load_preset("tiny"))
+    plans = build_plans(fake_source_plans(), load_preset("tiny"), intensity=multitalent_intensity())
     plans_path = tmp_path / "nnUNetPlans_tiny.json"
     plans_path.write_text(json.dumps(plans))
     (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT", "1": "noNorm", "2": "noNorm"},
@@ -157,3 +157,37 @@ def test_real_nnunet_checkpoints_load_safely(tmp_path):
     corrupt.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ModelError, match="corrupt.pth: cannot read checkpoint"):
         load_state_dict_any(corrupt)
+
+
+def test_multitalent_init_needs_the_stems_intensity_properties(fake_multitalent, tmp_path):
+    """Plans with the dataset's own CT/PET properties are refused (the stem would see another scale), unless told."""
+    from nnunet_quantif.errors import ModelError
+
+    ckpt, _, _ = fake_multitalent
+    own = build_plans(fake_source_plans(), load_preset("tiny"))
+    path = tmp_path / "own.json"
+    path.write_text(json.dumps(own))
+    with pytest.raises(ModelError, match="CT and PET intensity properties differ.*--intensity-properties multitalent"):
+        convert_multitalent(ckpt, path, tmp_path / "x.pth", stem="221")
+    convert_multitalent(ckpt, path, tmp_path / "x.pth", stem="221", check_intensity=False)
+    assert (tmp_path / "x.pth").is_file()
+
+
+def test_plans_take_multitalent_intensities_and_their_own_data_folder():
+    """``intensity=multitalent`` writes the authors' CT/PET properties with CTNormalization, names where they came
+    from, and gives the configuration its own data folder (the shared one was normalised differently)."""
+    src = fake_source_plans()
+    mt = multitalent_intensity()
+    plans = build_plans(src, load_preset("resencl192"), intensity=mt)
+    cfg = plans["configurations"]["3d_fullres"]
+    assert plans["foreground_intensity_properties_per_channel"]["1"]["mean"] == pytest.approx(7.063827929027176)
+    assert plans["foreground_intensity_properties_per_channel"]["0"]["percentile_00_5"] == pytest.approx(
+        -832.062744140625)
+    assert cfg["normalization_schemes"][:2] == ["CTNormalization", "CTNormalization"]
+    assert cfg["normalization_schemes"][2] == src["configurations"]["3d_fullres"]["normalization_schemes"][2]
+    assert cfg["data_identifier"] == "nnUNetResEncUNetLPlans_MT192_3d_fullres"
+    assert "nnUNetResEncUNetLPlansMultiTalent.json" in plans["quantif_intensity_source"]
+    plain = build_plans(src, load_preset("tiny"))
+    assert plain["foreground_intensity_properties_per_channel"] == src["foreground_intensity_properties_per_channel"]
+    assert plain["configurations"]["3d_fullres"]["data_identifier"] == \
+        src["configurations"]["3d_fullres"]["data_identifier"]

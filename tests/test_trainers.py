@@ -342,8 +342,10 @@ def test_prepare_autopet_dry_run_prints_the_chain(tmp_path):
                           "--dataset-id", "501", "--workspace", str(tmp_path / "ws"), "--multitalent", "/m/MT.pth",
                           "--tracers", "fdg"], capture_output=True, text=True, check=True).stdout
     steps = [ln.split()[:2] for ln in out.splitlines() if ln and not ln.startswith(("#", "eval"))]
-    assert steps == [["quantif", "convert"], ["nnUNetv2_plan_and_preprocess", "-d"], ["quantif", "plans"],
-                     ["quantif", "organs"], ["quantif", "pretrained"]]
+    assert steps == [["quantif", "convert"], ["nnUNetv2_extract_fingerprint", "-d"],
+                     ["nnUNetv2_plan_experiment", "-d"], ["quantif", "plans"], ["nnUNetv2_preprocess", "-d"],
+                     ["quantif", "organs"], ["quantif", "clicks"], ["quantif", "pretrained"]]
+    assert "-plans_name nnUNetResEncUNetLPlans_MT192" in out and "clicks sidefiles" in out
     assert "-pl nnUNetPlannerResEncL" in out and "--preset resencl192" in out
     assert "Dataset501_QuantIFFDG/nnUNetResEncUNetLPlans_MT192.json" in out and "--stem 221" in out
     assert not (tmp_path / "ws").exists()  # a dry run writes nothing

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..training.plans import PRESETS, load_preset, plans_summary, write_plans
+from ..training.plans import DEFAULT_INTENSITY, INTENSITY_SOURCES, PRESETS, load_preset, plans_summary, write_plans
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,15 +24,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "nnUNetPlans; tiny -> nnUNetPlans)")
     p.add_argument("--data-identifier", metavar="NAME",
                    help="own preprocessed-data folder name (then run nnUNetv2_preprocess -plans_name <plans>)")
+    p.add_argument("--intensity-properties", choices=INTENSITY_SOURCES, default=None,
+                   help="CT/PET intensity properties: 'multitalent' = those the MultiTalent stem was trained with "
+                        "(CTNormalization, values of the authors' plans; then the data is preprocessed again "
+                        "into its own folder), 'dataset' = the dataset's fingerprint (default: "
+                        + ", ".join(f"{k} for {p}" for p, k in sorted(DEFAULT_INTENSITY.items())) + ")")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    out = write_plans(args.dataset, args.preset, args.source_plans, args.data_identifier)
+    import json
+
+    out = write_plans(args.dataset, args.preset, args.source_plans, args.data_identifier,
+                      args.intensity_properties)
     spec = load_preset(args.preset)
     print(f"wrote {out}")
     print(plans_summary(out))
-    if args.data_identifier:
+    plans = json.loads(out.read_text())
+    source = plans.get("quantif_intensity_source")
+    print("intensity properties: " + (f"MultiTalent's, from {source}" if source else "the dataset's fingerprint"))
+    shared = plans["configurations"][spec["configuration"]]["data_identifier"] != f"{spec['plans_name']}_" \
+        f"{spec['configuration']}"
+    if args.data_identifier or not shared:
         print(f"next: nnUNetv2_preprocess -d {args.dataset} -plans_name {spec['plans_name']} "
               f"-c {spec['configuration']}")
     print(f"train: nnUNetv2_train {args.dataset} {spec['configuration']} FOLD -tr nnUNetTrainerQuantIF_FDG "

@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default: the one next to the plans, else 3)")
     c.add_argument("--heatmap-init", choices=("zero", "random"), default="zero",
                    help="weights of the input channels the stem lacks (default zero)")
+    c.add_argument("--any-intensity", action="store_true",
+                   help="do not require the plans' CT/PET intensity properties to be MultiTalent's")
     c.add_argument("--trust-checkpoint", action="store_true",
                    help="unpickle the checkpoint fully. RISK: a crafted .pth file runs arbitrary code when unpickled; "
                         "without this flag only tensors, plain containers and NumPy scalars are loaded")
@@ -45,7 +47,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
     info = convert_multitalent(args.checkpoint, args.plans, args.out, configuration=args.configuration,
                                stem=args.stem, dataset_json=args.dataset_json, heatmap_init=args.heatmap_init,
-                               trust_checkpoint=args.trust_checkpoint)
+                               trust_checkpoint=args.trust_checkpoint, check_intensity=not args.any_intensity)
     print(f"wrote {args.out}: stem {info['stem']}, {info['copied']} tensors copied "
           f"({len(info['expanded'])} with new input channels, init {info['heatmap_init']}), "
           f"{info['dropped']} checkpoint tensors dropped (pretraining heads, other stems)")

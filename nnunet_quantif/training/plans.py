@@ -22,6 +22,17 @@ Presets
 
 A preset may also set ``batch_dice`` (nnU-Net's per-configuration choice of a Dice over the
 whole batch instead of one per sample); without it the source plans' value is kept.
+
+Intensity properties
+--------------------
+``intensity="multitalent"`` (the default of ``resencl192``) writes the CT and PET foreground
+intensity properties and ``CTNormalization`` for channels 0 and 1 that the MultiTalent stem was
+trained with (``configs/multitalent_intensity.json``, copied from the authors' plans; its
+``source`` names the file), the way nnU-Net's ``move_plans_between_datasets`` carries a plans'
+properties to another dataset. The data must then be preprocessed with these values, so the
+configuration gets its own ``data_identifier`` (``<plans_name>_<configuration>``) unless the
+source plans already hold the same properties, and ``nnUNetv2_preprocess -plans_name`` must run.
+``intensity="dataset"`` (the default of ``tiny``) keeps the dataset's own fingerprint.
 """
 
 from __future__ import annotations
@@ -40,6 +51,10 @@ __all__ = ["PRESETS", "TINY_PLANS", "MT192_PLANS", "load_preset", "build_plans",
 
 #: Preset name -> shipped config file.
 PRESETS: dict[str, str] = {"resencl192": "plans_resencl_192.json", "tiny": "plans_tiny.json"}
+#: Intensity-property sources of :func:`write_plans`, and each preset's default.
+INTENSITY_SOURCES = ("dataset", "multitalent")
+DEFAULT_INTENSITY = {"resencl192": "multitalent", "tiny": "dataset"}
+MULTITALENT_INTENSITY = "multitalent_intensity.json"
 
 TINY_PLANS = "nnUNetPlans_tiny"
 MT192_PLANS = "nnUNetResEncUNetLPlans_MT192"
@@ -71,7 +86,36 @@ def preprocessed_dataset_folder(dataset: str | int | os.PathLike) -> Path:
     raise DatasetError(f"{base_p / s}: preprocessed dataset folder not found")
 
 
-def build_plans(source_plans: dict, preset: dict, data_identifier: str | None = None) -> dict:
+def multitalent_intensity() -> dict:
+    """The shipped MultiTalent intensity properties (``configs/multitalent_intensity.json``)."""
+    return load_json_config(MULTITALENT_INTENSITY)
+
+
+def apply_intensity_properties(plans: dict, configuration: str, intensity: dict) -> bool:
+    """Set channels 0 and 1's normalisation and foreground properties from ``intensity`` (in place).
+
+    Returns whether anything changed (then the data must be preprocessed again).
+    """
+    cfg = plans["configurations"][configuration]
+    props = plans.setdefault("foreground_intensity_properties_per_channel", {})
+    schemes = list(cfg["normalization_schemes"])
+    changed = False
+    for ch in ("0", "1"):
+        want = intensity["foreground_intensity_properties_per_channel"][ch]
+        if props.get(ch) != want:
+            props[ch] = dict(want)
+            changed = True
+        i = int(ch)
+        if schemes[i] != intensity["normalization_schemes"][i]:
+            schemes[i] = intensity["normalization_schemes"][i]
+            changed = True
+    cfg["normalization_schemes"] = schemes
+    cfg["use_mask_for_norm"] = [False] * len(schemes)
+    return changed
+
+
+def build_plans(source_plans: dict, preset: dict, data_identifier: str | None = None,
+                intensity: dict | None = None) -> dict:
     """New plans from nnU-Net planner output and a preset (pure function).
 
     Parameters
@@ -83,6 +127,10 @@ def build_plans(source_plans: dict, preset: dict, data_identifier: str | None = 
     data_identifier : str, optional
         Preprocessed-data folder name for the configuration. Default: the source
         configuration's own, so the data is shared.
+    intensity : dict, optional
+        Intensity properties to write (:func:`multitalent_intensity`); when they differ from the
+        source plans' and no ``data_identifier`` is given, the configuration gets its own
+        (``<plans_name>_<configuration>``).
 
     Returns
     -------
@@ -124,11 +172,16 @@ def build_plans(source_plans: dict, preset: dict, data_identifier: str | None = 
     plans = copy.deepcopy(source_plans)
     plans["plans_name"] = preset["plans_name"]
     plans["configurations"] = {cfg_name: cfg}
+    if intensity is not None:
+        changed = apply_intensity_properties(plans, cfg_name, intensity)
+        plans["quantif_intensity_source"] = intensity.get("source", "given")
+        if changed and data_identifier is None:
+            cfg["data_identifier"] = f"{preset['plans_name']}_{cfg_name}"
     return plans
 
 
 def write_plans(dataset: str | int | os.PathLike, preset: str, source_plans: str | None = None,
-                data_identifier: str | None = None) -> Path:
+                data_identifier: str | None = None, intensity: str | None = None) -> Path:
     """Write the plans of a preset for a preprocessed dataset.
 
     Parameters
@@ -145,6 +198,9 @@ def write_plans(dataset: str | int | os.PathLike, preset: str, source_plans: str
         Give the configuration its own preprocessed-data folder (then run
         ``nnUNetv2_preprocess -d N -plans_name <plans_name> -c 3d_fullres``).
         Default: share the source plans' data.
+    intensity : {'dataset', 'multitalent'}, optional
+        Where the CT/PET intensity properties come from (default: the preset's,
+        :data:`DEFAULT_INTENSITY`; see the module docstring).
 
     Returns
     -------
@@ -158,7 +214,12 @@ def write_plans(dataset: str | int | os.PathLike, preset: str, source_plans: str
     if src is None:
         raise DatasetError(f"{folder}: none of the source plans {', '.join(c + '.json' for c in candidates)} "
                            f"found (run nnUNetv2_plan_experiment / nnUNetv2_plan_and_preprocess first)")
-    plans = build_plans(load_json(src), spec, data_identifier)
+    intensity = intensity or DEFAULT_INTENSITY.get(preset, "dataset")
+    if intensity not in INTENSITY_SOURCES:
+        raise ConfigError(f"unknown intensity-property source '{intensity}' (choose from "
+                          f"{', '.join(INTENSITY_SOURCES)})")
+    plans = build_plans(load_json(src), spec, data_identifier,
+                        multitalent_intensity() if intensity == "multitalent" else None)
     out = folder / f"{spec['plans_name']}.json"
     write_json(plans, out)
     return out

@@ -202,10 +202,29 @@ def map_multitalent_state_dict(source: dict[str, torch.Tensor], target: dict[str
                     "dropped": len(dropped), "heatmap_init": heatmap_init}
 
 
+def check_multitalent_intensity(plans: dict, configuration: str, source: str) -> None:
+    """Raise :class:`ModelError` unless channels 0 and 1 of ``plans`` use MultiTalent's CT/PET normalisation."""
+    from .plans import multitalent_intensity
+
+    want = multitalent_intensity()
+    have_props = plans.get("foreground_intensity_properties_per_channel", {})
+    schemes = plans["configurations"][configuration].get("normalization_schemes", [])
+    bad = [ch for ch in ("0", "1")
+           if have_props.get(ch) != want["foreground_intensity_properties_per_channel"][ch]
+           or (schemes[int(ch)] if len(schemes) > int(ch) else None) != want["normalization_schemes"][int(ch)]]
+    if bad:
+        names = {"0": "CT", "1": "PET"}
+        raise ModelError(f"{source}: the {' and '.join(names[c] for c in bad)} intensity properties differ from "
+                         f"those the MultiTalent stem was trained with; write the plans with `quantif plans "
+                         f"--preset resencl192 --intensity-properties multitalent` (then nnUNetv2_preprocess), or "
+                         f"pass --any-intensity to initialise anyway")
+
+
 def convert_multitalent(checkpoint: str | os.PathLike, plans: str | os.PathLike, out: str | os.PathLike,
                         configuration: str = "3d_fullres", stem: str = "221",
                         dataset_json: str | os.PathLike | None = None, num_input_channels: int | None = None,
-                        heatmap_init: str = "zero", use_organs: bool = True, trust_checkpoint: bool = False) -> dict:
+                        heatmap_init: str = "zero", use_organs: bool = True, trust_checkpoint: bool = False,
+                        check_intensity: bool = True) -> dict:
     """Write an nnU-Net ``-pretrained_weights`` file from a MultiTalent checkpoint.
 
     Parameters
@@ -233,6 +252,10 @@ def convert_multitalent(checkpoint: str | os.PathLike, plans: str | os.PathLike,
     trust_checkpoint : bool
         Unpickle the checkpoint fully (runs any code in it); by default only tensors, plain
         containers and NumPy scalars load (:func:`load_checkpoint_object`).
+    check_intensity : bool
+        Require the plans' CT and PET normalisation and foreground intensity properties to be
+        those the MultiTalent stem was trained with (``quantif plans --intensity-properties
+        multitalent`` writes them); a stem fed inputs on another scale starts from the wrong place.
 
     Returns
     -------
@@ -259,6 +282,8 @@ def convert_multitalent(checkpoint: str | os.PathLike, plans: str | os.PathLike,
         cm = pm.get_configuration(configuration)
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"{plans_path}: no configuration '{configuration}' ({e})") from None
+    if check_intensity:
+        check_multitalent_intensity(plans_dict, configuration, str(plans_path))
     if num_input_channels is None:
         ds_path = Path(dataset_json) if dataset_json else plans_path.parent / "dataset.json"
         num_input_channels = len(load_json(ds_path)["channel_names"]) if ds_path.is_file() else 3
