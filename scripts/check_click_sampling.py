@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         loaders[name] = nnUNetDataLoader(ds, 2, list(args.patch), list(args.patch), lm,
                                          oversample_foreground_percent=0.67, transforms=transforms,
                                          probabilistic_oversampling=True)
-        next(loaders[name])  # warm-up (and the side-file cache)
+        for _ in range(len(ids)):  # warm-up: in training every case is drawn many times, so the per-case
+            next(loaders[name])    # side-file cache (clicks, gate thresholds) is full in the steady state
     rates: dict[str, list[float]] = {"stock": [], "sampled": []}
     for _ in range(args.rounds):  # alternate, so that load from other processes hits both alike
         for name, dl in loaders.items():

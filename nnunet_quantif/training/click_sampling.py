@@ -39,6 +39,7 @@ divides by the global maximum), so click sampling refuses the other.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -222,7 +223,9 @@ def pet_to_suv(values: np.ndarray, scheme: str, properties: dict | None) -> np.n
                       f"(use CT or noNorm for the PET channel: quantif convert --pet-norm)")
 
 
+@functools.lru_cache(maxsize=256)
 def _gauss(sigma: float, radius: int) -> np.ndarray:
+    """exp(-x²/(2σ²)) for x = -radius..radius (cached: the loader asks for the same few σ again and again)."""
     if radius == 0:
         return np.ones(1)
     x = np.arange(-radius, radius + 1, dtype=float)
@@ -233,7 +236,7 @@ def _add_boxes(acc: np.ndarray, lo: Sequence[int], points: np.ndarray, sigma: Se
                weights_fn=None) -> None:
     """Add each point's peak-1 truncated Gaussian to ``acc`` (a crop starting at ``lo``) where they overlap."""
     radii = [kernel_radius(s) for s in sigma]
-    kernels = [_gauss(s, r) for s, r in zip(sigma, radii)]
+    kernels = [_gauss(float(s), r) for s, r in zip(sigma, radii)]
     shape = acc.shape
     for p in points:
         sl_acc, parts = [], []
