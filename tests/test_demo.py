@@ -41,7 +41,9 @@ def test_every_stage_ran_through_the_real_code_paths(demo_run):
         assert (pre / ds / "nnUNetPlans_tiny.json").is_file()  # quantif plans --preset tiny
         data = pre / ds / "nnUNetPlans_demo6_3d_fullres"
         segs = sorted(data.glob("*_organs_seg.b2nd"))
-        assert segs and len(segs) == len(list(data.glob("*.pkl")))
+        cases = [p for p in data.glob("*.pkl") if not p.name.endswith("_clicks.pkl")]
+        assert segs and len(segs) == len(cases)
+        assert len(list(data.glob("*_clicks.pkl"))) == len(cases)  # click side files written by the organs stage
         # raw dataset has the three channels
         raw = out / "workspace" / "nnUNet_raw" / ds
         assert json.loads((raw / "dataset.json").read_text())["channel_names"] == {"0": "CT", "1": "noNorm",
