@@ -607,6 +607,20 @@ def _side_file_job(job: dict) -> tuple[str, str, str | None]:
         return conf, ident, f"unexpected {type(e).__name__}: {e}"
 
 
+def preprocessed_configuration(plans_manager, plans_file: Path, preprocessed_dataset: Path, configuration: str,
+                               plans_identifier: str):
+    """(configuration manager, preprocessed data folder) of one configuration; clear errors when either is missing."""
+    try:
+        cm = plans_manager.get_configuration(configuration)
+    except (KeyError, ValueError, AssertionError, RuntimeError) as e:
+        raise ConfigError(f"{plans_file}: no configuration '{configuration}' ({e})") from None
+    folder = preprocessed_dataset / cm.data_identifier
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: preprocessed data not found (run nnUNetv2_plan_and_preprocess -d "
+                           f"{preprocessed_dataset.name} -c {configuration} -p {plans_identifier})")
+    return cm, folder
+
+
 def write_organ_side_files(dataset: str | int, plans_identifier: str = "nnUNetPlans",
                            configurations: tuple[str, ...] = ("3d_fullres",), *,
                            raw_dir: str | os.PathLike | None = None,
@@ -659,14 +673,7 @@ def write_organ_side_files(dataset: str | int, plans_identifier: str = "nnUNetPl
     jobs: list[dict] = []
     per_conf: dict[str, tuple[Path, list[str]]] = {}
     for conf in configurations:
-        try:
-            cm = pm.get_configuration(conf)
-        except (KeyError, ValueError, AssertionError, RuntimeError) as e:
-            raise ConfigError(f"{plans_file}: no configuration '{conf}' ({e})") from None
-        folder = pre / cm.data_identifier
-        if not folder.is_dir():
-            raise DatasetError(f"{folder}: preprocessed data not found (run nnUNetv2_plan_and_preprocess -d "
-                               f"{pre.name} -c {conf} -p {plans_identifier})")
+        cm, folder = preprocessed_configuration(pm, plans_file, pre, conf, plans_identifier)
         from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 
         per_conf[conf] = (folder, sorted(nnUNetDatasetBlosc2.get_identifiers(str(folder))))

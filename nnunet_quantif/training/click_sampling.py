@@ -146,7 +146,7 @@ def write_click_side_files(dataset: str | int, plans_identifier: str = "nnUNetPl
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from ..io import atomic_write
-    from ..organs import _env_folder, find_dataset_folder
+    from ..organs import _env_folder, find_dataset_folder, preprocessed_configuration
 
     raw_base = Path(raw_dir) if raw_dir is not None else _env_folder("nnUNet_raw")
     pre_base = Path(preprocessed_dir) if preprocessed_dir is not None else _env_folder("nnUNet_preprocessed")
@@ -161,14 +161,7 @@ def write_click_side_files(dataset: str | int, plans_identifier: str = "nnUNetPl
     pm = PlansManager(str(plans_file))
     written, skipped, failed = 0, 0, []
     for conf in configurations:
-        try:
-            cm = pm.get_configuration(conf)
-        except (KeyError, ValueError, AssertionError, RuntimeError) as e:
-            raise ConfigError(f"{plans_file}: no configuration '{conf}' ({e})") from None
-        folder = pre / cm.data_identifier
-        if not folder.is_dir():
-            raise DatasetError(f"{folder}: preprocessed data not found (run nnUNetv2_plan_and_preprocess -d "
-                               f"{pre.name} -c {conf} -p {plans_identifier})")
+        cm, folder = preprocessed_configuration(pm, plans_file, pre, conf, plans_identifier)
         target_spacing = np.asarray(cm.spacing, dtype=float)
         for ident in sorted(nnUNetDatasetBlosc2.get_identifiers(str(folder))):
             src = raw / "clicksTr" / f"{ident}_clicks.json"
