@@ -84,6 +84,17 @@ _PHYSICAL_NAMES: tuple[str, ...] = ("LR", "AP", "SI")
 #: Default time budget in seconds (the autoPET IV limit per case).
 DEFAULT_TIME_BUDGET_S: float = 900.0
 
+#: Default mirroring policy.
+DEFAULT_POLICY: str = "paper"
+
+
+def as_policy(mirroring: MirroringPolicy | str = DEFAULT_POLICY, *, time_budget_s: float = DEFAULT_TIME_BUDGET_S,
+              calibration: PathLike | None = None) -> MirroringPolicy:
+    """``mirroring`` itself when it is a :class:`MirroringPolicy`, else the policy of that name (:data:`POLICIES`)."""
+    if isinstance(mirroring, MirroringPolicy):
+        return mirroring
+    return MirroringPolicy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
+
 
 def paper_num_axes(n_voxels: int) -> int:
     """Number of mirroring axes the ``paper`` policy keeps for a case of ``n_voxels`` (after preprocessing)."""

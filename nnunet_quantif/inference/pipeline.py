@@ -50,7 +50,7 @@ from ..io import (
     strip_image_extension,
     write_image,
 )
-from .mirroring import DEFAULT_TIME_BUDGET_S, MirroringDecision, MirroringPolicy
+from .mirroring import DEFAULT_TIME_BUDGET_S, MirroringDecision, MirroringPolicy, as_policy
 from .postprocessing import DEFAULT_MIN_VOXELS, DEFAULT_SUV_MAX, postprocess_with_stats
 from .routing import TRACERS, TracerDecision, TracerRouter, check_model_folder, find_model_folder
 
@@ -58,6 +58,16 @@ log = logging.getLogger(__name__)
 
 #: nnU-Net's default folds.
 DEFAULT_FOLDS: tuple[int, ...] = (0, 1, 2, 3, 4)
+
+#: nnU-Net's default checkpoint file of each fold folder.
+DEFAULT_CHECKPOINT: str = "checkpoint_final.pth"
+
+#: nnU-Net's default sliding-window step (fraction of the patch).
+DEFAULT_TILE_STEP_SIZE: float = 0.5
+
+#: Device names accepted by the pipeline (besides ``cuda:N`` and a ``torch.device``); ``auto`` (or None) is
+#: CUDA when available, else the CPU.
+DEVICES: tuple[str, ...] = ("auto", "cuda", "cpu", "mps")
 
 
 @dataclass
@@ -158,9 +168,9 @@ def _ensure_trainer_search_path() -> None:
 
 
 def load_predictor(model_dir: PathLike, *, folds: Sequence[int | str] | None = DEFAULT_FOLDS,
-                   checkpoint: str = "checkpoint_final.pth", mirroring: MirroringPolicy | str = "paper",
+                   checkpoint: str = DEFAULT_CHECKPOINT, mirroring: MirroringPolicy | str = "paper",
                    time_budget_s: float = DEFAULT_TIME_BUDGET_S, calibration: PathLike | None = None,
-                   device: object = None, tile_step_size: float = 0.5, progress: bool = False):
+                   device: object = None, tile_step_size: float = DEFAULT_TILE_STEP_SIZE, progress: bool = False):
     """Load a trained nnU-Net model folder into a :class:`QuantIFPredictor`.
 
     Raises
@@ -171,8 +181,7 @@ def load_predictor(model_dir: PathLike, *, folds: Sequence[int | str] | None = D
     from .predictor import QuantIFPredictor
 
     use_folds = check_model_folder(model_dir, folds, checkpoint)
-    policy = mirroring if isinstance(mirroring, MirroringPolicy) else \
-        MirroringPolicy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
+    policy = as_policy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
     predictor = QuantIFPredictor(mirroring=policy, tile_step_size=tile_step_size, device=_as_device(device),
                                  allow_tqdm=progress)
     _ensure_trainer_search_path()
@@ -236,7 +245,7 @@ class QuantIFPipeline:
         the case (reading, heatmap, tracer, preprocessing) is subtracted.
     calibration : path-like, optional
         ``seconds_per_forward`` calibration JSON for the ``budget`` policy.
-    device : {'cuda', 'cpu'} or torch.device, optional
+    device : str (one of :data:`DEVICES` or ``cuda:N``) or torch.device, optional
         Default: CUDA when available.
     tile_step_size : float
         Sliding-window step (fraction of the patch).
@@ -259,9 +268,10 @@ class QuantIFPipeline:
     """
 
     def __init__(self, model_fdg: PathLike | None = None, model_psma: PathLike | None = None, *,
-                 folds: Sequence[int | str] | None = DEFAULT_FOLDS, checkpoint: str = "checkpoint_final.pth",
+                 folds: Sequence[int | str] | None = DEFAULT_FOLDS, checkpoint: str = DEFAULT_CHECKPOINT,
                  mirroring: MirroringPolicy | str = "paper", time_budget_s: float = DEFAULT_TIME_BUDGET_S,
-                 calibration: PathLike | None = None, device: object = None, tile_step_size: float = 0.5,
+                 calibration: PathLike | None = None, device: object = None,
+                 tile_step_size: float = DEFAULT_TILE_STEP_SIZE,
                  postprocess: bool = True, min_voxels: int = DEFAULT_MIN_VOXELS, suv_max: float = DEFAULT_SUV_MAX,
                  min_volume_ml: float | None = None, tracer_weights: PathLike | None = None,
                  heatmap_params: dict | None = None, progress: bool = False, nonfinite: str = "raise",
@@ -275,8 +285,7 @@ class QuantIFPipeline:
                              "(or --results with --dataset-fdg/--dataset-psma)")
         self.checkpoint = checkpoint
         self.folds = {t: check_model_folder(d, folds, checkpoint) for t, d in self.model_dirs.items() if d}
-        self.policy = mirroring if isinstance(mirroring, MirroringPolicy) else \
-            MirroringPolicy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
+        self.policy = as_policy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
         self.device = _as_device(device)
         self.tile_step_size = tile_step_size
         self.do_postprocess = postprocess

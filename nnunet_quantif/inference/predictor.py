@@ -38,7 +38,7 @@ from nnunetv2.inference.export_prediction import convert_predicted_logits_to_seg
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.helpers import dummy_context
 
-from .mirroring import MirroringDecision, MirroringPolicy, measure_seconds_per_forward
+from .mirroring import DEFAULT_TIME_BUDGET_S, MirroringDecision, MirroringPolicy, as_policy, measure_seconds_per_forward
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ class QuantIFPredictor(nnUNetPredictor):
         The decision of the latest case, with ``actual_s`` filled after the run.
     """
 
-    def __init__(self, *args, mirroring: MirroringPolicy | str = "paper", time_budget_s: float = 900.0,
+    def __init__(self, *args, mirroring: MirroringPolicy | str = "paper",
+                 time_budget_s: float = DEFAULT_TIME_BUDGET_S,
                  calibration=None, **kwargs) -> None:
         kwargs.setdefault("device", torch.device("cuda" if torch.cuda.is_available() else "cpu"))
         if kwargs["device"].type != "cuda":
@@ -80,8 +81,7 @@ class QuantIFPredictor(nnUNetPredictor):
             kwargs["perform_everything_on_device"] = False
         with contextlib.redirect_stdout(None):
             super().__init__(*args, **kwargs)
-        self.mirroring = mirroring if isinstance(mirroring, MirroringPolicy) else \
-            MirroringPolicy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
+        self.mirroring = as_policy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
         self.case_direction: Sequence[float] | None = None
         self.case_budget_s: float | None = None
         self.case_deadline: float | None = None
@@ -277,7 +277,7 @@ def quantif_predictor_for_validation(mirroring: MirroringPolicy | str = "paper",
     """
     import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as trainer_module
 
-    policy = mirroring if isinstance(mirroring, MirroringPolicy) else MirroringPolicy(mirroring, **policy_kwargs)
+    policy = as_policy(mirroring, **policy_kwargs)
 
     class _ValidationPredictor(QuantIFPredictor):
         def __init__(self, *args, **kwargs) -> None:
