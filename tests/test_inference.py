@@ -193,6 +193,23 @@ def test_predictor_applies_the_budget_choice(models) -> None:
     assert tuple(predictor.allowed_mirroring_axes) == (0, 1, 2)  # the model's own axes are restored
 
 
+def test_predict_case_array_gives_the_authors_policy_the_raw_shape(models, monkeypatch) -> None:
+    """The ``authors`` mirroring policy counts the raw image's voxels: predict_case_array hands it the raw
+    (z, y, x) shape, and clears it after the case."""
+    seen = {}
+    original = MirroringPolicy.decide
+
+    def spy(self, shape, **kw):
+        seen["raw_shape"] = kw.get("raw_shape")
+        return original(self, shape, **kw)
+    monkeypatch.setattr(MirroringPolicy, "decide", spy)
+    predictor = load_predictor(models["random"], folds=(0,), device="cpu", mirroring="authors")
+    image = np.random.default_rng(0).normal(size=(3, 18, 20, 22)).astype(np.float32)
+    _, decision = predictor.predict_case_array(image, AUTOPET_SPACING_ZYX)
+    assert seen["raw_shape"] == (18, 20, 22) and decision.policy == "authors"
+    assert predictor.case_raw_shape is None
+
+
 def test_direct_sliding_window_call_uses_the_policy(models) -> None:
     """The trainers' final validation calls predict_sliding_window_return_logits directly, per fold."""
     from nnunet_quantif.inference.predictor import QuantIFPredictor

@@ -157,3 +157,16 @@ def test_invalid_policy_and_budget() -> None:
         MirroringPolicy("budget", time_budget_s=0)
     with pytest.raises(ConfigError, match="permutation"):
         axis_priority((0, 0, 1))
+
+
+def test_authors_policy_counts_raw_voxels(caplog) -> None:
+    """``authors``: the paper thresholds on the raw image's voxels. A case that preprocessing shrinks below
+    18 M voxels keeps 3 axes under ``paper`` but 1 under ``authors`` (52 M raw voxels)."""
+    pre, raw = (150, 300, 300), (326, 400, 400)
+    assert MirroringPolicy("paper").decide(pre, patch_size=PATCH).axes == (0, 1, 2)
+    d = MirroringPolicy("authors").decide(pre, patch_size=PATCH, raw_shape=raw)
+    assert d.axes == (2,) and d.policy == "authors"
+    with caplog.at_level("WARNING"):
+        fallback = MirroringPolicy("authors").decide(pre, patch_size=PATCH)
+    assert fallback.axes == (0, 1, 2) and "raw image" in caplog.text
+

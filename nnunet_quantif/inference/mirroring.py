@@ -27,6 +27,12 @@ Policies
     ``seconds_per_forward`` is measured on the device on a real patch of the
     case (see :func:`measure_seconds_per_forward`) or read from a calibration
     JSON (:func:`load_calibration`).
+``authors``
+    The same thresholds on the voxels of the *raw* input image, as the authors'
+    code counted them (their one-axis case, written ``(2)``, an int that nnU-Net
+    cannot iterate, is taken as the intended one axis). It needs the raw shape
+    (``raw_shape`` of :meth:`MirroringPolicy.decide`, which the QuantIF pipeline
+    passes); without it the preprocessed voxels are counted and a warning says so.
 ``all`` / ``none``
     Every axis the model allows / no mirroring.
 
@@ -69,7 +75,7 @@ from ..io import PathLike, write_json
 log = logging.getLogger(__name__)
 
 #: Mirroring policies accepted by :class:`MirroringPolicy`.
-POLICIES: tuple[str, ...] = ("paper", "budget", "all", "none")
+POLICIES: tuple[str, ...] = ("paper", "budget", "all", "none", "authors")
 
 #: ``paper`` thresholds: (exclusive upper bound on preprocessed voxels, number of axes).
 PAPER_THRESHOLDS: tuple[tuple[int, int], ...] = ((18_000_000, 3), (39_000_000, 2), (90_000_000, 1))
@@ -276,7 +282,8 @@ class MirroringPolicy:
     def decide(self, shape: Sequence[int], *, patch_size: Sequence[int], tile_step_size: float = 0.5,
                n_folds: int = 1, allowed_axes: Sequence[int] | None = (0, 1, 2),
                transpose_forward: Sequence[int] = (0, 1, 2), direction: Sequence[float] | None = None,
-               seconds_per_forward: float | None = None, budget_s: float | None = None) -> MirroringDecision:
+               seconds_per_forward: float | None = None, budget_s: float | None = None,
+               raw_shape: Sequence[int] | None = None) -> MirroringDecision:
         """Choose the axes for a preprocessed case of spatial ``shape``.
 
         Parameters
@@ -298,6 +305,8 @@ class MirroringPolicy:
             Overrides the policy's own value (e.g. a fresh measurement).
         budget_s : float, optional
             Time left for this case; defaults to the policy's ``time_budget_s``.
+        raw_shape : sequence of int, optional
+            Spatial shape of the raw input image (z, y, x); the ``authors`` policy counts its voxels.
         """
         shape = tuple(int(s) for s in shape)
         n_voxels = int(np.prod(shape, dtype=np.int64))
@@ -308,6 +317,13 @@ class MirroringPolicy:
         budget = float(budget_s) if budget_s is not None else self.time_budget_s
         if self.name == "paper":
             n = paper_num_axes(n_voxels)
+        elif self.name == "authors":
+            if raw_shape is None:
+                log.warning("mirroring 'authors' counts the raw image's voxels, which this caller did not give; "
+                            "counting the preprocessed voxels instead")
+                n = paper_num_axes(n_voxels)
+            else:
+                n = paper_num_axes(int(np.prod([int(s) for s in raw_shape], dtype=np.int64)))
         elif self.name == "all":
             n = 3
         elif self.name == "none":

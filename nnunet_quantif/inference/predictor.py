@@ -62,6 +62,9 @@ class QuantIFPredictor(nnUNetPredictor):
     case_direction : tuple of 9 float or None
         Direction cosines of the case being predicted (set by the pipeline), used
         to name array axes anatomically; None assumes an axial (z, y, x) scan.
+    case_raw_shape : tuple of int or None
+        Spatial shape (z, y, x) of the raw case (set by :meth:`predict_case_array`), for the
+        ``authors`` mirroring policy.
     case_budget_s : float or None
         Time left for the case (``budget`` policy); None uses the policy's budget.
     case_deadline : float or None
@@ -83,6 +86,7 @@ class QuantIFPredictor(nnUNetPredictor):
             super().__init__(*args, **kwargs)
         self.mirroring = as_policy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
         self.case_direction: Sequence[float] | None = None
+        self.case_raw_shape: Sequence[int] | None = None
         self.case_budget_s: float | None = None
         self.case_deadline: float | None = None
         self.last_decision: MirroringDecision | None = None
@@ -144,7 +148,7 @@ class QuantIFPredictor(nnUNetPredictor):
             tuple(data.shape[1:]), patch_size=self.configuration_manager.patch_size,
             tile_step_size=self.tile_step_size, n_folds=n_folds, allowed_axes=self.allowed_mirroring_axes,
             transpose_forward=self.plans_manager.transpose_forward, direction=self.case_direction,
-            seconds_per_forward=spf, budget_s=budget)
+            seconds_per_forward=spf, budget_s=budget, raw_shape=self.case_raw_shape)
 
     @contextlib.contextmanager
     def _case_axes(self, data: torch.Tensor, n_folds: int) -> Iterator[MirroringDecision]:
@@ -254,10 +258,11 @@ class QuantIFPredictor(nnUNetPredictor):
         data, _, properties = preprocessor.run_case_npy(image, None, properties, self.plans_manager,
                                                         self.configuration_manager, self.dataset_json)
         self.case_direction, self.case_budget_s, self.case_deadline = direction, budget_s, deadline
+        self.case_raw_shape = tuple(int(s) for s in image.shape[1:])
         try:
             logits = self.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
         finally:
-            self.case_direction = self.case_budget_s = self.case_deadline = None
+            self.case_direction = self.case_budget_s = self.case_deadline = self.case_raw_shape = None
         seg = convert_predicted_logits_to_segmentation_with_correct_shape(
             logits, self.plans_manager, self.configuration_manager, self.label_manager, properties,
             return_probabilities=False)
