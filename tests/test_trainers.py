@@ -15,6 +15,7 @@ import torch
 from _workspace import fake_source_plans
 from batchgeneratorsv2.transforms.spatial.channel_misalignment import ChannelMisalignmentTransform
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms as Compose
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
@@ -27,6 +28,7 @@ from nnunet_quantif.training import trainers as T
 from nnunet_quantif.training.augmentation import (
     INTENSITY_TRANSFORMS,
     SkipChannelsTransform,
+    add_quantif_augmentation,
     iter_transforms,
     misalignment_transform,
 )
@@ -111,6 +113,45 @@ def test_heatmap_channel_unchanged_by_intensity_augmentations():
     for step in steps:
         data = step(**data)
     assert torch.equal(data["image"][2], img[2])
+
+
+def test_authors_trainer_misaligns_before_the_spatial_transform_and_augments_the_heatmap():
+    """The authors' settings change the pipeline: misalignment right before SpatialTransform, no heatmap
+    protection, so an intensity transform does change channel 2."""
+    steps = _pipeline(T.nnUNetTrainerQuantIF_tiny_authors).transforms
+    i = next(k for k, s in enumerate(steps) if isinstance(s, SpatialTransform))
+    assert isinstance(steps[i - 1], ChannelMisalignmentTransform)
+    assert not isinstance(steps[i + 1], ChannelMisalignmentTransform)
+    assert not any(isinstance(s, SkipChannelsTransform) for s in iter_transforms(Compose(steps)))
+    torch.manual_seed(1)
+    np.random.seed(1)
+    img = torch.rand(3, 20, 24, 24) * 2 - 1
+    changed = 0
+    for s in steps:
+        if isinstance(s, RandomTransform) and isinstance(s.transform, INTENSITY_TRANSFORMS):
+            s.apply_probability = 1.0
+            if hasattr(s.transform, "p_per_channel"):
+                s.transform.p_per_channel = 1.0
+            changed += int(not torch.equal(s(image=img.clone())["image"][2], img[2]))
+    assert changed >= 5
+    with pytest.raises(ValueError, match="misalignment_position"):
+        add_quantif_augmentation(_pipeline(T.nnUNetTrainerQuantIF_noOrgans), misalignment_position="middle")
+
+
+@pytest.mark.parametrize("cls,smooth,empty_loss", [(T.nnUNetTrainerQuantIF_tiny, 1e-5, -1.0),
+                                                   (T.nnUNetTrainerQuantIF_tiny_authors, 0.0, 0.0)])
+def test_dice_smoothing_setting(tmp_path, monkeypatch, cls, smooth, empty_loss):
+    """The authors' Dice smoothing 0 scores an empty target predicted empty as 0 (ours: -1, a perfect Dice)."""
+    tr = _trainer(tmp_path, monkeypatch, cls)
+    tr.enable_deep_supervision = False
+    loss = tr._build_loss()
+    dice = T._dice_term(loss.lesion_loss)
+    assert dice.smooth == pytest.approx(smooth)
+    assert T._dice_term(loss.organ_loss).smooth == pytest.approx(smooth)
+    logits = torch.zeros(1, 2, 4, 4, 4)
+    logits[:, 0] = 200.0  # lesion probability exactly 0 in float32
+    target = torch.zeros(1, 1, 4, 4, 4)
+    assert float(dice(logits, target)) == pytest.approx(empty_loss, abs=1e-6)
 
 
 def test_skip_channels_without_the_channel_acts_on_all():
@@ -220,7 +261,9 @@ def test_all_trainers_are_exported_through_the_shim():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     for name in ("nnUNetTrainerQuantIF", "nnUNetTrainerQuantIF_FDG", "nnUNetTrainerQuantIF_PSMA",
-                 "nnUNetTrainerQuantIF_noOrgans", "nnUNetTrainerQuantIF_tiny"):
+                 "nnUNetTrainerQuantIF_noOrgans", "nnUNetTrainerQuantIF_tiny", "nnUNetTrainerQuantIF_authors",
+                 "nnUNetTrainerQuantIF_FDG_authors", "nnUNetTrainerQuantIF_PSMA_authors",
+                 "nnUNetTrainerQuantIF_tiny_authors"):
         assert name in T.__all__ and getattr(mod, name) is getattr(T, name)
 
 
@@ -361,7 +404,9 @@ def test_gpu_train_step_smoke_runs_on_cpu(tmp_path):
     assert all(r["s_per_iter_mean"] > 0 and np.isfinite(r["last_loss"]) for r in res["runs"])
 
 
-@pytest.mark.parametrize("cls,policy", [(T.nnUNetTrainerQuantIF_FDG, "paper"), (T.nnUNetTrainerQuantIF_tiny, "none")])
+@pytest.mark.parametrize("cls,policy", [(T.nnUNetTrainerQuantIF_FDG, "paper"), (T.nnUNetTrainerQuantIF_tiny, "none"),
+                                        (T.nnUNetTrainerQuantIF_FDG_authors, "authors"),
+                                        (T.nnUNetTrainerQuantIF_tiny_authors, "none")])
 def test_final_validation_uses_the_quantif_predictor(tmp_path, monkeypatch, cls, policy):
     import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as trainer_module
 

@@ -7,11 +7,13 @@ Two changes on top of the pipeline ``nnUNetTrainer.get_training_transforms`` bui
    ``ChannelMisalignmentTransform`` moves the CT channel (0) against the PET:
    rotation with p = 0.1 (up to +-5 degrees about each axis), shift with p = 0.1
    (up to (0, 2, 2) voxels in (z, y, x)), no squeezing. It is inserted right after
-   the spatial transform.
+   the spatial transform (``misalignment_position="after_spatial"``), or right before
+   it as in the authors' code (``"before_spatial"``).
 2. **Heatmap protection:** every intensity transform (noise, blur, brightness,
    contrast, low resolution, gamma) is wrapped in :class:`SkipChannelsTransform`
    so it never sees the click-heatmap channel (2); the heatmap still follows all
-   spatial transforms (spatial, mirroring), which act on every channel.
+   spatial transforms (spatial, mirroring), which act on every channel. The authors'
+   code had no protection (``protected_channels=()``).
 """
 
 from __future__ import annotations
@@ -29,17 +31,20 @@ from batchgeneratorsv2.transforms.spatial.channel_misalignment import ChannelMis
 from batchgeneratorsv2.transforms.spatial.low_resolution import SimulateLowResolutionTransform
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
-from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform
+from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform, Convert3DTo2DTransform
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
 
-__all__ = ["INTENSITY_TRANSFORMS", "SkipChannelsTransform", "misalignment_transform", "add_quantif_augmentation",
-           "iter_transforms"]
+__all__ = ["INTENSITY_TRANSFORMS", "MISALIGNMENT_POSITIONS", "SkipChannelsTransform", "misalignment_transform",
+           "add_quantif_augmentation", "iter_transforms"]
 
 #: The intensity transforms of nnU-Net's default pipeline that must not touch the heatmap.
 INTENSITY_TRANSFORMS: tuple[type, ...] = (
     GaussianNoiseTransform, GaussianBlurTransform, MultiplicativeBrightnessTransform, ContrastTransform,
     SimulateLowResolutionTransform, GammaTransform,
 )
+
+#: Where :func:`add_quantif_augmentation` puts the misalignment: ours, and the authors' order.
+MISALIGNMENT_POSITIONS: tuple[str, ...] = ("after_spatial", "before_spatial")
 
 
 class SkipChannelsTransform(ImageOnlyTransform):
@@ -125,7 +130,8 @@ def _protect(transform: BasicTransform, skip: Sequence[int]) -> BasicTransform:
 
 
 def add_quantif_augmentation(pipeline: BasicTransform, misalign_channels: Sequence[int] = (0,),
-                             protected_channels: Sequence[int] = (2,), **misalignment_kwargs) -> BasicTransform:
+                             protected_channels: Sequence[int] = (2,), misalignment_position: str = "after_spatial",
+                             **misalignment_kwargs) -> BasicTransform:
     """Add CT misalignment and heatmap protection to nnU-Net's training pipeline (in place).
 
     Parameters
@@ -136,6 +142,8 @@ def add_quantif_augmentation(pipeline: BasicTransform, misalign_channels: Sequen
         Channels for :func:`misalignment_transform` (empty: no misalignment).
     protected_channels : sequence of int
         Channels that intensity transforms must not touch (empty: none).
+    misalignment_position : {"after_spatial", "before_spatial"}
+        Misalignment right after nnU-Net's ``SpatialTransform`` (ours), or right before it (the authors').
     **misalignment_kwargs
         Passed to :func:`misalignment_transform`.
 
@@ -146,6 +154,9 @@ def add_quantif_augmentation(pipeline: BasicTransform, misalign_channels: Sequen
     """
     if not isinstance(pipeline, ComposeTransforms):
         raise TypeError(f"expected nnU-Net's ComposeTransforms pipeline, got {type(pipeline).__name__}")
+    if misalignment_position not in MISALIGNMENT_POSITIONS:
+        raise ValueError(f"misalignment_position {misalignment_position!r}: choose one of "
+                         f"{', '.join(MISALIGNMENT_POSITIONS)}")
     if protected_channels:
         _protect(pipeline, protected_channels)
     if misalign_channels:
@@ -153,8 +164,13 @@ def add_quantif_augmentation(pipeline: BasicTransform, misalign_channels: Sequen
         spatial = [i for i, t in enumerate(steps) if isinstance(t, SpatialTransform)]
         if not spatial:
             raise TypeError("nnU-Net's training pipeline has no SpatialTransform; cannot place the misalignment")
-        at = spatial[0] + 1
-        if at < len(steps) and isinstance(steps[at], Convert2DTo3DTransform):
-            at += 1
+        if misalignment_position == "before_spatial":
+            at = spatial[0]
+            if at > 0 and isinstance(steps[at - 1], Convert3DTo2DTransform):
+                at -= 1
+        else:
+            at = spatial[0] + 1
+            if at < len(steps) and isinstance(steps[at], Convert2DTo3DTransform):
+                at += 1
         steps.insert(at, misalignment_transform(misalign_channels, **misalignment_kwargs))
     return pipeline

@@ -72,6 +72,10 @@ __all__ = [
     "nnUNetTrainerQuantIF_FDG_clickSampling",
     "nnUNetTrainerQuantIF_PSMA_clickSampling",
     "nnUNetTrainerQuantIF_tiny_clickSampling",
+    "nnUNetTrainerQuantIF_authors",
+    "nnUNetTrainerQuantIF_FDG_authors",
+    "nnUNetTrainerQuantIF_PSMA_authors",
+    "nnUNetTrainerQuantIF_tiny_authors",
 ]
 
 #: Image channels of the QuantIF datasets.
@@ -130,6 +134,10 @@ class nnUNetTrainerQuantIF(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convent
     #: Channels moved by the misalignment augmentation (CT) and protected from intensity augmentation (heatmap).
     misaligned_channels: tuple[int, ...] = (CT_CHANNEL,)
     protected_channels: tuple[int, ...] = (HEATMAP_CHANNEL,)
+    #: Misalignment after nnU-Net's spatial transform (ours) or before it (the authors').
+    misalignment_position: str = "after_spatial"
+    #: Dice smoothing of the lesion and organ losses; None keeps nnU-Net's 1e-5 (the authors' code used 0).
+    dice_smooth: float | None = None
     #: Mirroring policy of the final validation (``nnunet_quantif.inference.mirroring.POLICIES``).
     final_validation_mirroring: str = "paper"
     #: (epochs, iterations per epoch, initial learning rate) of a variant; None keeps nnU-Net's defaults.
@@ -179,14 +187,18 @@ class nnUNetTrainerQuantIF(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convent
             patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
             use_mask_for_norm=use_mask_for_norm, is_cascaded=is_cascaded, foreground_labels=foreground_labels,
             regions=regions, ignore_label=ignore_label)
-        return add_quantif_augmentation(pipeline, cls.misaligned_channels, cls.protected_channels)
+        return add_quantif_augmentation(pipeline, cls.misaligned_channels, cls.protected_channels,
+                                        misalignment_position=cls.misalignment_position)
 
     # ---------------------------------------------------------------- loss
     def _build_loss(self):
         lesion_loss = super()._build_loss()
+        if self.dice_smooth is not None:
+            _dice_term(lesion_loss).smooth = float(self.dice_smooth)
         if not self.use_organs:
             return lesion_loss
-        organ_loss = DC_and_CE_loss({"batch_dice": self.configuration_manager.batch_dice, "smooth": 1e-5,
+        smooth = 1e-5 if self.dice_smooth is None else float(self.dice_smooth)
+        organ_loss = DC_and_CE_loss({"batch_dice": self.configuration_manager.batch_dice, "smooth": smooth,
                                      "do_bg": False, "ddp": self.is_ddp}, {}, weight_ce=1, weight_dice=1,
                                     ignore_label=None, dice_class=MemoryEfficientSoftDiceLoss)
         if isinstance(lesion_loss, DeepSupervisionWrapper):
@@ -290,6 +302,15 @@ class nnUNetTrainerQuantIF(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convent
 
         with quantif_predictor_for_validation(self.final_validation_mirroring):
             super().perform_actual_validation(save_probabilities)
+
+
+def _dice_term(loss: nn.Module) -> nn.Module:
+    """The soft Dice module inside nnU-Net's (deep-supervised) DC + CE loss."""
+    inner = loss.loss if isinstance(loss, DeepSupervisionWrapper) else loss
+    dc = getattr(inner, "dc", None)
+    if dc is None or not hasattr(dc, "smooth"):
+        raise ConfigError(f"cannot set the Dice smoothing of {type(inner).__name__} (no soft Dice term)")
+    return dc
 
 
 def _ddp_mean(value: float) -> float:
@@ -416,3 +437,35 @@ class nnUNetTrainerQuantIF_PSMA_clickSampling(_ClickSamplingMixin, nnUNetTrainer
 
 class nnUNetTrainerQuantIF_tiny_clickSampling(_ClickSamplingMixin, nnUNetTrainerQuantIF_tiny):  # noqa: N801
     """Tiny schedule with click-count sampling (tests, demo and the ablation)."""
+
+
+class _AuthorsMixin:
+    """The authors' training settings where they differ from ours (``docs/METHOD.md`` rows 9-11, 16):
+    the heatmap channel goes through the intensity augmentation, the CT misalignment comes before the
+    spatial transform, the Dice terms have smoothing 0, and the final validation mirrors by the
+    raw-voxel thresholds (``authors`` policy). Train on a dataset converted with
+    ``quantif convert --preset authors`` for their heatmap and PET normalisation.
+    """
+
+    protected_channels: tuple[int, ...] = ()
+    misalignment_position: str = "before_spatial"
+    dice_smooth: float | None = 0.0
+    final_validation_mirroring: str = "authors"
+
+
+class nnUNetTrainerQuantIF_authors(_AuthorsMixin, nnUNetTrainerQuantIF):  # noqa: N801
+    """The QuantIF trainer with the authors' augmentation order, heatmap augmentation and Dice smoothing."""
+
+
+class nnUNetTrainerQuantIF_FDG_authors(_AuthorsMixin, nnUNetTrainerQuantIF_FDG):  # noqa: N801
+    """FDG schedule with the authors' settings."""
+
+
+class nnUNetTrainerQuantIF_PSMA_authors(_AuthorsMixin, nnUNetTrainerQuantIF_PSMA):  # noqa: N801
+    """PSMA schedule with the authors' settings."""
+
+
+class nnUNetTrainerQuantIF_tiny_authors(_AuthorsMixin, nnUNetTrainerQuantIF_tiny):  # noqa: N801
+    """Tiny schedule with the authors' settings (tests and ablations); final validation without mirroring."""
+
+    final_validation_mirroring = "none"
