@@ -83,6 +83,29 @@ def test_cli_convert_and_random_heatmap_init(fake_multitalent, tmp_path, capsys)
     assert conv[key][:, 2].abs().max() < src[key].abs().max()
 
 
+def test_stem_init_random_is_the_authors_random_stem(fake_multitalent, tmp_path, capsys):
+    """--stem-init random (the authors' loader skipped the stem): stem tensors are not the checkpoint's,
+    every other tensor is, and nnU-Net's own loader accepts the file."""
+    ckpt, plans, src = fake_multitalent
+    out = tmp_path / "init_stem.pth"
+    assert main(["pretrained", "convert", "--checkpoint", str(ckpt), "--plans", str(plans), "--stem", "221",
+                 "--out", str(out), "--stem-init", "random"]) == 0
+    assert "stem left random" in capsys.readouterr().out
+    saved = torch.load(out, weights_only=False)
+    conv, info = saved["network_weights"], saved["quantif_pretrained"]
+    stem_keys = [k for k in conv if ".stem." in k or k.startswith("stem.")]
+    assert stem_keys and sorted(info["stem_random"]) == sorted(stem_keys)
+    key = "encoder.stem.convs.0.conv.weight"
+    assert conv[key].shape[1] == 3 and not torch.equal(conv[key][:, :2], src[key])
+    for k, v in conv.items():
+        if k not in stem_keys:
+            assert torch.equal(v, src[k]), k
+    net = build_dual_head_network(ARCH["network_class_name"], ARCH["arch_kwargs"], ARCH["_kw_requires_import"], 3, 2)
+    load_pretrained_weights(net, str(out))
+    copied = convert_multitalent(ckpt, plans, tmp_path / "copy.pth", stem="221")
+    assert copied["stem_init"] == "copy" and copied["stem_random"] == []
+
+
 def test_wrong_stem_and_architecture_mismatch_fail_clearly(fake_multitalent, tmp_path):
     ckpt, plans, _ = fake_multitalent
     with pytest.raises(ModelError, match="stem '555' not found.*009, 221"):

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--out", required=True, metavar="OUT.pth", help="output checkpoint")
     c.add_argument("--dataset-json", metavar="FILE", help="dataset.json for the number of input channels "
                    "(default: the one next to the plans, else 3)")
+    c.add_argument("--stem-init", choices=("copy", "random"), default="copy",
+                   help="copy the stem (default), or leave it at the network's random initialisation as the "
+                        "authors' models had it (their loader skipped the stem)")
     c.add_argument("--heatmap-init", choices=("zero", "random"), default="zero",
                    help="weights of the input channels the stem lacks (default zero)")
     c.add_argument("--any-intensity", action="store_true",
@@ -47,8 +50,11 @@ def run_convert(args: argparse.Namespace) -> int:
 
     info = convert_multitalent(args.checkpoint, args.plans, args.out, configuration=args.configuration,
                                stem=args.stem, dataset_json=args.dataset_json, heatmap_init=args.heatmap_init,
-                               trust_checkpoint=args.trust_checkpoint, check_intensity=not args.any_intensity)
-    print(f"wrote {args.out}: stem {info['stem']}, {info['copied']} tensors copied "
+                               trust_checkpoint=args.trust_checkpoint, check_intensity=not args.any_intensity,
+                               stem_init=args.stem_init)
+    stem = f"stem {info['stem']}" if info["stem_init"] == "copy" else \
+        f"stem left random ({len(info['stem_random'])} tensors)"
+    print(f"wrote {args.out}: {stem}, {info['copied']} tensors copied "
           f"({len(info['expanded'])} with new input channels, init {info['heatmap_init']}), "
           f"{info['dropped']} checkpoint tensors dropped (pretraining heads, other stems)")
     return 0

@@ -136,7 +136,7 @@ def _resolve_stem(stems: list[str], stem: str, source: str) -> str:
 
 def map_multitalent_state_dict(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], stem: str,
                                heatmap_init: str = "zero", source_name: str = "checkpoint",
-                               seed: int = 0) -> tuple[dict[str, torch.Tensor], dict]:
+                               seed: int = 0, stem_init: str = "copy") -> tuple[dict[str, torch.Tensor], dict]:
     """Map a multi-stem state dict onto a target network's state dict (pure function).
 
     Parameters
@@ -149,6 +149,10 @@ def map_multitalent_state_dict(source: dict[str, torch.Tensor], target: dict[str
         Stem to use (exact name, or a number contained in exactly one stem name).
     heatmap_init : {'zero', 'random'}
         Initialisation of the first-convolution weights of input channels the stem lacks.
+    stem_init : {'copy', 'random'}
+        ``copy`` (ours): the stem ``stem`` is copied. ``random`` (the authors' models): the stem's
+        tensors keep the target's own (freshly initialised) values, as the authors' loader skipped
+        the stem; every other tensor is still copied.
 
     Returns
     -------
@@ -156,16 +160,22 @@ def map_multitalent_state_dict(source: dict[str, torch.Tensor], target: dict[str
         Every target key except ``.seg_layers.`` ones, with the source weights.
     info : dict
         ``stem``, ``copied``, ``expanded`` (keys whose input channels were padded),
-        ``dropped`` (source keys not used).
+        ``dropped`` (source keys not used), ``stem_init`` and ``stem_random`` (keys left at the target's init).
     """
     if heatmap_init not in ("zero", "random"):
         raise ModelError(f"heatmap_init must be 'zero' or 'random', got '{heatmap_init}'")
+    if stem_init not in ("copy", "random"):
+        raise ModelError(f"stem_init must be 'copy' or 'random', got '{stem_init}'")
     stems = stems_in(source)
     use = _resolve_stem(stems, stem, source_name) if stems else None
     gen = torch.Generator().manual_seed(seed)
-    mapped, expanded, missing, mismatched, used = {}, [], [], [], set()
+    mapped, expanded, missing, mismatched, used, stem_random = {}, [], [], [], set(), []
     for key, tgt in target.items():
         if ".seg_layers." in key:
+            continue
+        if stem_init == "random" and re.search(r"(^|\.)stem\.", key):
+            mapped[key] = tgt.detach().clone()
+            stem_random.append(key)
             continue
         candidates = []
         for k in (key, "encoder." + key[len("decoder.encoder."):] if key.startswith("decoder.encoder.") else None):
@@ -198,8 +208,9 @@ def map_multitalent_state_dict(source: dict[str, torch.Tensor], target: dict[str
         raise ModelError(f"{source_name}: does not fit the network of these plans ({len(missing)} missing, "
                          f"{len(mismatched)} mismatched): " + "; ".join(lines) + (f"; +{more} more" if more else ""))
     dropped = sorted(k for k in source if k not in used)
-    return mapped, {"stem": use, "stems_available": stems, "copied": len(mapped), "expanded": expanded,
-                    "dropped": len(dropped), "heatmap_init": heatmap_init}
+    return mapped, {"stem": use, "stems_available": stems, "copied": len(mapped) - len(stem_random),
+                    "expanded": expanded, "dropped": len(dropped), "heatmap_init": heatmap_init,
+                    "stem_init": stem_init, "stem_random": stem_random}
 
 
 def check_multitalent_intensity(plans: dict, configuration: str, source: str) -> None:
@@ -224,7 +235,7 @@ def convert_multitalent(checkpoint: str | os.PathLike, plans: str | os.PathLike,
                         configuration: str = "3d_fullres", stem: str = "221",
                         dataset_json: str | os.PathLike | None = None, num_input_channels: int | None = None,
                         heatmap_init: str = "zero", use_organs: bool = True, trust_checkpoint: bool = False,
-                        check_intensity: bool = True) -> dict:
+                        check_intensity: bool = True, stem_init: str = "copy") -> dict:
     """Write an nnU-Net ``-pretrained_weights`` file from a MultiTalent checkpoint.
 
     Parameters
@@ -256,6 +267,9 @@ def convert_multitalent(checkpoint: str | os.PathLike, plans: str | os.PathLike,
         Require the plans' CT and PET normalisation and foreground intensity properties to be
         those the MultiTalent stem was trained with (``quantif plans --intensity-properties
         multitalent`` writes them); a stem fed inputs on another scale starts from the wrong place.
+    stem_init : {'copy', 'random'}
+        ``random`` leaves the stem at the network's own initialisation, as in the authors' models
+        (see :func:`map_multitalent_state_dict`).
 
     Returns
     -------
@@ -292,7 +306,8 @@ def convert_multitalent(checkpoint: str | os.PathLike, plans: str | os.PathLike,
     net = build_dual_head_network(*args) if use_organs else get_network_from_plans(*args, allow_init=True,
                                                                                    deep_supervision=True)
     source = load_state_dict_any(checkpoint, trust_checkpoint)
-    mapped, info = map_multitalent_state_dict(source, net.state_dict(), stem, heatmap_init, str(checkpoint))
+    mapped, info = map_multitalent_state_dict(source, net.state_dict(), stem, heatmap_init, str(checkpoint),
+                                              stem_init=stem_init)
     info.update(source=str(checkpoint), plans=str(plans_path), configuration=configuration,
                 num_input_channels=int(num_input_channels))
     with atomic_write(out, inputs=[checkpoint, plans_path]) as tmp:
