@@ -433,3 +433,28 @@ def test_end_to_end_plan_and_preprocess_and_organ_side_files(phantom_converted):
         expected = (raw_centre - bbox[:, 0] + 0.5) * after / before - 0.5
         got = np.argwhere(side[0] == organ_label("liver")).mean(axis=0)
         assert np.allclose(got, expected, atol=0.75), (ident, got, expected)
+
+
+def test_preset_authors_sets_gate_background_and_pet_norm(tmp_path):
+    """``--preset authors`` gives the authors' heatmap (gate 4, their background map) and CT-normalised PET in
+    dataset.json and in the written heatmap; an explicit flag still wins over the preset."""
+    src = tmp_path / "src"
+    make_case(src, "fdg_0001_01-01-2001", seed=3, clicks="ok")
+    quiet = ["--no-progress", *HEAT_ARGS]
+    runs = {"ours": [], "authors": ["--preset", "authors"],
+            "mixed": ["--preset", "authors", "--suv-gate", "3.5", "--pet-norm", "noNorm"]}
+    q, heat = {}, {}
+    for name, extra in runs.items():
+        raw = tmp_path / name
+        assert quantif(["convert", "--src", str(src), "--out", str(raw), "--dataset-id", "70", *quiet, *extra]) == 0
+        ds = raw / "Dataset070_QuantIFFDG"
+        q[name] = json.loads((ds / "dataset.json").read_text())["quantif"]
+        heat[name] = read_image(ds / "imagesTr" / "fdg_0001_01-01-2001_0002.nii.gz")[0]
+    assert q["ours"]["heatmap"]["suv_gate"] == 3.0 and q["ours"]["heatmap"]["background_mode"] == "paper"
+    assert q["authors"]["heatmap"]["suv_gate"] == 4.0 and q["authors"]["heatmap"]["background_mode"] == "authors"
+    assert q["authors"]["pet_normalization"] == "CT"
+    assert q["mixed"]["heatmap"]["suv_gate"] == 3.5 and q["mixed"]["heatmap"]["background_mode"] == "authors"
+    assert q["mixed"]["pet_normalization"] == "noNorm"
+    channels = json.loads((tmp_path / "authors" / "Dataset070_QuantIFFDG" / "dataset.json").read_text())
+    assert channels["channel_names"]["1"] == "CT"
+    assert all(h.shape == heat["ours"].shape and np.isfinite(h).all() for h in heat.values())

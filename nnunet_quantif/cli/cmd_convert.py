@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..conversion import TRACERS, convert_dataset
-from ..heatmaps import DEFAULT_SIGMA_BACKGROUND, DEFAULT_SIGMA_TUMOR, DEFAULT_SUV_GATE
+from ..conversion import DEFAULT_PET_NORM, TRACERS, convert_dataset
+from ..heatmap_definition import CONVERSION_PRESETS, PET_NORMALIZATIONS
+from ..heatmaps import BACKGROUND_MODES, DEFAULT_SIGMA_BACKGROUND, DEFAULT_SIGMA_TUMOR, DEFAULT_SUV_GATE
 from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_float, positive_float, positive_int
 from .cmd_heatmap import _sigma
 
@@ -44,14 +45,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sigma-background", type=positive_float, nargs="+", default=[DEFAULT_SIGMA_BACKGROUND],
                    metavar="S",
                    help=f"heatmap background sigma in voxels (default {DEFAULT_SIGMA_BACKGROUND:g})")
-    p.add_argument("--suv-gate", type=nonneg_float, default=DEFAULT_SUV_GATE, metavar="TAU",
-                   help=f"heatmap SUV gate (default {DEFAULT_SUV_GATE:g})")
-    p.add_argument("--background-mode", choices=("paper", "authors"), default="paper",
-                   help="heatmap background map: 'paper' (each Gaussian peak 1, sum clipped at 1; default) or "
-                        "'authors' (sum divided by its maximum, as in the authors' code)")
-    p.add_argument("--pet-norm", choices=("CT", "noNorm"), default="CT",
-                   help="nnU-Net normalisation of the PET channel: 'CT' (clip to the foreground percentiles and "
-                        "z-score, as the authors' and MultiTalent's plans; default) or 'noNorm' (raw SUV)")
+    p.add_argument("--preset", choices=sorted(CONVERSION_PRESETS), default=None,
+                   help="'authors': what the authors' models saw (SUV gate 4, their background map, CT "
+                        "normalisation of the PET; see docs/METHOD.md); flags given explicitly still win. Train "
+                        "such a dataset with the *_authors trainers")
+    p.add_argument("--suv-gate", type=nonneg_float, default=None, metavar="TAU",
+                   help=f"heatmap SUV gate (default {DEFAULT_SUV_GATE:g}; 4 with --preset authors)")
+    p.add_argument("--background-mode", choices=BACKGROUND_MODES, default=None,
+                   help="heatmap background map: 'paper' (each Gaussian peak 1, sum clipped at 1, zero where the "
+                        "tumor map is positive; default) or 'authors' (the authors' code: the sum divided by its "
+                        "maximum after zeroing, scipy 'reflect' edges, kept on background-click voxels; default "
+                        "with --preset authors)")
+    p.add_argument("--pet-norm", choices=PET_NORMALIZATIONS, default=None,
+                   help=f"nnU-Net normalisation of the PET channel: 'CT' (clip to the foreground percentiles and "
+                        f"z-score, as the authors' and MultiTalent's plans; default {DEFAULT_PET_NORM}) or "
+                        f"'noNorm' (raw SUV)")
     add_nonfinite_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -61,22 +69,26 @@ def run(args: argparse.Namespace) -> int:
     from ..io import check_output_path
 
     check_output_path(args.out, folder=True)
+    preset = CONVERSION_PRESETS.get(args.preset, {}) if args.preset else {}
+    suv_gate = args.suv_gate if args.suv_gate is not None else preset.get("suv_gate", DEFAULT_SUV_GATE)
+    background_mode = args.background_mode or preset.get("background_mode", "paper")
+    pet_norm = args.pet_norm or preset.get("pet_norm", DEFAULT_PET_NORM)
     params = {}
     if args.sigma_tumor != [DEFAULT_SIGMA_TUMOR]:
         params["sigma_tumor"] = _sigma(args.sigma_tumor, "--sigma-tumor")
     if args.sigma_background != [DEFAULT_SIGMA_BACKGROUND]:
         params["sigma_background"] = _sigma(args.sigma_background, "--sigma-background")
-    if args.suv_gate != DEFAULT_SUV_GATE:
-        params["suv_gate"] = args.suv_gate
-    if args.background_mode != "paper":
-        params["background_mode"] = args.background_mode
+    if suv_gate != DEFAULT_SUV_GATE:
+        params["suv_gate"] = suv_gate
+    if background_mode != "paper":
+        params["background_mode"] = background_mode
     if args.replace_nonfinite:
         params["nonfinite"] = nonfinite_mode(args)
     summary = convert_dataset(
         args.src, args.out, args.dataset_id, tracers=args.tracers.split(","), joint=args.joint,
         click_step=args.click_step, workers=args.workers, overwrite=args.overwrite, clicks_dir=args.clicks_dir,
         tracer_csv=args.tracer_csv, resample_pet_to_ct=args.resample_pet_to_ct, totalseg_dir=args.totalseg,
-        heatmap_params=params, progress=not args.no_progress, pet_norm=args.pet_norm)
+        heatmap_params=params, progress=not args.no_progress, pet_norm=pet_norm)
     print(summary.format())
     if not summary.ok:
         print(f"quantif: error: {len(summary.failed)} case(s) failed to convert", file=sys.stderr)
