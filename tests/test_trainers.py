@@ -349,6 +349,25 @@ def test_trainer_step_logs_lesion_and_organ_losses(tmp_path, monkeypatch):
     assert pickle.dumps(tr.my_init_kwargs["plans"])  # checkpoints store the init args
 
 
+def test_authors_trainer_trains_a_step_through_nnunets_loader(tmp_path, monkeypatch):
+    """The authors' pipeline order (misalignment before SpatialTransform, heatmap augmented) runs inside nnU-Net's
+    data loader and gives a finite dual-head loss."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    plans, ds_json = _dataset(tmp_path)
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "res"))
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    tr = T.nnUNetTrainerQuantIF_tiny_authors({**plans, "continue_training": False}, "3d_fullres", 0, ds_json,
+                                             torch.device("cpu"))
+    tr.initialize()
+    assert T._dice_term(tr.loss.lesion_loss).smooth == 0.0
+    dl_tr, _ = tr.get_dataloaders()
+    tr.network.train()
+    out = tr.train_step(next(dl_tr))
+    assert np.isfinite(out["loss"]) and np.isfinite(out["organ_loss"])
+
+
 # ------------------------------------------------------------------ scripts (dry runs)
 def _script(name):
     from pathlib import Path
