@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, InputFileError
 from ..io import check_output_path
+from ..quantify import lesion_csv_path, write_lesion_csv_beside
 from .argtypes import (
     add_heatmap_arguments,
     add_nonfinite_argument,
@@ -107,6 +108,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="ending of batch outputs (default: the CT's)")
     p.add_argument("--step", type=int, default=None, metavar="K",
                    help="use the first K tumor and K background clicks (default: all)")
+    p.add_argument("--stats", action="store_true",
+                   help="also write <case>_lesions.csv beside each written mask: the per-lesion table of "
+                        "'quantif stats' (MTV, SUVmax, SUVmean, SUVpeak, TLG, centroid)")
     add_model_arguments(p)
     p.set_defaults(func=run)
 
@@ -127,12 +131,16 @@ def run(args: argparse.Namespace) -> int:
         # every path is checked before the model loads and the case runs
         inputs = [p for p in (args.ct, args.pet, args.clicks) if p is not None]
         check_output_path(args.out, image=True, inputs=inputs)
+        if args.stats:
+            check_output_path(lesion_csv_path(args.out), inputs=inputs)
         if args.clicks is not None and not Path(args.clicks).is_file():
             raise InputFileError(f"{args.clicks}: click file not found (omit --clicks to predict without clicks)")
         pipeline = build_pipeline(args, progress=True)
         result = pipeline.predict_case(args.ct, args.pet, args.clicks, args.out, tracer=args.tracer, step=args.step)
         print(result.summary_line())
         print(f"wrote {result.output}")
+        if args.stats:
+            print(f"wrote {write_lesion_csv_beside(result.output, args.pet, nonfinite=nonfinite_mode(args))}")
         return 0
     if args.input is None or args.output is None:
         raise ConfigError("folder mode needs both -i and -o")
@@ -140,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     pipeline = build_pipeline(args, progress=False)
     results = pipeline.predict_folder(args.input, args.output, tracer=args.tracer, step=args.step,
                                       overwrite=args.overwrite, output_ending=args.output_ending,
-                                      on_case=lambda r: tqdm.write(r.summary_line()), fail_fast=args.fail_fast)
+                                      on_case=_case_reporter(args, tqdm.write), fail_fast=args.fail_fast)
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "claimed", "failed")}
     print(f"{counts['done']} case(s) predicted, {counts['skipped']} skipped (output existed), "
           f"{counts['claimed']} left to another process, {counts['failed']} failed -> {args.output}")
@@ -150,3 +158,17 @@ def run(args: argparse.Namespace) -> int:
               + ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else ""), file=sys.stderr)
         return 1
     return 0
+
+def _case_reporter(args: argparse.Namespace, write):
+    """The per-case callback of folder mode: print the summary line; with ``--stats`` also write
+    ``<case>_lesions.csv`` beside each mask written in this run."""
+    from ..inference.pipeline import find_cases
+
+    pets = {c.name: c.pet for c in find_cases(args.input)} if args.stats else {}
+
+    def report(r) -> None:
+        write(r.summary_line())
+        if args.stats and r.status == "done" and r.output and not r.skipped:
+            write_lesion_csv_beside(r.output, pets[r.case], nonfinite=nonfinite_mode(args))
+
+    return report
