@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..io import check_output_path
 from .argtypes import add_heatmap_arguments, heatmap_options
+from .prediction_options import add_model_arguments, add_prediction_arguments, prediction_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,9 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--data", required=True, metavar="DIR", help="autoPET-style folder with imagesTr/, labelsTr/, "
                                                                 "clicks/")
-    q.add_argument("--model-fdg", metavar="DIR", help="trained FDG model folder (nnU-Net results folder of "
-                                                      "the trainer/plans/configuration)")
-    q.add_argument("--model-psma", metavar="DIR", help="trained PSMA model folder")
     q.add_argument("--steps", default="0-10", help="click steps, e.g. '0-10' (default) or '0,1,10'")
     q.add_argument("--out", required=True, metavar="DIR", help="output folder (also the resume state)")
     q.add_argument("--clicks-dir", metavar="DIR", help="click files <case>_clicks.json (default DATA/clicks)")
@@ -55,13 +53,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated baselines: suv<T> (SUV >= T), rg<P> (P%% SUVmax region growing); "
                         "'none' for none (default suv4,suv2.5,rg41)")
     q.add_argument("--no-model", action="store_true", help="evaluate the baselines only")
-    q.add_argument("--folds", nargs="+", metavar="F", help="model folds to ensemble (default: every fold found)")
-    q.add_argument("--device", default=None, help="torch device for the model (default: CUDA when available)")
-    q.add_argument("--mirroring", choices=("paper", "budget", "all", "none"), default="paper",
-                   help="test-time mirroring policy of the model (default: paper)")
-    q.add_argument("--tracer", choices=("name", "auto"), default="name",
-                   help="route cases by their known tracer (name prefix / CSV, default) or by the tracer "
-                        "classifier (auto)")
     q.add_argument("--save-predictions", choices=("last", "all", "none"), default="last",
                    help="keep the masks of the last step (default), of all steps, or none")
     q.add_argument("--n-worst", type=int, default=4, metavar="N", help="worst cases drawn as MIPs (default 4)")
@@ -70,6 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop at the first failing case (default: record it in OUT/failed_cases.json, go on, "
                         "exit 1 at the end)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_arguments(q, results=False, folds_default=None, tracer_choices=("name", "auto"), tracer_default="name",
+                        tracer_help="route cases by their known tracer (name prefix / CSV, default) or by the tracer "
+                                    "classifier (auto, needs --tracer-weights)")
+    add_prediction_arguments(q.add_argument_group("prediction"))
     add_heatmap_arguments(q.add_argument_group(
         "heatmap", "by default each model builds its heatmap with the definition recorded in its dataset.json"))
     q.set_defaults(func=run_interactive)
@@ -106,8 +101,8 @@ def _model_method(args: argparse.Namespace):
     """The model as an evaluation method, through the inference pipeline."""
     from ..evaluation.model import model_method
 
-    return model_method(model_fdg=args.model_fdg, model_psma=args.model_psma, folds=args.folds, device=args.device,
-                        tracer="auto" if args.tracer == "auto" else None, mirroring=args.mirroring,
+    return model_method(model_fdg=args.model_fdg, model_psma=args.model_psma,
+                        tracer="auto" if args.tracer == "auto" else None, **prediction_options(args),
                         heatmap_params=heatmap_options(args), force_heatmap=args.force_heatmap)
 
 

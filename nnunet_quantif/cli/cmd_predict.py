@@ -17,37 +17,19 @@ from .argtypes import (
     nonneg_float,
     nonneg_int,
 )
-
-TRACER_CHOICES = ("auto", "fdg", "psma", "name")
+from .prediction_options import add_model_arguments as _add_models
+from .prediction_options import add_prediction_arguments, prediction_options
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """Model, routing, mirroring and post-processing options shared by ``predict`` and ``gc``."""
-    g = p.add_argument_group("models")
-    g.add_argument("--model-fdg", metavar="DIR", help="nnU-Net trained-model folder of the FDG model")
-    g.add_argument("--model-psma", metavar="DIR", help="nnU-Net trained-model folder of the PSMA model")
-    g.add_argument("--results", metavar="ROOT", help="nnUNet_results-style root (with --dataset-fdg/--dataset-psma)")
-    g.add_argument("--dataset-fdg", metavar="N", help="dataset id or name of the FDG model under --results")
-    g.add_argument("--dataset-psma", metavar="N", help="dataset id or name of the PSMA model under --results")
-    g.add_argument("--trainer", metavar="NAME", help="trainer name, when a dataset folder holds several models")
-    g.add_argument("--plans", metavar="NAME", help="plans identifier, when a dataset folder holds several models")
-    g.add_argument("--configuration", default="3d_fullres", help="nnU-Net configuration (default: 3d_fullres)")
-    g.add_argument("--folds", nargs="+", default=["0", "1", "2", "3", "4"], metavar="F",
-                   help="folds of the ensemble (default: 0 1 2 3 4; 'all' for fold_all)")
-    g.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file name in each fold folder")
-    g.add_argument("--tracer", choices=TRACER_CHOICES, default="auto",
-                   help="route to this tracer's model; auto = the MIP tracer classifier (needs --tracer-weights); "
-                        "name = from the case name prefix fdg_/psma_ (default: auto)")
-    g.add_argument("--tracer-weights", metavar="DIR", help="weights folder of the tracer classifier")
+    """Model, routing, mirroring and post-processing options shared by ``predict`` and ``gc``.
+
+    The model and prediction options are those of :mod:`.prediction_options` (shared with
+    ``evaluate-interactive`` and ``nnUNetv2_predict_quantif``).
+    """
+    _add_models(p)
     m = p.add_argument_group("prediction")
-    m.add_argument("--mirroring", choices=("paper", "budget", "all", "none"), default="paper",
-                   help="test-time mirroring policy (default: paper = voxel-count thresholds 18M/39M/90M)")
-    m.add_argument("--time-budget", type=float, default=900.0, metavar="S",
-                   help="seconds per case for --mirroring budget (default: 900)")
-    m.add_argument("--calibration", metavar="JSON",
-                   help="seconds-per-forward calibration for --mirroring budget (default: measure on the device)")
-    m.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
-    m.add_argument("--tile-step-size", type=float, default=0.5, help="sliding-window step (default: 0.5)")
+    add_prediction_arguments(m)
     m.add_argument("--no-postprocess", action="store_true", help="keep small faint components")
     m.add_argument("--min-voxels", type=nonneg_int, default=10,
                    help="post-processing size threshold (voxels, default 10)")
@@ -63,13 +45,9 @@ def build_pipeline(args: argparse.Namespace, progress: bool = False):
     """A :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline` from parsed arguments."""
     from ..inference.pipeline import QuantIFPipeline
 
-    if args.tile_step_size <= 0 or args.tile_step_size > 1:
-        raise ConfigError(f"--tile-step-size must be in (0, 1], got {args.tile_step_size}")
-    kwargs = dict(folds=args.folds, checkpoint=args.checkpoint, mirroring=args.mirroring,
-                  time_budget_s=args.time_budget, calibration=args.calibration, device=args.device,
-                  tile_step_size=args.tile_step_size, postprocess=not args.no_postprocess,
+    kwargs = dict(**prediction_options(args), postprocess=not args.no_postprocess,
                   min_voxels=args.min_voxels, suv_max=args.suv_max, min_volume_ml=args.min_volume_ml,
-                  tracer_weights=args.tracer_weights, progress=progress,
+                  progress=progress,
                   nonfinite=nonfinite_mode(args), heatmap_params=heatmap_options(args),
                   force_heatmap=args.force_heatmap)
     if args.results:
@@ -158,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
               + ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else ""), file=sys.stderr)
         return 1
     return 0
+
 
 def _case_reporter(args: argparse.Namespace, write):
     """The per-case callback of folder mode: print the summary line; with ``--stats`` also write

@@ -42,6 +42,8 @@ from ..errors import ModelError, QuantIFError
 def build_parser() -> argparse.ArgumentParser:
     from nnunetv2.inference.predict_from_raw_data import _getDefaultValue
 
+    from ..cli.prediction_options import add_fold_arguments, add_prediction_arguments
+
     p = argparse.ArgumentParser(
         prog="nnUNetv2_predict_quantif",
         description="nnUNetv2_predict with QuantIF's per-case test-time mirroring policy and optional "
@@ -53,26 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", type=str, default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     p.add_argument("-tr", type=str, default="nnUNetTrainer", help="trainer class (default: nnUNetTrainer)")
     p.add_argument("-c", type=str, default="3d_fullres", help="configuration (default: 3d_fullres)")
-    p.add_argument("-f", nargs="+", type=str, default=(0, 1, 2, 3, 4), help="folds (default: 0 1 2 3 4)")
-    p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step size (default: 0.5)")
+    add_fold_arguments(p, style="nnunet")
     p.add_argument("--disable_tta", action="store_true", help="no mirroring at all")
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--save_probabilities", action="store_true")
     p.add_argument("--continue_prediction", action="store_true", help="do not overwrite existing predictions")
-    p.add_argument("-chk", type=str, default="checkpoint_final.pth", help="checkpoint name")
     p.add_argument("-npp", type=int, default=_getDefaultValue("nnUNet_npp", int, 3), help="preprocessing processes")
     p.add_argument("-nps", type=int, default=_getDefaultValue("nnUNet_nps", int, 3), help="export processes")
     p.add_argument("-prev_stage_predictions", type=str, default=None)
     p.add_argument("-num_parts", type=int, default=1)
     p.add_argument("-part_id", type=int, default=0)
-    p.add_argument("-device", type=str, default="cuda", help="cuda, cpu or mps")
     p.add_argument("--disable_progress_bar", action="store_true")
     p.add_argument("--not_on_device", action="store_true")
     q = p.add_argument_group("QuantIF")
-    q.add_argument("--mirroring", choices=("paper", "budget", "all", "none"), default="paper",
-                   help="per-case test-time mirroring policy (default: paper)")
-    q.add_argument("--time-budget", type=float, default=900.0, help="seconds per case for --mirroring budget")
-    q.add_argument("--calibration", default=None, help="seconds-per-forward calibration JSON (--mirroring budget)")
+    # nnU-Net's -device default (cuda); -step_size also sits here
+    add_prediction_arguments(q, style="nnunet", device_default="cuda")
     q.add_argument("--postprocess", action="store_true",
                    help="remove small faint components from every output (PET = input channel _0001)")
     q.add_argument("--min-voxels", type=int, default=10)
@@ -151,39 +148,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from .mirroring import MirroringPolicy
+    from ..cli.prediction_options import prediction_options
+    from .mirroring import as_policy
     from .pipeline import _ensure_trainer_search_path
     from .predictor import QuantIFPredictor
     from .routing import check_model_folder
 
     if args.part_id >= args.num_parts:
         raise ModelError(f"-part_id {args.part_id} must be smaller than -num_parts {args.num_parts}")
-    if args.device not in ("cpu", "cuda", "mps"):
-        raise ModelError(f"-device must be cpu, cuda or mps, got {args.device}")
+    options = prediction_options(args)  # checks -step_size
     if not Path(args.i).is_dir():
         raise ModelError(f"{args.i}: input folder not found")
     model_folder = _model_folder(args)
-    folds = check_model_folder(model_folder, args.f, args.chk)
+    folds = check_model_folder(model_folder, options["folds"], options["checkpoint"])
     definition = _heatmap_definition(args, model_folder)  # before the model loads
-    if args.device == "cpu":
+    device = torch.device(options["device"] if options["device"] not in (None, "auto") else
+                          "cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
         torch.set_num_threads(multiprocessing.cpu_count())
-        device = torch.device("cpu")
-    elif args.device == "cuda":
+    elif device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ModelError("-device cuda: no CUDA device is available (use -device cpu)")
+            raise ModelError(f"-device {options['device']}: no CUDA device is available (use -device cpu)")
         torch.set_num_threads(1)
         torch.set_num_interop_threads(1)
-        device = torch.device("cuda")
-    else:
-        device = torch.device("mps")
-    policy = MirroringPolicy(args.mirroring, time_budget_s=args.time_budget, calibration=args.calibration)
-    predictor = QuantIFPredictor(tile_step_size=args.step_size, use_gaussian=True, use_mirroring=not args.disable_tta,
+    policy = as_policy(options["mirroring"], time_budget_s=options["time_budget_s"],
+                       calibration=options["calibration"])
+    predictor = QuantIFPredictor(tile_step_size=options["tile_step_size"], use_gaussian=True,
+                                 use_mirroring=not args.disable_tta,
                                  perform_everything_on_device=not args.not_on_device, device=device,
                                  verbose=args.verbose, verbose_preprocessing=args.verbose,
                                  allow_tqdm=not args.disable_progress_bar, mirroring=policy)
     _ensure_trainer_search_path()
     try:
-        predictor.initialize_from_trained_model_folder(model_folder, folds, checkpoint_name=args.chk)
+        predictor.initialize_from_trained_model_folder(model_folder, folds, checkpoint_name=options["checkpoint"])
     except (RuntimeError, KeyError, OSError) as e:
         raise ModelError(f"{model_folder}: cannot load the model ({str(e).strip().splitlines()[0]})") from None
     os.makedirs(args.o, exist_ok=True)

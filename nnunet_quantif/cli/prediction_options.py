@@ -1,0 +1,117 @@
+"""The options of a prediction, defined once for every command that runs a model.
+
+``quantif predict``, ``quantif gc``, ``quantif evaluate-interactive`` and
+``nnUNetv2_predict_quantif`` add their model and prediction options here, so the
+flags, choices and defaults are the same everywhere and come from the library:
+mirroring :data:`~nnunet_quantif.inference.mirroring.POLICIES` and
+:data:`~nnunet_quantif.inference.mirroring.DEFAULT_TIME_BUDGET_S`; folds, checkpoint, tile
+step and devices from :mod:`nnunet_quantif.inference.pipeline`; tracers from
+:mod:`nnunet_quantif.inference.routing`.
+
+``nnUNetv2_predict_quantif`` keeps nnU-Net's spellings (``style="nnunet"``: ``-f``,
+``-chk``, ``-step_size``, ``-device``); the parsed values land in the same attributes
+(``folds``, ``checkpoint``, ``tile_step_size``, ``device``) either way, and
+:func:`prediction_options` turns them into :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline`
+keyword arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from ..errors import ConfigError
+from ..inference.mirroring import DEFAULT_POLICY, DEFAULT_TIME_BUDGET_S, POLICIES
+from ..inference.pipeline import DEFAULT_CHECKPOINT, DEFAULT_FOLDS, DEFAULT_TILE_STEP_SIZE, DEVICES
+from ..inference.routing import TRACER_CHOICES
+
+_Group = argparse.ArgumentParser | argparse._ArgumentGroup
+
+#: Flag of each option in the two styles: ``quantif``'s and nnU-Net's (``nnUNetv2_predict``).
+FLAGS: dict[str, dict[str, str]] = {
+    "quantif": {"folds": "--folds", "checkpoint": "--checkpoint", "tile_step_size": "--tile-step-size",
+                "device": "--device"},
+    "nnunet": {"folds": "-f", "checkpoint": "-chk", "tile_step_size": "-step_size", "device": "-device"},
+}
+
+#: The default folds as parsed from the command line (nnU-Net's five folds).
+DEFAULT_FOLD_ARGS: list[str] = [str(f) for f in DEFAULT_FOLDS]
+
+
+def device_name(text: str) -> str:
+    """A device the pipeline accepts: one of :data:`~nnunet_quantif.inference.pipeline.DEVICES` or ``cuda:N``."""
+    if text in DEVICES or re.fullmatch(r"cuda:\d+", text):
+        return text
+    raise argparse.ArgumentTypeError(f"invalid device {text!r} (choose from {', '.join(DEVICES)} or cuda:N)")
+
+
+def add_fold_arguments(p: _Group, *, style: str = "quantif",
+                       folds_default: list[str] | None = DEFAULT_FOLD_ARGS) -> None:
+    """Folds of the ensemble and the checkpoint of each fold folder."""
+    flags = FLAGS[style]
+    fold_help = ("every fold found" if folds_default is None else " ".join(folds_default))
+    p.add_argument(flags["folds"], dest="folds", nargs="+", default=folds_default, metavar="F",
+                   help=f"folds of the ensemble (default: {fold_help}; 'all' for fold_all)")
+    p.add_argument(flags["checkpoint"], dest="checkpoint", default=DEFAULT_CHECKPOINT, metavar="NAME",
+                   help=f"checkpoint file name in each fold folder (default: {DEFAULT_CHECKPOINT})")
+
+
+def add_model_arguments(p: argparse.ArgumentParser, *, results: bool = True,
+                        folds_default: list[str] | None = DEFAULT_FOLD_ARGS,
+                        tracer_choices: tuple[str, ...] = TRACER_CHOICES, tracer_default: str = "auto",
+                        tracer_help: str | None = None) -> argparse._ArgumentGroup:
+    """The ``models`` group of the ``quantif`` commands: model folders, folds, checkpoint, tracer routing.
+
+    ``results`` adds the ``--results``/``--dataset-*`` lookup (``predict``, ``gc``).
+    ``--tracer-weights`` is always there: ``--tracer auto`` needs it.
+    """
+    g = p.add_argument_group("models")
+    g.add_argument("--model-fdg", metavar="DIR", help="nnU-Net trained-model folder of the FDG model")
+    g.add_argument("--model-psma", metavar="DIR", help="nnU-Net trained-model folder of the PSMA model")
+    if results:
+        g.add_argument("--results", metavar="ROOT",
+                       help="nnUNet_results-style root (with --dataset-fdg/--dataset-psma)")
+        g.add_argument("--dataset-fdg", metavar="N", help="dataset id or name of the FDG model under --results")
+        g.add_argument("--dataset-psma", metavar="N", help="dataset id or name of the PSMA model under --results")
+        g.add_argument("--trainer", metavar="NAME", help="trainer name, when a dataset folder holds several models")
+        g.add_argument("--plans", metavar="NAME", help="plans identifier, when a dataset folder holds several models")
+        g.add_argument("--configuration", default="3d_fullres", help="nnU-Net configuration (default: 3d_fullres)")
+    add_fold_arguments(g, folds_default=folds_default)
+    g.add_argument("--tracer", choices=tracer_choices, default=tracer_default,
+                   help=tracer_help or "route to this tracer's model; auto = the MIP tracer classifier (needs "
+                                       "--tracer-weights); name = from the case name prefix fdg_/psma_ "
+                                       f"(default: {tracer_default})")
+    g.add_argument("--tracer-weights", metavar="DIR", help="weights folder of the tracer classifier (--tracer auto)")
+    return g
+
+
+def add_prediction_arguments(p: _Group, *, style: str = "quantif", device_default: str | None = None) -> None:
+    """Mirroring policy, time budget, calibration, device and sliding-window step."""
+    flags = FLAGS[style]
+    p.add_argument("--mirroring", choices=POLICIES, default=DEFAULT_POLICY,
+                   help=f"test-time mirroring policy (default: {DEFAULT_POLICY} = voxel-count thresholds 18M/39M/90M)")
+    p.add_argument("--time-budget", type=float, default=DEFAULT_TIME_BUDGET_S, metavar="S",
+                   help=f"seconds per case for --mirroring budget (default: {DEFAULT_TIME_BUDGET_S:g})")
+    p.add_argument("--calibration", default=None, metavar="JSON",
+                   help="seconds-per-forward calibration for --mirroring budget (default: measure on the device)")
+    p.add_argument(flags["device"], dest="device", type=device_name, default=device_default,
+                   metavar="{" + ",".join(DEVICES) + "}",
+                   help=f"torch device, or cuda:N (default: {device_default or 'cuda when available'})")
+    p.add_argument(flags["tile_step_size"], dest="tile_step_size", type=float, default=DEFAULT_TILE_STEP_SIZE,
+                   help=f"sliding-window step (default: {DEFAULT_TILE_STEP_SIZE:g})")
+    p.set_defaults(tile_step_flag=flags["tile_step_size"])  # for the error message of prediction_options
+
+
+def prediction_options(args: argparse.Namespace) -> dict:
+    """The parsed model and prediction options as :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline`
+    keyword arguments (``folds``, ``checkpoint``, ``mirroring``, ``time_budget_s``, ``calibration``,
+    ``device``, ``tile_step_size`` and, where the command has it, ``tracer_weights``)."""
+    if args.tile_step_size <= 0 or args.tile_step_size > 1:
+        flag = getattr(args, "tile_step_flag", FLAGS["quantif"]["tile_step_size"])
+        raise ConfigError(f"{flag} must be in (0, 1], got {args.tile_step_size}")
+    options = dict(folds=args.folds, checkpoint=args.checkpoint, mirroring=args.mirroring,
+                   time_budget_s=args.time_budget, calibration=args.calibration, device=args.device,
+                   tile_step_size=args.tile_step_size)
+    if hasattr(args, "tracer_weights"):
+        options["tracer_weights"] = args.tracer_weights
+    return options
