@@ -18,6 +18,7 @@ from nnunet_quantif.io import Geometry, write_image
 from nnunet_quantif.quantify import (
     CSV_COLUMNS,
     SUVPEAK_RADIUS_MM,
+    label_lesions,
     lesion_csv_path,
     quantify,
     quantify_files,
@@ -271,3 +272,24 @@ def test_predict_stats_writes_a_lesion_table_beside_each_mask(tmp_path, capsys) 
     finally:
         torch.set_num_threads(n_threads)
     capsys.readouterr()
+
+
+def test_suvpeak_matches_a_brute_force_search_on_random_data() -> None:
+    """Every lesion voxel as centre, sphere voxels by physical distance, the image border left out."""
+    rng = np.random.default_rng(5)
+    shape = (7, 9, 11)
+    geom = Geometry(shape[::-1], SPACING_XYZ, ORIGIN)
+    pet = rng.gamma(2.0, 1.0, shape)
+    mask = (rng.random(shape) > 0.8).astype(np.uint8)
+    stats = quantify(mask, pet, geom)
+    sp = np.array(geom.spacing_zyx)
+    grid = np.stack(np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"), axis=-1)  # (z, y, x, 3)
+    labels, n = label_lesions(mask)
+    assert n == stats.n_lesions > 3
+    for le in stats.lesions:
+        best = -np.inf
+        for c in np.argwhere(labels == le.label):
+            inside = (((grid - c) * sp) ** 2).sum(axis=-1) <= SUVPEAK_RADIUS_MM ** 2
+            best = max(best, pet[inside].mean())
+        assert le.suv_peak == pytest.approx(best, rel=1e-12)
+        assert le.suv_mean == pytest.approx(pet[labels == le.label].mean(), rel=1e-12)
