@@ -105,6 +105,9 @@ class DemoSettings:
     click_sampling : bool
         Train ``nnUNetTrainerQuantIF_tiny_clickSampling`` (each sample sees the heatmap of a random
         number k = 0..10 of its clicks) instead of the full-click tiny trainer.
+    trainer_name : str, optional
+        Train this tiny trainer instead (an ablation, e.g. ``nnUNetTrainerQuantIF_tiny_heatmapAug`` or
+        ``nnUNetTrainerQuantIF_noOrgans_tiny``); it must be one of the exported trainers with ``tiny`` in its name.
     """
 
     n_train: int = 16
@@ -122,19 +125,31 @@ class DemoSettings:
     workers: int = 2
     click_sampling: bool = False
     pet_norm: str = "noNorm"
+    trainer_name: str | None = None
 
     @classmethod
-    def preset(cls, quick: bool, seed: int = 0, click_sampling: bool = False) -> DemoSettings:
+    def preset(cls, quick: bool, seed: int = 0, click_sampling: bool = False,
+               trainer_name: str | None = None) -> DemoSettings:
         """The default (``quick=False``) or ``--quick`` settings."""
+        if trainer_name is not None:
+            from .training import trainers
+
+            tiny = [n for n in trainers.__all__ if "tiny" in n]
+            if trainer_name not in tiny:
+                raise ConfigError(f"demo trainer {trainer_name!r}: choose one of {', '.join(tiny)}")
+            if click_sampling:
+                raise ConfigError("give either --click-sampling or --trainer, not both")
         if quick:
             return cls(n_train=4, n_test=2, n_val=1, healthy_fraction=0.25, epochs=3, iterations=10,
                        val_iterations=1, tracer_folds=2, tracer_epochs=8, time_budget_s=2.0, seed=seed,
-                       click_sampling=click_sampling)
-        return cls(seed=seed, click_sampling=click_sampling)
+                       click_sampling=click_sampling, trainer_name=trainer_name)
+        return cls(seed=seed, click_sampling=click_sampling, trainer_name=trainer_name)
 
     @property
     def trainer(self) -> str:
         """The nnU-Net trainer of this run."""
+        if self.trainer_name:
+            return self.trainer_name
         return TRAINER + ("_clickSampling" if self.click_sampling else "")
 
     def to_dict(self) -> dict:
@@ -636,7 +651,7 @@ def stage_report(run: DemoRun) -> dict:
 # ---------------------------------------------------------------------- driver
 def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int = 0, restart: bool = False,
              progress: bool = True, settings: DemoSettings | None = None, click_sampling: bool = False,
-             on_stage: Callable[[str, str, float], None] | None = None) -> dict:
+             trainer: str | None = None, on_stage: Callable[[str, str, float], None] | None = None) -> dict:
     """Run (or resume) the demo under ``out`` and return its summary.
 
     Parameters
@@ -653,6 +668,8 @@ def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int
         Show progress bars.
     settings : DemoSettings, optional
         Override the preset (tests).
+    trainer : str, optional
+        A tiny trainer to train instead of the default (ablations; see :class:`DemoSettings`).
     on_stage : callable(stage, status, seconds), optional
         Called when a stage starts (``'start'``), is reused (``'reused'``) or ends (``'done'``).
 
@@ -661,7 +678,7 @@ def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int
     dict
         The content of ``<out>/summary.json``.
     """
-    run = DemoRun(Path(out).absolute(), settings or DemoSettings.preset(quick, seed, click_sampling))
+    run = DemoRun(Path(out).absolute(), settings or DemoSettings.preset(quick, seed, click_sampling, trainer))
     run.out.mkdir(parents=True, exist_ok=True)
     if restart and (run.out / STATE_FILE).exists():
         (run.out / STATE_FILE).unlink()

@@ -154,6 +154,26 @@ def test_dice_smoothing_setting(tmp_path, monkeypatch, cls, smooth, empty_loss):
     assert float(dice(logits, target)) == pytest.approx(empty_loss, abs=1e-6)
 
 
+def test_heatmap_aug_ablation_changes_only_the_protection():
+    """The ablation trainer keeps our misalignment place but lets intensity transforms reach the heatmap."""
+    steps = _pipeline(T.nnUNetTrainerQuantIF_tiny_heatmapAug).transforms
+    i = next(k for k, s in enumerate(steps) if isinstance(s, SpatialTransform))
+    assert isinstance(steps[i + 1], ChannelMisalignmentTransform)
+    assert not any(isinstance(s, SkipChannelsTransform) for s in iter_transforms(Compose(steps)))
+    assert any(isinstance(s, SkipChannelsTransform) for s in iter_transforms(_pipeline(T.nnUNetTrainerQuantIF_tiny)))
+
+
+def test_demo_trainer_choice_is_checked():
+    from nnunet_quantif.demo import DemoSettings
+
+    assert DemoSettings.preset(True, trainer_name="nnUNetTrainerQuantIF_noOrgans_tiny").trainer == \
+        "nnUNetTrainerQuantIF_noOrgans_tiny"
+    with pytest.raises(ConfigError, match="choose one of"):
+        DemoSettings.preset(True, trainer_name="nnUNetTrainerQuantIF_FDG")
+    with pytest.raises(ConfigError, match="not both"):
+        DemoSettings.preset(True, click_sampling=True, trainer_name="nnUNetTrainerQuantIF_tiny_authors")
+
+
 def test_skip_channels_without_the_channel_acts_on_all():
     from batchgeneratorsv2.transforms.intensity.brightness import MultiplicativeBrightnessTransform
     t = SkipChannelsTransform(MultiplicativeBrightnessTransform((2.0, 2.0), False, 1.0), (2,))
@@ -263,7 +283,7 @@ def test_all_trainers_are_exported_through_the_shim():
     for name in ("nnUNetTrainerQuantIF", "nnUNetTrainerQuantIF_FDG", "nnUNetTrainerQuantIF_PSMA",
                  "nnUNetTrainerQuantIF_noOrgans", "nnUNetTrainerQuantIF_tiny", "nnUNetTrainerQuantIF_authors",
                  "nnUNetTrainerQuantIF_FDG_authors", "nnUNetTrainerQuantIF_PSMA_authors",
-                 "nnUNetTrainerQuantIF_tiny_authors"):
+                 "nnUNetTrainerQuantIF_tiny_authors", "nnUNetTrainerQuantIF_tiny_heatmapAug"):
         assert name in T.__all__ and getattr(mod, name) is getattr(T, name)
 
 

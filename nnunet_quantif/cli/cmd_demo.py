@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--click-sampling", action="store_true",
                    help="train nnUNetTrainerQuantIF_tiny_clickSampling (a random click count k = 0..10 per "
                         "sample) instead of the full-click tiny trainer (the README's ablation)")
+    p.add_argument("--trainer", metavar="NAME", default=None,
+                   help="train another tiny trainer (an ablation), e.g. nnUNetTrainerQuantIF_tiny_heatmapAug or "
+                        "nnUNetTrainerQuantIF_noOrgans_tiny")
     p.add_argument("--restart", action="store_true", help="ignore finished stages and run everything again")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"[demo] {name}: done in {seconds:.1f} s", file=sys.stderr, flush=True)
 
     summary = run_demo(args.out, quick=args.quick, seed=args.seed, restart=args.restart,
-                       click_sampling=args.click_sampling,
+                       click_sampling=args.click_sampling, trainer=args.trainer,
                        progress=not args.no_progress, on_stage=on_stage)
     tr = summary["tracer"]
     print(_table(summary))

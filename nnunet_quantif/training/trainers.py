@@ -76,6 +76,7 @@ __all__ = [
     "nnUNetTrainerQuantIF_FDG_authors",
     "nnUNetTrainerQuantIF_PSMA_authors",
     "nnUNetTrainerQuantIF_tiny_authors",
+    "nnUNetTrainerQuantIF_tiny_heatmapAug",
 ]
 
 #: Image channels of the QuantIF datasets.
@@ -469,3 +470,10 @@ class nnUNetTrainerQuantIF_tiny_authors(_AuthorsMixin, nnUNetTrainerQuantIF_tiny
     """Tiny schedule with the authors' settings (tests and ablations); final validation without mirroring."""
 
     final_validation_mirroring = "none"
+
+
+class nnUNetTrainerQuantIF_tiny_heatmapAug(nnUNetTrainerQuantIF_tiny):  # noqa: N801
+    """Ablation: the tiny trainer with the heatmap channel in the intensity augmentation (the authors' choice),
+    everything else ours."""
+
+    protected_channels = ()
