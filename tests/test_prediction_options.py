@@ -23,8 +23,8 @@ from nnunet_quantif.inference.mirroring import (
     MirroringPolicy,
     as_policy,
 )
-from nnunet_quantif.inference.pipeline import DEFAULT_CHECKPOINT, DEFAULT_TILE_STEP_SIZE, DEVICES
-from nnunet_quantif.inference.routing import TracerRouter
+from nnunet_quantif.inference.pipeline import DEFAULT_TILE_STEP_SIZE, DEVICES
+from nnunet_quantif.inference.routing import DEFAULT_CHECKPOINT, TracerRouter
 
 #: The minimal arguments of each command, and the flag style of its prediction options.
 COMMANDS = {

@@ -4,8 +4,8 @@
 ``nnUNetv2_predict_quantif`` add their model and prediction options here, so the
 flags, choices and defaults are the same everywhere and come from the library:
 mirroring :data:`~nnunet_quantif.inference.mirroring.POLICIES` and
-:data:`~nnunet_quantif.inference.mirroring.DEFAULT_TIME_BUDGET_S`; folds, checkpoint, tile
-step and devices from :mod:`nnunet_quantif.inference.pipeline`; tracers from
+:data:`~nnunet_quantif.inference.mirroring.DEFAULT_TIME_BUDGET_S`; tile step and devices
+from :mod:`nnunet_quantif.inference.pipeline`; folds, checkpoint and tracers from
 :mod:`nnunet_quantif.inference.routing`.
 
 ``nnUNetv2_predict_quantif`` keeps nnU-Net's spellings (``style="nnunet"``: ``-f``,
@@ -22,8 +22,8 @@ import re
 
 from ..errors import ConfigError
 from ..inference.mirroring import DEFAULT_POLICY, DEFAULT_TIME_BUDGET_S, POLICIES
-from ..inference.pipeline import DEFAULT_CHECKPOINT, DEFAULT_FOLDS, DEFAULT_TILE_STEP_SIZE, DEVICES
-from ..inference.routing import TRACER_CHOICES
+from ..inference.pipeline import DEFAULT_TILE_STEP_SIZE, DEVICES
+from ..inference.routing import DEFAULT_CHECKPOINT, DEFAULT_FOLDS, TRACER_CHOICES
 
 _Group = argparse.ArgumentParser | argparse._ArgumentGroup
 

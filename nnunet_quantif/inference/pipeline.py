@@ -52,15 +52,17 @@ from ..io import (
 )
 from .mirroring import DEFAULT_TIME_BUDGET_S, MirroringDecision, MirroringPolicy, as_policy
 from .postprocessing import DEFAULT_MIN_VOXELS, DEFAULT_SUV_MAX, postprocess_with_stats
-from .routing import TRACERS, TracerDecision, TracerRouter, check_model_folder, find_model_folder
+from .routing import (
+    DEFAULT_CHECKPOINT,
+    DEFAULT_FOLDS,
+    TRACERS,
+    TracerDecision,
+    TracerRouter,
+    check_model_folder,
+    find_model_folder,
+)
 
 log = logging.getLogger(__name__)
-
-#: nnU-Net's default folds.
-DEFAULT_FOLDS: tuple[int, ...] = (0, 1, 2, 3, 4)
-
-#: nnU-Net's default checkpoint file of each fold folder.
-DEFAULT_CHECKPOINT: str = "checkpoint_final.pth"
 
 #: nnU-Net's default sliding-window step (fraction of the patch).
 DEFAULT_TILE_STEP_SIZE: float = 0.5

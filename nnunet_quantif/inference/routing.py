@@ -29,6 +29,12 @@ from ..tracers import TRACERS, tracer_from_name
 #: Accepted values of the ``tracer`` option.
 TRACER_CHOICES: tuple[str, ...] = ("auto", "fdg", "psma", "name")
 
+#: nnU-Net's default folds.
+DEFAULT_FOLDS: tuple[int, ...] = (0, 1, 2, 3, 4)
+
+#: nnU-Net's default checkpoint file of each fold folder.
+DEFAULT_CHECKPOINT: str = "checkpoint_final.pth"
+
 
 @dataclass(frozen=True)
 class TracerDecision:
@@ -126,7 +132,7 @@ def parse_folds(folds: Sequence[int | str] | None) -> tuple[int | str, ...] | No
     return tuple(out)
 
 
-def available_folds(model_dir: PathLike, checkpoint: str = "checkpoint_final.pth") -> list[int | str]:
+def available_folds(model_dir: PathLike, checkpoint: str = DEFAULT_CHECKPOINT) -> list[int | str]:
     """Folds of a model folder that hold ``checkpoint``."""
     d = Path(model_dir)
     found: list[int | str] = []
@@ -137,8 +143,8 @@ def available_folds(model_dir: PathLike, checkpoint: str = "checkpoint_final.pth
     return found
 
 
-def check_model_folder(model_dir: PathLike, folds: Sequence[int | str] | None = (0, 1, 2, 3, 4),
-                       checkpoint: str = "checkpoint_final.pth") -> tuple[int | str, ...]:
+def check_model_folder(model_dir: PathLike, folds: Sequence[int | str] | None = DEFAULT_FOLDS,
+                       checkpoint: str = DEFAULT_CHECKPOINT) -> tuple[int | str, ...]:
     """Check that a trained-model folder has what prediction needs; return the folds to use.
 
     Raises
