@@ -6,8 +6,10 @@ Same flags as nnU-Net 2.8's ``nnUNetv2_predict`` (``-i -o -d -p -tr -c -f -step_
 --not_on_device``), plus:
 
 * ``-m DIR``: a trained-model folder instead of ``-d/-p/-tr/-c`` (as ``nnUNetv2_predict_from_modelfolder``);
-* ``--mirroring paper|budget|all|none`` and ``--time-budget S`` (``--calibration JSON``):
-  the per-case mirroring policy (``--disable_tta`` still switches mirroring off);
+* ``--mirroring`` (one of :data:`~nnunet_quantif.inference.mirroring.POLICIES`) and ``--time-budget S``
+  (``--calibration JSON``): the per-case mirroring policy (``--disable_tta`` still switches mirroring off);
+  these and ``-f -chk -step_size -device`` come from :mod:`nnunet_quantif.cli.prediction_options`,
+  shared with ``quantif predict``; ``-device`` also takes ``auto`` and ``cuda:N``;
 * ``--postprocess`` (with ``--min-voxels``, ``--suv-max``, ``--min-volume-ml``): after
   nnU-Net has written the masks, remove small faint components using each case's PET,
   which is input channel ``_0001``.
