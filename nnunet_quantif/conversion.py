@@ -360,7 +360,8 @@ def _convert_case(job: dict, res: CaseResult, stage_root: Path) -> None:
             hgc, h_geo = read_image(h_path)
             check_same_grid(ct_geo, t_geo, str(ct_path), str(t_path))
             check_same_grid(ct_geo, h_geo, str(ct_path), str(h_path))
-            organs = organ_map_from_totalseg(total, hgc, label, sources=(str(t_path), str(h_path)))
+            organs = organ_map_from_totalseg(total, hgc, label, sources=(str(t_path), str(h_path)),
+                                             group_set=job.get("organ_groups", "quantif"))
     res.has_organs = organs is not None
 
     outputs = _output_paths(dataset_dir, case, with_organs=organs is not None)
@@ -452,11 +453,14 @@ def _check_dataset_folder(out: Path, name: str) -> None:
                            f"(choose another --dataset-id)")
 
 
-def _manifest(click_step: int | None, params: dict, pet_norm: str = DEFAULT_PET_NORM) -> dict:
+def _manifest(click_step: int | None, params: dict, pet_norm: str = DEFAULT_PET_NORM,
+              organ_groups: str = "quantif") -> dict:
     """The options that change converted outputs (resampling only changes cases that failed without it)."""
     m = {"click_step": click_step, "heatmap_params": {k: params[k] for k in sorted(params)}}
     if pet_norm != DEFAULT_PET_NORM:
         m["pet_norm"] = pet_norm
+    if organ_groups != "quantif":
+        m["organ_groups"] = organ_groups
     return json.loads(json.dumps(m))  # tuples -> lists, as they come back from the file
 
 
@@ -466,7 +470,7 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
                     tracer_csv: str | os.PathLike | None = None, resample_pet_to_ct: bool = False,
                     totalseg_dir: str | os.PathLike | None = None, heatmap_params: dict | None = None,
                     cases: Iterable[str] | None = None, progress: bool = True,
-                    pet_norm: str = DEFAULT_PET_NORM) -> ConversionSummary:
+                    pet_norm: str = DEFAULT_PET_NORM, organ_groups: str = "quantif") -> ConversionSummary:
     """Convert an autoPET-style folder into nnU-Net raw datasets (see the module docstring).
 
     Parameters
@@ -500,6 +504,9 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
         Show a tqdm progress bar.
     pet_norm : {'CT', 'noNorm'}
         nnU-Net normalisation of the PET channel (see the module docstring).
+    organ_groups : {'quantif', 'authors'}
+        Organ group set of the organ maps (:data:`nnunet_quantif.organs.ORGAN_GROUP_SETS`); recorded in
+        ``dataset.json`` under ``quantif.organ_groups`` when not the default.
 
     Returns
     -------
@@ -518,6 +525,11 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
 
     quantif_entry = quantif_dataset_entry(
         HeatmapDefinition.from_params({k: v for k, v in params.items() if k != "nonfinite"}, click_step), pet_norm)
+    from .organs import dataset_group_set
+
+    if organ_groups != "quantif":
+        quantif_entry["organ_groups"] = organ_groups
+    dataset_group_set({"quantif": quantif_entry})  # an unknown set is a clear error before any work
     tracer_map = read_tracer_csv(tracer_csv, validate=False) if tracer_csv else None
     clicks_dir = Path(clicks_dir) if clicks_dir is not None else src / "clicks"
     if not clicks_dir.is_dir():
@@ -539,7 +551,7 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
             raise OverwriteInputError(f"{folder}: the output dataset would be inside the input folder {src}")
         _check_dataset_folder(out, name)
         ds_for[t] = (name, folder)
-        manifest = _manifest(click_step, params, pet_norm)
+        manifest = _manifest(click_step, params, pet_norm, organ_groups)
         mpath = folder / MANIFEST
         if mpath.is_file() and not overwrite:
             from .config import load_json
@@ -568,13 +580,14 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
         jobs.append({"case": case, "tracer": tracer, "src": str(src), "dataset_dir": str(folder), "dataset": name,
                      "clicks_dir": str(clicks_dir) if clicks_dir else None,
                      "totalseg_dir": str(totalseg_dir) if totalseg_dir else None, "click_step": click_step,
-                     "resample_pet_to_ct": resample_pet_to_ct, "heatmap_params": params})
+                     "resample_pet_to_ct": resample_pet_to_ct, "heatmap_params": params,
+                     "organ_groups": organ_groups})
 
     used = {j["dataset"] for j in jobs}
     for name, folder in ds_for.values():
         if name in used or folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
-            write_json(_manifest(click_step, params, pet_norm), folder / MANIFEST)
+            write_json(_manifest(click_step, params, pet_norm, organ_groups), folder / MANIFEST)
 
     bar = tqdm(total=len(jobs), desc="quantif convert", unit="case", disable=not progress)
     try:

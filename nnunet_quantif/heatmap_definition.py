@@ -52,9 +52,10 @@ _VERSION = 1
 #: Conversion presets (``quantif convert --preset NAME``): the heatmap and PET settings a preset gives
 #: where the user does not set them. ``authors`` is what the authors' models saw (docs/METHOD.md):
 #: their SUV gate 4, their background map (sum divided by its maximum, scipy ``reflect`` edges) and CT
-#: normalisation of the PET. Sigmas 3 and 6 voxels are the authors' and ours alike.
+#: normalisation of the PET, and their organ groups (``configs/organs_authors.json``). Sigmas 3 and 6 voxels
+#: are the authors' and ours alike.
 CONVERSION_PRESETS: dict[str, dict[str, object]] = {
-    "authors": {"suv_gate": 4.0, "background_mode": "authors", "pet_norm": "CT"},
+    "authors": {"suv_gate": 4.0, "background_mode": "authors", "pet_norm": "CT", "organ_groups": "authors"},
 }
 
 

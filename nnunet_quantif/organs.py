@@ -35,6 +35,14 @@ Pipeline
    stored in the case's ``.pkl`` (``bbox_used_for_cropping``) and the configuration's
    ``resampling_fn_seg`` with the interpolation order forced to 0 (nearest neighbour), to the shape of
    the case's ``_seg.b2nd``. Lesion voxels (of the raw label and of the preprocessed seg) are 0.
+
+Group sets
+----------
+``quantif`` (``configs/organs.json``, the default) and ``authors`` (``configs/organs_authors.json``:
+the authors' 13 groups, with a group ``lesion`` at label 1 that receives the lesion voxels, as their
+organ head learned the whole label map). A dataset's set is recorded in ``dataset.json`` under
+``quantif.organ_groups`` by ``quantif convert`` and read back by :func:`write_organ_side_files`.
+Both sets have 14 labelled groups, so the organ head has 15 outputs either way.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ import os
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +64,13 @@ from .io import Geometry, atomic_write
 #: Name of the shipped organ-group config.
 ORGANS_CONFIG = "organs.json"
 
+#: Organ group sets: name -> shipped config file (see the module docstring).
+ORGAN_GROUP_SETS: dict[str, str] = {"quantif": ORGANS_CONFIG, "authors": "organs_authors.json"}
+DEFAULT_GROUP_SET = "quantif"
+
+#: A group of this name takes the lesion voxels (the ``authors`` set); without one, lesion voxels are 0.
+LESION_GROUP = "lesion"
+
 #: TotalSegmentator tasks whose outputs feed the organ map, in the order they are applied.
 TOTALSEG_TASKS: tuple[str, ...] = ("total", "head_glands_cavities")
 
@@ -63,8 +78,9 @@ TOTALSEG_TASKS: tuple[str, ...] = ("total", "head_glands_cavities")
 SIDE_FILE_SUFFIX = "_organs_seg.b2nd"
 
 
-def _load_groups(config: Mapping | None = None) -> list[dict]:
-    cfg = load_json_config(ORGANS_CONFIG) if config is None else config
+def _load_groups(config: Mapping | None = None, config_name: str = ORGANS_CONFIG) -> list[dict]:
+    ORGANS_CONFIG = config_name  # noqa: N806 - the name the messages below cite
+    cfg = load_json_config(config_name) if config is None else config
     if not isinstance(cfg, Mapping) or not isinstance(cfg.get("groups"), list):
         raise ConfigError(f"{ORGANS_CONFIG}: expected an object with a 'groups' list")
     groups = cfg["groups"]
@@ -88,6 +104,37 @@ def _load_groups(config: Mapping | None = None) -> list[dict]:
 
 
 _GROUPS: list[dict] = _load_groups()
+
+
+@cache
+def _group_set(name: str) -> tuple[dict, ...]:
+    if name not in ORGAN_GROUP_SETS:
+        raise ConfigError(f"unknown organ group set {name!r} (choose one of {', '.join(ORGAN_GROUP_SETS)})")
+    if name == DEFAULT_GROUP_SET:
+        return tuple(_GROUPS)
+    groups = _load_groups(config_name=ORGAN_GROUP_SETS[name])
+    if len(groups) != len(_GROUPS):
+        raise ConfigError(f"{ORGAN_GROUP_SETS[name]}: {len(groups)} groups; the organ head has {len(_GROUPS)}")
+    return tuple(groups)
+
+
+def group_names(group_set: str = DEFAULT_GROUP_SET) -> list[str]:
+    """The group names of a set; group ``i`` has label ``i + 1`` (0 = background)."""
+    return [g["name"] for g in _group_set(group_set)]
+
+
+def lesion_label(group_set: str = DEFAULT_GROUP_SET) -> int:
+    """The organ label lesion voxels get in ``group_set`` (0: none, they are background of the organ map)."""
+    names = group_names(group_set)
+    return names.index(LESION_GROUP) + 1 if LESION_GROUP in names else 0
+
+
+def dataset_group_set(dataset_json: Mapping) -> str:
+    """The organ group set a ``dataset.json`` records (``quantif.organ_groups``; default ``quantif``)."""
+    entry = dataset_json.get("quantif") if isinstance(dataset_json, Mapping) else None
+    name = entry.get("organ_groups", DEFAULT_GROUP_SET) if isinstance(entry, Mapping) else DEFAULT_GROUP_SET
+    _group_set(name)  # a clear error for an unknown set
+    return name
 
 #: The organ group names; group ``ORGAN_GROUPS[i]`` has label ``i + 1`` (0 = background).
 ORGAN_GROUPS: list[str] = [g["name"] for g in _GROUPS]
@@ -162,10 +209,10 @@ def resolve_group_ids(groups: list[dict] | None = None) -> dict[str, dict[int, i
     return out
 
 
-@lru_cache(maxsize=1)
-def _lookup_tables() -> dict[str, np.ndarray]:
+@cache
+def _lookup_tables(group_set: str = DEFAULT_GROUP_SET) -> dict[str, np.ndarray]:
     tables = {}
-    for task, mapping in resolve_group_ids().items():
+    for task, mapping in resolve_group_ids(list(_group_set(group_set))).items():
         lut = np.zeros(max(_class_map(task)) + 1, dtype=np.uint8)
         for cid, label in mapping.items():
             lut[cid] = label
@@ -173,8 +220,8 @@ def _lookup_tables() -> dict[str, np.ndarray]:
     return tables
 
 
-def _map_task(seg: np.ndarray, task: str, source: str | None) -> np.ndarray:
-    lut = _lookup_tables()[task]
+def _map_task(seg: np.ndarray, task: str, source: str | None, group_set: str = DEFAULT_GROUP_SET) -> np.ndarray:
+    lut = _lookup_tables(group_set)[task]
     seg = np.asarray(seg)
     if not np.issubdtype(seg.dtype, np.integer):
         if not np.all(np.isfinite(seg)) or not np.array_equal(seg, np.round(seg)):
@@ -188,8 +235,8 @@ def _map_task(seg: np.ndarray, task: str, source: str | None) -> np.ndarray:
 
 
 def organ_map_from_totalseg(total: np.ndarray, head_glands_cavities: np.ndarray | None,
-                            lesion: np.ndarray | None = None, *, sources: tuple[str, str] | None = None
-                            ) -> np.ndarray:
+                            lesion: np.ndarray | None = None, *, sources: tuple[str, str] | None = None,
+                            group_set: str = DEFAULT_GROUP_SET) -> np.ndarray:
     """Organ-group map from TotalSegmentator outputs.
 
     Parameters
@@ -200,27 +247,30 @@ def organ_map_from_totalseg(total: np.ndarray, head_glands_cavities: np.ndarray 
         Class ids of task ``head_glands_cavities``; applied after ``total``
         (its classes win where both are labelled). None: no gland groups.
     lesion : np.ndarray, shape (z, y, x), optional
-        Lesion mask; voxels where it is non-zero are set to 0.
+        Lesion mask; voxels where it is non-zero are set to 0 (to the ``lesion`` group's label in a
+        set that has one).
     sources : (str, str), optional
         File names used in error messages.
+    group_set : {'quantif', 'authors'}
+        The organ group set (:data:`ORGAN_GROUP_SETS`).
 
     Returns
     -------
     np.ndarray of uint8, shape (z, y, x)
-        0 = background, ``i + 1`` = group ``ORGAN_GROUPS[i]``.
+        0 = background, ``i + 1`` = group ``i`` of the set.
     """
     src_total, src_hgc = sources if sources is not None else (None, None)
-    out = _map_task(total, "total", src_total)
+    out = _map_task(total, "total", src_total, group_set)
     if head_glands_cavities is not None:
         if np.shape(head_glands_cavities) != out.shape:
             raise InputFileError(f"{src_hgc or 'head_glands_cavities'}: shape {np.shape(head_glands_cavities)} "
                                  f"differs from the 'total' map {out.shape}")
-        glands = _map_task(head_glands_cavities, "head_glands_cavities", src_hgc)
+        glands = _map_task(head_glands_cavities, "head_glands_cavities", src_hgc, group_set)
         np.copyto(out, glands, where=glands > 0)
     if lesion is not None:
         if np.shape(lesion) != out.shape:
             raise InputFileError(f"lesion mask shape {np.shape(lesion)} differs from the organ map {out.shape}")
-        out[np.asarray(lesion) != 0] = 0
+        out[np.asarray(lesion) != 0] = lesion_label(group_set)
     return out
 
 
@@ -305,7 +355,8 @@ def totalseg_paths(totalseg_dir: str | os.PathLike, case: str) -> dict[str, Path
 
 
 def organ_map_from_files(totalseg_dir: str | os.PathLike, case: str, lesion_path: str | os.PathLike | None = None,
-                         reference: Geometry | None = None) -> tuple[np.ndarray, Geometry]:
+                         reference: Geometry | None = None, group_set: str = DEFAULT_GROUP_SET
+                         ) -> tuple[np.ndarray, Geometry]:
     """Organ map of one case from its TotalSegmentator files.
 
     Parameters
@@ -318,6 +369,8 @@ def organ_map_from_files(totalseg_dir: str | os.PathLike, case: str, lesion_path
         Lesion label on the same grid; its voxels are set to 0.
     reference : Geometry, optional
         The grid the maps must lie on (e.g. the case's CT); a mismatch raises GridMismatchError.
+    group_set : {'quantif', 'authors'}
+        The organ group set.
 
     Returns
     -------
@@ -340,7 +393,8 @@ def organ_map_from_files(totalseg_dir: str | os.PathLike, case: str, lesion_path
         lesion, lgeo = read_image(lesion_path)
         check_same_grid(geo, lgeo, str(paths["total"]), str(lesion_path))
     organs = organ_map_from_totalseg(total, hgc, lesion, sources=(str(paths["total"]),
-                                                                  str(paths["head_glands_cavities"])))
+                                                                  str(paths["head_glands_cavities"])),
+                                     group_set=group_set)
     return organs, geo
 
 
@@ -530,8 +584,9 @@ class OrganSummary:
 def write_raw_organ_maps(raw_dataset_dir: str | os.PathLike, cases: list[str], *,
                          totalseg_dir: str | os.PathLike | None = None, run_totalseg: bool = False,
                          totalseg_out: str | os.PathLike | None = None, device: str | None = None,
-                         file_ending: str = ".nii.gz", progress: bool = True) -> tuple[list[str], list[tuple]]:
-    """Write ``<raw dataset>/organsTr/<case>.nii.gz`` from TotalSegmentator outputs.
+                         file_ending: str = ".nii.gz", progress: bool = True,
+                         group_set: str = DEFAULT_GROUP_SET) -> tuple[list[str], list[tuple]]:
+    """Write ``<raw dataset>/organsTr/<case>.nii.gz`` from TotalSegmentator outputs (organ ``group_set``).
 
     Parameters
     ----------
@@ -569,7 +624,7 @@ def write_raw_organ_maps(raw_dataset_dir: str | os.PathLike, cases: list[str], *
             if run_totalseg:
                 run_totalsegmentator(ct, totalseg_dir, case, device=device)
             organs, geo = organ_map_from_files(totalseg_dir, case, label if label.is_file() else None,
-                                               reference=read_geometry(ct))
+                                               reference=read_geometry(ct), group_set=group_set)
             write_image(organs, geo, raw / "organsTr" / f"{case}{file_ending}", inputs=[ct, label])
             written.append(case)
         except QuantIFError as e:
@@ -598,7 +653,7 @@ def _side_file_job(job: dict) -> tuple[str, str, str | None]:
         props = load_pickle(str(folder / f"{ident}.pkl"))
         seg = blosc2.open(urlpath=str(folder / f"{ident}_seg.b2nd"), mode="r")[:]
         aligned = align_to_preprocessed(organs, props, pm, cm, seg.shape[1:], source=str(organ_path))
-        aligned[seg > 0] = 0  # lesion voxels are never organ voxels
+        aligned[seg > 0] = job.get("lesion_label", 0)  # lesion voxels are no organ (the set's lesion group)
         save_organ_side_file(aligned, folder, ident, patch_size=tuple(cm.patch_size))
         return conf, ident, None
     except QuantIFError as e:
@@ -668,7 +723,9 @@ def write_organ_side_files(dataset: str | int, plans_identifier: str = "nnUNetPl
     from .config import load_json
 
     pm = PlansManager(str(plans_file))
-    file_ending = load_json(raw / "dataset.json").get("file_ending", ".nii.gz")
+    raw_json = load_json(raw / "dataset.json")
+    file_ending = raw_json.get("file_ending", ".nii.gz")
+    group_set = dataset_group_set(raw_json)
     summary = OrganSummary()
     jobs: list[dict] = []
     per_conf: dict[str, tuple[Path, list[str]]] = {}
@@ -685,7 +742,7 @@ def write_organ_side_files(dataset: str | int, plans_identifier: str = "nnUNetPl
     if totalseg_dir is not None or run_totalseg:
         summary.raw_written, failed = write_raw_organ_maps(
             raw, cases, totalseg_dir=totalseg_dir, run_totalseg=run_totalseg, totalseg_out=totalseg_out,
-            device=device, file_ending=file_ending, progress=progress)
+            device=device, file_ending=file_ending, progress=progress, group_set=group_set)
         summary.failed += failed
         failed_raw = {c for c, _ in failed}
 
@@ -700,7 +757,8 @@ def write_organ_side_files(dataset: str | int, plans_identifier: str = "nnUNetPl
                 summary.skipped.append((conf, ident, "side file up to date (use --overwrite)"))
                 continue
             jobs.append({"configuration": conf, "identifier": ident, "plans_file": str(plans_file),
-                         "folder": str(folder), "organ_path": str(organ_path)})
+                         "folder": str(folder), "organ_path": str(organ_path),
+                         "lesion_label": lesion_label(group_set)})
 
     bar = tqdm(total=len(jobs), desc="organ side files", unit="case", disable=not progress)
     try:

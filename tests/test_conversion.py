@@ -457,4 +457,13 @@ def test_preset_authors_sets_gate_background_and_pet_norm(tmp_path):
     assert q["mixed"]["pet_normalization"] == "noNorm"
     channels = json.loads((tmp_path / "authors" / "Dataset070_QuantIFFDG" / "dataset.json").read_text())
     assert channels["channel_names"]["1"] == "CT"
+    assert q["authors"]["organ_groups"] == "authors" and "organ_groups" not in q["ours"]
+    from nnunet_quantif.organs import group_names, organ_label
+    case = "fdg_0001_01-01-2001"
+    lesion = read_image(tmp_path / "ours" / "Dataset070_QuantIFFDG" / "labelsTr" / f"{case}.nii.gz")[0] > 0
+    maps = {n: read_image(tmp_path / n / "Dataset070_QuantIFFDG" / "organsTr" / f"{case}.nii.gz")[0]
+            for n in ("ours", "authors")}
+    assert lesion.any() and (maps["authors"][lesion] == 1).all() and (maps["ours"][lesion] == 0).all()
+    liver = maps["ours"] == organ_label("liver")
+    assert liver.any() and (maps["authors"][liver] == group_names("authors").index("liver") + 1).all()
     assert all(h.shape == heat["ours"].shape and np.isfinite(h).all() for h in heat.values())

@@ -81,6 +81,37 @@ def test_organ_map_from_totalseg():
         organs.organ_map_from_totalseg(total, hgc, sources=("ct_total.nii.gz", "h.nii.gz"))
 
 
+def test_authors_group_set():
+    """The authors' set: 14 labels like ours (15-output head), lesion at 1, heart and aorta one group, pancreas a
+    group, no esophagus and no costal cartilages; a dataset.json picks it under quantif.organ_groups."""
+    names = organs.group_names("authors")
+    assert len(names) == 14 and names[0] == "lesion" and organs.lesion_label("authors") == 1
+    assert organs.lesion_label() == 0 and organs.group_names() == organs.ORGAN_GROUPS
+    total = np.zeros((2, 3, 4), np.uint8)
+    total[0, 0, 0] = _tid("total", "heart")
+    total[0, 0, 1] = _tid("total", "aorta")
+    total[0, 0, 2] = _tid("total", "pancreas")
+    total[0, 0, 3] = _tid("total", "esophagus")
+    total[0, 1, 0] = _tid("total", "costal_cartilages")
+    total[1, 1, 1] = _tid("total", "liver")
+    lesion = np.zeros_like(total)
+    lesion[1, 2, 3] = 1
+    ours = organs.organ_map_from_totalseg(total, None, lesion)
+    theirs = organs.organ_map_from_totalseg(total, None, lesion, group_set="authors")
+    heart_aorta = names.index("heart_aorta") + 1
+    assert theirs[0, 0, 0] == theirs[0, 0, 1] == heart_aorta
+    assert ours[0, 0, 0] == organs.organ_label("heart") != ours[0, 0, 1] == organs.organ_label("aorta")
+    assert theirs[0, 0, 2] == names.index("pancreas") + 1
+    assert theirs[0, 0, 3] == 0 and ours[0, 0, 3] == organs.organ_label("digestive_system")
+    assert theirs[0, 1, 0] == 0 and ours[0, 1, 0] == organs.organ_label("skeleton")
+    assert theirs[1, 1, 1] == names.index("liver") + 1
+    assert theirs[1, 2, 3] == 1 and ours[1, 2, 3] == 0
+    assert organs.dataset_group_set({"quantif": {"organ_groups": "authors"}}) == "authors"
+    assert organs.dataset_group_set({"name": "x"}) == "quantif"
+    with pytest.raises(ConfigError, match="unknown organ group set 'mine'"):
+        organs.dataset_group_set({"quantif": {"organ_groups": "mine"}})
+
+
 def test_side_file_roundtrip_and_ignored_by_nnunet(tmp_path):
     import blosc2
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class, nnUNetDatasetBlosc2

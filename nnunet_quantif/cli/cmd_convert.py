@@ -8,6 +8,7 @@ import sys
 from ..conversion import DEFAULT_PET_NORM, TRACERS, convert_dataset
 from ..heatmap_definition import CONVERSION_PRESETS, PET_NORMALIZATIONS
 from ..heatmaps import BACKGROUND_MODES, DEFAULT_SIGMA_BACKGROUND, DEFAULT_SIGMA_TUMOR, DEFAULT_SUV_GATE
+from ..organs import ORGAN_GROUP_SETS
 from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_float, positive_float, positive_int
 from .cmd_heatmap import _sigma
 
@@ -47,8 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"heatmap background sigma in voxels (default {DEFAULT_SIGMA_BACKGROUND:g})")
     p.add_argument("--preset", choices=sorted(CONVERSION_PRESETS), default=None,
                    help="'authors': what the authors' models saw (SUV gate 4, their background map, CT "
-                        "normalisation of the PET; see docs/METHOD.md); flags given explicitly still win. Train "
-                        "such a dataset with the *_authors trainers")
+                        "normalisation of the PET, their organ groups; see docs/METHOD.md); flags given "
+                        "explicitly still win. Train such a dataset with the *_authors trainers")
     p.add_argument("--suv-gate", type=nonneg_float, default=None, metavar="TAU",
                    help=f"heatmap SUV gate (default {DEFAULT_SUV_GATE:g}; 4 with --preset authors)")
     p.add_argument("--background-mode", choices=BACKGROUND_MODES, default=None,
@@ -60,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"nnU-Net normalisation of the PET channel: 'CT' (clip to the foreground percentiles and "
                         f"z-score, as the authors' and MultiTalent's plans; default {DEFAULT_PET_NORM}) or "
                         f"'noNorm' (raw SUV)")
+    p.add_argument("--organ-groups", choices=sorted(ORGAN_GROUP_SETS), default=None,
+                   help="organ group set of the organ maps: 'quantif' (configs/organs.json; default) or 'authors' "
+                        "(their 13 groups plus the lesion at label 1; default with --preset authors)")
     add_nonfinite_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -73,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     suv_gate = args.suv_gate if args.suv_gate is not None else preset.get("suv_gate", DEFAULT_SUV_GATE)
     background_mode = args.background_mode or preset.get("background_mode", "paper")
     pet_norm = args.pet_norm or preset.get("pet_norm", DEFAULT_PET_NORM)
+    organ_groups = args.organ_groups or preset.get("organ_groups", "quantif")
     params = {}
     if args.sigma_tumor != [DEFAULT_SIGMA_TUMOR]:
         params["sigma_tumor"] = _sigma(args.sigma_tumor, "--sigma-tumor")
@@ -88,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         args.src, args.out, args.dataset_id, tracers=args.tracers.split(","), joint=args.joint,
         click_step=args.click_step, workers=args.workers, overwrite=args.overwrite, clicks_dir=args.clicks_dir,
         tracer_csv=args.tracer_csv, resample_pet_to_ct=args.resample_pet_to_ct, totalseg_dir=args.totalseg,
-        heatmap_params=params, progress=not args.no_progress, pet_norm=pet_norm)
+        heatmap_params=params, progress=not args.no_progress, pet_norm=pet_norm,
+        organ_groups=organ_groups)
     print(summary.format())
     if not summary.ok:
         print(f"quantif: error: {len(summary.failed)} case(s) failed to convert", file=sys.stderr)

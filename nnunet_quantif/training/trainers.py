@@ -178,6 +178,10 @@ class nnUNetTrainerQuantIF(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convent
             if self.label_manager.has_regions or self.label_manager.has_ignore_label:
                 raise ConfigError(f"{self.__class__.__name__} needs plain labels (no regions, no ignore label)")
             self.dataset_class = nnUNetDatasetBlosc2Organs
+            from ..organs import dataset_group_set, group_names
+
+            groups = dataset_group_set(self.dataset_json)
+            self.print_to_log_file(f"organ head: group set '{groups}' ({', '.join(group_names(groups))})")
 
     @classmethod
     def get_training_transforms(cls, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
