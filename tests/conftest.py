@@ -37,3 +37,14 @@ def real_clicks_dir() -> Path:
 def shipped_clicks_dir() -> Path:
     """The three real click files shipped in tests/data/autopet-iv-clicks."""
     return SHIPPED_CLICKS_DIR
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run the longest test (``test_learning.py``, ~20 min on 2 cores) first.
+
+    With ``-n 2 --dist worksteal`` (pyproject's addopts) one worker starts on it at once while the other
+    works through the rest and then steals what is left from the first worker's queue, so the suite takes
+    about max(learning test, everything else / 2) instead of their sum.
+    """
+    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/test_learning.py") or
+               "/test_learning.py" in item.nodeid else 1)
