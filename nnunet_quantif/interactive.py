@@ -1,0 +1,570 @@
+"""Live click refinement: a session that updates the lesion mask per click.
+
+:class:`Session` loads the models once (a :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline`),
+then for one case (:meth:`Session.open`) reads and preprocesses the images once, routes the case once
+and predicts step 0 (no clicks). Each :meth:`Session.add_click`, :meth:`Session.undo` and
+:meth:`Session.reset` returns the updated mask, which is exactly the mask of the normal pipeline
+(``quantif predict``) for the same clicks: heatmap with the model's heatmap definition, nnU-Net
+preprocessing, sliding window with the case's mirroring axes, resampling back, post-processing.
+
+Incremental prediction
+----------------------
+A click changes the heatmap channel only near the click (the Gaussian cube of the click; for a tumor
+click also the background term it masks there). A session keeps:
+
+* the preprocessed case (one copy, padded to the patch size as nnU-Net pads it);
+* the Gaussian-weighted logits of every sliding-window tile of every fold (float32, what nnU-Net adds
+  into its accumulator) and each fold's float16 accumulator.
+
+On a click the new heatmap is built, preprocessed (transpose, crop to the stored nonzero box,
+normalisation, resampling; only the changed box when resampling is the identity and the channel's
+normalisation is voxel-wise), and compared with the stored channel: the box of preprocessed voxels
+that changed is exact, not estimated. Only the tiles that intersect it are run again; the accumulator
+is rebuilt over the union of those tiles by adding every tile that touches it in nnU-Net's order, so
+the logits there are bit-identical to a full sliding window (float16 additions in the same order),
+and elsewhere they are unchanged. When a click makes the heatmap non-zero outside nnU-Net's crop box,
+or a channel normalises inside the nonzero mask, the whole case is preprocessed again and the
+changed box is found the same way (all tiles when the crop box itself changes).
+
+Coordinates: clicks are voxel indices in image order (x, y, z), as in the click files; masks and
+probabilities are arrays in (z, y, x) order on the case's grid.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .clicks import Clicks
+from .errors import ClickError, InputFileError, ModelError, QuantIFError
+from .io import Geometry, PathLike
+
+#: Click kinds accepted by :meth:`Session.add_click`.
+CLICK_KINDS: tuple[str, ...] = ("tumor", "background")
+
+#: Normalisation schemes that act voxel by voxel (the changed box can be normalised alone).
+_VOXELWISE_NORMALIZATION = ("NoNormalization", "CTNormalization")
+
+
+class SessionError(QuantIFError):
+    """A session is used out of order (no case opened, nothing to undo)."""
+
+
+@dataclass
+class UpdateInfo:
+    """What the latest update of a session did.
+
+    Attributes
+    ----------
+    kind : str
+        ``'open'``, ``'tumor'``, ``'background'``, ``'undo'`` or ``'reset'``.
+    mode : str
+        ``'full'`` (every tile), ``'incremental'`` (the tiles of the changed box) or
+        ``'unchanged'`` (the preprocessed input did not change).
+    tiles_run : int
+        Sliding-window tiles run, summed over folds.
+    tiles_total : int
+        Tiles of a full prediction, summed over folds.
+    seconds : float
+        Wall time of the update (heatmap to post-processed mask).
+    changed_box : tuple of slice or None
+        Box of changed preprocessed voxels (preprocessed, transposed array order).
+    """
+
+    kind: str
+    mode: str
+    tiles_run: int
+    tiles_total: int
+    seconds: float
+    changed_box: tuple[slice, ...] | None = None
+
+
+def _bbox(changed: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box of the True voxels of ``changed`` (None when there are none)."""
+    if not changed.any():
+        return None
+    box = []
+    for axis in range(changed.ndim):
+        other = tuple(a for a in range(changed.ndim) if a != axis)
+        idx = np.flatnonzero(changed.any(axis=other))
+        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    return tuple(box)
+
+
+def _intersect(a: Sequence[slice], b: Sequence[slice]) -> tuple[slice, ...] | None:
+    out = []
+    for sa, sb in zip(a, b):
+        lo, hi = max(sa.start, sb.start), min(sa.stop, sb.stop)
+        if lo >= hi:
+            return None
+        out.append(slice(lo, hi))
+    return tuple(out)
+
+
+class Session:
+    """An interactive segmentation session on one case at a time.
+
+    Parameters
+    ----------
+    model_fdg, model_psma : path-like, optional
+        nnU-Net trained-model folders (as for :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline`).
+    device : str or torch.device, optional
+        Default: CUDA when available.
+    mirroring : str or MirroringPolicy
+        Test-time mirroring policy; the axes are decided once per case, at :meth:`open`.
+    pipeline : QuantIFPipeline, optional
+        An existing pipeline (its models, options and post-processing) instead of the arguments above.
+    incremental : bool
+        Re-run only the tiles a click changes (default). False re-runs every tile on each click
+        (same result; for comparisons).
+    **pipeline_kwargs
+        Further :class:`QuantIFPipeline` options (folds, checkpoint, tile_step_size, postprocess, ...).
+    """
+
+    def __init__(self, model_fdg: PathLike | None = None, model_psma: PathLike | None = None, *,
+                 device: object = None, mirroring: object = "paper", pipeline=None, incremental: bool = True,
+                 **pipeline_kwargs) -> None:
+        from .inference.pipeline import QuantIFPipeline
+
+        if pipeline is None:
+            pipeline = QuantIFPipeline(model_fdg, model_psma, device=device, mirroring=mirroring,
+                                       **pipeline_kwargs)
+        self.pipeline = pipeline.load()
+        self.incremental = incremental
+        self.last_update: UpdateInfo | None = None
+        self._case: dict | None = None
+        self._history: list[Clicks] = []
+
+    # ------------------------------------------------------------------ case
+    def open(self, ct: np.ndarray | PathLike, pet: np.ndarray | PathLike, geometry: Geometry | None = None, *,
+             tracer: str = "auto", case_name: str | None = None) -> np.ndarray:
+        """Read and preprocess a case once, route it once and predict step 0 (no clicks).
+
+        Parameters
+        ----------
+        ct, pet : np.ndarray of shape (z, y, x), or path-like
+            CT in HU and PET in SUV on one grid, as arrays (with ``geometry``) or image files.
+        geometry : Geometry, optional
+            The grid of the arrays (required with arrays; read from the PET file otherwise).
+        tracer : {'auto', 'fdg', 'psma', 'name'}
+            Routing, as in ``quantif predict``.
+        case_name : str, optional
+            For ``tracer='name'`` and the lesion table.
+
+        Returns
+        -------
+        np.ndarray, shape (z, y, x), uint8
+            The step-0 mask.
+        """
+
+        from .inference.pipeline import read_case_images
+
+        t0 = time.perf_counter()
+        source = None
+        if isinstance(ct, (str, os.PathLike)) or isinstance(pet, (str, os.PathLike)):
+            source = str(pet)
+            ct_a, pet_a, geometry = read_case_images(ct, pet, self.pipeline.nonfinite)
+            case_name = case_name or Path(str(pet)).name.split(".")[0]
+        else:
+            if geometry is None:
+                raise InputFileError("Session.open: arrays need their geometry")
+            ct_a, pet_a = np.asarray(ct, dtype=np.float32), np.asarray(pet, dtype=np.float32)
+        case_name = case_name or "case"
+        if ct_a.shape != pet_a.shape or tuple(pet_a.shape) != geometry.shape:
+            raise InputFileError(f"{source or case_name}: CT {ct_a.shape}, PET {pet_a.shape} and geometry "
+                                 f"{geometry.shape} (z, y, x) differ")
+        pipe = self.pipeline
+        decision = pipe.router.decide(tracer, pet=pet_a, geometry=geometry, case_name=case_name, source=source)
+        predictor = pipe.predictor(decision.tracer)
+        n_channels = len(predictor.dataset_json.get("channel_names", {}))
+        if n_channels != 3:
+            raise ModelError(f"{pipe.model_dirs[decision.tracer]}: the model takes {n_channels} input channels; "
+                             "a QuantIF model takes 3 (CT, PET, heatmap)")
+        clicks = Clicks.empty()
+        heatmap = pipe.build_heatmap(decision.tracer, pet_a, clicks, source=source)
+        data, properties = self._preprocess_all(predictor, ct_a, pet_a, heatmap, geometry)
+        self._case = dict(
+            name=case_name, source=source, ct=ct_a, pet=pet_a, geometry=geometry, tracer=decision,
+            predictor=predictor, params=pipe.heatmap_definitions[decision.tracer].params(), heatmap=heatmap,
+            transpose=[int(t) for t in predictor.plans_manager.transpose_forward], mask=None, lesions=None,
+        )
+        self._build(data, properties)
+        del data
+        padded, revert = self._case["padded"], self._case["revert"]
+        # mirroring axes, decided once for the case (as the pipeline decides them per case)
+        predictor.case_direction = geometry.direction
+        predictor.case_raw_shape = tuple(int(s) for s in pet_a.shape)
+        predictor.case_budget_s, predictor.case_deadline = None, t0 + pipe.policy.time_budget_s
+        try:
+            mirror = predictor.decide_mirroring(padded[(slice(None), *revert)],
+                                                n_folds=len(predictor.list_of_parameters))
+        finally:
+            predictor.case_direction = predictor.case_budget_s = predictor.case_deadline = None
+            predictor.case_raw_shape = None
+        self._case.update(axes=mirror.axes if mirror.axes else None, mirroring=mirror)
+        self._clicks = clicks
+        self._history = []
+        n_tiles = len(self._case["slicers"]) * len(predictor.list_of_parameters)
+        self._predict_all()
+        self.last_update = UpdateInfo("open", "full", n_tiles, n_tiles, time.perf_counter() - t0)
+        return self.mask
+
+    # ------------------------------------------------------------------ clicks
+    def add_click(self, xyz: Sequence[int], kind: str) -> np.ndarray:
+        """Add one click and return the updated mask.
+
+        Parameters
+        ----------
+        xyz : 3 ints
+            Voxel index in image order (x, y, z), as in the click files.
+        kind : {'tumor', 'background'}
+
+        Returns
+        -------
+        np.ndarray, shape (z, y, x), uint8
+
+        Raises
+        ------
+        ClickError
+            Unknown kind, or a click that is not 3 integers inside the image; the session is unchanged.
+        """
+        case = self._need_case()
+        if kind not in CLICK_KINDS:
+            raise ClickError(f"unknown click kind {kind!r} (use one of {', '.join(CLICK_KINDS)})")
+        try:
+            values = [int(v) for v in xyz]
+            if len(values) != 3 or any(float(v) != int(v) for v in xyz):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ClickError(f"a click is 3 integer voxel indices (x, y, z), got {xyz!r}") from None
+        shape_xyz = case["pet"].shape[::-1]
+        if any(v < 0 or v >= s for v, s in zip(values, shape_xyz)):
+            raise ClickError(f"{kind} click {values} (x, y, z) lies outside the image of size "
+                             f"{list(shape_xyz)} (x, y, z)")
+        zyx = np.asarray(values[::-1], dtype=np.int64)[None]
+        old = self._clicks
+        new = Clicks(np.concatenate([old.tumor, zyx]) if kind == "tumor" else old.tumor,
+                     np.concatenate([old.background, zyx]) if kind == "background" else old.background)
+        self._set_clicks(new, kind)
+        self._history.append(old)
+        return self.mask
+
+    def undo(self) -> np.ndarray:
+        """Remove the latest click (or undo the latest reset) and return the updated mask.
+
+        Raises
+        ------
+        SessionError
+            Nothing to undo.
+        """
+        self._need_case()
+        if not self._history:
+            raise SessionError("nothing to undo")
+        self._set_clicks(self._history[-1], "undo")
+        self._history.pop()
+        return self.mask
+
+    def reset(self) -> np.ndarray:
+        """Remove every click (undoable) and return the step-0 mask."""
+        self._need_case()
+        old = self._clicks
+        self._set_clicks(Clicks.empty(), "reset")
+        self._history.append(old)
+        return self.mask
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def clicks(self) -> Clicks:
+        """The clicks so far (array order (z, y, x); ``tumor_xyz()``/``background_xyz()`` for (x, y, z))."""
+        self._need_case()
+        return self._clicks
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The current post-processed mask, (z, y, x) uint8 0/1 on the case's grid (a read-only view)."""
+        mask = self._need_case()["mask"].view()
+        mask.flags.writeable = False
+        return mask
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """Softmax probabilities of the current prediction before post-processing.
+
+        Returns
+        -------
+        np.ndarray, shape (K, z, y, x), float32
+            One channel per label (0 = background) on the case's grid.
+        """
+        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+        case = self._need_case()
+        p = case["predictor"]
+        _, probs = convert_predicted_logits_to_segmentation_with_correct_shape(
+            case["logits"].clone(), p.plans_manager, p.configuration_manager, p.label_manager,
+            case["properties"], return_probabilities=True)
+        return np.asarray(probs, dtype=np.float32)
+
+    @property
+    def logits(self) -> np.ndarray:
+        """The ensemble logits in preprocessed space, (K, *preprocessed shape) float32 (transposed, cropped)."""
+        return self._need_case()["logits"].float().numpy()
+
+    @property
+    def lesions(self):
+        """Per-lesion measurements of the current mask (:class:`~nnunet_quantif.quantify.CaseStats`)."""
+        from .quantify import quantify
+
+        case = self._need_case()
+        if case["lesions"] is None:
+            case["lesions"] = quantify(case["mask"], case["pet"], case["geometry"], case=case["name"],
+                                       pet_source=case["source"])
+        return case["lesions"]
+
+    @property
+    def geometry(self) -> Geometry:
+        """The case's grid."""
+        return self._need_case()["geometry"]
+
+    @property
+    def tracer(self) -> str:
+        """The tracer the case was routed to."""
+        return self._need_case()["tracer"].tracer
+
+    # ------------------------------------------------------------------ internals
+    def _need_case(self) -> dict:
+        if self._case is None:
+            raise SessionError("no case is open: call open(ct, pet, geometry) first")
+        return self._case
+
+    def _build(self, data: np.ndarray, properties: dict) -> None:
+        """Pad the preprocessed case ``data`` (C, *preprocessed shape) as nnU-Net does and lay out its tiles;
+        drops every stored tile."""
+        import torch
+        from acvl_utils.cropping_and_padding.padding import pad_nd_image
+        from nnunetv2.inference.sliding_window_prediction import compute_gaussian
+
+        case = self._case
+        p = case["predictor"]
+        patch = tuple(int(s) for s in p.configuration_manager.patch_size)
+        padded, revert = pad_nd_image(torch.from_numpy(data), patch, "constant", {"value": 0}, True, None)
+        slicers = p._internal_get_sliding_window_slicers(padded.shape[1:])
+        gaussian = compute_gaussian(patch, sigma_scale=1. / 8, value_scaling_factor=10,
+                                    device=torch.device("cpu")) if p.use_gaussian else 1
+        n_pred = torch.zeros(padded.shape[1:], dtype=torch.half)
+        for sl in slicers:
+            n_pred[sl[1:]] += gaussian
+        case.update(properties=properties, padded=padded, revert=tuple(revert[1:]), slicers=slicers,
+                    gaussian=gaussian, n_pred=n_pred, tiles=None, acc=None, logits=None)
+
+    def _predict_all(self) -> None:
+        """Run every tile and rebuild the logits and the mask."""
+        case = self._case
+        self._run_tiles(range(len(case["slicers"])))
+        self._accumulate(tuple(slice(0, s) for s in case["padded"].shape[1:]))
+        self._finish()
+
+    def _preprocess_all(self, predictor, ct: np.ndarray, pet: np.ndarray, heatmap: np.ndarray,
+                        geometry: Geometry) -> tuple[np.ndarray, dict]:
+        """nnU-Net preprocessing of the three channels: (3, *preprocessed shape) float32 and the properties."""
+        image = np.stack([ct, pet, np.asarray(heatmap, dtype=np.float32)])
+        pre = predictor.configuration_manager.preprocessor_class(verbose=False)
+        properties = {"spacing": [float(s) for s in geometry.spacing_zyx]}
+        data, _, properties = pre.run_case_npy(image, None, properties, predictor.plans_manager,
+                                               predictor.configuration_manager, predictor.dataset_json)
+        return data, properties
+
+    def _preprocess_heatmap(self, heatmap: np.ndarray, changed_raw: tuple[slice, ...]) -> np.ndarray | None:
+        """The new preprocessed heatmap channel (preprocessed shape), or None when the whole case must be
+        preprocessed again (heatmap non-zero outside the crop box, or normalisation inside the nonzero mask)."""
+        import nnunetv2
+        from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
+        from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+        case = self._case
+        p = case["predictor"]
+        cm, props = p.configuration_manager, case["properties"]
+        if any(cm.use_mask_for_norm):
+            return None
+        ht = heatmap.transpose(case["transpose"])
+        bbox = props["bbox_used_for_cropping"]
+        crop = tuple(slice(int(lo), int(hi)) for lo, hi in bbox)
+        outside = ht.copy()
+        outside[crop] = 0
+        if outside.any():
+            return None
+        del outside
+        scheme = cm.normalization_schemes[2]
+        norm_class = recursive_find_python_class(os.path.join(nnunetv2.__path__[0], "preprocessing", "normalization"),
+                                                 scheme, "nnunetv2.preprocessing.normalization")
+        normalizer = norm_class(use_mask_for_norm=False,
+                                intensityproperties=p.plans_manager.foreground_intensity_properties_per_channel["2"])
+        cropped_shape = tuple(int(hi - lo) for lo, hi in bbox)
+        spacing_t = [props["spacing"][i] for i in case["transpose"]]
+        new_shape = tuple(int(s) for s in compute_new_shape(cropped_shape, spacing_t, cm.spacing))
+        padded, revert = case["padded"], case["revert"]
+        current = padded[2][revert].numpy()
+        if new_shape == cropped_shape and scheme in _VOXELWISE_NORMALIZATION:
+            # identity resampling and a voxel-wise normalisation: only the changed box
+            box_t = tuple(changed_raw[i] for i in case["transpose"])
+            inner = _intersect(box_t, crop)
+            out = current.copy()
+            if inner is not None:
+                local = tuple(slice(s.start - c.start, s.stop - c.start) for s, c in zip(inner, crop))
+                out[local] = normalizer.run(ht[inner].astype(np.float32), None)
+            return out
+        channel = ht[crop][None].astype(np.float32)
+        channel[0] = normalizer.run(channel[0], None)
+        return np.asarray(cm.resampling_fn_data(channel, new_shape, spacing_t, cm.spacing)[0], dtype=np.float32)
+
+    def _set_clicks(self, clicks: Clicks, kind: str) -> None:
+        """Make ``clicks`` the session's clicks and update the prediction (state unchanged on error)."""
+        import torch
+
+        t0 = time.perf_counter()
+        case = self._case
+        p = case["predictor"]
+        heatmap = self.pipeline.build_heatmap(case["tracer"].tracer, case["pet"], clicks, source=case["source"])
+        diff = heatmap != case["heatmap"]
+        changed_raw = _bbox(diff)
+        del diff
+        n_folds = len(p.list_of_parameters)
+        total = len(case["slicers"]) * n_folds
+        padded, revert = case["padded"], case["revert"]
+        if changed_raw is None:
+            self._clicks = clicks
+            self.last_update = UpdateInfo(kind, "unchanged", 0, total, time.perf_counter() - t0)
+            return
+        channel = self._preprocess_heatmap(heatmap, changed_raw)
+        full = not self.incremental
+        if channel is not None:
+            current = padded[2][revert].numpy()
+            box = _bbox(channel != current)
+            padded[2][revert] = torch.from_numpy(channel)
+        else:  # the whole case again
+            data, properties = self._preprocess_all(p, case["ct"], case["pet"], heatmap, case["geometry"])
+            same = (np.array_equal(properties["bbox_used_for_cropping"], case["properties"]["bbox_used_for_cropping"])
+                    and tuple(data.shape[1:]) == tuple(padded[0][revert].shape))
+            if not same:  # another crop box: every tile
+                self._build(data, properties)
+                case["heatmap"] = heatmap
+                self._clicks = clicks
+                self._predict_all()
+                self.last_update = UpdateInfo(kind, "full", total, total, time.perf_counter() - t0)
+                return
+            current = padded[(slice(None), *revert)].numpy()
+            box = _bbox((data != current).any(axis=0))
+            padded[(slice(None), *revert)] = torch.from_numpy(data)
+            case["properties"] = properties
+        case["heatmap"] = heatmap
+        self._clicks = clicks
+        if box is None:
+            self.last_update = UpdateInfo(kind, "unchanged", 0, total, time.perf_counter() - t0)
+            return
+        box_padded = tuple(slice(b.start + r.start, b.stop + r.start) for b, r in zip(box, revert))
+        if full:
+            todo = list(range(len(case["slicers"])))
+        else:
+            todo = [i for i, sl in enumerate(case["slicers"]) if _intersect(sl[1:], box_padded) is not None]
+        self._run_tiles(todo)
+        region = [(min(case["slicers"][i][a + 1].start for i in todo), max(case["slicers"][i][a + 1].stop
+                                                                           for i in todo)) for a in range(3)]
+        self._accumulate(tuple(slice(lo, hi) for lo, hi in region))
+        self._finish()
+        self.last_update = UpdateInfo(kind, "full" if full else "incremental", len(todo) * n_folds, total,
+                                      time.perf_counter() - t0, box)
+
+    def _run_tiles(self, indices: Sequence[int]) -> None:
+        """Run the network on the tiles ``indices`` for every fold and store their Gaussian-weighted logits
+        (float32, (K, *patch)), exactly as nnU-Net's sliding window computes them."""
+        import torch
+        from nnunetv2.configuration import default_num_processes
+        from nnunetv2.utilities.helpers import dummy_context
+
+        case = self._case
+        p = case["predictor"]
+        n_threads = torch.get_num_threads()
+        torch.set_num_threads(default_num_processes if default_num_processes < n_threads else n_threads)
+        folds = p.list_of_parameters
+        if case["tiles"] is None:
+            case["tiles"] = [[None] * len(case["slicers"]) for _ in folds]
+        p.network = p.network.to(p.device)
+        p.network.eval()
+        model_axes = p.allowed_mirroring_axes
+        p.allowed_mirroring_axes = case["axes"]
+        amp = torch.autocast(p.device.type, enabled=True) if p.device.type == "cuda" else dummy_context()
+        try:
+            with torch.inference_mode(), amp:
+                for f, params in enumerate(folds):
+                    net = p.network._orig_mod if hasattr(p.network, "_orig_mod") else p.network
+                    net.load_state_dict(params)
+                    for i in indices:
+                        sl = case["slicers"][i]
+                        tile = torch.clone(case["padded"][sl][None], memory_format=torch.contiguous_format)
+                        pred = p._internal_maybe_mirror_and_predict(tile.to(p.device))[0].to("cpu")
+                        if p.use_gaussian:
+                            pred *= case["gaussian"]
+                        case["tiles"][f][i] = pred
+        finally:
+            p.allowed_mirroring_axes = model_axes
+
+    def _accumulate(self, region: tuple[slice, ...]) -> None:
+        """Rebuild the accumulators and the ensemble logits inside ``region`` (padded coordinates)."""
+        import torch
+
+        case = self._case
+        p = case["predictor"]
+        n_folds = len(p.list_of_parameters)
+        shape = case["padded"].shape[1:]
+        k = p.label_manager.num_segmentation_heads
+        if case["acc"] is None:
+            case["acc"] = [torch.zeros((k, *shape), dtype=torch.half) for _ in range(n_folds)]
+            case["logits"] = torch.zeros((k, *case["padded"][0][case["revert"]].shape), dtype=torch.half)
+        per_fold = []
+        for f in range(n_folds):
+            acc = case["acc"][f]
+            acc[(slice(None), *region)] = 0
+            for i, sl in enumerate(case["slicers"]):
+                inter = _intersect(sl[1:], region)
+                if inter is None:
+                    continue
+                local = tuple(slice(s.start - t.start, s.stop - t.start) for s, t in zip(inter, sl[1:]))
+                acc[(slice(None), *inter)] += case["tiles"][f][i][(slice(None), *local)]
+            per_fold.append(torch.div(acc[(slice(None), *region)], case["n_pred"][region]))
+        # the region in unpadded coordinates
+        revert = case["revert"]
+        inner = _intersect(region, revert)
+        if inner is None:
+            return
+        src = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(inner, region))
+        dst = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(inner, revert))
+        pred = per_fold[0][(slice(None), *src)].clone()
+        for extra in per_fold[1:]:
+            pred += extra[(slice(None), *src)]
+        if n_folds > 1:
+            pred /= n_folds
+        case["logits"][(slice(None), *dst)] = pred
+
+    def _finish(self) -> None:
+        """Segmentation on the case's grid from the ensemble logits, then post-processing."""
+        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+        from .inference.pipeline import _lesion_label
+        from .inference.postprocessing import postprocess_with_stats
+
+        case = self._case
+        p = case["predictor"]
+        seg = convert_predicted_logits_to_segmentation_with_correct_shape(
+            case["logits"].clone(), p.plans_manager, p.configuration_manager, p.label_manager,
+            case["properties"], return_probabilities=False)
+        mask = (np.asarray(seg) == _lesion_label(p.dataset_json)).astype(np.uint8)
+        pipe = self.pipeline
+        if pipe.do_postprocess:
+            mask, _ = postprocess_with_stats(mask, case["pet"], case["geometry"].spacing_zyx, pipe.min_voxels,
+                                             pipe.suv_max, pipe.min_volume_ml)
+        case["mask"] = mask
+        case["lesions"] = None
