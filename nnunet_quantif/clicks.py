@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,9 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ClickError, GridMismatchError, InvalidSUVError
-from .io import write_json
-
-PathLike = str | os.PathLike
+from .io import PathLike, write_json
 
 #: Point names accepted in the challenge form, in the order :func:`write_clicks` writes them.
 CLICK_KINDS: tuple[str, str] = ("tumor", "background")

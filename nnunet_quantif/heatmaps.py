@@ -53,7 +53,6 @@ count, unless ``nonfinite="zero"``, which treats those voxels as SUV 0.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,9 +60,8 @@ import numpy as np
 
 from .clicks import Clicks, read_clicks
 from .errors import InvalidSUVError
-from .io import NONFINITE_MODES, Geometry, read_image
+from .io import NONFINITE_MODES, Geometry, PathLike, read_image
 
-PathLike = str | os.PathLike
 SigmaLike = float | Sequence[float]
 
 #: Defaults of the paper's rule.

@@ -28,12 +28,10 @@ import numpy as np
 import torch
 
 from ..errors import ModelError, QuantIFError, TracerError
-from ..io import Geometry, read_pet
+from ..io import Geometry, PathLike, read_pet
 from .model import ARCHITECTURES, MIPCNN, AuthorsMIPCNN, build_model
 from .preprocessing import ARCHES, INPUT_SPECS, mip_from_pet
 from .training import META_NAME, META_SCHEMA, TRACERS, fold_votes_psma
-
-PathLike = str | os.PathLike
 
 #: Metadata entries that must equal the code's for weights to be accepted (the rest is documentation).
 CHECKED_KEYS: dict[str, tuple[str, ...]] = {

@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,14 +47,13 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..errors import DatasetError
-from ..io import IMAGE_EXTENSIONS, atomic_write, read_image, strip_image_extension, write_json
+from ..io import IMAGE_EXTENSIONS, PathLike, atomic_write, read_image, strip_image_extension, write_json
 from ..tracers import TRACERS, read_tracer_csv, tracer_from_name
 from .model import ARCHITECTURES, MIPCNN, AuthorsMIPCNN, build_model
 from .preprocessing import INPUT_SPECS, check_arch, mip_from_pet
 
 logger = logging.getLogger(__name__)
 
-PathLike = str | os.PathLike
 
 #: Class names; index 1 (PSMA) is the positive class of the sigmoid output.
 #: Name of the metadata file in a weights folder.
