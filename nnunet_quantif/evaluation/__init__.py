@@ -12,7 +12,7 @@
 
 from .aggregate import RANKING_METRICS, case_curves, mean_of_subset_means, rank_methods, subset_means, summarize
 from .baselines import RegionGrowingMethod, SUVThresholdMethod, default_baselines, region_growing, suv_threshold
-from .cases import EvalCase, discover_cases, read_case_table, tracer_from_name
+from .cases import EvalCase, case_tracer, discover_cases, read_case_table
 from .interactive import InteractiveRunner, evaluate_interactive, parse_steps, path_method
 from .metrics import METRICS, auc_over_steps, case_metrics, unmatched_voxels, voxel_volume_ml
 from .model import ModelMethod, model_method
@@ -24,6 +24,7 @@ __all__ = [
     "RegionGrowingMethod", "SUVThresholdMethod",
     "auc_over_steps", "case_curves", "case_metrics", "default_baselines", "discover_cases", "evaluate_folder",
     "evaluate_interactive", "markdown_table", "mean_of_subset_means", "parse_steps", "path_method",
-    "rank_methods", "read_case_table", "region_growing", "render_report", "subset_means", "suv_threshold",
-    "summarize", "tracer_from_name", "unmatched_voxels", "voxel_volume_ml", "write_report",
+    "case_tracer", "rank_methods", "read_case_table", "region_growing", "render_report", "subset_means",
+    "suv_threshold",
+    "summarize", "unmatched_voxels", "voxel_volume_ml", "write_report",
 ]

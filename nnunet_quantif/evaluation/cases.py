@@ -1,6 +1,6 @@
 """Evaluation cases: finding them in an autoPET-style folder, tracer and centre, lazy loading.
 
-Layout (the nnU-Net-style release, ``shared/reference/autopet-iv-protocol.md``)::
+Layout (the nnU-Net-style autoPET IV release)::
 
     DATA/imagesTr/<case>_0000.nii.gz   CT (HU) on the PET grid
     DATA/imagesTr/<case>_0001.nii.gz   PET (SUV)
@@ -22,15 +22,16 @@ import numpy as np
 from ..clicks import Clicks, read_clicks
 from ..errors import DatasetError, InputFileError, TracerError
 from ..io import IMAGE_EXTENSIONS, Geometry, PathLike, check_same_grid, find_image, read_geometry, read_image
-from ..tracers import tracer_from_name as _tracer_from_name
+from ..tracers import tracer_from_name
 
 
-def tracer_from_name(name: str, default: str | None = None) -> str:
-    """``'fdg_0a1b_...'`` -> ``'fdg'``, ``'PSMA_...'`` -> ``'psma'``.
+def case_tracer(name: str, default: str | None = None) -> str:
+    """The tracer of an evaluation case from its name: ``'fdg_0a1b_...'`` -> ``'fdg'``, ``'PSMA_...'`` -> ``'psma'``.
 
-    Raises :class:`TracerError` for any other prefix unless ``default`` is given.
+    Unlike :func:`nnunet_quantif.tracers.tracer_from_name` (None for an unknown prefix), this raises
+    :class:`TracerError` for any other prefix unless ``default`` is given.
     """
-    t = _tracer_from_name(name)
+    t = tracer_from_name(name)
     if t is not None:
         return t
     if default is not None:
@@ -198,7 +199,7 @@ def discover_cases(data_dir: PathLike, clicks_dir: PathLike | None = None, case_
                 raise DatasetError(f"{cdir}: missing the click file {clicks.name} for case {name!r}")
             clicks = None
         info = table.get(name, {})
-        tracer = info.get("tracer") or tracer_from_name(name)
+        tracer = info.get("tracer") or case_tracer(name)
         out.append(EvalCase(name=name, tracer=tracer, label_path=find_image(labels_dir, name),  # type: ignore[arg-type]
                             ct_path=ct, pet_path=pet, clicks_path=clicks, centre=info.get("centre", "")))
     return out

@@ -1,6 +1,6 @@
 """The autoPET IV per-case metrics: DSC, false-positive and false-negative volume, AUC over steps.
 
-Definitions (``shared/reference/autopet-iv-protocol.md``, section "Metrics"):
+Definitions (the autoPET IV challenge protocol, its "Metrics" section, as used by its evaluation):
 
 - voxel volume in ml = product of the three spacings in mm / 1000;
 - ``DSC = 2 |G & P| / (|G| + |P|)``, NaN when G is empty;

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from ..errors import DatasetError
 from ..io import PathLike, check_same_grid, find_image, read_image, write_json, write_text
 from .aggregate import json_safe, summarize
-from .cases import EvalCase, list_case_names, read_case_table, tracer_from_name
+from .cases import EvalCase, case_tracer, list_case_names, read_case_table
 from .interactive import rows_to_csv
 from .metrics import METRICS, case_metrics, lesion_voxels
 
@@ -79,7 +79,7 @@ def evaluate_folder(pred_dir: PathLike, gt_dir: PathLike, out_dir: PathLike | No
         check_same_grid(p_geo, g_geo, str(pred_path), str(gt_path))
         met = case_metrics(pred, gt, g_geo.spacing_zyx)
         info = table.get(name, {})
-        rows.append({"case": name, "tracer": info.get("tracer") or tracer_from_name(name, default="unknown"),
+        rows.append({"case": name, "tracer": info.get("tracer") or case_tracer(name, default="unknown"),
                      "centre": info.get("centre", ""), "method": STATIC_METHOD, **met,
                      "has_lesion": bool(lesion_voxels(gt).any()),
                      "gt_ml": float(np.count_nonzero(lesion_voxels(gt))) * g_geo.voxel_volume_ml,
