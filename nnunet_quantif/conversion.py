@@ -93,6 +93,7 @@ from .errors import (
 from .io import (
     Geometry,
     check_same_grid,
+    ensure_not_input,
     find_image,
     read_image,
     read_pet,
@@ -382,10 +383,7 @@ def _convert_case(job: dict, res: CaseResult, stage_root: Path) -> None:
         clicks_target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged_clicks, clicks_target)
         for key, target in outputs.items():
-            for inp in inputs:
-                with contextlib.suppress(FileNotFoundError):
-                    if os.path.samefile(inp, target):
-                        raise OverwriteInputError(f"{target}: refusing to overwrite the input file {inp}")
+            ensure_not_input(target, inputs)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged[key], target)
         if organs is None:  # a stale organ map from an earlier run must not outlive its case
