@@ -1,0 +1,204 @@
+"""The interactive session (:mod:`nnunet_quantif.interactive`) and ``quantif session``.
+
+A random-weight tiny model (16^3 patch, two folds) on a 40 x 48 x 48 case: the session's mask must
+be the pipeline's (``quantif predict``) for the same clicks, and the incremental update must give the
+logits of a full re-prediction while running fewer tiles.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nnunet_quantif.clicks import Clicks
+from nnunet_quantif.errors import ClickError, QuantIFError
+from nnunet_quantif.inference.pipeline import QuantIFPipeline
+from nnunet_quantif.inference.random_model import AUTOPET_SPACING_ZYX, write_random_model
+from nnunet_quantif.interactive import Session, SessionError
+from nnunet_quantif.io import Geometry, read_image, write_image
+from nnunet_quantif.quantify import quantify
+
+PATCH = (16, 16, 16)
+SHAPE = (40, 48, 48)  # (z, y, x): 4 x 5 x 5 tiles of 16^3 at step 0.5
+GEOMETRY = Geometry.from_shape(SHAPE, AUTOPET_SPACING_ZYX, origin=(-10.0, 5.0, 800.0))
+TUMOR_XYZ = (8, 8, 6)  # near a corner: its Gaussian cube reaches few tiles
+BACKGROUND_XYZ = (40, 40, 33)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return write_random_model(tmp_path_factory.mktemp("session") / "model", folds=(0, 1), patch_size=PATCH, seed=3)
+
+
+@pytest.fixture(scope="module")
+def pipeline(model) -> QuantIFPipeline:
+    return QuantIFPipeline(model, None, folds=(0, 1), device="cpu").load()
+
+
+def make_arrays(shape=SHAPE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ct = rng.normal(0.0, 200.0, shape).astype(np.float32)
+    pet = rng.gamma(2.0, 1.0, shape).astype(np.float32)
+    pet[4:12, 5:14, 5:14] += 6.0  # a bright region under the tumor click
+    return ct, pet
+
+
+@pytest.fixture(scope="module")
+def case():
+    return make_arrays()
+
+
+class ForwardCounter:
+    """Counts the per-tile network calls of a predictor."""
+
+    def __init__(self, predictor, monkeypatch) -> None:
+        self.n = 0
+        original = predictor._internal_maybe_mirror_and_predict
+
+        def counted(x):
+            self.n += 1
+            return original(x)
+
+        monkeypatch.setattr(predictor, "_internal_maybe_mirror_and_predict", counted)
+
+
+def test_session_matches_pipeline_and_full_reprediction(pipeline, case, monkeypatch):
+    ct, pet = case
+    session = Session(pipeline=pipeline)
+    full = Session(pipeline=pipeline, incremental=False)
+    counter = ForwardCounter(pipeline.predictor("fdg"), monkeypatch)
+    mask0 = session.open(ct, pet, GEOMETRY, tracer="fdg")
+    n_full = counter.n
+    assert n_full == session.last_update.tiles_total == 2 * 4 * 5 * 5
+    full.open(ct, pet, GEOMETRY, tracer="fdg")
+    ref = pipeline.predict_arrays(ct, pet, GEOMETRY, Clicks.empty(), tracer="fdg")
+    assert mask0.shape == SHAPE and mask0.dtype == np.uint8
+    np.testing.assert_array_equal(mask0, ref.mask)
+
+    steps = [("tumor", TUMOR_XYZ), ("background", BACKGROUND_XYZ), ("undo", None)]
+    for kind, xyz in steps:
+        before = counter.n
+        mask = session.undo() if kind == "undo" else session.add_click(xyz, kind)
+        ran = counter.n - before
+        assert session.last_update.mode == "incremental"
+        assert 0 < ran == session.last_update.tiles_run < n_full, (kind, ran)
+        full.undo() if kind == "undo" else full.add_click(xyz, kind)
+        np.testing.assert_allclose(session.logits, full.logits, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(session.probabilities, full.probabilities, atol=1e-4, rtol=0)
+        np.testing.assert_array_equal(mask, full.mask)
+        ref = pipeline.predict_arrays(ct, pet, GEOMETRY, session.clicks, tracer="fdg")
+        np.testing.assert_array_equal(mask, ref.mask)
+    assert session.clicks == Clicks.from_xyz([TUMOR_XYZ])
+    assert session.clicks == full.clicks
+
+
+def test_undo_reset_and_properties(pipeline, case):
+    ct, pet = case
+    session = Session(pipeline=pipeline)
+    mask0 = session.open(ct, pet, GEOMETRY, tracer="fdg").copy()
+    with pytest.raises(SessionError, match="nothing to undo"):
+        session.undo()
+    session.add_click(TUMOR_XYZ, "tumor")
+    one = session.mask.copy()
+    session.add_click(BACKGROUND_XYZ, "background")
+    assert session.clicks.tumor_xyz() == [list(TUMOR_XYZ)]
+    assert session.clicks.background_xyz() == [list(BACKGROUND_XYZ)]
+    np.testing.assert_array_equal(session.reset(), mask0)
+    assert len(session.clicks) == 0
+    session.undo()  # undoes the reset
+    assert len(session.clicks) == 2
+    np.testing.assert_array_equal(session.undo(), one)
+    probs = session.probabilities
+    assert probs.shape == (2, *SHAPE) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-5)
+    stats = session.lesions
+    expected = quantify(session.mask, pet, GEOMETRY, case="case")
+    assert stats.n_lesions == expected.n_lesions and stats.total_mtv_ml == pytest.approx(expected.total_mtv_ml)
+    with pytest.raises(ValueError):
+        session.mask[0, 0, 0] = 1  # read-only
+
+
+def test_bad_clicks_leave_the_state_unchanged(pipeline, case):
+    ct, pet = case
+    session = Session(pipeline=pipeline)
+    with pytest.raises(SessionError, match="no case is open"):
+        session.add_click(TUMOR_XYZ, "tumor")
+    session.open(ct, pet, GEOMETRY, tracer="fdg")
+    session.add_click(TUMOR_XYZ, "tumor")
+    mask, clicks, update = session.mask.copy(), session.clicks, session.last_update
+    for xyz, kind, match in [((48, 0, 0), "tumor", "outside the image"), ((0, 0, -1), "background", "outside"),
+                             ((1, 2), "tumor", "3 integer"), ((1.5, 2, 3), "tumor", "3 integer"),
+                             ((1, 2, 3), "lesion", "unknown click kind")]:
+        with pytest.raises(ClickError, match=match):
+            session.add_click(xyz, kind)
+    assert issubclass(ClickError, QuantIFError) and issubclass(SessionError, QuantIFError)
+    assert session.clicks == clicks and session.last_update is update
+    np.testing.assert_array_equal(session.mask, mask)
+
+
+def test_resampled_case_from_files(pipeline, tmp_path):
+    """A grid that nnU-Net resamples (the heatmap channel is resampled whole); the case read from files."""
+    shape = (20, 30, 28)
+    geometry = Geometry.from_shape(shape, (3.6, 2.5, 2.2))
+    ct, pet = make_arrays(shape, seed=1)
+    ct_path = write_image(ct, geometry, tmp_path / "c_ct.nii.gz")
+    pet_path = write_image(pet, geometry, tmp_path / "c_pet.nii.gz")
+    session = Session(pipeline=pipeline)
+    session.open(ct_path, pet_path, tracer="fdg")
+    for xyz, kind in [((5, 6, 4), "tumor"), ((20, 25, 15), "background")]:
+        mask = session.add_click(xyz, kind)
+        ref = pipeline.predict_arrays(ct, pet, geometry, session.clicks, tracer="fdg")
+        np.testing.assert_array_equal(mask, ref.mask)
+
+
+def test_quantif_session_subprocess(model, case, tmp_path, pipeline):
+    ct, pet = case
+    ct_path = write_image(ct, GEOMETRY, tmp_path / "c_ct.nii.gz")
+    pet_path = write_image(pet, GEOMETRY, tmp_path / "c_pet.nii.gz")
+    out = tmp_path / "mask.nii.gz"
+    commands = "\n".join([
+        f"tumor {' '.join(map(str, TUMOR_XYZ))}",
+        "tumor 1 2",  # bad: the session goes on
+        "jump 1 2 3",
+        "tumor 999 0 0",
+        f"background {' '.join(map(str, BACKGROUND_XYZ))}",
+        "undo",
+        "stats",
+        f"save {out}",
+        "quit",
+        "tumor 1 1 1",  # after quit: not read
+    ]) + "\n"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "nnUNet_def_n_proc": "1", "nnUNet_compile": "false"}
+    proc = subprocess.run([sys.executable, "-m", "nnunet_quantif", "session", "--model-fdg", str(model),
+                           "--folds", "0", "1", "--tracer", "fdg", "--device", "cpu",
+                           "--ct", str(ct_path), "--pet", str(pet_path)],
+                          input=commands, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("step 0: ") for line in lines)
+    clicks = [line for line in lines if line.startswith(("tumor ", "background ", "undo:"))]
+    assert len(clicks) == 3, proc.stdout
+    assert all(" s (incremental, " in line and " tiles)" in line for line in clicks)
+    assert "lesion,voxels,mtv_ml,suv_max" in proc.stdout
+    assert f"wrote {out}" in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 3, proc.stderr
+    assert "outside the image" in errors[2]
+    saved, geometry = read_image(out)
+    assert geometry.shape == SHAPE
+    ref = pipeline.predict_arrays(ct, pet, GEOMETRY, Clicks.from_xyz([TUMOR_XYZ]), tracer="fdg")
+    np.testing.assert_array_equal(saved, ref.mask)
