@@ -33,7 +33,9 @@ setup(
         "numpy>=1.24",
         "scipy>=1.10",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3.2", "ruff>=0.5", "hypothesis>=6.100"]},
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3.2", "ruff>=0.5", "hypothesis>=6.100",
+                             "pydicom>=3", "highdicom>=0.22"],
+                    "dicom": ["pydicom>=3", "highdicom>=0.22"]},
     entry_points={"console_scripts": [
         "quantif=nnunet_quantif.cli:main",
         # nnUNetv2_predict-compatible folder prediction with adaptive mirroring and post-processing

@@ -1,0 +1,510 @@
+"""DICOM series in: CT (HU) and PET (SUVbw) from a series folder, with the geometry from the headers.
+
+Arrays are returned in **array order (z, y, x)** with an :class:`~nnunet_quantif.io.Geometry`
+in **image order (x, y, z)** (spacing and origin in mm, LPS, as DICOM and ITK use them).
+Image axis x runs along a row (the first three ImageOrientationPatient values), y along a
+column (the last three), z along the slice normal (row x column), slices sorted by their
+ImagePositionPatient projected on that normal (never by InstanceNumber).
+
+PET -> SUVbw follows the QIBA/UPICT vendor-neutral recipe:
+
+* Units ``BQML`` with DecayCorrection ``START`` (decayed to the scan reference time) or ``ADMIN``
+  (no decay: the image is already corrected to the administration time); Units ``GML`` is
+  already SUVbw;
+* Philips Units ``CNTS`` with the private SUV scale factor (7053,1000), or the Bq/ml
+  factor (7053,1009) followed by the ``BQML`` recipe;
+* injected dose, half-life and injection time from the RadiopharmaceuticalInformationSequence
+  (RadiopharmaceuticalStartDateTime, else RadiopharmaceuticalStartTime on the SeriesDate, a day
+  earlier when that time is after the scan time: a scan that crosses midnight);
+* scan reference time: SeriesDate/SeriesTime, unless that is after the earliest
+  AcquisitionDate/AcquisitionTime of the series (a series time rewritten by post-processing),
+  in which case the earliest acquisition time;
+* PatientWeight in kg; RescaleSlope/RescaleIntercept per slice.
+
+A missing field raises :class:`MissingDicomTagError` naming the tag; ``suv_factor``,
+``weight_kg`` and ``dose_bq`` override broken headers. Not supported (errors): non-axial
+series, gantry tilt, non-uniform slice spacing, multi-frame (enhanced) images, DecayCorrection
+``NONE``, other units (``CNTS`` without the Philips factors, ``PROPCNTS``...).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputFileError
+from .io import Geometry, PathLike
+
+#: Tolerances of the geometry checks (mm, and cosines).
+POSITION_TOL_MM = 0.01
+COSINE_TOL = 1e-3
+
+#: Philips private tags (group 7053, creator "Philips PET Private Group").
+PHILIPS_SUV_FACTOR = (0x7053, 0x1000)
+PHILIPS_BQML_FACTOR = (0x7053, 0x1009)
+PHILIPS_CREATOR = "Philips PET Private Group"
+
+_FDG_WORDS = ("fdg", "fludeoxyglucose", "fluorodeoxyglucose", "deoxyglucose")
+_PSMA_WORDS = ("psma", "dcfpyl", "piflufolastat", "gozetotide", "flotufolastat", "pylarify", "illuccix",
+               "locametz", "posluma")
+
+
+class DicomError(InputFileError):
+    """A DICOM folder cannot be read as one supported image series."""
+
+
+class MissingDicomTagError(DicomError):
+    """A tag needed for the geometry or the SUV is absent (the message names it)."""
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One series found in a folder."""
+
+    uid: str
+    modality: str
+    description: str
+    files: tuple[Path, ...]
+
+    def describe(self) -> str:
+        """``'<uid> (PT, 24 files, "PET WB")'``."""
+        return f'{self.uid} ({self.modality or "?"}, {len(self.files)} files, "{self.description}")'
+
+
+@dataclass(frozen=True)
+class PetInfo:
+    """How a PET series was converted to SUVbw.
+
+    Attributes
+    ----------
+    suv_factor : float
+        SUV = factor x (rescaled pixel value), after ``bqml_factor`` where given.
+    units : str
+        The header's Units (``BQML``, ``CNTS``, ``GML``).
+    tracer : str or None
+        ``'fdg'``, ``'psma'`` or None (from the radiopharmaceutical).
+    radiopharmaceutical : str
+        The header's text (CodeMeaning and Radiopharmaceutical), for logs.
+    weight_kg, dose_bq, half_life_s, decay_s : float or None
+        The values used (None where the route does not need them).
+    """
+
+    suv_factor: float
+    units: str
+    tracer: str | None
+    radiopharmaceutical: str = ""
+    weight_kg: float | None = None
+    dose_bq: float | None = None
+    half_life_s: float | None = None
+    decay_s: float | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _pydicom():
+    try:
+        import pydicom
+    except ImportError:  # pragma: no cover - the 'dicom' extra
+        raise DicomError("reading DICOM needs pydicom: pip install 'nnunet-quantif[dicom]'") from None
+    return pydicom
+
+
+def list_series(folder: PathLike) -> dict[str, SeriesInfo]:
+    """The image series in ``folder`` (searched recursively), keyed by SeriesInstanceUID.
+
+    Files that are not DICOM, and DICOM files without pixel data or without a
+    SeriesInstanceUID (DICOMDIR, reports), are skipped.
+
+    Raises
+    ------
+    DicomError
+        ``folder`` is not a folder or holds no DICOM image.
+    """
+    pydicom = _pydicom()
+    root = Path(folder)
+    if not root.is_dir():
+        raise DicomError(f"{root}: not a folder (a DICOM series is read from a folder)")
+    groups: dict[str, list[Path]] = {}
+    meta: dict[str, tuple[str, str]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:  # not DICOM (pydicom raises several types)
+            continue
+        uid = str(ds.get("SeriesInstanceUID", "") or "")
+        if not uid or "Rows" not in ds:
+            continue
+        groups.setdefault(uid, []).append(path)
+        meta.setdefault(uid, (str(ds.get("Modality", "") or ""), str(ds.get("SeriesDescription", "") or "")))
+    if not groups:
+        raise DicomError(f"{root}: no DICOM image series found")
+    return {uid: SeriesInfo(uid, meta[uid][0], meta[uid][1], tuple(files)) for uid, files in groups.items()}
+
+
+def select_series(folder: PathLike, series_uid: str | None = None) -> SeriesInfo:
+    """The one series of ``folder``, or the one with ``series_uid``.
+
+    Raises
+    ------
+    DicomError
+        Several series and no ``series_uid`` (the message lists them), or ``series_uid`` not found.
+    """
+    series = list_series(folder)
+    if series_uid is not None:
+        if series_uid not in series:
+            raise DicomError(f"{folder}: no series with SeriesInstanceUID {series_uid}; found: "
+                             + "; ".join(s.describe() for s in series.values()))
+        return series[series_uid]
+    if len(series) > 1:
+        raise DicomError(f"{folder}: holds {len(series)} series, choose one with its SeriesInstanceUID "
+                         "(--ct-series/--pet-series): " + "; ".join(s.describe() for s in series.values()))
+    return next(iter(series.values()))
+
+
+def _require(ds, keyword: str, where: str):
+    """``ds.<keyword>``, or :class:`MissingDicomTagError` naming the tag."""
+    value = ds.get(keyword, None)
+    if value is None or (isinstance(value, str) and not value.strip()) or \
+            (not isinstance(value, (str, bytes)) and hasattr(value, "__len__") and len(value) == 0):
+        from pydicom.datadict import tag_for_keyword
+
+        tag = tag_for_keyword(keyword)
+        tag_s = f"({tag >> 16:04X},{tag & 0xFFFF:04X})" if tag is not None else ""
+        raise MissingDicomTagError(f"{where}: missing DICOM tag {keyword} {tag_s}".rstrip())
+    return value
+
+
+def _sorted_slices(datasets: Sequence, where: str) -> tuple[list, Geometry]:
+    """Sort single-frame slices along their normal and build the geometry.
+
+    Raises
+    ------
+    DicomError
+        Multi-frame images, differing orientation or matrix, non-axial orientation, gantry tilt,
+        duplicated or non-uniformly spaced slices.
+    """
+    first = datasets[0]
+    if int(first.get("NumberOfFrames", 1) or 1) > 1:
+        raise DicomError(f"{where}: multi-frame (enhanced) DICOM images are not supported")
+    iop = np.asarray([float(v) for v in _require(first, "ImageOrientationPatient", where)], dtype=float)
+    row, col = iop[:3], iop[3:]
+    normal = np.cross(row, col)
+    rows, cols = int(_require(first, "Rows", where)), int(_require(first, "Columns", where))
+    ps = [float(v) for v in _require(first, "PixelSpacing", where)]
+    for ds in datasets[1:]:
+        other = np.asarray([float(v) for v in _require(ds, "ImageOrientationPatient", where)], dtype=float)
+        if not np.allclose(other, iop, atol=COSINE_TOL):
+            raise DicomError(f"{where}: slices have different ImageOrientationPatient values")
+        if int(ds.Rows) != rows or int(ds.Columns) != cols:
+            raise DicomError(f"{where}: slices have different Rows/Columns")
+        if not np.allclose([float(v) for v in _require(ds, "PixelSpacing", where)], ps, rtol=1e-4):
+            raise DicomError(f"{where}: slices have different PixelSpacing")
+    if abs(abs(normal[2]) - 1.0) > COSINE_TOL:
+        raise DicomError(f"{where}: non-axial series (ImageOrientationPatient {list(np.round(iop, 4))}, slice "
+                         "normal not along the patient's z axis); only axial series are supported")
+    positions = np.asarray([[float(v) for v in _require(ds, "ImagePositionPatient", where)] for ds in datasets])
+    depth = positions @ normal
+    order = np.argsort(depth, kind="stable")
+    positions, depth = positions[order], depth[order]
+    slices = [datasets[i] for i in order]
+    if len(slices) > 1:
+        in_plane = (positions - positions[0]) - np.outer(depth - depth[0], normal)
+        if np.abs(in_plane).max() > POSITION_TOL_MM:
+            raise DicomError(f"{where}: gantry tilt (slice positions are not along the slice normal, offset up "
+                             f"to {np.abs(in_plane).max():.3g} mm); tilted series are not supported")
+        steps = np.diff(depth)
+        if steps.min() < POSITION_TOL_MM:
+            raise DicomError(f"{where}: two slices share one position ({depth[int(np.argmin(steps))]:.3f} mm "
+                             "along the normal); a folder must hold one series, one image per position")
+        if steps.max() - steps.min() > max(POSITION_TOL_MM, 1e-3 * steps.mean()):
+            raise DicomError(f"{where}: non-uniform slice spacing ({steps.min():.4g} to {steps.max():.4g} mm); "
+                             "missing slices or a variable-spacing series are not supported")
+        dz = float(steps.mean())
+    else:
+        dz = float(first.get("SliceThickness", 1.0) or 1.0)
+    direction = np.column_stack([row, col, normal]).reshape(-1)
+    geometry = Geometry((cols, rows, len(slices)), (ps[1], ps[0], dz), tuple(positions[0]), tuple(direction))
+    return slices, geometry
+
+
+def _read_datasets(info: SeriesInfo, where: str) -> list:
+    pydicom = _pydicom()
+    out = []
+    for path in info.files:
+        try:
+            out.append(pydicom.dcmread(path))
+        except Exception as e:  # pydicom raises several types
+            raise DicomError(f"{path}: cannot read DICOM file ({type(e).__name__}: {e})") from None
+    return out
+
+
+def _pixels(slices: Sequence, where: str) -> np.ndarray:
+    """Rescaled pixel values (stored x RescaleSlope + RescaleIntercept, per slice), float64, (z, y, x)."""
+    planes = []
+    for ds in slices:
+        try:
+            raw = ds.pixel_array
+        except Exception as e:  # missing decoder, damaged data
+            raise DicomError(f"{where}: cannot decode pixel data ({type(e).__name__}: {e})") from None
+        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        planes.append(raw.astype(np.float64) * slope + intercept)
+    return np.stack(planes)
+
+
+def read_dicom_series(folder: PathLike, series_uid: str | None = None) -> tuple[np.ndarray, Geometry, list]:
+    """Read a series folder as rescaled values plus geometry.
+
+    Parameters
+    ----------
+    folder : path-like
+        Folder holding the series (searched recursively).
+    series_uid : str, optional
+        SeriesInstanceUID to read; needed when the folder holds several series.
+
+    Returns
+    -------
+    array : np.ndarray, shape (z, y, x), float64
+        Stored values x RescaleSlope + RescaleIntercept (HU for CT, the header's Units for PET).
+    geometry : Geometry
+    slices : list of pydicom.Dataset
+        The slices in z order.
+    """
+    info = select_series(folder, series_uid)
+    where = f"{folder} (series {info.uid})"
+    slices, geometry = _sorted_slices(_read_datasets(info, where), where)
+    return _pixels(slices, where), geometry, slices
+
+
+def read_dicom_ct(folder: PathLike, series_uid: str | None = None) -> tuple[np.ndarray, Geometry]:
+    """A CT series in HU: array (z, y, x) float32 and its geometry."""
+    array, geometry, _ = read_dicom_series(folder, series_uid)
+    return array.astype(np.float32), geometry
+
+
+def _datetime(date, time) -> _dt.datetime:
+    from pydicom.valuerep import DA, TM
+
+    d, t = DA(str(date).strip()), TM(str(time).strip())
+    return _dt.datetime.combine(d, _dt.time(t.hour, t.minute, t.second, t.microsecond))
+
+
+def _dt_value(value) -> _dt.datetime:
+    from pydicom.valuerep import DT
+
+    v = DT(str(value).strip())
+    return _dt.datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond)
+
+
+def scan_reference_time(slices: Sequence, where: str = "PET") -> _dt.datetime:
+    """QIBA scan reference time: SeriesDate/SeriesTime, or the earliest acquisition time when that is earlier."""
+    first = slices[0]
+    series = _datetime(_require(first, "SeriesDate", where), _require(first, "SeriesTime", where))
+    acquisitions = []
+    for ds in slices:
+        if ds.get("AcquisitionDateTime"):
+            acquisitions.append(_dt_value(ds.AcquisitionDateTime))
+        elif ds.get("AcquisitionDate") and ds.get("AcquisitionTime"):
+            acquisitions.append(_datetime(ds.AcquisitionDate, ds.AcquisitionTime))
+    if acquisitions and min(acquisitions) < series:
+        return min(acquisitions)
+    return series
+
+
+def injection_time(ds, scan: _dt.datetime, where: str = "PET") -> _dt.datetime:
+    """RadiopharmaceuticalStartDateTime, else RadiopharmaceuticalStartTime on the scan's date (the day
+    before when that time is after the scan: a scan after midnight)."""
+    rp = _radiopharmaceutical_item(ds, where)
+    if rp.get("RadiopharmaceuticalStartDateTime"):
+        return _dt_value(rp.RadiopharmaceuticalStartDateTime)
+    start = _require(rp, "RadiopharmaceuticalStartTime", where + " RadiopharmaceuticalInformationSequence")
+    t = _datetime(scan.strftime("%Y%m%d"), start)
+    if t > scan:
+        t -= _dt.timedelta(days=1)
+    return t
+
+
+def _radiopharmaceutical_item(ds, where: str):
+    seq = _require(ds, "RadiopharmaceuticalInformationSequence", where)
+    return seq[0]
+
+
+def _philips_factor(ds, tag: tuple[int, int]) -> float | None:
+    """A Philips private factor, by its creator block when present, else at the conventional tag."""
+    try:
+        block = ds.private_block(tag[0], PHILIPS_CREATOR)
+        elem = block[tag[1] & 0xFF] if (tag[1] & 0xFF) in block else None
+    except (KeyError, ValueError):
+        elem = None
+    if elem is None:
+        elem = ds.get(tag, None)
+    if elem is None or elem.value in (None, ""):
+        return None
+    value = elem.value
+    if isinstance(value, bytes):  # implicit VR files without a private dictionary
+        value = value.decode("ascii", "ignore").strip("\x00 ")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def radiopharmaceutical_text(ds) -> str:
+    """CodeMeaning of the RadiopharmaceuticalCodeSequence and the Radiopharmaceutical text, joined ('' if absent)."""
+    seq = ds.get("RadiopharmaceuticalInformationSequence", None)
+    if not seq:
+        return ""
+    item = seq[0]
+    parts = []
+    codes = item.get("RadiopharmaceuticalCodeSequence", None)
+    if codes:
+        parts.append(str(codes[0].get("CodeMeaning", "") or ""))
+    parts.append(str(item.get("Radiopharmaceutical", "") or ""))
+    return " / ".join(p for p in parts if p)
+
+
+def tracer_from_dicom(ds) -> str | None:
+    """``'fdg'``, ``'psma'`` or None from the radiopharmaceutical of a PET dataset.
+
+    FDG: fludeoxyglucose / FDG. PSMA: PSMA-11 (gozetotide), DCFPyL (piflufolastat),
+    PSMA-1007, rhPSMA-7.3 (flotufolastat) and any name containing 'PSMA'.
+    """
+    text = radiopharmaceutical_text(ds).lower()
+    if not text:
+        return None
+    if any(w in text for w in _PSMA_WORDS):
+        return "psma"
+    if any(w in text for w in _FDG_WORDS):
+        return "fdg"
+    return None
+
+
+def suv_scale(slices: Sequence, *, suv_factor: float | None = None, weight_kg: float | None = None,
+              dose_bq: float | None = None, where: str = "PET") -> tuple[float, float, PetInfo]:
+    """The SUVbw conversion of a PET series: SUV = suv x (bqml x value).
+
+    Parameters
+    ----------
+    slices : sequence of pydicom.Dataset
+        The series (z order; the earliest acquisition time is taken over all of them).
+    suv_factor : float, optional
+        Use this factor (SUV per rescaled pixel unit) and ignore the header's SUV fields.
+    weight_kg, dose_bq : float, optional
+        Replace PatientWeight (kg) and RadionuclideTotalDose (Bq, at the injection time).
+
+    Returns
+    -------
+    bqml : float
+        Factor from the rescaled pixel value to Bq/ml (1 for BQML; Philips (7053,1009) for CNTS).
+    suv : float
+        Factor from Bq/ml (or, for the Philips SUV factor and ``suv_factor``, from the pixel value) to SUVbw.
+    info : PetInfo
+
+    Raises
+    ------
+    MissingDicomTagError
+        A tag the route needs is absent (named).
+    DicomError
+        Unsupported Units or DecayCorrection, or non-positive values.
+    """
+    ds = slices[0]
+    units = str(ds.get("Units", "") or "").upper()
+    text = radiopharmaceutical_text(ds)
+    tracer = tracer_from_dicom(ds)
+    if suv_factor is not None:
+        if not suv_factor > 0:
+            raise DicomError(f"{where}: --suv-factor must be > 0, got {suv_factor}")
+        return 1.0, float(suv_factor), PetInfo(float(suv_factor), units, tracer, text, notes=("override",))
+    units = str(_require(ds, "Units", where)).upper()
+    bqml = 1.0
+    if units == "GML":
+        return 1.0, 1.0, PetInfo(1.0, units, tracer, text)
+    if units == "CNTS":
+        philips_suv = _philips_factor(ds, PHILIPS_SUV_FACTOR)
+        if philips_suv is not None and philips_suv > 0 and weight_kg is None and dose_bq is None:
+            return 1.0, philips_suv, PetInfo(philips_suv, units, tracer, text, notes=("philips (7053,1000)",))
+        philips_bqml = _philips_factor(ds, PHILIPS_BQML_FACTOR)
+        if philips_bqml is None or not philips_bqml > 0:
+            raise MissingDicomTagError(
+                f"{where}: Units CNTS needs the Philips private SUV scale factor (7053,1000) or the Bq/ml "
+                "factor (7053,1009); neither is present (give --suv-factor)")
+        bqml = philips_bqml
+    elif units != "BQML":
+        raise DicomError(f"{where}: Units {units!r} is not supported (BQML, Philips CNTS or GML; or give "
+                         "--suv-factor)")
+    decay = str(_require(ds, "DecayCorrection", where)).upper()
+    if decay not in ("START", "ADMIN"):
+        raise DicomError(f"{where}: DecayCorrection {decay!r} is not supported (START or ADMIN; or give "
+                         "--suv-factor)")
+    if weight_kg is None:
+        weight_kg = float(_require(ds, "PatientWeight", where))
+    rp_where = where + " RadiopharmaceuticalInformationSequence"
+    rp = _radiopharmaceutical_item(ds, where)
+    if dose_bq is None:
+        dose_bq = float(_require(rp, "RadionuclideTotalDose", rp_where))
+    if not weight_kg > 0:
+        raise DicomError(f"{where}: PatientWeight must be > 0 kg, got {weight_kg} (give --weight)")
+    if not dose_bq > 0:
+        raise DicomError(f"{where}: RadionuclideTotalDose must be > 0 Bq, got {dose_bq} (give --dose)")
+    half_life = decay_s = None
+    decayed = dose_bq
+    if decay == "START":
+        half_life = float(_require(rp, "RadionuclideHalfLife", rp_where))
+        if not half_life > 0:
+            raise DicomError(f"{where}: RadionuclideHalfLife must be > 0 s, got {half_life}")
+        scan = scan_reference_time(slices, where)
+        decay_s = (scan - injection_time(ds, scan, where)).total_seconds()
+        if decay_s < 0:
+            raise DicomError(f"{where}: the injection time is after the scan reference time "
+                             f"({-decay_s:.0f} s); check RadiopharmaceuticalStartDateTime")
+        decayed = dose_bq * math.pow(2.0, -decay_s / half_life)
+    suv = weight_kg * 1000.0 / decayed  # g / Bq: SUV = (Bq/ml) x g / Bq, 1 ml of tissue = 1 g
+    info = PetInfo(suv * bqml, units, tracer, text, weight_kg, dose_bq, half_life, decay_s)
+    return bqml, suv, info
+
+
+def read_dicom_pet(folder: PathLike, series_uid: str | None = None, *, suv_factor: float | None = None,
+                   weight_kg: float | None = None, dose_bq: float | None = None
+                   ) -> tuple[np.ndarray, Geometry, PetInfo]:
+    """A PET series in SUVbw (see the module docstring for the rules).
+
+    Returns
+    -------
+    suv : np.ndarray, shape (z, y, x), float32
+    geometry : Geometry
+    info : PetInfo
+        The factor, values used and the tracer from the header.
+    """
+    values, geometry, slices = read_dicom_series(folder, series_uid)
+    where = f"{folder} (series {slices[0].SeriesInstanceUID})"
+    modality = str(slices[0].get("Modality", "") or "")
+    if modality and modality != "PT":
+        raise DicomError(f"{where}: Modality is {modality}, not PT (PET)")
+    bqml, suv, info = suv_scale(slices, suv_factor=suv_factor, weight_kg=weight_kg, dose_bq=dose_bq, where=where)
+    return (values * bqml * suv).astype(np.float32), geometry, info
+
+
+def resample_to(array: np.ndarray, geometry: Geometry, target: Geometry, default: float = -1024.0,
+                linear: bool = True) -> np.ndarray:
+    """Resample a (z, y, x) array from ``geometry`` onto ``target`` (physical space, SimpleITK).
+
+    Linear interpolation (nearest with ``linear=False``); voxels outside the source get ``default``.
+    """
+    import SimpleITK as sitk
+
+    from .io import to_sitk
+
+    ref = target.apply_to(sitk.Image(list(target.size), sitk.sitkFloat32))
+    interp = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
+    out = sitk.Resample(to_sitk(array.astype(np.float32), geometry), ref, sitk.Transform(), interp, float(default))
+    return sitk.GetArrayFromImage(out)
+
+
+def is_dicom_folder(path: PathLike | None) -> bool:
+    """Whether ``path`` is an existing folder (so it is read as a DICOM series)."""
+    return path is not None and os.path.isdir(path)

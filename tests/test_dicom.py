@@ -1,0 +1,213 @@
+"""DICOM in: geometry, slice order, SUVbw per header variant, missing tags, series choice, tracer (issue 17)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pydicom")
+
+from _dicom_phantom import (  # noqa: E402
+    DOSE_BQ,
+    VARIANTS,
+    WEIGHT_KG,
+    expected_suv_factor,
+    make_phantom,
+    write_ct,
+    write_pet,
+)
+from pydicom.dataset import Dataset  # noqa: E402
+
+from nnunet_quantif import dicom  # noqa: E402
+from nnunet_quantif.errors import QuantIFError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom()
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a.astype(np.float64) / b - 1.0)))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_suv_matches_phantom_for_each_header_variant(tmp_path, phantom, variant):
+    write_pet(tmp_path, phantom, variant)
+    suv, geometry, info = dicom.read_dicom_pet(tmp_path)
+    assert suv.dtype == np.float32 and suv.shape == phantom.suv.shape
+    assert _rel(suv, phantom.suv) < 1e-4
+    assert geometry == phantom.geometry
+    assert info.tracer == "fdg"
+    if variant in ("bqml", "bqml_starttime", "midnight", "postprocessed", "philips_bqml"):
+        assert info.decay_s == pytest.approx(3600.0)  # midnight: injected 23:30 the day before the 00:30 scan
+    if variant == "philips_suv":
+        assert "7053,1000" in info.notes[0]
+
+
+def test_suv_factor_formula_qiba(phantom, tmp_path):
+    """SUVbw = Bq/ml x weight(g) / (dose x 2^(-t/T1/2)): 75 kg, 370 MBq, 1 h of F-18 decay."""
+    write_pet(tmp_path, phantom, "bqml")
+    _, _, info = dicom.read_dicom_pet(tmp_path)
+    assert info.suv_factor == pytest.approx(75000.0 / (370e6 * 2 ** (-3600 / 6586.2)), rel=1e-12)
+    assert info.suv_factor == pytest.approx(expected_suv_factor(3600.0), rel=1e-12)
+
+
+def test_geometry_with_flipped_axes(tmp_path):
+    flipped = make_phantom(direction=(-1, 0, 0, 0, 1, 0, 0, 0, -1))
+    write_pet(tmp_path / "pet", flipped, "bqml")
+    write_ct(tmp_path / "ct", flipped)
+    suv, g_pet, _ = dicom.read_dicom_pet(tmp_path / "pet")
+    ct, g_ct = dicom.read_dicom_ct(tmp_path / "ct")
+    assert g_pet == flipped.geometry == g_ct
+    assert _rel(suv, flipped.suv) < 1e-4
+    np.testing.assert_array_equal(ct, flipped.ct)
+
+
+def test_ct_in_hu_and_geometry(tmp_path, phantom):
+    write_ct(tmp_path, phantom)
+    ct, geometry = dicom.read_dicom_ct(tmp_path)
+    np.testing.assert_array_equal(ct, phantom.ct.astype(np.float32))
+    assert geometry == phantom.geometry
+
+
+def test_shuffled_instance_numbers_sort_by_position(tmp_path, phantom):
+    import pydicom
+
+    write_pet(tmp_path, phantom, "bqml", shuffle=True)
+    numbers_by_z = {}
+    for f in tmp_path.iterdir():
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        numbers_by_z[float(ds.ImagePositionPatient[2])] = int(ds.InstanceNumber)
+    numbers = [numbers_by_z[k] for k in sorted(numbers_by_z)]
+    assert numbers != sorted(numbers)  # InstanceNumber order differs from the z order on disk
+    suv, geometry, _ = dicom.read_dicom_pet(tmp_path)
+    assert _rel(suv, phantom.suv) < 1e-4
+    assert geometry == phantom.geometry
+
+
+def _drop(keyword: str, in_rp: bool = False):
+    def edit(ds: Dataset, z: int) -> None:
+        target = ds.RadiopharmaceuticalInformationSequence[0] if in_rp else ds
+        delattr(target, keyword)
+    return edit
+
+
+@pytest.mark.parametrize("keyword,in_rp,variant", [
+    ("Units", False, "bqml"),
+    ("DecayCorrection", False, "bqml"),
+    ("PatientWeight", False, "bqml"),
+    ("SeriesDate", False, "bqml"),
+    ("SeriesTime", False, "bqml"),
+    ("RadiopharmaceuticalInformationSequence", False, "bqml"),
+    ("RadionuclideTotalDose", True, "bqml"),
+    ("RadionuclideHalfLife", True, "bqml"),
+    ("RadiopharmaceuticalStartTime", True, "bqml_starttime"),
+    ("ImagePositionPatient", False, "bqml"),
+    ("ImageOrientationPatient", False, "bqml"),
+    ("PixelSpacing", False, "bqml"),
+])
+def test_missing_tag_is_named(tmp_path, phantom, keyword, in_rp, variant):
+    write_pet(tmp_path, phantom, variant, edit=_drop(keyword, in_rp))
+    with pytest.raises(dicom.MissingDicomTagError, match=keyword):
+        dicom.read_dicom_pet(tmp_path)
+
+
+def test_missing_weight_and_dose_can_be_overridden(tmp_path, phantom):
+    def edit(ds: Dataset, z: int) -> None:
+        del ds.PatientWeight
+        del ds.RadiopharmaceuticalInformationSequence[0].RadionuclideTotalDose
+    write_pet(tmp_path, phantom, "bqml", edit=edit)
+    suv, _, info = dicom.read_dicom_pet(tmp_path, weight_kg=WEIGHT_KG, dose_bq=DOSE_BQ)
+    assert _rel(suv, phantom.suv) < 1e-4
+    suv2, _, _ = dicom.read_dicom_pet(tmp_path, weight_kg=2 * WEIGHT_KG, dose_bq=DOSE_BQ)
+    assert _rel(suv2, 2 * phantom.suv) < 1e-4
+
+
+def test_suv_factor_override(tmp_path, phantom):
+    write_pet(tmp_path, phantom, "bqml", edit=_drop("Units"))
+    factor = expected_suv_factor(3600.0)
+    suv, _, info = dicom.read_dicom_pet(tmp_path, suv_factor=factor)
+    assert _rel(suv, phantom.suv) < 1e-4 and info.notes == ("override",)
+
+
+def test_philips_counts_without_factors(tmp_path, phantom):
+    def edit(ds: Dataset, z: int) -> None:
+        del ds[0x7053, 0x1009]
+    write_pet(tmp_path, phantom, "philips_bqml", edit=edit)
+    with pytest.raises(dicom.MissingDicomTagError, match=r"7053,1000.*7053,1009"):
+        dicom.read_dicom_pet(tmp_path)
+
+
+@pytest.mark.parametrize("keyword,value,match", [
+    ("DecayCorrection", "NONE", "DecayCorrection 'NONE'"),
+    ("Units", "PROPCNTS", "Units 'PROPCNTS'"),
+])
+def test_unsupported_values(tmp_path, phantom, keyword, value, match):
+    write_pet(tmp_path, phantom, "bqml", edit=lambda ds, z: setattr(ds, keyword, value))
+    with pytest.raises(dicom.DicomError, match=match):
+        dicom.read_dicom_pet(tmp_path)
+
+
+def test_several_series_need_a_uid(tmp_path, phantom):
+    ct_uid = write_ct(tmp_path, phantom)
+    pet_uid = write_pet(tmp_path, phantom, "bqml")
+    with pytest.raises(dicom.DicomError, match="2 series") as e:
+        dicom.read_dicom_pet(tmp_path)
+    assert ct_uid in str(e.value) and pet_uid in str(e.value)
+    suv, _, _ = dicom.read_dicom_pet(tmp_path, pet_uid)
+    assert _rel(suv, phantom.suv) < 1e-4
+    ct, _ = dicom.read_dicom_ct(tmp_path, ct_uid)
+    np.testing.assert_array_equal(ct, phantom.ct)
+    with pytest.raises(dicom.DicomError, match="no series with SeriesInstanceUID 1.2.3"):
+        dicom.read_dicom_ct(tmp_path, "1.2.3")
+    with pytest.raises(dicom.DicomError, match="not PT"):
+        dicom.read_dicom_pet(tmp_path, ct_uid)
+
+
+def test_non_axial_is_an_error(tmp_path, phantom):
+    write_pet(tmp_path, phantom, "bqml", edit=lambda ds, z: setattr(ds, "ImageOrientationPatient",
+                                                                     [0, 1, 0, 0, 0, -1]))
+    with pytest.raises(dicom.DicomError, match="non-axial"):
+        dicom.read_dicom_pet(tmp_path)
+
+
+def test_gantry_tilt_is_an_error(tmp_path, phantom):
+    def edit(ds: Dataset, z: int) -> None:
+        x, y, zz = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y + 0.3 * z, zz]
+    write_pet(tmp_path, phantom, "bqml", edit=edit)
+    with pytest.raises(dicom.DicomError, match="gantry tilt"):
+        dicom.read_dicom_pet(tmp_path)
+
+
+def test_non_uniform_spacing_is_an_error(tmp_path, phantom):
+    write_pet(tmp_path, phantom, "bqml", shuffle=False)
+    (tmp_path / "slice0010.dcm").unlink()
+    with pytest.raises(dicom.DicomError, match="non-uniform slice spacing"):
+        dicom.read_dicom_pet(tmp_path)
+
+
+def test_errors_are_quantif_errors(tmp_path):
+    (tmp_path / "notes.txt").write_text("not DICOM")
+    with pytest.raises(QuantIFError, match="no DICOM image series"):
+        dicom.read_dicom_ct(tmp_path)
+    with pytest.raises(QuantIFError, match="not a folder"):
+        dicom.read_dicom_ct(tmp_path / "notes.txt")
+
+
+@pytest.mark.parametrize("meaning,text,tracer", [
+    ("Fludeoxyglucose F^18^", "FDG", "fdg"),
+    ("", "18F-FDG", "fdg"),
+    ("Gallium Ga^68^ gozetotide", "Ga68-PSMA-11", "psma"),
+    ("Piflufolastat F^18^", "", "psma"),
+    ("", "18F-DCFPyL", "psma"),
+    ("", "18F-PSMA-1007", "psma"),
+    ("", "rhPSMA-7.3", "psma"),
+    ("Fluciclovine F^18^", "FACBC", None),
+    ("", "", None),
+])
+def test_tracer_from_header(tmp_path, phantom, meaning, text, tracer):
+    write_pet(tmp_path, phantom, "bqml", tracer_text=(meaning, text))
+    _, _, info = dicom.read_dicom_pet(tmp_path)
+    assert info.tracer == tracer
