@@ -508,3 +508,92 @@ def resample_to(array: np.ndarray, geometry: Geometry, target: Geometry, default
 def is_dicom_folder(path: PathLike | None) -> bool:
     """Whether ``path`` is an existing folder (so it is read as a DICOM series)."""
     return path is not None and os.path.isdir(path)
+
+
+@dataclass(frozen=True)
+class ConvertedCase:
+    """What :func:`convert_dicom_case` wrote."""
+
+    ct_path: Path
+    pet_path: Path
+    pet: PetInfo
+    ct_resampled: bool
+
+
+def case_paths(out_prefix: PathLike) -> tuple[Path, Path]:
+    """``<prefix>_0000.nii.gz`` (CT) and ``<prefix>_0001.nii.gz`` (PET SUV)."""
+    prefix = os.fspath(out_prefix)
+    return Path(prefix + "_0000.nii.gz"), Path(prefix + "_0001.nii.gz")
+
+
+def convert_dicom_case(ct_dir: PathLike, pet_dir: PathLike, out_prefix: PathLike, *, ct_series: str | None = None,
+                       pet_series: str | None = None, suv_factor: float | None = None,
+                       weight_kg: float | None = None, dose_bq: float | None = None) -> ConvertedCase:
+    """DICOM CT and PET series -> the nnU-Net pair ``<prefix>_0000.nii.gz`` (CT, HU) and ``_0001`` (SUVbw).
+
+    The PET grid is the case grid: a CT on another grid is resampled onto it (linear
+    interpolation in physical space, -1024 HU outside the CT). Each file is written atomically;
+    both outputs are checked before anything is read.
+
+    Raises
+    ------
+    DicomError, MissingDicomTagError, OutputPathError
+    """
+    from .errors import GridMismatchError
+    from .io import check_output_path, check_same_grid, write_image
+
+    ct_path, pet_path = case_paths(out_prefix)
+    for p in (ct_path, pet_path):
+        check_output_path(p, image=True)
+    suv, g_pet, info = read_dicom_pet(pet_dir, pet_series, suv_factor=suv_factor, weight_kg=weight_kg,
+                                      dose_bq=dose_bq)
+    ct, g_ct = read_dicom_ct(ct_dir, ct_series)
+    resampled = False
+    try:
+        check_same_grid(g_ct, g_pet, "CT", "PET")
+    except GridMismatchError:
+        ct = resample_to(ct, g_ct, g_pet, default=-1024.0)
+        resampled = True
+    write_image(ct.astype(np.float32), g_pet, ct_path)
+    write_image(suv, g_pet, pet_path)
+    return ConvertedCase(ct_path, pet_path, info, resampled)
+
+
+def quantify_on_dicom_pet(mask_path: PathLike, pet_dir: PathLike, pet_series: str | None = None, *,
+                          suv_factor: float | None = None, weight_kg: float | None = None,
+                          dose_bq: float | None = None):
+    """:func:`~nnunet_quantif.quantify.quantify` of a mask file on a DICOM PET series (SUVbw).
+
+    The mask must be on the PET series grid (as read here). Returns a
+    :class:`~nnunet_quantif.quantify.CaseStats`.
+    """
+    from .io import check_same_grid, read_image, strip_image_extension
+    from .quantify import quantify
+
+    mask, g_mask = read_image(mask_path)
+    pet, g_pet, _ = read_dicom_pet(pet_dir, pet_series, suv_factor=suv_factor, weight_kg=weight_kg,
+                                   dose_bq=dose_bq)
+    check_same_grid(g_mask, g_pet, str(mask_path), f"{pet_dir} (DICOM)")
+    return quantify(mask, pet, g_mask, case=strip_image_extension(Path(mask_path).name),
+                    mask_source=str(mask_path), pet_source=str(pet_dir))
+
+
+def add_dicom_arguments(p, *, ct: bool = True) -> None:
+    """``--ct-series/--pet-series`` and the SUV overrides ``--suv-factor/--weight/--dose`` (argparse)."""
+    from .cli.argtypes import positive_float
+
+    g = p.add_argument_group("DICOM", "when an input is a DICOM series folder")
+    if ct:
+        g.add_argument("--ct-series", metavar="UID", help="SeriesInstanceUID of the CT in a folder with several")
+    g.add_argument("--pet-series", metavar="UID", help="SeriesInstanceUID of the PET in a folder with several")
+    g.add_argument("--suv-factor", type=positive_float, metavar="F",
+                   help="SUV per stored (rescaled) PET unit, replacing the header's SUV fields")
+    g.add_argument("--weight", type=positive_float, metavar="KG", help="patient weight in kg (PatientWeight)")
+    g.add_argument("--dose", type=positive_float, metavar="BQ",
+                   help="injected dose in Bq at the injection time (RadionuclideTotalDose)")
+
+
+def dicom_overrides(args) -> dict:
+    """The SUV override keyword arguments from parsed :func:`add_dicom_arguments` options."""
+    return {"suv_factor": getattr(args, "suv_factor", None), "weight_kg": getattr(args, "weight", None),
+            "dose_bq": getattr(args, "dose", None)}

@@ -211,3 +211,85 @@ def test_tracer_from_header(tmp_path, phantom, meaning, text, tracer):
     write_pet(tmp_path, phantom, "bqml", tracer_text=(meaning, text))
     _, _, info = dicom.read_dicom_pet(tmp_path)
     assert info.tracer == tracer
+
+
+# --- CLI: convert-dicom and stats on a DICOM PET folder -------------------------------------------------------
+
+
+def _quantif(*argv: str) -> int:
+    from nnunet_quantif.cli import main
+
+    return main([str(a) for a in argv])
+
+
+def test_convert_dicom_writes_the_nnunet_pair(tmp_path, phantom, capsys):
+    from nnunet_quantif.io import read_image
+
+    write_ct(tmp_path / "ct", phantom)
+    write_pet(tmp_path / "pet", phantom, "midnight", tracer_text=("", "68Ga-PSMA-11"))
+    assert _quantif("convert-dicom", "--ct", tmp_path / "ct", "--pet", tmp_path / "pet",
+                    "--out", tmp_path / "out" / "case_001") == 0
+    assert "tracer psma" in capsys.readouterr().out
+    ct, g_ct = read_image(tmp_path / "out" / "case_001_0000.nii.gz")
+    suv, g_pet = read_image(tmp_path / "out" / "case_001_0001.nii.gz")
+    assert g_ct == g_pet == phantom.geometry
+    np.testing.assert_array_equal(ct, phantom.ct)
+    assert _rel(suv, phantom.suv) < 1e-4
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case_001_0000.nii.gz", "case_001_0001.nii.gz"]
+
+
+def test_convert_dicom_resamples_ct_onto_pet_grid(tmp_path, phantom):
+    from nnunet_quantif.io import Geometry, read_image
+
+    g = phantom.geometry
+    shifted = Geometry(g.size, g.spacing, (g.origin[0] + 4.0, g.origin[1], g.origin[2]), g.direction)
+    write_ct(tmp_path / "ct", phantom, geometry=shifted)
+    write_pet(tmp_path / "pet", phantom, "bqml")
+    assert _quantif("convert-dicom", "--ct", tmp_path / "ct", "--pet", tmp_path / "pet",
+                    "--out", tmp_path / "case") == 0
+    ct, g_ct = read_image(tmp_path / "case_0000.nii.gz")
+    assert g_ct == phantom.geometry
+    np.testing.assert_allclose(ct[:, :, 2:], phantom.ct[:, :, :-2], atol=1e-3)  # 4 mm = 2 voxels along x
+    assert np.all(ct[:, :, :2] == -1024)
+
+
+def test_convert_dicom_missing_tag_and_overrides(tmp_path, phantom, capsys):
+    write_ct(tmp_path / "ct", phantom)
+    write_pet(tmp_path / "pet", phantom, "bqml", edit=_drop("PatientWeight"))
+    assert _quantif("convert-dicom", "--ct", tmp_path / "ct", "--pet", tmp_path / "pet",
+                    "--out", tmp_path / "case") == 1
+    assert "PatientWeight (0010,1030)" in capsys.readouterr().err
+    assert not list(tmp_path.glob("case*"))
+    assert _quantif("convert-dicom", "--ct", tmp_path / "ct", "--pet", tmp_path / "pet",
+                    "--out", tmp_path / "case", "--weight", str(WEIGHT_KG)) == 0
+
+
+def test_convert_dicom_one_folder_two_series(tmp_path, phantom, capsys):
+    ct_uid = write_ct(tmp_path / "study", phantom)
+    pet_uid = write_pet(tmp_path / "study", phantom, "bqml")
+    assert _quantif("convert-dicom", "--ct", tmp_path / "study", "--pet", tmp_path / "study",
+                    "--out", tmp_path / "case") == 1
+    err = capsys.readouterr().err
+    assert ct_uid in err and pet_uid in err and "--ct-series" in err
+    assert _quantif("convert-dicom", "--ct", tmp_path / "study", "--pet", tmp_path / "study",
+                    "--out", tmp_path / "case", "--ct-series", ct_uid, "--pet-series", pet_uid) == 0
+
+
+def test_stats_on_a_dicom_pet_folder(tmp_path, phantom):
+    import json
+
+    from nnunet_quantif.io import write_image
+
+    write_pet(tmp_path / "pet", phantom, "philips_suv")
+    mask = (phantom.suv > 5).astype(np.uint8)
+    write_image(mask, phantom.geometry, tmp_path / "mask.nii.gz")
+    write_image(phantom.suv.astype(np.float32), phantom.geometry, tmp_path / "pet.nii.gz")
+    assert _quantif("stats", "--mask", tmp_path / "mask.nii.gz", "--pet", tmp_path / "pet",
+                    "--out", tmp_path / "dicom.json") == 0
+    assert _quantif("stats", "--mask", tmp_path / "mask.nii.gz", "--pet", tmp_path / "pet.nii.gz",
+                    "--out", tmp_path / "nifti.json") == 0
+    a, b = (json.loads((tmp_path / n).read_text()) for n in ("dicom.json", "nifti.json"))
+    assert len(a["lesions"]) == len(b["lesions"]) == 1
+    for key in ("suv_max", "suv_mean", "mtv_ml"):
+        va, vb = a["lesions"][0].get(key), b["lesions"][0].get(key)
+        assert va == pytest.approx(vb, rel=1e-5), key

@@ -23,12 +23,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(with or without --out). Outputs are written atomically and never replace an input.",
     )
     p.add_argument("--mask", required=True, metavar="M", help="lesion mask (voxels > 0 are lesion)")
-    p.add_argument("--pet", required=True, metavar="P", help="PET (SUV) on the mask's grid")
+    p.add_argument("--pet", required=True, metavar="P",
+                   help="PET (SUV) on the mask's grid, or a DICOM PET series folder (converted to SUVbw)")
     p.add_argument("--out", metavar="FILE",
                    help="output table: .csv (one row per lesion) or .json (totals + lesions)")
     p.add_argument("--json", action="store_true",
                    help="print the JSON (totals + lesions) to stdout; the one-line summary is then not printed")
     add_nonfinite_argument(p)
+    from ..dicom import add_dicom_arguments
+
+    add_dicom_arguments(p, ct=False)
     p.set_defaults(func=run)
 
 
@@ -43,7 +47,12 @@ def run(args: argparse.Namespace) -> int:
         ending = args.out.lower().rsplit(".", 1)[-1] if "." in args.out else ""
         if ending not in ("csv", "json"):
             raise OutputPathError(f"{args.out}: unknown output ending (use .csv or .json)")
-    stats = quantify_files(args.mask, args.pet, nonfinite=nonfinite_mode(args))
+    from ..dicom import dicom_overrides, is_dicom_folder, quantify_on_dicom_pet
+
+    if is_dicom_folder(args.pet):
+        stats = quantify_on_dicom_pet(args.mask, args.pet, args.pet_series, **dicom_overrides(args))
+    else:
+        stats = quantify_files(args.mask, args.pet, nonfinite=nonfinite_mode(args))
     if args.out is not None:
         writer = write_json if args.out.lower().endswith(".json") else write_csv
         writer(stats, args.out, inputs=inputs)
