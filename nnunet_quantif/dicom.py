@@ -29,10 +29,12 @@ series, gantry tilt, non-uniform slice spacing, multi-frame (enhanced) images, D
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -597,3 +599,48 @@ def dicom_overrides(args) -> dict:
     """The SUV override keyword arguments from parsed :func:`add_dicom_arguments` options."""
     return {"suv_factor": getattr(args, "suv_factor", None), "weight_kg": getattr(args, "weight", None),
             "dose_bq": getattr(args, "dose", None)}
+
+
+@contextlib.contextmanager
+def staged_case(ct: PathLike, pet: PathLike, *, ct_series: str | None = None, pet_series: str | None = None,
+                suv_factor: float | None = None, weight_kg: float | None = None, dose_bq: float | None = None
+                ) -> Iterator[tuple[Path, Path, PetInfo | None]]:
+    """Image files for a case whose CT and/or PET may be DICOM series folders.
+
+    Inputs that are files are passed through. A PET folder is converted to SUVbw and a CT
+    folder to HU, written as NIfTI into a temporary folder that is removed on exit; a CT
+    folder on another grid than the PET is resampled onto the PET grid (as
+    :func:`convert_dicom_case`).
+
+    Yields
+    ------
+    ct_path, pet_path : Path
+    pet_info : PetInfo or None
+        None when the PET is a file.
+    """
+    from .errors import GridMismatchError
+    from .io import check_same_grid, read_geometry, write_image
+
+    if not (is_dicom_folder(ct) or is_dicom_folder(pet)):
+        yield Path(ct), Path(pet), None
+        return
+    with tempfile.TemporaryDirectory(prefix="quantif-dicom-") as tmp:
+        info = None
+        if is_dicom_folder(pet):
+            suv, g_pet, info = read_dicom_pet(pet, pet_series, suv_factor=suv_factor, weight_kg=weight_kg,
+                                              dose_bq=dose_bq)
+            pet_path = Path(tmp) / "case_0001.nii.gz"
+            write_image(suv, g_pet, pet_path)
+        else:
+            pet_path, g_pet = Path(pet), read_geometry(pet)
+        if is_dicom_folder(ct):
+            hu, g_ct = read_dicom_ct(ct, ct_series)
+            try:
+                check_same_grid(g_ct, g_pet, "CT", "PET")
+            except GridMismatchError:
+                hu = resample_to(hu, g_ct, g_pet, default=-1024.0)
+            ct_path = Path(tmp) / "case_0000.nii.gz"
+            write_image(hu, g_pet, ct_path)
+        else:
+            ct_path = Path(ct)
+        yield ct_path, pet_path, info

@@ -293,3 +293,48 @@ def test_stats_on_a_dicom_pet_folder(tmp_path, phantom):
     for key in ("suv_max", "suv_mean", "mtv_ml"):
         va, vb = a["lesions"][0].get(key), b["lesions"][0].get(key)
         assert va == pytest.approx(vb, rel=1e-5), key
+
+
+class _FakePipeline:
+    """Stands in for the model: records what ``predict_case`` received and writes PET > 5 as the mask."""
+
+    calls: list = []
+
+    def predict_case(self, ct_path, pet_path, clicks_path, out_path, *, tracer="auto", step=None):
+        from types import SimpleNamespace
+
+        from nnunet_quantif.io import check_same_grid, read_image, write_image
+
+        ct, g_ct = read_image(ct_path)
+        pet, g_pet = read_image(pet_path)
+        check_same_grid(g_ct, g_pet)
+        write_image((pet > 5).astype(np.uint8), g_pet, out_path)
+        self.calls.append({"tracer": tracer, "ct": ct, "pet": pet, "geometry": g_pet})
+        return SimpleNamespace(output=str(out_path), summary_line=lambda: "fake")
+
+
+def test_predict_accepts_dicom_folders(tmp_path, phantom, monkeypatch, capsys):
+    """Routing only: the model is replaced (an end-to-end run needs the tiny trained model)."""
+    from nnunet_quantif.cli import cmd_predict
+    from nnunet_quantif.io import read_image
+
+    _FakePipeline.calls = []
+    monkeypatch.setattr(cmd_predict, "build_pipeline", lambda args, progress=False: _FakePipeline())
+    write_ct(tmp_path / "ct", phantom)
+    write_pet(tmp_path / "pet", phantom, "philips_bqml", tracer_text=("", "18F-DCFPyL"))
+    assert _quantif("predict", "--ct", tmp_path / "ct", "--pet", tmp_path / "pet", "--out", tmp_path / "m.nii.gz",
+                    "--stats") == 0
+    out = capsys.readouterr().out
+    assert "tracer psma from the DICOM radiopharmaceutical" in out
+    (call,) = _FakePipeline.calls
+    assert call["tracer"] == "psma" and call["geometry"] == phantom.geometry
+    assert _rel(call["pet"], phantom.suv) < 1e-4
+    np.testing.assert_array_equal(call["ct"], phantom.ct)
+    mask, g = read_image(tmp_path / "m.nii.gz")
+    assert g == phantom.geometry and mask.sum() == (phantom.suv > 5).sum()
+    assert (tmp_path / "m_lesions.csv").is_file()
+    assert not list(tmp_path.glob("quantif-dicom-*"))
+    _FakePipeline.calls = []
+    assert _quantif("predict", "--ct", tmp_path / "ct", "--pet", tmp_path / "pet", "--out", tmp_path / "m2.nii.gz",
+                    "--tracer", "fdg") == 0
+    assert _FakePipeline.calls[0]["tracer"] == "fdg"  # an explicit tracer wins over the header

@@ -70,8 +70,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "input geometry (.nii.gz or .mha by the output's ending).",
     )
     one = p.add_argument_group("one case")
-    one.add_argument("--ct", metavar="CT", help="CT image (HU) on the PET grid")
-    one.add_argument("--pet", metavar="PET", help="PET image (SUV)")
+    one.add_argument("--ct", metavar="CT", help="CT image (HU) on the PET grid, or a DICOM CT series folder "
+                                                "(resampled onto the PET grid)")
+    one.add_argument("--pet", metavar="PET", help="PET image (SUV), or a DICOM PET series folder (SUVbw from the "
+                                                  "header; its radiopharmaceutical sets --tracer auto)")
     one.add_argument("--clicks", metavar="JSON", help="click file (either JSON form); missing/empty = no clicks")
     one.add_argument("--out", metavar="MASK", help="output mask (.nii.gz, .nii or .mha)")
     batch = p.add_argument_group("folder")
@@ -90,6 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also write <case>_lesions.csv beside each written mask: the per-lesion table of "
                         "'quantif stats' (MTV, SUVmax, SUVmean, SUVpeak, TLG, centroid)")
     add_model_arguments(p)
+    from ..dicom import add_dicom_arguments
+
+    add_dicom_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -113,12 +118,20 @@ def run(args: argparse.Namespace) -> int:
             check_output_path(lesion_csv_path(args.out), inputs=inputs)
         if args.clicks is not None and not Path(args.clicks).is_file():
             raise InputFileError(f"{args.clicks}: click file not found (omit --clicks to predict without clicks)")
-        pipeline = build_pipeline(args, progress=True)
-        result = pipeline.predict_case(args.ct, args.pet, args.clicks, args.out, tracer=args.tracer, step=args.step)
-        print(result.summary_line())
-        print(f"wrote {result.output}")
-        if args.stats:
-            print(f"wrote {write_lesion_csv_beside(result.output, args.pet, nonfinite=nonfinite_mode(args))}")
+        from ..dicom import dicom_overrides, staged_case
+
+        with staged_case(args.ct, args.pet, ct_series=args.ct_series, pet_series=args.pet_series,
+                         **dicom_overrides(args)) as (ct_path, pet_path, dicom_pet):
+            tracer = args.tracer
+            if tracer == "auto" and dicom_pet is not None and dicom_pet.tracer is not None:
+                tracer = dicom_pet.tracer  # the header's radiopharmaceutical comes before the classifier
+                print(f"tracer {tracer} from the DICOM radiopharmaceutical ({dicom_pet.radiopharmaceutical})")
+            pipeline = build_pipeline(args, progress=True)
+            result = pipeline.predict_case(ct_path, pet_path, args.clicks, args.out, tracer=tracer, step=args.step)
+            print(result.summary_line())
+            print(f"wrote {result.output}")
+            if args.stats:
+                print(f"wrote {write_lesion_csv_beside(result.output, pet_path, nonfinite=nonfinite_mode(args))}")
         return 0
     if args.input is None or args.output is None:
         raise ConfigError("folder mode needs both -i and -o")
