@@ -300,7 +300,7 @@ class _FakePipeline:
 
     calls: list = []
 
-    def predict_case(self, ct_path, pet_path, clicks_path, out_path, *, tracer="auto", step=None):
+    def predict_case(self, ct_path, pet_path, clicks_path, out_path, *, tracer="auto", step=None, case_name=None):
         from types import SimpleNamespace
 
         from nnunet_quantif.io import check_same_grid, read_image, write_image
@@ -310,7 +310,7 @@ class _FakePipeline:
         check_same_grid(g_ct, g_pet)
         write_image((pet > 5).astype(np.uint8), g_pet, out_path)
         self.calls.append({"tracer": tracer, "ct": ct, "pet": pet, "geometry": g_pet})
-        return SimpleNamespace(output=str(out_path), summary_line=lambda: "fake")
+        return SimpleNamespace(output=str(out_path), summary_line=lambda: "fake", tracer=tracer)
 
 
 def test_predict_accepts_dicom_folders(tmp_path, phantom, monkeypatch, capsys):
@@ -338,3 +338,107 @@ def test_predict_accepts_dicom_folders(tmp_path, phantom, monkeypatch, capsys):
     assert _quantif("predict", "--ct", tmp_path / "ct", "--pet", tmp_path / "pet", "--out", tmp_path / "m2.nii.gz",
                     "--tracer", "fdg") == 0
     assert _FakePipeline.calls[0]["tracer"] == "fdg"  # an explicit tracer wins over the header
+
+
+# --- DICOM out: SEG -------------------------------------------------------------------------------------------
+
+
+def _read_seg(path, pet_dir):
+    """(labels (z, y, x) in the PET's z order, pydicom dataset, PET slices) of a written SEG."""
+    import highdicom as hd
+    import pydicom
+
+    _, _, slices = dicom.read_dicom_series(pet_dir)
+    seg = hd.seg.segread(path)
+    uids = [s.SOPInstanceUID for s in slices]
+    labels = seg.get_pixels_by_source_instance(uids, combine_segments=True, assert_missing_frames_are_empty=True)
+    return labels, pydicom.dcmread(path), slices
+
+
+def _check_references(ds, slices) -> None:
+    pet_uids = {s.SOPInstanceUID for s in slices}
+    (ref,) = ds.ReferencedSeriesSequence
+    assert ref.SeriesInstanceUID == slices[0].SeriesInstanceUID
+    referenced = {item.ReferencedSOPInstanceUID for item in ref.ReferencedInstanceSequence}
+    assert referenced and referenced <= pet_uids
+    for frame in ds.PerFrameFunctionalGroupsSequence:
+        src = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        assert src in pet_uids
+    assert ds.StudyInstanceUID == slices[0].StudyInstanceUID
+    assert ds.FrameOfReferenceUID == slices[0].FrameOfReferenceUID
+
+
+def test_dicom_seg_round_trip(tmp_path, phantom):
+    write_pet(tmp_path / "pet", phantom, "bqml")
+    mask = phantom.suv > 5
+    dicom.write_dicom_seg(mask, phantom.geometry, tmp_path / "pet", tmp_path / "seg.dcm", model_folder="/m/fdg")
+    labels, ds, slices = _read_seg(tmp_path / "seg.dcm", tmp_path / "pet")
+    np.testing.assert_array_equal(labels > 0, mask)
+    _check_references(ds, slices)
+    (segment,) = ds.SegmentSequence
+    assert segment.SegmentLabel == "lesion"
+    assert segment.SegmentedPropertyTypeCodeSequence[0].CodeValue == "108369006"
+    assert segment.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator == "SCT"
+    algo = segment.SegmentationAlgorithmIdentificationSequence[0]
+    from nnunet_quantif import __version__
+
+    assert (algo.AlgorithmName, algo.AlgorithmVersion, algo.AlgorithmSource) == ("nnunet-quantif", __version__,
+                                                                                  "/m/fdg")
+
+
+def test_dicom_seg_per_lesion_and_grid_check(tmp_path, phantom):
+    write_pet(tmp_path / "pet", phantom, "bqml")
+    mask = np.zeros(phantom.suv.shape, dtype=np.uint8)
+    mask[2:4, 2:4, 2:4] = 1
+    mask[10:12, 20:24, 20:24] = 1
+    dicom.write_dicom_seg(mask, phantom.geometry, tmp_path / "pet", tmp_path / "seg.dcm", per_lesion=True)
+    labels, ds, _ = _read_seg(tmp_path / "seg.dcm", tmp_path / "pet")
+    assert [s.SegmentLabel for s in ds.SegmentSequence] == ["lesion 1", "lesion 2"]
+    assert set(np.unique(labels)) == {0, 1, 2}
+    np.testing.assert_array_equal(labels > 0, mask > 0)
+    from nnunet_quantif.errors import GridMismatchError
+    from nnunet_quantif.io import Geometry
+
+    g = phantom.geometry
+    with pytest.raises(GridMismatchError):
+        dicom.write_dicom_seg(mask, Geometry(g.size, (1, 1, 1), g.origin, g.direction), tmp_path / "pet",
+                              tmp_path / "bad.dcm")
+    assert not (tmp_path / "bad.dcm").exists()
+
+
+def test_predict_output_type_dicom_seg(tmp_path, phantom, monkeypatch):
+    from nnunet_quantif.cli import cmd_predict
+
+    monkeypatch.setattr(cmd_predict, "build_pipeline", lambda args, progress=False: _FakePipeline())
+    write_ct(tmp_path / "ct", phantom)
+    write_pet(tmp_path / "pet", phantom, "bqml")
+    assert _quantif("predict", "--ct", tmp_path / "ct", "--pet", tmp_path / "pet", "--out", tmp_path / "seg.dcm",
+                    "--output-type", "dicom-seg", "--stats") == 0
+    labels, ds, slices = _read_seg(tmp_path / "seg.dcm", tmp_path / "pet")
+    np.testing.assert_array_equal(labels > 0, phantom.suv > 5)
+    _check_references(ds, slices)
+    assert (tmp_path / "seg_lesions.csv").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct", "pet", "seg.dcm", "seg_lesions.csv"]
+
+
+def test_output_type_errors(tmp_path, phantom, capsys):
+    from nnunet_quantif.io import write_image
+
+    write_image(phantom.suv.astype(np.float32), phantom.geometry, tmp_path / "pet.nii.gz")
+    assert _quantif("predict", "--ct", tmp_path / "pet.nii.gz", "--pet", tmp_path / "pet.nii.gz",
+                    "--out", tmp_path / "s.dcm", "--output-type", "dicom-seg", "--model-fdg", tmp_path) == 1
+    assert "needs --pet to be a DICOM PET series folder" in capsys.readouterr().err
+    assert _quantif("predict", "--ct", tmp_path / "pet.nii.gz", "--pet", tmp_path / "pet.nii.gz",
+                    "--out", tmp_path / "s.nii.gz", "--output-type", "mha", "--model-fdg", tmp_path) == 1
+    assert "--output-type mha needs an output ending in .mha" in capsys.readouterr().err
+
+
+def test_dicom_seg_command(tmp_path, phantom):
+    from nnunet_quantif.io import write_image
+
+    write_pet(tmp_path / "pet", phantom, "bqml")
+    write_image((phantom.suv > 5).astype(np.uint8), phantom.geometry, tmp_path / "mask.nii.gz")
+    assert _quantif("dicom-seg", "--mask", tmp_path / "mask.nii.gz", "--pet", tmp_path / "pet",
+                    "--out", tmp_path / "seg.dcm", "--per-lesion") == 0
+    labels, ds, slices = _read_seg(tmp_path / "seg.dcm", tmp_path / "pet")
+    np.testing.assert_array_equal(labels > 0, phantom.suv > 5)

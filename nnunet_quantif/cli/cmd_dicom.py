@@ -1,11 +1,9 @@
-"""``quantif convert-dicom``: DICOM CT and PET series -> the ``_0000``/``_0001`` NIfTI pair in SUVbw."""
+"""``quantif convert-dicom`` (DICOM CT + PET series -> ``_0000``/``_0001`` NIfTI pair in SUVbw) and
+``quantif dicom-seg`` (mask -> DICOM-SEG referencing the PET series)."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-
-log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +24,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dicom_arguments(p)
     p.set_defaults(func=run)
 
+    s = sub.add_parser(
+        "dicom-seg", help="a lesion mask on a DICOM PET's grid -> DICOM-SEG referencing that PET series",
+        description="Write a mask (voxels > 0 are lesion; e.g. from 'quantif predict' or 'convert-dicom' data) as "
+                    "a DICOM Segmentation (highdicom) that references the PET series: one segment 'lesion' "
+                    "(SNOMED CT 108369006 Neoplasm), or one per lesion with --per-lesion; algorithm "
+                    "identification nnunet-quantif and its version. The mask must be on the PET series grid.")
+    s.add_argument("--mask", required=True, metavar="M", help="mask image (.nii.gz, .nii, .mha)")
+    s.add_argument("--pet", required=True, metavar="DIR", help="PET DICOM series folder the SEG references")
+    s.add_argument("--out", required=True, metavar="SEG.dcm", help="output DICOM-SEG file")
+    s.add_argument("--pet-series", metavar="UID", help="SeriesInstanceUID of the PET in a folder with several")
+    s.add_argument("--per-lesion", action="store_true", help="one segment per 18-connected lesion")
+    s.add_argument("--model-folder", metavar="DIR", help="recorded as the algorithm source")
+    s.set_defaults(func=run_seg)
+
 
 def run(args: argparse.Namespace) -> int:
     from ..dicom import convert_dicom_case, dicom_overrides
@@ -39,4 +51,16 @@ def run(args: argparse.Namespace) -> int:
     if result.ct_resampled:
         detail += "; CT resampled onto the PET grid"
     print(f"wrote {result.ct_path} and {result.pet_path} ({detail})")
+    return 0
+
+
+def run_seg(args: argparse.Namespace) -> int:
+    from ..dicom import write_dicom_seg
+    from ..io import check_output_path, read_image
+
+    check_output_path(args.out, inputs=[args.mask])
+    mask, geometry = read_image(args.mask)
+    out = write_dicom_seg(mask, geometry, args.pet, args.out, pet_series=args.pet_series,
+                          per_lesion=args.per_lesion, model_folder=args.model_folder)
+    print(f"wrote {out}")
     return 0

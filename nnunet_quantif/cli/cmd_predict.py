@@ -92,9 +92,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also write <case>_lesions.csv beside each written mask: the per-lesion table of "
                         "'quantif stats' (MTV, SUVmax, SUVmean, SUVpeak, TLG, centroid)")
     add_model_arguments(p)
-    from ..dicom import add_dicom_arguments
+    from ..dicom import OUTPUT_TYPES, add_dicom_arguments
 
     add_dicom_arguments(p)
+    one.add_argument("--output-type", choices=OUTPUT_TYPES, default=None,
+                     help="nifti, mha (default: by the --out ending) or dicom-seg: a DICOM Segmentation file "
+                          "(--out X.dcm) referencing the PET series (--pet must be a DICOM folder)")
+    one.add_argument("--per-lesion", action="store_true",
+                     help="dicom-seg: one segment per lesion (18-connected) instead of one 'lesion' segment")
     p.set_defaults(func=run)
 
 
@@ -113,24 +118,35 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"one-case mode needs {', '.join(missing)}")
         # every path is checked before the model loads and the case runs
         inputs = [p for p in (args.ct, args.pet, args.clicks) if p is not None]
-        check_output_path(args.out, image=True, inputs=inputs)
+        from ..dicom import check_output_type, seg_lesion_csv_path
+
+        seg = check_output_type(args.output_type, args.out, args.pet)
+        check_output_path(args.out, image=not seg, inputs=inputs)
+        csv_path = seg_lesion_csv_path(args.out) if seg else lesion_csv_path(args.out)
         if args.stats:
-            check_output_path(lesion_csv_path(args.out), inputs=inputs)
+            check_output_path(csv_path, inputs=inputs)
         if args.clicks is not None and not Path(args.clicks).is_file():
             raise InputFileError(f"{args.clicks}: click file not found (omit --clicks to predict without clicks)")
+        import tempfile
+
         from ..dicom import dicom_overrides, staged_case
 
         with staged_case(args.ct, args.pet, ct_series=args.ct_series, pet_series=args.pet_series,
-                         **dicom_overrides(args)) as (ct_path, pet_path, dicom_pet):
+                         **dicom_overrides(args)) as (ct_path, pet_path, dicom_pet), \
+                tempfile.TemporaryDirectory(prefix="quantif-seg-") as seg_tmp:
             tracer = args.tracer
             if tracer == "auto" and dicom_pet is not None and dicom_pet.tracer is not None:
                 tracer = dicom_pet.tracer  # the header's radiopharmaceutical comes before the classifier
                 print(f"tracer {tracer} from the DICOM radiopharmaceutical ({dicom_pet.radiopharmaceutical})")
             pipeline = build_pipeline(args, progress=True)
-            result = pipeline.predict_case(ct_path, pet_path, args.clicks, args.out, tracer=tracer, step=args.step)
+            if seg:  # the mask is predicted to a temporary NIfTI, then written as a SEG referencing the PET
+                result = _predict_dicom_seg(args, pipeline, ct_path, pet_path, tracer, Path(seg_tmp), csv_path)
+            else:
+                result = pipeline.predict_case(ct_path, pet_path, args.clicks, args.out, tracer=tracer,
+                                               step=args.step)
             print(result.summary_line())
             print(f"wrote {result.output}")
-            if args.stats:
+            if args.stats and not seg:
                 print(f"wrote {write_lesion_csv_beside(result.output, pet_path, nonfinite=nonfinite_mode(args))}")
         return 0
     if args.input is None or args.output is None:
@@ -149,6 +165,27 @@ def run(args: argparse.Namespace) -> int:
               + ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else ""), file=sys.stderr)
         return 1
     return 0
+
+
+def _predict_dicom_seg(args: argparse.Namespace, pipeline, ct_path: Path, pet_path: Path, tracer: str,
+                       tmp: Path, csv_path: Path):
+    """One case with ``--output-type dicom-seg``: predict into ``tmp``, write the SEG (and ``--stats``)."""
+    from ..dicom import write_dicom_seg
+    from ..io import read_image
+    from ..quantify import quantify_files, write_csv
+
+    case = Path(args.out).name[:-4] if args.out.lower().endswith(".dcm") else Path(args.out).name
+    mask_path = tmp / "mask.nii.gz"
+    result = pipeline.predict_case(ct_path, pet_path, args.clicks, mask_path, tracer=tracer, step=args.step,
+                                   case_name=case)
+    mask, geometry = read_image(mask_path)
+    model = getattr(pipeline, "model_dirs", {}).get(getattr(result, "tracer", None))
+    result.output = str(write_dicom_seg(mask, geometry, args.pet, args.out, pet_series=args.pet_series,
+                                        per_lesion=args.per_lesion, model_folder=model))
+    if args.stats:
+        stats = quantify_files(mask_path, pet_path, nonfinite=nonfinite_mode(args), case=case)
+        print(f"wrote {write_csv(stats, csv_path, inputs=[mask_path, pet_path])}")
+    return result
 
 
 def _case_reporter(args: argparse.Namespace, write):
