@@ -759,3 +759,33 @@ def seg_lesion_csv_path(out: PathLike) -> Path:
     p = Path(out)
     stem = p.name[:-4] if p.name.lower().endswith(".dcm") else p.name
     return p.with_name(stem + "_lesions.csv")
+
+
+def compare_header_tracer(pipeline, header_tracer: str, pet_path: PathLike) -> str | None:
+    """Run the tracer classifier (when ``pipeline`` has its weights) and log whether it agrees with the header.
+
+    The header's tracer is the one used; this only logs (warning on a disagreement). Returns the
+    classifier's tracer, or None when no classifier is configured or it cannot run.
+    """
+    import logging
+
+    from .errors import QuantIFError
+    from .io import read_pet
+
+    log = logging.getLogger(__name__)
+    router = getattr(pipeline, "router", None)
+    if router is None or getattr(router, "weights_dir", None) is None:
+        return None
+    try:
+        pet, geometry = read_pet(pet_path, "zero")
+        decision = router.decide("auto", pet=pet, geometry=geometry, source=os.fspath(pet_path))
+    except QuantIFError as e:
+        log.info("tracer classifier not run (%s); using the DICOM header's tracer %s", e, header_tracer)
+        return None
+    if decision.tracer != header_tracer:
+        log.warning("the DICOM radiopharmaceutical says %s, the tracer classifier says %s (p=%s); using the "
+                    "header's %s (give --tracer to choose)", header_tracer, decision.tracer,
+                    decision.probability, header_tracer)
+    else:
+        log.info("the tracer classifier agrees with the DICOM header: %s", header_tracer)
+    return decision.tracer

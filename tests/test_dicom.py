@@ -442,3 +442,29 @@ def test_dicom_seg_command(tmp_path, phantom):
                     "--out", tmp_path / "seg.dcm", "--per-lesion") == 0
     labels, ds, slices = _read_seg(tmp_path / "seg.dcm", tmp_path / "pet")
     np.testing.assert_array_equal(labels > 0, phantom.suv > 5)
+
+
+def test_header_tracer_disagreement_with_classifier_is_logged(tmp_path, phantom, monkeypatch, caplog):
+    import logging
+    from types import SimpleNamespace
+
+    from nnunet_quantif.cli import cmd_predict
+
+    class Router:
+        weights_dir = tmp_path
+
+        def decide(self, tracer, *, pet=None, geometry=None, case_name=None, source=None):
+            assert tracer == "auto" and geometry == phantom.geometry
+            return SimpleNamespace(tracer="fdg", probability=0.9)
+
+    fake = _FakePipeline()
+    fake.router = Router()
+    _FakePipeline.calls = []
+    monkeypatch.setattr(cmd_predict, "build_pipeline", lambda args, progress=False: fake)
+    write_ct(tmp_path / "ct", phantom)
+    write_pet(tmp_path / "pet", phantom, "bqml", tracer_text=("", "68Ga-PSMA-11"))
+    with caplog.at_level(logging.INFO, logger="nnunet_quantif.dicom"):
+        assert _quantif("predict", "--ct", tmp_path / "ct", "--pet", tmp_path / "pet",
+                        "--out", tmp_path / "m.nii.gz") == 0
+    assert _FakePipeline.calls[0]["tracer"] == "psma"
+    assert "radiopharmaceutical says psma, the tracer classifier says fdg" in caplog.text

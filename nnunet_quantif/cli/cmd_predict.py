@@ -139,6 +139,10 @@ def run(args: argparse.Namespace) -> int:
                 tracer = dicom_pet.tracer  # the header's radiopharmaceutical comes before the classifier
                 print(f"tracer {tracer} from the DICOM radiopharmaceutical ({dicom_pet.radiopharmaceutical})")
             pipeline = build_pipeline(args, progress=True)
+            if tracer != args.tracer:
+                from ..dicom import compare_header_tracer
+
+                compare_header_tracer(pipeline, tracer, pet_path)  # logs a disagreement with the classifier
             if seg:  # the mask is predicted to a temporary NIfTI, then written as a SEG referencing the PET
                 result = _predict_dicom_seg(args, pipeline, ct_path, pet_path, tracer, Path(seg_tmp), csv_path)
             else:
