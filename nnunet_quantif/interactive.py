@@ -138,6 +138,7 @@ class Session:
         self.incremental = incremental
         self.last_update: UpdateInfo | None = None
         self._case: dict | None = None
+        self._clicks = Clicks.empty()
         self._history: list[Clicks] = []
 
     # ------------------------------------------------------------------ case
@@ -188,11 +189,23 @@ class Session:
         clicks = Clicks.empty()
         heatmap = pipe.build_heatmap(decision.tracer, pet_a, clicks, source=source)
         data, properties = self._preprocess_all(predictor, ct_a, pet_a, heatmap, geometry)
-        self._case = dict(
-            name=case_name, source=source, ct=ct_a, pet=pet_a, geometry=geometry, tracer=decision,
-            predictor=predictor, params=pipe.heatmap_definitions[decision.tracer].params(), heatmap=heatmap,
-            transpose=[int(t) for t in predictor.plans_manager.transpose_forward], mask=None, lesions=None,
-        )
+        previous = (self._case, self._clicks, self._history, self.last_update)
+        try:
+            case = dict(name=case_name, source=source, ct=ct_a, pet=pet_a, geometry=geometry, tracer=decision,
+                        predictor=predictor, params=pipe.heatmap_definitions[decision.tracer].params(),
+                        heatmap=heatmap, transpose=[int(t) for t in predictor.plans_manager.transpose_forward],
+                        mask=None, lesions=None)
+            self._open_case(case, data, properties, t0)
+        except BaseException:  # the previous case (if any) stays open
+            self._case, self._clicks, self._history, self.last_update = previous
+            raise
+        return self.mask
+
+    def _open_case(self, case: dict, data: np.ndarray, properties: dict, t0: float) -> None:
+        """Lay out a freshly preprocessed case, decide its mirroring axes and predict step 0."""
+        self._case = case
+        predictor, geometry, pet_a = case["predictor"], case["geometry"], case["pet"]
+        pipe = self.pipeline
         self._build(data, properties)
         del data
         padded, revert = self._case["padded"], self._case["revert"]
@@ -207,12 +220,11 @@ class Session:
             predictor.case_direction = predictor.case_budget_s = predictor.case_deadline = None
             predictor.case_raw_shape = None
         self._case.update(axes=mirror.axes if mirror.axes else None, mirroring=mirror)
-        self._clicks = clicks
+        self._clicks = Clicks.empty()
         self._history = []
         n_tiles = len(self._case["slicers"]) * len(predictor.list_of_parameters)
         self._predict_all()
         self.last_update = UpdateInfo("open", "full", n_tiles, n_tiles, time.perf_counter() - t0)
-        return self.mask
 
     # ------------------------------------------------------------------ clicks
     def add_click(self, xyz: Sequence[int], kind: str) -> np.ndarray:
@@ -378,9 +390,26 @@ class Session:
                                                predictor.configuration_manager, predictor.dataset_json)
         return data, properties
 
-    def _preprocess_heatmap(self, heatmap: np.ndarray, changed_raw: tuple[slice, ...]) -> np.ndarray | None:
-        """The new preprocessed heatmap channel (preprocessed shape), or None when the whole case must be
-        preprocessed again (heatmap non-zero outside the crop box, or normalisation inside the nonzero mask)."""
+    def _preprocess_heatmap(self, heatmap: np.ndarray,
+                            changed_raw: tuple[slice, ...]) -> tuple[tuple[slice, ...], np.ndarray] | None:
+        """Preprocess the new heatmap channel where it can have changed.
+
+        Parameters
+        ----------
+        heatmap : np.ndarray, shape (z, y, x), float32
+            The new raw heatmap.
+        changed_raw : tuple of 3 slices
+            Box of the raw voxels that differ from the stored heatmap (z, y, x).
+
+        Returns
+        -------
+        (box, values) or None
+            ``values`` (float32) replace the preprocessed heatmap channel inside ``box`` (preprocessed,
+            transposed array coordinates): the changed box alone when resampling is the identity and
+            the channel's normalisation is voxel-wise, else the whole channel. None when the whole
+            case must be preprocessed again (the heatmap becomes non-zero outside nnU-Net's crop box,
+            or a channel normalises inside the nonzero mask).
+        """
         import nnunetv2
         from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
         from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
@@ -391,35 +420,32 @@ class Session:
         if any(cm.use_mask_for_norm):
             return None
         ht = heatmap.transpose(case["transpose"])
-        bbox = props["bbox_used_for_cropping"]
-        crop = tuple(slice(int(lo), int(hi)) for lo, hi in bbox)
-        outside = ht.copy()
-        outside[crop] = 0
-        if outside.any():
-            return None
-        del outside
+        box_t = tuple(changed_raw[i] for i in case["transpose"])
+        crop = tuple(slice(int(lo), int(hi)) for lo, hi in props["bbox_used_for_cropping"])
+        inner = _intersect(box_t, crop)
+        if inner != box_t:  # the stored heatmap is zero outside the crop box: only the changed box can break that
+            outside = ht[box_t].copy()
+            if inner is not None:
+                outside[tuple(slice(i.start - b.start, i.stop - b.start) for i, b in zip(inner, box_t))] = 0
+            if outside.any():
+                return None
+        if inner is None:
+            return None  # pragma: no cover - a change outside the crop box is non-zero there
         scheme = cm.normalization_schemes[2]
         norm_class = recursive_find_python_class(os.path.join(nnunetv2.__path__[0], "preprocessing", "normalization"),
                                                  scheme, "nnunetv2.preprocessing.normalization")
         normalizer = norm_class(use_mask_for_norm=False,
                                 intensityproperties=p.plans_manager.foreground_intensity_properties_per_channel["2"])
-        cropped_shape = tuple(int(hi - lo) for lo, hi in bbox)
+        cropped_shape = tuple(s.stop - s.start for s in crop)
         spacing_t = [props["spacing"][i] for i in case["transpose"]]
         new_shape = tuple(int(s) for s in compute_new_shape(cropped_shape, spacing_t, cm.spacing))
-        padded, revert = case["padded"], case["revert"]
-        current = padded[2][revert].numpy()
         if new_shape == cropped_shape and scheme in _VOXELWISE_NORMALIZATION:
-            # identity resampling and a voxel-wise normalisation: only the changed box
-            box_t = tuple(changed_raw[i] for i in case["transpose"])
-            inner = _intersect(box_t, crop)
-            out = current.copy()
-            if inner is not None:
-                local = tuple(slice(s.start - c.start, s.stop - c.start) for s, c in zip(inner, crop))
-                out[local] = normalizer.run(ht[inner].astype(np.float32), None)
-            return out
+            local = tuple(slice(s.start - c.start, s.stop - c.start) for s, c in zip(inner, crop))
+            return local, np.asarray(normalizer.run(ht[inner].astype(np.float32), None), dtype=np.float32)
         channel = ht[crop][None].astype(np.float32)
         channel[0] = normalizer.run(channel[0], None)
-        return np.asarray(cm.resampling_fn_data(channel, new_shape, spacing_t, cm.spacing)[0], dtype=np.float32)
+        values = np.asarray(cm.resampling_fn_data(channel, new_shape, spacing_t, cm.spacing)[0], dtype=np.float32)
+        return tuple(slice(0, s) for s in values.shape), values
 
     def _set_clicks(self, clicks: Clicks, kind: str) -> None:
         """Make ``clicks`` the session's clicks and update the prediction (state unchanged on error)."""
@@ -439,12 +465,15 @@ class Session:
             self._clicks = clicks
             self.last_update = UpdateInfo(kind, "unchanged", 0, total, time.perf_counter() - t0)
             return
-        channel = self._preprocess_heatmap(heatmap, changed_raw)
+        update = self._preprocess_heatmap(heatmap, changed_raw)
         full = not self.incremental
-        if channel is not None:
-            current = padded[2][revert].numpy()
-            box = _bbox(channel != current)
-            padded[2][revert] = torch.from_numpy(channel)
+        if update is not None:
+            local, values = update
+            target = padded[2][revert][local]
+            sub = _bbox(values != target.numpy())
+            box = None if sub is None else tuple(slice(lo.start + s.start, lo.start + s.stop)
+                                                 for lo, s in zip(local, sub))
+            target.copy_(torch.from_numpy(values))
         else:  # the whole case again
             data, properties = self._preprocess_all(p, case["ct"], case["pet"], heatmap, case["geometry"])
             same = (np.array_equal(properties["bbox_used_for_cropping"], case["properties"]["bbox_used_for_cropping"])
