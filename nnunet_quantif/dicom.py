@@ -19,7 +19,8 @@ PET -> SUVbw follows the QIBA/UPICT vendor-neutral recipe:
 * scan reference time: SeriesDate/SeriesTime, unless that is after the earliest
   AcquisitionDate/AcquisitionTime of the series (a series time rewritten by post-processing),
   in which case the earliest acquisition time;
-* PatientWeight in kg; RescaleSlope/RescaleIntercept per slice.
+* PatientWeight in kg; RescaleSlope/RescaleIntercept per slice;
+* CorrectedImage, when present, must hold ATTN and DECY.
 
 A missing field raises :class:`MissingDicomTagError` naming the tag; ``suv_factor``,
 ``weight_kg`` and ``dose_bq`` override broken headers. Not supported (errors): non-axial
@@ -443,6 +444,10 @@ def suv_scale(slices: Sequence, *, suv_factor: float | None = None, weight_kg: f
     if decay not in ("START", "ADMIN"):
         raise DicomError(f"{where}: DecayCorrection {decay!r} is not supported (START or ADMIN; or give "
                          "--suv-factor)")
+    corrected = {str(v).upper() for v in (ds.get("CorrectedImage", None) or [])}
+    if corrected and not {"ATTN", "DECY"} <= corrected:
+        raise DicomError(f"{where}: CorrectedImage (0028,0051) is {sorted(corrected)}; SUV needs attenuation "
+                         "and decay corrected images (ATTN and DECY), or give --suv-factor")
     if weight_kg is None:
         weight_kg = float(_require(ds, "PatientWeight", where))
     rp_where = where + " RadiopharmaceuticalInformationSequence"

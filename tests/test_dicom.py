@@ -142,6 +142,7 @@ def test_philips_counts_without_factors(tmp_path, phantom):
 @pytest.mark.parametrize("keyword,value,match", [
     ("DecayCorrection", "NONE", "DecayCorrection 'NONE'"),
     ("Units", "PROPCNTS", "Units 'PROPCNTS'"),
+    ("CorrectedImage", ["ATTN"], "CorrectedImage"),
 ])
 def test_unsupported_values(tmp_path, phantom, keyword, value, match):
     write_pet(tmp_path, phantom, "bqml", edit=lambda ds, z: setattr(ds, keyword, value))
