@@ -469,3 +469,41 @@ def test_header_tracer_disagreement_with_classifier_is_logged(tmp_path, phantom,
                         "--out", tmp_path / "m.nii.gz") == 0
     assert _FakePipeline.calls[0]["tracer"] == "psma"
     assert "radiopharmaceutical says psma, the tracer classifier says fdg" in caplog.text
+
+
+# --- end to end: the real pipeline with random-weight constant-output models --------------------------------
+
+
+@pytest.fixture(scope="module")
+def constant_models(tmp_path_factory):
+    """An FDG model that predicts background everywhere and a PSMA model that predicts lesion everywhere,
+    so the mask shows which model the header's tracer routed the case to."""
+    from nnunet_quantif.inference.random_model import write_random_model
+
+    root = tmp_path_factory.mktemp("dicom_models")
+    fdg = write_random_model(root / "fdg", folds=(0,), patch_size=(16, 16, 16), constant_output=0)
+    psma = write_random_model(root / "psma", folds=(0,), patch_size=(16, 16, 16), constant_output=1)
+    return fdg, psma
+
+
+@pytest.mark.parametrize("text,tracer", [("18F-FDG", "fdg"), ("68Ga-PSMA-11", "psma")])
+def test_predict_end_to_end_dicom_in_dicom_seg_out(tmp_path, phantom, constant_models, text, tracer):
+    import torch
+
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fdg, psma = constant_models
+        write_ct(tmp_path / "ct", phantom)
+        write_pet(tmp_path / "pet", phantom, "midnight", tracer_text=("", text))
+        assert _quantif("predict", "--model-fdg", fdg, "--model-psma", psma, "--folds", "0", "--device", "cpu",
+                        "--no-postprocess", "--ct", tmp_path / "ct", "--pet", tmp_path / "pet",
+                        "--out", tmp_path / "seg.dcm", "--output-type", "dicom-seg") == 0
+    finally:
+        torch.set_num_threads(n_threads)
+    labels, ds, slices = _read_seg(tmp_path / "seg.dcm", tmp_path / "pet")
+    _check_references(ds, slices)
+    assert labels.shape == phantom.suv.shape
+    assert (labels > 0).all() if tracer == "psma" else not labels.any()
+    algo = ds.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert algo.AlgorithmSource == str(psma if tracer == "psma" else fdg)
