@@ -285,8 +285,17 @@ def read_dicom_series(folder: PathLike, series_uid: str | None = None) -> tuple[
 
 
 def read_dicom_ct(folder: PathLike, series_uid: str | None = None) -> tuple[np.ndarray, Geometry]:
-    """A CT series in HU: array (z, y, x) float32 and its geometry."""
-    array, geometry, _ = read_dicom_series(folder, series_uid)
+    """A CT series in HU: array (z, y, x) float32 and its geometry.
+
+    Raises
+    ------
+    DicomError
+        The series' Modality is given and is not CT (a PET folder passed as the CT, for instance).
+    """
+    array, geometry, slices = read_dicom_series(folder, series_uid)
+    modality = str(slices[0].get("Modality", "") or "")
+    if modality and modality != "CT":
+        raise DicomError(f"{folder} (series {slices[0].SeriesInstanceUID}): Modality is {modality}, not CT")
     return array.astype(np.float32), geometry
 
 

@@ -164,6 +164,8 @@ def test_several_series_need_a_uid(tmp_path, phantom):
         dicom.read_dicom_ct(tmp_path, "1.2.3")
     with pytest.raises(dicom.DicomError, match="not PT"):
         dicom.read_dicom_pet(tmp_path, ct_uid)
+    with pytest.raises(dicom.DicomError, match="Modality is PT, not CT"):
+        dicom.read_dicom_ct(tmp_path, pet_uid)
 
 
 def test_non_axial_is_an_error(tmp_path, phantom):
