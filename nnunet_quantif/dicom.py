@@ -38,11 +38,17 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import InputFileError
 from .io import Geometry, PathLike
+
+if TYPE_CHECKING:
+    import argparse
+
+    from pydicom.dataset import Dataset
 
 #: Tolerances of the geometry checks (mm, and cosines).
 POSITION_TOL_MM = 0.01
@@ -95,7 +101,10 @@ class PetInfo:
     radiopharmaceutical : str
         The header's text (CodeMeaning and Radiopharmaceutical), for logs.
     weight_kg, dose_bq, half_life_s, decay_s : float or None
-        The values used (None where the route does not need them).
+        The values used: kg, Bq, s, s from the injection to the scan reference time (None where the
+        route does not need them).
+    notes : tuple of str
+        How the factor was found when not by the BQML recipe (``'override'``, the Philips tag).
     """
 
     suv_factor: float
@@ -120,7 +129,7 @@ def _pydicom():
 def list_series(folder: PathLike) -> dict[str, SeriesInfo]:
     """The image series in ``folder`` (searched recursively), keyed by SeriesInstanceUID.
 
-    Files that are not DICOM, and DICOM files without pixel data or without a
+    Files that are not DICOM, and DICOM files without an image (no Rows) or without a
     SeriesInstanceUID (DICOMDIR, reports), are skipped.
 
     Raises
@@ -169,7 +178,7 @@ def select_series(folder: PathLike, series_uid: str | None = None) -> SeriesInfo
     return next(iter(series.values()))
 
 
-def _require(ds, keyword: str, where: str):
+def _require(ds: Dataset, keyword: str, where: str):
     """``ds.<keyword>``, or :class:`MissingDicomTagError` naming the tag."""
     value = ds.get(keyword, None)
     if value is None or (isinstance(value, str) and not value.strip()) or \
@@ -235,7 +244,7 @@ def _sorted_slices(datasets: Sequence, where: str) -> tuple[list, Geometry]:
     return slices, geometry
 
 
-def _read_datasets(info: SeriesInfo, where: str) -> list:
+def _read_datasets(info: SeriesInfo, where: str) -> list[Dataset]:
     pydicom = _pydicom()
     out = []
     for path in info.files:
@@ -299,14 +308,14 @@ def read_dicom_ct(folder: PathLike, series_uid: str | None = None) -> tuple[np.n
     return array.astype(np.float32), geometry
 
 
-def _datetime(date, time) -> _dt.datetime:
+def _datetime(date: str, time: str) -> _dt.datetime:
     from pydicom.valuerep import DA, TM
 
     d, t = DA(str(date).strip()), TM(str(time).strip())
     return _dt.datetime.combine(d, _dt.time(t.hour, t.minute, t.second, t.microsecond))
 
 
-def _dt_value(value) -> _dt.datetime:
+def _dt_value(value: str) -> _dt.datetime:
     from pydicom.valuerep import DT
 
     v = DT(str(value).strip())
@@ -328,7 +337,7 @@ def scan_reference_time(slices: Sequence, where: str = "PET") -> _dt.datetime:
     return series
 
 
-def injection_time(ds, scan: _dt.datetime, where: str = "PET") -> _dt.datetime:
+def injection_time(ds: Dataset, scan: _dt.datetime, where: str = "PET") -> _dt.datetime:
     """RadiopharmaceuticalStartDateTime, else RadiopharmaceuticalStartTime on the scan's date (the day
     before when that time is after the scan: a scan after midnight)."""
     rp = _radiopharmaceutical_item(ds, where)
@@ -341,12 +350,12 @@ def injection_time(ds, scan: _dt.datetime, where: str = "PET") -> _dt.datetime:
     return t
 
 
-def _radiopharmaceutical_item(ds, where: str):
+def _radiopharmaceutical_item(ds: Dataset, where: str) -> Dataset:
     seq = _require(ds, "RadiopharmaceuticalInformationSequence", where)
     return seq[0]
 
 
-def _philips_factor(ds, tag: tuple[int, int]) -> float | None:
+def _philips_factor(ds: Dataset, tag: tuple[int, int]) -> float | None:
     """A Philips private factor, by its creator block when present, else at the conventional tag."""
     try:
         block = ds.private_block(tag[0], PHILIPS_CREATOR)
@@ -366,7 +375,7 @@ def _philips_factor(ds, tag: tuple[int, int]) -> float | None:
         return None
 
 
-def radiopharmaceutical_text(ds) -> str:
+def radiopharmaceutical_text(ds: Dataset) -> str:
     """CodeMeaning of the RadiopharmaceuticalCodeSequence and the Radiopharmaceutical text, joined ('' if absent)."""
     seq = ds.get("RadiopharmaceuticalInformationSequence", None)
     if not seq:
@@ -380,7 +389,7 @@ def radiopharmaceutical_text(ds) -> str:
     return " / ".join(p for p in parts if p)
 
 
-def tracer_from_dicom(ds) -> str | None:
+def tracer_from_dicom(ds: Dataset) -> str | None:
     """``'fdg'``, ``'psma'`` or None from the radiopharmaceutical of a PET dataset.
 
     FDG: fludeoxyglucose / FDG. PSMA: PSMA-11 (gozetotide), DCFPyL (piflufolastat),
@@ -594,7 +603,7 @@ def quantify_on_dicom_pet(mask_path: PathLike, pet_dir: PathLike, pet_series: st
                     mask_source=str(mask_path), pet_source=str(pet_dir))
 
 
-def add_dicom_arguments(p, *, ct: bool = True) -> None:
+def add_dicom_arguments(p: argparse.ArgumentParser, *, ct: bool = True) -> None:
     """``--ct-series/--pet-series`` and the SUV overrides ``--suv-factor/--weight/--dose`` (argparse)."""
     from .cli.argtypes import positive_float
 
@@ -609,7 +618,7 @@ def add_dicom_arguments(p, *, ct: bool = True) -> None:
                    help="injected dose in Bq at the injection time (RadionuclideTotalDose)")
 
 
-def dicom_overrides(args) -> dict:
+def dicom_overrides(args: argparse.Namespace) -> dict:
     """The SUV override keyword arguments from parsed :func:`add_dicom_arguments` options."""
     return {"suv_factor": getattr(args, "suv_factor", None), "weight_kg": getattr(args, "weight", None),
             "dose_bq": getattr(args, "dose", None)}
