@@ -434,6 +434,9 @@ def test_output_type_errors(tmp_path, phantom, capsys):
     assert _quantif("predict", "--ct", tmp_path / "pet.nii.gz", "--pet", tmp_path / "pet.nii.gz",
                     "--out", tmp_path / "s.nii.gz", "--output-type", "mha", "--model-fdg", tmp_path) == 1
     assert "--output-type mha needs an output ending in .mha" in capsys.readouterr().err
+    assert _quantif("predict", "-i", tmp_path, "-o", tmp_path / "o", "--output-type", "dicom-seg",
+                    "--model-fdg", tmp_path) == 1
+    assert "one-case options" in capsys.readouterr().err
 
 
 def test_dicom_seg_command(tmp_path, phantom):

@@ -155,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.input is None or args.output is None:
         raise ConfigError("folder mode needs both -i and -o")
+    if args.output_type is not None or args.per_lesion:
+        raise ConfigError("--output-type and --per-lesion are one-case options (--ct/--pet/--out); folder mode "
+                          "chooses the ending with --output-ending")
     check_output_path(args.output, folder=True)
     pipeline = build_pipeline(args, progress=False)
     results = pipeline.predict_folder(args.input, args.output, tracer=args.tracer, step=args.step,
