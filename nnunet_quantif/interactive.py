@@ -371,14 +371,13 @@ class Session:
         for sl in slicers:
             n_pred[sl[1:]] += gaussian
         case.update(properties=properties, padded=padded, revert=tuple(revert[1:]), slicers=slicers,
-                    gaussian=gaussian, n_pred=n_pred, tiles=None, acc=None, logits=None)
+                    gaussian=gaussian, n_pred=n_pred, tiles=None, acc=None, logits=None, seg=None)
 
     def _predict_all(self) -> None:
         """Run every tile and rebuild the logits and the mask."""
         case = self._case
         self._run_tiles(range(len(case["slicers"])))
-        self._accumulate(tuple(slice(0, s) for s in case["padded"].shape[1:]))
-        self._finish()
+        self._finish(self._accumulate(tuple(slice(0, s) for s in case["padded"].shape[1:])))
 
     def _preprocess_all(self, predictor, ct: np.ndarray, pet: np.ndarray, heatmap: np.ndarray,
                         geometry: Geometry) -> tuple[np.ndarray, dict]:
@@ -502,8 +501,7 @@ class Session:
         self._run_tiles(todo)
         region = [(min(case["slicers"][i][a + 1].start for i in todo), max(case["slicers"][i][a + 1].stop
                                                                            for i in todo)) for a in range(3)]
-        self._accumulate(tuple(slice(lo, hi) for lo, hi in region))
-        self._finish()
+        self._finish(self._accumulate(tuple(slice(lo, hi) for lo, hi in region)))
         self.last_update = UpdateInfo(kind, "full" if full else "incremental", len(todo) * n_folds, total,
                                       time.perf_counter() - t0, box)
 
@@ -541,8 +539,10 @@ class Session:
         finally:
             p.allowed_mirroring_axes = model_axes
 
-    def _accumulate(self, region: tuple[slice, ...]) -> None:
-        """Rebuild the accumulators and the ensemble logits inside ``region`` (padded coordinates)."""
+    def _accumulate(self, region: tuple[slice, ...]) -> tuple[slice, ...] | None:
+        """Rebuild the accumulators and the ensemble logits inside ``region`` (padded coordinates).
+
+        Returns the updated box of the logits (unpadded preprocessed coordinates), None when empty."""
         import torch
 
         case = self._case
@@ -568,7 +568,7 @@ class Session:
         revert = case["revert"]
         inner = _intersect(region, revert)
         if inner is None:
-            return
+            return None
         src = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(inner, region))
         dst = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(inner, revert))
         pred = per_fold[0][(slice(None), *src)].clone()
@@ -577,9 +577,15 @@ class Session:
         if n_folds > 1:
             pred /= n_folds
         case["logits"][(slice(None), *dst)] = pred
+        return dst
 
-    def _finish(self) -> None:
-        """Segmentation on the case's grid from the ensemble logits, then post-processing."""
+    def _finish(self, changed: tuple[slice, ...] | None) -> None:
+        """Segmentation on the case's grid from the ensemble logits, then post-processing.
+
+        ``changed`` is the box of logits (preprocessed coordinates) updated since the last call. When
+        nnU-Net does not resample the case, the preprocessed segmentation is kept and only that box is
+        converted again (the conversion is voxel-wise); otherwise nnU-Net's conversion runs on the whole case.
+        """
         from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
 
         from .inference.pipeline import _lesion_label
@@ -587,9 +593,26 @@ class Session:
 
         case = self._case
         p = case["predictor"]
-        seg = convert_predicted_logits_to_segmentation_with_correct_shape(
-            case["logits"].clone(), p.plans_manager, p.configuration_manager, p.label_manager,
-            case["properties"], return_probabilities=False)
+        props = case["properties"]
+        logits = case["logits"]
+        if tuple(logits.shape[1:]) == tuple(int(s) for s in props["shape_after_cropping_and_before_resampling"]):
+            lm = p.label_manager
+            if case["seg"] is None or changed is None:
+                changed = tuple(slice(0, s) for s in logits.shape[1:])
+                if case["seg"] is None:
+                    dtype = np.uint8 if len(lm.foreground_labels) < 255 else np.uint16
+                    case["seg"] = np.zeros(logits.shape[1:], dtype=dtype)
+            part = lm.convert_logits_to_segmentation(logits[(slice(None), *changed)].clone())
+            part = part.cpu().numpy() if hasattr(part, "cpu") else np.asarray(part)
+            case["seg"][changed] = part
+            full = np.zeros(props["shape_before_cropping"], dtype=case["seg"].dtype)
+            crop = tuple(slice(int(lo), int(hi)) for lo, hi in props["bbox_used_for_cropping"])
+            full[crop] = case["seg"]
+            seg = full.transpose(p.plans_manager.transpose_backward)
+        else:
+            seg = convert_predicted_logits_to_segmentation_with_correct_shape(
+                logits.clone(), p.plans_manager, p.configuration_manager, p.label_manager,
+                props, return_probabilities=False)
         mask = (np.asarray(seg) == _lesion_label(p.dataset_json)).astype(np.uint8)
         pipe = self.pipeline
         if pipe.do_postprocess:
