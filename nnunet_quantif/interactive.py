@@ -24,7 +24,17 @@ is rebuilt over the union of those tiles by adding every tile that touches it in
 the logits there are bit-identical to a full sliding window (float16 additions in the same order),
 and elsewhere they are unchanged. When a click makes the heatmap non-zero outside nnU-Net's crop box,
 or a channel normalises inside the nonzero mask, the whole case is preprocessed again and the
-changed box is found the same way (all tiles when the crop box itself changes).
+changed box is found the same way (all tiles when the crop box itself changes). The raw changed box
+is the bounding box of the voxels whose heatmap value differs (exact for both background modes,
+including the ``authors`` mode, whose normalisation is not local). When nnU-Net resamples the case,
+the whole heatmap channel is resampled again (the cubic spline has no finite support).
+
+Without resampling, the preprocessed segmentation is also kept, and only the updated box of logits is
+converted again; the post-processing (connected components with the PET) runs on the whole mask.
+
+Memory: besides the images and one preprocessed copy, the stored tile logits take about
+``n_folds x K x 4 bytes x (1 / tile_step_size)^3`` per preprocessed voxel (64 bytes for 2 labels, one
+fold and nnU-Net's step 0.5), which is the price of the reuse.
 
 Coordinates: clicks are voxel indices in image order (x, y, z), as in the click files; masks and
 probabilities are arrays in (z, y, x) order on the case's grid.
