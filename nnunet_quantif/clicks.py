@@ -8,7 +8,14 @@ order (z, y, x)**, the order of a SimpleITK numpy array. This module is the
 one place where the conversion happens: :func:`read_clicks` turns a JSON point
 ``[x, y, z]`` into the row ``(z, y, x)`` of :attr:`Clicks.tumor` /
 :attr:`Clicks.background`, and :func:`write_clicks` turns it back. A click
-``[x, y, z]`` therefore addresses ``arr[z, y, x]``.
+``[x, y, z]`` therefore addresses ``arr[z, y, x]``. Callers that need image order use
+:meth:`Clicks.points`, :meth:`Clicks.tumor_xyz` and :meth:`Clicks.background_xyz`; moving clicks to
+another grid is :meth:`Clicks.mapped` (the point <-> index mapping itself is :class:`~nnunet_quantif.io.Geometry`'s).
+
+Interactive steps
+-----------------
+:func:`clicks_at_step` is the one way to get "the click file of a case at step k, or none": no file
+gives empty clicks, a file is read (and validated against the image shape) and cut to step k.
 
 File forms
 ----------
@@ -36,14 +43,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ClickError, GridMismatchError, InvalidSUVError
-from .io import PathLike, write_json
+from .io import Geometry, PathLike, write_json
 
 #: Point names accepted in the challenge form, in the order :func:`write_clicks` writes them.
 CLICK_KINDS: tuple[str, str] = ("tumor", "background")
@@ -141,6 +148,28 @@ class Clicks:
     def background_xyz(self) -> list[list[int]]:
         """Background clicks in image order (x, y, z), as plain lists."""
         return self.background[:, ::-1].tolist()
+
+    def points(self) -> Iterator[tuple[str, int, np.ndarray, list[int]]]:
+        """Every click as ``(kind, i, zyx, xyz)``: tumor clicks first, each kind in file order.
+
+        ``zyx`` is the array-order row (it indexes ``arr[tuple(zyx)]``), ``xyz`` the image-order index as a
+        plain list (as in the JSON files and for :meth:`~nnunet_quantif.io.Geometry.index_to_physical`).
+        """
+        for kind, arr in (("tumor", self.tumor), ("background", self.background)):
+            for i, zyx in enumerate(arr):
+                yield kind, i, zyx, zyx[::-1].tolist()
+
+    def mapped(self, src: Geometry, dst: Geometry) -> Clicks:
+        """The clicks, given on grid ``src``, moved to the nearest voxel of grid ``dst`` through physical space
+        (clipped into ``dst``)."""
+
+        def conv(arr: np.ndarray) -> np.ndarray:
+            if len(arr) == 0:
+                return arr
+            return np.asarray([dst.nearest_index(src.index_to_physical(zyx[::-1]))[::-1] for zyx in arr],
+                              dtype=np.int64).reshape(-1, 3)
+
+        return Clicks(conv(self.tumor), conv(self.background), self.source)
 
     def to_json_dict(self) -> dict:
         """The challenge JSON form (points in (x, y, z)), tumor clicks first."""
@@ -301,6 +330,34 @@ def read_clicks(path: PathLike, shape: Sequence[int] | None = None) -> Clicks:
     except json.JSONDecodeError as e:
         raise ClickError(f"{src}: malformed JSON ({e})") from None
     return parse_clicks(obj, src, shape)
+
+
+def clicks_at_step(path: PathLike | None, step: int | None = None, *, shape: Sequence[int] | None = None,
+                   missing_ok: bool = False) -> Clicks:
+    """The click file of a case at interactive step ``k``, or none.
+
+    Parameters
+    ----------
+    path : path-like or None
+        The click file (either JSON form). None means no clicks (empty :class:`Clicks`).
+    step : int, optional
+        Interactive step k: keep the first k tumor and first k background clicks (:meth:`Clicks.first`;
+        ``step=0`` gives none, a negative step raises ``ValueError``). None keeps all clicks.
+    shape : sequence of 3 int, optional
+        Array shape (z, y, x) of the image; a click outside it raises :class:`ClickError`.
+    missing_ok : bool
+        A path that is not an existing file means no clicks, instead of a :class:`ClickError`.
+
+    Returns
+    -------
+    Clicks
+        In array order (z, y, x); empty Clicks carry no source.
+    """
+    if path is None or (missing_ok and not Path(path).is_file()):
+        clicks = Clicks.empty()
+    else:
+        clicks = read_clicks(path, shape=shape)
+    return clicks if step is None else clicks.first(step)
 
 
 def write_clicks(clicks: Clicks, path: PathLike, inputs: Iterable[PathLike] = ()) -> Path:

@@ -91,7 +91,6 @@ from .errors import (
     TracerError,
 )
 from .io import (
-    Geometry,
     check_same_grid,
     ensure_not_input,
     find_image,
@@ -251,25 +250,6 @@ def _resample_to(image: sitk.Image, reference: sitk.Image, interpolator: int) ->
     return sitk.Resample(image, reference, sitk.Transform(), interpolator, 0.0, image.GetPixelID())
 
 
-def _map_clicks(clicks, src: Geometry, dst: Geometry):
-    """Map (z, y, x) click indices from grid ``src`` to the nearest voxel of grid ``dst`` through physical space."""
-    from .clicks import Clicks
-
-    def conv(arr: np.ndarray) -> np.ndarray:
-        if len(arr) == 0:
-            return arr
-        inv = np.linalg.inv(dst.direction_matrix * np.asarray(dst.spacing)[None, :])
-        out = []
-        for zyx in arr:
-            phys = src.index_to_physical(np.asarray(zyx)[::-1])
-            idx = inv @ (phys - np.asarray(dst.origin))
-            xyz = np.clip(np.rint(idx).astype(np.int64), 0, np.asarray(dst.size) - 1)
-            out.append(xyz[::-1])
-        return np.asarray(out, dtype=np.int64).reshape(-1, 3)
-
-    return Clicks(tumor=conv(clicks.tumor), background=conv(clicks.background))
-
-
 def convert_case(job: dict) -> CaseResult:
     """Convert one case (see the module docstring). Never raises: a failure comes back as a failed result.
 
@@ -337,16 +317,14 @@ def _convert_case(job: dict, res: CaseResult, stage_root: Path) -> None:
 
     params = dict(job["heatmap_params"] or {})
     step = job["click_step"]
-    from .clicks import Clicks, read_clicks
+    from .clicks import clicks_at_step
 
-    clicks = Clicks.empty() if clicks_path is None else read_clicks(clicks_path, shape=pet_geo.shape)
-    if step is not None:
-        clicks = clicks.first(step)
+    clicks = clicks_at_step(clicks_path, step, shape=pet_geo.shape)
     if not resampled:
         heat, heat_geo = heatmap_from_files(pet_path, clicks_path, step=step, **params)
         check_same_grid(ct_geo, heat_geo, str(ct_path), str(pet_path))
     else:
-        clicks = _map_clicks(clicks, pet_geo, ct_geo)
+        clicks = clicks.mapped(pet_geo, ct_geo)
         heat = click_heatmap(pet, clicks, source=f"{pet_path} (resampled onto {ct_path})", **params)
 
     organs = None

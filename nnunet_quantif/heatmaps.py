@@ -58,8 +58,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .clicks import Clicks, read_clicks
-from .errors import InvalidSUVError
+from .clicks import Clicks, clicks_at_step
+from .errors import ConfigError, InvalidSUVError
 from .io import NONFINITE_MODES, Geometry, PathLike, read_image
 
 SigmaLike = float | Sequence[float]
@@ -81,6 +81,18 @@ def _sigma3(sigma: SigmaLike, name: str) -> tuple[float, float, float]:
     if not np.all(np.isfinite(s)) or np.any(s < 0):
         raise ValueError(f"{name} must be finite and >= 0, got {sigma!r}")
     return tuple(float(v) for v in s)  # type: ignore[return-value]
+
+
+def sigma_from_xyz(values: Sequence[float], flag: str = "sigma") -> float | tuple[float, float, float]:
+    """A σ given by a user: one value, or three in image order (x, y, z), returned in array order (z, y, x).
+
+    Raises :class:`ConfigError` (naming ``flag``) for any other number of values.
+    """
+    if len(values) == 1:
+        return float(values[0])
+    if len(values) == 3:
+        return (float(values[2]), float(values[1]), float(values[0]))
+    raise ConfigError(f"{flag} takes 1 value or 3 values (x y z), got {len(values)}")
 
 
 def kernel_radius(sigma: float, truncate: float = TRUNCATE) -> int:
@@ -438,10 +450,5 @@ def heatmap_from_files(pet_path: PathLike, clicks_path: PathLike | None, step: i
         The PET's geometry.
     """
     pet, geometry = read_image(pet_path, keep_nonfinite=True)
-    if clicks_path is None:
-        clicks = Clicks.empty()
-    else:
-        clicks = read_clicks(clicks_path, shape=pet.shape)
-    if step is not None:
-        clicks = clicks.first(step)
+    clicks = clicks_at_step(clicks_path, step, shape=pet.shape)
     return click_heatmap(pet, clicks, source=str(Path(pet_path)), **params), geometry

@@ -111,6 +111,16 @@ class Geometry:
         idx = np.asarray(tuple(index_xyz), dtype=float)
         return np.asarray(self.origin) + self.direction_matrix @ (idx * np.asarray(self.spacing))
 
+    def physical_to_index(self, point: Iterable[float]) -> np.ndarray:
+        """Continuous voxel index in (x, y, z) order of a physical position (mm, LPS); the inverse of
+        :meth:`index_to_physical`."""
+        inv = np.linalg.inv(self.direction_matrix * np.asarray(self.spacing)[None, :])
+        return inv @ (np.asarray(tuple(point), dtype=float) - np.asarray(self.origin))
+
+    def nearest_index(self, point: Iterable[float]) -> np.ndarray:
+        """The voxel (x, y, z), int64, nearest to a physical position (mm, LPS), clipped into the grid."""
+        return np.clip(np.rint(self.physical_to_index(point)).astype(np.int64), 0, np.asarray(self.size) - 1)
+
 
 def has_image_extension(path: PathLike) -> bool:
     """Whether ``path`` ends in one of :data:`IMAGE_EXTENSIONS`."""

@@ -14,6 +14,7 @@ from nnunet_quantif.cli import main as quantif
 from nnunet_quantif.clicks import (
     Clicks,
     background_threshold,
+    clicks_at_step,
     parse_clicks,
     read_clicks,
     simulate_clicks,
@@ -421,3 +422,45 @@ def test_huge_coordinates_and_mixed_forms_are_clear_errors(tmp_path, obj, match)
     path.write_text(json.dumps(obj))
     with pytest.raises(ClickError, match=match):
         read_clicks(path)
+
+
+# ------------------------------------------------------------------------------ one home for "clicks at step k"
+
+
+def test_clicks_at_step_none_missing_and_step(tmp_path: Path) -> None:
+    assert clicks_at_step(None) == Clicks.empty() and clicks_at_step(None, 3).source is None
+    missing = tmp_path / "missing_clicks.json"
+    with pytest.raises(ClickError, match="click file not found"):
+        clicks_at_step(missing)
+    assert len(clicks_at_step(missing, 2, missing_ok=True)) == 0
+    f = tmp_path / "c_clicks.json"
+    f.write_text(json.dumps({"tumor": [[1, 2, 3], [4, 5, 6]], "background": [[0, 0, 0]]}))
+    full = clicks_at_step(f, shape=(10, 10, 10))
+    assert full == read_clicks(f) and full.source == str(f)
+    assert clicks_at_step(f, 1) == full.first(1)
+    assert len(clicks_at_step(f, 0)) == 0
+    with pytest.raises(ValueError, match="step k must be >= 0"):
+        clicks_at_step(f, -1)
+    with pytest.raises(ClickError, match="outside the image"):
+        clicks_at_step(f, 1, shape=(5, 5, 5))
+
+
+def test_points_and_mapped_keep_the_index_orders() -> None:
+    c = Clicks.from_xyz([[1, 2, 3]], [[4, 5, 6], [7, 8, 9]])
+    pts = [(k, i, zyx.tolist(), xyz) for k, i, zyx, xyz in c.points()]
+    assert pts == [("tumor", 0, [3, 2, 1], [1, 2, 3]), ("background", 0, [6, 5, 4], [4, 5, 6]),
+                   ("background", 1, [9, 8, 7], [7, 8, 9])]
+    src = Geometry((10, 10, 10), (1.0, 1.0, 1.0))
+    dst = Geometry((5, 5, 5), (2.0, 2.0, 2.0), origin=(0.5, 0.5, 0.5))
+    m = c.mapped(src, dst)
+    assert m.tumor_xyz() == [[0, 1, 1]] and m.background_xyz() == [[2, 2, 3], [3, 4, 4]]
+    assert len(Clicks.empty().mapped(src, dst)) == 0
+
+
+def test_geometry_physical_to_index_inverts_index_to_physical() -> None:
+    q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(3, 3)))
+    g = Geometry((20, 30, 40), (0.8, 1.5, 2.5), origin=(-10.0, 4.0, 7.5), direction=tuple(q.ravel()))
+    idx = np.array([3.25, 17.0, 8.5])
+    np.testing.assert_allclose(g.physical_to_index(g.index_to_physical(idx)), idx, atol=1e-9)
+    assert g.nearest_index(g.index_to_physical([3.2, 17.0, 8.4])).tolist() == [3, 17, 8]
+    assert g.nearest_index(g.index_to_physical([-5.0, 99.0, 8.0])).tolist() == [0, 29, 8]

@@ -11,8 +11,14 @@ from scipy.ndimage import gaussian_filter
 
 from nnunet_quantif.cli import main as quantif
 from nnunet_quantif.clicks import Clicks, read_clicks, write_clicks
-from nnunet_quantif.errors import ClickError, InvalidSUVError
-from nnunet_quantif.heatmaps import click_heatmap, heatmap_from_files, kernel_radius, naive_click_heatmap
+from nnunet_quantif.errors import ClickError, ConfigError, InvalidSUVError
+from nnunet_quantif.heatmaps import (
+    click_heatmap,
+    heatmap_from_files,
+    kernel_radius,
+    naive_click_heatmap,
+    sigma_from_xyz,
+)
 from nnunet_quantif.io import Geometry, read_image, write_image
 
 
@@ -356,3 +362,10 @@ def test_cli_heatmap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert quantif(["heatmap", "--pet", str(bp), "--clicks", str(cp), "--out", str(out), "--replace-nonfinite"]) == 0
     assert quantif(["heatmap", "--pet", str(pp), "--clicks", str(cp), "--out", str(pp)]) == 1
     assert quantif(["heatmap", "--pet", str(pp), "--clicks", str(cp), "--out", str(out), "--step", "-1"]) == 1
+
+
+def test_sigma_from_xyz_turns_image_order_into_array_order() -> None:
+    assert sigma_from_xyz([2.5]) == 2.5
+    assert sigma_from_xyz([1.0, 2.0, 3.0]) == (3.0, 2.0, 1.0)
+    with pytest.raises(ConfigError, match=r"--sigma-tumor takes 1 value or 3 values \(x y z\), got 2"):
+        sigma_from_xyz([1.0, 2.0], "--sigma-tumor")

@@ -81,10 +81,10 @@ def add_heatmap_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) 
 def heatmap_options(args: argparse.Namespace) -> dict:
     """The heatmap options given explicitly, as click_heatmap parameters (sigmas in (z, y, x))."""
     from ..heatmap_definition import explicit_heatmap_params
-    from .cmd_heatmap import _sigma
+    from ..heatmaps import sigma_from_xyz
 
     def zyx(v, flag):
-        return None if v is None else _sigma(v, flag)
+        return None if v is None else sigma_from_xyz(v, flag)
 
     return explicit_heatmap_params(zyx(getattr(args, "sigma_tumor", None), "--sigma-tumor"),
                                    zyx(getattr(args, "sigma_background", None), "--sigma-background"),

@@ -75,16 +75,14 @@ def run_show(args: argparse.Namespace) -> int:
     if geometry is not None:
         header += f"  {'value':>10}  physical mm (x, y, z)"
     print(header)
-    for kind, zyx in (("tumor", clicks.tumor), ("background", clicks.background)):
-        for i, c in enumerate(zyx):
-            xyz = c[::-1].tolist()
-            line = f"{kind:<10} {i:>2}  {', '.join(str(v) for v in xyz):<18}"
-            if geometry is not None:
-                mm = geometry.index_to_physical(xyz)
-                value = arr[tuple(c)]
-                vs = f"{float(value):10.4g}" if np.issubdtype(arr.dtype, np.number) else str(value)
-                line += f"  {vs}  {', '.join(f'{v:.1f}' for v in mm)}"
-            print(line)
+    for kind, i, zyx, xyz in clicks.points():
+        line = f"{kind:<10} {i:>2}  {', '.join(str(v) for v in xyz):<18}"
+        if geometry is not None:
+            mm = geometry.index_to_physical(xyz)
+            value = arr[tuple(zyx)]
+            vs = f"{float(value):10.4g}" if np.issubdtype(arr.dtype, np.number) else str(value)
+            line += f"  {vs}  {', '.join(f'{v:.1f}' for v in mm)}"
+        print(line)
     return 0
 
 

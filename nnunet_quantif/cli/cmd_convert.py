@@ -7,10 +7,15 @@ import sys
 
 from ..conversion import DEFAULT_PET_NORM, TRACERS, convert_dataset
 from ..heatmap_definition import CONVERSION_PRESETS, PET_NORMALIZATIONS
-from ..heatmaps import BACKGROUND_MODES, DEFAULT_SIGMA_BACKGROUND, DEFAULT_SIGMA_TUMOR, DEFAULT_SUV_GATE
+from ..heatmaps import (
+    BACKGROUND_MODES,
+    DEFAULT_SIGMA_BACKGROUND,
+    DEFAULT_SIGMA_TUMOR,
+    DEFAULT_SUV_GATE,
+    sigma_from_xyz,
+)
 from ..organs import ORGAN_GROUP_SETS
 from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_float, positive_float, positive_int
-from .cmd_heatmap import _sigma
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -80,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
     organ_groups = args.organ_groups or preset.get("organ_groups", "quantif")
     params = {}
     if args.sigma_tumor != [DEFAULT_SIGMA_TUMOR]:
-        params["sigma_tumor"] = _sigma(args.sigma_tumor, "--sigma-tumor")
+        params["sigma_tumor"] = sigma_from_xyz(args.sigma_tumor, "--sigma-tumor")
     if args.sigma_background != [DEFAULT_SIGMA_BACKGROUND]:
-        params["sigma_background"] = _sigma(args.sigma_background, "--sigma-background")
+        params["sigma_background"] = sigma_from_xyz(args.sigma_background, "--sigma-background")
     if suv_gate != DEFAULT_SUV_GATE:
         params["suv_gate"] = suv_gate
     if background_mode != "paper":

@@ -12,18 +12,10 @@ from ..heatmaps import (
     DEFAULT_SIGMA_TUMOR,
     DEFAULT_SUV_GATE,
     heatmap_from_files,
+    sigma_from_xyz,
 )
 from ..io import check_output_path, write_image
 from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_float, positive_float
-
-
-def _sigma(values: list[float], flag: str) -> float | tuple[float, float, float]:
-    """One value, or three given in image order (x, y, z) -> array order (z, y, x)."""
-    if len(values) == 1:
-        return float(values[0])
-    if len(values) == 3:
-        return (float(values[2]), float(values[1]), float(values[0]))
-    raise ConfigError(f"{flag} takes 1 value or 3 values (x y z), got {len(values)}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.out, image=True, inputs=[p for p in (args.pet, args.clicks) if p is not None])
     heatmap, geometry = heatmap_from_files(
         args.pet, args.clicks, step=args.step,
-        sigma_tumor=_sigma(args.sigma_tumor, "--sigma-tumor"),
-        sigma_background=_sigma(args.sigma_background, "--sigma-background"),
+        sigma_tumor=sigma_from_xyz(args.sigma_tumor, "--sigma-tumor"),
+        sigma_background=sigma_from_xyz(args.sigma_background, "--sigma-background"),
         suv_gate=args.suv_gate, background_mode=args.background_mode,
         nonfinite=nonfinite_mode(args))
     write_image(heatmap, geometry, args.out, inputs=[args.pet, args.clicks])

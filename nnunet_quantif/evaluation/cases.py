@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..clicks import Clicks, read_clicks
+from ..clicks import Clicks, clicks_at_step
 from ..errors import DatasetError, InputFileError, TracerError
 from ..io import IMAGE_EXTENSIONS, Geometry, PathLike, check_same_grid, find_image, read_geometry, read_image
 from ..tracers import tracer_from_name
@@ -130,10 +130,7 @@ class EvalCase:
     def clicks(self) -> Clicks:
         """All clicks of the case (validated against the label's shape); empty when there is no file."""
         if "clicks" not in self._cache:
-            if self.clicks_path is None:
-                self._cache["clicks"] = Clicks.empty()
-            else:
-                self._cache["clicks"] = read_clicks(self.clicks_path, shape=self.geometry.shape)
+            self._cache["clicks"] = clicks_at_step(self.clicks_path, shape=self.geometry.shape)
         return self._cache["clicks"]
 
     def release(self) -> None:

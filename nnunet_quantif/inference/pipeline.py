@@ -219,15 +219,11 @@ def load_case_clicks(clicks_path: PathLike | None, shape: Sequence[int], step: i
 
     ``step=k`` keeps the first k tumor and first k background clicks (``step=0``: none).
     """
-    from ..clicks import Clicks, read_clicks
+    from ..clicks import clicks_at_step
 
-    if clicks_path is None or not Path(clicks_path).is_file():
-        if clicks_path is not None:
-            log.info("%s: no click file, predicting without clicks (step 0)", clicks_path)
-        clicks = Clicks.empty()
-    else:
-        clicks = read_clicks(clicks_path, shape=shape)
-    return clicks.first(step) if step is not None else clicks
+    if clicks_path is not None and not Path(clicks_path).is_file():
+        log.info("%s: no click file, predicting without clicks (step 0)", clicks_path)
+    return clicks_at_step(clicks_path, step, shape=shape, missing_ok=True)
 
 
 class QuantIFPipeline:
