@@ -202,3 +202,19 @@ def test_quantif_session_subprocess(model, case, tmp_path, pipeline):
     assert geometry.shape == SHAPE
     ref = pipeline.predict_arrays(ct, pet, GEOMETRY, Clicks.from_xyz([TUMOR_XYZ]), tracer="fdg")
     np.testing.assert_array_equal(saved, ref.mask)
+
+
+def test_authors_heatmap_mode(model, case):
+    """The authors' heatmap divides the background term by its global maximum: the changed box is still
+    found exactly (by comparison), so the session keeps the pipeline's mask."""
+    ct, pet = case
+    pipe = QuantIFPipeline(model, None, folds=(0,), device="cpu", heatmap_params={"background_mode": "authors"},
+                           force_heatmap=True).load()
+    session = Session(pipeline=pipe)
+    session.open(ct, pet, GEOMETRY, tracer="fdg")
+    for xyz, kind in [(BACKGROUND_XYZ, "background"), (TUMOR_XYZ, "tumor"), ((30, 10, 20), "background")]:
+        mask = session.add_click(xyz, kind)
+        ref = pipe.predict_arrays(ct, pet, GEOMETRY, session.clicks, tracer="fdg")
+        np.testing.assert_array_equal(mask, ref.mask)
+    # a second background click rescales the first one's term too: the changed box spans both
+    assert session.last_update.changed_box is not None
