@@ -40,11 +40,11 @@ def shipped_clicks_dir() -> Path:
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Run the longest test (``test_learning.py``, ~20 min on 2 cores) first.
+    """Run the longest tests (``test_learning.py``, ~20 min on 2 cores, one shared trained fixture) first.
 
-    With ``-n 2 --dist worksteal`` (pyproject's addopts) one worker starts on it at once while the other
-    works through the rest and then steals what is left from the first worker's queue, so the suite takes
-    about max(learning test, everything else / 2) instead of their sum.
+    ``test_learning.py`` is one xdist group, and pyproject's addopts give ``--dist loadgroup``: one worker starts
+    on the group at once and trains its fixture once, while the other worker takes the remaining tests one by
+    one, so the suite takes about max(learning tests, everything else / 2) instead of their sum (or, when the
+    group is split, two trainings).
     """
-    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/test_learning.py") or
-               "/test_learning.py" in item.nodeid else 1)
+    items.sort(key=lambda item: 0 if "test_learning.py" in item.nodeid else 1)

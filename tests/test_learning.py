@@ -18,7 +18,7 @@ from _evaluation_checks import check_metrics_csv_against_masks, lesion_overlap
 from nnunet_quantif.demo import DemoSettings, run_demo
 from nnunet_quantif.evaluation.interactive import read_step_rows
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("learning")]  # one worker trains the shared fixture once
 
 #: A fixed phantom set: phantom seed 0 (the demo's default seed), 16 training and 5 held-out phantoms per tracer,
 #: all with lesions; 100 epochs x 30 iterations (twice the demo's schedule). The demo's own held-out
