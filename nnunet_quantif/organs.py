@@ -79,27 +79,26 @@ SIDE_FILE_SUFFIX = "_organs_seg.b2nd"
 
 
 def _load_groups(config: Mapping | None = None, config_name: str = ORGANS_CONFIG) -> list[dict]:
-    ORGANS_CONFIG = config_name  # noqa: N806 - the name the messages below cite
     cfg = load_json_config(config_name) if config is None else config
     if not isinstance(cfg, Mapping) or not isinstance(cfg.get("groups"), list):
-        raise ConfigError(f"{ORGANS_CONFIG}: expected an object with a 'groups' list")
+        raise ConfigError(f"{config_name}: expected an object with a 'groups' list")
     groups = cfg["groups"]
     names = []
     for i, g in enumerate(groups):
         if not isinstance(g, Mapping) or not isinstance(g.get("name"), str):
-            raise ConfigError(f"{ORGANS_CONFIG}: group {i} has no 'name'")
+            raise ConfigError(f"{config_name}: group {i} has no 'name'")
         for task in TOTALSEG_TASKS:
             if not isinstance(g.get(task, []), list):
-                raise ConfigError(f"{ORGANS_CONFIG}: group '{g['name']}': '{task}' must be a list of class names")
+                raise ConfigError(f"{config_name}: group '{g['name']}': '{task}' must be a list of class names")
         unknown = set(g) - {"name", *TOTALSEG_TASKS}
         if unknown:
-            raise ConfigError(f"{ORGANS_CONFIG}: group '{g['name']}': unknown keys {sorted(unknown)} "
+            raise ConfigError(f"{config_name}: group '{g['name']}': unknown keys {sorted(unknown)} "
                               f"(allowed: name, {', '.join(TOTALSEG_TASKS)})")
         names.append(g["name"])
     if len(set(names)) != len(names):
-        raise ConfigError(f"{ORGANS_CONFIG}: duplicate group names in {names}")
+        raise ConfigError(f"{config_name}: duplicate group names in {names}")
     if len(names) > 255:
-        raise ConfigError(f"{ORGANS_CONFIG}: {len(names)} groups do not fit an uint8 label map")
+        raise ConfigError(f"{config_name}: {len(names)} groups do not fit an uint8 label map")
     return [dict(g) for g in groups]
 
 

@@ -327,16 +327,21 @@ def _trainer(tmp_path, monkeypatch, cls):
     return cls({**plans, "continue_training": False}, "3d_fullres", 0, ds_json, torch.device("cpu"))
 
 
-def test_trainer_step_logs_lesion_and_organ_losses(tmp_path, monkeypatch):
-    torch.manual_seed(0)
-    np.random.seed(0)
+def _initialized_trainer(tmp_path, monkeypatch, cls):
+    """``cls`` on the small preprocessed dataset of :func:`_dataset`, initialised on the CPU."""
     plans, ds_json = _dataset(tmp_path)
     monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "res"))
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    tr = T.nnUNetTrainerQuantIF_tiny({**plans, "continue_training": False}, "3d_fullres", 0, ds_json,
-                                     torch.device("cpu"))
+    tr = cls({**plans, "continue_training": False}, "3d_fullres", 0, ds_json, torch.device("cpu"))
     tr.initialize()
+    return tr
+
+
+def test_trainer_step_logs_lesion_and_organ_losses(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    np.random.seed(0)
+    tr = _initialized_trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_tiny)
     assert tr.dataset_class is nnUNetDatasetBlosc2Organs
     assert isinstance(tr.network, DualHeadUNet)
     dl_tr, dl_val = tr.get_dataloaders()
@@ -374,13 +379,7 @@ def test_authors_trainer_trains_a_step_through_nnunets_loader(tmp_path, monkeypa
     data loader and gives a finite dual-head loss."""
     torch.manual_seed(0)
     np.random.seed(0)
-    plans, ds_json = _dataset(tmp_path)
-    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
-    monkeypatch.setenv("nnUNet_results", str(tmp_path / "res"))
-    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    tr = T.nnUNetTrainerQuantIF_tiny_authors({**plans, "continue_training": False}, "3d_fullres", 0, ds_json,
-                                             torch.device("cpu"))
-    tr.initialize()
+    tr = _initialized_trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_tiny_authors)
     assert T._dice_term(tr.loss.lesion_loss).smooth == 0.0
     dl_tr, _ = tr.get_dataloaders()
     tr.network.train()
