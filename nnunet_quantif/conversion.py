@@ -96,22 +96,33 @@ from .io import (
     find_image,
     read_image,
     read_pet,
-    strip_image_extension,
     to_sitk,
     write_image,
     write_json,
 )
+from .layout import (
+    CT_CHANNEL,
+    FILE_ENDING,
+    HEATMAP_CHANNEL,
+    INPUT_CHANNELS,
+    PET_CHANNEL,
+    case_names,
+    channel_file,
+    channel_suffix,
+    clicks_file,
+    find_channel,
+)
+from .layout import dataset_name as _dataset_folder_name
 from .tracers import TRACERS, read_tracer_csv, tracer_from_name
 
 #: Tracers the conversion knows, in dataset-id order (FDG gets N, PSMA N + 1).
 #: nnU-Net channel names of the three input channels.
-CHANNEL_NAMES: dict[str, str] = {"0": "CT", "1": "CT", "2": "noNorm"}
+CHANNEL_NAMES: dict[str, str] = {str(CT_CHANNEL): "CT", str(PET_CHANNEL): "CT", str(HEATMAP_CHANNEL): "noNorm"}
 #: Default normalisation of the PET channel (see the module docstring).
 DEFAULT_PET_NORM = "CT"
 #: Folder (inside a raw dataset) with the click files ``<case>_clicks.json`` in array order.
 CLICKS_FOLDER = "clicksTr"
 LABELS: dict[str, int] = {"background": 0, "lesion": 1}
-FILE_ENDING = ".nii.gz"
 #: Folder (inside a raw dataset) with the organ-group maps ``<case>.nii.gz``.
 ORGANS_FOLDER = "organsTr"
 MANIFEST = "quantif_conversion.json"
@@ -123,7 +134,7 @@ def dataset_name(dataset_id: int, tracer: str | None) -> str:
     if not 1 <= int(dataset_id) <= 999:
         raise ConfigError(f"dataset id {dataset_id} is outside nnU-Net's range 1..999")
     suffix = "" if tracer is None else tracer.upper()
-    return f"Dataset{int(dataset_id):03d}_QuantIF{suffix}"
+    return _dataset_folder_name(dataset_id, f"QuantIF{suffix}")
 
 
 def resolve_tracer(case: str, tracer_map: dict[str, str] | None = None) -> str:
@@ -152,12 +163,7 @@ def discover_cases(src: str | os.PathLike) -> list[str]:
     images = Path(src) / "imagesTr"
     if not images.is_dir():
         raise DatasetError(f"{images}: folder not found (expected the autoPET layout imagesTr/, labelsTr/, clicks/)")
-    cases = set()
-    for p in images.iterdir():
-        stem = strip_image_extension(p.name)
-        if stem != p.name and stem[-5:] in ("_0000", "_0001"):
-            cases.add(stem[:-5])
-    return sorted(cases)
+    return case_names(images, (CT_CHANNEL, PET_CHANNEL))
 
 
 @dataclass
@@ -234,7 +240,7 @@ class ConversionSummary:
 # ---------------------------------------------------------------------------------------------------------------
 
 def _output_paths(dataset_dir: Path, case: str, with_organs: bool) -> dict[str, Path]:
-    paths = {f"_{c:04d}": dataset_dir / "imagesTr" / f"{case}_{c:04d}{FILE_ENDING}" for c in range(3)}
+    paths = {channel_suffix(c): channel_file(dataset_dir / "imagesTr", case, c) for c in INPUT_CHANNELS}
     if with_organs:
         paths["organs"] = dataset_dir / ORGANS_FOLDER / f"{case}{FILE_ENDING}"
     paths["label"] = dataset_dir / "labelsTr" / f"{case}{FILE_ENDING}"  # last: moved into place last
@@ -275,16 +281,16 @@ def _convert_case(job: dict, res: CaseResult, stage_root: Path) -> None:
     src = Path(job["src"])
     dataset_dir = Path(job["dataset_dir"])
     images, labels = src / "imagesTr", src / "labelsTr"
-    ct_path = find_image(images, f"{case}_0000")
-    pet_path = find_image(images, f"{case}_0001")
+    ct_path = find_channel(images, case, CT_CHANNEL)
+    pet_path = find_channel(images, case, PET_CHANNEL)
     label_path = find_image(labels, case)
     if ct_path is None:
-        raise InputFileError(f"case '{case}': CT missing (expected {images / (case + '_0000' + FILE_ENDING)})")
+        raise InputFileError(f"case '{case}': CT missing (expected {channel_file(images, case, CT_CHANNEL)})")
     if pet_path is None:
-        raise InputFileError(f"case '{case}': PET missing (expected {images / (case + '_0001' + FILE_ENDING)})")
+        raise InputFileError(f"case '{case}': PET missing (expected {channel_file(images, case, PET_CHANNEL)})")
     if label_path is None:
         raise InputFileError(f"case '{case}': label missing (expected {labels / (case + FILE_ENDING)})")
-    clicks_path: Path | None = Path(job["clicks_dir"]) / f"{case}_clicks.json" if job["clicks_dir"] else None
+    clicks_path: Path | None = clicks_file(job["clicks_dir"], case) if job["clicks_dir"] else None
     if clicks_path is not None and not clicks_path.is_file():
         clicks_path = None
     res.has_clicks = clicks_path is not None
@@ -344,7 +350,8 @@ def _convert_case(job: dict, res: CaseResult, stage_root: Path) -> None:
     res.has_organs = organs is not None
 
     outputs = _output_paths(dataset_dir, case, with_organs=organs is not None)
-    arrays = {"_0000": ct, "_0001": pet, "_0002": heat.astype(np.float32, copy=False), "label": label}
+    arrays = {channel_suffix(CT_CHANNEL): ct, channel_suffix(PET_CHANNEL): pet,
+              channel_suffix(HEATMAP_CHANNEL): heat.astype(np.float32, copy=False), "label": label}
     if organs is not None:
         arrays["organs"] = organs
     inputs = [ct_path, pet_path, label_path] + ([clicks_path] if clicks_path else [])
@@ -354,7 +361,7 @@ def _convert_case(job: dict, res: CaseResult, stage_root: Path) -> None:
         staged = {}
         for key, target in outputs.items():
             staged[key] = write_image(arrays[key], ct_geo, stage / key / target.name, inputs=inputs)
-        clicks_target = dataset_dir / CLICKS_FOLDER / f"{case}_clicks.json"
+        clicks_target = clicks_file(dataset_dir / CLICKS_FOLDER, case)
         staged_clicks = stage / "clicks" / clicks_target.name
         write_json({"tumor": clicks.tumor.tolist(), "background": clicks.background.tolist(),
                     "order": "zyx", "source": str(clicks_path) if clicks_path else None}, staged_clicks)
@@ -395,8 +402,7 @@ def write_dataset_json(dataset_dir: Path, tracer: str | None, quantif: dict | No
     """
     complete = set(_complete_cases(dataset_dir))
     images = dataset_dir / "imagesTr"
-    stray = sorted({p.name[: -len(FILE_ENDING) - 5] for p in images.iterdir() if p.name.endswith(FILE_ENDING)}
-                   - complete) if images.is_dir() else []
+    stray = sorted(set(case_names(images, INPUT_CHANNELS)) - complete) if images.is_dir() else []
     if stray:
         raise DatasetError(f"{dataset_dir}: incomplete cases in imagesTr (a channel or the label is missing): "
                            f"{', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''}; rerun quantif convert "

@@ -44,6 +44,7 @@ import numpy as np
 
 from .errors import InputFileError
 from .io import Geometry, PathLike
+from .layout import CT_CHANNEL, PET_CHANNEL, channel_file
 
 if TYPE_CHECKING:
     import argparse
@@ -547,8 +548,9 @@ class ConvertedCase:
 
 def case_paths(out_prefix: PathLike) -> tuple[Path, Path]:
     """``<prefix>_0000.nii.gz`` (CT) and ``<prefix>_0001.nii.gz`` (PET SUV)."""
-    prefix = os.fspath(out_prefix)
-    return Path(prefix + "_0000.nii.gz"), Path(prefix + "_0001.nii.gz")
+    prefix = Path(out_prefix)
+    return (channel_file(prefix.parent, prefix.name, CT_CHANNEL),
+            channel_file(prefix.parent, prefix.name, PET_CHANNEL))
 
 
 def convert_dicom_case(ct_dir: PathLike, pet_dir: PathLike, out_prefix: PathLike, *, ct_series: str | None = None,

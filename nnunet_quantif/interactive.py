@@ -51,8 +51,9 @@ from pathlib import Path
 import numpy as np
 
 from .clicks import Clicks
-from .errors import ClickError, InputFileError, ModelError, QuantIFError
+from .errors import ClickError, InputFileError, QuantIFError
 from .io import Geometry, PathLike
+from .layout import HEATMAP_CHANNEL, check_model_channels, stack_channels
 
 #: Click kinds accepted by :meth:`Session.add_click`.
 CLICK_KINDS: tuple[str, ...] = ("tumor", "background")
@@ -192,10 +193,7 @@ class Session:
         pipe = self.pipeline
         decision = pipe.router.decide(tracer, pet=pet_a, geometry=geometry, case_name=case_name, source=source)
         predictor = pipe.predictor(decision.tracer)
-        n_channels = len(predictor.dataset_json.get("channel_names", {}))
-        if n_channels != 3:
-            raise ModelError(f"{pipe.model_dirs[decision.tracer]}: the model takes {n_channels} input channels; "
-                             "a QuantIF model takes 3 (CT, PET, heatmap)")
+        check_model_channels(predictor.dataset_json, pipe.model_dirs[decision.tracer])
         clicks = Clicks.empty()
         heatmap = pipe.build_heatmap(decision.tracer, pet_a, clicks, source=source)
         data, properties = self._preprocess_all(predictor, ct_a, pet_a, heatmap, geometry)
@@ -392,7 +390,7 @@ class Session:
     def _preprocess_all(self, predictor, ct: np.ndarray, pet: np.ndarray, heatmap: np.ndarray,
                         geometry: Geometry) -> tuple[np.ndarray, dict]:
         """nnU-Net preprocessing of the three channels: (3, *preprocessed shape) float32 and the properties."""
-        image = np.stack([ct, pet, np.asarray(heatmap, dtype=np.float32)])
+        image = stack_channels(ct, pet, heatmap)
         pre = predictor.configuration_manager.preprocessor_class(verbose=False)
         properties = {"spacing": [float(s) for s in geometry.spacing_zyx]}
         data, _, properties = pre.run_case_npy(image, None, properties, predictor.plans_manager,
@@ -440,11 +438,11 @@ class Session:
                 return None
         if inner is None:
             return None  # pragma: no cover - a change outside the crop box is non-zero there
-        scheme = cm.normalization_schemes[2]
+        scheme = cm.normalization_schemes[HEATMAP_CHANNEL]
         norm_class = recursive_find_python_class(os.path.join(nnunetv2.__path__[0], "preprocessing", "normalization"),
                                                  scheme, "nnunetv2.preprocessing.normalization")
         normalizer = norm_class(use_mask_for_norm=False,
-                                intensityproperties=p.plans_manager.foreground_intensity_properties_per_channel["2"])
+                                intensityproperties=p.plans_manager.foreground_intensity_properties_per_channel[str(HEATMAP_CHANNEL)])
         cropped_shape = tuple(s.stop - s.start for s in crop)
         spacing_t = [props["spacing"][i] for i in case["transpose"]]
         new_shape = tuple(int(s) for s in compute_new_shape(cropped_shape, spacing_t, cm.spacing))
@@ -478,7 +476,7 @@ class Session:
         full = not self.incremental
         if update is not None:
             local, values = update
-            target = padded[2][revert][local]
+            target = padded[HEATMAP_CHANNEL][revert][local]
             sub = _bbox(values != target.numpy())
             box = None if sub is None else tuple(slice(lo.start + s.start, lo.start + s.stop)
                                                  for lo, s in zip(local, sub))

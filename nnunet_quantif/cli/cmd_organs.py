@@ -66,15 +66,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _standalone(args: argparse.Namespace) -> int:
-    from ..io import check_output_path, find_image, read_geometry, strip_image_extension, write_image
+    from ..io import check_output_path, find_image, read_geometry, write_image
+    from ..layout import CT_CHANNEL, case_names, find_channel
     from ..organs import organ_map_from_files, run_totalsegmentator, totalseg_paths
 
     out = check_output_path(args.out, folder=True)
     if args.run_totalsegmentator:
         if not args.images:
             raise ConfigError("--run-totalsegmentator --out OUT needs --images DIR with <case>_0000 CTs")
-        cts = {strip_image_extension(p.name)[:-5]: p for p in sorted(Path(args.images).iterdir())
-               if strip_image_extension(p.name).endswith("_0000")}
+        cts = {c: find_channel(args.images, c, CT_CHANNEL) for c in case_names(args.images, (CT_CHANNEL,))}
         ts_dir = Path(args.totalseg_out) if args.totalseg_out else out / "totalseg"
         cases = sorted(cts)
     elif args.from_totalseg:

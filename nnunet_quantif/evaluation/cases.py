@@ -22,6 +22,7 @@ import numpy as np
 from ..clicks import Clicks, clicks_at_step
 from ..errors import DatasetError, InputFileError, TracerError
 from ..io import IMAGE_EXTENSIONS, Geometry, PathLike, check_same_grid, find_image, read_geometry, read_image
+from ..layout import CT_CHANNEL, PET_CHANNEL, channel_file, clicks_file, find_channel
 from ..tracers import tracer_from_name
 
 
@@ -186,11 +187,12 @@ def discover_cases(data_dir: PathLike, clicks_dir: PathLike | None = None, case_
         raise DatasetError(f"{labels_dir}: no label images found")
     out = []
     for name in names:
-        ct = find_image(images_dir, f"{name}_0000")
-        pet = find_image(images_dir, f"{name}_0001")
+        ct = find_channel(images_dir, name, CT_CHANNEL)
+        pet = find_channel(images_dir, name, PET_CHANNEL)
         if pet is None:
-            raise DatasetError(f"{images_dir}: missing the PET image {name}_0001.nii.gz for case {name!r}")
-        clicks = cdir / f"{name}_clicks.json"
+            expected = channel_file(images_dir, name, PET_CHANNEL).name
+            raise DatasetError(f"{images_dir}: missing the PET image {expected} for case {name!r}")
+        clicks = clicks_file(cdir, name)
         if not clicks.is_file():
             if require_clicks:
                 raise DatasetError(f"{cdir}: missing the click file {clicks.name} for case {name!r}")

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ModelError, QuantIFError
+from ..layout import CHANNEL_LABELS, CT_CHANNEL, HEATMAP_CHANNEL, PET_CHANNEL, channel_file, clicks_file, split_channel
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +103,14 @@ def _model_folder(args: argparse.Namespace) -> str:
             from None
 
 
+def _case_of(files: Sequence[str], file_ending: str) -> str:
+    """The case name of one entry of nnU-Net's ``create_lists_from_splitted_dataset_folder``."""
+    parsed = split_channel(os.path.basename(files[0]))
+    if parsed is None:  # an ending outside io.IMAGE_EXTENSIONS: nnU-Net's own rule
+        return os.path.basename(files[0])[: -(len(file_ending) + 5)]
+    return parsed[0]
+
+
 def postprocess_folder(input_folder: str, output_folder: str, file_ending: str, *, part_id: int = 0,
                        num_parts: int = 1, min_voxels: int = 10, suv_max: float = 4.0,
                        min_volume_ml: float | None = None, nonfinite: str = "raise") -> int:
@@ -120,11 +129,11 @@ def postprocess_folder(input_folder: str, output_folder: str, file_ending: str, 
     lists = create_lists_from_splitted_dataset_folder(input_folder, file_ending)[part_id::num_parts]
     done = 0
     for files in lists:
-        case = os.path.basename(files[0])[: -(len(file_ending) + 5)]
+        case = _case_of(files, file_ending)
         out = Path(output_folder) / f"{case}{file_ending}"
         if not out.is_file():
             continue
-        pet_path = Path(input_folder) / f"{case}_0001{file_ending}"
+        pet_path = channel_file(input_folder, case, PET_CHANNEL, file_ending)
         mask, g = read_image(out)
         pet, g_pet = read_pet(pet_path, nonfinite)
         check_same_grid(g, g_pet, str(out), str(pet_path))
@@ -250,17 +259,17 @@ def build_heatmap_inputs(input_folder: str, clicks_dir: str, staging: str, defin
     if not Path(clicks_dir).is_dir():
         raise ModelError(f"{clicks_dir}: click folder not found")
     for files in create_lists_from_splitted_dataset_folder(input_folder, file_ending):
-        case = os.path.basename(files[0])[: -(len(file_ending) + 5)]
-        pet_path = Path(input_folder) / f"{case}_0001{file_ending}"
-        for c in (0, 1):
-            src = Path(input_folder) / f"{case}_{c:04d}{file_ending}"
+        case = _case_of(files, file_ending)
+        pet_path = channel_file(input_folder, case, PET_CHANNEL, file_ending)
+        for c in (CT_CHANNEL, PET_CHANNEL):
+            src = channel_file(input_folder, case, c, file_ending)
             if not src.is_file():
-                raise ModelError(f"{src}: channel {c} of case '{case}' not found")
+                raise ModelError(f"{src}: channel {c} ({CHANNEL_LABELS[c]}) of case '{case}' not found")
             os.symlink(src.resolve(), Path(staging) / src.name)
         pet, geometry = read_pet(pet_path, nonfinite)
-        clicks = load_case_clicks(Path(clicks_dir) / f"{case}_clicks.json", pet.shape)
+        clicks = load_case_clicks(clicks_file(clicks_dir, case), pet.shape)
         heat = click_heatmap(pet, clicks, source=str(pet_path), **definition.params())
-        write_image(heat, geometry, Path(staging) / f"{case}_0002{file_ending}")
+        write_image(heat, geometry, channel_file(staging, case, HEATMAP_CHANNEL, file_ending))
     return staging
 
 

@@ -42,13 +42,22 @@ from ..io import (
     PathLike,
     check_same_grid,
     ensure_not_input,
-    find_image,
     has_image_extension,
     image_extension,
     read_image,
     read_pet,
     strip_image_extension,
     write_image,
+)
+from ..layout import (
+    CT_CHANNEL,
+    PET_CHANNEL,
+    case_names,
+    channel_stem,
+    check_model_channels,
+    clicks_file,
+    find_channel,
+    stack_channels,
 )
 from .mirroring import DEFAULT_TIME_BUDGET_S, MirroringDecision, MirroringPolicy, as_policy
 from .postprocessing import DEFAULT_MIN_VOXELS, DEFAULT_SUV_MAX, postprocess_with_stats
@@ -388,11 +397,8 @@ class QuantIFPipeline:
         predictor = self.predictor(decision.tracer)
         if heatmap is None:  # with the definition of the model that the case was routed to
             heatmap = self.build_heatmap(decision.tracer, pet, clicks, source=source)
-        n_channels = len(predictor.dataset_json.get("channel_names", {}))
-        if n_channels != 3:
-            raise ModelError(f"{self.model_dirs[decision.tracer]}: the model takes {n_channels} input channels; "
-                             "a QuantIF model takes 3 (CT, PET, heatmap)")
-        image = np.stack([ct, pet, np.asarray(heatmap, dtype=np.float32)])
+        check_model_channels(predictor.dataset_json, self.model_dirs[decision.tracer])
+        image = stack_channels(ct, pet, heatmap)
         t_pred = time.perf_counter()
         seg, mirror = predictor.predict_case_array(image, geometry.spacing_zyx, direction=geometry.direction,
                                                    deadline=t0 + self.policy.time_budget_s)
@@ -547,18 +553,14 @@ def find_cases(input_dir: PathLike) -> list[CaseFiles]:
     images = next((root / s for s in ("imagesTr", "imagesTs") if (root / s).is_dir()), root)
     clicks_dir = root / "clicks" if (root / "clicks").is_dir() else images
     cases: list[CaseFiles] = []
-    for f in sorted(images.iterdir()):
-        if not (f.is_file() and has_image_extension(f)):
-            continue
-        stem = strip_image_extension(f.name)
-        if not stem.endswith("_0000"):
-            continue
-        name = stem[:-5]
-        pet = find_image(images, f"{name}_0001")
+    for name in case_names(images, (CT_CHANNEL,)):
+        ct = find_channel(images, name, CT_CHANNEL)
+        pet = find_channel(images, name, PET_CHANNEL)
         if pet is None:
-            raise DatasetError(f"{f}: no PET ({name}_0001 with one of {', '.join(IMAGE_EXTENSIONS)}) beside this CT")
-        clicks = clicks_dir / f"{name}_clicks.json"
-        cases.append(CaseFiles(name, f, pet, clicks if clicks.is_file() else None))
+            raise DatasetError(f"{ct}: no PET ({channel_stem(name, PET_CHANNEL)} with one of "
+                               f"{', '.join(IMAGE_EXTENSIONS)}) beside this CT")
+        clicks = clicks_file(clicks_dir, name)
+        cases.append(CaseFiles(name, ct, pet, clicks if clicks.is_file() else None))
     if not cases:
         raise DatasetError(f"{images}: no <case>_0000 CT images found")
     return cases

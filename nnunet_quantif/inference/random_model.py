@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 
 from ..io import PathLike
+from ..layout import CT_CHANNEL, HEATMAP_CHANNEL, PET_CHANNEL
 
 #: Channels of a QuantIF model: CT, PET (SUV), click heatmap.
-QUANTIF_CHANNELS: dict[str, str] = {"0": "CT", "1": "noNorm", "2": "noNorm"}
+QUANTIF_CHANNELS: dict[str, str] = {str(CT_CHANNEL): "CT", str(PET_CHANNEL): "noNorm", str(HEATMAP_CHANNEL): "noNorm"}
 
 #: Median autoPET spacing (z, y, x) in mm.
 AUTOPET_SPACING_ZYX: tuple[float, float, float] = (3.0, 2.0364, 2.0364)

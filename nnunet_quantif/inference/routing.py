@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError, TracerError
+from ..errors import DatasetError, ModelError, TracerError
 from ..io import Geometry, PathLike
+from ..layout import find_dataset_folder
 from ..tracers import TRACERS, tracer_from_name
 
 #: The tracers QuantIF has models for.
@@ -194,18 +195,14 @@ def find_model_folder(results_root: PathLike, dataset: int | str, trainer: str |
     root = Path(results_root)
     if not root.is_dir():
         raise ModelError(f"{root}: results folder not found")
-    ds = str(dataset)
-    if ds.isdigit():
-        candidates = sorted(root.glob(f"Dataset{int(ds):03d}_*"))
-    else:
-        candidates = [root / ds] if (root / ds).is_dir() else []
-    if len(candidates) != 1:
-        raise ModelError(f"{root}: {'no' if not candidates else 'several'} dataset folder(s) for dataset {ds}"
-                         + (f" ({', '.join(c.name for c in candidates)})" if candidates else ""))
+    try:
+        dataset_dir = find_dataset_folder(root, dataset)
+    except DatasetError as e:
+        raise ModelError(str(e)) from None
     pattern = f"{trainer or '*'}__{plans or '*'}__{configuration}"
-    models = sorted(p for p in candidates[0].glob(pattern) if p.is_dir())
+    models = sorted(p for p in dataset_dir.glob(pattern) if p.is_dir())
     if len(models) != 1:
         what = "no model" if not models else f"several models ({', '.join(m.name for m in models)})"
         hint = "" if not models else "; choose with --trainer/--plans"
-        raise ModelError(f"{candidates[0]}: {what} matching {pattern}{hint}")
+        raise ModelError(f"{dataset_dir}: {what} matching {pattern}{hint}")
     return models[0]

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import ConfigError, DatasetError
 from ..io import Geometry, write_image, write_json
+from ..layout import CT_CHANNEL, FILE_ENDING, PET_CHANNEL, channel_file, clicks_file
 from .anatomy import ORGAN_LIST, build_anatomy, make_geometry, phantom_config
 from .lesions import add_lesions
 from .uptake import activity_map, check_tracer, draw_hu, draw_uptake, simulate_ct, simulate_pet
@@ -199,14 +200,14 @@ def _write_one(job: tuple) -> dict:
     out = Path(out)
     case = generate_case(tracer, size, seed, healthy)
     g = case.geometry
-    write_image(case.ct, g, out / "imagesTr" / f"{name}_0000.nii.gz")
-    write_image(case.pet, g, out / "imagesTr" / f"{name}_0001.nii.gz")
-    write_image(case.label, g, out / "labelsTr" / f"{name}.nii.gz")
+    write_image(case.ct, g, channel_file(out / "imagesTr", name, CT_CHANNEL))
+    write_image(case.pet, g, channel_file(out / "imagesTr", name, PET_CHANNEL))
+    write_image(case.label, g, out / "labelsTr" / f"{name}{FILE_ENDING}")
     for task, arr in totalseg_maps(case.organs).items():
         write_image(arr, g, out / "totalseg" / f"{name}_{task}.nii.gz")
     from ..clicks import simulate_clicks, write_clicks
     clicks = simulate_clicks(case.label, case.pet, n=10, seed=42)   # the organisers' seed
-    write_clicks(clicks, out / "clicks" / f"{name}_clicks.json")
+    write_clicks(clicks, clicks_file(out / "clicks", name))
     if preview:
         from .preview import save_preview
         save_preview(case, out / "preview" / f"{name}.png", title=name)

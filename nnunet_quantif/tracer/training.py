@@ -48,6 +48,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import DatasetError
 from ..io import IMAGE_EXTENSIONS, PathLike, atomic_write, read_image, strip_image_extension, write_json
+from ..layout import PET_CHANNEL, channel_suffix, split_channel
 from ..tracers import TRACERS, read_tracer_csv, tracer_from_name
 from .model import ARCHITECTURES, MIPCNN, AuthorsMIPCNN, build_model
 from .preprocessing import INPUT_SPECS, check_arch, mip_from_pet
@@ -119,8 +120,10 @@ class TracerTrainingResult:
 
 def case_name(path: PathLike) -> str:
     """``'.../psma_x_0001.nii.gz'`` -> ``'psma_x'`` (channel suffix and extension removed)."""
-    stem = strip_image_extension(Path(path).name)
-    return stem[: -len("_0001")] if stem.endswith("_0001") else stem
+    parsed = split_channel(Path(path).name)
+    if parsed is not None and parsed[1] == PET_CHANNEL:
+        return parsed[0]
+    return strip_image_extension(Path(path).name)
 
 
 def _normalise_tracer(value: str, where: str) -> str:
@@ -139,11 +142,12 @@ def find_pet_files(data_dir: PathLike) -> list[Path]:
     root = Path(data_dir)
     if not root.is_dir():
         raise DatasetError(f"{root}: data folder not found")
-    endings = tuple("_0001" + ext for ext in IMAGE_EXTENSIONS)
-    files = sorted((p for p in root.rglob("*_0001*") if p.is_file() and p.name.lower().endswith(endings)),
+    suffix = channel_suffix(PET_CHANNEL)
+    endings = tuple(suffix + ext for ext in IMAGE_EXTENSIONS)
+    files = sorted((p for p in root.rglob(f"*{suffix}*") if p.is_file() and p.name.lower().endswith(endings)),
                    key=lambda p: p.relative_to(root).as_posix())
     if not files:
-        raise DatasetError(f"{root}: no PET volumes (*_0001.nii.gz/.nii/.mha) found")
+        raise DatasetError(f"{root}: no PET volumes (*{suffix} with one of {', '.join(IMAGE_EXTENSIONS)}) found")
     seen: dict[str, Path] = {}
     for f in files:
         c = case_name(f)

@@ -34,6 +34,8 @@ from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform, Convert3DTo2DTransform
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
 
+from ..layout import CT_CHANNEL, HEATMAP_CHANNEL
+
 __all__ = ["INTENSITY_TRANSFORMS", "MISALIGNMENT_POSITIONS", "SkipChannelsTransform", "misalignment_transform",
            "add_quantif_augmentation", "iter_transforms"]
 
@@ -129,8 +131,9 @@ def _protect(transform: BasicTransform, skip: Sequence[int]) -> BasicTransform:
     return transform
 
 
-def add_quantif_augmentation(pipeline: BasicTransform, misalign_channels: Sequence[int] = (0,),
-                             protected_channels: Sequence[int] = (2,), misalignment_position: str = "after_spatial",
+def add_quantif_augmentation(pipeline: BasicTransform, misalign_channels: Sequence[int] = (CT_CHANNEL,),
+                             protected_channels: Sequence[int] = (HEATMAP_CHANNEL,),
+                             misalignment_position: str = "after_spatial",
                              **misalignment_kwargs) -> BasicTransform:
     """Add CT misalignment and heatmap protection to nnU-Net's training pipeline (in place).
 

@@ -52,6 +52,7 @@ import numpy as np
 from ..errors import ConfigError, DatasetError, QuantIFError
 from ..heatmap_definition import HeatmapDefinition
 from ..heatmaps import kernel_radius
+from ..layout import HEATMAP_CHANNEL, PET_CHANNEL
 
 __all__ = ["MAX_CLICKS", "ClickSampler", "SampledHeatmapView", "click_side_file", "crop_heatmap",
            "load_click_side_file", "map_clicks_to_preprocessed", "pet_to_suv", "write_click_side_files"]
@@ -308,8 +309,8 @@ class ClickSampler:
     pet_scheme: str
     pet_properties: dict | None = None
     weights: tuple[float, ...] = (1.0,) * (MAX_CLICKS + 1)
-    pet_channel: int = 1
-    heatmap_channel: int = 2
+    pet_channel: int = PET_CHANNEL
+    heatmap_channel: int = HEATMAP_CHANNEL
 
     def __post_init__(self) -> None:
         if self.definition.background_mode != "paper":

@@ -45,6 +45,7 @@ from pathlib import Path
 from ..config import load_json, load_json_config
 from ..errors import ConfigError, DatasetError
 from ..io import write_json
+from ..layout import find_dataset_folder
 
 __all__ = ["PRESETS", "TINY_PLANS", "MT192_PLANS", "load_preset", "build_plans", "write_plans",
            "write_tiny_plans", "preprocessed_dataset_folder", "plans_summary"]
@@ -74,16 +75,8 @@ def preprocessed_dataset_folder(dataset: str | int | os.PathLike) -> Path:
     base = os.environ.get("nnUNet_preprocessed")
     if not base:
         raise DatasetError(f"dataset '{dataset}': nnUNet_preprocessed is not set (eval \"$(quantif env)\")")
-    base_p = Path(base)
-    s = str(dataset)
-    if s.isdigit():
-        hits = sorted(base_p.glob(f"Dataset{int(s):03d}_*"))
-        if not hits:
-            raise DatasetError(f"{base_p}: no preprocessed Dataset{int(s):03d}_* (run nnUNetv2_plan_and_preprocess)")
-        return hits[0]
-    if (base_p / s).is_dir():
-        return base_p / s
-    raise DatasetError(f"{base_p / s}: preprocessed dataset folder not found")
+    return find_dataset_folder(base, dataset, what="preprocessed dataset",
+                               hint="run nnUNetv2_plan_and_preprocess")
 
 
 def multitalent_intensity() -> dict:

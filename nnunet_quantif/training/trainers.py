@@ -52,6 +52,7 @@ from torch import autocast, nn
 from torch._dynamo import OptimizedModule
 
 from ..errors import ConfigError, DatasetError
+from ..layout import CT_CHANNEL, HEATMAP_CHANNEL, PET_CHANNEL
 from ..network import NUM_ORGAN_CLASSES, DualHeadOutput, DualHeadUNet, build_dual_head_network
 from .augmentation import add_quantif_augmentation
 from .data import (
@@ -78,9 +79,6 @@ __all__ = [
     "nnUNetTrainerQuantIF_tiny_authors",
     "nnUNetTrainerQuantIF_tiny_heatmapAug",
 ]
-
-#: Image channels of the QuantIF datasets.
-CT_CHANNEL, PET_CHANNEL, HEATMAP_CHANNEL = 0, 1, 2
 
 _EXTRA_LOG_KEYS = ("train_lesion_losses", "train_organ_losses", "val_organ_losses", "organ_mean_fg_dice")
 

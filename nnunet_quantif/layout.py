@@ -1,0 +1,151 @@
+"""Where files live: the input channels, case file names, click files and dataset folders.
+
+One home for these facts; every reader and writer of a case folder calls this module.
+
+Channels (nnU-Net's ``<case>_<XXXX><ending>`` naming)::
+
+    <case>_0000<ending>   channel 0: CT (HU), resampled to the PET grid
+    <case>_0001<ending>   channel 1: PET (SUV)
+    <case>_0002<ending>   channel 2: click heatmap, float32 in [-1, 1] (a QuantIF raw dataset only)
+
+Clicks: ``<clicks dir>/<case>_clicks.json`` (the autoPET IV challenge's format, :mod:`nnunet_quantif.clicks`).
+
+Datasets: ``<root>/Dataset<XXX>_<name>``, ``XXX`` the three-digit id, under ``nnUNet_raw``,
+``nnUNet_preprocessed`` or ``nnUNet_results``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DatasetError, ModelError
+from .io import PathLike, find_image, has_image_extension, strip_image_extension
+
+__all__ = ["FILE_ENDING", "CT_CHANNEL", "PET_CHANNEL", "HEATMAP_CHANNEL", "INPUT_CHANNELS", "CHANNEL_LABELS",
+           "channel_suffix", "channel_stem", "channel_file", "find_channel", "split_channel", "case_names",
+           "clicks_file", "dataset_name", "find_dataset_folder", "stack_channels", "check_model_channels"]
+
+#: The image file ending that QuantIF writes (readers accept every :data:`~nnunet_quantif.io.IMAGE_EXTENSIONS`).
+FILE_ENDING: str = ".nii.gz"
+#: Index of the CT channel (HU).
+CT_CHANNEL: int = 0
+#: Index of the PET channel (SUV).
+PET_CHANNEL: int = 1
+#: Index of the click-heatmap channel.
+HEATMAP_CHANNEL: int = 2
+#: The input channels of a QuantIF model, in order.
+INPUT_CHANNELS: tuple[int, int, int] = (CT_CHANNEL, PET_CHANNEL, HEATMAP_CHANNEL)
+#: What each channel holds, for messages.
+CHANNEL_LABELS: dict[int, str] = {CT_CHANNEL: "CT", PET_CHANNEL: "PET", HEATMAP_CHANNEL: "click heatmap"}
+
+
+def channel_suffix(channel: int) -> str:
+    """``1`` -> ``'_0001'`` (nnU-Net's channel suffix)."""
+    return f"_{int(channel):04d}"
+
+
+def channel_stem(case: str, channel: int) -> str:
+    """``('psma_x', 1)`` -> ``'psma_x_0001'``: the file name of a channel without its ending."""
+    return f"{case}{channel_suffix(channel)}"
+
+
+def channel_file(folder: PathLike, case: str, channel: int, ending: str = FILE_ENDING) -> Path:
+    """``folder/<case>_<XXXX><ending>``: where a channel is written (or expected with a known ending)."""
+    return Path(folder) / f"{channel_stem(case, channel)}{ending}"
+
+
+def find_channel(folder: PathLike, case: str, channel: int) -> Path | None:
+    """The existing file of a channel with any image ending (:data:`~nnunet_quantif.io.IMAGE_EXTENSIONS`),
+    else None."""
+    return find_image(folder, channel_stem(case, channel))
+
+
+def split_channel(name: str) -> tuple[str, int] | None:
+    """``'psma_x_0001.nii.gz'`` -> ``('psma_x', 1)``; None for a name that is not a channel image file."""
+    stem = strip_image_extension(Path(name).name)
+    if stem == Path(name).name or len(stem) < 6 or stem[-5] != "_" or not stem[-4:].isdigit():
+        return None
+    return stem[:-5], int(stem[-4:])
+
+
+def case_names(images_dir: PathLike, channels: tuple[int, ...] = (CT_CHANNEL,)) -> list[str]:
+    """Sorted names of the cases in ``images_dir`` that have an image of any of ``channels``.
+
+    Raises
+    ------
+    DatasetError
+        ``images_dir`` is not a folder.
+    """
+    folder = Path(images_dir)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: folder not found")
+    names = set()
+    for p in folder.iterdir():
+        parsed = split_channel(p.name) if p.is_file() and has_image_extension(p) else None
+        if parsed is not None and parsed[1] in channels:
+            names.add(parsed[0])
+    return sorted(names)
+
+
+def clicks_file(clicks_dir: PathLike, case: str) -> Path:
+    """``clicks_dir/<case>_clicks.json`` (it may not exist: a case without clicks)."""
+    return Path(clicks_dir) / f"{case}_clicks.json"
+
+
+def dataset_name(dataset_id: int, name: str) -> str:
+    """``(501, 'QuantIFFDG')`` -> ``'Dataset501_QuantIFFDG'``."""
+    return f"Dataset{int(dataset_id):03d}_{name}"
+
+
+def find_dataset_folder(root: PathLike, dataset: int | str, *, what: str = "dataset",
+                        hint: str = "") -> Path:
+    """``root/Dataset<XXX>_*`` for a dataset id (``501`` or ``'501'``), or ``root/<name>`` for a full name.
+
+    Parameters
+    ----------
+    root : path-like
+        An ``nnUNet_raw``, ``nnUNet_preprocessed`` or ``nnUNet_results`` folder.
+    dataset : int or str
+    what : str
+        What the folder is, for messages (e.g. ``'preprocessed dataset'``).
+    hint : str
+        Appended to the not-found message (e.g. ``'run nnUNetv2_plan_and_preprocess'``).
+
+    Raises
+    ------
+    DatasetError
+        No such folder, or several folders with that id.
+    """
+    base = Path(root)
+    s = str(dataset)
+    suffix = f" ({hint})" if hint else ""
+    if s.isdigit():
+        hits = sorted(p for p in base.glob(f"Dataset{int(s):03d}_*") if p.is_dir())
+        if len(hits) == 1:
+            return hits[0]
+        if not hits:
+            raise DatasetError(f"{base}: no {what} folder Dataset{int(s):03d}_*{suffix}")
+        raise DatasetError(f"{base}: several {what} folders for dataset {s} ({', '.join(h.name for h in hits)})")
+    if (base / s).is_dir():
+        return base / s
+    raise DatasetError(f"{base / s}: {what} folder not found{suffix}")
+
+
+def stack_channels(ct: np.ndarray, pet: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """The model input of one case in channel order: (3, z, y, x) float32 from three (z, y, x) arrays.
+
+    ``ct`` in HU, ``pet`` in SUV, ``heatmap`` in [-1, 1], all on one grid.
+    """
+    arrays = {CT_CHANNEL: ct, PET_CHANNEL: pet, HEATMAP_CHANNEL: heatmap}
+    return np.stack([np.asarray(arrays[c], dtype=np.float32) for c in INPUT_CHANNELS])
+
+
+def check_model_channels(dataset_json: dict, model: PathLike) -> None:
+    """Raise :class:`~nnunet_quantif.errors.ModelError` unless the model's ``dataset.json`` declares the three
+    QuantIF input channels."""
+    n_channels = len(dataset_json.get("channel_names", {}))
+    if n_channels != len(INPUT_CHANNELS):
+        raise ModelError(f"{model}: the model takes {n_channels} input channels; a QuantIF model takes "
+                         f"{len(INPUT_CHANNELS)} ({', '.join(CHANNEL_LABELS[c] for c in INPUT_CHANNELS)})")
