@@ -16,7 +16,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["nnunet_quantif", "nnunet_quantif.*"]) + ["nnunet_quantif.configs"],
     package_dir={"nnunet_quantif.configs": "configs"},
-    package_data={"nnunet_quantif": ["nnunet_ext/*.py"], "nnunet_quantif.configs": ["*.json", "*.md"]},
+    package_data={"nnunet_quantif": ["nnunet_ext/*.py"], "nnunet_quantif.configs": ["*.json", "*.md"],
+                  "nnunet_quantif.napari": ["napari.yaml"]},
     include_package_data=True,
     install_requires=[
         "nnunetv2>=2.8,<2.9",
@@ -35,12 +36,19 @@ setup(
     ],
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3.2", "ruff>=0.5", "hypothesis>=6.100",
                              "pydicom>=3", "highdicom>=0.22"],
-                    "dicom": ["pydicom>=3", "highdicom>=0.22"]},
-    entry_points={"console_scripts": [
-        "quantif=nnunet_quantif.cli:main",
-        # nnUNetv2_predict-compatible folder prediction with adaptive mirroring and post-processing
-        "nnUNetv2_predict_quantif=nnunet_quantif.inference.nnunet_entry:main",
-    ]},
+                    "dicom": ["pydicom>=3", "highdicom>=0.22"],
+                    # the napari plugin (quantif view); napari-test adds what its Qt tests need (Xvfb from the OS)
+                    "napari": ["napari[pyqt5]>=0.5"],
+                    "napari-test": ["napari[pyqt5]>=0.5", "pytest-qt>=4.2", "pytest-xvfb>=3"]},
+    entry_points={
+        "console_scripts": [
+            "quantif=nnunet_quantif.cli:main",
+            # nnUNetv2_predict-compatible folder prediction with adaptive mirroring and post-processing
+            "nnUNetv2_predict_quantif=nnunet_quantif.inference.nnunet_entry:main",
+        ],
+        # the npe2 manifest of the napari plugin (nnunet_quantif.napari)
+        "napari.manifest": ["nnunet-quantif = nnunet_quantif.napari:napari.yaml"],
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Medical Science Apps.",

@@ -1,0 +1,482 @@
+"""The napari widget's logic, as plain functions without Qt or napari.
+
+Coordinates
+-----------
+napari's world frame here is (z, y, x) in mm: each image layer gets ``scale = geometry.spacing_zyx`` and
+``translate = geometry.origin`` reversed to (z, y, x), so the centre of voxel (z, y, x) = (k, j, i) lies at
+``origin_zyx + (k, j, i) * spacing_zyx``. napari draws pixel centres at integer data coordinates, so the voxel
+under a world position is the rounded data coordinate. The direction cosines are not applied (napari draws the
+array axis-aligned): for an identity direction the world frame is the physical (LPS) frame; otherwise it is the
+image's index frame scaled and shifted, which is still exact for clicks because the layers and the conversions
+below use the same transform.
+
+Clicks enter the library as voxel indices in image order (x, y, z) (:meth:`Session.add_click
+<nnunet_quantif.interactive.Session.add_click>`, the click JSON files); world points are (z, y, x) mm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..clicks import Clicks, read_clicks, write_clicks
+from ..errors import ClickError, ConfigError, InputFileError
+from ..interactive import CLICK_KINDS
+from ..io import Geometry, PathLike, check_output_path, strip_image_extension, write_image
+from ..quantify import CaseStats, LesionStats, label_lesions, lesion_csv_path, write_csv
+
+#: Ending of the click file that :func:`save_session` writes beside the mask (as ``clicks/<case>_clicks.json``).
+CLICKS_SUFFIX = "_clicks.json"
+
+#: Columns of the widget's lesion table: (header, key of :meth:`LesionStats.row`, format).
+TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("lesion", "lesion", "d"), ("MTV (ml)", "mtv_ml", ".2f"), ("SUVmax", "suv_max", ".2f"),
+    ("SUVmean", "suv_mean", ".2f"), ("SUVpeak", "suv_peak", ".2f"), ("TLG", "tlg", ".2f"),
+    ("voxels", "voxels", "d"),
+)
+
+#: One click of the widget's ordered history: (kind, (x, y, z) voxel index).
+Click = tuple[str, tuple[int, int, int]]
+
+
+# ------------------------------------------------------------------------------------------------ coordinates
+def layer_transform(geometry: Geometry) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """``scale`` and ``translate`` of a napari layer holding a (z, y, x) array on ``geometry``.
+
+    Returns
+    -------
+    scale : tuple of 3 float
+        Voxel size in mm, (z, y, x).
+    translate : tuple of 3 float
+        World position in mm of the centre of voxel (0, 0, 0), (z, y, x).
+    """
+    return tuple(geometry.spacing_zyx), tuple(geometry.origin[::-1])  # type: ignore[return-value]
+
+
+def world_to_voxel(world_zyx: Sequence[float], geometry: Geometry) -> tuple[int, int, int]:
+    """The voxel under a napari world position.
+
+    Parameters
+    ----------
+    world_zyx : 3 floats
+        World position in mm, (z, y, x) (the frame of :func:`layer_transform`).
+    geometry : Geometry
+
+    Returns
+    -------
+    tuple of 3 int
+        Voxel index in image order (x, y, z), as :meth:`Session.add_click` and the click files take it.
+
+    Raises
+    ------
+    ClickError
+        The position is not 3 finite numbers, or lies outside the image.
+    """
+    w = np.asarray(world_zyx, dtype=float).reshape(-1)
+    if w.shape != (3,) or not np.all(np.isfinite(w)):
+        raise ClickError(f"a world position is 3 finite numbers (z, y, x) in mm, got {list(world_zyx)!r}")
+    scale, translate = layer_transform(geometry)
+    zyx = np.rint((w - np.asarray(translate)) / np.asarray(scale)).astype(np.int64)
+    if np.any(zyx < 0) or np.any(zyx >= np.asarray(geometry.shape)):
+        raise ClickError(f"the point at (z, y, x) = ({w[0]:.1f}, {w[1]:.1f}, {w[2]:.1f}) mm lies outside the image "
+                         f"(voxel (x, y, z) {zyx[::-1].tolist()}, size {list(geometry.size)})")
+    return tuple(int(v) for v in zyx[::-1])  # type: ignore[return-value]
+
+
+def voxel_to_world(xyz: Sequence[float], geometry: Geometry) -> np.ndarray:
+    """World position (z, y, x) in mm of the centre of voxel (x, y, z) (the inverse of :func:`world_to_voxel`).
+
+    Returns
+    -------
+    np.ndarray, shape (3,), float64
+    """
+    scale, translate = layer_transform(geometry)
+    return np.asarray(translate) + np.asarray(xyz, dtype=float)[::-1] * np.asarray(scale)
+
+
+def clicks_world(order: Sequence[Click], kind: str, geometry: Geometry) -> np.ndarray:
+    """World positions of the clicks of one kind, in click order.
+
+    Returns
+    -------
+    np.ndarray, shape (N, 3), float64
+        (z, y, x) in mm, the data of that kind's Points layer.
+    """
+    pts = [voxel_to_world(xyz, geometry) for k, xyz in order if k == kind]
+    return np.asarray(pts, dtype=float).reshape(-1, 3)
+
+
+# ------------------------------------------------------------------------------------------------ click history
+def order_from_clicks(clicks: Clicks) -> list[Click]:
+    """A click history from :class:`Clicks`: tumor clicks first, each kind in file order."""
+    return [(kind, tuple(int(v) for v in xyz)) for kind, _, _, xyz in clicks.points()]  # type: ignore[misc]
+
+
+def clicks_from_order(order: Sequence[Click]) -> Clicks:
+    """:class:`Clicks` (array order) of a click history."""
+    return Clicks.from_xyz([xyz for k, xyz in order if k == "tumor"], [xyz for k, xyz in order if k == "background"])
+
+
+@dataclass(frozen=True)
+class ClickUpdate:
+    """What the session must do after a Points layer of one kind changed.
+
+    Attributes
+    ----------
+    action : {'none', 'add', 'undo', 'replay'}
+        ``add``: add ``new`` clicks (in order); ``undo``: undo ``n_undo`` latest clicks; ``replay``: the
+        layer changed otherwise (an earlier point deleted or a point moved): reset and replay ``order``.
+    order : list of Click
+        The click history afterwards.
+    new : list of Click
+        The clicks to add (``add``).
+    n_undo : int
+        Number of undos (``undo``).
+    """
+
+    action: str
+    order: list[Click]
+    new: list[Click] = field(default_factory=list)
+    n_undo: int = 0
+
+
+def plan_click_update(order: Sequence[Click], kind: str, layer_xyz: Sequence[Sequence[int]]) -> ClickUpdate:
+    """Compare a Points layer with the click history and say how to update the session.
+
+    Parameters
+    ----------
+    order : sequence of Click
+        The session's clicks so far, oldest first: (kind, (x, y, z)).
+    kind : {'tumor', 'background'}
+        The kind of the layer that changed.
+    layer_xyz : sequence of (x, y, z)
+        The voxels of that layer's points, in layer order.
+
+    Returns
+    -------
+    ClickUpdate
+        Points appended to the layer are added; deleting the latest clicks (the newest points of the layer,
+        when they are also the newest clicks of the session) undoes them; any other change replays the
+        history with this kind's clicks replaced by the layer's.
+    """
+    if kind not in CLICK_KINDS:
+        raise ClickError(f"unknown click kind {kind!r} (use one of {', '.join(CLICK_KINDS)})")
+    order = [(k, tuple(int(v) for v in xyz)) for k, xyz in order]
+    layer = [tuple(int(v) for v in xyz) for xyz in layer_xyz]
+    mine = [xyz for k, xyz in order if k == kind]
+    if layer == mine:
+        return ClickUpdate("none", list(order))
+    if len(layer) > len(mine) and layer[:len(mine)] == mine:
+        new = [(kind, xyz) for xyz in layer[len(mine):]]
+        return ClickUpdate("add", list(order) + new, new=new)
+    n = len(mine) - len(layer)
+    if n > 0 and mine[:len(layer)] == layer and all(k == kind for k, _ in order[len(order) - n:]):
+        return ClickUpdate("undo", list(order[:len(order) - n]), n_undo=n)
+    kept = _subsequence(layer, mine)
+    replay = []
+    if kept is not None:  # points deleted: the others keep their places in the history
+        i = 0
+        for k, xyz in order:
+            if k != kind:
+                replay.append((k, xyz))
+            else:
+                if i in kept:
+                    replay.append((k, xyz))
+                i += 1
+        return ClickUpdate("replay", replay)
+    others = iter(layer)  # points moved: the layer's points take this kind's places in order
+    for k, xyz in order:
+        if k != kind:
+            replay.append((k, xyz))
+        else:
+            nxt = next(others, None)
+            if nxt is not None:
+                replay.append((kind, nxt))
+    replay += [(kind, xyz) for xyz in others]
+    return ClickUpdate("replay", replay)
+
+
+def _subsequence(short: Sequence, long: Sequence) -> set[int] | None:
+    """Indices into ``long`` of the items of ``short`` when ``short`` is ``long`` with items removed, else None."""
+    kept, j = set(), 0
+    for item in short:
+        while j < len(long) and long[j] != item:
+            j += 1
+        if j == len(long):
+            return None
+        kept.add(j)
+        j += 1
+    return kept
+
+
+def apply_click_update(session, update: ClickUpdate) -> np.ndarray:
+    """Apply :func:`plan_click_update`'s update to a :class:`~nnunet_quantif.interactive.Session`.
+
+    Returns
+    -------
+    np.ndarray, shape (z, y, x), uint8
+        The session's mask afterwards.
+    """
+    if update.action == "add":
+        for kind, xyz in update.new:
+            session.add_click(xyz, kind)
+    elif update.action == "undo":
+        for _ in range(update.n_undo):
+            session.undo()
+    elif update.action == "replay":
+        replay_clicks(session, update.order)
+    return session.mask
+
+
+def replay_clicks(session, order: Sequence[Click]) -> np.ndarray:
+    """Reset the session (undoable) and add the clicks of ``order`` one by one.
+
+    A click outside the image raises :class:`ClickError` before the session is changed.
+    """
+    shape_xyz = session.geometry.size
+    for kind, xyz in order:
+        if kind not in CLICK_KINDS or any(v < 0 or v >= s for v, s in zip(xyz, shape_xyz)):
+            raise ClickError(f"{kind} click {list(xyz)} (x, y, z) lies outside the image of size {list(shape_xyz)}")
+    if len(session.clicks):
+        session.reset()
+    for kind, xyz in order:
+        session.add_click(xyz, kind)
+    return session.mask
+
+
+def resume_clicks(session, path: PathLike) -> list[Click]:
+    """Replay a click file (the challenge JSON, e.g. one written by :func:`save_session`) on the open case.
+
+    Returns
+    -------
+    list of Click
+        The new click history: tumor clicks first, each kind in file order (the mask depends on the set
+        of clicks only).
+
+    Raises
+    ------
+    ClickError
+        Unreadable file or a click outside the image; the message names the file. The session is unchanged.
+    """
+    clicks = read_clicks(path, shape=session.geometry.shape)
+    order = order_from_clicks(clicks)
+    replay_clicks(session, order)
+    return order
+
+
+# ------------------------------------------------------------------------------------------------ lesions
+def lesion_label_map(mask: np.ndarray) -> np.ndarray:
+    """One label value per lesion: the ids of the lesion table (:func:`~nnunet_quantif.quantify.label_lesions`).
+
+    Parameters
+    ----------
+    mask : np.ndarray, shape (z, y, x)
+        0/1 lesion mask.
+
+    Returns
+    -------
+    np.ndarray, shape (z, y, x), uint16 (uint32 beyond 65535 lesions)
+        0 = background, i = row ``lesion == i`` of the table and the CSV.
+    """
+    labels, n = label_lesions(mask)
+    return labels.astype(np.uint16 if n < np.iinfo(np.uint16).max else np.uint32, copy=False)
+
+
+def table_rows(stats: CaseStats) -> list[list[str]]:
+    """The lesion table's text, one row per lesion in label order, columns :data:`TABLE_COLUMNS`."""
+    rows = []
+    for lesion in stats.lesions:
+        values = lesion.row()
+        rows.append([format(values[key], fmt) for _, key, fmt in TABLE_COLUMNS])
+    return rows
+
+
+def lesion_centre_world(lesion: LesionStats, geometry: Geometry) -> np.ndarray:
+    """World position (z, y, x) in mm of a lesion's centroid, where the view centres on it.
+
+    Returns
+    -------
+    np.ndarray, shape (3,), float64
+        The centroid's nearest voxel centre (so that the view shows a slice through the lesion).
+    """
+    xyz = np.clip(np.rint(np.asarray(lesion.centroid_xyz, dtype=float)), 0, np.asarray(geometry.size) - 1)
+    return voxel_to_world(xyz, geometry)
+
+
+# ------------------------------------------------------------------------------------------------ saving
+@dataclass(frozen=True)
+class SavedFiles:
+    """The files of one save: mask, click JSON and lesion CSV."""
+
+    mask: Path
+    clicks: Path
+    lesions: Path
+
+
+def output_paths(mask_path: PathLike) -> SavedFiles:
+    """The three output files of :func:`save_session` for a mask path.
+
+    ``<folder>/<case>.nii.gz`` gives ``<folder>/<case>_clicks.json`` and ``<folder>/<case>_lesions.csv``.
+    """
+    mask = Path(mask_path)
+    stem = strip_image_extension(mask.name)
+    return SavedFiles(mask, mask.with_name(stem + CLICKS_SUFFIX), lesion_csv_path(mask))
+
+
+def save_session(session, mask_path: PathLike, inputs: Sequence[PathLike] = ()) -> SavedFiles:
+    """Write the session's mask, clicks and lesion table, each atomically.
+
+    Parameters
+    ----------
+    session : Session
+        A session with an open case.
+    mask_path : path-like
+        ``.nii.gz``, ``.nii`` or ``.mha``: the 0/1 uint8 mask with the case's geometry (as ``quantif session``'s
+        ``save``). Beside it, :func:`output_paths`: the clicks in the challenge JSON form (x, y, z) and the
+        per-lesion CSV (as ``quantif stats``).
+    inputs : sequence of path-like
+        The case's image files, which are never overwritten.
+
+    Returns
+    -------
+    SavedFiles
+
+    Raises
+    ------
+    OutputPathError, OverwriteInputError
+        Checked for all three files before any is written.
+    """
+    paths = output_paths(mask_path)
+    inputs = tuple(p for p in inputs if p is not None)
+    check_output_path(paths.mask, image=True, inputs=inputs)
+    for p in (paths.clicks, paths.lesions):
+        check_output_path(p, inputs=inputs)
+    write_image(session.mask, session.geometry, paths.mask, inputs=inputs)
+    write_clicks(session.clicks, paths.clicks, inputs=inputs)
+    write_csv(session.lesions, paths.lesions, inputs=inputs)
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------ models, cases
+@dataclass
+class ModelSettings:
+    """The widget's model fields (those of ``quantif predict``; empty strings mean unset).
+
+    ``folds`` is a space-separated list (``'0 1 2 3 4'`` or ``'all'``); ``device`` ``''`` picks CUDA when
+    available.
+    """
+
+    model_fdg: str = ""
+    model_psma: str = ""
+    results: str = ""
+    dataset_fdg: str = ""
+    dataset_psma: str = ""
+    tracer: str = "auto"
+    tracer_weights: str = ""
+    folds: str = "0 1 2 3 4"
+    device: str = ""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ModelSettings:
+        """The fields from parsed ``quantif`` model options."""
+        def text(name: str) -> str:
+            v = getattr(args, name, None)
+            return "" if v is None else str(v)
+
+        folds = getattr(args, "folds", None)
+        return cls(text("model_fdg"), text("model_psma"), text("results"), text("dataset_fdg"),
+                   text("dataset_psma"), text("tracer") or "auto", text("tracer_weights"),
+                   " ".join(str(f) for f in folds) if folds else "", text("device"))
+
+
+def model_arguments(settings: ModelSettings, base: argparse.Namespace | None = None) -> argparse.Namespace:
+    """Parsed ``quantif predict`` model options with the widget's fields filled in.
+
+    Parameters
+    ----------
+    settings : ModelSettings
+    base : argparse.Namespace, optional
+        Options given on the command line (``quantif view``); the fields override them. Default: the
+        defaults of ``quantif predict``.
+    """
+    from ..cli.cmd_predict import add_model_arguments
+    from ..cli.prediction_options import device_name
+
+    if base is None:
+        parser = argparse.ArgumentParser(add_help=False)
+        add_model_arguments(parser)
+        base = parser.parse_args([])
+    args = argparse.Namespace(**vars(base))
+    for name in ("model_fdg", "model_psma", "results", "dataset_fdg", "dataset_psma", "tracer_weights"):
+        setattr(args, name, getattr(settings, name).strip() or None)
+    args.tracer = settings.tracer
+    args.folds = settings.folds.split() or None
+    try:
+        args.device = device_name(settings.device.strip()) if settings.device.strip() else None
+    except argparse.ArgumentTypeError as e:
+        raise ConfigError(str(e)) from None
+    if not (args.model_fdg or args.model_psma or args.results):
+        raise ConfigError("no model: give a FDG and/or PSMA model folder, or a results folder with dataset ids")
+    return args
+
+
+def build_pipeline(settings: ModelSettings, base: argparse.Namespace | None = None):
+    """A :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline` (not loaded) for the widget's fields,
+    built exactly as ``quantif predict`` builds it."""
+    from ..cli.cmd_predict import build_pipeline as _build
+
+    return _build(model_arguments(settings, base), progress=False)
+
+
+@contextlib.contextmanager
+def case_files(ct: PathLike, pet: PathLike) -> Iterator[tuple[Path, Path]]:
+    """Image files for a case: NIfTI/MHA files pass through; DICOM series folders are read as ``quantif predict``
+    reads them (CT in HU resampled onto the PET grid, PET in SUVbw), into a temporary folder removed on exit."""
+    from ..dicom import is_dicom_folder, staged_case
+
+    for what, p in (("CT", ct), ("PET", pet)):
+        if not str(p).strip():
+            raise InputFileError(f"no {what} given")
+        if not Path(p).exists():
+            raise InputFileError(f"{p}: {what} not found")
+    if not (is_dicom_folder(ct) or is_dicom_folder(pet)):
+        yield Path(ct), Path(pet)
+        return
+    with staged_case(ct, pet) as (ct_path, pet_path, _):
+        yield ct_path, pet_path
+
+
+def read_case(ct: PathLike, pet: PathLike, nonfinite: str = "raise") -> tuple[np.ndarray, np.ndarray, Geometry, str]:
+    """Read a case for the viewer and the session.
+
+    Parameters
+    ----------
+    ct, pet : path-like
+        CT (HU) and PET (SUV) image files on one grid (``.nii.gz``, ``.nii``, ``.mha``), or DICOM series folders.
+    nonfinite : str
+        NaN/Inf policy of the PET (:func:`~nnunet_quantif.io.read_pet`).
+
+    Returns
+    -------
+    ct, pet : np.ndarray, shape (z, y, x), float32
+    geometry : Geometry
+        The PET's grid.
+    name : str
+        Case name: the PET's file name without its ending (or the folder's name).
+
+    Raises
+    ------
+    InputFileError, GridMismatchError
+        Missing, unreadable or mismatched files; the message names the file.
+    """
+    from ..inference.pipeline import read_case_images
+
+    with case_files(ct, pet) as (ct_path, pet_path):
+        ct_a, pet_a, geometry = read_case_images(ct_path, pet_path, nonfinite)
+    name = strip_image_extension(Path(pet).name) if Path(pet).is_file() else Path(pet).name
+    return ct_a, pet_a, geometry, name
