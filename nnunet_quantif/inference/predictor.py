@@ -20,6 +20,26 @@ per-tile network call: PyTorch runs a batch-1 3D convolution of a small patch on
 are stacked into one batch (and a lone tile is paired with a copy of itself). The result is
 the same average of the same network outputs; on 2 cores a 32^3 tile of the tiny model
 costs about a third of the batch-1 time (``scripts/bench_inference.py --cpu-batching``).
+
+Forward options (issue 20; ``scripts/bench_precision.py`` measures them on CPU, ``scripts/gpu_inference.py`` on a GPU):
+
+* ``precision`` -- ``fp32``, ``fp16`` or ``bf16`` autocast around each network forward (``auto``: fp16 on
+  CUDA, fp32 elsewhere, as nnU-Net does). A dtype the device cannot run is a
+  :class:`~nnunet_quantif.errors.ConfigError`.
+* ``accumulate`` -- dtype of the sliding-window sums (``fp16``: nnU-Net 2.8's choice on every device, half the
+  memory; ``fp32``: exact sums). Network outputs are cast to fp32 before the mirrored copies are averaged and
+  before the Gaussian weighting, whatever the precision.
+* ``tile_batch`` -- network inputs per forward pass: ``B`` sliding-window tiles, or their mirrored copies, go
+  through the network together (each tile still gets its own Gaussian-weighted sum). None (``auto``) keeps
+  the previous behaviour: one tile per step, its mirrored copies stacked into forwards of up to
+  :meth:`~QuantIFPredictor.cpu_batch_limit` on CPU, one input per forward elsewhere. On CPU a forward of one
+  input is paired with a copy of itself (batch 1 would run ``slow_conv3d``).
+* ``compile_network`` -- ``torch.compile`` of the network; the compilation (warm-up) runs once, before the
+  first case's clock starts, and its time is kept in ``compile_warmup_s``. Compiled forwards always get the
+  same batch size (short batches are padded with copies) so the network compiles once.
+
+Folds run one after the other on the one preprocessed case (nnU-Net's loop); on CPU with the tiny model that
+beat a ``torch.func.stack_module_state`` + ``vmap`` pass over the stacked folds (``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -36,11 +56,67 @@ import torch
 from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-from nnunetv2.utilities.helpers import dummy_context
+from nnunetv2.inference.sliding_window_prediction import compute_gaussian
+from nnunetv2.utilities.helpers import dummy_context, empty_cache
+from tqdm import tqdm
 
+from ..errors import ConfigError
 from .mirroring import DEFAULT_TIME_BUDGET_S, MirroringDecision, MirroringPolicy, as_policy, measure_seconds_per_forward
 
 log = logging.getLogger(__name__)
+
+#: Precisions of the network forward (``--precision``); ``auto`` is fp16 on CUDA and fp32 elsewhere.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
+
+#: Dtypes of the sliding-window sums (``--accumulate``).
+ACCUMULATE_DTYPES: tuple[str, ...] = ("fp16", "fp32")
+
+#: nnU-Net 2.8 sums the Gaussian-weighted tiles in fp16 on every device.
+DEFAULT_ACCUMULATE: str = "fp16"
+
+_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision ``precision`` stands for on ``device`` (``auto``: ``fp16`` on CUDA, else ``fp32``)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def check_precision(precision: str, device: torch.device) -> str:
+    """Resolve ``precision`` for ``device`` and check that the device can run it.
+
+    A 3D convolution is run under ``torch.autocast`` on the device; a dtype the
+    device cannot run raises :class:`~nnunet_quantif.errors.ConfigError` with one line.
+
+    Returns
+    -------
+    str
+        ``'fp32'``, ``'fp16'`` or ``'bf16'``.
+    """
+    resolved = resolve_precision(precision, device)
+    if resolved == "fp32":
+        return resolved
+    if not torch.amp.is_autocast_available(device.type):
+        raise ConfigError(f"--precision {resolved}: torch has no autocast on {device.type}; use --precision fp32")
+    if device.type == "cuda" and resolved == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"--precision bf16: {torch.cuda.get_device_name(device)} does not support bfloat16; "
+                          "use --precision fp16")
+    try:
+        conv = torch.nn.Conv3d(1, 1, 3).to(device)
+        with torch.inference_mode(), torch.autocast(device.type, dtype=_DTYPES[resolved]):
+            out = conv(torch.ones((1, 1, 4, 4, 4), device=device))
+    except (RuntimeError, TypeError, AssertionError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"--precision {resolved} is not available on {device} ({first}); "
+                          "use --precision fp32") from None
+    if out.dtype != _DTYPES[resolved]:
+        raise ConfigError(f"--precision {resolved}: autocast on {device} runs convolutions in {out.dtype}, "
+                          f"not {resolved}; use --precision fp32")
+    return resolved
 
 
 class QuantIFPredictor(nnUNetPredictor):
@@ -54,6 +130,15 @@ class QuantIFPredictor(nnUNetPredictor):
         Budget of the ``budget`` policy when ``mirroring`` is a name.
     calibration : path-like, optional
         Calibration JSON for the ``budget`` policy when ``mirroring`` is a name.
+    precision : {'auto', 'fp32', 'fp16', 'bf16'}
+        Autocast dtype of the network forward (``auto``: fp16 on CUDA, fp32 elsewhere). Checked on the
+        device at construction (:func:`check_precision`).
+    accumulate : {'fp16', 'fp32'}
+        Dtype of the sliding-window sums of Gaussian-weighted logits and of the weights.
+    tile_batch : int, optional
+        Network inputs per forward pass (tiles or their mirrored copies); None: auto (see the module notes).
+    compile_network : bool
+        ``torch.compile`` the network before the first case (warm-up time in ``compile_warmup_s``).
     **kwargs
         Passed to :class:`nnUNetPredictor` (``tile_step_size``, ``device``, ``allow_tqdm``, ...).
 
@@ -73,17 +158,33 @@ class QuantIFPredictor(nnUNetPredictor):
         i.e. after reading and preprocessing.
     last_decision : MirroringDecision or None
         The decision of the latest case, with ``actual_s`` filled after the run.
+    precision : str
+        The resolved precision (``'fp32'``, ``'fp16'`` or ``'bf16'``).
+    compile_warmup_s : float or None
+        Seconds the compilation and first compiled forward took (None until compiled).
     """
 
     def __init__(self, *args, mirroring: MirroringPolicy | str = "paper",
                  time_budget_s: float = DEFAULT_TIME_BUDGET_S,
-                 calibration=None, **kwargs) -> None:
+                 calibration=None, precision: str = "auto", accumulate: str = DEFAULT_ACCUMULATE,
+                 tile_batch: int | None = None, compile_network: bool = False, **kwargs) -> None:
         kwargs.setdefault("device", torch.device("cuda" if torch.cuda.is_available() else "cpu"))
         if kwargs["device"].type != "cuda":
             # nnU-Net prints a note and switches this off on CPU; do it quietly
             kwargs["perform_everything_on_device"] = False
+        if accumulate not in ACCUMULATE_DTYPES:
+            raise ConfigError(f"--accumulate {accumulate!r}: choose from {', '.join(ACCUMULATE_DTYPES)}")
+        if tile_batch is not None and int(tile_batch) < 1:
+            raise ConfigError(f"--tile-batch must be at least 1, got {tile_batch}")
+        if compile_network and not torch._dynamo.is_dynamo_supported():
+            raise ConfigError("--compile: torch.compile is not supported with this Python/torch; run without it")
         with contextlib.redirect_stdout(None):
             super().__init__(*args, **kwargs)
+        self.precision = check_precision(precision, self.device)
+        self.accumulate = accumulate
+        self.tile_batch = int(tile_batch) if tile_batch is not None else None
+        self.compile_network = bool(compile_network)
+        self.compile_warmup_s: float | None = None
         self.mirroring = as_policy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
         self.case_direction: Sequence[float] | None = None
         self.case_raw_shape: Sequence[int] | None = None
@@ -97,6 +198,12 @@ class QuantIFPredictor(nnUNetPredictor):
     def seconds_per_forward(self, data: torch.Tensor | None = None, repeats: int = 3) -> float:
         """Measured time of one forward pass of one patch on this predictor's device (seconds).
 
+        The patch runs exactly as the sliding window runs it: under this predictor's precision, through
+        the compiled network when ``compile_network`` (compiled first, so the compilation is not timed),
+        and, with a fixed ``tile_batch`` B (or when compiled), in a forward of B copies whose time is
+        divided by B. With the automatic batching, one tile without mirroring is timed (on CPU a forward
+        of the tile paired with a copy of itself).
+
         Parameters
         ----------
         data : torch.Tensor, shape (C, *spatial), optional
@@ -105,14 +212,15 @@ class QuantIFPredictor(nnUNetPredictor):
         repeats : int
             Timed passes (after one warm-up pass); the median is returned.
 
-        The result is cached per device and patch size, so the cost is paid once per loaded model.
+        The result is cached per device, patch size, precision, batch and compilation, so the cost is paid
+        once per loaded model.
         """
         patch_size = tuple(int(p) for p in self.configuration_manager.patch_size)
-        key = (str(self.device), patch_size)
+        per_forward = self.forward_batch() if self._fills_batches() else 1
+        key = (str(self.device), patch_size, self.precision, per_forward, self.compile_network)
         if key in self._spf_cache:
             return self._spf_cache[key]
-        n_in = int(data.shape[0]) if data is not None else \
-            len(self.dataset_json.get("channel_names", self.dataset_json.get("modality", {})))
+        n_in = int(data.shape[0]) if data is not None else self._n_input_channels()
         if data is None:
             patch = torch.zeros((1, n_in, *patch_size))
         else:
@@ -121,21 +229,69 @@ class QuantIFPredictor(nnUNetPredictor):
             sl = tuple([slice(None)] + [slice(a, a + p) for a, p in zip(starts, patch_size)])
             patch = padded[sl][None]
         patch = torch.as_tensor(patch).float().to(self.device)
-        self.network = self.network.to(self.device)
-        self.network.eval()
-        amp = torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
+        self.prepare_network(n_in)
+        inputs = [patch.expand(per_forward, *patch.shape[1:])]
 
         def forward() -> None:
-            with torch.inference_mode(), amp:
-                if self.device.type == "cpu":
-                    self._predict_variants([patch])  # how a tile without mirroring runs on CPU
-                else:
-                    self.network(patch)
+            with torch.inference_mode():
+                self._predict_variants(inputs)
 
-        spf = measure_seconds_per_forward(forward, self.device.type, repeats=repeats, warmup=1)
+        spf = measure_seconds_per_forward(forward, self.device.type, repeats=repeats, warmup=1) / per_forward
         self._spf_cache[key] = spf
-        log.info("measured %.4f s per forward pass (patch %s, %s)", spf, patch_size, self.device)
+        log.info("measured %.4f s per forward pass (patch %s, %s, %s, %d per forward%s)", spf, patch_size,
+                 self.device, self.precision, per_forward, ", compiled" if self.compile_network else "")
         return spf
+
+    # ------------------------------------------------------------------ network
+    def _n_input_channels(self) -> int:
+        return len(self.dataset_json.get("channel_names", self.dataset_json.get("modality", {})))
+
+    def prepare_network(self, n_channels: int | None = None) -> float:
+        """Move the network to the device in eval mode and, with ``compile_network``, compile and warm it up.
+
+        The warm-up runs one forward of the batch size the sliding window uses on a zero patch
+        (``n_channels`` input channels; default: the model's), under this predictor's precision.
+
+        Returns
+        -------
+        float
+            Seconds spent compiling now (0 when nothing was compiled by this call).
+
+        Raises
+        ------
+        ConfigError
+            torch.compile failed (e.g. no working C++ compiler for the CPU backend).
+        """
+        from torch._dynamo.eval_frame import OptimizedModule
+
+        self.network = self.network.to(self.device)
+        self.network.eval()
+        if not self.compile_network or isinstance(self.network, OptimizedModule):
+            return 0.0
+        n_in = n_channels if n_channels is not None else self._n_input_channels()
+        patch = tuple(int(p) for p in self.configuration_manager.patch_size)
+        t0 = time.perf_counter()
+        eager = self.network
+        self.network = torch.compile(eager, dynamic=False)
+        try:
+            with torch.inference_mode():
+                self._predict_variants([torch.zeros((self.forward_batch(), n_in, *patch), device=self.device)])
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        except Exception as e:  # noqa: BLE001 - inductor raises many kinds (BackendCompilerFailed, CppCompileError)
+            self.network = eager
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"--compile: torch.compile failed on {self.device.type} ({type(e).__name__}: "
+                              f"{first[:200]}); run without --compile") from None
+        self.compile_warmup_s = time.perf_counter() - t0
+        log.info("compiled the network in %.1f s (warm-up, not counted in the case time)", self.compile_warmup_s)
+        return self.compile_warmup_s
+
+    def _autocast(self):
+        """Autocast context of the network forward for ``self.precision`` (it overrides nnU-Net's CUDA fp16)."""
+        if self.precision == "fp32":
+            return torch.autocast(self.device.type, enabled=False) if self.device.type == "cuda" else dummy_context()
+        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
 
     def decide_mirroring(self, data: torch.Tensor, n_folds: int) -> MirroringDecision:
         """Apply the policy to a preprocessed case ``data`` of shape (C, *spatial)."""
@@ -153,9 +309,15 @@ class QuantIFPredictor(nnUNetPredictor):
     @contextlib.contextmanager
     def _case_axes(self, data: torch.Tensor, n_folds: int) -> Iterator[MirroringDecision]:
         model_axes = self.allowed_mirroring_axes
+        warmup_s = self.prepare_network(int(data.shape[0]))
+        if warmup_s and self.case_deadline is not None:
+            self.case_deadline += warmup_s  # the compilation is not the case's time
         t0 = time.perf_counter()
         decision = self.decide_mirroring(data, n_folds)
         decision.extra["decide_s"] = time.perf_counter() - t0
+        decision.extra.update(precision=self.precision, accumulate=self.accumulate, tile_batch=self.tile_batch,
+                              forward_batch=self.forward_batch(), compiled=self.compile_network,
+                              compile_warmup_s=warmup_s or None)
         self.allowed_mirroring_axes = decision.axes if decision.axes else None
         self._in_case = True
         t1 = time.perf_counter()
@@ -171,44 +333,134 @@ class QuantIFPredictor(nnUNetPredictor):
                  decision.policy, decision.shape, decision.n_voxels, decision.n_patches, decision.n_folds,
                  decision.axes, decision.axes_label, est, decision.actual_s)
 
-    # ------------------------------------------------------------------ CPU tile batching
+    # ------------------------------------------------------------------ tile batching
     def cpu_batch_limit(self) -> int:
         """Most tiles per network call on CPU: 8 for small patches, down to 2 for 128^3 and larger."""
         voxels = math.prod(int(p) for p in self.configuration_manager.patch_size)
         return int(min(8, max(2, 2 ** 21 // max(voxels, 1))))
 
-    def _predict_variants(self, variants: list[torch.Tensor]) -> torch.Tensor:
-        """Network outputs of ``variants`` (each of shape (1, C, *patch)) in batches of at least 2.
+    def forward_batch(self) -> int:
+        """Network inputs per forward pass: ``tile_batch``, else :meth:`cpu_batch_limit` on CPU and 1 elsewhere."""
+        if self.tile_batch is not None:
+            return self.tile_batch
+        return self.cpu_batch_limit() if self.device.type == "cpu" else 1
 
-        Returns
-        -------
-        torch.Tensor, shape (len(variants), K, *patch)
-        """
-        limit = self.cpu_batch_limit()
-        outputs = []
-        for start in range(0, len(variants), limit):
-            chunk = variants[start:start + limit]
-            batch = torch.cat(chunk + chunk if len(chunk) == 1 else chunk)  # batch 1 would run slow_conv3d
-            outputs.append(self.network(batch)[:len(chunk)])
-        return torch.cat(outputs)
+    def _fills_batches(self) -> bool:
+        """Whether the sliding window gathers tiles to fill each forward (a fixed ``tile_batch``, or compiled)."""
+        return self.tile_batch is not None or self.compile_network
 
-    @torch.inference_mode()
-    def _internal_maybe_mirror_and_predict(self, x: torch.Tensor) -> torch.Tensor:
-        """nnU-Net's tile prediction (mean over the allowed mirrored copies of ``x``, shape (1, C, *patch)),
-        with the copies stacked into batches on CPU; other devices and batches use nnU-Net's own."""
-        if self.device.type != "cpu" or x.shape[0] != 1:
-            return super()._internal_maybe_mirror_and_predict(x)
+    def _mirror_combos(self, ndim: int) -> list[tuple[int, ...]]:
+        """Flip axes of each mirrored copy (tensor axes of a (N, C, *patch) batch); ``()`` is the tile itself."""
         mirror_axes = self.allowed_mirroring_axes if self.use_mirroring else None
         combos: list[tuple[int, ...]] = [()]
         if mirror_axes is not None:
-            assert max(mirror_axes) <= x.ndim - 3, "mirror_axes does not match the dimension of the input!"
+            assert max(mirror_axes) <= ndim - 3, "mirror_axes does not match the dimension of the input!"
             axes = [m + 2 for m in mirror_axes]
             combos += [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
+        return combos
+
+    def tiles_per_step(self) -> int:
+        """Sliding-window tiles predicted together: enough to fill one forward with their mirrored copies
+        when batches are filled, else 1."""
+        if not self._fills_batches():
+            return 1
+        return max(1, -(-self.forward_batch() // len(self._mirror_combos(5))))
+
+    def _predict_variants(self, variants: list[torch.Tensor]) -> torch.Tensor:
+        """Network outputs of ``variants`` (each of shape (n_i, C, *patch)), in forwards of
+        :meth:`forward_batch` inputs under the predictor's precision.
+
+        A short last forward is padded with copies of its first input: to 2 on CPU (batch 1 would run
+        ``slow_conv3d``), to the full batch when compiled (one compiled shape).
+
+        Returns
+        -------
+        torch.Tensor, shape (sum n_i, K, *patch), float32
+        """
+        x = torch.cat(variants) if len(variants) > 1 else variants[0]
+        limit = self.forward_batch()
+        least = max(limit if self.compile_network else 1, 2 if self.device.type == "cpu" else 1)
+        outputs = []
+        for start in range(0, x.shape[0], limit):
+            chunk = x[start:start + limit]
+            n = chunk.shape[0]
+            if n < least:
+                chunk = torch.cat([chunk, chunk[:1].expand(least - n, *chunk.shape[1:])])
+            with self._autocast():
+                out = self.network(chunk)
+            outputs.append(out[:n].float())
+        return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+
+    @torch.inference_mode()
+    def _internal_maybe_mirror_and_predict(self, x: torch.Tensor) -> torch.Tensor:
+        """nnU-Net's tile prediction: the mean over the allowed mirrored copies of each tile.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (T, C, *patch)
+            T tiles (nnU-Net passes one).
+
+        Returns
+        -------
+        torch.Tensor, shape (T, K, *patch), float32
+        """
+        combos = self._mirror_combos(x.ndim)
         out = self._predict_variants([torch.flip(x, c) if c else x for c in combos])
-        prediction = out[0:1].clone()
+        n = x.shape[0]
+        prediction = out[:n].clone()
         for i, c in enumerate(combos[1:], start=1):
-            prediction += torch.flip(out[i:i + 1], c)
+            prediction += torch.flip(out[i * n:(i + 1) * n], c)
         return prediction / len(combos)
+
+    @torch.inference_mode()
+    def _internal_predict_sliding_window_return_logits(self, data: torch.Tensor, slicers,
+                                                       do_on_device: bool = True) -> torch.Tensor:
+        """nnU-Net's sliding window with :meth:`tiles_per_step` tiles per step and ``accumulate`` sums.
+
+        Each tile's prediction is weighted with nnU-Net's Gaussian and added, in slicer order, exactly as
+        nnU-Net does; only the grouping of tiles into network calls and the dtype of the sums change.
+
+        Parameters
+        ----------
+        data : torch.Tensor, shape (C, *spatial)
+            The padded preprocessed case.
+        slicers : list of tuple of slice
+            nnU-Net's tiles (``_internal_get_sliding_window_slicers``).
+        do_on_device : bool
+            Keep the sums on the device (else on the CPU).
+
+        Returns
+        -------
+        torch.Tensor, shape (K, *spatial), dtype of ``accumulate``
+        """
+        results_device = self.device if do_on_device else torch.device("cpu")
+        acc_dtype = _DTYPES[self.accumulate]
+        empty_cache(self.device)
+        data = data.to(results_device)
+        logits = torch.zeros((self.label_manager.num_segmentation_heads, *data.shape[1:]), dtype=acc_dtype,
+                             device=results_device)
+        weights = torch.zeros(data.shape[1:], dtype=acc_dtype, device=results_device)
+        gaussian = compute_gaussian(tuple(self.configuration_manager.patch_size), sigma_scale=1. / 8,
+                                    value_scaling_factor=10, device=results_device) if self.use_gaussian else 1
+        step = self.tiles_per_step()
+        with tqdm(desc=None, total=len(slicers), disable=not self.allow_tqdm) as pbar:
+            for start in range(0, len(slicers), step):
+                group = slicers[start:start + step]
+                tiles = torch.stack([data[sl] for sl in group]).to(self.device)
+                predictions = self._internal_maybe_mirror_and_predict(tiles).to(results_device)
+                del tiles
+                for prediction, sl in zip(predictions, group):
+                    if self.use_gaussian:
+                        prediction *= gaussian
+                    logits[sl] += prediction
+                    weights[sl[1:]] += gaussian
+                pbar.update(len(group))
+        del predictions
+        torch.div(logits, weights, out=logits)
+        del weights
+        if torch.any(torch.isinf(logits)):
+            raise RuntimeError("Encountered inf in predicted array (use --accumulate fp32)")
+        return logits
 
     # ------------------------------------------------------------------ nnU-Net hooks
     @torch.inference_mode()
