@@ -181,8 +181,11 @@ def _ensure_trainer_search_path() -> None:
 def load_predictor(model_dir: PathLike, *, folds: Sequence[int | str] | None = DEFAULT_FOLDS,
                    checkpoint: str = DEFAULT_CHECKPOINT, mirroring: MirroringPolicy | str = "paper",
                    time_budget_s: float = DEFAULT_TIME_BUDGET_S, calibration: PathLike | None = None,
-                   device: object = None, tile_step_size: float = DEFAULT_TILE_STEP_SIZE, progress: bool = False):
+                   device: object = None, tile_step_size: float = DEFAULT_TILE_STEP_SIZE, progress: bool = False,
+                   **forward_options):
     """Load a trained nnU-Net model folder into a :class:`QuantIFPredictor`.
+
+    ``forward_options`` are the predictor's ``precision``, ``accumulate``, ``tile_batch`` and ``compile_network``.
 
     Raises
     ------
@@ -194,7 +197,7 @@ def load_predictor(model_dir: PathLike, *, folds: Sequence[int | str] | None = D
     use_folds = check_model_folder(model_dir, folds, checkpoint)
     policy = as_policy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
     predictor = QuantIFPredictor(mirroring=policy, tile_step_size=tile_step_size, device=_as_device(device),
-                                 allow_tqdm=progress)
+                                 allow_tqdm=progress, **forward_options)
     _ensure_trainer_search_path()
     try:
         with contextlib.redirect_stdout(_io.StringIO()):
@@ -256,6 +259,10 @@ class QuantIFPipeline:
         Default: CUDA when available.
     tile_step_size : float
         Sliding-window step (fraction of the patch).
+    precision, accumulate, tile_batch, compile_network
+        Forward options of :class:`~nnunet_quantif.inference.predictor.QuantIFPredictor`: autocast dtype
+        (``auto``/``fp32``/``fp16``/``bf16``), dtype of the sliding-window sums (``fp16``/``fp32``), network
+        inputs per forward (None: auto) and ``torch.compile``.
     postprocess : bool
         Remove small faint components (``min_voxels``, ``suv_max``, ``min_volume_ml``).
     tracer_weights : path-like, optional
@@ -278,7 +285,8 @@ class QuantIFPipeline:
                  folds: Sequence[int | str] | None = DEFAULT_FOLDS, checkpoint: str = DEFAULT_CHECKPOINT,
                  mirroring: MirroringPolicy | str = "paper", time_budget_s: float = DEFAULT_TIME_BUDGET_S,
                  calibration: PathLike | None = None, device: object = None,
-                 tile_step_size: float = DEFAULT_TILE_STEP_SIZE,
+                 tile_step_size: float = DEFAULT_TILE_STEP_SIZE, precision: str = "auto",
+                 accumulate: str = "fp16", tile_batch: int | None = None, compile_network: bool = False,
                  postprocess: bool = True, min_voxels: int = DEFAULT_MIN_VOXELS, suv_max: float = DEFAULT_SUV_MAX,
                  min_volume_ml: float | None = None, tracer_weights: PathLike | None = None,
                  heatmap_params: dict | None = None, progress: bool = False, nonfinite: str = "raise",
@@ -295,6 +303,11 @@ class QuantIFPipeline:
         self.policy = as_policy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
         self.device = _as_device(device)
         self.tile_step_size = tile_step_size
+        from .predictor import check_forward_options
+
+        check_forward_options(self.device, precision, accumulate, tile_batch, compile_network)
+        self.forward_options = dict(precision=precision, accumulate=accumulate, tile_batch=tile_batch,
+                                    compile_network=compile_network)
         self.do_postprocess = postprocess
         self.min_voxels, self.suv_max, self.min_volume_ml = min_voxels, suv_max, min_volume_ml
         self.router = TracerRouter(tracer_weights)
@@ -332,7 +345,8 @@ class QuantIFPipeline:
         if tracer not in self._predictors:
             self._predictors[tracer] = load_predictor(
                 self.model_dirs[tracer], folds=self.folds[tracer], checkpoint=self.checkpoint, mirroring=self.policy,
-                device=self.device, tile_step_size=self.tile_step_size, progress=self.progress)
+                device=self.device, tile_step_size=self.tile_step_size, progress=self.progress,
+                **self.forward_options)
         return self._predictors[tracer]
 
     def build_heatmap(self, tracer: str, pet: np.ndarray, clicks, source: str | None = None) -> np.ndarray:
