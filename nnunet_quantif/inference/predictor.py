@@ -119,6 +119,30 @@ def check_precision(precision: str, device: torch.device) -> str:
     return resolved
 
 
+def check_forward_options(device: torch.device, precision: str = "auto", accumulate: str = DEFAULT_ACCUMULATE,
+                          tile_batch: int | None = None, compile_network: bool = False) -> str:
+    """Check the forward options of :class:`QuantIFPredictor` for ``device`` before any model loads.
+
+    Returns
+    -------
+    str
+        The resolved precision (:func:`check_precision`).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the option: an unknown accumulation dtype, a tile batch below 1, a precision the
+        device cannot run, or ``compile_network`` where torch.compile is not supported.
+    """
+    if accumulate not in ACCUMULATE_DTYPES:
+        raise ConfigError(f"--accumulate {accumulate!r}: choose from {', '.join(ACCUMULATE_DTYPES)}")
+    if tile_batch is not None and int(tile_batch) < 1:
+        raise ConfigError(f"--tile-batch must be at least 1, got {tile_batch}")
+    if compile_network and not torch._dynamo.is_dynamo_supported():
+        raise ConfigError("--compile: torch.compile is not supported with this Python and torch; run without it")
+    return check_precision(precision, device)
+
+
 class QuantIFPredictor(nnUNetPredictor):
     """nnU-Net predictor whose test-time mirroring axes are chosen per case.
 
@@ -172,15 +196,9 @@ class QuantIFPredictor(nnUNetPredictor):
         if kwargs["device"].type != "cuda":
             # nnU-Net prints a note and switches this off on CPU; do it quietly
             kwargs["perform_everything_on_device"] = False
-        if accumulate not in ACCUMULATE_DTYPES:
-            raise ConfigError(f"--accumulate {accumulate!r}: choose from {', '.join(ACCUMULATE_DTYPES)}")
-        if tile_batch is not None and int(tile_batch) < 1:
-            raise ConfigError(f"--tile-batch must be at least 1, got {tile_batch}")
-        if compile_network and not torch._dynamo.is_dynamo_supported():
-            raise ConfigError("--compile: torch.compile is not supported with this Python/torch; run without it")
         with contextlib.redirect_stdout(None):
             super().__init__(*args, **kwargs)
-        self.precision = check_precision(precision, self.device)
+        self.precision = check_forward_options(self.device, precision, accumulate, tile_batch, compile_network)
         self.accumulate = accumulate
         self.tile_batch = int(tile_batch) if tile_batch is not None else None
         self.compile_network = bool(compile_network)
