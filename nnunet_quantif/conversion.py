@@ -158,7 +158,7 @@ def resolve_tracer(case: str, tracer_map: dict[str, str] | None = None) -> str:
     return t
 
 
-def discover_cases(src: str | os.PathLike) -> list[str]:
+def source_case_names(src: str | os.PathLike) -> list[str]:
     """Case names in ``src/imagesTr``: every ``<case>_0000`` or ``<case>_0001`` image, sorted."""
     images = Path(src) / "imagesTr"
     if not images.is_dir():
@@ -167,8 +167,8 @@ def discover_cases(src: str | os.PathLike) -> list[str]:
 
 
 @dataclass
-class CaseResult:
-    """Outcome of one case."""
+class ConvertedCase:
+    """Outcome of converting one case (not the prediction result :class:`~nnunet_quantif.inference.CaseResult`)."""
 
     case: str
     tracer: str | None
@@ -183,27 +183,27 @@ class CaseResult:
 class ConversionSummary:
     """What a :func:`convert_dataset` run did."""
 
-    results: list[CaseResult] = field(default_factory=list)
+    results: list[ConvertedCase] = field(default_factory=list)
     datasets: dict[str, Path] = field(default_factory=dict)  # dataset name -> folder
     num_training: dict[str, int] = field(default_factory=dict)  # dataset name -> numTraining
 
-    def _by(self, status: str) -> list[CaseResult]:
+    def _by(self, status: str) -> list[ConvertedCase]:
         return [r for r in self.results if r.status == status]
 
     @property
-    def converted(self) -> list[CaseResult]:
+    def converted(self) -> list[ConvertedCase]:
         return self._by("converted")
 
     @property
-    def skipped(self) -> list[CaseResult]:
+    def skipped(self) -> list[ConvertedCase]:
         return self._by("skipped")
 
     @property
-    def failed(self) -> list[CaseResult]:
+    def failed(self) -> list[ConvertedCase]:
         return self._by("failed")
 
     @property
-    def without_clicks(self) -> list[CaseResult]:
+    def without_clicks(self) -> list[ConvertedCase]:
         return [r for r in self.converted if not r.has_clicks]
 
     @property
@@ -256,14 +256,14 @@ def _resample_to(image: sitk.Image, reference: sitk.Image, interpolator: int) ->
     return sitk.Resample(image, reference, sitk.Transform(), interpolator, 0.0, image.GetPixelID())
 
 
-def convert_case(job: dict) -> CaseResult:
+def convert_case(job: dict) -> ConvertedCase:
     """Convert one case (see the module docstring). Never raises: a failure comes back as a failed result.
 
     ``job`` keys: case, tracer, src, dataset_dir, dataset, clicks_dir, totalseg_dir, click_step,
     resample_pet_to_ct, heatmap_params.
     """
     case: str = job["case"]
-    res = CaseResult(case, job["tracer"], "failed", dataset=job["dataset"])
+    res = ConvertedCase(case, job["tracer"], "failed", dataset=job["dataset"])
     try:
         _convert_case(job, res, Path(job["dataset_dir"]) / STAGING)
         res.status = "converted"
@@ -274,7 +274,7 @@ def convert_case(job: dict) -> CaseResult:
     return res
 
 
-def _convert_case(job: dict, res: CaseResult, stage_root: Path) -> None:
+def _convert_case(job: dict, res: ConvertedCase, stage_root: Path) -> None:
     from .heatmaps import click_heatmap, heatmap_from_files
 
     case: str = job["case"]
@@ -522,7 +522,7 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
         raise InputFileError(f"{totalseg_dir}: TotalSegmentator folder not found")
     if totalseg_dir is None and (src / "totalseg").is_dir():
         totalseg_dir = src / "totalseg"
-    all_cases = discover_cases(src) if cases is None else list(cases)
+    all_cases = source_case_names(src) if cases is None else list(cases)
 
     ds_for: dict[str | None, tuple[str, Path]] = {}
     for t in ((None,) if joint else tracers):
@@ -549,14 +549,14 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
         try:
             tracer = resolve_tracer(case, tracer_map)
         except TracerError as e:
-            summary.results.append(CaseResult(case, None, "failed", str(e)))
+            summary.results.append(ConvertedCase(case, None, "failed", str(e)))
             continue
         if tracer not in tracers:
-            summary.results.append(CaseResult(case, tracer, "skipped", f"tracer {tracer} not selected"))
+            summary.results.append(ConvertedCase(case, tracer, "skipped", f"tracer {tracer} not selected"))
             continue
         name, folder = ds_for[None if joint else tracer]
         if not overwrite and case_is_complete(folder, case):
-            summary.results.append(CaseResult(case, tracer, "skipped", "already converted (use --overwrite)",
+            summary.results.append(ConvertedCase(case, tracer, "skipped", "already converted (use --overwrite)",
                                               dataset=name))
             continue
         jobs.append({"case": case, "tracer": tracer, "src": str(src), "dataset_dir": str(folder), "dataset": name,

@@ -36,6 +36,20 @@ def _case_key(value: str) -> str:
     return stem
 
 
+def _read_rows(p: Path, what: str) -> list[list[str]]:
+    """The non-empty rows of a CSV file (a UTF-8 byte-order mark is ignored); DatasetError names the file."""
+    try:
+        with p.open(newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+    except OSError as e:
+        raise DatasetError(f"{p}: cannot read {what} ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{p}: cannot read {what} (not UTF-8 text: {e.reason})") from None
+    if not rows:
+        raise DatasetError(f"{p}: empty {what}")
+    return rows
+
+
 def read_tracer_csv(path: str | os.PathLike, validate: bool = True) -> dict[str, str]:
     """Read a case -> tracer table.
 
@@ -57,13 +71,7 @@ def read_tracer_csv(path: str | os.PathLike, validate: bool = True) -> dict[str,
         Naming the file (and the line) for an unreadable file, a short row or an unknown tracer.
     """
     p = Path(path)
-    try:
-        with p.open(newline="", encoding="utf-8-sig") as f:
-            rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
-    except OSError as e:
-        raise DatasetError(f"{p}: cannot read tracer CSV ({e.strerror or e})") from None
-    if not rows:
-        raise DatasetError(f"{p}: empty tracer CSV")
+    rows = _read_rows(p, "tracer CSV")
     header = [c.strip().lower() for c in rows[0]]
     start, t_col, c_col = 0, 1, 0
     if "tracer" in header:
@@ -84,4 +92,42 @@ def read_tracer_csv(path: str | os.PathLike, validate: bool = True) -> dict[str,
     return table
 
 
-__all__ = ["TRACERS", "tracer_from_name", "read_tracer_csv", "IMAGE_EXTENSIONS"]
+def read_case_table(path: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """Read a case table: a CSV with a header, a case column and optional ``centre`` (or ``center``) and
+    ``tracer`` columns.
+
+    The case column is the one named ``case``, ``name``, ``file``, ``image`` or ``path``; its cells are
+    normalised as in :func:`read_tracer_csv`. A tracer cell, when not empty, must be ``fdg`` or ``psma``.
+
+    Returns
+    -------
+    dict
+        ``{case: {"centre": str, "tracer": str}}`` (empty strings where not given).
+
+    Raises
+    ------
+    DatasetError
+        Naming the file (and the line) for an unreadable file, no case column or an unknown tracer.
+    """
+    p = Path(path)
+    rows = _read_rows(p, "case table")
+    header = [c.strip().lower() for c in rows[0]]
+    c_col = next((header.index(n) for n in _CASE_COLUMNS if n in header), None)
+    if c_col is None:
+        raise DatasetError(f"{p}: the case table needs a 'case' column (found {', '.join(rows[0])})")
+    centre_col = next((header.index(n) for n in ("centre", "center") if n in header), None)
+    t_col = header.index("tracer") if "tracer" in header else None
+    table: dict[str, dict[str, str]] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        cell = row[c_col].strip() if c_col < len(row) else ""
+        if not cell:
+            continue
+        tracer = row[t_col].strip().lower() if t_col is not None and t_col < len(row) else ""
+        if tracer and tracer not in TRACERS:
+            raise DatasetError(f"{p}: line {line}: unknown tracer {row[t_col].strip()!r} (expected fdg or psma)")
+        centre = row[centre_col].strip() if centre_col is not None and centre_col < len(row) else ""
+        table[_case_key(cell)] = {"centre": centre, "tracer": tracer}
+    return table
+
+
+__all__ = ["TRACERS", "tracer_from_name", "read_tracer_csv", "read_case_table", "IMAGE_EXTENSIONS"]

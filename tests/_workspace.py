@@ -55,8 +55,8 @@ FIRST_DATASET_ID = 901
 HEATMAP_OPTIONS = {"fdg": ["--suv-gate", "4", "--background-mode", "authors"]}
 
 #: Code whose change invalidates the cached workspace.
-_VERSIONED = ["network.py", "training", "conversion.py", "heatmap_definition.py", "organs.py", "phantoms",
-              "heatmaps.py", "clicks.py", "io.py", "environment.py", "nnunet_ext", "cli/cmd_convert.py",
+_VERSIONED = ["network.py", "training", "conversion.py", "heatmap_definition.py", "organs", "phantoms",
+              "heatmaps.py", "clicks.py", "io.py", "layout.py", "environment.py", "nnunet_ext", "cli/cmd_convert.py",
               "cli/cmd_organs.py",
               "cli/cmd_plans.py"]
 

@@ -537,3 +537,26 @@ def test_majority_vote_and_tie(probs: list[float], tracer: str, votes: list[str]
     assert pred.probability == pytest.approx(float(np.mean(probs))) and pred.probabilities == probs
     # majority beats a mean on the other side
     assert vote([0.51, 0.51, 0.0]).tracer == "psma" and vote([0.49, 0.49, 1.0]).tracer == "fdg"
+
+
+def test_read_case_table_shares_the_tracer_csv_rules(tmp_path):
+    """The evaluation's case table and the tracer CSV are one reader (case cells normalised the same way)."""
+    from nnunet_quantif.evaluation import read_case_table as from_evaluation
+    from nnunet_quantif.tracers import read_case_table
+
+    assert from_evaluation is read_case_table
+    table = tmp_path / "centres.csv"
+    table.write_text("\ufeffImage,Center,Tracer\nimagesTr/fdg_a b_0001.nii.gz,LMU,FDG\npsma_c,UKT,\n,,\n",
+                     encoding="utf-8")
+    assert read_case_table(table) == {"fdg_a b": {"centre": "LMU", "tracer": "fdg"},
+                                      "psma_c": {"centre": "UKT", "tracer": ""}}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("case,tracer\nx,pet\n")
+    with pytest.raises(DatasetError, match=r"bad.csv: line 2: unknown tracer 'pet'"):
+        read_case_table(bad)
+    headless = tmp_path / "headless.csv"
+    headless.write_text("x,fdg\n")
+    with pytest.raises(DatasetError, match="headless.csv: the case table needs a 'case' column"):
+        read_case_table(headless)
+    with pytest.raises(DatasetError, match="missing.csv: cannot read case table"):
+        read_case_table(tmp_path / "missing.csv")

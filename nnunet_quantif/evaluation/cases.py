@@ -13,7 +13,6 @@ unless a centre CSV gives a ``tracer`` column.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from ..clicks import Clicks, clicks_at_step
 from ..errors import DatasetError, InputFileError, TracerError
 from ..io import IMAGE_EXTENSIONS, Geometry, PathLike, check_same_grid, find_image, read_geometry, read_image
 from ..layout import CT_CHANNEL, PET_CHANNEL, channel_file, clicks_file, find_channel
-from ..tracers import tracer_from_name
+from ..tracers import read_case_table, tracer_from_name
 
 
 def case_tracer(name: str, default: str | None = None) -> str:
@@ -38,33 +37,6 @@ def case_tracer(name: str, default: str | None = None) -> str:
     if default is not None:
         return default
     raise TracerError(f"case {name!r}: cannot tell the tracer from the name (expected a 'fdg_' or 'psma_' prefix)")
-
-
-def read_case_table(path: PathLike) -> dict[str, dict[str, str]]:
-    """Read a CSV with a ``case`` column and optional ``centre`` (or ``center``) and ``tracer`` columns.
-
-    Returns
-    -------
-    dict
-        ``{case: {"centre": str, "tracer": str}}`` (empty strings where not given).
-    """
-    p = Path(path)
-    try:
-        with p.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            fields = [c.strip().lower() for c in (reader.fieldnames or [])]
-            if "case" not in fields:
-                raise DatasetError(f"{p}: the CSV needs a 'case' column (found {reader.fieldnames})")
-            out: dict[str, dict[str, str]] = {}
-            for row in reader:
-                r = {str(k).strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
-                case = r.get("case", "")
-                if not case:
-                    continue
-                out[case] = {"centre": r.get("centre", r.get("center", "")), "tracer": r.get("tracer", "").lower()}
-            return out
-    except FileNotFoundError:
-        raise InputFileError(f"{p}: file not found") from None
 
 
 @dataclass

@@ -147,7 +147,8 @@ def write_click_side_files(dataset: str | int, plans_identifier: str = "nnUNetPl
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from ..io import atomic_write
-    from ..organs import _env_folder, find_dataset_folder, preprocessed_configuration
+    from ..layout import find_dataset_folder
+    from ..organs import _env_folder, preprocessed_configuration
 
     raw_base = Path(raw_dir) if raw_dir is not None else _env_folder("nnUNet_raw")
     pre_base = Path(preprocessed_dir) if preprocessed_dir is not None else _env_folder("nnUNet_preprocessed")
