@@ -62,28 +62,11 @@ from tqdm import tqdm
 
 from ..errors import ConfigError
 from .mirroring import DEFAULT_TIME_BUDGET_S, MirroringDecision, MirroringPolicy, as_policy, measure_seconds_per_forward
+from .precision import ACCUMULATE_DTYPES, DEFAULT_ACCUMULATE, DEFAULT_PRECISION, resolve_precision
 
 log = logging.getLogger(__name__)
 
-#: Precisions of the network forward (``--precision``); ``auto`` is fp16 on CUDA and fp32 elsewhere.
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
-
-#: Dtypes of the sliding-window sums (``--accumulate``).
-ACCUMULATE_DTYPES: tuple[str, ...] = ("fp16", "fp32")
-
-#: nnU-Net 2.8 sums the Gaussian-weighted tiles in fp16 on every device.
-DEFAULT_ACCUMULATE: str = "fp16"
-
 _DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """The precision ``precision`` stands for on ``device`` (``auto``: ``fp16`` on CUDA, else ``fp32``)."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"--precision {precision!r}: choose from {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    return precision
 
 
 def check_precision(precision: str, device: torch.device) -> str:
@@ -97,7 +80,7 @@ def check_precision(precision: str, device: torch.device) -> str:
     str
         ``'fp32'``, ``'fp16'`` or ``'bf16'``.
     """
-    resolved = resolve_precision(precision, device)
+    resolved = resolve_precision(precision, device.type)
     if resolved == "fp32":
         return resolved
     if not torch.amp.is_autocast_available(device.type):
@@ -119,8 +102,9 @@ def check_precision(precision: str, device: torch.device) -> str:
     return resolved
 
 
-def check_forward_options(device: torch.device, precision: str = "auto", accumulate: str = DEFAULT_ACCUMULATE,
-                          tile_batch: int | None = None, compile_network: bool = False) -> str:
+def check_forward_options(device: torch.device, precision: str = DEFAULT_PRECISION,
+                          accumulate: str = DEFAULT_ACCUMULATE, tile_batch: int | None = None,
+                          compile_network: bool = False) -> str:
     """Check the forward options of :class:`QuantIFPredictor` for ``device`` before any model loads.
 
     Returns
@@ -190,7 +174,7 @@ class QuantIFPredictor(nnUNetPredictor):
 
     def __init__(self, *args, mirroring: MirroringPolicy | str = "paper",
                  time_budget_s: float = DEFAULT_TIME_BUDGET_S,
-                 calibration=None, precision: str = "auto", accumulate: str = DEFAULT_ACCUMULATE,
+                 calibration=None, precision: str = DEFAULT_PRECISION, accumulate: str = DEFAULT_ACCUMULATE,
                  tile_batch: int | None = None, compile_network: bool = False, **kwargs) -> None:
         kwargs.setdefault("device", torch.device("cuda" if torch.cuda.is_available() else "cpu"))
         if kwargs["device"].type != "cuda":
