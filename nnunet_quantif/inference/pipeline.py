@@ -61,6 +61,7 @@ from ..layout import (
 )
 from .mirroring import DEFAULT_TIME_BUDGET_S, MirroringDecision, MirroringPolicy, as_policy
 from .postprocessing import DEFAULT_MIN_VOXELS, DEFAULT_SUV_MAX, postprocess_with_stats
+from .precision import DEFAULT_ACCUMULATE, DEFAULT_PRECISION
 from .routing import (
     DEFAULT_CHECKPOINT,
     DEFAULT_FOLDS,
@@ -285,8 +286,8 @@ class QuantIFPipeline:
                  folds: Sequence[int | str] | None = DEFAULT_FOLDS, checkpoint: str = DEFAULT_CHECKPOINT,
                  mirroring: MirroringPolicy | str = "paper", time_budget_s: float = DEFAULT_TIME_BUDGET_S,
                  calibration: PathLike | None = None, device: object = None,
-                 tile_step_size: float = DEFAULT_TILE_STEP_SIZE, precision: str = "auto",
-                 accumulate: str = "fp16", tile_batch: int | None = None, compile_network: bool = False,
+                 tile_step_size: float = DEFAULT_TILE_STEP_SIZE, precision: str = DEFAULT_PRECISION,
+                 accumulate: str = DEFAULT_ACCUMULATE, tile_batch: int | None = None, compile_network: bool = False,
                  postprocess: bool = True, min_voxels: int = DEFAULT_MIN_VOXELS, suv_max: float = DEFAULT_SUV_MAX,
                  min_volume_ml: float | None = None, tracer_weights: PathLike | None = None,
                  heatmap_params: dict | None = None, progress: bool = False, nonfinite: str = "raise",
