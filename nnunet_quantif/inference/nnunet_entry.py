@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..cli.prediction_options import prediction_options
+    from ..cli.prediction_options import FORWARD_KEYS, prediction_options
     from .mirroring import as_policy
     from .pipeline import _ensure_trainer_search_path
     from .predictor import QuantIFPredictor
@@ -188,7 +188,8 @@ def _run(args: argparse.Namespace) -> int:
                                  use_mirroring=not args.disable_tta,
                                  perform_everything_on_device=not args.not_on_device, device=device,
                                  verbose=args.verbose, verbose_preprocessing=args.verbose,
-                                 allow_tqdm=not args.disable_progress_bar, mirroring=policy)
+                                 allow_tqdm=not args.disable_progress_bar, mirroring=policy,
+                                 **{k: options[k] for k in FORWARD_KEYS})
     _ensure_trainer_search_path()
     try:
         predictor.initialize_from_trained_model_folder(model_folder, folds, checkpoint_name=options["checkpoint"])
