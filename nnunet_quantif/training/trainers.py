@@ -63,6 +63,7 @@ from .data import (
 )
 
 __all__ = [
+    "nnUNetTrainerQuantIFLesionOnly",
     "nnUNetTrainerQuantIF",
     "nnUNetTrainerQuantIF_FDG",
     "nnUNetTrainerQuantIF_PSMA",
@@ -123,19 +124,19 @@ def _env_int(name: str, default: int) -> int:
     return out
 
 
-class nnUNetTrainerQuantIF(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convention)
-    """Dual-head (lesion + organ) ResEnc trainer with CT misalignment and a protected heatmap channel."""
+class nnUNetTrainerQuantIFLesionOnly(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convention)
+    """QuantIF's lesion-only trainer: nnU-Net's trainer with CT misalignment, a heatmap channel kept out of the
+    intensity augmentation, optional Dice smoothing and schedule, and the QuantIF mirroring policy in the final
+    validation. :class:`nnUNetTrainerQuantIF` adds the organ head."""
 
-    #: Organ head on/off (class attribute, read by the class-level network builder).
-    use_organs: bool = True
-    num_organ_classes: int = NUM_ORGAN_CLASSES
-    organ_loss_weight: float = 1.0
+    #: Whether the trainer has the organ head and reads the organ side files.
+    use_organs: bool = False
     #: Channels moved by the misalignment augmentation (CT) and protected from intensity augmentation (heatmap).
     misaligned_channels: tuple[int, ...] = (CT_CHANNEL,)
     protected_channels: tuple[int, ...] = (HEATMAP_CHANNEL,)
     #: Misalignment after nnU-Net's spatial transform (ours) or before it (the authors').
     misalignment_position: str = "after_spatial"
-    #: Dice smoothing of the lesion and organ losses; None keeps nnU-Net's 1e-5 (the authors' code used 0).
+    #: Dice smoothing of the losses; None keeps nnU-Net's 1e-5 (the authors' code used 0).
     dice_smooth: float | None = None
     #: Mirroring policy of the final validation (``nnunet_quantif.inference.mirroring.POLICIES``).
     final_validation_mirroring: str = "paper"
@@ -146,40 +147,10 @@ class nnUNetTrainerQuantIF(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convent
                  device: torch.device = torch.device("cuda")):  # noqa: B008 (nnU-Net's signature)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self._apply_schedule()
-        self._add_log_keys()
 
     def _apply_schedule(self) -> None:
         if self.schedule is not None:
             self.num_epochs, self.num_iterations_per_epoch, self.initial_lr = self.schedule
-
-    # ---------------------------------------------------------------- network
-    @classmethod
-    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
-                                   num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
-        """The dual-head network (plain nnU-Net network for ``use_organs = False``)."""
-        if not cls.use_organs:
-            return nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
-                                                            num_output_channels, enable_deep_supervision)
-        return build_dual_head_network(
-            configuration_manager.network_arch_class_name, configuration_manager.network_arch_init_kwargs,
-            configuration_manager.network_arch_init_kwargs_req_import, num_input_channels, num_output_channels,
-            cls.num_organ_classes, enable_deep_supervision)
-
-    def _bare_network(self) -> nn.Module:
-        mod = self.network.module if self.is_ddp else self.network
-        return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
-
-    # ---------------------------------------------------------------- data
-    def initialize(self):
-        super().initialize()
-        if self.use_organs:
-            if self.label_manager.has_regions or self.label_manager.has_ignore_label:
-                raise ConfigError(f"{self.__class__.__name__} needs plain labels (no regions, no ignore label)")
-            self.dataset_class = nnUNetDatasetBlosc2Organs
-            from ..organs import dataset_group_set, group_names
-
-            groups = dataset_group_set(self.dataset_json)
-            self.print_to_log_file(f"organ head: group set '{groups}' ({', '.join(group_names(groups))})")
 
     @classmethod
     def get_training_transforms(cls, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
@@ -193,13 +164,68 @@ class nnUNetTrainerQuantIF(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convent
         return add_quantif_augmentation(pipeline, cls.misaligned_channels, cls.protected_channels,
                                         misalignment_position=cls.misalignment_position)
 
+    def _build_loss(self):
+        loss = super()._build_loss()
+        if self.dice_smooth is not None:
+            _dice_term(loss).smooth = float(self.dice_smooth)
+        return loss
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """nnU-Net's final validation with the lesion head (eval mode) and the QuantIF mirroring policy.
+
+        The sliding window runs through ``nnunet_quantif.inference``'s ``QuantIFPredictor`` with the
+        policy named by :attr:`final_validation_mirroring` (``paper``: time-adaptive, as at test time).
+        """
+        from ..inference.predictor import quantif_predictor_for_validation
+
+        with quantif_predictor_for_validation(self.final_validation_mirroring):
+            super().perform_actual_validation(save_probabilities)
+
+
+class nnUNetTrainerQuantIF(nnUNetTrainerQuantIFLesionOnly):  # noqa: N801 (nnU-Net naming convention)
+    """Dual-head (lesion + organ) ResEnc trainer with CT misalignment and a protected heatmap channel.
+
+    Adds to :class:`nnUNetTrainerQuantIFLesionOnly`: the dual-head network, the organ side files as a second
+    target, the organ loss, and the organ losses and pseudo Dice in nnU-Net's log and progress plot.
+    """
+
+    use_organs: bool = True
+    num_organ_classes: int = NUM_ORGAN_CLASSES
+    organ_loss_weight: float = 1.0
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):  # noqa: B008 (nnU-Net's signature)
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self._add_log_keys()
+
+    # ---------------------------------------------------------------- network
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
+        """The dual-head network."""
+        return build_dual_head_network(
+            configuration_manager.network_arch_class_name, configuration_manager.network_arch_init_kwargs,
+            configuration_manager.network_arch_init_kwargs_req_import, num_input_channels, num_output_channels,
+            cls.num_organ_classes, enable_deep_supervision)
+
+    def _bare_network(self) -> nn.Module:
+        mod = self.network.module if self.is_ddp else self.network
+        return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
+
+    # ---------------------------------------------------------------- data
+    def initialize(self):
+        super().initialize()
+        if self.label_manager.has_regions or self.label_manager.has_ignore_label:
+            raise ConfigError(f"{self.__class__.__name__} needs plain labels (no regions, no ignore label)")
+        self.dataset_class = nnUNetDatasetBlosc2Organs
+        from ..organs import dataset_group_set, group_names
+
+        groups = dataset_group_set(self.dataset_json)
+        self.print_to_log_file(f"organ head: group set '{groups}' ({', '.join(group_names(groups))})")
+
     # ---------------------------------------------------------------- loss
     def _build_loss(self):
         lesion_loss = super()._build_loss()
-        if self.dice_smooth is not None:
-            _dice_term(lesion_loss).smooth = float(self.dice_smooth)
-        if not self.use_organs:
-            return lesion_loss
         smooth = 1e-5 if self.dice_smooth is None else float(self.dice_smooth)
         organ_loss = DC_and_CE_loss({"batch_dice": self.configuration_manager.batch_dice, "smooth": smooth,
                                      "do_bg": False, "ddp": self.is_ddp}, {}, weight_ce=1, weight_dice=1,
@@ -210,8 +236,8 @@ class nnUNetTrainerQuantIF(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convent
 
     # ---------------------------------------------------------------- logging
     def _add_log_keys(self) -> None:
-        if not self.use_organs:  # nnU-Net's progress plot needs one entry per epoch in every key
-            return
+        """Declare the organ keys in nnU-Net's local logger, whose ``log`` accepts declared keys only (nnU-Net
+        2.8 has no API for this; its progress plot needs one entry per epoch in every key)."""
         store = self.logger.local_logger.my_fantastic_logging
         for key in _EXTRA_LOG_KEYS:
             store.setdefault(key, [])
@@ -221,8 +247,8 @@ class nnUNetTrainerQuantIF(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convent
         self._add_log_keys()
 
     def _log(self, key: str, value: float) -> None:
+        """Log ``value`` for the current epoch; epochs that a resumed run never logged get NaN."""
         store = self.logger.local_logger.my_fantastic_logging
-        store.setdefault(key, [])
         del store[key][self.current_epoch:]
         store[key].extend([float("nan")] * (self.current_epoch - len(store[key])))
         self.logger.log(key, value, self.current_epoch)
@@ -230,7 +256,7 @@ class nnUNetTrainerQuantIF(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convent
     # ---------------------------------------------------------------- training
     def train_step(self, batch: dict) -> dict:
         result = super().train_step(batch)
-        if self.use_organs and self.loss.last_parts is not None:
+        if self.loss.last_parts is not None:
             lesion, organ = self.loss.last_parts
             result["lesion_loss"] = lesion.cpu().numpy()
             result["organ_loss"] = organ.cpu().numpy()
@@ -238,8 +264,6 @@ class nnUNetTrainerQuantIF(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convent
 
     def on_train_epoch_end(self, train_outputs: list[dict]):
         super().on_train_epoch_end(train_outputs)
-        if not self.use_organs:
-            return
         outputs = collate_outputs(train_outputs)
         for part in ("lesion", "organ"):
             value = float(np.mean(outputs[f"{part}_loss"]))
@@ -249,8 +273,6 @@ class nnUNetTrainerQuantIF(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convent
             self.print_to_log_file(f"train_{part}_loss", np.round(value, decimals=4))
 
     def validation_step(self, batch: dict) -> dict:
-        if not self.use_organs:
-            return super().validation_step(batch)
         lesion_t, organ_t = split_targets(batch["target"])
         net = self._bare_network()
         if not isinstance(net, DualHeadUNet):
@@ -278,8 +300,6 @@ class nnUNetTrainerQuantIF(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convent
 
     def on_validation_epoch_end(self, val_outputs: list[dict]):
         super().on_validation_epoch_end(val_outputs)
-        if not self.use_organs:
-            return
         outputs = collate_outputs(val_outputs)
         tp, fp, fn = (np.sum(outputs[f"organ_{k}"], 0) for k in ("tp", "fp", "fn"))
         loss = float(np.mean(outputs["organ_loss"]))
@@ -293,18 +313,6 @@ class nnUNetTrainerQuantIF(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convent
         self._log("organ_mean_fg_dice", mean_dice)
         self.print_to_log_file("val_organ_loss", np.round(loss, decimals=4))
         self.print_to_log_file("Organ pseudo dice", [round(float(d), 4) for d in dice])
-
-    # ---------------------------------------------------------------- final validation
-    def perform_actual_validation(self, save_probabilities: bool = False):
-        """nnU-Net's final validation with the lesion head (eval mode) and the QuantIF mirroring policy.
-
-        The sliding window runs through ``nnunet_quantif.inference``'s ``QuantIFPredictor`` with the
-        policy named by :attr:`final_validation_mirroring` (``paper``: time-adaptive, as at test time).
-        """
-        from ..inference.predictor import quantif_predictor_for_validation
-
-        with quantif_predictor_for_validation(self.final_validation_mirroring):
-            super().perform_actual_validation(save_probabilities)
 
 
 def _dice_term(loss: nn.Module) -> nn.Module:
@@ -342,10 +350,9 @@ class nnUNetTrainerQuantIF_PSMA(nnUNetTrainerQuantIF):  # noqa: N801
     schedule = (1500, 250, 1e-3)
 
 
-class nnUNetTrainerQuantIF_noOrgans(nnUNetTrainerQuantIF):  # noqa: N801
-    """Ablation: no organ head and no organ target (plain nnU-Net network); misalignment and heatmap protection kept."""
-
-    use_organs = False
+class nnUNetTrainerQuantIF_noOrgans(nnUNetTrainerQuantIFLesionOnly):  # noqa: N801
+    """Ablation: no organ head and no organ target (plain nnU-Net network); misalignment and heatmap protection kept.
+    The lesion-only trainer under its ablation name."""
 
 
 class _TinyMixin:
