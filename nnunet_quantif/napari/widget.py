@@ -242,18 +242,18 @@ class QuantIFWidget(QWidget):
         """Run ``job`` (a generator yielding status lines, returning a result) in a napari thread worker."""
         if self.busy:
             raise QuantIFError("busy: wait until the current job has finished")
-        worker = create_worker(job, _progress={"desc": desc})
-        worker.yielded.connect(lambda text: self.status.setText(str(text)))
-        worker.returned.connect(on_done)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
+        # connecting 'errored' keeps napari from re-raising the error in the main thread; napari still
+        # shows it as a notification
+        worker = create_worker(job, _progress={"desc": desc},
+                               _connect={"yielded": lambda text: self.status.setText(str(text)),
+                                         "returned": on_done, "errored": self._on_error,
+                                         "finished": self._on_finished}, _start_thread=False)
         self.worker = worker
         self._set_busy(True, desc)
         worker.start()
         return worker
 
     def _on_error(self, error: BaseException) -> None:
-        show_error(f"QuantIF: {error}")
         self.status.setText(f"error: {error}")
 
     def _on_finished(self) -> None:
@@ -501,6 +501,7 @@ class QuantIFWidget(QWidget):
         lesion = session.lesions.lesions[row]
         world = lesion_centre_world(lesion, session.geometry)
         self.viewer.dims.set_point(range(3), tuple(float(v) for v in world))
-        self.viewer.camera.center = tuple(float(v) for v in world)
+        camera = self.viewer.scene.camera if hasattr(self.viewer, "scene") else self.viewer.camera  # napari >= 0.9
+        camera.center = tuple(float(v) for v in world)
         self._layers[LABELS_LAYER].selected_label = lesion.label
         return world
