@@ -432,7 +432,7 @@ def _check_dataset_folder(out: Path, name: str) -> None:
     others = [p.name for p in out.glob(prefix + "*") if p.is_dir() and p.name != name] if out.is_dir() else []
     if others:
         raise DatasetError(f"{out}: dataset id of {name} is already used by {', '.join(others)} "
-                           f"(choose another --dataset-id)")
+                           f"(choose another --dataset)")
 
 
 def _manifest(click_step: int | None, params: dict, pet_norm: str = DEFAULT_PET_NORM,

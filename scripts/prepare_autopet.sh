@@ -54,7 +54,7 @@ fi
 PRE="${nnUNet_preprocessed:-\$nnUNet_preprocessed}"
 OUTDIR="${WS:-.}"
 
-convert=(quantif convert --src "$SRC" --out "${nnUNet_raw:-\$nnUNet_raw}" --dataset-id "$DSID" --tracers "$TRACERS"
+convert=(quantif convert -i "$SRC" --out "${nnUNet_raw:-\$nnUNet_raw}" -d "$DSID" --tracers "$TRACERS"
          --workers "$WORKERS")
 [ -n "$TOTALSEG" ] && convert+=(--totalseg "$TOTALSEG")
 run "${convert[@]}"

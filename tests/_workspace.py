@@ -142,9 +142,9 @@ def build_tiny_workspace(root: Path, n_per_tracer: int = 4, train: bool = True,
                   n_psma=n_per_tracer if "psma" in tracers else 0, size="small", seed=seed)
     quantif = [sys.executable, "-m", "nnunet_quantif"]
     for tracer in tracers:  # FDG with the authors' heatmap (tau 4, background / max), PSMA with the defaults
-        run_logged(quantif + ["convert", "--src", str(src), "--out", env["nnUNet_raw"], "--dataset-id",
+        run_logged(quantif + ["convert", "-i", str(src), "--out", env["nnUNet_raw"], "-d",
                               str(dataset_id), "--tracers", tracer, "--totalseg", str(src / "totalseg"),
-                              "--no-progress", *HEATMAP_OPTIONS.get(tracer, [])],
+                              "--quiet", *HEATMAP_OPTIONS.get(tracer, [])],
                    env, logs / f"convert_{tracer}.log")
     ids = {"fdg": dataset_id, "psma": dataset_id + 1}
     wanted = [ids[t] for t in tracers]
@@ -158,7 +158,7 @@ def build_tiny_workspace(root: Path, n_per_tracer: int = 4, train: bool = True,
         pre = next(Path(env["nnUNet_preprocessed"]).glob(f"Dataset{did:03d}_*"))
         run_logged(quantif + ["plans", "--dataset", str(did), "--preset", "tiny", "--source-plans", DATA_PLANS],
                    env, logs / f"plans_{did}.log")
-        run_logged(quantif + ["organs", "--dataset", str(did), "-p", DATA_PLANS, "--no-progress"],
+        run_logged(quantif + ["organs", "--dataset", str(did), "-p", DATA_PLANS, "--quiet"],
                    env, logs / f"organs_{did}.log")
         data_id = json.loads((pre / f"{PLANS}.json").read_text())["configurations"][CONFIGURATION]["data_identifier"]
         splits = write_loo_splits(pre, data_id)

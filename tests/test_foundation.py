@@ -118,7 +118,7 @@ def test_library_error_is_one_line_on_stderr(tmp_path):
     (["postprocess", "--mask", "m.nii.gz", "--pet", "p.nii.gz", "--out", "o.nii.gz", "--suv-max", "nan"], "--suv-max"),
     (["postprocess", "--mask", "m.nii.gz", "--pet", "p.nii.gz", "--out", "o.nii.gz", "--min-volume-ml", "-1"],
      "--min-volume-ml"),
-    (["convert", "--src", "s", "--out", "o", "--dataset-id", "500", "--workers", "0"], "--workers"),
+    (["convert", "-i", "s", "--out", "o", "-d", "500", "--workers", "0"], "--workers"),
     (["clicks", "simulate", "--label", "l.nii.gz", "--out", "c.json", "--seed", "-1"], "--seed"),
     (["demo", "--seed", "-1"], "--seed"),
 ])
@@ -143,8 +143,8 @@ def test_output_folders_and_files_are_checked_before_work(tmp_path, capsys):
     (tmp_path / "dir.nii.gz").mkdir()
     runs = [
         (["evaluate", "--pred", "nope", "--gt", "nope", "--out", str(a_file)], "existing file"),
-        (["evaluate-interactive", "--data", "nope", "--no-model", "--out", str(a_file)], "existing file"),
-        (["convert", "--src", "nope", "--out", str(a_file), "--dataset-id", "500"], "existing file"),
+        (["evaluate-interactive", "-i", "nope", "--no-model", "--out", str(a_file)], "existing file"),
+        (["convert", "-i", "nope", "--out", str(a_file), "-d", "500"], "existing file"),
         (["postprocess", "--mask", "m.nii.gz", "--pet", "p.nii.gz", "--out", str(tmp_path / "dir.nii.gz")],
          "existing folder"),
         (["heatmap", "--pet", "p.nii.gz", "--clicks", "c.json", "--out", str(tmp_path / "h.png")],
@@ -152,7 +152,7 @@ def test_output_folders_and_files_are_checked_before_work(tmp_path, capsys):
         (["clicks", "simulate", "--label", "l.nii.gz", "--pet", "p.nii.gz", "--out", str(tmp_path / "dir.nii.gz")],
          "existing folder"),
         (["phantom", "--out", str(a_file), "--fdg", "1"], "existing file"),
-        (["tracer", "train", "--data", "nope", "--out", str(a_file)], "existing file"),
+        (["tracer", "train", "-i", "nope", "--out", str(a_file)], "existing file"),
         (["pretrained", "convert", "--checkpoint", "c.pth", "--plans", "p.json", "--out", str(tmp_path / "dir.nii.gz")],
          "existing folder"),
         (["organs", "--out", str(a_file), "--labels", "nope"], "existing file"),

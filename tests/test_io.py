@@ -292,8 +292,8 @@ def test_one_nonfinite_policy_for_every_pet_reader(tmp_path, ext, capsys):
     assert "--replace-nonfinite" in capsys.readouterr().err
     parser = build_parser()
     for argv in (["predict", "-i", "a", "-o", "b"], ["gc"],
-                 ["convert", "--src", "a", "--out", "b", "--dataset-id", "1"],
+                 ["convert", "-i", "a", "--out", "b", "-d", "1"],
                  ["heatmap", "--pet", "p", "--clicks", "c", "--out", "h.nii.gz"],
-                 ["tracer", "predict", "--pet", "p", "--weights", "w"],
+                 ["tracer", "predict", "--pet", "p", "--tracer-weights", "w"],
                  ["clicks", "simulate", "--label", "l", "--pet", "p", "--out", "o"]):
         assert parser.parse_args([*argv, "--replace-nonfinite"]).replace_nonfinite, argv

@@ -495,10 +495,10 @@ def test_unreadable_pet(trained: dict, tmp_path: Path, capsys: pytest.CaptureFix
         predict_tracer(bad, None, trained["a"])
     with pytest.raises(InputFileError, match="missing.nii.gz: file not found"):
         predict_tracer(tmp_path / "missing.nii.gz", None, trained["a"])
-    assert cli_main(["tracer", "predict", "--pet", str(bad), "--weights", str(trained["a"])]) == 1
+    assert cli_main(["tracer", "predict", "--pet", str(bad), "--tracer-weights", str(trained["a"])]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "broken_0001.nii.gz" in err[0]
-    assert cli_main(["tracer", "predict", "--pet", str(bad), "--weights", str(tmp_path / "none")]) == 1
+    assert cli_main(["tracer", "predict", "--pet", str(bad), "--tracer-weights", str(tmp_path / "none")]) == 1
     assert "none: tracer weights folder not found" in capsys.readouterr().err
 
 

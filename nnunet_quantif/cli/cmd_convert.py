@@ -16,6 +16,7 @@ from ..heatmaps import (
 )
 from ..organs import ORGAN_GROUP_SETS
 from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_float, positive_float, positive_int
+from .vocabulary import add_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,9 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "The clicks go to clicksTr/. TotalSegmentator outputs in SRC/totalseg (or --totalseg) become "
                     "organsTr/<case>.nii.gz for `quantif organs --dataset N`. Existing cases are skipped unless "
                     "--overwrite; one bad case does not stop the others, and the exit code is 1 if any failed.")
-    p.add_argument("--src", required=True, metavar="DIR", help="autoPET-style folder (imagesTr/, labelsTr/, clicks/)")
+    add_option(p, "-i", "--input", aliases=["--src"], dest="src", required=True, metavar="DIR",
+               help="autoPET-style folder (imagesTr/, labelsTr/, clicks/)")
     p.add_argument("--out", required=True, metavar="NNUNET_RAW", help="nnUNet_raw folder that receives the datasets")
-    p.add_argument("--dataset-id", required=True, type=int, metavar="N",
+    add_option(p, "-d", "--dataset", aliases=["--dataset-id"], dest="dataset_id", required=True, type=int, metavar="N",
                    help="FDG -> Dataset<N>_QuantIFFDG, PSMA -> Dataset<N+1>_QuantIFPSMA")
     p.add_argument("--tracers", default=",".join(TRACERS), metavar="LIST",
                    help="comma-separated tracers to convert (default: fdg,psma)")
@@ -70,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="organ group set of the organ maps: 'quantif' (configs/organs.json; default) or 'authors' "
                         "(their 13 groups plus the lesion at label 1; default with --preset authors)")
     add_nonfinite_argument(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_option(p, "--quiet", aliases=["--no-progress"], dest="no_progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .argtypes import nonneg_int
+from .vocabulary import add_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train another tiny trainer (an ablation), e.g. nnUNetTrainerQuantIF_tiny_heatmapAug or "
                         "nnUNetTrainerQuantIF_noOrgans_tiny")
     p.add_argument("--restart", action="store_true", help="ignore finished stages and run everything again")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_option(p, "--quiet", aliases=["--no-progress"], dest="no_progress", action="store_true",
+               help="no progress bars")
     p.set_defaults(func=run)
 
 

@@ -10,6 +10,7 @@ from ..errors import ConfigError
 from ..io import check_output_path
 from .argtypes import add_heatmap_arguments, heatmap_options
 from .prediction_options import add_model_arguments, add_prediction_arguments, prediction_options
+from .vocabulary import add_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,9 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "same steps. Writes metrics_steps.csv, steps/step_<k>.csv, auc.csv, summary.json, "
                     "plots/*.png and report.md. Rerunning the same command resumes an interrupted run.",
     )
-    q.add_argument("--data", required=True, metavar="DIR", help="autoPET-style folder with imagesTr/, labelsTr/, "
+    add_option(q, "-i", "--input", aliases=["--data"], dest="data", required=True, metavar="DIR",
+               help="autoPET-style folder with imagesTr/, labelsTr/, "
                                                                 "clicks/")
-    q.add_argument("--steps", default="0-10", help="click steps, e.g. '0-10' (default) or '0,1,10'")
+    add_option(q, "--click-steps", aliases=["--steps"], dest="steps", default="0-10",
+               help="click steps, e.g. '0-10' (default) or '0,1,10'")
     q.add_argument("--out", required=True, metavar="DIR", help="output folder (also the resume state)")
     q.add_argument("--clicks-dir", metavar="DIR", help="click files <case>_clicks.json (default DATA/clicks)")
     q.add_argument("--centre-csv", metavar="CSV", help="CSV with columns case,centre[,tracer]")

@@ -16,6 +16,7 @@ from ..heatmaps import (
 )
 from ..io import check_output_path, write_image
 from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_float, positive_float
+from .vocabulary import add_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pet", required=True, help="PET image in SUV")
     p.add_argument("--clicks", required=True, metavar="JSON", help="click file (either JSON form)")
     p.add_argument("--out", required=True, help="output image (.nii.gz, .nii or .mha), float32 in [-1, 1]")
-    p.add_argument("--step", type=int, metavar="K", help="use only the first K tumor and K background clicks")
+    add_option(p, "--click-step", aliases=["--step"], dest="step", type=int, metavar="K",
+               help="use only the first K tumor and K background clicks")
     p.add_argument("--sigma-tumor", type=positive_float, nargs="+", default=[DEFAULT_SIGMA_TUMOR], metavar="S",
                    help=f"tumor Gaussian sigma in voxels, 1 value or 3 (x y z) (default {DEFAULT_SIGMA_TUMOR:g})")
     p.add_argument("--sigma-background", type=positive_float, nargs="+", default=[DEFAULT_SIGMA_BACKGROUND],
@@ -46,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.step is not None and args.step < 0:
-        raise ConfigError(f"--step must be >= 0, got {args.step}")
+        raise ConfigError(f"--click-step must be >= 0, got {args.step}")
     check_output_path(args.out, image=True, inputs=[p for p in (args.pet, args.clicks) if p is not None])
     heatmap, geometry = heatmap_from_files(
         args.pet, args.clicks, step=args.step,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, QuantIFError
 from .argtypes import positive_int
+from .vocabulary import add_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "`quantif convert` wrote them) and then <nnUNet_preprocessed>/<Dataset>/<plans>_<conf>/"
                     "<case>_organs_seg.b2nd, cropped and resampled exactly like the case's preprocessed data. "
                     "Standalone: `quantif organs --from-totalseg DIR --out OUT [--labels DIR]` (or "
-                    "`--run-totalsegmentator --images DIR --out OUT`) writes OUT/<case>.nii.gz organ maps.")
+                    "`--run-totalsegmentator --input DIR --out OUT`) writes OUT/<case>.nii.gz organ maps.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--from-totalseg", metavar="DIR",
                      help="existing TotalSegmentator outputs <case>_total.nii.gz and "
@@ -34,21 +35,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--totalseg-out", metavar="DIR",
                    help="where --run-totalsegmentator writes its outputs (default <raw dataset>/totalseg or "
                         "OUT/totalseg)")
-    p.add_argument("--device", choices=("gpu", "cpu", "mps"), help="TotalSegmentator device (default: gpu if "
-                                                                    "CUDA is available)")
+    p.add_argument("--device", type=_device, metavar="{cuda,cpu,mps}",
+                   help="TotalSegmentator device (default: cuda if CUDA is available)")
     p.add_argument("--out", metavar="OUT", help="standalone mode: folder for <case>.nii.gz organ maps")
     p.add_argument("--labels", metavar="DIR", help="standalone mode: lesion labels <case>.nii.gz (voxels set to 0)")
-    p.add_argument("--images", metavar="DIR", help="standalone --run-totalsegmentator: CTs <case>_0000.nii.gz")
+    add_option(p, "-i", "--input", aliases=["--images"], dest="images", metavar="DIR",
+               help="standalone --run-totalsegmentator: CTs <case>_0000.nii.gz")
     p.add_argument("--workers", type=positive_int, default=1, metavar="W", help="parallel processes for side files")
     p.add_argument("--overwrite", action="store_true", help="rewrite side files that are up to date")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_option(p, "--quiet", aliases=["--no-progress"], dest="no_progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.dataset is not None:
         if args.out or args.labels or args.images:
-            raise ConfigError("--out/--labels/--images are for standalone mode; not with --dataset")
+            raise ConfigError("--out/--labels/--input are for standalone mode; not with --dataset")
         from ..organs import write_organ_side_files
 
         summary = write_organ_side_files(
@@ -65,6 +67,15 @@ def run(args: argparse.Namespace) -> int:
     return _standalone(args)
 
 
+def _device(text: str) -> str:
+    """``--device``: cuda, cpu or mps (``gpu``, TotalSegmentator's spelling of cuda, is an old alias)."""
+    if text == "gpu":
+        return "cuda"
+    if text not in ("cuda", "cpu", "mps"):
+        raise argparse.ArgumentTypeError(f"invalid device {text!r} (choose from cuda, cpu, mps)")
+    return text
+
+
 def _standalone(args: argparse.Namespace) -> int:
     from ..io import check_output_path, find_image, read_geometry, write_image
     from ..layout import CT_CHANNEL, case_names, find_channel
@@ -73,7 +84,7 @@ def _standalone(args: argparse.Namespace) -> int:
     out = check_output_path(args.out, folder=True)
     if args.run_totalsegmentator:
         if not args.images:
-            raise ConfigError("--run-totalsegmentator --out OUT needs --images DIR with <case>_0000 CTs")
+            raise ConfigError("--run-totalsegmentator --out OUT needs --input DIR with <case>_0000 CTs")
         cts = {c: find_channel(args.images, c, CT_CHANNEL) for c in case_names(args.images, (CT_CHANNEL,))}
         ts_dir = Path(args.totalseg_out) if args.totalseg_out else out / "totalseg"
         cases = sorted(cts)

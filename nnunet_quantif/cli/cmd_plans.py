@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "nnUNetPlannerResEncL` first); tiny -> nnUNetPlans_tiny (tests and demo). The new plans "
                     "share the source plans' preprocessed data folder unless --data-identifier is given.",
     )
-    p.add_argument("--dataset", required=True, metavar="ID",
+    p.add_argument("-d", "--dataset", required=True, metavar="ID",
                    help="dataset id or name under $nnUNet_preprocessed, or the preprocessed dataset folder")
     p.add_argument("--preset", required=True, choices=sorted(PRESETS), help="which plans to write")
     p.add_argument("--source-plans", metavar="PLANS",

@@ -19,6 +19,7 @@ from .argtypes import (
 )
 from .prediction_options import add_model_arguments as _add_models
 from .prediction_options import add_prediction_arguments, prediction_options
+from .vocabulary import add_option
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -86,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "OUT/.quantif_status/<case>.json and exit 1 at the end)")
     batch.add_argument("--output-ending", choices=(".nii.gz", ".nii", ".mha"), default=None,
                        help="ending of batch outputs (default: the CT's)")
-    p.add_argument("--step", type=int, default=None, metavar="K",
+    add_option(p, "--click-step", aliases=["--step"], dest="step", type=int, default=None, metavar="K",
                    help="use the first K tumor and K background clicks (default: all)")
     p.add_argument("--stats", action="store_true",
                    help="also write <case>_lesions.csv beside each written mask: the per-lesion table of "
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     if args.step is not None and args.step < 0:
-        raise ConfigError(f"--step must be >= 0, got {args.step}")
+        raise ConfigError(f"--click-step must be >= 0, got {args.step}")
     single = any(v is not None for v in (args.ct, args.pet, args.out))
     folder = args.input is not None or args.output is not None
     if single == folder:

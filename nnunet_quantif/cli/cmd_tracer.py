@@ -7,6 +7,7 @@ import json
 
 from ..tracer.preprocessing import ARCHES
 from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_int
+from .vocabulary import add_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,12 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     t = tsub.add_parser("train", help="k-fold training on PET volumes (*_0001.*) under a folder",
                         description="Train one MIP-CNN per cross-validation fold on the PET volumes (*_0001.nii.gz, "
-                                    ".nii, .mha) found under --data (recursively, e.g. imagesTr/). The tracer comes "
+                                    ".nii, .mha) found under --input (recursively, e.g. imagesTr/). The tracer comes "
                                     "from the case-name prefix (fdg_/psma_) or --tracer-csv. Writes fold_<k>.pt and "
                                     "tracer_meta.json to --out and prints the per-fold accuracy.")
-    t.add_argument("--data", required=True, metavar="DIR", help="folder searched recursively for *_0001 PET files")
+    add_option(t, "-i", "--input", aliases=["--data"], dest="data", required=True, metavar="DIR",
+               help="folder searched recursively for *_0001 PET files")
     t.add_argument("--out", required=True, metavar="DIR", help="output folder for the weights and metadata")
-    t.add_argument("--folds", type=int, default=5, help="number of cross-validation folds (default 5)")
+    add_option(t, "--num-folds", aliases=["--folds"], dest="folds", type=int, default=5,
+               help="number of cross-validation folds (default 5)")
     t.add_argument("--epochs", type=int, default=30, help="training epochs per fold (default 30)")
     t.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
     t.add_argument("--tracer-csv", metavar="CSV",
@@ -43,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "probability, or to FDG for --arch authors weights), the mean P(PSMA) and each "
                                     "fold's vote. The architecture and its input come from the weights folder.")
     q.add_argument("--pet", required=True, metavar="PET", help="PET volume in SUV (.nii.gz, .nii, .mha)")
-    q.add_argument("--weights", required=True, metavar="DIR", help="folder written by `quantif tracer train`")
+    add_option(q, "--tracer-weights", aliases=["--weights"], dest="weights", required=True, metavar="DIR",
+               help="folder written by `quantif tracer train`")
     q.add_argument("--json", action="store_true", help="print the prediction as one JSON object")
     add_nonfinite_argument(q)
     q.set_defaults(func=run_predict)

@@ -117,7 +117,8 @@ def run_totalsegmentator(ct_path: str | os.PathLike, out_dir: str | os.PathLike,
     """Run TotalSegmentator's Python API on a CT and write ``<out_dir>/<case>_<task>.nii.gz`` per task.
 
     The weights must be installed (:func:`check_totalsegmentator_weights`); nothing is downloaded.
-    ``device`` defaults to ``"gpu"`` when CUDA is available, else ``"cpu"``. Existing outputs are
+    ``device`` (``cuda``, ``cpu`` or ``mps``; TotalSegmentator's ``gpu`` is taken too) defaults to ``"cuda"`` when
+    CUDA is available, else ``"cpu"``. Existing outputs are
     kept unless ``overwrite``. Each output is written to a temporary name and renamed.
     """
     check_totalsegmentator_weights(tasks)
@@ -126,7 +127,8 @@ def run_totalsegmentator(ct_path: str | os.PathLike, out_dir: str | os.PathLike,
     if device is None:
         import torch
 
-        device = "gpu" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    ts_device = "gpu" if device == "cuda" else device  # TotalSegmentator's spelling
     paths = totalseg_paths(out_dir, case)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     for task in tasks:
@@ -134,7 +136,7 @@ def run_totalsegmentator(ct_path: str | os.PathLike, out_dir: str | os.PathLike,
         if target.is_file() and not overwrite:
             continue
         with atomic_write(target) as tmp:
-            totalsegmentator(Path(ct_path), tmp, ml=True, task=task, device=device, quiet=True)
+            totalsegmentator(Path(ct_path), tmp, ml=True, task=task, device=ts_device, quiet=True)
     return paths
 
 
