@@ -59,8 +59,8 @@ from pathlib import Path
 import numpy as np
 
 from .clicks import Clicks, clicks_at_step
-from .errors import ConfigError, InvalidSUVError
-from .io import NONFINITE_MODES, Geometry, PathLike, read_image
+from .errors import ConfigError
+from .io import Geometry, PathLike, check_nonfinite_mode, read_image, replace_nonfinite
 
 SigmaLike = float | Sequence[float]
 
@@ -185,20 +185,11 @@ def _merge_boxes(boxes: list[tuple[slice, ...]]) -> list[tuple[tuple[slice, ...]
 
 
 def _check_pet(pet: np.ndarray, nonfinite: str, source: str | None) -> np.ndarray:
-    if nonfinite not in NONFINITE_MODES:
-        raise ValueError(f"nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}")
+    check_nonfinite_mode(nonfinite)
     pet = np.asarray(pet)
     if pet.ndim != 3:
         raise ValueError(f"PET must be a 3-D array (z, y, x), got shape {pet.shape}")
-    if np.issubdtype(pet.dtype, np.floating):
-        finite = np.isfinite(pet)
-        n_bad = int(finite.size - np.count_nonzero(finite))
-        if n_bad:
-            if nonfinite == "raise":
-                raise InvalidSUVError(f"{source or '<PET array>'}: PET holds {n_bad} non-finite voxel(s) (NaN/Inf); "
-                                      f"use nonfinite='zero' (CLI: --replace-nonfinite) to treat them as SUV 0")
-            pet = np.where(finite, pet, 0).astype(pet.dtype, copy=False)
-    return pet
+    return replace_nonfinite(pet, nonfinite, source or "<PET array>")
 
 
 def _check_params(background_mode: str) -> None:

@@ -329,20 +329,44 @@ def read_pet(path: PathLike, nonfinite: str = "raise") -> tuple[np.ndarray, Geom
     InvalidSUVError
         Non-finite voxels with ``nonfinite='raise'`` (the message names the file and the flag).
     """
-    from .errors import InvalidSUVError
+    check_nonfinite_mode(nonfinite)
+    pet, geometry = read_image(path, keep_nonfinite=True)
+    pet = replace_nonfinite(pet.astype(np.float32, copy=False), nonfinite, str(path),
+                            "pass --replace-nonfinite to treat them as SUV 0")
+    return pet, geometry
 
+
+def check_nonfinite_mode(nonfinite: str) -> None:
+    """Raise ValueError unless ``nonfinite`` is one of :data:`NONFINITE_MODES`."""
     if nonfinite not in NONFINITE_MODES:
         raise ValueError(f"nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}")
-    pet, geometry = read_image(path, keep_nonfinite=True)
-    pet = pet.astype(np.float32, copy=False)
+
+
+#: The end of the NaN/Inf message for an array given in Python.
+_NONFINITE_HINT = "use nonfinite='zero' (CLI: --replace-nonfinite) to treat them as SUV 0"
+
+
+def replace_nonfinite(pet: np.ndarray, nonfinite: str, source: str, hint: str = _NONFINITE_HINT) -> np.ndarray:
+    """The NaN/Inf policy on a PET array (any shape): ``'raise'`` refuses NaN/Inf voxels, ``'zero'`` sets them to 0.
+
+    Returns ``pet`` itself when it holds none (or is not floating point), else a copy of the same dtype.
+
+    Raises
+    ------
+    InvalidSUVError
+        Non-finite voxels with ``nonfinite='raise'``; the message names ``source`` and ends with ``hint``.
+    """
+    from .errors import InvalidSUVError
+
+    if not np.issubdtype(pet.dtype, np.floating):
+        return pet
     finite = np.isfinite(pet)
     n_bad = int(finite.size - np.count_nonzero(finite))
-    if n_bad:
-        if nonfinite == "raise":
-            raise InvalidSUVError(f"{path}: PET holds {n_bad} non-finite voxel(s) (NaN/Inf); pass "
-                                  f"--replace-nonfinite to treat them as SUV 0")
-        pet = np.where(finite, pet, np.float32(0))
-    return pet, geometry
+    if not n_bad:
+        return pet
+    if nonfinite == "raise":
+        raise InvalidSUVError(f"{source}: PET holds {n_bad} non-finite voxel(s) (NaN/Inf); {hint}")
+    return np.where(finite, pet, 0).astype(pet.dtype, copy=False)
 
 
 def _restore_nonfinite_nifti(path: PathLike, arr: np.ndarray) -> None:

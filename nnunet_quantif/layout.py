@@ -16,16 +16,18 @@ Datasets: ``<root>/Dataset<XXX>_<name>``, ``XXX`` the three-digit id, under ``nn
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError, ModelError
+from .errors import ConfigError, DatasetError, ModelError
 from .io import PathLike, find_image, has_image_extension, strip_image_extension
 
 __all__ = ["FILE_ENDING", "CT_CHANNEL", "PET_CHANNEL", "HEATMAP_CHANNEL", "INPUT_CHANNELS", "CHANNEL_LABELS",
            "channel_suffix", "channel_stem", "channel_file", "find_channel", "split_channel", "case_names",
-           "clicks_file", "dataset_name", "find_dataset_folder", "stack_channels", "check_model_channels"]
+           "clicks_file", "dataset_name", "find_dataset_folder", "stack_channels", "check_model_channels",
+           "nnunet_folder", "raw_and_preprocessed"]
 
 #: The image file ending that QuantIF writes (readers accept every :data:`~nnunet_quantif.io.IMAGE_EXTENSIONS`).
 FILE_ENDING: str = ".nii.gz"
@@ -149,3 +151,46 @@ def check_model_channels(dataset_json: dict, model: PathLike) -> None:
     if n_channels != len(INPUT_CHANNELS):
         raise ModelError(f"{model}: the model takes {n_channels} input channels; a QuantIF model takes "
                          f"{len(INPUT_CHANNELS)} ({', '.join(CHANNEL_LABELS[c] for c in INPUT_CHANNELS)})")
+
+
+def nnunet_folder(variable: str, given: PathLike | None = None) -> Path:
+    """``given``, else the folder named by the nnU-Net environment variable ``variable`` (e.g. ``nnUNet_raw``).
+
+    Raises
+    ------
+    ConfigError
+        Neither is set.
+    """
+    if given is not None:
+        return Path(given)
+    value = os.environ.get(variable)
+    if not value:
+        raise ConfigError(f"{variable} is not set (eval \"$(quantif env --workspace DIR)\" sets the nnU-Net folders)")
+    return Path(value)
+
+
+def raw_and_preprocessed(dataset: int | str, plans_identifier: str, *, raw_dir: PathLike | None = None,
+                         preprocessed_dir: PathLike | None = None) -> tuple[Path, Path, Path]:
+    """The raw and preprocessed folders of a dataset and its plans file, checked to exist.
+
+    Parameters
+    ----------
+    dataset : int or str
+        Dataset id or name.
+    plans_identifier : str
+        E.g. ``nnUNetPlans``; the plans file is ``<preprocessed>/<plans_identifier>.json``.
+    raw_dir, preprocessed_dir : path-like, optional
+        Default ``$nnUNet_raw`` / ``$nnUNet_preprocessed``.
+
+    Returns
+    -------
+    (raw dataset folder, preprocessed dataset folder, plans file)
+    """
+    pre = find_dataset_folder(nnunet_folder("nnUNet_preprocessed", preprocessed_dir), dataset,
+                              what="preprocessed dataset", hint="run nnUNetv2_plan_and_preprocess")
+    raw = find_dataset_folder(nnunet_folder("nnUNet_raw", raw_dir), pre.name, what="raw dataset")
+    plans_file = pre / f"{plans_identifier}.json"
+    if not plans_file.is_file():
+        raise DatasetError(f"{plans_file}: plans not found (run nnUNetv2_plan_and_preprocess for {pre.name} with "
+                           f"these plans first)")
+    return raw, pre, plans_file

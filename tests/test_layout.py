@@ -85,3 +85,25 @@ def test_stack_channels_and_model_check():
     with pytest.raises(ModelError, match=r"m: the model takes 2 input channels; a QuantIF model takes 3 \(CT, PET, "
                                          r"click heatmap\)"):
         check_model_channels({"channel_names": {"0": "CT", "1": "PT"}}, "m")
+
+
+def test_raw_and_preprocessed(tmp_path, monkeypatch):
+    from nnunet_quantif.errors import ConfigError
+    from nnunet_quantif.layout import nnunet_folder, raw_and_preprocessed
+
+    raw, pre = tmp_path / "raw", tmp_path / "pre"
+    (raw / "Dataset012_X").mkdir(parents=True)
+    (pre / "Dataset012_X").mkdir(parents=True)
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    with pytest.raises(ConfigError, match="nnUNet_raw is not set"):
+        nnunet_folder("nnUNet_raw")
+    assert nnunet_folder("nnUNet_raw", raw) == raw
+    monkeypatch.setenv("nnUNet_raw", str(raw))
+    monkeypatch.setenv("nnUNet_preprocessed", str(pre))
+    with pytest.raises(DatasetError, match=r"Dataset012_X/P.json: plans not found"):
+        raw_and_preprocessed(12, "P")
+    (pre / "Dataset012_X" / "P.json").write_text("{}")
+    assert raw_and_preprocessed("12", "P") == (raw / "Dataset012_X", pre / "Dataset012_X",
+                                               pre / "Dataset012_X" / "P.json")
+    with pytest.raises(DatasetError, match="no preprocessed dataset folder Dataset013_"):
+        raw_and_preprocessed(13, "P", raw_dir=raw, preprocessed_dir=pre)

@@ -55,7 +55,6 @@ from __future__ import annotations
 from .alignment import LABEL_RESAMPLING_ORDER, align_to_preprocessed
 from .batch import (
     OrganSummary,
-    _env_folder,
     preprocessed_configuration,
     write_organ_side_files,
     write_raw_organ_maps,
@@ -91,4 +90,4 @@ __all__ = ["LABEL_RESAMPLING_ORDER", "align_to_preprocessed", "OrganSummary", "p
            "dataset_group_set", "group_names", "lesion_label", "organ_label", "organ_map_from_totalseg",
            "resolve_group_ids", "SIDE_FILE_SUFFIX", "load_organ_side_file", "organ_side_file", "save_organ_side_file",
            "check_totalsegmentator_weights", "organ_map_from_files", "run_totalsegmentator", "totalseg_paths",
-           "totalsegmentator_weight_folders", "_env_folder", "_load_groups"]
+           "totalsegmentator_weight_folders", "_load_groups"]

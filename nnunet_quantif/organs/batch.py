@@ -8,18 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, DatasetError, InputFileError
-from ..layout import find_dataset_folder
+from ..layout import raw_and_preprocessed
 from .alignment import align_to_preprocessed
 from .groups import DEFAULT_GROUP_SET, dataset_group_set, lesion_label
 from .side_files import organ_side_file, save_organ_side_file
 from .totalseg import check_totalsegmentator_weights, organ_map_from_files, run_totalsegmentator
-
-
-def _env_folder(var: str) -> Path:
-    value = os.environ.get(var)
-    if not value:
-        raise ConfigError(f"{var} is not set (eval \"$(quantif env --workspace DIR)\" sets the nnU-Net folders)")
-    return Path(value)
 
 
 @dataclass
@@ -173,14 +166,8 @@ def write_organ_side_files(dataset: str | int, plans_identifier: str = "nnUNetPl
 
     from tqdm import tqdm
 
-    raw_base = Path(raw_dir) if raw_dir is not None else _env_folder("nnUNet_raw")
-    pre_base = Path(preprocessed_dir) if preprocessed_dir is not None else _env_folder("nnUNet_preprocessed")
-    pre = find_dataset_folder(pre_base, dataset)
-    raw = find_dataset_folder(raw_base, pre.name)
-    plans_file = pre / f"{plans_identifier}.json"
-    if not plans_file.is_file():
-        raise DatasetError(f"{plans_file}: plans not found (run nnUNetv2_plan_and_preprocess for {pre.name} with "
-                           f"these plans first)")
+    raw, pre, plans_file = raw_and_preprocessed(dataset, plans_identifier, raw_dir=raw_dir,
+                                                preprocessed_dir=preprocessed_dir)
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from ..config import load_json

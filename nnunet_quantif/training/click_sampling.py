@@ -147,16 +147,11 @@ def write_click_side_files(dataset: str | int, plans_identifier: str = "nnUNetPl
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from ..io import atomic_write
-    from ..layout import find_dataset_folder
-    from ..organs import _env_folder, preprocessed_configuration
+    from ..layout import raw_and_preprocessed
+    from ..organs import preprocessed_configuration
 
-    raw_base = Path(raw_dir) if raw_dir is not None else _env_folder("nnUNet_raw")
-    pre_base = Path(preprocessed_dir) if preprocessed_dir is not None else _env_folder("nnUNet_preprocessed")
-    pre = find_dataset_folder(pre_base, dataset)
-    raw = find_dataset_folder(raw_base, pre.name)
-    plans_file = pre / f"{plans_identifier}.json"
-    if not plans_file.is_file():
-        raise DatasetError(f"{plans_file}: plans not found (run nnUNetv2_plan_and_preprocess for {pre.name} first)")
+    raw, pre, plans_file = raw_and_preprocessed(dataset, plans_identifier, raw_dir=raw_dir,
+                                                preprocessed_dir=preprocessed_dir)
     if not (raw / "clicksTr").is_dir():
         raise DatasetError(f"{raw / 'clicksTr'}: no click folder (convert the dataset with this version of "
                            f"`quantif convert`, which writes it)")
