@@ -192,6 +192,15 @@ def _check_pet(pet: np.ndarray, nonfinite: str, source: str | None) -> np.ndarra
     return replace_nonfinite(pet, nonfinite, source or "<PET array>")
 
 
+def _validated(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike, sigma_background: SigmaLike,
+               background_mode: str, nonfinite: str, source: str | None) -> tuple[np.ndarray, tuple, tuple]:
+    """The checked inputs of a heatmap: the PET (NaN/Inf policy applied) and the two sigmas as (z, y, x)."""
+    _check_params(background_mode)
+    pet = _check_pet(pet, nonfinite, source)
+    clicks.check_inside(pet.shape)
+    return pet, _sigma3(sigma_tumor, "sigma_tumor"), _sigma3(sigma_background, "sigma_background")
+
+
 def _check_params(background_mode: str) -> None:
     if background_mode not in BACKGROUND_MODES:
         raise ValueError(f"background_mode must be one of {BACKGROUND_MODES}, got {background_mode!r}")
@@ -227,11 +236,8 @@ def click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike = DEFA
     np.ndarray, shape (z, y, x), float32, values in [-1, 1]
         All zeros without clicks (both modes).
     """
-    _check_params(background_mode)
-    pet = _check_pet(pet, nonfinite, source)
+    pet, st, sb = _validated(pet, clicks, sigma_tumor, sigma_background, background_mode, nonfinite, source)
     shape = pet.shape
-    clicks.check_inside(shape)
-    st, sb = _sigma3(sigma_tumor, "sigma_tumor"), _sigma3(sigma_background, "sigma_background")
     if background_mode == "authors":
         return _authors_heatmap(pet, clicks, st, sb, float(suv_gate))
     out = np.zeros(shape, dtype=np.float32)
@@ -358,11 +364,8 @@ def naive_click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike 
     """
     from scipy.ndimage import gaussian_filter
 
-    _check_params(background_mode)
-    pet = _check_pet(pet, nonfinite, source)
+    pet, st, sb = _validated(pet, clicks, sigma_tumor, sigma_background, background_mode, nonfinite, source)
     shape = pet.shape
-    clicks.check_inside(shape)
-    st, sb = _sigma3(sigma_tumor, "sigma_tumor"), _sigma3(sigma_background, "sigma_background")
     if background_mode == "authors":
         return _naive_authors(pet, clicks, st, sb, float(suv_gate))
     delta = np.zeros(shape)
