@@ -343,12 +343,13 @@ class QuantIFWidget(QWidget):
             PET_LAYER: self.viewer.add_image(pet, name=PET_LAYER, colormap="hot", blending="additive",
                                              contrast_limits=(0.0, upper), **kw),
             LABELS_LAYER: self.viewer.add_labels(lesion_label_map(self.session.mask), name=LABELS_LAYER,
-                                                 opacity=0.5, **kw),
+                                                 opacity=0.6, **kw),
         }
-        size = 2.0 * max(geometry.spacing)
-        for kind in CLICK_KINDS:
+        size = 2.5 * max(geometry.spacing)
+        for kind in CLICK_KINDS:  # rings, so that the voxels under a click stay visible
             layer = self.viewer.add_points(clicks_world(self.order, kind, geometry), ndim=3, name=POINTS_LAYERS[kind],
-                                           face_color=POINT_COLOURS[kind], border_color="white", size=size)
+                                           face_color="transparent", border_color=POINT_COLOURS[kind],
+                                           border_width=0.25, size=size)
             layer.events.data.connect(partial(self._on_points, kind))
             self._layers[POINTS_LAYERS[kind]] = layer
             timer = QTimer(self)
