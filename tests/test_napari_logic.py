@@ -249,3 +249,16 @@ def test_view_command_options():
     args = build_parser().parse_args(["view", "--clicks", "c.json"])
     with pytest.raises(ConfigError, match="--clicks needs"):
         check_arguments(args)
+
+
+def test_read_case_takes_dicom_folders(tmp_path):
+    pytest.importorskip("pydicom", reason="DICOM needs the dicom extra (pydicom, highdicom)")
+    from _dicom_phantom import make_phantom, write_ct, write_pet
+
+    ph = make_phantom()
+    write_ct(tmp_path / "ct", ph)
+    write_pet(tmp_path / "pet", ph)
+    ct, pet, g, name = logic.read_case(tmp_path / "ct", tmp_path / "pet")
+    assert g == ph.geometry and name == "pet"
+    np.testing.assert_allclose(pet, ph.suv, rtol=1e-5)
+    np.testing.assert_array_equal(ct, ph.ct)
