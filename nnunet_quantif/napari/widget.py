@@ -159,7 +159,7 @@ class QuantIFWidget(QWidget):
         form.addRow("folds", self.folds_edit)
         self.device_combo = QComboBox()
         self.device_combo.setEditable(True)
-        self.device_combo.addItems(["auto", *DEVICES])
+        self.device_combo.addItems(["auto", *(d for d in DEVICES if d != "auto")])
         form.addRow("device", self.device_combo)
         layout.addWidget(models)
 
