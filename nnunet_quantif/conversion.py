@@ -348,6 +348,14 @@ def _convert_case(job: dict, res: ConvertedCase, stage_root: Path) -> None:
             organs = organ_map_from_totalseg(total, hgc, label, sources=(str(t_path), str(h_path)),
                                              group_set=job.get("organ_groups", "quantif"))
     res.has_organs = organs is not None
+    if job.get("organs_in_label"):
+        if organs is None:
+            raise InputFileError(f"case '{case}': --organs-in-label needs the TotalSegmentator outputs "
+                                 f"<case>_total{FILE_ENDING} and <case>_head_glands_cavities{FILE_ENDING} in "
+                                 f"{ts_dir or '--totalseg'}")
+        from .organs import merge_organs_into_label
+
+        label = merge_organs_into_label(label, organs, job.get("organ_groups", "quantif"))
 
     outputs = _output_paths(dataset_dir, case, with_organs=organs is not None)
     arrays = {channel_suffix(CT_CHANNEL): ct, channel_suffix(PET_CHANNEL): pet,
@@ -413,12 +421,17 @@ def write_dataset_json(dataset_dir: Path, tracer: str | None, quantif: dict | No
 
         quantif = quantif_dataset_entry(HeatmapDefinition(), DEFAULT_PET_NORM)
     channels = dict(CHANNEL_NAMES, **{"1": quantif["pet_normalization"]})
+    labels = LABELS
+    if quantif.get("organs_in_label"):
+        from .organs import dataset_group_set, merged_label_names
+
+        labels = merged_label_names(dataset_group_set({"quantif": quantif}))
     desc = {"fdg": "FDG", "psma": "PSMA", None: "FDG and PSMA"}[tracer]
     write_json({
         "name": dataset_dir.name.split("_", 1)[1],
         "description": f"QuantIF click-guided PET/CT lesion segmentation, {desc} cases (written by quantif convert)",
         "channel_names": channels,
-        "labels": LABELS,
+        "labels": labels,
         "numTraining": n,
         "file_ending": FILE_ENDING,
         "tracer": tracer if tracer is not None else "joint",
@@ -436,13 +449,15 @@ def _check_dataset_folder(out: Path, name: str) -> None:
 
 
 def _manifest(click_step: int | None, params: dict, pet_norm: str = DEFAULT_PET_NORM,
-              organ_groups: str = "quantif") -> dict:
+              organ_groups: str = "quantif", organs_in_label: bool = False) -> dict:
     """The options that change converted outputs (resampling only changes cases that failed without it)."""
     m = {"click_step": click_step, "heatmap_params": {k: params[k] for k in sorted(params)}}
     if pet_norm != DEFAULT_PET_NORM:
         m["pet_norm"] = pet_norm
     if organ_groups != "quantif":
         m["organ_groups"] = organ_groups
+    if organs_in_label:
+        m["organs_in_label"] = True
     return json.loads(json.dumps(m))  # tuples -> lists, as they come back from the file
 
 
@@ -452,7 +467,8 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
                     tracer_csv: str | os.PathLike | None = None, resample_pet_to_ct: bool = False,
                     totalseg_dir: str | os.PathLike | None = None, heatmap_params: dict | None = None,
                     cases: Iterable[str] | None = None, progress: bool = True,
-                    pet_norm: str = DEFAULT_PET_NORM, organ_groups: str = "quantif") -> ConversionSummary:
+                    pet_norm: str = DEFAULT_PET_NORM, organ_groups: str = "quantif",
+                    organs_in_label: bool = False) -> ConversionSummary:
     """Convert an autoPET-style folder into nnU-Net raw datasets (see the module docstring).
 
     Parameters
@@ -489,6 +505,11 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
     organ_groups : {'quantif', 'authors'}
         Organ group set of the organ maps (:data:`nnunet_quantif.organs.ORGAN_GROUP_SETS`); recorded in
         ``dataset.json`` under ``quantif.organ_groups`` when not the default.
+    organs_in_label : bool
+        Write the organ groups into the label file (lesion 1, organs 2, 3, ...: the authors' organ targets,
+        :func:`nnunet_quantif.organs.merge_organs_into_label`) instead of only into ``organsTr/``; recorded as
+        ``quantif.organs_in_label``. Every case needs its TotalSegmentator outputs. Train such a dataset with a
+        lesion-only trainer (``nnUNetTrainerQuantIF_organsInLabel``); inference takes label 1 as the lesion.
 
     Returns
     -------
@@ -511,6 +532,11 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
 
     if organ_groups != "quantif":
         quantif_entry["organ_groups"] = organ_groups
+    if organs_in_label:
+        quantif_entry["organs_in_label"] = True
+        if totalseg_dir is None and not (src / "totalseg").is_dir():
+            raise ConfigError("--organs-in-label needs TotalSegmentator outputs: give --totalseg DIR or put them in "
+                              f"{src / 'totalseg'}")
     dataset_group_set({"quantif": quantif_entry})  # an unknown set is a clear error before any work
     tracer_map = read_tracer_csv(tracer_csv, validate=False) if tracer_csv else None
     clicks_dir = Path(clicks_dir) if clicks_dir is not None else src / "clicks"
@@ -533,7 +559,7 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
             raise OverwriteInputError(f"{folder}: the output dataset would be inside the input folder {src}")
         _check_dataset_folder(out, name)
         ds_for[t] = (name, folder)
-        manifest = _manifest(click_step, params, pet_norm, organ_groups)
+        manifest = _manifest(click_step, params, pet_norm, organ_groups, organs_in_label)
         mpath = folder / MANIFEST
         if mpath.is_file() and not overwrite:
             from .config import load_json
@@ -563,13 +589,13 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
                      "clicks_dir": str(clicks_dir) if clicks_dir else None,
                      "totalseg_dir": str(totalseg_dir) if totalseg_dir else None, "click_step": click_step,
                      "resample_pet_to_ct": resample_pet_to_ct, "heatmap_params": params,
-                     "organ_groups": organ_groups})
+                     "organ_groups": organ_groups, "organs_in_label": organs_in_label})
 
     used = {j["dataset"] for j in jobs}
     for name, folder in ds_for.values():
         if name in used or folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
-            write_json(_manifest(click_step, params, pet_norm, organ_groups), folder / MANIFEST)
+            write_json(_manifest(click_step, params, pet_norm, organ_groups, organs_in_label), folder / MANIFEST)
 
     bar = tqdm(total=len(jobs), desc="quantif convert", unit="case", disable=not progress)
     try:

@@ -289,10 +289,13 @@ def stage_phantoms(run: DemoRun) -> dict:
 
 def stage_convert(run: DemoRun) -> dict:
     from .conversion import convert_dataset
+    from .training import trainers
 
+    # a trainer that needs another dataset says so (nnUNetTrainerQuantIF_organsInLabel: organs in the label)
+    options = dict(getattr(getattr(trainers, run.settings.trainer, None), "conversion_options", {}))
     summary = convert_dataset(run.phantoms_train, Path(run.env["nnUNet_raw"]), DATASET_ID,
                               workers=run.settings.workers, totalseg_dir=run.phantoms_train / "totalseg",
-                              pet_norm=run.settings.pet_norm)
+                              pet_norm=run.settings.pet_norm, **options)
     if not summary.ok:
         raise DemoError(f"conversion failed: {summary.format()}")
     return {"summary": summary.format()}

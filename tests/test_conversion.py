@@ -467,3 +467,38 @@ def test_preset_authors_sets_gate_background_and_pet_norm(tmp_path):
     liver = maps["ours"] == organ_label("liver")
     assert liver.any() and (maps["authors"][liver] == group_names("authors").index("liver") + 1).all()
     assert all(h.shape == heat["ours"].shape and np.isfinite(h).all() for h in heat.values())
+
+
+def test_organs_in_label(src_dir, tmp_path):
+    """--organs-in-label writes the authors' label file: lesion 1, the organ groups from 2 (METHOD.md row 8)."""
+    from nnunet_quantif.organs import group_names, merge_organs_into_label, merged_label_names, organ_label
+
+    raw = tmp_path / "raw"
+    good = [c for c in GOOD if c.startswith("fdg")]
+    summary = conversion.convert_dataset(src_dir, raw, 601, tracers=["fdg"], cases=good, progress=False,
+                                         organs_in_label=True)
+    assert summary.ok, summary.format()
+    ds = raw / "Dataset601_QuantIFFDG"
+    dj = json.loads((ds / "dataset.json").read_text())
+    assert dj["quantif"]["organs_in_label"] is True
+    names = merged_label_names()
+    assert dj["labels"] == names and names["lesion"] == 1 and names[group_names()[0]] == 2
+    assert sorted(dj["labels"].values()) == list(range(len(group_names()) + 2))  # nnU-Net: consecutive labels
+    label, _ = read_image(ds / "labelsTr" / f"{SPACED}.nii.gz")
+    organs, _ = read_image(ds / "organsTr" / f"{SPACED}.nii.gz")
+    src_label, _ = read_image(src_dir / "labelsTr" / f"{SPACED}.nii.gz")
+    assert np.array_equal(label == 1, src_label > 0)                     # the lesion keeps label 1
+    assert np.all(label[LIVER][src_label[LIVER] == 0] == organ_label("liver") + 1)
+    assert np.array_equal(label, merge_organs_into_label(src_label, organs))
+    # the authors' set already has its organs at 2.. (its lesion group is label 1)
+    authors = merge_organs_into_label(np.array([[[1, 0, 0]]]), np.array([[[1, 3, 0]]], np.uint8), "authors")
+    assert authors.tolist() == [[[1, 3, 0]]]
+    assert list(merged_label_names("authors").values()) == list(range(len(group_names("authors")) + 1))
+    # a reconversion with the other layout is refused, and a case without TotalSegmentator outputs fails
+    with pytest.raises(ConfigError, match="converted with other options"):
+        conversion.convert_dataset(src_dir, raw, 601, tracers=["fdg"], cases=good, progress=False)
+    bare = tmp_path / "bare"
+    shutil.copytree(src_dir, bare, ignore=shutil.ignore_patterns("totalseg"))
+    with pytest.raises(ConfigError, match="--organs-in-label needs TotalSegmentator outputs"):
+        conversion.convert_dataset(bare, tmp_path / "raw2", 601, tracers=["fdg"], cases=good, progress=False,
+                                   organs_in_label=True)

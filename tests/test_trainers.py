@@ -535,3 +535,23 @@ def test_tiny_trainers_force_two_of_three_patches_onto_a_lesion(tmp_path, monkey
     draws = np.array([[loader.get_do_oversample(i) for i in range(loader.batch_size)] for _ in range(3000)])
     assert draws.mean() == pytest.approx(0.67, abs=0.03)
     assert draws.all(axis=1).mean() == pytest.approx(0.67 ** 2, abs=0.03)  # both patches on a lesion
+
+
+def test_organs_in_label_trainer_needs_such_a_dataset(tmp_path, monkeypatch):
+    """The organs-in-label ablation trains the plain multi-class network, and refuses a lesion-only label."""
+    plans, ds_json = _dataset(tmp_path)
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "res"))
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    cls = T.nnUNetTrainerQuantIF_organsInLabel_tiny
+    assert cls.conversion_options == {"organs_in_label": True} and not cls.use_organs
+    tr = cls({**plans, "continue_training": False}, "3d_fullres", 0, ds_json, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="quantif convert --organs-in-label"):
+        tr.initialize()
+    from nnunet_quantif.organs import merged_label_names
+
+    merged = {**ds_json, "labels": merged_label_names(), "quantif": {"organs_in_label": True}}
+    tr = cls({**plans, "continue_training": False}, "3d_fullres", 0, merged, torch.device("cpu"))
+    tr.initialize()
+    assert not isinstance(tr.network, DualHeadUNet)
+    assert tr.label_manager.num_segmentation_heads == len(merged_label_names())  # one output per class

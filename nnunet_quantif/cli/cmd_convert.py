@@ -71,6 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--organ-groups", choices=sorted(ORGAN_GROUP_SETS), default=None,
                    help="organ group set of the organ maps: 'quantif' (configs/organs.json; default) or 'authors' "
                         "(their 13 groups plus the lesion at label 1; default with --preset authors)")
+    p.add_argument("--organs-in-label", action="store_true",
+                   help="write the organ groups into the label file too (lesion 1, organs 2, 3, ...), as the "
+                        "authors' organ targets: nnU-Net's foreground oversampling then spreads over organ voxels; "
+                        "train with nnUNetTrainerQuantIF_organsInLabel (docs/METHOD.md, row 8). Default: organs only "
+                        "in organsTr/, for the side files")
     add_nonfinite_argument(p)
     add_option(p, "--quiet", aliases=["--no-progress"], dest="no_progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         click_step=args.click_step, workers=args.workers, overwrite=args.overwrite, clicks_dir=args.clicks_dir,
         tracer_csv=args.tracer_csv, resample_pet_to_ct=args.resample_pet_to_ct, totalseg_dir=args.totalseg,
         heatmap_params=params, progress=not args.no_progress, pet_norm=pet_norm,
-        organ_groups=organ_groups)
+        organ_groups=organ_groups, organs_in_label=args.organs_in_label)
     print(summary.format())
     if not summary.ok:
         print(f"quantif: error: {len(summary.failed)} case(s) failed to convert", file=sys.stderr)

@@ -71,6 +71,8 @@ from .groups import (
     dataset_group_set,
     group_names,
     lesion_label,
+    merge_organs_into_label,
+    merged_label_names,
     organ_label,
     organ_map_from_totalseg,
     resolve_group_ids,
@@ -85,9 +87,9 @@ from .totalseg import (
 )
 
 __all__ = ["LABEL_RESAMPLING_ORDER", "align_to_preprocessed", "OrganSummary", "preprocessed_configuration",
-           "write_organ_side_files", "write_raw_organ_maps", "DEFAULT_GROUP_SET", "LESION_GROUP",
-           "NUM_ORGAN_LABELS", "ORGAN_GROUP_SETS", "ORGAN_GROUPS", "ORGANS_CONFIG", "TOTALSEG_TASKS",
-           "dataset_group_set", "group_names", "lesion_label", "organ_label", "organ_map_from_totalseg",
-           "resolve_group_ids", "SIDE_FILE_SUFFIX", "load_organ_side_file", "organ_side_file", "save_organ_side_file",
-           "check_totalsegmentator_weights", "organ_map_from_files", "run_totalsegmentator", "totalseg_paths",
-           "totalsegmentator_weight_folders", "_load_groups"]
+           "write_organ_side_files", "write_raw_organ_maps", "DEFAULT_GROUP_SET", "LESION_GROUP", "NUM_ORGAN_LABELS",
+           "ORGAN_GROUP_SETS", "ORGAN_GROUPS", "ORGANS_CONFIG", "TOTALSEG_TASKS", "dataset_group_set", "group_names",
+           "lesion_label", "merge_organs_into_label", "merged_label_names", "organ_label", "organ_map_from_totalseg",
+           "resolve_group_ids", "SIDE_FILE_SUFFIX", "load_organ_side_file", "organ_side_file",
+           "save_organ_side_file", "check_totalsegmentator_weights", "organ_map_from_files", "run_totalsegmentator",
+           "totalseg_paths", "totalsegmentator_weight_folders", "_load_groups"]

@@ -109,7 +109,7 @@ def _side_file_job(job: dict) -> tuple[str, str, str | None]:
         props = load_pickle(str(folder / f"{ident}.pkl"))
         seg = blosc2.open(urlpath=str(folder / f"{ident}_seg.b2nd"), mode="r")[:]
         aligned = align_to_preprocessed(organs, props, pm, cm, seg.shape[1:], source=str(organ_path))
-        aligned[seg > 0] = job.get("lesion_label", 0)  # lesion voxels are no organ (the set's lesion group)
+        aligned[seg == 1] = job.get("lesion_label", 0)  # lesion voxels (label 1 in either label layout) are no organ
         save_organ_side_file(aligned, folder, ident, patch_size=tuple(cm.patch_size))
         return conf, ident, None
     except QuantIFError as e:

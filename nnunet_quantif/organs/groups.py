@@ -221,3 +221,36 @@ def organ_map_from_totalseg(total: np.ndarray, head_glands_cavities: np.ndarray 
     return out
 
 
+
+
+def merged_label_names(group_set: str = DEFAULT_GROUP_SET) -> dict[str, int]:
+    """The ``labels`` of a dataset whose label file holds the organs too (:func:`merge_organs_into_label`).
+
+    ``background`` 0, ``lesion`` 1, then the set's organ groups at 2, 3, ... in the set's order.
+    """
+    names = [n for n in group_names(group_set) if n != LESION_GROUP]
+    return {"background": 0, LESION_GROUP: 1, **{n: i + 2 for i, n in enumerate(names)}}
+
+
+def merge_organs_into_label(lesion: np.ndarray, organs: np.ndarray,
+                            group_set: str = DEFAULT_GROUP_SET) -> np.ndarray:
+    """The authors' label file: the lesion at 1 and the organ groups at 2, 3, ... (:func:`merged_label_names`).
+
+    Parameters
+    ----------
+    lesion : np.ndarray, shape (z, y, x)
+        Lesion mask (non-zero = lesion).
+    organs : np.ndarray of uint8, shape (z, y, x)
+        :func:`organ_map_from_totalseg` of the same case and ``group_set`` (group ``i`` at ``i + 1``).
+
+    Returns
+    -------
+    np.ndarray of uint8, shape (z, y, x)
+        Lesion voxels are 1 whatever organ lies under them.
+    """
+    if np.shape(lesion) != np.shape(organs):
+        raise InputFileError(f"lesion mask shape {np.shape(lesion)} differs from the organ map {np.shape(organs)}")
+    offset = 0 if lesion_label(group_set) else 1  # a set with a lesion group already has its organs at 2, 3, ...
+    merged = np.where(organs > 0, organs.astype(np.uint8) + np.uint8(offset), np.uint8(0)).astype(np.uint8)
+    merged[np.asarray(lesion) != 0] = 1
+    return merged

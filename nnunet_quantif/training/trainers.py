@@ -70,6 +70,8 @@ __all__ = [
     "nnUNetTrainerQuantIF_noOrgans",
     "nnUNetTrainerQuantIF_tiny",
     "nnUNetTrainerQuantIF_noOrgans_tiny",
+    "nnUNetTrainerQuantIF_organsInLabel",
+    "nnUNetTrainerQuantIF_organsInLabel_tiny",
     "nnUNetTrainerQuantIF_clickSampling",
     "nnUNetTrainerQuantIF_FDG_clickSampling",
     "nnUNetTrainerQuantIF_PSMA_clickSampling",
@@ -355,6 +357,23 @@ class nnUNetTrainerQuantIF_noOrgans(nnUNetTrainerQuantIFLesionOnly):  # noqa: N8
     The lesion-only trainer under its ablation name."""
 
 
+class nnUNetTrainerQuantIF_organsInLabel(nnUNetTrainerQuantIFLesionOnly):  # noqa: N801
+    """Ablation: the organs in the label file (``quantif convert --organs-in-label``: lesion 1, organ groups 2, 3,
+    ...), learned as extra classes of the one head, so that nnU-Net's foreground oversampling spreads over organ
+    and lesion voxels, as the authors' organ targets did (docs/METHOD.md, row 8). Inference takes label 1."""
+
+    #: What the demo passes to :func:`nnunet_quantif.conversion.convert_dataset` for this trainer.
+    conversion_options: dict = {"organs_in_label": True}
+
+    def initialize(self):
+        super().initialize()
+        labels = self.dataset_json.get("labels", {})
+        if not (self.dataset_json.get("quantif") or {}).get("organs_in_label") or labels.get("lesion") != 1:
+            raise ConfigError(f"{self.__class__.__name__} trains on a dataset converted with "
+                              f"`quantif convert --organs-in-label` (lesion 1, organs 2, ...); this dataset.json "
+                              f"has labels {labels}")
+
+
 class _TinyMixin:
     """Short CPU schedule for tests and the demo (``QUANTIF_TINY_EPOCHS/_ITERS/_VAL_ITERS``).
 
@@ -388,6 +407,13 @@ class nnUNetTrainerQuantIF_tiny(_TinyMixin, nnUNetTrainerQuantIF, nnUNetTrainerA
 
 class nnUNetTrainerQuantIF_noOrgans_tiny(_TinyMixin, nnUNetTrainerQuantIF_noOrgans, nnUNetTrainerAdam):  # noqa: N801
     """Tiny schedule of the no-organ ablation."""
+
+    final_validation_mirroring = "none"
+
+
+class nnUNetTrainerQuantIF_organsInLabel_tiny(_TinyMixin, nnUNetTrainerQuantIF_organsInLabel,  # noqa: N801
+                                              nnUNetTrainerAdam):
+    """Tiny schedule of the organs-in-the-label ablation."""
 
     final_validation_mirroring = "none"
 
