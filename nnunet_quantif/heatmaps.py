@@ -246,18 +246,7 @@ def click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike = DEFA
     rt = [kernel_radius(s) for s in st]
     kt = [_kernel_1d(s, r) for s, r in zip(st, rt)]
     windows = [_window(c, rt, shape, kt) for c in clicks.tumor]
-    tumor_positive: list[tuple[tuple[slice, ...], np.ndarray]] = []
-    for box, members in _merge_boxes([w[0] for w in windows]):
-        acc = np.zeros(tuple(s.stop - s.start for s in box))
-        for i in members:
-            sl, g = windows[i]
-            c = clicks.tumor[i]
-            thr = min(float(pet[tuple(c)]), float(suv_gate))
-            local = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(sl, box))
-            acc[local] += np.where(pet[sl] >= thr, g, 0.0)
-        np.minimum(acc, 1.0, out=acc)
-        out[box] = acc
-        tumor_positive.append((box, acc > 0))
+    tumor_positive = _tumor_map(out, pet, clicks, windows, float(suv_gate), normalise_each=False)
 
     # Background map B.
     if clicks.n_background:
@@ -287,6 +276,32 @@ def click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike = DEFA
     return out
 
 
+def _tumor_map(out: np.ndarray, pet: np.ndarray, clicks: Clicks,
+               windows: list[tuple[tuple[slice, ...], np.ndarray]], suv_gate: float,
+               normalise_each: bool) -> list[tuple[tuple[slice, ...], np.ndarray]]:
+    """Write the tumor map T into ``out`` (z, y, x) and return its positive voxels as (box, mask) pairs.
+
+    Each tumor click's Gaussian window ``windows[i]`` (slices, values) is zeroed where the SUV is below
+    min(SUV at the click, ``suv_gate``); with ``normalise_each`` (the authors') the gated Gaussian is then divided
+    by its maximum. The clicks' maps are summed in float64 inside disjoint merged boxes and clipped to 1.
+    """
+    tumor_positive: list[tuple[tuple[slice, ...], np.ndarray]] = []
+    for box, members in _merge_boxes([w[0] for w in windows]):
+        acc = np.zeros(tuple(s.stop - s.start for s in box))
+        for i in members:
+            sl, g = windows[i]
+            thr = min(float(pet[tuple(clicks.tumor[i])]), suv_gate)
+            g = np.where(pet[sl] >= thr, g, 0.0)
+            if normalise_each:
+                g /= g.max()  # > 0: the click voxel always passes its own gate
+            local = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(sl, box))
+            acc[local] += g
+        np.minimum(acc, 1.0, out=acc)
+        out[box] = acc
+        tumor_positive.append((box, acc > 0))
+    return tumor_positive
+
+
 def _positive_in_box(box: tuple[slice, ...], positive: list[tuple[tuple[slice, ...], np.ndarray]]) -> np.ndarray:
     """Boolean mask over ``box`` of the voxels marked in any (box, mask) pair of ``positive``."""
     out = np.zeros(tuple(s.stop - s.start for s in box), dtype=bool)
@@ -309,20 +324,7 @@ def _authors_heatmap(pet: np.ndarray, clicks: Clicks, st: tuple[float, float, fl
     out = np.zeros(shape, dtype=np.float32)
     rt = [kernel_radius(s) for s in st]
     windows = [_reflect_window(c, rt, shape, st) for c in clicks.tumor]
-    tumor_positive: list[tuple[tuple[slice, ...], np.ndarray]] = []
-    for box, members in _merge_boxes([w[0] for w in windows]):
-        acc = np.zeros(tuple(s.stop - s.start for s in box))
-        for i in members:
-            sl, g = windows[i]
-            c = clicks.tumor[i]
-            thr = min(suv_gate, float(pet[tuple(c)]))
-            g = np.where(pet[sl] < thr, 0.0, g)
-            g /= g.max()  # > 0: the click voxel always passes its own gate
-            local = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(sl, box))
-            acc[local] += g
-        np.minimum(acc, 1.0, out=acc)
-        out[box] = acc
-        tumor_positive.append((box, acc > 0))
+    tumor_positive = _tumor_map(out, pet, clicks, windows, suv_gate, normalise_each=True)
     if not clicks.n_background:
         return out
 
