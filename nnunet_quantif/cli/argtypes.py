@@ -16,36 +16,23 @@ def _number(text: str, kind: type) -> float | int:
     return value
 
 
-def positive_float(text: str) -> float:
-    """A finite number > 0."""
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return float(value)
+def _lower_bounded(name: str, kind: type, bound: int, strict: bool, doc: str):
+    """An argparse type: a ``kind`` number ``> bound`` (``strict``) or ``>= bound``."""
+    def check(text: str):
+        value = _number(text, kind)
+        if value < bound or (strict and value == bound):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {bound}, got {text}")
+        return kind(value)
+
+    check.__name__ = check.__qualname__ = name
+    check.__doc__ = doc
+    return check
 
 
-def nonneg_float(text: str) -> float:
-    """A finite number >= 0."""
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return float(value)
-
-
-def nonneg_int(text: str) -> int:
-    """An integer >= 0."""
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return int(value)
-
-
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return int(value)
+positive_float = _lower_bounded("positive_float", float, 0, True, "A finite number > 0.")
+nonneg_float = _lower_bounded("nonneg_float", float, 0, False, "A finite number >= 0.")
+nonneg_int = _lower_bounded("nonneg_int", int, 0, False, "An integer >= 0.")
+positive_int = _lower_bounded("positive_int", int, 1, False, "An integer >= 1.")
 
 
 def add_nonfinite_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
