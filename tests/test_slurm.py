@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _workspace import tiny_workspace  # noqa: F401, F811
 
 from nnunet_quantif.cli import main
 from nnunet_quantif.slurm import (
@@ -323,7 +324,7 @@ def _first_epoch(log: str) -> int:
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("slurm")
-def test_real_slurm_train_resume_and_predict(tiny_workspace, slurm_cluster, tmp_path):
+def test_real_slurm_train_resume_and_predict(tiny_workspace, slurm_cluster, tmp_path):  # noqa: F811
     """2 tracers x 2 folds on a real Slurm (tiny trainer, CPU, 1 CPU per task); one task cancelled after its
     first epoch and the submission repeated: it resumes with --c from epoch 1, the finished folds are skipped,
     the dependent job summarises the folds and trains the tracer classifier; then the sharded prediction."""
