@@ -218,10 +218,17 @@ class SlurmPlan:
         self.write()
         ids: dict[str, str] = {}
         for job in self.jobs:
-            out = runner(job.command(ids.get(job.after) if job.after else None))
-            job_id = out.strip().splitlines()[-1].split(";")[0].strip() if out.strip() else ""
-            if not job_id.isdigit():
-                raise SlurmError(f"sbatch {job.script}: unexpected output {out.strip()!r} (expected a job id)")
+            try:
+                out = runner(job.command(ids.get(job.after) if job.after else None))
+                job_id = out.strip().splitlines()[-1].split(";")[0].strip() if out.strip() else ""
+                if not job_id.isdigit():
+                    raise SlurmError(f"sbatch {job.script}: unexpected output {out.strip()!r} (expected a job id)")
+            except SlurmError as e:
+                if ids:
+                    done = ", ".join(f"{k} job {v}" for k, v in ids.items())
+                    raise SlurmError(f"{e} (already submitted: {done}; scancel {' '.join(ids.values())} to "
+                                     "withdraw them)") from e
+                raise
             ids[job.name] = job_id
             write_json({"job_dir": str(self.job_dir), "jobs": ids}, self.job_dir / "jobs.json")
         return ids

@@ -204,6 +204,9 @@ def test_submit_chains_the_dependency_and_records_ids(tmp_path):
     assert not list(job.glob(".partial-*"))
     with pytest.raises(SlurmError, match="unexpected output"):
         _plan(tmp_path, job_dir=tmp_path / "job2").submit(lambda cmd: "Submitted batch job\n")
+    answers = iter(["7\n", ""])
+    with pytest.raises(SlurmError, match="already submitted: train job 7; scancel 7"):
+        _plan(tmp_path, job_dir=tmp_path / "job3").submit(lambda cmd: next(answers))
 
 
 def _run_task(script: Path, index: int, env: dict[str, str]) -> str:
@@ -333,7 +336,7 @@ def test_real_slurm_train_resume_and_predict(tiny_workspace, slurm_cluster, tmp_
     timings: dict[str, float] = {}
     results = tmp_path / "results"  # not the cached workspace's nnUNet_results (other tests read its fold 0)
     env = {**slurm_cluster.env, **ws["env"], "nnUNet_results": str(results), "QUANTIF_TINY_EPOCHS": "3",
-           "QUANTIF_TINY_ITERS": "2", "QUANTIF_TINY_VAL_ITERS": "1"}
+           "QUANTIF_TINY_ITERS": "1", "QUANTIF_TINY_VAL_ITERS": "1"}
     env.pop("PYTEST_CURRENT_TEST", None)
     fdg, psma = ws["datasets"]["fdg"], ws["datasets"]["psma"]
     model = f"{ws['trainer']}__{ws['plans']}__{ws['configuration']}"
