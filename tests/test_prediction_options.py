@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from nnunet_quantif.cli import build_parser
-from nnunet_quantif.cli.prediction_options import DEFAULT_FOLD_ARGS, FLAGS, prediction_options
+from nnunet_quantif.cli.prediction_options import DEFAULT_FOLD_ARGS, FLAGS, FORWARD_KEYS, prediction_options
 from nnunet_quantif.errors import ConfigError, TracerError
 from nnunet_quantif.inference.mirroring import (
     DEFAULT_POLICY,
@@ -24,6 +24,7 @@ from nnunet_quantif.inference.mirroring import (
     as_policy,
 )
 from nnunet_quantif.inference.pipeline import DEFAULT_TILE_STEP_SIZE, DEVICES
+from nnunet_quantif.inference.precision import DEFAULT_ACCUMULATE, DEFAULT_PRECISION, PRECISIONS
 from nnunet_quantif.inference.routing import DEFAULT_CHECKPOINT, TracerRouter
 
 #: The minimal arguments of each command, and the flag style of its prediction options.
@@ -72,7 +73,37 @@ def test_same_prediction_flags(command):
                            flag(command, "folds"), "0", "all", flag(command, "checkpoint"), "best.pth"])
     assert prediction_options(args) | {"tracer_weights": None} == dict(
         folds=["0", "all"], checkpoint="best.pth", mirroring="budget", time_budget_s=60.0, calibration="c.json",
-        device="cpu", tile_step_size=0.25, tracer_weights=None)
+        device="cpu", tile_step_size=0.25, tracer_weights=None, precision=DEFAULT_PRECISION,
+        accumulate=DEFAULT_ACCUMULATE, tile_batch=None, compile_network=False)
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_same_forward_flags(command):
+    """--precision, --accumulate, --tile-batch and --compile: one definition, the same in every command."""
+    args = parse(command, ["--precision", "bf16", "--accumulate", "fp32", "--tile-batch", "4", "--compile"])
+    options = prediction_options(args)
+    assert {k: options[k] for k in FORWARD_KEYS} == dict(precision="bf16", accumulate="fp32", tile_batch=4,
+                                                           compile_network=True)
+    assert parse(command, ["--tile-batch", "auto"]).tile_batch is None
+    for choice in PRECISIONS:
+        assert parse(command, ["--precision", choice]).precision == choice
+    for bad in (["--precision", "fp8"], ["--accumulate", "bf16"], ["--tile-batch", "0"], ["--tile-batch", "x"]):
+        with pytest.raises(SystemExit):
+            parse(command, bad)
+
+
+def test_forward_options_reach_the_predictor(monkeypatch):
+    """Every command's options become QuantIFPipeline keyword arguments, which it hands to each predictor."""
+    import inspect
+
+    from nnunet_quantif.inference.pipeline import QuantIFPipeline, load_predictor
+    from nnunet_quantif.inference.predictor import QuantIFPredictor
+
+    for fn in (QuantIFPipeline.__init__, QuantIFPredictor.__init__):
+        params = inspect.signature(fn).parameters
+        assert all(k in params for k in FORWARD_KEYS), fn
+        assert params["precision"].default == DEFAULT_PRECISION and params["accumulate"].default == DEFAULT_ACCUMULATE
+    assert "forward_options" in inspect.signature(load_predictor).parameters
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))

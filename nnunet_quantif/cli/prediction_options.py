@@ -5,7 +5,8 @@
 flags, choices and defaults are the same everywhere and come from the library:
 mirroring :data:`~nnunet_quantif.inference.mirroring.POLICIES` and
 :data:`~nnunet_quantif.inference.mirroring.DEFAULT_TIME_BUDGET_S`; tile step and devices
-from :mod:`nnunet_quantif.inference.pipeline`; folds, checkpoint and tracers from
+from :mod:`nnunet_quantif.inference.pipeline`; precision and accumulation dtypes from
+:mod:`nnunet_quantif.inference.precision`; folds, checkpoint and tracers from
 :mod:`nnunet_quantif.inference.routing`.
 
 ``nnUNetv2_predict_quantif`` keeps nnU-Net's spellings (``style="nnunet"``: ``-f``,
@@ -23,6 +24,7 @@ import re
 from ..errors import ConfigError
 from ..inference.mirroring import DEFAULT_POLICY, DEFAULT_TIME_BUDGET_S, POLICIES
 from ..inference.pipeline import DEFAULT_TILE_STEP_SIZE, DEVICES
+from ..inference.precision import ACCUMULATE_DTYPES, DEFAULT_ACCUMULATE, DEFAULT_PRECISION, PRECISIONS
 from ..inference.routing import DEFAULT_CHECKPOINT, DEFAULT_FOLDS, TRACER_CHOICES
 
 _Group = argparse.ArgumentParser | argparse._ArgumentGroup
@@ -34,6 +36,10 @@ FLAGS: dict[str, dict[str, str]] = {
     "nnunet": {"folds": "-f", "checkpoint": "-chk", "tile_step_size": "-step_size", "device": "-device"},
 }
 
+#: Keys of :func:`prediction_options` that are the predictor's forward options
+#: (:class:`~nnunet_quantif.inference.predictor.QuantIFPredictor` keyword arguments).
+FORWARD_KEYS: tuple[str, ...] = ("precision", "accumulate", "tile_batch", "compile_network")
+
 #: The default folds as parsed from the command line (nnU-Net's five folds).
 DEFAULT_FOLD_ARGS: list[str] = [str(f) for f in DEFAULT_FOLDS]
 
@@ -43,6 +49,19 @@ def device_name(text: str) -> str:
     if text in DEVICES or re.fullmatch(r"cuda:\d+", text):
         return text
     raise argparse.ArgumentTypeError(f"invalid device {text!r} (choose from {', '.join(DEVICES)} or cuda:N)")
+
+
+def tile_batch(text: str) -> int | None:
+    """``--tile-batch``: a positive int, or ``auto`` (None)."""
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid tile batch {text!r} (a positive integer or auto)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid tile batch {value} (a positive integer or auto)")
+    return value
 
 
 def add_fold_arguments(p: _Group, *, style: str = "quantif",
@@ -100,18 +119,33 @@ def add_prediction_arguments(p: _Group, *, style: str = "quantif", device_defaul
     p.add_argument(flags["tile_step_size"], dest="tile_step_size", type=float, default=DEFAULT_TILE_STEP_SIZE,
                    help=f"sliding-window step (default: {DEFAULT_TILE_STEP_SIZE:g})")
     p.set_defaults(tile_step_flag=flags["tile_step_size"])  # for the error message of prediction_options
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                   help="autocast dtype of the network forward (default: auto = fp16 on CUDA, fp32 elsewhere); "
+                        "a dtype the device cannot run is refused")
+    p.add_argument("--accumulate", choices=ACCUMULATE_DTYPES, default=DEFAULT_ACCUMULATE,
+                   help=f"dtype of the sliding-window sums of Gaussian-weighted logits (default: "
+                        f"{DEFAULT_ACCUMULATE}, as nnU-Net)")
+    p.add_argument("--tile-batch", dest="tile_batch", type=tile_batch, default=None, metavar="B",
+                   help="network inputs per forward pass: B tiles, or their mirrored copies, go through the "
+                        "network together (default: auto = one tile per step; on CPU its mirrored copies "
+                        "stacked)")
+    p.add_argument("--compile", dest="compile_network", action="store_true",
+                   help="torch.compile the network (compiled once before the first case; needs a C++ compiler "
+                        "on CPU)")
 
 
 def prediction_options(args: argparse.Namespace) -> dict:
     """The parsed model and prediction options as :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline`
     keyword arguments (``folds``, ``checkpoint``, ``mirroring``, ``time_budget_s``, ``calibration``,
-    ``device``, ``tile_step_size`` and, where the command has it, ``tracer_weights``)."""
+    ``device``, ``tile_step_size``, the forward options :data:`FORWARD_KEYS` and, where the command has it,
+    ``tracer_weights``)."""
     if args.tile_step_size <= 0 or args.tile_step_size > 1:
         flag = getattr(args, "tile_step_flag", FLAGS["quantif"]["tile_step_size"])
         raise ConfigError(f"{flag} must be in (0, 1], got {args.tile_step_size}")
     options = dict(folds=args.folds, checkpoint=args.checkpoint, mirroring=args.mirroring,
                    time_budget_s=args.time_budget, calibration=args.calibration, device=args.device,
                    tile_step_size=args.tile_step_size)
+    options.update({k: getattr(args, k) for k in FORWARD_KEYS})
     if hasattr(args, "tracer_weights"):
         options["tracer_weights"] = args.tracer_weights
     return options
