@@ -141,11 +141,13 @@ def main(argv: list[str] | None = None) -> int:
                 if args.out:
                     tag = f"{precision}_{'compiled' if compiled else 'eager'}_{args.tile_batch or 'auto'}"
                     note = f"scripts/gpu_inference.py {label}"
+                    options = {"precision": predictor.precision, "tile_batch": args.tile_batch,
+                               "compile_network": compiled}
                     save_calibration(Path(args.out) / f"calibration_{tag}.json", spf, patch_size=(patch,) * 3,
-                                     device=name, n_input_channels=3, note=note)
+                                     device=name, n_input_channels=3, note=note, forward_options=options)
                     if (precision, compiled) == configs[0]:
                         save_calibration(Path(args.out) / "calibration.json", spf, patch_size=(patch,) * 3,
-                                         device=name, n_input_channels=3, note=note)
+                                         device=name, n_input_channels=3, note=note, forward_options=options)
             for n_axes in args.axes:
                 estimate = budget_estimate_s(n_patches, n_axes, n_folds, spf)
                 if spent + estimate > args.max_seconds:

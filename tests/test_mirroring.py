@@ -138,6 +138,10 @@ def test_budget_without_timing_is_an_error() -> None:
 def test_calibration_round_trip(tmp_path) -> None:
     path = save_calibration(tmp_path / "cal.json", 0.125, patch_size=(32, 32, 32), device="cpu")
     assert load_calibration(path)["seconds_per_forward"] == 0.125
+    assert load_calibration(path)["forward_options"] == {}
+    options = {"precision": "bf16", "tile_batch": 4, "compile_network": True}
+    other = save_calibration(tmp_path / "cal2.json", 0.5, patch_size=(32, 32, 32), forward_options=options)
+    assert load_calibration(other)["forward_options"] == options
     policy = MirroringPolicy("budget", time_budget_s=10, calibration=path)
     assert policy.seconds_per_forward == 0.125 and not policy.needs_timing
     with pytest.raises(ConfigError, match="patch size"):

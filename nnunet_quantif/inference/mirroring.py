@@ -384,14 +384,18 @@ def measure_seconds_per_forward(forward: Callable[[], object], device_type: str 
 
 
 def save_calibration(path: PathLike, seconds_per_forward: float, *, patch_size: Sequence[int],
-                     device: str = "", n_input_channels: int | None = None, note: str = "") -> Path:
+                     device: str = "", n_input_channels: int | None = None, note: str = "",
+                     forward_options: dict | None = None) -> Path:
     """Write a calibration JSON for the ``budget`` policy (atomically).
 
     The file holds ``seconds_per_forward`` (one forward pass of one patch, seconds),
-    the ``patch_size`` it was measured with, and the device name.
+    the ``patch_size`` it was measured with, the device name and, when given, the forward
+    options it was measured under (``precision``, ``tile_batch``, ``compile_network``): the time
+    per forward depends on them, so a calibration holds only for predictions run with the same.
     """
     record = {"seconds_per_forward": float(seconds_per_forward), "patch_size": [int(p) for p in patch_size],
               "device": device, "n_input_channels": n_input_channels, "note": note,
+              "forward_options": dict(forward_options or {}),
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     return write_json(record, path)
 
