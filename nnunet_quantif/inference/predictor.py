@@ -38,8 +38,10 @@ Forward options (issue 20; ``scripts/bench_precision.py`` measures them on CPU, 
   first case's clock starts, and its time is kept in ``compile_warmup_s``. Compiled forwards always get the
   same batch size (short batches are padded with copies) so the network compiles once.
 
-Folds run one after the other on the one preprocessed case (nnU-Net's loop); on CPU with the tiny model that
-beat a ``torch.func.stack_module_state`` + ``vmap`` pass over the stacked folds (``docs/benchmarks.md``).
+Folds run one after the other on the one preprocessed case (nnU-Net's loop). A ``torch.func.stack_module_state``
++ ``vmap`` pass over the stacked folds was not consistently faster on CPU with the tiny model (0.7x to 2.0x the
+sequential time, by tile batch; ``scripts/bench_precision.py --folds``, ``docs/benchmarks.md``) and holds every
+fold's activations at once, so the loop stays.
 """
 
 from __future__ import annotations
