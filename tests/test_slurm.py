@@ -328,9 +328,14 @@ def _first_epoch(log: str) -> int:
 @pytest.mark.slow
 @pytest.mark.xdist_group("slurm")
 def test_real_slurm_train_resume_and_predict(tiny_workspace, slurm_cluster, tmp_path):  # noqa: F811
-    """2 tracers x 2 folds on a real Slurm (tiny trainer, CPU, 1 CPU per task); one task cancelled after its
-    first epoch and the submission repeated: it resumes with --c from epoch 1, the finished folds are skipped,
-    the dependent job summarises the folds and trains the tracer classifier; then the sharded prediction."""
+    """2 tracers x 2 folds on a real Slurm (tiny trainer, CPU, 1 CPU per task).
+
+    Fold 0 of each tracer is the cached workspace's finished fold (copied), so the first array covers the three
+    cases of the resume rule: fold 0 is skipped, PSMA fold 1 trains from scratch and FDG fold 1 is cancelled
+    during its second epoch. The same command again resumes FDG fold 1 with --c from epoch 1 and skips the rest;
+    its dependent job summarises the folds and trains the tracer classifier. Then the sharded prediction with the
+    trained folds, and its check + evaluation job.
+    """
     ws = tiny_workspace
     t0 = time.monotonic()
     timings: dict[str, float] = {}
@@ -342,44 +347,52 @@ def test_real_slurm_train_resume_and_predict(tiny_workspace, slurm_cluster, tmp_
     model = f"{ws['trainer']}__{ws['plans']}__{ws['configuration']}"
     fold_dirs = {(t, k): results / ws["datasets"][t]["name"] / model / f"fold_{k}" for t in ("fdg", "psma")
                  for k in (0, 1)}
+    for tracer in ("fdg", "psma"):  # the finished fold 0 (checkpoint_final.pth, validation/summary.json)
+        src = Path(ws["datasets"][tracer]["model_folder"])
+        shutil.copytree(src, fold_dirs[(tracer, 0)].parent, ignore=lambda d, names: [
+            n for n in names if n.startswith("fold_") and n != "fold_0"])
+        assert (fold_dirs[(tracer, 0)] / "checkpoint_final.pth").is_file()
     train = [sys.executable, "-m", "nnunet_quantif", "slurm", "train", "--dataset-fdg", str(fdg["id"]),
              "--dataset-psma", str(psma["id"]), "--trainer-fdg", ws["trainer"], "--trainer-psma", ws["trainer"],
              "-p", ws["plans"], "--folds", "0", "1", "--device", "cpu", "--gres", "none", "--cpus-per-task", "1",
              "--log-dir", str(tmp_path / "logs"), "--tracer-data", ws["src"], "--tracer-out", str(tmp_path / "tracer"),
              "--tracer-args", "--epochs 2 --folds 2 --batch-size 4"]
+    index = {tk: i for i, tk in enumerate(sorted(fold_dirs))}  # fdg 0, fdg 1, psma 0, psma 1
 
-    # 1. the array; cancel task 0 (fdg fold 0) once its first epoch's checkpoint is written and epoch 1 runs
+    # 1. the array; cancel FDG fold 1 once its first epoch's checkpoint is written and epoch 1 runs
     ids1, job1 = _submit(train, env)
-    victim = fold_dirs[("fdg", 0)]
+    victim = fold_dirs[("fdg", 1)]
     deadline = time.monotonic() + 240
     while not any("Epoch 1" in f.read_text() for f in victim.glob("training_log_*.txt")):
-        assert time.monotonic() < deadline, f"fdg fold 0 never reached epoch 1: {list(job1.iterdir())}"
+        assert time.monotonic() < deadline, f"fdg fold 1 never reached epoch 1: {list(job1.iterdir())}"
         time.sleep(0.3)
-    slurm_cluster.run("scancel", f"{ids1['train']}_0")
+    slurm_cluster.run("scancel", f"{ids1['train']}_{index[('fdg', 1)]}")
     assert (victim / "checkpoint_best.pth").is_file() and not (victim / "checkpoint_final.pth").exists()
     states = slurm_cluster.wait([ids1["train"], ids1["summary"]], timeout=400)
     timings["first array"] = time.monotonic() - t0
-    assert states[f"{ids1['train']}_0"] == "CANCELLED", states
-    assert all(states[f"{ids1['train']}_{i}"] == "COMPLETED" for i in (1, 2, 3)), states
+    task_state = {tk: states[f"{ids1['train']}_{i}"] for tk, i in index.items()}
+    assert task_state == {("fdg", 0): "COMPLETED", ("fdg", 1): "CANCELLED", ("psma", 0): "COMPLETED",
+                          ("psma", 1): "COMPLETED"}, states
     assert states[ids1["summary"]] in ("CANCELLED", "DEPENDENCY_NEVER_SATISFIED"), states  # afterok not met
     assert not (job1 / "summary.json").exists()
     assert not (victim / "checkpoint_final.pth").exists()
-    for i, (t, k) in enumerate(sorted(fold_dirs)):
-        assert (job1 / f"{ids1['train']}_{i}_{t}_fold{k}.log").is_file()  # logs named by index, tracer, fold
-        if i:
-            assert (fold_dirs[(t, k)] / "checkpoint_final.pth").is_file()
+    logs1 = {tk: (job1 / f"{ids1['train']}_{i}_{tk[0]}_fold{tk[1]}.log").read_text() for tk, i in index.items()}
+    assert all("skipped: " in logs1[(t, 0)] and "Epoch" not in logs1[(t, 0)] for t in ("fdg", "psma"))
+    fresh = logs1[("psma", 1)]
+    assert "resuming" not in fresh and " --c" not in fresh and _first_epoch(fresh) == 0
+    assert (fold_dirs[("psma", 1)] / "checkpoint_final.pth").is_file()
+    assert _first_epoch(logs1[("fdg", 1)]) == 0
 
     # 2. the same command again: the cancelled fold resumes, the finished ones are skipped, then the summary
     ids2, job2 = _submit(train, env)
     states = slurm_cluster.wait([ids2["train"], ids2["summary"]], timeout=400)
     timings["resubmission"] = time.monotonic() - t0 - timings["first array"]
     assert set(states.values()) == {"COMPLETED"}, (states, sorted(p.name for p in job2.iterdir()))
-    logs = {i: (job2 / f"{ids2['train']}_{i}_{t}_fold{k}.log").read_text() for i, (t, k) in
-            enumerate(sorted(fold_dirs))}
-    assert "resuming from the checkpoint" in logs[0] and " --c" in logs[0]
-    assert _first_epoch(logs[0]) == 1  # continued after the saved epoch 0, not from scratch
-    assert _first_epoch((job1 / f"{ids1['train']}_0_fdg_fold0.log").read_text()) == 0
-    assert all("skipped: " in logs[i] and "Epoch" not in logs[i] for i in (1, 2, 3))
+    logs2 = {tk: (job2 / f"{ids2['train']}_{i}_{tk[0]}_fold{tk[1]}.log").read_text() for tk, i in index.items()}
+    resumed = logs2[("fdg", 1)]
+    assert "resuming from the checkpoint" in resumed and " --c" in resumed
+    assert _first_epoch(resumed) == 1  # continued after the saved epoch 0, not from scratch
+    assert all("skipped: " in logs2[tk] and "Epoch" not in logs2[tk] for tk in index if tk != ("fdg", 1))
     assert all((d / "checkpoint_final.pth").is_file() for d in fold_dirs.values())
     summary = json.loads((job2 / "summary.json").read_text())
     assert summary["complete"] and [(f["tracer"], f["fold"], f["status"]) for f in summary["folds"]] == \
