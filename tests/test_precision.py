@@ -9,7 +9,7 @@ measured on this model and case (``scripts/bench_precision.py`` measures the ful
   and none where fp32 decides with a logit margin above 1.0 (the largest margin of a flipped voxel measured was
   0.66; logits span -6..26 and bf16 moves them by up to 1.0);
 * tile batch 4 (with mirrored copies) equals tile batch 1: logits within 1e-5;
-* a compiled network equals the eager one: logits within 1e-4.
+* a compiled network equals the eager one: logits within 1e-4 (fp32 sums).
 
 fp16 on CPU is refused (autocast runs it without native kernels, 26x slower than fp32 here), with one line.
 """
@@ -107,9 +107,11 @@ def test_accumulate_fp32_sums_in_fp32_and_agrees(model, data, fp32_logits):
     p = load_predictor(model, folds=(0,), device="cpu", mirroring="none", accumulate="fp32")
     exact = p.predict_logits_from_preprocessed_data(data)
     assert exact.dtype == torch.float32 and fp32_logits.dtype == torch.float32
-    # the fp16 sums round each voxel's logits to 11 bits: |logit| < 8 here, so within 2**-8 after the division
-    torch.testing.assert_close(exact, fp32_logits, rtol=0, atol=2 ** -7)
-    assert not torch.equal(exact, fp32_logits)
+    # nnU-Net's fp16 sums round to 11 bits and lose more where the Gaussian weights are tiny (the volume's
+    # borders): up to 0.5 measured; the masks differ in 0.03 % of voxels (measured)
+    diff = (exact - fp32_logits).abs()
+    assert 0 < diff.max() <= 1.0
+    assert (exact.argmax(0) != fp32_logits.argmax(0)).float().mean() <= 1e-3
 
 
 def test_seconds_per_forward_runs_with_the_chosen_precision_and_batch(model, data):
@@ -149,9 +151,12 @@ def test_compile_plumbing_equals_eager(model, data, monkeypatch):
 
 @pytest.mark.slow
 def test_compile_inductor_equals_eager(model, data):
+    """Inductor fuses operations, so the fp32 network outputs move by about 1e-6; the sums are fp32 here
+    (in fp16 sums that moves some voxels by one or two fp16 steps, up to 0.007 measured)."""
     crop = data[:, :48, :64, :64]
-    eager = load_predictor(model, folds=(0,), device="cpu", mirroring="none", tile_batch=4)
-    comp = load_predictor(model, folds=(0,), device="cpu", mirroring="none", tile_batch=4, compile_network=True)
+    options = dict(folds=(0,), device="cpu", mirroring="none", tile_batch=4, accumulate="fp32")
+    eager = load_predictor(model, **options)
+    comp = load_predictor(model, compile_network=True, **options)
     torch.testing.assert_close(comp.predict_logits_from_preprocessed_data(crop),
                                eager.predict_logits_from_preprocessed_data(crop), rtol=0, atol=1e-4)
 
