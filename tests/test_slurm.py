@@ -295,7 +295,8 @@ def test_summary_and_check(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def slurm_cluster():
-    """A single-node Slurm (2 CPUs) for this module; skipped with the reason where it cannot start."""
+    """A single-node Slurm (2 CPUs) for this module; skipped with the reason where it cannot start
+    (a failure instead with ``QUANTIF_REQUIRE_SLURM=1``, as in ``.ci/run``)."""
     import tempfile
 
     from _slurm_cluster import SlurmUnavailable, start_cluster
@@ -306,6 +307,8 @@ def slurm_cluster():
         cluster = start_cluster(root, cpus=2)
     except SlurmUnavailable as e:
         shutil.rmtree(root, ignore_errors=True)
+        if os.environ.get("QUANTIF_REQUIRE_SLURM") == "1":  # CI: a skip would hide a broken setup
+            pytest.fail(f"Slurm cannot be started here (QUANTIF_REQUIRE_SLURM=1): {e}")
         pytest.skip(f"Slurm cannot be started here: {e}")
     yield cluster
     cluster.stop()
