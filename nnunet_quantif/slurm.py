@@ -403,7 +403,7 @@ def summary_script(job_dir: Path, *, variables: dict[str, str], setup: Sequence[
               f"--out {shlex.quote(str(job_dir / 'summary.json'))}"]
     if tracer_data:
         lines += ['echo "=== $(date -Is) tracer classifier"',
-                  f"{quantif} tracer train --data {shlex.quote(tracer_data)} --out {shlex.quote(tracer_out or '')} "
+                  f"{quantif} tracer train -i {shlex.quote(tracer_data)} --out {shlex.quote(tracer_out or '')} "
                   + " ".join(shlex.quote(a) for a in tracer_args)]
     lines += ['echo "=== $(date -Is) done"']
     return "\n".join(line.rstrip() for line in lines) + "\n"
@@ -437,7 +437,7 @@ def plan_training(*, datasets: dict[str, str], trainers: dict[str, str] | None =
     setup : sequence of str
         Shell lines run first in every script (``module load ...``, ``source venv/bin/activate``).
     tracer_data, tracer_out, tracer_args
-        ``quantif tracer train --data --out`` and further arguments; no classifier training without
+        ``quantif tracer train -i --out`` and further arguments; no classifier training without
         ``tracer_data``.
     check_paths : bool
         Check the inputs and outputs now (``pretrained`` exists, the job folder and ``tracer_out`` can be

@@ -69,7 +69,7 @@ def test_training_plan_exact_sbatch_arguments(tmp_path):
     assert ("  3) TRACER=psma DATASET=Dataset902_QuantIFPSMA DATASET_GLOB=Dataset902_QuantIFPSMA "
             "TRAINER=nnUNetTrainerQuantIF_PSMA FOLD=1 ;;") in text
     assert "export nnUNet_results=/ws/results" in text and "PLANS=P" in text and "DEVICE=cuda" in text
-    assert f"--data {tmp_path} --out /ws/results/tracer_classifier --epochs 3" in summary.text
+    assert f"-i {tmp_path} --out /ws/results/tracer_classifier --epochs 3" in summary.text
     record = json.loads(plan.files[job / "tasks.json"])
     assert record["results"] == "/ws/results" and len(record["tasks"]) == 4
     assert plan.shell_lines()[1].endswith(f"--dependency=afterok:${{TRAIN_JOB}} --kill-on-invalid-dep=yes "

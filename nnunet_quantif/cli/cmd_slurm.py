@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--device", choices=("cuda", "cpu", "mps"), default="cuda", help="nnUNetv2_train -device")
     t.add_argument("--workspace", metavar="DIR", help="nnU-Net folders under DIR (default: the environment's)")
     t.add_argument("--tracer-data", metavar="DIR",
-                   help="PET folder for `quantif tracer train --data` in the final job (default: no classifier)")
+                   help="PET folder for `quantif tracer train -i` in the final job (default: no classifier)")
     t.add_argument("--tracer-out", metavar="DIR",
                    help="tracer classifier weights folder (default $nnUNet_results/tracer_classifier)")
     t.add_argument("--tracer-args", default="", metavar="ARGS",
