@@ -527,8 +527,7 @@ class Session:
         folds = p.list_of_parameters
         if case["tiles"] is None:
             case["tiles"] = [[None] * len(case["slicers"]) for _ in folds]
-        p.network = p.network.to(p.device)
-        p.network.eval()
+        p.prepare_network()  # on the device, in eval mode; compiled once with the pipeline's --compile
         model_axes = p.allowed_mirroring_axes
         p.allowed_mirroring_axes = case["axes"]
         amp = torch.autocast(p.device.type, enabled=True) if p.device.type == "cuda" else dummy_context()
