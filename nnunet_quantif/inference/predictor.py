@@ -451,6 +451,7 @@ class QuantIFPredictor(nnUNetPredictor):
         gaussian = compute_gaussian(tuple(self.configuration_manager.patch_size), sigma_scale=1. / 8,
                                     value_scaling_factor=10, device=results_device) if self.use_gaussian else 1
         step = self.tiles_per_step()
+        predictions = None
         with tqdm(desc=None, total=len(slicers), disable=not self.allow_tqdm) as pbar:
             for start in range(0, len(slicers), step):
                 group = slicers[start:start + step]
