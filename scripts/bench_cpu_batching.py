@@ -35,7 +35,7 @@ def main() -> int:
 
     from nnunet_quantif.config import load_json_config
     from nnunet_quantif.inference.pipeline import load_predictor
-    from nnunet_quantif.inference.random_model import write_random_model
+    from nnunet_quantif.testing.random_model import write_random_model
 
     torch.set_num_threads(args.threads)
     tiny = load_json_config("plans_tiny.json")

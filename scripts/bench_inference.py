@@ -72,8 +72,8 @@ def main() -> int:
     if args.worker:
         return worker(args)
 
-    from nnunet_quantif.inference.random_model import AUTOPET_SPACING_ZYX, write_random_model
     from nnunet_quantif.io import Geometry, write_image
+    from nnunet_quantif.testing.random_model import AUTOPET_SPACING_ZYX, write_random_model
 
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp:
         tmp = Path(tmp)

@@ -76,8 +76,8 @@ def _run_config(config: str, model: Path, ct: Path, pet: Path, out: Path, args: 
 def bench_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from nnunet_quantif.inference.random_model import AUTOPET_SPACING_ZYX, write_random_model
     from nnunet_quantif.io import read_image
+    from nnunet_quantif.testing.random_model import AUTOPET_SPACING_ZYX, write_random_model
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_precision_"))
     try:
@@ -116,7 +116,7 @@ def bench_folds(args: argparse.Namespace) -> int:
     from torch.func import functional_call, stack_module_state
 
     from nnunet_quantif.inference.pipeline import load_predictor
-    from nnunet_quantif.inference.random_model import write_random_model
+    from nnunet_quantif.testing.random_model import write_random_model
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_folds_"))
     try:

@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from nnunet_quantif.inference.pipeline import QuantIFPipeline
-    from nnunet_quantif.inference.random_model import write_random_model
     from nnunet_quantif.interactive import Session
     from nnunet_quantif.phantoms import generate_case
+    from nnunet_quantif.testing.random_model import write_random_model
 
     torch.set_num_threads(args.threads)
     case = generate_case("fdg", size=args.size, seed=args.seed, healthy=False)

@@ -42,7 +42,7 @@ def build_predictor(architecture: str, patch: int, device, n_folds: int, **forwa
 
     from nnunet_quantif.inference.mirroring import MirroringPolicy
     from nnunet_quantif.inference.predictor import QuantIFPredictor
-    from nnunet_quantif.inference.random_model import QUANTIF_CHANNELS, random_plans
+    from nnunet_quantif.testing.random_model import QUANTIF_CHANNELS, random_plans
 
     plans = random_plans(patch_size=(patch,) * 3, architecture=architecture)
     pm = PlansManager(plans)

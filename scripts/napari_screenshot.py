@@ -50,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     from qtpy.QtWidgets import QApplication
 
     from nnunet_quantif.inference.pipeline import QuantIFPipeline
-    from nnunet_quantif.inference.random_model import write_random_model
     from nnunet_quantif.io import write_image
     from nnunet_quantif.napari import PLUGIN_NAME, WIDGET_NAME
     from nnunet_quantif.napari.logic import voxel_to_world
     from nnunet_quantif.phantoms.dataset import generate_case
+    from nnunet_quantif.testing.random_model import write_random_model
 
     torch.set_num_threads(2)
     case = generate_case("fdg", "small", seed=args.seed, healthy=False)

@@ -483,7 +483,7 @@ def test_header_tracer_disagreement_with_classifier_is_logged(tmp_path, phantom,
 def constant_models(tmp_path_factory):
     """An FDG model that predicts background everywhere and a PSMA model that predicts lesion everywhere,
     so the mask shows which model the header's tracer routed the case to."""
-    from nnunet_quantif.inference.random_model import write_random_model
+    from nnunet_quantif.testing.random_model import write_random_model
 
     root = tmp_path_factory.mktemp("dicom_models")
     fdg = write_random_model(root / "fdg", folds=(0,), patch_size=(16, 16, 16), constant_output=0)

@@ -240,7 +240,7 @@ def test_cli_evaluate_interactive_baselines_only(tiny_data, tmp_path, capsys):
 
 def test_cli_evaluate_interactive_with_random_model(tiny_data, tmp_path, capsys):
     """The model path end to end (pipeline, heatmap, sliding window) with randomly initialised weights."""
-    from nnunet_quantif.inference.random_model import write_random_model
+    from nnunet_quantif.testing.random_model import write_random_model
 
     model = write_random_model(tmp_path / "model", folds=(0,), patch_size=(16, 16, 16), spacing_zyx=SPACING_ZYX)
     out = tmp_path / "with_model"

@@ -20,9 +20,9 @@ from nnunet_quantif.cli import main as quantif_main
 from nnunet_quantif.errors import GridMismatchError, InputFileError, ModelError, TracerError
 from nnunet_quantif.inference.mirroring import MirroringPolicy
 from nnunet_quantif.inference.pipeline import QuantIFPipeline, find_cases, load_predictor
-from nnunet_quantif.inference.random_model import AUTOPET_SPACING_ZYX, write_random_model
 from nnunet_quantif.inference.routing import find_model_folder
 from nnunet_quantif.io import Geometry, check_same_grid, read_image, write_image
+from nnunet_quantif.testing.random_model import AUTOPET_SPACING_ZYX, write_random_model
 
 PATCH = (16, 16, 16)
 SHAPE = (12, 14, 16)  # (z, y, x), smaller than one patch after padding

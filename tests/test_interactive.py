@@ -19,10 +19,10 @@ import torch
 from nnunet_quantif.clicks import Clicks
 from nnunet_quantif.errors import ClickError, QuantIFError
 from nnunet_quantif.inference.pipeline import QuantIFPipeline
-from nnunet_quantif.inference.random_model import AUTOPET_SPACING_ZYX, write_random_model
 from nnunet_quantif.interactive import Session, SessionError
 from nnunet_quantif.io import Geometry, read_image, write_image
 from nnunet_quantif.quantify import quantify
+from nnunet_quantif.testing.random_model import AUTOPET_SPACING_ZYX, write_random_model
 
 PATCH = (16, 16, 16)
 SHAPE = (40, 48, 48)  # (z, y, x): 4 x 5 x 5 tiles of 16^3 at step 0.5

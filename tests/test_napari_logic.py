@@ -16,12 +16,12 @@ import torch
 from nnunet_quantif.clicks import Clicks, read_clicks
 from nnunet_quantif.errors import ClickError, ConfigError, GridMismatchError, InputFileError, OverwriteInputError
 from nnunet_quantif.inference.pipeline import QuantIFPipeline
-from nnunet_quantif.inference.random_model import write_random_model
 from nnunet_quantif.interactive import Session
 from nnunet_quantif.io import Geometry, read_geometry, read_image, write_image
 from nnunet_quantif.napari import logic
 from nnunet_quantif.phantoms.dataset import generate_case
 from nnunet_quantif.quantify import CSV_COLUMNS, quantify
+from nnunet_quantif.testing.random_model import write_random_model
 
 CROP_SHAPE = (40, 48, 64)  # (z, y, x): unequal sides, so a swapped axis shows
 PATCH = (32, 32, 32)  # 2 x 2 x 3 tiles at step 0.5

@@ -29,8 +29,8 @@ from nnunet_quantif.inference.mirroring import MirroringPolicy, sliding_window_p
 from nnunet_quantif.inference.pipeline import QuantIFPipeline
 from nnunet_quantif.inference.postprocessing import postprocess_with_stats
 from nnunet_quantif.inference.predictor import QuantIFPredictor
-from nnunet_quantif.inference.random_model import AUTOPET_SPACING_ZYX, write_random_model
 from nnunet_quantif.io import Geometry, check_same_grid, read_image, write_image
+from nnunet_quantif.testing.random_model import AUTOPET_SPACING_ZYX, write_random_model
 
 PATCH = (16, 16, 16)
 SHAPE = (20, 24, 28)  # (z, y, x): several sliding-window tiles, no two extents alike

@@ -23,9 +23,9 @@ import torch
 from nnunet_quantif.cli import main as quantif_main
 from nnunet_quantif.errors import ConfigError
 from nnunet_quantif.inference.pipeline import QuantIFPipeline, load_predictor
-from nnunet_quantif.inference.random_model import write_random_model
 from nnunet_quantif.io import write_image
 from nnunet_quantif.phantoms.dataset import generate_case
+from nnunet_quantif.testing.random_model import write_random_model
 
 PATCH = (32, 32, 32)
 

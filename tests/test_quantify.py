@@ -244,7 +244,7 @@ def test_predict_stats_writes_a_lesion_table_beside_each_mask(tmp_path, capsys) 
     """``quantif predict --stats`` in one-case and folder mode, with a tiny random model that predicts lesion
     everywhere (so the table is one lesion covering the image, whose SUVmean is the PET's mean)."""
     torch = pytest.importorskip("torch")
-    from nnunet_quantif.inference.random_model import write_random_model
+    from nnunet_quantif.testing.random_model import write_random_model
 
     n_threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -97,7 +97,7 @@ def random_plans(*, patch_size: Sequence[int] = (32, 32, 32),
             "architecture": _architecture(architecture, patch_size),
             "batch_dice": False,
         }},
-        "experiment_planner_used": "nnunet_quantif.inference.random_model",
+        "experiment_planner_used": "nnunet_quantif.testing.random_model",
         "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": props,
     }
