@@ -49,10 +49,10 @@ class Mutation:
 _PIPELINE_VS_STOCK = "tests/test_pipeline_vs_nnunet.py::test_quantif_predict_equals_stock_nnunet_plus_postprocess"
 
 MUTATIONS: tuple[Mutation, ...] = (
-    Mutation("M5", "click mapping in conversion without the (x,y,z)->(z,y,x) reversal",
-             "nnunet_quantif/conversion.py",
-             (("index_to_physical(np.asarray(zyx)[::-1])", "index_to_physical(np.asarray(zyx))"),
-              ("out.append(xyz[::-1])", "out.append(xyz)")),
+    Mutation("M5", "click mapping between grids without the (x,y,z)->(z,y,x) reversal",
+             "nnunet_quantif/clicks.py",
+             (("dst.nearest_index(src.index_to_physical(zyx[::-1]))[::-1]",
+               "dst.nearest_index(src.index_to_physical(zyx))"),),
              ("tests/test_conversion_click_mapping.py",)),
     Mutation("M6", "organ pseudo Dice computed as Jaccard (trainer validation)",
              "nnunet_quantif/training/trainers.py",
@@ -71,8 +71,8 @@ MUTATIONS: tuple[Mutation, ...] = (
              (("write_image(result.mask, geometry,", "write_image(result.mask[::-1, :, ::-1].copy(), geometry,"),),
              (_PIPELINE_VS_STOCK,)),
     Mutation("M11", "the PET fed in the CT channel",
-             "nnunet_quantif/inference/pipeline.py",
-             (("np.stack([ct, pet,", "np.stack([pet, pet,"),),
+             "nnunet_quantif/layout.py",
+             (("arrays = {CT_CHANNEL: ct, PET_CHANNEL: pet,", "arrays = {CT_CHANNEL: pet, PET_CHANNEL: pet,"),),
              (_PIPELINE_VS_STOCK,)),
     Mutation("C1", "metrics: 26-connected lesion components instead of 18",
              "nnunet_quantif/evaluation/metrics.py",
