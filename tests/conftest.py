@@ -20,6 +20,18 @@ def _single_thread_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("nnUNet_def_n_proc", "1")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): tiny networks
+    run fastest single-threaded; on a loaded 2-core machine 2 threads were ~20x slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 #: Three of those files, shipped with the tests (see tests/data/README.md).
 SHIPPED_CLICKS_DIR = Path(__file__).resolve().parent / "data" / "autopet-iv-clicks"
 

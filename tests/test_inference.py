@@ -31,13 +31,7 @@ DIRECTION = (0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 GEOMETRY = Geometry.from_shape(SHAPE, AUTOPET_SPACING_ZYX, origin=(-120.5, 33.0, 810.0), direction=DIRECTION)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny networks run fastest single-threaded; on a loaded 2-core machine 2 threads are ~20x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from nnunet_quantif.clicks import Clicks
 from nnunet_quantif.errors import ClickError, QuantIFError
@@ -31,12 +30,7 @@ TUMOR_XYZ = (8, 8, 6)  # near a corner: its Gaussian cube reaches few tiles
 BACKGROUND_XYZ = (40, 40, 33)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,15 @@ if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.env
     pytest.skip("no display: install Xvfb (apt-get install xvfb libgl1-mesa-dri ...) and pytest-xvfb, which starts "
                 "it for the tests", allow_module_level=True)
 
-from test_napari_logic import _one_torch_thread, echo_pipeline, model, phantom  # noqa: E402, F401
+from test_napari_logic import echo_pipeline, model, phantom  # noqa: E402, F401
 
 from nnunet_quantif.clicks import Clicks, read_clicks  # noqa: E402
 from nnunet_quantif.errors import OverwriteInputError  # noqa: E402
 from nnunet_quantif.io import read_geometry, read_image  # noqa: E402
 from nnunet_quantif.napari import PLUGIN_NAME, WIDGET_NAME  # noqa: E402
 from nnunet_quantif.napari.logic import voxel_to_world  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TIMEOUT_MS = 120_000
 

@@ -27,12 +27,7 @@ CROP_SHAPE = (40, 48, 64)  # (z, y, x): unequal sides, so a swapped axis shows
 PATCH = (32, 32, 32)  # 2 x 2 x 3 tiles at step 0.5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

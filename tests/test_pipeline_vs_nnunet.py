@@ -45,13 +45,7 @@ TUMOR_XYZ = ((8, 7, 6), (21, 16, 13))
 BACKGROUND_XYZ = ((3, 20, 16),)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny networks run fastest single-threaded on a loaded 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write_case(folder: Path) -> dict[str, Path]:
