@@ -44,8 +44,8 @@ def test_training_logs_both_losses_and_the_organ_loss_falls(tiny_workspace, trac
 def test_nnunetv2_predict_writes_binary_masks_on_the_input_grid(tiny_workspace, tmp_path,  # noqa: F811
                                                                  monkeypatch, one_torch_thread):
     # one torch thread in here, as in the nnUNetv2_predict subprocess (nnUNet_def_n_proc=1 caps nnU-Net's sliding
-    # window at one thread): with two threads here the convolutions sum in another order, and this 2-epoch model's
-    # near-ties flipped 1 voxel of 1.47 M on CI
+    # window at one thread): with two threads the convolutions may sum in another order. CI once saw 1 voxel of
+    # 1.47 M differ with two; the thread count was the one difference found between the two sides
     ws = tiny_workspace
     d = ws["datasets"]["fdg"]
     case = d["val_cases"][0]
