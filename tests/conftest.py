@@ -22,8 +22,9 @@ def _single_thread_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): tiny networks
-    run fastest single-threaded; on a loaded 2-core machine 2 threads were ~20x slower."""
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``, or a test's
+    argument, which holds it from that test to the module's end): tiny networks run fastest single-threaded; on a
+    loaded 2-core machine 2 threads were ~20x slower."""
     import torch
 
     n = torch.get_num_threads()

@@ -492,20 +492,14 @@ def constant_models(tmp_path_factory):
 
 
 @pytest.mark.parametrize("text,tracer", [("18F-FDG", "fdg"), ("68Ga-PSMA-11", "psma")])
-def test_predict_end_to_end_dicom_in_dicom_seg_out(tmp_path, phantom, constant_models, text, tracer):
-    import torch
-
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        fdg, psma = constant_models
-        write_ct(tmp_path / "ct", phantom)
-        write_pet(tmp_path / "pet", phantom, "midnight", tracer_text=("", text))
-        assert _quantif("predict", "--model-fdg", fdg, "--model-psma", psma, "--folds", "0", "--device", "cpu",
-                        "--no-postprocess", "--ct", tmp_path / "ct", "--pet", tmp_path / "pet",
-                        "--out", tmp_path / "seg.dcm", "--output-type", "dicom-seg") == 0
-    finally:
-        torch.set_num_threads(n_threads)
+def test_predict_end_to_end_dicom_in_dicom_seg_out(tmp_path, phantom, constant_models, text, tracer,
+                                                   one_torch_thread):
+    fdg, psma = constant_models
+    write_ct(tmp_path / "ct", phantom)
+    write_pet(tmp_path / "pet", phantom, "midnight", tracer_text=("", text))
+    assert _quantif("predict", "--model-fdg", fdg, "--model-psma", psma, "--folds", "0", "--device", "cpu",
+                    "--no-postprocess", "--ct", tmp_path / "ct", "--pet", tmp_path / "pet",
+                    "--out", tmp_path / "seg.dcm", "--output-type", "dicom-seg") == 0
     labels, ds, slices = _read_seg(tmp_path / "seg.dcm", tmp_path / "pet")
     _check_references(ds, slices)
     assert labels.shape == phantom.suv.shape

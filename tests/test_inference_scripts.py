@@ -6,8 +6,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import torch
-
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
@@ -18,14 +16,8 @@ def load_script(name: str):
     return module
 
 
-def test_gpu_inference_smoke(tmp_path, capsys) -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        rc = load_script("gpu_inference").main(["--smoke", "--axes", "0", "2", "--folds", "1", "2",
-                                                "--out", str(tmp_path)])
-    finally:
-        torch.set_num_threads(threads)
+def test_gpu_inference_smoke(tmp_path, capsys, one_torch_thread) -> None:
+    rc = load_script("gpu_inference").main(["--smoke", "--axes", "0", "2", "--folds", "1", "2", "--out", str(tmp_path)])
     assert rc == 0
     rows = json.loads((tmp_path / "results.json").read_text())
     assert [(r["axes"], r["folds"]) for r in rows] == [(0, 1), (2, 1), (0, 2), (2, 2)]

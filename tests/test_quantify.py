@@ -240,37 +240,31 @@ def test_lesion_csv_beside_a_mask(tmp_path) -> None:
     assert len(list(csv.DictReader(out.open()))) == 2
 
 
-def test_predict_stats_writes_a_lesion_table_beside_each_mask(tmp_path, capsys) -> None:
+def test_predict_stats_writes_a_lesion_table_beside_each_mask(tmp_path, capsys, one_torch_thread) -> None:
     """``quantif predict --stats`` in one-case and folder mode, with a tiny random model that predicts lesion
     everywhere (so the table is one lesion covering the image, whose SUVmean is the PET's mean)."""
-    torch = pytest.importorskip("torch")
     from nnunet_quantif.testing.random_model import write_random_model
 
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = write_random_model(tmp_path / "model", folds=(0,), patch_size=(16, 16, 16), constant_output=1)
-        rng = np.random.default_rng(0)
-        shape = (6, 7, 8)
-        geom = Geometry(shape[::-1], SPACING_XYZ, ORIGIN)
-        pet_arr = rng.gamma(2.0, 1.0, shape).astype(np.float32)
-        ct = write_image(rng.normal(0, 200, shape).astype(np.float32), geom, tmp_path / "in" / "c_0000.nii.gz")
-        pet = write_image(pet_arr, geom, tmp_path / "in" / "c_0001.nii.gz")
-        common = ["--model-psma", str(model), "--tracer", "psma", "--folds", "0", "--device", "cpu",
-                  "--no-postprocess", "--stats"]
-        out = tmp_path / "one" / "case7.mha"
-        assert quantif_main(["predict", "--ct", str(ct), "--pet", str(pet), "--out", str(out), *common]) == 0
-        rows = list(csv.DictReader((tmp_path / "one" / "case7_lesions.csv").open()))
-        assert len(rows) == 1 and int(rows[0]["voxels"]) == pet_arr.size
-        assert float(rows[0]["suv_mean"]) == pytest.approx(float(pet_arr.astype(np.float64).mean()), rel=1e-6)
-        assert float(rows[0]["mtv_ml"]) == pytest.approx(pet_arr.size * VOX_ML)
-        # folder mode
-        assert quantif_main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "many"), *common]) == 0
-        assert (tmp_path / "many" / "c.nii.gz").is_file()
-        rows = list(csv.DictReader((tmp_path / "many" / "c_lesions.csv").open()))
-        assert len(rows) == 1 and float(rows[0]["suv_max"]) == pytest.approx(float(pet_arr.max()))
-    finally:
-        torch.set_num_threads(n_threads)
+    model = write_random_model(tmp_path / "model", folds=(0,), patch_size=(16, 16, 16), constant_output=1)
+    rng = np.random.default_rng(0)
+    shape = (6, 7, 8)
+    geom = Geometry(shape[::-1], SPACING_XYZ, ORIGIN)
+    pet_arr = rng.gamma(2.0, 1.0, shape).astype(np.float32)
+    ct = write_image(rng.normal(0, 200, shape).astype(np.float32), geom, tmp_path / "in" / "c_0000.nii.gz")
+    pet = write_image(pet_arr, geom, tmp_path / "in" / "c_0001.nii.gz")
+    common = ["--model-psma", str(model), "--tracer", "psma", "--folds", "0", "--device", "cpu",
+              "--no-postprocess", "--stats"]
+    out = tmp_path / "one" / "case7.mha"
+    assert quantif_main(["predict", "--ct", str(ct), "--pet", str(pet), "--out", str(out), *common]) == 0
+    rows = list(csv.DictReader((tmp_path / "one" / "case7_lesions.csv").open()))
+    assert len(rows) == 1 and int(rows[0]["voxels"]) == pet_arr.size
+    assert float(rows[0]["suv_mean"]) == pytest.approx(float(pet_arr.astype(np.float64).mean()), rel=1e-6)
+    assert float(rows[0]["mtv_ml"]) == pytest.approx(pet_arr.size * VOX_ML)
+    # folder mode
+    assert quantif_main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "many"), *common]) == 0
+    assert (tmp_path / "many" / "c.nii.gz").is_file()
+    rows = list(csv.DictReader((tmp_path / "many" / "c_lesions.csv").open()))
+    assert len(rows) == 1 and float(rows[0]["suv_max"]) == pytest.approx(float(pet_arr.max()))
     capsys.readouterr()
 
 
