@@ -41,11 +41,17 @@ def test_training_logs_both_losses_and_the_organ_loss_falls(tiny_workspace, trac
     assert (fold / "validation" / "summary.json").is_file()  # final validation ran (lesion head)
 
 
+#: How close to a tie (lesion probability 0.5) a voxel must be for ``quantif predict`` and ``nnUNetv2_predict`` to
+#: be allowed to disagree on it. On CPU ``quantif predict`` pairs a lone sliding-window tile with a copy of itself
+#: (a batch of 2 runs oneDNN instead of ``slow_conv3d``, about 3x faster), so its tile logits differ from stock
+#: nnU-Net's batch-1 forward in the last bits, and after nnU-Net's fp16 sums by up to one fp16 step. Measured on the
+#: workspace's tiny model and this case (preprocessed logits of both predictors in one process, one thread): 1461 of
+#: 368 640 logits differ, by at most 0.00195, and the lesion probability by at most 0.00048; CI saw one voxel flip.
+NEAR_TIE = 0.01
+
+
 def test_nnunetv2_predict_writes_binary_masks_on_the_input_grid(tiny_workspace, tmp_path,  # noqa: F811
                                                                  monkeypatch, one_torch_thread):
-    # one torch thread in here, as in the nnUNetv2_predict subprocess (nnUNet_def_n_proc=1 caps nnU-Net's sliding
-    # window at one thread): with two threads the convolutions may sum in another order. CI once saw 1 voxel of
-    # 1.47 M differ with two; the thread count was the one difference found between the two sides
     ws = tiny_workspace
     d = ws["datasets"]["fdg"]
     case = d["val_cases"][0]
@@ -57,7 +63,8 @@ def test_nnunetv2_predict_writes_binary_masks_on_the_input_grid(tiny_workspace, 
     out = tmp_path / "out"
     run_logged([_bin("nnUNetv2_predict"), "-i", str(inp), "-o", str(out), "-d", str(d["id"]), "-tr", ws["trainer"],
                 "-p", ws["plans"], "-c", ws["configuration"], "-f", "0", "--disable_tta", "-device", "cpu",
-                "-npp", "1", "-nps", "1"], {**__import__("os").environ, **ws["env"]}, tmp_path / "predict.log")
+                "-npp", "1", "-nps", "1", "--save_probabilities"], {**__import__("os").environ, **ws["env"]},
+               tmp_path / "predict.log")
     mask_path = out / f"{case}.nii.gz"
     assert mask_path.is_file(), (tmp_path / "predict.log").read_text()[-2000:]
     mask, ref = sitk.ReadImage(str(mask_path)), sitk.ReadImage(str(images / f"{case}_0000.nii.gz"))
@@ -65,21 +72,38 @@ def test_nnunetv2_predict_writes_binary_masks_on_the_input_grid(tiny_workspace, 
     np.testing.assert_allclose(mask.GetSpacing(), ref.GetSpacing(), rtol=1e-5)
     np.testing.assert_allclose(mask.GetOrigin(), ref.GetOrigin(), atol=1e-3)
     np.testing.assert_allclose(mask.GetDirection(), ref.GetDirection(), atol=1e-6)
-    values = set(np.unique(sitk.GetArrayViewFromImage(mask)).tolist())
-    assert values <= {0, 1}
-    # quantif predict (no mirroring) on the same case = nnUNetv2_predict --disable_tta + quantif postprocess
-    # (the 2-epoch workspace model may predict no lesion at all; tests/test_pipeline_vs_nnunet.py makes the same
-    # comparison with a random-weight model whose mask is scattered)
+    stock_raw = sitk.GetArrayFromImage(mask)
+    assert set(np.unique(stock_raw).tolist()) <= {0, 1}
+    lesion_p = np.load(out / f"{case}.npz")["probabilities"][1]
+    assert lesion_p.shape == stock_raw.shape
+
+    # quantif predict (no mirroring) on the same case = nnUNetv2_predict --disable_tta (+ quantif postprocess),
+    # except at voxels whose lesion probability is within NEAR_TIE of 0.5 (see NEAR_TIE). The 2-epoch workspace
+    # model may predict no lesion at all; tests/test_pipeline_vs_nnunet.py makes the same comparison with a
+    # random-weight model whose mask is scattered.
     from nnunet_quantif.cli import main as quantif_main
 
-    cleaned, ours = tmp_path / "stock_postprocessed.nii.gz", tmp_path / "quantif.nii.gz"
-    assert quantif_main(["postprocess", "--mask", str(mask_path), "--pet", str(inp / f"{case}_0001.nii.gz"),
-                         "--out", str(cleaned)]) == 0
     for key, value in ws["env"].items():
         monkeypatch.setenv(key, value)
-    assert quantif_main(["predict", "--ct", str(inp / f"{case}_0000.nii.gz"), "--pet", str(inp / f"{case}_0001.nii.gz"),
-                         "--clicks", str(Path(ws["src"]) / "clicks" / f"{case}_clicks.json"), "--out", str(ours),
-                         "--model-fdg", d["model_folder"], "--tracer", "fdg", "--folds", "0", "--device", "cpu",
-                         "--mirroring", "none"]) == 0
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(ours))),
-                                  sitk.GetArrayFromImage(sitk.ReadImage(str(cleaned))))
+    predict = ["predict", "--ct", str(inp / f"{case}_0000.nii.gz"), "--pet", str(inp / f"{case}_0001.nii.gz"),
+               "--clicks", str(Path(ws["src"]) / "clicks" / f"{case}_clicks.json"), "--model-fdg", d["model_folder"],
+               "--tracer", "fdg", "--folds", "0", "--device", "cpu", "--mirroring", "none"]
+    ours_raw_path, ours_path = tmp_path / "quantif_raw.nii.gz", tmp_path / "quantif.nii.gz"
+    assert quantif_main([*predict, "--out", str(ours_raw_path), "--no-postprocess"]) == 0
+    assert quantif_main([*predict, "--out", str(ours_path)]) == 0
+    ours_raw = sitk.GetArrayFromImage(sitk.ReadImage(str(ours_raw_path)))
+    differ = ours_raw != stock_raw
+    off_tie = differ & (np.abs(lesion_p - 0.5) >= NEAR_TIE)
+    assert not off_tie.any(), (f"{int(off_tie.sum())} voxels differ from nnUNetv2_predict away from a tie, e.g. "
+                               f"{np.argwhere(off_tie)[:3].tolist()} (z, y, x) with lesion probability "
+                               f"{lesion_p[off_tie][:3].tolist()}")
+    assert differ.sum() <= 1e-4 * differ.size, f"{int(differ.sum())} near-tie voxels differ"
+    # quantif predict's post-processing = quantif postprocess of its raw mask; = stock's when the raw masks agree
+    pet = str(inp / f"{case}_0001.nii.gz")
+    cleaned_ours, cleaned_stock = tmp_path / "raw_postprocessed.nii.gz", tmp_path / "stock_postprocessed.nii.gz"
+    assert quantif_main(["postprocess", "--mask", str(ours_raw_path), "--pet", pet, "--out", str(cleaned_ours)]) == 0
+    assert quantif_main(["postprocess", "--mask", str(mask_path), "--pet", pet, "--out", str(cleaned_stock)]) == 0
+    ours = sitk.GetArrayFromImage(sitk.ReadImage(str(ours_path)))
+    np.testing.assert_array_equal(ours, sitk.GetArrayFromImage(sitk.ReadImage(str(cleaned_ours))))
+    if not differ.any():
+        np.testing.assert_array_equal(ours, sitk.GetArrayFromImage(sitk.ReadImage(str(cleaned_stock))))
