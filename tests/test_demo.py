@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ from _evaluation_checks import check_metrics_csv_against_masks
 from nnunet_quantif.evaluation.interactive import read_step_rows
 from nnunet_quantif.io import read_geometry, read_image
 
-pytestmark = pytest.mark.slow
+#: one worker runs the module, so the module-scoped demo runs once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo")]
 
 STAGES = ["phantoms", "convert", "preprocess", "organs", "train_fdg", "train_psma", "tracer", "evaluate"]
 
@@ -23,8 +25,12 @@ STAGES = ["phantoms", "convert", "preprocess", "organs", "train_fdg", "train_psm
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("demo") / "demo out"
+    # One torch thread for the demo's own predictions and tracer training: beside the other test worker, two
+    # threads on 2 cores thrash (conftest.one_torch_thread). On this idle 2-core machine (2026-11-29) the quick demo
+    # took 293 s so (236 s with two threads); CI once needed more than 1200 s beside the other worker, hence the margin.
     proc = subprocess.run([sys.executable, "-m", "nnunet_quantif", "demo", "--quick", "--out", str(out),
-                           "--no-progress"], capture_output=True, text=True, timeout=1200)
+                           "--no-progress"], capture_output=True, text=True, timeout=2700,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
