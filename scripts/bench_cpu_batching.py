@@ -9,7 +9,8 @@ tile with a copy of itself.
 Printed, for the demo's tiny model topology (``configs/plans_tiny.json``: features 8/16/32,
 32^3 patch, random weights) on one case of ``--shape`` voxels (z y x, default: a demo phantom
 at 6 x 5 x 5 mm) and for 0 and 3 mirroring axes: the seconds of stock ``nnUNetPredictor`` and
-of QuantIFPredictor, their ratio, and the largest absolute difference of the logits.
+of QuantIFPredictor, their ratio, the largest absolute difference of the logits and of the lesion
+probability, how many logits differ, and at how many voxels the argmax differs.
 
 Usage: python scripts/bench_cpu_batching.py [--shape 150 80 80] [--threads 2] [--repeats 2]
 """
@@ -56,11 +57,16 @@ def main() -> int:
                     logits[name] = pred.predict_logits_from_preprocessed_data(data)
                     best = min(best, time.perf_counter() - t0)
                 times[name] = best
+            a, b = logits["stock"].float(), logits["quantif"].float()
+            p_a, p_b = torch.softmax(a, 0)[-1], torch.softmax(b, 0)[-1]
             print(json.dumps({"shape_zyx": list(args.shape), "patch": list(patch), "mirroring_axes": n_axes,
                               "threads": args.threads, "stock_s": round(times["stock"], 3),
                               "quantif_s": round(times["quantif"], 3),
                               "speedup": round(times["stock"] / times["quantif"], 2),
-                              "max_abs_logit_diff": float((logits["stock"] - logits["quantif"]).abs().max())}))
+                              "max_abs_logit_diff": float((a - b).abs().max()),
+                              "logits_differing": f"{int((a != b).sum())} of {a.numel()}",
+                              "max_abs_lesion_prob_diff": float((p_a - p_b).abs().max()),
+                              "argmax_differing": int((a.argmax(0) != b.argmax(0)).sum())}))
     return 0
 
 

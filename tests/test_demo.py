@@ -27,7 +27,7 @@ def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("demo") / "demo out"
     # One torch thread for the demo's own predictions and tracer training: beside the other test worker, two
     # threads on 2 cores thrash (conftest.one_torch_thread). On this idle 2-core machine (2026-11-29) the quick demo
-    # took 293 s so (236 s with two threads); CI once needed more than 1200 s beside the other worker, hence the margin.
+    # took 293 s with one thread (236 s with two); CI once needed more than 1200 s beside the other worker.
     proc = subprocess.run([sys.executable, "-m", "nnunet_quantif", "demo", "--quick", "--out", str(out),
                            "--no-progress"], capture_output=True, text=True, timeout=2700,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -70,9 +70,9 @@ def test_nnunetv2_predict_writes_binary_masks_on_the_input_grid(tiny_workspace, 
     assert lesion_p.shape == stock_raw.shape
 
     # quantif predict (no mirroring) on the same case = nnUNetv2_predict --disable_tta (+ quantif postprocess),
-    # except at near-tie voxels (tests/_stock_nnunet.py says why). The 2-epoch workspace
-    # model may predict no lesion at all; tests/test_pipeline_vs_nnunet.py makes the same comparison with a
-    # random-weight model whose mask is scattered.
+    # except at near-tie voxels (tests/_stock_nnunet.py says why). The 2-epoch workspace model may predict no lesion
+    # at all; tests/test_pipeline_vs_nnunet.py makes the same comparison with a random-weight model whose mask is
+    # scattered.
     from nnunet_quantif.cli import main as quantif_main
 
     for key, value in ws["env"].items():
