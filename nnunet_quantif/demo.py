@@ -71,6 +71,10 @@ DATASET_ID = 900  # FDG = 900, PSMA = 901
 MIRRORING = "budget"
 
 
+#: What a ``--quick`` run is, in the report's title, its first paragraph and the CLI's last line.
+SMOKE_NOTE = "--quick: not a quality measurement"
+
+
 class DemoError(QuantIFError):
     """A demo stage failed (the message says which and where its log is)."""
 
@@ -108,6 +112,12 @@ class DemoSettings:
     trainer_name : str, optional
         Train this tiny trainer instead (an ablation, e.g. ``nnUNetTrainerQuantIF_tiny_heatmapAug`` or
         ``nnUNetTrainerQuantIF_noOrgans_tiny``); it must be one of the exported trainers with ``tiny`` in its name.
+    smoke : bool
+        A smoke run (``--quick``): it checks that every stage runs, and its figures are not a quality
+        measurement. Its budget cannot train the tracer classifier, so the tracer stage is skipped and the
+        held-out cases are routed by their names; the quality targets are not graded.
+    mirroring : str
+        Mirroring policy of the evaluation (``budget``; a smoke run uses ``none``).
     """
 
     n_train: int = 16
@@ -126,6 +136,8 @@ class DemoSettings:
     click_sampling: bool = False
     pet_norm: str = "noNorm"
     trainer_name: str | None = None
+    smoke: bool = False
+    mirroring: str = MIRRORING
 
     @classmethod
     def preset(cls, quick: bool, seed: int = 0, click_sampling: bool = False,
@@ -142,7 +154,7 @@ class DemoSettings:
         if quick:
             return cls(n_train=4, n_test=2, n_val=1, healthy_fraction=0.25, epochs=3, iterations=10,
                        val_iterations=1, tracer_folds=2, tracer_epochs=8, time_budget_s=2.0, seed=seed,
-                       click_sampling=click_sampling, trainer_name=trainer_name)
+                       click_sampling=click_sampling, trainer_name=trainer_name, smoke=True, mirroring="none")
         return cls(seed=seed, click_sampling=click_sampling, trainer_name=trainer_name)
 
     @property
@@ -272,6 +284,40 @@ def run_logged(cmd: list[str], log_path: Path, env: dict[str, str], *, what: str
         raise DemoError(f"{what} failed with exit code {code} (log: {log_path}): {tail}")
 
 
+@contextlib.contextmanager
+def waiting_bar(desc: str, progress: bool) -> Iterator[Callable[[str], None]]:
+    """A progress line for a step of unknown length: ``desc``, the seconds waited and the latest output line.
+
+    Yields a callable that takes an output line of the step (it becomes the line's tail); the line is
+    redrawn every second, so a step that prints nothing still shows that it is running.
+    """
+    import threading
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, desc=desc, bar_format="{desc}: {elapsed} {postfix}", disable=not progress)
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(1.0):
+            bar.refresh()
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+
+    def on_line(line: str) -> None:
+        text = line.strip()
+        if text:
+            bar.set_postfix_str(text[:70], refresh=True)
+
+    try:
+        yield on_line
+    finally:
+        stop.set()
+        thread.join()
+        bar.close()
+
+
 # ---------------------------------------------------------------------- stages
 def stage_phantoms(run: DemoRun) -> dict:
     from .phantoms import write_dataset
@@ -301,7 +347,7 @@ def stage_convert(run: DemoRun) -> dict:
     return {"summary": summary.format()}
 
 
-def stage_preprocess(run: DemoRun) -> dict:
+def stage_preprocess(run: DemoRun, progress: bool = True) -> dict:
     from .training.plans import preprocessed_dataset_folder, write_tiny_plans
 
     ids = [str(run.dataset_id(t)) for t in ("fdg", "psma")]
@@ -309,7 +355,9 @@ def stage_preprocess(run: DemoRun) -> dict:
     cmd = _nnunet_command("nnUNetv2_plan_and_preprocess") + [
         "-d", *ids, "-c", CONFIGURATION, "-np", w, "-npfp", w, "-overwrite_target_spacing", *TARGET_SPACING_MM,
         "-overwrite_plans_name", DATA_PLANS, "--no_pbar"]
-    run_logged(cmd, run.logs / "plan_and_preprocess.log", run.env, what="nnUNetv2_plan_and_preprocess")
+    with waiting_bar("nnUNetv2_plan_and_preprocess (fingerprint, plans, preprocessing)", progress) as on_line:
+        run_logged(cmd, run.logs / "plan_and_preprocess.log", run.env, what="nnUNetv2_plan_and_preprocess",
+                   on_line=on_line)
     plans, splits = [], []
     with _environ(run.env):
         for i in ids:
@@ -371,6 +419,9 @@ def _train(run: DemoRun, tracer: str, progress: bool) -> dict:
     def on_line(line: str) -> None:
         if re.search(r"\bEpoch \d+\b", line):
             bar.update(1)
+        if bar.n >= s.epochs and re.search(r"[Vv]alidat|[Pp]redicting", line):
+            # after the last epoch nnU-Net runs its final validation (a sliding-window prediction per case)
+            bar.set_postfix_str("nnU-Net's final validation: " + line.strip()[:50], refresh=True)
         m = re.search(r"train_loss (-?[\d.]+)", line)
         if m:
             losses.append(float(m.group(1)))
@@ -399,15 +450,18 @@ def stage_train_psma(run: DemoRun, progress: bool = True) -> dict:
 
 def stage_tracer(run: DemoRun, progress: bool = True) -> dict:
     from .io import read_image
+    from .layout import IMAGES_DIR
     from .tracer.inference import load_tracer_ensemble
     from .tracer.training import find_pet_files, tracer_from_name, train_tracer
 
     s = run.settings
-    result = train_tracer(run.phantoms_train / "imagesTr", run.tracer_dir, folds=s.tracer_folds,
+    if s.smoke:
+        return {"skipped": "smoke run: the tracer classifier is not trained; cases are routed by their names"}
+    result = train_tracer(run.phantoms_train / IMAGES_DIR, run.tracer_dir, folds=s.tracer_folds,
                           epochs=s.tracer_epochs, seed=s.seed, cache_dir=run.out / "cache" / "mips", progress=progress)
     ensemble = load_tracer_ensemble(run.tracer_dir)
     correct, rows = 0, []
-    for f in find_pet_files(run.phantoms_test / "imagesTr"):
+    for f in find_pet_files(run.phantoms_test / IMAGES_DIR):
         pet, geom = read_image(f, dtype=np.float32)
         pred = ensemble.predict(pet, geom, source=str(f))
         truth = tracer_from_name(f.name)
@@ -424,14 +478,23 @@ def stage_evaluate(run: DemoRun, progress: bool = True) -> dict:
     from .evaluation.model import ModelMethod
 
     cases = discover_cases(run.phantoms_test)
-    model = ModelMethod(run.model_dir("fdg"), run.model_dir("psma"), folds=[FOLD], device="cpu", tracer="auto",
-                        tracer_weights=run.tracer_dir, mirroring=MIRRORING, time_budget_s=run.settings.time_budget_s,
-                        postprocess=True)
+    s = run.settings
+    model = ModelMethod(run.model_dir("fdg"), run.model_dir("psma"), folds=[FOLD], device="cpu",
+                        tracer=routing(s), tracer_weights=None if s.smoke else run.tracer_dir,
+                        mirroring=s.mirroring, time_budget_s=s.time_budget_s, postprocess=True)
     methods = {"model": model, **baselines_by_name(list(BASELINES))}
-    summary = evaluate_interactive(cases, methods, run.eval_dir, steps=run.settings.steps, progress=progress,
+    summary = evaluate_interactive(cases, methods, run.eval_dir, steps=s.steps, progress=progress,
                                    plots=True, primary="model", save_predictions="all")
+    truth = {c.name: c.tracer for c in cases}
+    routed = [{"case": name, "truth": truth.get(name), "routed": t} for name, t in sorted(model.routed.items())]
     return {"summary_file": str(run.eval_dir / "summary.json"), "n_cases": len(cases),
-            "methods": sorted(summary.get("methods", {}))}
+            "methods": sorted(summary.get("methods", {})), "routing": routing(s), "routed": routed,
+            "routing_accuracy": (sum(r["truth"] == r["routed"] for r in routed) / len(routed)) if routed else None}
+
+
+def routing(settings: DemoSettings) -> str:
+    """How the demo routes a held-out case: the tracer classifier (``auto``), or the case name in a smoke run."""
+    return "name" if settings.smoke else "auto"
 
 
 STAGES: list[tuple[str, Callable[..., dict]]] = [
@@ -483,7 +546,7 @@ def build_demo_summary(run: DemoRun) -> dict:
             "auc_dsc": overall.get("auc_dsc"), "auc_fpv": overall.get("auc_fpv"), "auc_fnv": overall.get("auc_fnv"),
         }
     timings = {k: v["seconds"] for k, v in st.items()}
-    targets = quality_targets(methods, steps)
+    targets = None if run.settings.smoke else quality_targets(methods, steps)
     plot = plot_dsc_by_step(headline, steps, run.out / "dsc_by_step.png")
     return {
         "version": __version__,
@@ -491,13 +554,18 @@ def build_demo_summary(run: DemoRun) -> dict:
         "steps": steps,
         "metrics": headline,
         "evaluation_summary": str(run.eval_dir / "summary.json"),
-        "tracer": {k: st["tracer"]["result"].get(k) for k in ("cv_accuracy", "heldout_accuracy", "heldout")},
+        "tracer": {**{k: st["tracer"]["result"].get(k) for k in ("cv_accuracy", "heldout_accuracy", "heldout",
+                                                                  "skipped")},
+                   "routing": st["evaluate"]["result"].get("routing"),
+                   "routing_accuracy": st["evaluate"]["result"].get("routing_accuracy")},
+        "smoke": run.settings.smoke,
         "timings_s": timings,
         "total_s": float(sum(timings.values())),
         "models": {t: st[f"train_{t}"]["result"]["model"] for t in ("fdg", "psma")},
         "train_loss": {t: st[f"train_{t}"]["result"].get("train_loss") for t in ("fdg", "psma")},
         "train_organ_loss": {t: st[f"train_{t}"]["result"].get("train_organ_loss") for t in ("fdg", "psma")},
         "report": str(run.out / "report.md"),
+        "predict_command": predict_command(run),
         "targets": targets,
         "dsc_plot": str(plot) if plot else None,
     }
@@ -598,8 +666,15 @@ def plot_dsc_by_step(headline: dict, steps: list[int], path: Path) -> Path | Non
 def render_demo_report(run: DemoRun, summary: dict) -> str:
     """``report.md``: the metrics table, tracer accuracy, timings per stage and the plots."""
     steps = summary["steps"]
-    lines = ["# QuantIF demo report", "",
-             f"nnunet-quantif {summary['version']}, settings: `{json.dumps(summary['settings'])}`", "",
+    smoke = bool(summary.get("smoke"))
+    lines = ["# QuantIF demo report" + (f" — smoke run ({SMOKE_NOTE})" if smoke else ""), ""]
+    if smoke:
+        lines += ["**This is a smoke run** (`--quick`): it checks that every stage runs on this machine. Its "
+                  "models train for seconds and its figures say nothing about the method; run "
+                  "`quantif demo` (without `--quick`) for the measured demo. The tracer classifier is not trained "
+                  "(the held-out cases are routed by their names), mirroring is off, and the quality targets are "
+                  "not graded.", ""]
+    lines += [f"nnunet-quantif {summary['version']}, settings: `{json.dumps(summary['settings'])}`", "",
              "Held-out synthetic phantoms, evaluated with the autoPET IV metrics at click steps "
              f"{', '.join(map(str, steps))} (mean over the tracer subsets; lesion-free cases count for FPV only).",
              "", "## Metrics", "",
@@ -630,10 +705,18 @@ def render_demo_report(run: DemoRun, summary: dict) -> str:
             lines.append(f"| {sc} | {_fmt(r['model_dsc_first'])} | {_fmt(r['model_dsc_last'])} | "
                          f"{_fmt(r['rg41_dsc_last'])} | {_fmt(r['model_fpv_last'], 1)} | "
                          f"{_fmt(r['suv4_fpv_last'], 1)} | {met} |")
+    if smoke:
+        lines += ["", "## Quality targets", "",
+                  "Not graded: a smoke run's models are not trained enough to be measured."]
     tr = summary["tracer"]
-    lines += ["", "## Tracer classifier", "",
-              f"- cross-validation accuracy: {_fmt(tr.get('cv_accuracy'))}",
-              f"- held-out accuracy: {_fmt(tr.get('heldout_accuracy'))}", "",
+    lines += ["", "## Tracer classifier", ""]
+    if tr.get("skipped"):
+        lines += [f"- not trained ({tr['skipped']})"]
+    else:
+        lines += [f"- cross-validation accuracy: {_fmt(tr.get('cv_accuracy'))}",
+                  f"- held-out accuracy: {_fmt(tr.get('heldout_accuracy'))}"]
+    lines += [f"- routing of the held-out cases: {tr.get('routing')}, right for "
+              f"{_fmt(tr.get('routing_accuracy'))} of them", "",
               "## Timings per stage", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in summary["timings_s"].items()]
     lines += [f"| **total** | {summary['total_s']:.1f} |", "", "## Plots", ""]
@@ -642,6 +725,27 @@ def render_demo_report(run: DemoRun, summary: dict) -> str:
         lines += [f"![{png.stem}]({rel})", ""]
     lines += ["Full evaluation report: " + os.path.relpath(run.eval_dir / "report.md", run.out), ""]
     return "\n".join(lines)
+
+
+def predict_command(run: DemoRun) -> list[str]:
+    """A ``quantif predict`` command line (argv) that segments one held-out phantom with the demo's models.
+
+    It names the fold the demo trains (``--folds 0``), the tracer classifier (``--tracer name`` in a smoke run,
+    which trains none) and writes ``OUT/predict_example/<case>.nii.gz``.
+    """
+    from .layout import CLICKS_DIR, CT_CHANNEL, IMAGES_DIR, PET_CHANNEL, case_names, channel_file, clicks_file
+
+    test = run.phantoms_test
+    cases = case_names(test / IMAGES_DIR) if (test / IMAGES_DIR).is_dir() else []
+    case = cases[0] if cases else "CASE"
+    argv = ["quantif", "predict", "--model-fdg", str(run.model_dir("fdg")), "--model-psma", str(run.model_dir("psma")),
+            "--folds", FOLD]
+    argv += ["--tracer", "name"] if run.settings.smoke else ["--tracer-weights", str(run.tracer_dir)]
+    argv += ["--ct", str(channel_file(test / IMAGES_DIR, case, CT_CHANNEL)),
+             "--pet", str(channel_file(test / IMAGES_DIR, case, PET_CHANNEL)),
+             "--clicks", str(clicks_file(test / CLICKS_DIR, case)),
+             "--out", str(run.out / "predict_example" / f"{case}.nii.gz")]
+    return argv
 
 
 def stage_report(run: DemoRun) -> dict:
@@ -705,4 +809,4 @@ def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int
     return json.loads((run.out / "summary.json").read_text())
 
 
-__all__ = ["DemoSettings", "DemoError", "run_demo", "STAGES", "build_demo_summary", "render_demo_report"]
+__all__ = ["DemoSettings", "DemoError", "SMOKE_NOTE", "run_demo", "STAGES", "build_demo_summary", "render_demo_report"]

@@ -24,13 +24,18 @@ import numpy as np
 from .errors import ConfigError, DatasetError, ModelError
 from .io import PathLike, find_image, has_image_extension, strip_image_extension
 
-__all__ = ["FILE_ENDING", "CT_CHANNEL", "PET_CHANNEL", "HEATMAP_CHANNEL", "INPUT_CHANNELS", "CHANNEL_LABELS",
+__all__ = ["FILE_ENDING", "IMAGES_DIR", "LABELS_DIR", "CLICKS_DIR",
+           "CT_CHANNEL", "PET_CHANNEL", "HEATMAP_CHANNEL", "INPUT_CHANNELS", "CHANNEL_LABELS",
            "channel_suffix", "channel_stem", "channel_file", "find_channel", "split_channel", "case_names",
            "clicks_file", "dataset_name", "find_dataset_folder", "stack_channels", "check_model_channels",
            "nnunet_folder", "raw_and_preprocessed"]
 
 #: The image file ending that QuantIF writes (readers accept every :data:`~nnunet_quantif.io.IMAGE_EXTENSIONS`).
 FILE_ENDING: str = ".nii.gz"
+#: Image and label folders of an autoPET-style (and nnU-Net raw) data folder, and its click folder.
+IMAGES_DIR: str = "imagesTr"
+LABELS_DIR: str = "labelsTr"
+CLICKS_DIR: str = "clicks"
 #: Index of the CT channel (HU).
 CT_CHANNEL: int = 0
 #: Index of the PET channel (SUV).

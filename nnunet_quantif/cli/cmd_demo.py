@@ -21,7 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "finished stages.",
     )
     p.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default: demo_out)")
-    p.add_argument("--quick", action="store_true", help="fewer cases and a shorter training (about 3 minutes)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: fewer cases and a few seconds of training, to check that every stage runs; "
+                        "its figures are not a quality measurement (no tracer classifier: cases are routed by "
+                        "name; no mirroring; quality targets not graded)")
     p.add_argument("--seed", type=nonneg_int, default=0, metavar="S", help="seed of phantoms and training (default 0)")
     p.add_argument("--click-sampling", action="store_true",
                    help="train nnUNetTrainerQuantIF_tiny_clickSampling (a random click count k = 0..10 per "
@@ -67,9 +70,23 @@ def run(args: argparse.Namespace) -> int:
     summary = run_demo(args.out, quick=args.quick, seed=args.seed, restart=args.restart,
                        click_sampling=args.click_sampling, trainer=args.trainer,
                        progress=not args.no_progress, on_stage=on_stage)
+    import shlex
+
+    from ..demo import SMOKE_NOTE
+
     tr = summary["tracer"]
     print(_table(summary))
-    print(f"tracer classifier: CV accuracy {tr.get('cv_accuracy')}, held-out accuracy {tr.get('heldout_accuracy')}")
+    if tr.get("skipped"):
+        print(f"tracer classifier: not trained ({tr['skipped']})")
+    else:
+        print(f"tracer classifier: CV accuracy {tr.get('cv_accuracy')}, held-out accuracy {tr.get('heldout_accuracy')}")
+    print(f"held-out routing ({tr.get('routing')}): right for {tr.get('routing_accuracy')} of the cases")
     print(f"total {summary['total_s']:.0f} s")
     print(f"report: {summary['report']}")
+    models = summary.get("models", {})
+    print(f"models: FDG {models.get('fdg')}, PSMA {models.get('psma')} (fold 0)")
+    if summary.get("predict_command"):
+        print(f"segment a case with them: {shlex.join(summary['predict_command'])}")
+    if summary.get("smoke"):
+        print(f"smoke run ({SMOKE_NOTE}): every stage ran; run 'quantif demo' without --quick for the measured demo")
     return 0

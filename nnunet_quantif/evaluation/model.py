@@ -40,6 +40,8 @@ class ModelMethod:
     ----------
     last_result : CaseResult or None
         The pipeline's summary of the latest prediction (tracer, mirroring, timings).
+    routed : dict of str to str
+        The tracer each case predicted in this process was routed to, by case name.
     """
 
     click_independent = False
@@ -52,6 +54,7 @@ class ModelMethod:
         self.pipeline = QuantIFPipeline(model_fdg, model_psma, folds=folds, device=device, **pipeline_kwargs)
         self.tracer = tracer
         self.last_result = None
+        self.routed: dict[str, str] = {}
 
     def describe(self) -> str:
         """The settings that determine the predictions (model folders, folds, routing, mirroring)."""
@@ -65,6 +68,7 @@ class ModelMethod:
                                               tracer=self.tracer or case.tracer, case_name=case.name,
                                               source=str(case.pet_path))
         self.last_result = result
+        self.routed[case.name] = result.tracer
         return result.mask
 
 
