@@ -221,6 +221,19 @@ def test_predict_with_a_dicom_ct_and_a_nifti_pet_checks_the_overlap(tmp_path, ph
     assert "covers 0 %" in capsys.readouterr().err
 
 
+def test_view_reads_a_foreign_dicom_ct_only_when_told(tmp_path, phantom):
+    from nnunet_quantif.cli import build_parser
+    from nnunet_quantif.napari import logic
+
+    write_ct(tmp_path / "ct", phantom, "foreign")
+    write_pet(tmp_path / "pet", phantom, "bqml")
+    with pytest.raises(CtPetMismatchError, match="PatientID differs"):
+        logic.read_case(tmp_path / "ct", tmp_path / "pet")
+    ct, _, geometry, _ = logic.read_case(tmp_path / "ct", tmp_path / "pet", ignore_ct_mismatch=True)
+    assert geometry == phantom.geometry and ct.shape == phantom.ct.shape
+    assert build_parser().parse_args(["view", "--ignore-ct-mismatch"]).ignore_ct_mismatch
+
+
 def test_nifti_conversion_checks_the_overlap_before_resampling(tmp_path, capsys):
     """``quantif convert --resample-pet-to-ct``: a PET 500 mm away from its CT is a failed case, unless
     ``--ignore-ct-mismatch``, which converts it and lists the mismatch in the summary."""
