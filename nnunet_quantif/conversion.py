@@ -54,7 +54,9 @@ resampled linearly onto the CT grid (SimpleITK, outside = 0 SUV); a label on the
 resampled with nearest neighbour, and the clicks, which index the PET grid (the autoPET
 convention: clicks are simulated from the PET/label pair), are mapped through physical space to
 the nearest CT voxel. The heatmap is then :func:`~nnunet_quantif.heatmaps.click_heatmap` on the
-resampled PET.
+resampled PET. Before resampling, the CT must cover enough of the PET
+(:func:`nnunet_quantif.io.check_ct_matches_pet`); ``ignore_ct_mismatch`` converts the case anyway and
+records the mismatch in its result (``ct_mismatch``, listed by :meth:`ConversionSummary.format`).
 
 Robustness
 ----------
@@ -91,6 +93,7 @@ from .errors import (
     TracerError,
 )
 from .io import (
+    check_ct_matches_pet,
     check_same_grid,
     ensure_not_input,
     find_image,
@@ -177,6 +180,7 @@ class ConvertedCase:
     has_clicks: bool = True
     has_organs: bool = False
     dataset: str | None = None
+    ct_mismatch: tuple[str, ...] = ()  # CT/PET mismatches converted anyway (``ignore_ct_mismatch``)
 
 
 @dataclass
@@ -230,6 +234,9 @@ class ConversionSummary:
         reasons = Counter(r.reason for r in self.skipped)
         for reason, n in sorted(reasons.items()):
             lines.append(f"skipped {n}: {reason}")
+        for r in self.converted:
+            if r.ct_mismatch:
+                lines.append(f"CT mismatch ignored (--ignore-ct-mismatch) {r.case}: " + "; ".join(r.ct_mismatch))
         for r in self.failed:
             lines.append(f"FAILED {r.case}: {r.reason}")
         return "\n".join(lines)
@@ -260,7 +267,7 @@ def convert_case(job: dict) -> ConvertedCase:
     """Convert one case (see the module docstring). Never raises: a failure comes back as a failed result.
 
     ``job`` keys: case, tracer, src, dataset_dir, dataset, clicks_dir, totalseg_dir, click_step,
-    resample_pet_to_ct, heatmap_params.
+    resample_pet_to_ct, heatmap_params, and optionally ignore_ct_mismatch, organ_groups, organs_in_label.
     """
     case: str = job["case"]
     res = ConvertedCase(case, job["tracer"], "failed", dataset=job["dataset"])
@@ -304,6 +311,8 @@ def _convert_case(job: dict, res: ConvertedCase, stage_root: Path) -> None:
     except GridMismatchError as e:
         if not job["resample_pet_to_ct"]:
             raise GridMismatchError(f"{e} (use --resample-pet-to-ct to resample the PET onto the CT grid)") from None
+        res.ct_mismatch = tuple(check_ct_matches_pet(ct_geo, pet_geo, str(ct_path), str(pet_path),
+                                                     ignore=bool(job.get("ignore_ct_mismatch", False))))
         ref = to_sitk(ct, ct_geo)
         pet = sitk.GetArrayFromImage(_resample_to(to_sitk(pet, pet_geo), ref, sitk.sitkLinear)).astype(np.float32)
         resampled = True
@@ -465,7 +474,8 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
                     tracers: Sequence[str] = TRACERS, joint: bool = False, click_step: int | None = None,
                     workers: int = 1, overwrite: bool = False, clicks_dir: str | os.PathLike | None = None,
                     tracer_csv: str | os.PathLike | None = None, resample_pet_to_ct: bool = False,
-                    totalseg_dir: str | os.PathLike | None = None, heatmap_params: dict | None = None,
+                    ignore_ct_mismatch: bool = False, totalseg_dir: str | os.PathLike | None = None,
+                    heatmap_params: dict | None = None,
                     cases: Iterable[str] | None = None, progress: bool = True,
                     pet_norm: str = DEFAULT_PET_NORM, organ_groups: str = "quantif",
                     organs_in_label: bool = False) -> ConversionSummary:
@@ -494,6 +504,8 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
         ``case,tracer`` rows that override the name prefix.
     resample_pet_to_ct : bool
         Resample a PET on another grid linearly onto the CT grid instead of failing.
+    ignore_ct_mismatch : bool
+        Resample even when the CT covers too little of the PET; the mismatch is logged and recorded per case.
     heatmap_params : dict, optional
         Passed to the heatmap (sigma_tumor, sigma_background, suv_gate, ...).
     cases : iterable of str, optional
@@ -588,7 +600,8 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
         jobs.append({"case": case, "tracer": tracer, "src": str(src), "dataset_dir": str(folder), "dataset": name,
                      "clicks_dir": str(clicks_dir) if clicks_dir else None,
                      "totalseg_dir": str(totalseg_dir) if totalseg_dir else None, "click_step": click_step,
-                     "resample_pet_to_ct": resample_pet_to_ct, "heatmap_params": params,
+                     "resample_pet_to_ct": resample_pet_to_ct, "ignore_ct_mismatch": ignore_ct_mismatch,
+                     "heatmap_params": params,
                      "organ_groups": organ_groups, "organs_in_label": organs_in_label})
 
     used = {j["dataset"] for j in jobs}

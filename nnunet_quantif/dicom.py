@@ -22,21 +22,31 @@ PET -> SUVbw follows the QIBA/UPICT vendor-neutral recipe:
 * PatientWeight in kg; RescaleSlope/RescaleIntercept per slice;
 * CorrectedImage, when present, must hold ATTN and DECY.
 
-A missing field raises :class:`MissingDicomTagError` naming the tag; ``suv_factor``,
-``weight_kg`` and ``dose_bq`` override broken headers. Not supported (errors): non-axial
-series, gantry tilt, non-uniform slice spacing, multi-frame (enhanced) images, DecayCorrection
-``NONE``, other units (``CNTS`` without the Philips factors, ``PROPCNTS``...).
+A missing field raises :class:`MissingDicomTagError` naming the tag and the option that replaces it;
+``suv_factor``, ``weight_kg`` and ``dose_bq`` override broken headers. Every slice must agree on the
+inputs of the factor (:data:`SUV_HEADER_KEYWORDS`), and a RescaleSlope must be > 0; otherwise the
+error names the first disagreeing file and tag. Implausible values are logged as warnings, not
+errors: a weight outside :data:`PLAUSIBLE_WEIGHT_KG`, an uptake time outside
+:data:`PLAUSIBLE_UPTAKE_S`, and a median body SUV outside :data:`PLAUSIBLE_BODY_SUV`.
+Not supported (errors): non-axial series, gantry tilt, non-uniform slice spacing, multi-frame
+(enhanced) images, DecayCorrection ``NONE``, other units (``CNTS`` without the Philips factors,
+``PROPCNTS``...).
+
+A CT is paired with its PET only when both headers name the same PatientID and
+FrameOfReferenceUID (where given) and the CT covers enough of the PET
+(:func:`nnunet_quantif.io.check_ct_matches_pet`); ``ignore_ct_mismatch`` logs the mismatch instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import logging
 import math
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,6 +69,22 @@ COSINE_TOL = 1e-3
 PHILIPS_SUV_FACTOR = (0x7053, 0x1000)
 PHILIPS_BQML_FACTOR = (0x7053, 0x1009)
 PHILIPS_CREATOR = "Philips PET Private Group"
+
+#: Plausible ranges; values outside them are logged as warnings naming the header values. Weight in kg; uptake
+#: time (injection to scan reference time) in s; median SUV of the body, taken as the voxels above
+#: :data:`BODY_FRACTION` of the volume's 99th percentile (a threshold that scales with the factor, so a wrong
+#: factor moves the median).
+PLAUSIBLE_WEIGHT_KG = (20.0, 300.0)
+PLAUSIBLE_UPTAKE_S = (10 * 60.0, 6 * 3600.0)
+PLAUSIBLE_BODY_SUV = (0.05, 5.0)
+BODY_FRACTION = 0.1
+
+#: Header values every slice of a PET series must share: the inputs of the SUV factor.
+SUV_HEADER_KEYWORDS = ("Units", "DecayCorrection", "CorrectedImage", "PatientWeight", "SeriesDate", "SeriesTime",
+                       "RadionuclideTotalDose", "RadionuclideHalfLife", "RadiopharmaceuticalStartTime",
+                       "RadiopharmaceuticalStartDateTime", "(7053,1000)", "(7053,1009)")
+
+log = logging.getLogger(__name__)
 
 _FDG_WORDS = ("fdg", "fludeoxyglucose", "fluorodeoxyglucose", "deoxyglucose")
 _PSMA_WORDS = ("psma", "dcfpyl", "piflufolastat", "gozetotide", "flotufolastat", "pylarify", "illuccix",
@@ -106,6 +132,8 @@ class PetInfo:
         route does not need them).
     notes : tuple of str
         How the factor was found when not by the BQML recipe (``'override'``, the Philips tag).
+    patient_id, frame_of_reference_uid : str
+        The header's PatientID and FrameOfReferenceUID ('' if absent), to pair a CT with this PET.
     """
 
     suv_factor: float
@@ -117,6 +145,8 @@ class PetInfo:
     half_life_s: float | None = None
     decay_s: float | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    patient_id: str = ""
+    frame_of_reference_uid: str = ""
 
 
 def _pydicom():
@@ -125,6 +155,18 @@ def _pydicom():
     except ImportError:  # pragma: no cover - the 'dicom' extra
         raise DicomError("reading DICOM needs pydicom: pip install 'nnunet-quantif[dicom]'") from None
     return pydicom
+
+
+@contextlib.contextmanager
+def _quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's own log records (its decoders log tracebacks) where this module reports the error."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)  # its child loggers (decoders) inherit this level
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def list_series(folder: PathLike) -> dict[str, SeriesInfo]:
@@ -146,7 +188,8 @@ def list_series(folder: PathLike) -> dict[str, SeriesInfo]:
     meta: dict[str, tuple[str, str]] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            with _quiet_pydicom():
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception:  # not DICOM (pydicom raises several types)
             continue
         uid = str(ds.get("SeriesInstanceUID", "") or "")
@@ -179,8 +222,9 @@ def select_series(folder: PathLike, series_uid: str | None = None) -> SeriesInfo
     return next(iter(series.values()))
 
 
-def _require(ds: Dataset, keyword: str, where: str):
-    """``ds.<keyword>``, or :class:`MissingDicomTagError` naming the tag."""
+def _require(ds: Dataset, keyword: str, where: str, hint: str = ""):
+    """``ds.<keyword>``, or :class:`MissingDicomTagError` naming the tag (and ``hint``, the option that replaces
+    it, in parentheses)."""
     value = ds.get(keyword, None)
     if value is None or (isinstance(value, str) and not value.strip()) or \
             (not isinstance(value, (str, bytes)) and hasattr(value, "__len__") and len(value) == 0):
@@ -188,7 +232,8 @@ def _require(ds: Dataset, keyword: str, where: str):
 
         tag = tag_for_keyword(keyword)
         tag_s = f"({tag >> 16:04X},{tag & 0xFFFF:04X})" if tag is not None else ""
-        raise MissingDicomTagError(f"{where}: missing DICOM tag {keyword} {tag_s}".rstrip())
+        raise MissingDicomTagError(f"{where}: missing DICOM tag {keyword} {tag_s}".rstrip()
+                                   + (f" ({hint})" if hint else ""))
     return value
 
 
@@ -250,7 +295,8 @@ def _read_datasets(info: SeriesInfo, where: str) -> list[Dataset]:
     out = []
     for path in info.files:
         try:
-            out.append(pydicom.dcmread(path))
+            with _quiet_pydicom():
+                out.append(pydicom.dcmread(path))
         except Exception as e:  # pydicom raises several types
             raise DicomError(f"{path}: cannot read DICOM file ({type(e).__name__}: {e})") from None
     return out
@@ -260,14 +306,33 @@ def _pixels(slices: Sequence, where: str) -> np.ndarray:
     """Rescaled pixel values (stored x RescaleSlope + RescaleIntercept, per slice), float64, (z, y, x)."""
     planes = []
     for ds in slices:
+        name = getattr(ds, "filename", None) or where
         try:
-            raw = ds.pixel_array
+            with _quiet_pydicom():
+                raw = ds.pixel_array
         except Exception as e:  # missing decoder, damaged data
-            raise DicomError(f"{where}: cannot decode pixel data ({type(e).__name__}: {e})") from None
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+            detail = " ".join(str(e).split())  # pydicom lists each decoder's failure on its own line
+            raise DicomError(f"{name}: cannot decode pixel data ({type(e).__name__}: {detail})") from None
+        slope = _number(ds, "RescaleSlope", 1.0, name)
+        if not slope > 0:
+            raise DicomError(f"{name}: RescaleSlope (0028,1053) is {slope:g}; a slope must be > 0")
+        intercept = _number(ds, "RescaleIntercept", 0.0, name)
         planes.append(raw.astype(np.float64) * slope + intercept)
     return np.stack(planes)
+
+
+def _number(ds: Dataset, keyword: str, default: float, where: str) -> float:
+    """A numeric tag as float: ``default`` when absent or empty; :class:`DicomError` when not a number."""
+    value = ds.get(keyword, None)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DicomError(f"{where}: {keyword} is not a number ({value!r})") from None
+    if not math.isfinite(number):
+        raise DicomError(f"{where}: {keyword} is not finite ({value!r})")
+    return number
 
 
 def read_dicom_series(folder: PathLike, series_uid: str | None = None) -> tuple[np.ndarray, Geometry, list]:
@@ -302,11 +367,22 @@ def read_dicom_ct(folder: PathLike, series_uid: str | None = None) -> tuple[np.n
     DicomError
         The series' Modality is given and is not CT (a PET folder passed as the CT, for instance).
     """
+    array, geometry, _ = _read_ct(folder, series_uid)
+    return array, geometry
+
+
+def _read_ct(folder: PathLike, series_uid: str | None = None) -> tuple[np.ndarray, Geometry, dict[str, str]]:
+    """:func:`read_dicom_ct` plus the header identifiers (:func:`series_identity`)."""
     array, geometry, slices = read_dicom_series(folder, series_uid)
     modality = str(slices[0].get("Modality", "") or "")
     if modality and modality != "CT":
         raise DicomError(f"{folder} (series {slices[0].SeriesInstanceUID}): Modality is {modality}, not CT")
-    return array.astype(np.float32), geometry
+    return array.astype(np.float32), geometry, series_identity(slices[0])
+
+
+def series_identity(ds: Dataset) -> dict[str, str]:
+    """``{"PatientID": ..., "FrameOfReferenceUID": ...}`` of a slice ('' where absent): what pairs a CT with a PET."""
+    return {k: str(ds.get(k, "") or "").strip() for k in ("PatientID", "FrameOfReferenceUID")}
 
 
 def _datetime(date: str, time: str) -> _dt.datetime:
@@ -326,7 +402,8 @@ def _dt_value(value: str) -> _dt.datetime:
 def scan_reference_time(slices: Sequence, where: str = "PET") -> _dt.datetime:
     """QIBA scan reference time: SeriesDate/SeriesTime, or the earliest acquisition time when that is earlier."""
     first = slices[0]
-    series = _datetime(_require(first, "SeriesDate", where), _require(first, "SeriesTime", where))
+    series = _datetime(_require(first, "SeriesDate", where, "give --suv-factor"),
+                       _require(first, "SeriesTime", where, "give --suv-factor"))
     acquisitions = []
     for ds in slices:
         if ds.get("AcquisitionDateTime"):
@@ -344,7 +421,8 @@ def injection_time(ds: Dataset, scan: _dt.datetime, where: str = "PET") -> _dt.d
     rp = _radiopharmaceutical_item(ds, where)
     if rp.get("RadiopharmaceuticalStartDateTime"):
         return _dt_value(rp.RadiopharmaceuticalStartDateTime)
-    start = _require(rp, "RadiopharmaceuticalStartTime", where + " RadiopharmaceuticalInformationSequence")
+    start = _require(rp, "RadiopharmaceuticalStartTime", where + " RadiopharmaceuticalInformationSequence",
+                     "give --suv-factor")
     t = _datetime(scan.strftime("%Y%m%d"), start)
     if t > scan:
         t -= _dt.timedelta(days=1)
@@ -352,7 +430,7 @@ def injection_time(ds: Dataset, scan: _dt.datetime, where: str = "PET") -> _dt.d
 
 
 def _radiopharmaceutical_item(ds: Dataset, where: str) -> Dataset:
-    seq = _require(ds, "RadiopharmaceuticalInformationSequence", where)
+    seq = _require(ds, "RadiopharmaceuticalInformationSequence", where, "give --suv-factor")
     return seq[0]
 
 
@@ -438,11 +516,14 @@ def suv_scale(slices: Sequence, *, suv_factor: float | None = None, weight_kg: f
     units = str(ds.get("Units", "") or "").upper()
     text = radiopharmaceutical_text(ds)
     tracer = tracer_from_dicom(ds)
+    if suv_factor is None:
+        skip = {k for k, v in (("PatientWeight", weight_kg), ("RadionuclideTotalDose", dose_bq)) if v is not None}
+        check_suv_headers_agree(slices, where, skip=skip)
     if suv_factor is not None:
         if not suv_factor > 0:
             raise DicomError(f"{where}: --suv-factor must be > 0, got {suv_factor}")
         return 1.0, float(suv_factor), PetInfo(float(suv_factor), units, tracer, text, notes=("override",))
-    units = str(_require(ds, "Units", where)).upper()
+    units = str(_require(ds, "Units", where, "give --suv-factor")).upper()
     bqml = 1.0
     if units == "GML":
         return 1.0, 1.0, PetInfo(1.0, units, tracer, text)
@@ -459,7 +540,7 @@ def suv_scale(slices: Sequence, *, suv_factor: float | None = None, weight_kg: f
     elif units != "BQML":
         raise DicomError(f"{where}: Units {units!r} is not supported (BQML, Philips CNTS or GML; or give "
                          "--suv-factor)")
-    decay = str(_require(ds, "DecayCorrection", where)).upper()
+    decay = str(_require(ds, "DecayCorrection", where, "give --suv-factor")).upper()
     if decay not in ("START", "ADMIN"):
         raise DicomError(f"{where}: DecayCorrection {decay!r} is not supported (START or ADMIN; or give "
                          "--suv-factor)")
@@ -468,11 +549,12 @@ def suv_scale(slices: Sequence, *, suv_factor: float | None = None, weight_kg: f
         raise DicomError(f"{where}: CorrectedImage (0028,0051) is {sorted(corrected)}; SUV needs attenuation "
                          "and decay corrected images (ATTN and DECY), or give --suv-factor")
     if weight_kg is None:
-        weight_kg = float(_require(ds, "PatientWeight", where))
+        weight_kg = float(_require(ds, "PatientWeight", where, "give --weight"))
+        _warn_weight(weight_kg, where)
     rp_where = where + " RadiopharmaceuticalInformationSequence"
     rp = _radiopharmaceutical_item(ds, where)
     if dose_bq is None:
-        dose_bq = float(_require(rp, "RadionuclideTotalDose", rp_where))
+        dose_bq = float(_require(rp, "RadionuclideTotalDose", rp_where, "give --dose"))
     if not weight_kg > 0:
         raise DicomError(f"{where}: PatientWeight must be > 0 kg, got {weight_kg} (give --weight)")
     if not dose_bq > 0:
@@ -480,18 +562,90 @@ def suv_scale(slices: Sequence, *, suv_factor: float | None = None, weight_kg: f
     half_life = decay_s = None
     decayed = dose_bq
     if decay == "START":
-        half_life = float(_require(rp, "RadionuclideHalfLife", rp_where))
+        half_life = float(_require(rp, "RadionuclideHalfLife", rp_where, "give --suv-factor"))
         if not half_life > 0:
             raise DicomError(f"{where}: RadionuclideHalfLife must be > 0 s, got {half_life}")
         scan = scan_reference_time(slices, where)
-        decay_s = (scan - injection_time(ds, scan, where)).total_seconds()
+        injected = injection_time(ds, scan, where)
+        decay_s = (scan - injected).total_seconds()
         if decay_s < 0:
             raise DicomError(f"{where}: the injection time is after the scan reference time "
                              f"({-decay_s:.0f} s); check RadiopharmaceuticalStartDateTime")
+        low, high = PLAUSIBLE_UPTAKE_S
+        if not low <= decay_s <= high:
+            log.warning("%s: implausible uptake time %.0f min (injection %s, scan reference time %s; expected %g min "
+                        "to %g h); check the header times or give --suv-factor", where, decay_s / 60.0,
+                        injected.isoformat(sep=" "), scan.isoformat(sep=" "), low / 60.0, high / 3600.0)
         decayed = dose_bq * math.pow(2.0, -decay_s / half_life)
     suv = weight_kg * 1000.0 / decayed  # g / Bq: SUV = (Bq/ml) x g / Bq, 1 ml of tissue = 1 g
     info = PetInfo(suv * bqml, units, tracer, text, weight_kg, dose_bq, half_life, decay_s)
     return bqml, suv, info
+
+
+def _warn_weight(weight_kg: float, where: str) -> None:
+    low, high = PLAUSIBLE_WEIGHT_KG
+    if weight_kg > 0 and not low <= weight_kg <= high:
+        log.warning("%s: implausible PatientWeight %g kg (expected %g to %g kg); check the header or give --weight",
+                    where, weight_kg, low, high)
+
+
+def _suv_header_values(ds: Dataset) -> dict[str, str]:
+    """The :data:`SUV_HEADER_KEYWORDS` values of one slice, as text ('' where absent)."""
+    def text(value) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, bytes):
+            value = value.decode("ascii", "ignore").strip("\x00 ")
+        if not isinstance(value, str) and hasattr(value, "__iter__"):
+            return "\\".join(str(v) for v in value)
+        return str(value).strip()
+
+    seq = ds.get("RadiopharmaceuticalInformationSequence", None)
+    rp = seq[0] if seq else None
+    out = {}
+    for key in SUV_HEADER_KEYWORDS:
+        if key.startswith("("):
+            tag = PHILIPS_SUV_FACTOR if key == "(7053,1000)" else PHILIPS_BQML_FACTOR
+            factor = _philips_factor(ds, tag)
+            out[key] = "" if factor is None else repr(factor)
+        elif key.startswith("Radion") or key.startswith("Radiopharmaceutical"):
+            out[key] = text(rp.get(key, None)) if rp is not None else ""
+        else:
+            out[key] = text(ds.get(key, None))
+    return out
+
+
+def check_suv_headers_agree(slices: Sequence, where: str = "PET", skip: set[str] | frozenset[str] = frozenset()
+                            ) -> None:
+    """Every slice must give the same SUV-factor inputs (:data:`SUV_HEADER_KEYWORDS`) as the first.
+
+    Numbers are compared as numbers (``75`` and ``75.0`` agree). ``skip`` holds keywords replaced by an
+    override (``--weight``, ``--dose``).
+
+    Raises
+    ------
+    DicomError
+        Naming the first disagreeing slice file (in z order), the tag and both values.
+    """
+    first = _suv_header_values(slices[0])
+    first_name = getattr(slices[0], "filename", None) or "the first slice"
+
+    def same(a: str, b: str) -> bool:
+        if a == b:
+            return True
+        try:
+            return math.isclose(float(a), float(b), rel_tol=1e-9)
+        except ValueError:
+            return False
+
+    for ds in slices[1:]:
+        values = _suv_header_values(ds)
+        for key in SUV_HEADER_KEYWORDS:
+            if key not in skip and not same(values[key], first[key]):
+                name = getattr(ds, "filename", None) or where
+                raise DicomError(f"{name}: {key} is {values[key] or '(absent)'!r}, but {first_name} has "
+                                 f"{first[key] or '(absent)'!r}; every slice of {where} must agree on the SUV "
+                                 "factor's header values")
 
 
 def read_dicom_pet(folder: PathLike, series_uid: str | None = None, *, suv_factor: float | None = None,
@@ -512,7 +666,40 @@ def read_dicom_pet(folder: PathLike, series_uid: str | None = None, *, suv_facto
     if modality and modality != "PT":
         raise DicomError(f"{where}: Modality is {modality}, not PT (PET)")
     bqml, suv, info = suv_scale(slices, suv_factor=suv_factor, weight_kg=weight_kg, dose_bq=dose_bq, where=where)
-    return (values * bqml * suv).astype(np.float32), geometry, info
+    info = replace(info, **{k: v for k, v in zip(("patient_id", "frame_of_reference_uid"),
+                                                 series_identity(slices[0]).values())})
+    out = (values * bqml * suv).astype(np.float32)
+    warn_body_suv(out, where, info)
+    return out, geometry, info
+
+
+def body_suv_median(suv: np.ndarray) -> float | None:
+    """Median SUV of the body: the voxels above :data:`BODY_FRACTION` of the 99th percentile of the volume.
+
+    None when no voxel is positive.
+    """
+    finite = suv[np.isfinite(suv)]
+    if finite.size == 0:
+        return None
+    top = float(np.percentile(finite, 99))
+    if not top > 0:
+        return None
+    body = finite[finite > BODY_FRACTION * top]
+    return float(np.median(body)) if body.size else None
+
+
+def warn_body_suv(suv: np.ndarray, where: str, info: PetInfo) -> None:
+    """Log a warning when the median body SUV (:func:`body_suv_median`) is outside :data:`PLAUSIBLE_BODY_SUV`."""
+    median = body_suv_median(suv)
+    low, high = PLAUSIBLE_BODY_SUV
+    if median is not None and not low <= median <= high:
+        values = f"SUV factor {info.suv_factor:.6g}, Units {info.units or '?'}"
+        if info.weight_kg is not None:
+            values += f", weight {info.weight_kg:g} kg"
+        if info.dose_bq is not None:
+            values += f", dose {info.dose_bq:.6g} Bq"
+        log.warning("%s: implausible median body SUV %.3g (expected %g to %g; %s); check the header or give "
+                    "--suv-factor/--weight/--dose", where, median, low, high, values)
 
 
 def resample_to(array: np.ndarray, geometry: Geometry, target: Geometry, default: float = -1024.0,
@@ -544,6 +731,7 @@ class ConvertedCase:
     pet_path: Path
     pet: PetInfo
     ct_resampled: bool
+    ct_mismatch: tuple[str, ...] = ()  # mismatches used anyway (``ignore_ct_mismatch``)
 
 
 def case_paths(out_prefix: PathLike) -> tuple[Path, Path]:
@@ -555,35 +743,54 @@ def case_paths(out_prefix: PathLike) -> tuple[Path, Path]:
 
 def convert_dicom_case(ct_dir: PathLike, pet_dir: PathLike, out_prefix: PathLike, *, ct_series: str | None = None,
                        pet_series: str | None = None, suv_factor: float | None = None,
-                       weight_kg: float | None = None, dose_bq: float | None = None) -> ConvertedCase:
+                       weight_kg: float | None = None, dose_bq: float | None = None,
+                       ignore_ct_mismatch: bool = False) -> ConvertedCase:
     """DICOM CT and PET series -> the nnU-Net pair ``<prefix>_0000.nii.gz`` (CT, HU) and ``_0001`` (SUVbw).
 
     The PET grid is the case grid: a CT on another grid is resampled onto it (linear
-    interpolation in physical space, -1024 HU outside the CT). Each file is written atomically;
-    both outputs are checked before anything is read.
+    interpolation in physical space, -1024 HU outside the CT). The CT must belong to the PET
+    (:func:`~nnunet_quantif.io.check_ct_matches_pet`: PatientID, FrameOfReferenceUID, overlap);
+    ``ignore_ct_mismatch`` logs a mismatch and records it in the result instead. Each file is
+    written atomically; both outputs are checked before anything is read, and neither may lie in
+    an input series folder.
 
     Raises
     ------
-    DicomError, MissingDicomTagError, OutputPathError
+    DicomError, MissingDicomTagError, CtPetMismatchError, OutputPathError, OverwriteInputError
     """
-    from .errors import GridMismatchError
-    from .io import check_output_path, check_same_grid, write_image
+    from .io import check_output_path, write_image
 
     ct_path, pet_path = case_paths(out_prefix)
     for p in (ct_path, pet_path):
-        check_output_path(p, image=True)
+        check_output_path(p, image=True, input_folders=(ct_dir, pet_dir))
     suv, g_pet, info = read_dicom_pet(pet_dir, pet_series, suv_factor=suv_factor, weight_kg=weight_kg,
                                       dose_bq=dose_bq)
-    ct, g_ct = read_dicom_ct(ct_dir, ct_series)
-    resampled = False
+    ct, resampled, mismatch = _ct_on_pet_grid(ct_dir, ct_series, g_pet, info, f"{pet_dir}", ignore_ct_mismatch)
+    write_image(ct.astype(np.float32), g_pet, ct_path)
+    write_image(suv, g_pet, pet_path)
+    return ConvertedCase(ct_path, pet_path, info, resampled, tuple(mismatch))
+
+
+def _ct_on_pet_grid(ct_dir: PathLike, ct_series: str | None, g_pet: Geometry, pet_info: PetInfo | None,
+                    pet_name: str, ignore_ct_mismatch: bool) -> tuple[np.ndarray, bool, list[str]]:
+    """Read a DICOM CT, check it against the PET and resample it onto the PET grid when its grid differs.
+
+    Returns the CT (z, y, x) HU on the PET grid, whether it was resampled, and the mismatches used anyway.
+    """
+    from .errors import GridMismatchError
+    from .io import check_ct_matches_pet, check_same_grid
+
+    ct, g_ct, ct_ids = _read_ct(ct_dir, ct_series)
+    pet_ids = None
+    if pet_info is not None:
+        pet_ids = {"PatientID": pet_info.patient_id, "FrameOfReferenceUID": pet_info.frame_of_reference_uid}
+    mismatch = check_ct_matches_pet(g_ct, g_pet, os.fspath(ct_dir), pet_name, ct_ids=ct_ids, pet_ids=pet_ids,
+                                    ignore=ignore_ct_mismatch)
     try:
         check_same_grid(g_ct, g_pet, "CT", "PET")
     except GridMismatchError:
-        ct = resample_to(ct, g_ct, g_pet, default=-1024.0)
-        resampled = True
-    write_image(ct.astype(np.float32), g_pet, ct_path)
-    write_image(suv, g_pet, pet_path)
-    return ConvertedCase(ct_path, pet_path, info, resampled)
+        return resample_to(ct, g_ct, g_pet, default=-1024.0), True, mismatch
+    return ct, False, mismatch
 
 
 def quantify_on_dicom_pet(mask_path: PathLike, pet_dir: PathLike, pet_series: str | None = None, *,
@@ -606,18 +813,30 @@ def quantify_on_dicom_pet(mask_path: PathLike, pet_dir: PathLike, pet_series: st
 
 
 def add_dicom_arguments(p: argparse.ArgumentParser, *, ct: bool = True) -> None:
-    """``--ct-series/--pet-series`` and the SUV overrides ``--suv-factor/--weight/--dose`` (argparse)."""
+    """``--ct-series/--pet-series``, the SUV overrides ``--suv-factor/--weight/--dose`` and, with ``ct``,
+    ``--ignore-ct-mismatch`` (argparse)."""
     from .cli.argtypes import positive_float
 
     g = p.add_argument_group("DICOM", "when an input is a DICOM series folder")
     if ct:
         g.add_argument("--ct-series", metavar="UID", help="SeriesInstanceUID of the CT in a folder with several")
+        add_ct_mismatch_argument(g)
     g.add_argument("--pet-series", metavar="UID", help="SeriesInstanceUID of the PET in a folder with several")
     g.add_argument("--suv-factor", type=positive_float, metavar="F",
                    help="SUV per stored (rescaled) PET unit, replacing the header's SUV fields")
     g.add_argument("--weight", type=positive_float, metavar="KG", help="patient weight in kg (PatientWeight)")
     g.add_argument("--dose", type=positive_float, metavar="BQ",
                    help="injected dose in Bq at the injection time (RadionuclideTotalDose)")
+
+
+def add_ct_mismatch_argument(p) -> None:
+    """``--ignore-ct-mismatch`` (argparse parser or group)."""
+    from .io import MIN_CT_OVERLAP
+
+    p.add_argument("--ignore-ct-mismatch", action="store_true",
+                   help="use a CT whose PatientID or FrameOfReferenceUID differs from the PET's, or that covers "
+                        f"less than {100 * MIN_CT_OVERLAP:.0f} %% of the PET's extent along an axis (logged as a "
+                        "warning and recorded)")
 
 
 def dicom_overrides(args: argparse.Namespace) -> dict:
@@ -628,14 +847,14 @@ def dicom_overrides(args: argparse.Namespace) -> dict:
 
 @contextlib.contextmanager
 def staged_case(ct: PathLike, pet: PathLike, *, ct_series: str | None = None, pet_series: str | None = None,
-                suv_factor: float | None = None, weight_kg: float | None = None, dose_bq: float | None = None
-                ) -> Iterator[tuple[Path, Path, PetInfo | None]]:
+                suv_factor: float | None = None, weight_kg: float | None = None, dose_bq: float | None = None,
+                ignore_ct_mismatch: bool = False) -> Iterator[tuple[Path, Path, PetInfo | None]]:
     """Image files for a case whose CT and/or PET may be DICOM series folders.
 
     Inputs that are files are passed through. A PET folder is converted to SUVbw and a CT
     folder to HU, written as NIfTI into a temporary folder that is removed on exit; a CT
-    folder on another grid than the PET is resampled onto the PET grid (as
-    :func:`convert_dicom_case`).
+    folder is checked against the PET and, on another grid, resampled onto the PET grid (as
+    :func:`convert_dicom_case`; ``ignore_ct_mismatch`` logs a mismatch instead of raising).
 
     Yields
     ------
@@ -643,8 +862,7 @@ def staged_case(ct: PathLike, pet: PathLike, *, ct_series: str | None = None, pe
     pet_info : PetInfo or None
         None when the PET is a file.
     """
-    from .errors import GridMismatchError
-    from .io import check_same_grid, read_geometry, write_image
+    from .io import read_geometry, write_image
 
     if not (is_dicom_folder(ct) or is_dicom_folder(pet)):
         yield Path(ct), Path(pet), None
@@ -659,17 +877,17 @@ def staged_case(ct: PathLike, pet: PathLike, *, ct_series: str | None = None, pe
         else:
             pet_path, g_pet = Path(pet), read_geometry(pet)
         if is_dicom_folder(ct):
-            hu, g_ct = read_dicom_ct(ct, ct_series)
-            try:
-                check_same_grid(g_ct, g_pet, "CT", "PET")
-            except GridMismatchError:
-                hu = resample_to(hu, g_ct, g_pet, default=-1024.0)
+            hu, _, _ = _ct_on_pet_grid(ct, ct_series, g_pet, info, os.fspath(pet), ignore_ct_mismatch)
             ct_path = Path(tmp) / "case_0000.nii.gz"
             write_image(hu, g_pet, ct_path)
         else:
             ct_path = Path(ct)
         yield ct_path, pet_path, info
 
+
+#: Type 2 patient and study attributes a SEG copies from its source images; absent ones are written empty.
+SEG_TYPE2_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
+                      "StudyDate", "StudyTime", "ReferringPhysicianName")
 
 #: Output types of ``quantif predict --output-type``.
 OUTPUT_TYPES: tuple[str, ...] = ("nifti", "mha", "dicom-seg")
@@ -691,7 +909,8 @@ def write_dicom_seg(mask: np.ndarray, geometry: Geometry, pet_dir: PathLike, out
         The PET DICOM series folder the SEG references (its SOP instances, frame of reference,
         study and patient).
     out_path : path-like
-        The ``.dcm`` file to write.
+        The ``.dcm`` file to write; never inside the PET folder (a SEG there would join its series on the
+        next read) nor one of its files.
     pet_series : str, optional
         SeriesInstanceUID in a folder with several series.
     per_lesion : bool
@@ -705,6 +924,8 @@ def write_dicom_seg(mask: np.ndarray, geometry: Geometry, pet_dir: PathLike, out
     Each segment is coded SNOMED CT 49755003 "Morphologically abnormal structure" (category) /
     108369006 "Neoplasm" (type), algorithm type AUTOMATIC, with the algorithm identification
     "nnunet-quantif" and the package version. Empty masks keep all frames (a SEG needs one).
+    Absent Type 2 patient and study attributes (:data:`SEG_TYPE2_KEYWORDS`, such as the PatientBirthDate
+    of an anonymised series) are written empty, as the standard allows.
     """
     try:
         import highdicom as hd
@@ -712,12 +933,18 @@ def write_dicom_seg(mask: np.ndarray, geometry: Geometry, pet_dir: PathLike, out
     except ImportError:  # pragma: no cover - the 'dicom' extra
         raise DicomError("writing DICOM-SEG needs highdicom: pip install 'nnunet-quantif[dicom]'") from None
     from . import __version__
-    from .io import atomic_write, check_same_grid
+    from .io import atomic_write, check_output_path, check_same_grid
 
+    check_output_path(out_path, input_folders=(pet_dir,))
     info = select_series(pet_dir, pet_series)
     where = f"{pet_dir} (series {info.uid})"
     slices, g_pet = _sorted_slices(_read_datasets(info, where), where)
     check_same_grid(geometry, g_pet, "mask", where)
+    _require(slices[0], "StudyInstanceUID", where)
+    for ds in slices:  # Type 2: present, empty allowed; highdicom copies them from the source images
+        for keyword in SEG_TYPE2_KEYWORDS:
+            if keyword not in ds:
+                setattr(ds, keyword, "")
     binary = np.asarray(mask) > 0
     if per_lesion:
         import cc3d
@@ -743,7 +970,7 @@ def write_dicom_seg(mask: np.ndarray, geometry: Geometry, pet_dir: PathLike, out
         manufacturer_model_name="QuantIF lesion segmentation", software_versions=__version__,
         device_serial_number="0", series_description="QuantIF lesions", omit_empty_frames=bool(binary.any()))
     out_path = Path(out_path)
-    with atomic_write(out_path) as tmp:
+    with atomic_write(out_path, inputs=info.files, input_folders=(pet_dir,)) as tmp:
         seg.save_as(tmp)
     return out_path
 

@@ -20,6 +20,10 @@ class GridMismatchError(QuantIFError):
     """Two images that must share one voxel grid do not."""
 
 
+class CtPetMismatchError(GridMismatchError):
+    """A CT does not belong to its PET: another patient or frame of reference, or too little physical overlap."""
+
+
 class OverwriteInputError(QuantIFError):
     """An output path would overwrite one of the inputs."""
 

@@ -418,15 +418,44 @@ def _same_file(a: PathLike, b: PathLike) -> bool:
     return pa.resolve() == pb.resolve()
 
 
-def ensure_not_input(target: PathLike, inputs: Iterable[PathLike] = ()) -> None:
-    """Raise :class:`OverwriteInputError` if ``target`` is one of ``inputs``."""
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (resolved, links followed) lies at or below ``folder`` (resolved)."""
+    p, f = path.resolve(), folder.resolve()
+    return p == f or f in p.parents
+
+
+def ensure_not_input(target: PathLike, inputs: Iterable[PathLike] = (),
+                     input_folders: Iterable[PathLike] = ()) -> None:
+    """Raise :class:`OverwriteInputError` if ``target`` is one of ``inputs``, or lies in one of ``input_folders``.
+
+    Parameters
+    ----------
+    target : path-like
+        The output.
+    inputs : iterable of path-like
+        Input files (the same file under another name or through a link counts).
+    input_folders : iterable of path-like
+        Input folders, such as DICOM series folders: the output must not lie inside one (a file written
+        there would join the series on the next read), nor be any file under it (through a hard or
+        symbolic link).
+    """
     for inp in inputs:
         if inp is not None and _same_file(target, inp):
             raise OverwriteInputError(f"{target}: refusing to overwrite the input file {inp}")
+    t = Path(target)
+    for folder in input_folders:
+        if folder is None or not Path(folder).is_dir():
+            continue
+        if _inside(t, Path(folder)):
+            raise OverwriteInputError(f"{target}: refusing to write inside the input folder {folder}")
+        if t.exists():
+            for f in Path(folder).rglob("*"):
+                if f.is_file() and _same_file(t, f):
+                    raise OverwriteInputError(f"{target}: refusing to overwrite {f} of the input folder {folder}")
 
 
 def check_output_path(path: PathLike, *, image: bool = False, folder: bool = False,
-                      inputs: Iterable[PathLike] = ()) -> Path:
+                      inputs: Iterable[PathLike] = (), input_folders: Iterable[PathLike] = ()) -> Path:
     """Check, before any long work, that ``path`` can be written as an output.
 
     Parameters
@@ -439,6 +468,8 @@ def check_output_path(path: PathLike, *, image: bool = False, folder: bool = Fal
         ``path`` is an output folder: it must not be an existing file.
     inputs : iterable of path-like
         Input paths the output must not overwrite.
+    input_folders : iterable of path-like
+        Input folders (DICOM series folders) the output must not lie in (:func:`ensure_not_input`).
 
     Returns
     -------
@@ -449,9 +480,10 @@ def check_output_path(path: PathLike, *, image: bool = False, folder: bool = Fal
     ------
     OutputPathError
         ``path`` is an existing folder (file outputs) or file (folder outputs), has an unknown
-        image ending, or the nearest existing folder above it is not a writable folder.
+        image ending, is a symbolic link leading out of its folder (:func:`atomic_write`), or the
+        nearest existing folder above it is not a writable folder.
     OverwriteInputError
-        ``path`` is one of ``inputs``.
+        ``path`` is one of ``inputs``, or lies in one of ``input_folders``.
     """
     from .errors import OutputPathError
 
@@ -466,7 +498,11 @@ def check_output_path(path: PathLike, *, image: bool = False, folder: bool = Fal
             raise OutputPathError(f"{target}: output path is an existing device, FIFO or socket, not a regular file")
         if image and not has_image_extension(target):
             raise OutputPathError(f"{target}: unknown output image ending (use one of {', '.join(IMAGE_EXTENSIONS)})")
-        ensure_not_input(target, inputs)
+        ensure_not_input(target, inputs, input_folders)
+        if target.is_symlink() and Path(os.path.realpath(target)).parent != Path(os.path.realpath(target.parent)):
+            raise OutputPathError(f"{target}: output is a symbolic link to {os.path.realpath(target)}, outside the "
+                                  "output's folder; refusing to write through it (name that file as the output "
+                                  "instead)")
     parent = target if folder else target.parent
     parent = parent.absolute()
     while not parent.exists() and parent != parent.parent:
@@ -486,12 +522,17 @@ def _current_umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_write(target: PathLike, inputs: Iterable[PathLike] = ()) -> Iterator[Path]:
+def atomic_write(target: PathLike, inputs: Iterable[PathLike] = (), input_folders: Iterable[PathLike] = (),
+                 link_targets: Iterable[PathLike] = ()) -> Iterator[Path]:
     """Write a file atomically: yield a temporary path in the target's folder, then rename it.
 
     The temporary name ends with the target's name, so writers that choose the
     format by the file ending (SimpleITK) behave the same. If the block raises,
     the temporary file is removed and the target is left as it was.
+
+    A ``target`` that is a symbolic link is written through (the link is kept) when the file it
+    points to lies in the link's own folder, or is one of ``link_targets``; a link that leads out
+    of its folder is refused, so a planted link cannot redirect an output elsewhere.
 
     Parameters
     ----------
@@ -500,14 +541,23 @@ def atomic_write(target: PathLike, inputs: Iterable[PathLike] = ()) -> Iterator[
     inputs : iterable of path-like
         Paths that must never be overwritten; naming one as ``target`` raises
         :class:`OverwriteInputError` before anything is written.
+    input_folders : iterable of path-like
+        Folders the target must not lie in (:func:`ensure_not_input`).
+    link_targets : iterable of path-like
+        Files the user named, which a symbolic link ``target`` may lead to outside its folder.
     """
     from .errors import OutputPathError
 
     target = Path(target)
-    ensure_not_input(target, inputs)
+    ensure_not_input(target, inputs, input_folders)
     if target.is_symlink():
-        target = Path(os.path.realpath(target))  # write through the link, keep the link
-        ensure_not_input(target, inputs)
+        real = Path(os.path.realpath(target))
+        allowed = {Path(os.path.realpath(p)) for p in link_targets}
+        if real.parent != Path(os.path.realpath(target.parent)) and real not in allowed:
+            raise OutputPathError(f"{target}: output is a symbolic link to {real}, outside the output's folder; "
+                                  "refusing to write through it (name that file as the output instead)")
+        target = real  # write through the link, keep the link
+        ensure_not_input(target, inputs, input_folders)
     if target.exists() and not target.is_file():
         kind = "folder" if target.is_dir() else "device, FIFO or socket"
         raise OutputPathError(f"{target}: output path is an existing {kind}, not a regular file; "
@@ -602,3 +652,85 @@ def check_same_grid(a: Geometry, b: Geometry, name_a: str = "image A", name_b: s
     raise GridMismatchError(
         f"{name_a} and {name_b} are not on the same grid: {field} differs ({fmt(va)} vs {fmt(vb)})"
     )
+
+
+#: The CT must cover at least this fraction of the PET's physical extent along each patient axis (x, y, z) to
+#: be resampled onto or paired with it. Half leaves room for a CT reconstructed with a smaller in-plane field
+#: of view than the PET and for a shorter CT range, and refuses a CT that misses the PET.
+MIN_CT_OVERLAP = 0.5
+
+
+def physical_bounds(geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """The axis-aligned box (mm, LPS, (x, y, z)) spanned by the voxels of ``geometry``, voxel edges included.
+
+    Returns
+    -------
+    low, high : np.ndarray, shape (3,)
+    """
+    size = np.asarray(geometry.size, dtype=float)
+    corners = np.array([[-0.5 + c[i] * size[i] for i in range(3)] for c in np.ndindex(2, 2, 2)])
+    points = np.array([geometry.index_to_physical(c) for c in corners])
+    return points.min(axis=0), points.max(axis=0)
+
+
+def ct_pet_overlap(ct: Geometry, pet: Geometry) -> np.ndarray:
+    """Per patient axis (x, y, z), the fraction of the PET's physical extent that the CT's box covers (0 to 1)."""
+    c_lo, c_hi = physical_bounds(ct)
+    p_lo, p_hi = physical_bounds(pet)
+    covered = np.clip(np.minimum(c_hi, p_hi) - np.maximum(c_lo, p_lo), 0.0, None)
+    return covered / np.maximum(p_hi - p_lo, 1e-9)
+
+
+def check_ct_matches_pet(ct: Geometry, pet: Geometry, ct_name: str = "CT", pet_name: str = "PET", *,
+                         ct_ids: dict[str, str] | None = None, pet_ids: dict[str, str] | None = None,
+                         ignore: bool = False, min_overlap: float = MIN_CT_OVERLAP) -> list[str]:
+    """Check that a CT belongs to its PET before it is resampled onto it or paired with it.
+
+    Parameters
+    ----------
+    ct, pet : Geometry
+    ct_name, pet_name : str
+        How to name the images in the message (paths).
+    ct_ids, pet_ids : dict, optional
+        Header identifiers, e.g. ``{"PatientID": ..., "FrameOfReferenceUID": ...}``; a key is compared
+        only where both headers give a non-empty value (NIfTI and MHA files give none).
+    ignore : bool
+        Log each mismatch as a warning and go on (``--ignore-ct-mismatch``) instead of raising.
+    min_overlap : float
+        Fraction of the PET's extent the CT must cover along each axis (:data:`MIN_CT_OVERLAP`).
+
+    Returns
+    -------
+    list of str
+        The mismatches found (empty when the CT matches), for the command's record.
+
+    Raises
+    ------
+    CtPetMismatchError
+        Without ``ignore``: one line naming both images and each differing value.
+    """
+    import logging
+
+    from .errors import CtPetMismatchError
+
+    problems = []
+    for key in sorted(set(ct_ids or {}) & set(pet_ids or {})):
+        a, b = str((ct_ids or {})[key] or "").strip(), str((pet_ids or {})[key] or "").strip()
+        if a and b and a != b:
+            problems.append(f"{key} differs (CT {a!r}, PET {b!r})")
+    fractions = ct_pet_overlap(ct, pet)
+    if np.any(fractions < min_overlap):
+        c_lo, c_hi = physical_bounds(ct)
+        p_lo, p_hi = physical_bounds(pet)
+        axis = int(np.argmin(fractions))
+        name = "xyz"[axis]
+        problems.append(f"the CT covers {100 * fractions[axis]:.0f} % of the PET's extent along {name} (CT "
+                        f"{c_lo[axis]:.1f} to {c_hi[axis]:.1f} mm, PET {p_lo[axis]:.1f} to {p_hi[axis]:.1f} mm; "
+                        f"at least {100 * min_overlap:.0f} % needed)")
+    if not problems:
+        return []
+    message = f"CT {ct_name} does not match PET {pet_name}: " + "; ".join(problems)
+    if not ignore:
+        raise CtPetMismatchError(message + " (give --ignore-ct-mismatch to use this CT anyway)")
+    logging.getLogger(__name__).warning("%s; used anyway (--ignore-ct-mismatch)", message)
+    return problems

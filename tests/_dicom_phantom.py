@@ -5,6 +5,12 @@ so the stored integers with RescaleSlope = step / factor reproduce it exactly: t
 must equal the phantom's to float32 precision for every header variant. Each variant knows its
 own decay time in seconds (not derived from the header), so the expected factor is independent
 of the reader's time parsing.
+
+CT and PET share one StudyInstanceUID and FrameOfReferenceUID by default (:data:`STUDY_UID`,
+:data:`FRAME_UID`), as a PET/CT scanner writes them. Broken variants: :data:`CT_VARIANTS` ``far``
+(500 mm away along z) and ``foreign`` (another patient, study and frame of reference);
+:data:`BROKEN_VARIANTS` of the PET change slice :data:`BROKEN_SLICE_Z` only (``mixed_units``,
+``mixed_dose``, ``slope0``) or drop PatientBirthDate from every slice (``no_birthdate``).
 """
 
 from __future__ import annotations
@@ -31,6 +37,16 @@ PHILIPS_BQML = 0.25  # (7053,1009): Bq/ml per count
 
 #: variant -> (series datetime, injection text, decay seconds, decay correction, units)
 VARIANTS = ("bqml", "bqml_starttime", "midnight", "admin", "philips_suv", "philips_bqml", "postprocessed", "gml")
+#: PET variants the reader must refuse or repair (the ``bqml`` header otherwise).
+BROKEN_VARIANTS = ("mixed_units", "mixed_dose", "slope0", "no_birthdate")
+#: The slice (z index) the ``mixed_*`` and ``slope0`` variants change.
+BROKEN_SLICE_Z = 5
+#: CT variants: on the PET (``same``), 500 mm away along z (``far``), another patient and frame (``foreign``).
+CT_VARIANTS = ("same", "far", "foreign")
+FAR_MM = 500.0
+
+STUDY_UID = generate_uid(entropy_srcs=["nnunet-quantif phantom study"])
+FRAME_UID = generate_uid(entropy_srcs=["nnunet-quantif phantom frame of reference"])
 
 
 @dataclass
@@ -134,17 +150,31 @@ def _write_slices(folder: Path, volume_stored: np.ndarray, slopes: np.ndarray, i
     return paths
 
 
-def write_ct(folder: Path, phantom: Phantom, *, study_uid: str | None = None, frame_uid: str | None = None,
-             series_uid: str | None = None, geometry: Geometry | None = None, ct: np.ndarray | None = None,
-             shuffle: bool = True, edit: Callable[[Dataset, int], None] | None = None) -> str:
-    """Write the CT (HU = stored - 1024) as one file per slice; returns the SeriesInstanceUID."""
-    study_uid, frame_uid = study_uid or generate_uid(), frame_uid or generate_uid()
+def write_ct(folder: Path, phantom: Phantom, variant: str = "same", *, study_uid: str | None = None,
+             frame_uid: str | None = None, series_uid: str | None = None, geometry: Geometry | None = None,
+             ct: np.ndarray | None = None, shuffle: bool = True,
+             edit: Callable[[Dataset, int], None] | None = None) -> str:
+    """Write the CT (HU = stored - 1024) as one file per slice; returns the SeriesInstanceUID.
+
+    ``variant`` (:data:`CT_VARIANTS`): ``far`` moves the CT :data:`FAR_MM` along z, ``foreign`` gives it
+    another PatientID, StudyInstanceUID and FrameOfReferenceUID.
+    """
+    if variant not in CT_VARIANTS:
+        raise ValueError(variant)
+    study_uid, frame_uid = study_uid or STUDY_UID, frame_uid or FRAME_UID
+    if variant == "foreign":
+        study_uid, frame_uid = generate_uid(), generate_uid()
     series_uid = series_uid or generate_uid()
     ct = phantom.ct if ct is None else ct
     geometry = geometry or phantom.geometry
+    if variant == "far":
+        geometry = Geometry(geometry.size, geometry.spacing,
+                            (geometry.origin[0], geometry.origin[1], geometry.origin[2] + FAR_MM), geometry.direction)
 
     def header(z: int) -> Dataset:
         ds = _base("CT", CTImageStorage, study_uid, series_uid, frame_uid)
+        if variant == "foreign":
+            ds.PatientID = "ANOTHER-PATIENT"
         ds.SeriesDescription = "CT phantom"
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.KVP = "120"
@@ -162,11 +192,12 @@ def write_pet(folder: Path, phantom: Phantom, variant: str = "bqml", *, study_ui
     """Write the phantom PET in one header variant (see :data:`VARIANTS`); returns the SeriesInstanceUID.
 
     ``tracer_text`` is (CodeMeaning, Radiopharmaceutical). ``edit(ds, z)`` changes each slice before saving
-    (to drop a tag, for instance).
+    (to drop a tag, for instance). A :data:`BROKEN_VARIANTS` name writes the ``bqml`` header with one fault.
     """
-    if variant not in VARIANTS:
+    if variant not in VARIANTS + BROKEN_VARIANTS:
         raise ValueError(variant)
-    study_uid, frame_uid = study_uid or generate_uid(), frame_uid or generate_uid()
+    broken, variant = (variant, "bqml") if variant in BROKEN_VARIANTS else (None, variant)
+    study_uid, frame_uid = study_uid or STUDY_UID, frame_uid or FRAME_UID
     series_uid = series_uid or generate_uid()
     series_dt = dt.datetime(2026, 1, 1, 10, 0, 0)
     injection = dt.datetime(2026, 1, 1, 9, 0, 0)
@@ -226,5 +257,17 @@ def write_pet(folder: Path, phantom: Phantom, variant: str = "bqml", *, study_ui
             block.add_new(0x09, "DS", _ds_number(PHILIPS_BQML))
         return ds
 
-    _write_slices(Path(folder), stored, slopes, 0.0, phantom.geometry, header, 2, shuffle, False, edit)
+    def breaking(ds: Dataset, z: int) -> None:
+        if broken == "no_birthdate":
+            del ds.PatientBirthDate
+        elif z == BROKEN_SLICE_Z and broken == "mixed_units":
+            ds.Units = "GML"
+        elif z == BROKEN_SLICE_Z and broken == "mixed_dose":
+            ds.RadiopharmaceuticalInformationSequence[0].RadionuclideTotalDose = _ds_number(2 * DOSE_BQ)
+        elif z == BROKEN_SLICE_Z and broken == "slope0":
+            ds.RescaleSlope = "0"
+        if edit is not None:
+            edit(ds, z)
+
+    _write_slices(Path(folder), stored, slopes, 0.0, phantom.geometry, header, 2, shuffle, False, breaking)
     return series_uid

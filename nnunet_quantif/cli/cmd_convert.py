@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                      "<case>_head_glands_cavities.nii.gz (default SRC/totalseg)")
     p.add_argument("--resample-pet-to-ct", action="store_true",
                    help="resample a PET on another grid linearly onto the CT grid instead of failing")
+    from ..dicom import add_ct_mismatch_argument
+
+    add_ct_mismatch_argument(p)
     p.add_argument("--sigma-tumor", type=positive_float, nargs="+", default=[DEFAULT_SIGMA_TUMOR], metavar="S",
                    help=f"heatmap tumor sigma in voxels, 1 value or 3 (x y z) (default {DEFAULT_SIGMA_TUMOR:g})")
     p.add_argument("--sigma-background", type=positive_float, nargs="+", default=[DEFAULT_SIGMA_BACKGROUND],
@@ -104,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     summary = convert_dataset(
         args.src, args.out, args.dataset_id, tracers=args.tracers.split(","), joint=args.joint,
         click_step=args.click_step, workers=args.workers, overwrite=args.overwrite, clicks_dir=args.clicks_dir,
-        tracer_csv=args.tracer_csv, resample_pet_to_ct=args.resample_pet_to_ct, totalseg_dir=args.totalseg,
+        tracer_csv=args.tracer_csv, resample_pet_to_ct=args.resample_pet_to_ct,
+        ignore_ct_mismatch=args.ignore_ct_mismatch, totalseg_dir=args.totalseg,
         heatmap_params=params, progress=not args.no_progress, pet_norm=pet_norm,
         organ_groups=organ_groups, organs_in_label=args.organs_in_label)
     print(summary.format())

@@ -15,8 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "--pet-series) and write <prefix>_0000.nii.gz (CT, HU) and <prefix>_0001.nii.gz (PET in "
                     "SUVbw, QIBA: BQML with START/ADMIN decay correction, or Philips CNTS with its private "
                     "factors) on the PET grid; a CT on another grid is resampled linearly onto the PET grid "
-                    "(-1024 HU outside the CT). Slices are ordered by position; non-axial, tilted and "
-                    "non-uniformly spaced series are refused. Files are written atomically.")
+                    "(-1024 HU outside the CT). The CT must have the PET's PatientID and FrameOfReferenceUID and "
+                    "cover at least half of the PET's extent along each axis (--ignore-ct-mismatch overrides). "
+                    "Every PET slice must agree on the SUV header values. Slices are ordered by position; "
+                    "non-axial, tilted and non-uniformly spaced series are refused. Files are written atomically, "
+                    "never inside an input series folder.")
     p.add_argument("--ct", required=True, metavar="DIR", help="CT DICOM series folder")
     p.add_argument("--pet", required=True, metavar="DIR", help="PET DICOM series folder")
     p.add_argument("--out", required=True, metavar="CASE_PREFIX",
@@ -29,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write a mask (voxels > 0 are lesion; e.g. from 'quantif predict' or 'convert-dicom' data) as "
                     "a DICOM Segmentation (highdicom) that references the PET series: one segment 'lesion' "
                     "(SNOMED CT 108369006 Neoplasm), or one per lesion with --per-lesion; algorithm "
-                    "identification nnunet-quantif and its version. The mask must be on the PET series grid.")
+                    "identification nnunet-quantif and its version. The mask must be on the PET series grid. "
+                    "The output may not lie inside the PET folder; absent Type 2 patient/study attributes "
+                    "(e.g. PatientBirthDate) are written empty.")
     s.add_argument("--mask", required=True, metavar="M", help="mask image (.nii.gz, .nii, .mha)")
     s.add_argument("--pet", required=True, metavar="DIR", help="PET DICOM series folder the SEG references")
     s.add_argument("--out", required=True, metavar="SEG.dcm", help="output DICOM-SEG file")
@@ -43,13 +48,15 @@ def run(args: argparse.Namespace) -> int:
     from ..dicom import convert_dicom_case, dicom_overrides
 
     result = convert_dicom_case(args.ct, args.pet, args.out, ct_series=args.ct_series, pet_series=args.pet_series,
-                                **dicom_overrides(args))
+                                ignore_ct_mismatch=args.ignore_ct_mismatch, **dicom_overrides(args))
     info = result.pet
     detail = f"units {info.units}, SUV factor {info.suv_factor:.6g}, tracer {info.tracer or 'unknown'}"
     if info.radiopharmaceutical:
         detail += f" ({info.radiopharmaceutical})"
     if result.ct_resampled:
         detail += "; CT resampled onto the PET grid"
+    if result.ct_mismatch:
+        detail += "; CT mismatch ignored (--ignore-ct-mismatch): " + "; ".join(result.ct_mismatch)
     print(f"wrote {result.ct_path} and {result.pet_path} ({detail})")
     return 0
 
@@ -58,7 +65,7 @@ def run_seg(args: argparse.Namespace) -> int:
     from ..dicom import write_dicom_seg
     from ..io import check_output_path, read_image
 
-    check_output_path(args.out, inputs=[args.mask])
+    check_output_path(args.out, inputs=[args.mask], input_folders=[args.pet])
     mask, geometry = read_image(args.mask)
     out = write_dicom_seg(mask, geometry, args.pet, args.out, pet_series=args.pet_series,
                           per_lesion=args.per_lesion, model_folder=args.model_folder)

@@ -119,13 +119,14 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"one-case mode needs {', '.join(missing)}")
         # every path is checked before the model loads and the case runs
         inputs = [p for p in (args.ct, args.pet, args.clicks) if p is not None]
-        from ..dicom import check_output_type, seg_lesion_csv_path
+        from ..dicom import check_output_type, is_dicom_folder, seg_lesion_csv_path
 
+        folders = [p for p in (args.ct, args.pet) if is_dicom_folder(p)]  # DICOM series: no output inside
         seg = check_output_type(args.output_type, args.out, args.pet)
-        check_output_path(args.out, image=not seg, inputs=inputs)
+        check_output_path(args.out, image=not seg, inputs=inputs, input_folders=folders)
         csv_path = seg_lesion_csv_path(args.out) if seg else lesion_csv_path(args.out)
         if args.stats:
-            check_output_path(csv_path, inputs=inputs)
+            check_output_path(csv_path, inputs=inputs, input_folders=folders)
         if args.clicks is not None and not Path(args.clicks).is_file():
             raise InputFileError(f"{args.clicks}: click file not found (omit --clicks to predict without clicks)")
         import tempfile
@@ -133,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
         from ..dicom import dicom_overrides, staged_case
 
         with staged_case(args.ct, args.pet, ct_series=args.ct_series, pet_series=args.pet_series,
-                         **dicom_overrides(args)) as (ct_path, pet_path, dicom_pet), \
+                         ignore_ct_mismatch=args.ignore_ct_mismatch, **dicom_overrides(args)) as \
+                (ct_path, pet_path, dicom_pet), \
                 tempfile.TemporaryDirectory(prefix="quantif-seg-") as seg_tmp:
             tracer = args.tracer
             if tracer == "auto" and dicom_pet is not None and dicom_pet.tracer is not None:

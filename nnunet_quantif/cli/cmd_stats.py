@@ -42,12 +42,14 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None and not args.json:
         raise ConfigError("give --out FILE.csv / FILE.json, or --json to print the JSON")
     inputs = (args.mask, args.pet)
+    from ..dicom import is_dicom_folder
+
     if args.out is not None:
-        check_output_path(args.out, inputs=inputs)
+        check_output_path(args.out, inputs=inputs, input_folders=[args.pet] if is_dicom_folder(args.pet) else [])
         ending = args.out.lower().rsplit(".", 1)[-1] if "." in args.out else ""
         if ending not in ("csv", "json"):
             raise OutputPathError(f"{args.out}: unknown output ending (use .csv or .json)")
-    from ..dicom import dicom_overrides, is_dicom_folder, quantify_on_dicom_pet
+    from ..dicom import dicom_overrides, quantify_on_dicom_pet
 
     if is_dicom_folder(args.pet):
         stats = quantify_on_dicom_pet(args.mask, args.pet, args.pet_series, **dicom_overrides(args))

@@ -340,7 +340,7 @@ def save_session(session, mask_path: PathLike, inputs: Sequence[PathLike] = ()) 
         ``save``). Beside it, :func:`output_paths`: the clicks in the challenge JSON form (x, y, z) and the
         per-lesion CSV (as ``quantif stats``).
     inputs : sequence of path-like
-        The case's image files, which are never overwritten.
+        The case's image files, which are never overwritten, or DICOM series folders, which no output may lie in.
 
     Returns
     -------
@@ -353,9 +353,10 @@ def save_session(session, mask_path: PathLike, inputs: Sequence[PathLike] = ()) 
     """
     paths = output_paths(mask_path)
     inputs = tuple(p for p in inputs if p is not None)
-    check_output_path(paths.mask, image=True, inputs=inputs)
+    folders = tuple(p for p in inputs if Path(p).is_dir())
+    check_output_path(paths.mask, image=True, inputs=inputs, input_folders=folders)
     for p in (paths.clicks, paths.lesions):
-        check_output_path(p, inputs=inputs)
+        check_output_path(p, inputs=inputs, input_folders=folders)
     write_image(session.mask, session.geometry, paths.mask, inputs=inputs)
     write_clicks(session.clicks, paths.clicks, inputs=inputs)
     write_csv(session.lesions, paths.lesions, inputs=inputs)
@@ -434,9 +435,10 @@ def build_pipeline(settings: ModelSettings, base: argparse.Namespace | None = No
 
 
 @contextlib.contextmanager
-def case_files(ct: PathLike, pet: PathLike) -> Iterator[tuple[Path, Path]]:
+def case_files(ct: PathLike, pet: PathLike, ignore_ct_mismatch: bool = False) -> Iterator[tuple[Path, Path]]:
     """Image files for a case: NIfTI/MHA files pass through; DICOM series folders are read as ``quantif predict``
-    reads them (CT in HU resampled onto the PET grid, PET in SUVbw), into a temporary folder removed on exit."""
+    reads them (CT in HU checked against the PET and resampled onto its grid, PET in SUVbw), into a temporary
+    folder removed on exit. ``ignore_ct_mismatch`` as ``quantif predict --ignore-ct-mismatch``."""
     from ..dicom import is_dicom_folder, staged_case
 
     for what, p in (("CT", ct), ("PET", pet)):
@@ -447,11 +449,12 @@ def case_files(ct: PathLike, pet: PathLike) -> Iterator[tuple[Path, Path]]:
     if not (is_dicom_folder(ct) or is_dicom_folder(pet)):
         yield Path(ct), Path(pet)
         return
-    with staged_case(ct, pet) as (ct_path, pet_path, _):
+    with staged_case(ct, pet, ignore_ct_mismatch=ignore_ct_mismatch) as (ct_path, pet_path, _):
         yield ct_path, pet_path
 
 
-def read_case(ct: PathLike, pet: PathLike, nonfinite: str = "raise") -> tuple[np.ndarray, np.ndarray, Geometry, str]:
+def read_case(ct: PathLike, pet: PathLike, nonfinite: str = "raise", ignore_ct_mismatch: bool = False
+              ) -> tuple[np.ndarray, np.ndarray, Geometry, str]:
     """Read a case for the viewer and the session.
 
     Parameters
@@ -460,6 +463,8 @@ def read_case(ct: PathLike, pet: PathLike, nonfinite: str = "raise") -> tuple[np
         CT (HU) and PET (SUV) image files on one grid (``.nii.gz``, ``.nii``, ``.mha``), or DICOM series folders.
     nonfinite : str
         NaN/Inf policy of the PET (:func:`~nnunet_quantif.io.read_pet`).
+    ignore_ct_mismatch : bool
+        Use a DICOM CT that does not match the PET (logged), as ``quantif predict --ignore-ct-mismatch``.
 
     Returns
     -------
@@ -476,7 +481,7 @@ def read_case(ct: PathLike, pet: PathLike, nonfinite: str = "raise") -> tuple[np
     """
     from ..inference.pipeline import read_case_images
 
-    with case_files(ct, pet) as (ct_path, pet_path):
+    with case_files(ct, pet, ignore_ct_mismatch) as (ct_path, pet_path):
         ct_a, pet_a, geometry = read_case_images(ct_path, pet_path, nonfinite)
     name = strip_image_extension(Path(pet).name) if Path(pet).is_file() else Path(pet).name
     return ct_a, pet_a, geometry, name

@@ -290,7 +290,9 @@ class QuantIFWidget(QWidget):
             else:
                 pipeline = session.pipeline
             yield f"reading {Path(pet).name}"
-            ct_a, pet_a, geometry, name = read_case(ct, pet, pipeline.nonfinite)
+            ct_a, pet_a, geometry, name = read_case(
+                ct, pet, pipeline.nonfinite, ignore_ct_mismatch=bool(getattr(self.base_args, "ignore_ct_mismatch",
+                                                                             False)))
             if session is None:
                 yield "loading the models"
                 session = Session(pipeline=pipeline)
