@@ -191,11 +191,18 @@ def load_predictor(model_dir: PathLike, *, folds: Sequence[int | str] | None = D
     Raises
     ------
     ModelError
-        Missing folder/fold/checkpoint, or a checkpoint nnU-Net cannot load.
+        Missing folder/fold/checkpoint, a checkpoint that needs globals outside the safe allow-list
+        (:data:`~nnunet_quantif.releases.common.ALLOWED_GLOBALS`), or a checkpoint nnU-Net cannot load.
     """
     from .predictor import QuantIFPredictor
 
     use_folds = check_model_folder(model_dir, folds, checkpoint)
+    # nnU-Net unpickles checkpoints with weights_only=False: read each one safely first, so that a file
+    # needing globals outside the allow-list (code) is refused before nnU-Net opens it
+    from ..releases.common import read_checkpoint
+
+    for fold in use_folds:
+        read_checkpoint(Path(model_dir) / f"fold_{fold}" / checkpoint)
     policy = as_policy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
     predictor = QuantIFPredictor(mirroring=policy, tile_step_size=tile_step_size, device=_as_device(device),
                                  allow_tqdm=progress, **forward_options)
