@@ -1,0 +1,502 @@
+"""Importing released models (quantif model import/info/list) from replicas: layout, contract, provenance,
+logits equal to stock nnU-Net holding the replica's own network, the tracer classifier, and refusals."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _replicas import replica_vote, write_baseline_release, write_quantif_release
+
+from nnunet_quantif.cli import main
+from nnunet_quantif.errors import ModelError, OutputPathError
+from nnunet_quantif.releases import import_release
+from nnunet_quantif.releases.common import sha256_file
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+DRIVE_ID = "1y_mskO57Jro7XUTmjkjby05aCL0oip8n"
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _stock_predictor(**kw):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    return nnUNetPredictor(tile_step_size=kw.get("step", 0.5), use_gaussian=True,
+                           use_mirroring=kw.get("mirroring", False), perform_everything_on_device=False,
+                           device=torch.device("cpu"), verbose=False, allow_tqdm=False)
+
+
+def _stock_logits_of_replica(net, plans, dataset, trainer, x, mirror_axes=(0, 1, 2), mirroring=False):
+    """Stock nnUNetPredictor holding the replica's own network and weights."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    pm = PlansManager(plans)
+    pred = _stock_predictor(mirroring=mirroring)
+    pred.manual_initialization(net, pm, pm.get_configuration("3d_fullres"), [net.state_dict()], dataset, trainer,
+                               mirror_axes)
+    return pred.predict_sliding_window_return_logits(x).float()
+
+
+def _imported_logits(model_dir: Path, x, fold=0, mirroring=False):
+    """Stock nnUNetPredictor loading the imported model folder, as nnUNetv2_predict does."""
+    from nnunet_quantif.inference.pipeline import _ensure_trainer_search_path
+
+    _ensure_trainer_search_path()
+    pred = _stock_predictor(mirroring=mirroring)
+    pred.initialize_from_trained_model_folder(str(model_dir), (fold,), "checkpoint_final.pth")
+    return pred.predict_sliding_window_return_logits(x).float()
+
+
+def _input(shape, n_channels, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((n_channels, *shape), generator=g)
+
+
+def _run_cli(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _assert_refused(argv, capsys, dst: Path, *needles):
+    code, _, err = _run_cli(argv, capsys)
+    assert code == 1
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("quantif: error: "), err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    assert not dst.exists(), "nothing may be written on error"
+    assert not [p for p in dst.parent.iterdir() if p.name.startswith(f".{dst.name}.")], "temporary folder left"
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def authors(tmp_path_factory):
+    root = tmp_path_factory.mktemp("authors")
+    rep = write_quantif_release(root / "src", folds=(0, 1, 2, 3, 4))
+    prov = import_release("quantif-authors", root / "src", root / "dst")
+    return root, rep, prov
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("baseline")
+    rep = write_baseline_release(root / "src", tiny=True)
+    prov = import_release("autopet-baseline", root / "src" / "Dataset221_AutoPETIV_2025", root / "dst")
+    return root, rep, prov
+
+
+# ---------------------------------------------------------------------------------------------- authors
+def test_authors_layout_contract_and_provenance(authors):
+    root, rep, prov = authors
+    dst = root / "dst"
+    assert sorted(p.name for p in dst.iterdir()) == ["fdg", "provenance.json", "psma", "tracer"]
+    ours = {"fdg": "nnUNetTrainerQuantIF_FDG_authors", "psma": "nnUNetTrainerQuantIF_PSMA_authors"}
+    for tracer in ("fdg", "psma"):
+        m = dst / tracer
+        assert {p.name for p in m.iterdir()} >= {"plans.json", "dataset.json"} | {f"fold_{k}" for k in range(5)}
+        ds = json.loads((m / "dataset.json").read_text())
+        q = ds["quantif"]
+        assert q["version"] == 2 and [c["source"] for c in q["inputs"]] == ["ct", "pet", "clicks"]
+        assert q["inputs"][2]["encoding"] == "pet_gated_gaussian"
+        params = q["inputs"][2]["params"]
+        assert params["suv_gate"] == 4.0 and params["background_mode"] == "authors"
+        assert params["sigma_tumor"] == [3.0] * 3 and params["sigma_background"] == [6.0] * 3
+        assert q["heatmap"]["suv_gate"] == 4.0 and q["heatmap"]["mode"] == "pet_gated_gaussian"
+        assert q["pet_normalization"] == "CT"  # the replica's plans normalise the PET as CT
+        assert q["inference"] == {"tile_step_size": 0.6, "mirroring": "authors"}
+        ck = torch.load(m / "fold_0" / "checkpoint_final.pth", weights_only=True)
+        assert ck["trainer_name"] == ours[tracer]
+        assert ck["init_args"]["configuration"] == "3d_fullres"
+        assert ck["inference_allowed_mirroring_axes"] == (0, 1, 2)
+        assert any(k.startswith("organ_head.seg_layers.") for k in ck["network_weights"])
+        assert not any("organ_seg_layers" in k for k in ck["network_weights"])
+    saved = json.loads((dst / "provenance.json").read_text())
+    assert DRIVE_ID in saved["release_link"]
+    assert saved["licence"] == "not stated in the repository (the vendored nnU-Net is Apache-2.0)"
+    assert saved["import_date"] and saved["source"] == str((root / "src").resolve())
+    every = sorted(p.relative_to(root / "src").as_posix() for p in (root / "src").rglob("*") if p.is_file())
+    assert sorted(saved["source_sha256"]) == every
+    some = every[0]
+    assert saved["source_sha256"][some] == sha256_file(root / "src" / some)
+
+
+@pytest.mark.parametrize("tracer", ["fdg", "psma"])
+def test_authors_logits_equal_stock_nnunet_with_the_replica_network(authors, tracer):
+    root, rep, _ = authors
+    x = _input((40, 36, 44), 3, seed=1)  # several tiles of the 32^3 patch
+    for fold in {"fdg": (3,), "psma": (0,)}[tracer]:
+        want = _stock_logits_of_replica(rep["networks"][tracer][fold], rep["plans"][tracer], rep["dataset"][tracer],
+                                        "nnUNetTrainer_organs_FDG", x)
+        got = _imported_logits(root / "dst" / tracer, x, fold)
+        assert got.shape == want.shape == (2, 40, 36, 44)
+        assert float(want.std()) > 0.01  # not a degenerate network
+        assert torch.allclose(got, want, atol=1e-4, rtol=0), float((got - want).abs().max())
+
+
+def test_authors_organ_head_is_their_organ_layers(authors):
+    """The organ outputs of the imported dual-head network equal the replica's organ_seg_layers."""
+    root, rep, _ = authors
+    from nnunet_quantif.inference.pipeline import load_predictor
+
+    pred = load_predictor(root / "dst" / "fdg", folds=(1,), mirroring="none", device="cpu")
+    net = pred.network
+    net.load_state_dict(pred.list_of_parameters[0])
+    net.eval()
+    replica = rep["networks"]["fdg"][1]
+    x = _input((32, 32, 32), 3, seed=2)[None]
+    net.capture_organ_outputs = True
+    with torch.no_grad():
+        lesion = net(x)
+        organ = net.pop_organ_outputs()
+        skips = replica.encoder(x)
+        dec = replica.decoder
+        h = skips[-1]
+        for s in range(len(dec.stages)):
+            h = dec.stages[s](torch.cat((dec.transpconvs[s](h), skips[-(s + 2)]), 1))
+        want_organ = dec.organ_seg_layers[-1](h)
+        want_lesion = replica(x)
+    assert organ.shape[1] == 15
+    assert torch.allclose(organ, want_organ, atol=1e-5) and torch.allclose(lesion, want_lesion, atol=1e-5)
+
+
+def test_authors_tracer_classifier_probabilities_and_vote(authors):
+    root, rep, _ = authors
+    from nnunet_quantif.tracer.inference import load_tracer_ensemble
+
+    ens = load_tracer_ensemble(root / "dst" / "tracer")
+    assert ens.arch == "authors" and len(ens) == 5
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        mip = rng.gamma(2.0, 1.5, size=(224, 224)).astype(np.float32)
+        ours = ens.fold_probabilities(mip)
+        x = torch.from_numpy(mip)[None, None]
+        with torch.no_grad():
+            theirs = [float(d(x)[0, 0]) for d in rep["discriminators"]]  # files in name order = fold order
+        assert np.allclose(ours, theirs, atol=1e-6, rtol=0), (ours, theirs)
+        assert ens.predict_mip(mip).tracer == replica_vote(theirs)
+
+
+@pytest.mark.parametrize("votes, want", [([1, 1, 0, 0], "fdg"), ([1, 1, 1, 0], "psma"), ([0, 1, 0, 1, 1], "psma"),
+                                         ([0, 0, 1], "fdg")])
+def test_authors_tracer_vote_tie_goes_to_fdg(tmp_path, votes, want):
+    from nnunet_quantif.tracer.inference import load_tracer_ensemble
+
+    rep = write_quantif_release(tmp_path / "src", folds=(0,), n_tracer_files=len(votes), forced_votes=votes)
+    import_release("quantif-authors", tmp_path / "src", tmp_path / "dst")
+    mip = np.ones((224, 224), np.float32)
+    with torch.no_grad():
+        theirs = [float(d(torch.from_numpy(mip)[None, None])[0, 0]) for d in rep["discriminators"]]
+    assert replica_vote(theirs) == want
+    assert load_tracer_ensemble(tmp_path / "dst" / "tracer").predict_mip(mip).tracer == want
+
+
+def test_authors_partial_folds_warn_once_naming_the_missing(tmp_path, caplog):
+    write_quantif_release(tmp_path / "src", folds=(0, 2))
+    with caplog.at_level(logging.WARNING):
+        prov = import_release("quantif-authors", tmp_path / "src", tmp_path / "dst")
+    assert prov["models"]["fdg"]["folds"] == [0, 2] and prov["models"]["fdg"]["missing_folds"] == [1, 3, 4]
+    assert sorted(p.name for p in (tmp_path / "dst" / "fdg").glob("fold_*")) == ["fold_0", "fold_2"]
+    fdg_lines = [r.getMessage() for r in caplog.records if "Dataset515" in r.getMessage()]
+    assert len(fdg_lines) == 1 and "folds 1, 3, 4 missing" in fdg_lines[0]
+
+
+def test_authors_checkpoint_latest_fallback_warns(tmp_path, caplog):
+    write_quantif_release(tmp_path / "src", folds=(0, 1))
+    fold = tmp_path / "src/nnUNet_results/Dataset516_AUTOPETIVPSMA" \
+                      "/nnUNetTrainer_organs_PSMA__nnUNetResEncUNetLPlans__3d_fullres/fold_1"
+    (fold / "checkpoint_final.pth").rename(fold / "checkpoint_latest.pth")
+    with caplog.at_level(logging.WARNING):
+        prov = import_release("quantif-authors", tmp_path / "src", tmp_path / "dst")
+    assert prov["models"]["psma"]["checkpoints"]["1"] == "checkpoint_latest.pth"
+    assert (tmp_path / "dst/psma/fold_1/checkpoint_final.pth").is_file()
+    assert any("checkpoint_latest.pth" in r.getMessage() for r in caplog.records)
+
+
+def test_mirror_axes_bare_integer_becomes_a_tuple(tmp_path):
+    write_quantif_release(tmp_path / "src", folds=(0,), mirror_axes=2)
+    import_release("quantif-authors", tmp_path / "src", tmp_path / "dst")
+    ck = torch.load(tmp_path / "dst/fdg/fold_0/checkpoint_final.pth", weights_only=True)
+    assert ck["inference_allowed_mirroring_axes"] == (2,)
+
+
+# ---------------------------------------------------------------------------------------------- refusals
+class _RunsCode:
+    """Unpickling this creates ``marker`` (what a malicious checkpoint would do)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _fdg_fold(src: Path, k: int) -> Path:
+    return src / f"nnUNet_results/Dataset515_AUTOPETIVFDG/nnUNetTrainer_organs_FDG__nnUNetResEncUNetLPlans__" \
+                 f"3d_fullres/fold_{k}"
+
+
+@pytest.fixture
+def small_release(tmp_path):
+    write_quantif_release(tmp_path / "src", folds=(0, 1), n_tracer_files=2)
+    return tmp_path
+
+
+def test_refuses_a_pickle_that_runs_code(small_release, capsys):
+    src, dst, marker = small_release / "src", small_release / "dst", small_release / "MARKER"
+    path = _fdg_fold(src, 1) / "checkpoint_final.pth"
+    ck = torch.load(path, weights_only=False)
+    ck["logging"]["payload"] = _RunsCode(marker)
+    torch.save(ck, path)
+    line = _assert_refused(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys, dst,
+                           str(path), "allow-list")
+    assert not marker.exists(), line
+    # the same file in a model folder is refused at prediction time too (nnU-Net would unpickle it fully)
+    from nnunet_quantif.inference.pipeline import load_predictor
+
+    with pytest.raises(ModelError, match="allow-list"):
+        load_predictor(path.parent.parent, folds=(1,), mirroring="none", device="cpu")
+    assert not marker.exists()
+
+
+def test_load_predictor_refuses_unsafe_checkpoint_of_an_imported_folder(small_release):
+    from nnunet_quantif.inference.pipeline import load_predictor
+
+    src, dst, marker = small_release / "src", small_release / "dst", small_release / "MARKER"
+    import_release("quantif-authors", src, dst)
+    path = dst / "fdg/fold_0/checkpoint_final.pth"
+    ck = torch.load(path, weights_only=True)
+    ck["extra"] = _RunsCode(marker)
+    torch.save(ck, path)
+    with pytest.raises(ModelError, match="allow-list"):
+        load_predictor(dst / "fdg", folds=(0,), mirroring="none", device="cpu")
+    assert not marker.exists()
+    assert load_predictor(dst / "psma", folds=(0,), mirroring="none", device="cpu") is not None
+
+
+def test_refuses_a_fold_folder_without_checkpoint(small_release, capsys):
+    src, dst = small_release / "src", small_release / "dst"
+    (_fdg_fold(src, 1) / "checkpoint_final.pth").unlink()
+    _assert_refused(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys, dst,
+                    str(_fdg_fold(src, 1)), "without a checkpoint")
+
+
+def test_refuses_a_truncated_checkpoint(small_release, capsys):
+    src, dst = small_release / "src", small_release / "dst"
+    path = _fdg_fold(src, 1) / "checkpoint_final.pth"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    _assert_refused(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys, dst,
+                    str(path), "cannot read checkpoint")
+
+
+def test_refuses_mismatched_keys_naming_them(small_release, capsys):
+    src, dst = small_release / "src", small_release / "dst"
+    path = _fdg_fold(src, 1) / "checkpoint_final.pth"
+    ck = torch.load(path, weights_only=False)
+    sd = ck["network_weights"]
+    sd["decoder.seg_layers.0.weightX"] = sd.pop("decoder.seg_layers.0.weight")
+    sd["encoder.stem.convs.0.conv.weight"] = sd["encoder.stem.convs.0.conv.weight"][:, :2]
+    torch.save(ck, path)
+    line = _assert_refused(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys, dst,
+                           str(path), "1 missing: decoder.seg_layers.0.weight", "1 extra: decoder.seg_layers.0.weightX",
+                           "shape mismatch")
+    assert "encoder.stem.convs.0.conv.weight" in line
+
+
+def test_refuses_plans_whose_channel_count_disagrees(small_release, capsys):
+    src, dst = small_release / "src", small_release / "dst"
+    plans_path = _fdg_fold(src, 0).parent / "plans.json"
+    plans = json.loads(plans_path.read_text())
+    plans["configurations"]["3d_fullres"]["normalization_schemes"].append("ZScoreNormalization")
+    props = plans["foreground_intensity_properties_per_channel"]
+    props["3"] = props["0"]
+    plans_path.write_text(json.dumps(plans))
+    _assert_refused(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys, dst,
+                    str(plans_path), "4 input channels", "has 3")
+
+
+def test_refuses_a_tracer_file_that_is_not_their_network(small_release, capsys):
+    src, dst = small_release / "src", small_release / "dst"
+    torch.save({"conv1.weight": torch.zeros(2, 2)}, src / "dd_weights/weights/discriminator_1.pt")
+    _assert_refused(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys, dst,
+                    "discriminator_1.pt", "missing")
+
+
+def test_existing_output_needs_force_and_is_replaced_whole(small_release, capsys):
+    src, dst = small_release / "src", small_release / "dst"
+    dst.mkdir()
+    (dst / "keep.txt").write_text("x")
+    code, _, err = _run_cli(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys)
+    assert code == 1 and "not empty" in err and "--force" in err and (dst / "keep.txt").exists()
+    with pytest.raises(OutputPathError):
+        import_release("quantif-authors", src, dst)
+    code, out, _ = _run_cli(["model", "import", "quantif-authors", str(src), "--out", str(dst), "--force"], capsys)
+    assert code == 0 and "provenance.json" in out
+    assert not (dst / "keep.txt").exists() and (dst / "fdg" / "fold_1" / "checkpoint_final.pth").is_file()
+    # a failing --force import leaves the previous folder as it was
+    (_fdg_fold(src, 1) / "checkpoint_final.pth").write_bytes(b"not a checkpoint")
+    code, _, _ = _run_cli(["model", "import", "quantif-authors", str(src), "--out", str(dst), "--force"], capsys)
+    assert code == 1 and (dst / "fdg" / "fold_1" / "checkpoint_final.pth").is_file()
+
+
+def test_output_inside_the_source_is_refused(small_release, capsys):
+    src = small_release / "src"
+    _assert_refused(["model", "import", "quantif-authors", str(src), "--out", str(src / "out")], capsys,
+                    src / "out", "overlaps the source")
+
+
+def test_safe_loader_rejects_globals_but_reads_real_checkpoint_types(tmp_path):
+    """The allow-list holds exactly what nnU-Net's training state needs (NumPy scalars, torch.device)."""
+    from nnunet_quantif.releases.common import read_checkpoint
+
+    ok = tmp_path / "ok.pth"
+    torch.save({"a": np.float64(1.5), "b": [np.float32(2)], "d": torch.device("cuda"), "t": (0, 1)}, ok)
+    got = read_checkpoint(ok)
+    assert got["a"] == 1.5 and got["d"] == torch.device("cuda")
+    bad = tmp_path / "bad.pth"
+    torch.save({"f": pickle.dumps}, bad)
+    with pytest.raises(ModelError, match="allow-list"):
+        read_checkpoint(bad)
+
+
+# ---------------------------------------------------------------------------------------------- baseline
+def test_baseline_layout_contract_and_provenance(baseline):
+    root, rep, prov = baseline
+    dst = root / "dst"
+    assert sorted(p.name for p in dst.iterdir()) == ["model", "provenance.json"]
+    q = json.loads((dst / "model/dataset.json").read_text())["quantif"]
+    assert [c["source"] for c in q["inputs"]] == ["ct", "pet", "clicks", "clicks"]
+    assert [c["params"]["label"] for c in q["inputs"][2:]] == ["tumor", "background"]
+    assert all(c["encoding"] == "gaussian" and c["params"]["sigma"] == [3.0] * 3 and c["params"]["truncate"] == 4.0
+               and c["params"]["normalization"] == "none" for c in q["inputs"][2:])
+    assert "heatmap" not in q and q["pet_normalization"] == "zscore"
+    assert q["inference"] == {"mirroring": "none", "tile_step_size": 0.5, "postprocess": False, "folds": [0]}
+    plans = json.loads((dst / "model/plans.json").read_text())
+    assert plans == rep["plans"]
+    saved = json.loads((dst / "provenance.json").read_text())
+    assert saved["licence"].startswith("Apache-2.0") and "weights.zip" in saved["release_link"]
+    assert "lab-midas/autoPETCTIV" in saved["repository"]
+    assert len(saved["source_sha256"]) == 3  # plans.json, dataset.json, fold_0/checkpoint_final.pth
+    ck = torch.load(dst / "model/fold_0/checkpoint_final.pth", weights_only=True)
+    assert ck["trainer_name"] == "nnUNetTrainer" and "optimizer_state" not in ck
+
+
+def test_baseline_fixture_is_the_organisers_configuration():
+    from _replicas import baseline_plans
+
+    plans, dataset = baseline_plans(tiny=False)
+    conf = plans["configurations"]["3d_fullres"]
+    kw = conf["architecture"]["arch_kwargs"]
+    assert conf["architecture"]["network_class_name"].endswith("PlainConvUNet")
+    assert kw["features_per_stage"] == [32, 64, 128, 256, 320, 320] and kw["strides"][-1] == [1, 2, 2]
+    assert conf["patch_size"] == [112, 160, 128]
+    assert conf["normalization_schemes"] == ["CTNormalization"] + ["ZScoreNormalization"] * 3
+    assert list(dataset["channel_names"].values()) == ["CT", "PET", "FG", "BG"]
+
+
+def test_baseline_logits_equal_stock_nnunet(baseline):
+    root, rep, _ = baseline
+    x = _input((24, 40, 36), 4, seed=5)
+    want = _stock_logits_of_replica(rep["networks"][0], rep["plans"], rep["dataset"], "nnUNetTrainer", x)
+    got = _imported_logits(root / "dst" / "model", x)
+    assert float(want.std()) > 0.01
+    assert torch.allclose(got, want, atol=1e-4, rtol=0), float((got - want).abs().max())
+
+
+def test_baseline_accepts_the_model_folder_or_a_parent(tmp_path):
+    write_baseline_release(tmp_path / "src", tiny=True)
+    for i, src in enumerate([tmp_path / "src", tmp_path / "src/Dataset221_AutoPETIV_2025",
+                             tmp_path / "src/Dataset221_AutoPETIV_2025/nnUNetTrainer__nnUNetPlans__3d_fullres"]):
+        prov = import_release("autopet-baseline", src, tmp_path / f"dst{i}")
+        assert prov["models"]["model"]["folds"] == [0]
+
+
+def test_baseline_refuses_three_channel_plans(tmp_path, capsys):
+    rep = write_baseline_release(tmp_path / "src", tiny=True)
+    ds_path = rep["model_dir"] / "dataset.json"
+    ds = json.loads(ds_path.read_text())
+    del ds["channel_names"]["3"]
+    ds_path.write_text(json.dumps(ds))
+    _assert_refused(["model", "import", "autopet-baseline", str(tmp_path / "src"), "--out", str(tmp_path / "dst")],
+                    capsys, tmp_path / "dst", "3 in dataset.json", "has 4")
+
+
+# ---------------------------------------------------------------------------------------------- info / list
+def test_model_info_and_list(authors, baseline, capsys, tmp_path):
+    root, _, _ = authors
+    code, out, _ = _run_cli(["model", "info", str(root / "dst")], capsys)
+    assert code == 0
+    assert "release: quantif-authors" in out and "not stated in the repository" in out and DRIVE_ID in out
+    assert "tracer fdg, folds [0, 1, 2, 3, 4]" in out and "ResidualEncoderUNet + organ head" in out
+    assert "inputs: ct, pet, clicks/pet_gated_gaussian; PET normalisation CT" in out
+    assert '"tile_step_size": 0.6' in out and "arch authors, 5 folds" in out
+    code, out, _ = _run_cli(["model", "info", str(root / "dst"), "--json"], capsys)
+    info = json.loads(out)
+    fdg = next(m for m in info["models"] if m.get("tracer") == "fdg")
+    want = sum(v.numel() for k, v in torch.load(root / "dst/fdg/fold_0/checkpoint_final.pth", weights_only=True)
+               ["network_weights"].items() if not k.startswith("decoder.encoder."))
+    assert fdg["parameters"] == want and fdg["inference_defaults"]["mirroring"] == "authors"
+    assert info["licence"].startswith("not stated") and info["provenance"]["source_files"] > 10
+    # a model folder of the release on its own still reports its release
+    code, out, _ = _run_cli(["model", "info", str(root / "dst" / "psma"), "--json"], capsys)
+    one = json.loads(out)
+    assert one["release"] == "quantif-authors" and [m["tracer"] for m in one["models"]] == ["psma"]
+
+    both = tmp_path / "models"
+    both.mkdir()
+    (both / "authors").symlink_to(root / "dst")
+    (both / "baseline").symlink_to(baseline[0] / "dst")
+    code, out, _ = _run_cli(["model", "list", str(both), "--json"], capsys)
+    listed = json.loads(out)
+    assert [i["release"] for i in listed] == ["quantif-authors", "autopet-baseline"]
+    assert listed[1]["models"][0]["tracer"] == "any" and listed[1]["models"][0]["architecture"] == "PlainConvUNet"
+    code, out, _ = _run_cli(["model", "list", str(both)], capsys)
+    assert code == 0 and "release: autopet-baseline" in out
+    assert "clicks/gaussian/tumor, clicks/gaussian/background" in out
+    code, _, err = _run_cli(["model", "info", str(tmp_path)], capsys)
+    assert code == 1 and "not a model folder" in err
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+@pytest.mark.skip(reason="needs the input contract branch (quantif predict --model, contract-built inputs)")
+def test_quantif_predict_with_imported_baseline_gives_stock_mask(baseline, tmp_path):
+    """`quantif predict --model DST/model` on a phantom gives stock nnU-Net's mask (near ties allowed)."""
+    raise NotImplementedError
+
+
+@pytest.mark.skip(reason="needs the input contract branch (contract-built inputs, test-time defaults)")
+def test_quantif_predict_with_imported_authors_models_gives_stock_mask(authors, tmp_path):
+    """`quantif predict --model-fdg DST/fdg --model-psma DST/psma --tracer-weights DST/tracer` on a phantom."""
+    raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------- real size
+@pytest.mark.slow
+def test_authors_resencl_192_logits_equal_stock_nnunet(tmp_path):
+    """The authors' network at ResEnc-L 192³: one tile, imported vs stock with the replica network."""
+    rep = write_quantif_release(tmp_path / "src", folds=(0,), sizes={"fdg": "resencl"}, n_tracer_files=1)
+    prov = import_release("quantif-authors", tmp_path / "src", tmp_path / "dst")
+    assert prov["models"]["fdg"]["parameters"] > 50_000_000
+    x = _input((192, 192, 192), 3, seed=7)
+    want = _stock_logits_of_replica(rep["networks"]["fdg"][0], rep["plans"]["fdg"], rep["dataset"]["fdg"],
+                                    "nnUNetTrainer_organs_FDG", x)
+    got = _imported_logits(tmp_path / "dst" / "fdg", x)
+    assert torch.allclose(got, want, atol=1e-4, rtol=0), float((got - want).abs().max())
+
+
+@pytest.mark.slow
+def test_baseline_real_configuration_logits_equal_stock_nnunet(tmp_path):
+    """The organisers' PlainConvUNet at their plans (patch 112x160x128): one tile."""
+    rep = write_baseline_release(tmp_path / "src", tiny=False)
+    import_release("autopet-baseline", tmp_path / "src", tmp_path / "dst")
+    x = _input((112, 160, 128), 4, seed=8)
+    want = _stock_logits_of_replica(rep["networks"][0], rep["plans"], rep["dataset"], "nnUNetTrainer", x)
+    got = _imported_logits(tmp_path / "dst" / "model", x)
+    assert torch.allclose(got, want, atol=1e-4, rtol=0), float((got - want).abs().max())
