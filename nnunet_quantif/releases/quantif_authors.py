@@ -72,8 +72,8 @@ MODELS: dict[str, tuple[str, str, str]] = {
 TRACER_WEIGHTS = Path("dd_weights") / "weights"
 #: The folds of the release.
 RELEASE_FOLDS: tuple[int, ...] = (0, 1, 2, 3, 4)
-#: What the release's README gives as its download (a Google Drive folder id).
-RELEASE_LINK = "https://drive.google.com/drive/folders/1y_mskO57Jro7XUTmjkjby05aCL0oip8n"
+#: The download link as the repository's README.md gives it ("Weights available at: ...", a Google Drive folder).
+RELEASE_LINK = "https://drive.google.com/drive/folders/1y_mskO57Jro7XUTmjkjby05aCL0oip8n?usp=sharing"
 REPOSITORY = "https://github.com/Zhack47/autopetiv (submission_task1/nnunet-baseline)"
 LICENCE = "not stated in the repository (the vendored nnU-Net is Apache-2.0)"
 #: The authors' test-time settings: tile step 0.6, mirroring by the raw PET voxel count (``authors`` policy).
