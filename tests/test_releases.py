@@ -471,10 +471,75 @@ def test_quantif_predict_with_imported_baseline_gives_stock_mask(baseline, tmp_p
     raise NotImplementedError
 
 
-@pytest.mark.skip(reason="needs the input contract branch (contract-built inputs, test-time defaults)")
+def _write_phantom_case(folder: Path, shape=(36, 40, 44)) -> dict:
+    """CT, PET (SUV below 3 except two hot blocks under the tumor clicks) and clicks, at the replicas' spacing."""
+    from nnunet_quantif.io import Geometry, write_image
+    from nnunet_quantif.testing.random_model import AUTOPET_SPACING_ZYX
+
+    rng = np.random.default_rng(11)
+    geometry = Geometry.from_shape(shape, AUTOPET_SPACING_ZYX, origin=(-40.0, 10.0, 300.0))
+    ct = rng.normal(0.0, 200.0, shape).astype(np.float32)
+    pet = rng.uniform(0.0, 3.0, shape).astype(np.float32)
+    tumor, background = ((10, 12, 9), (30, 26, 24)), ((5, 33, 28),)  # (x, y, z)
+    for x, y, z in tumor:
+        pet[z - 2:z + 3, y - 3:y + 3, x - 3:x + 2] = 8.0
+    folder.mkdir(parents=True)
+    points = [{"point": list(p), "name": "tumor"} for p in tumor] + \
+             [{"point": list(p), "name": "background"} for p in background]
+    (folder / "clicks.json").write_text(json.dumps({"points": points}))
+    return {"ct": write_image(ct, geometry, folder / "case_0000.nii.gz"),
+            "pet": write_image(pet, geometry, folder / "case_0001.nii.gz"),
+            "clicks": folder / "clicks.json", "geometry": geometry, "pet_array": pet}
+
+
 def test_quantif_predict_with_imported_authors_models_gives_stock_mask(authors, tmp_path):
-    """`quantif predict --model-fdg DST/fdg --model-psma DST/psma --tracer-weights DST/tracer` on a phantom."""
-    raise NotImplementedError
+    """`quantif predict --model-fdg DST/fdg --model-psma DST/psma` on a phantom gives the mask of stock nnU-Net
+    holding the replica's network on the authors' heatmap channel (near ties allowed)."""
+    from _stock_nnunet import assert_equal_but_near_ties
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_quantif.clicks import read_clicks
+    from nnunet_quantif.heatmaps import click_heatmap
+    from nnunet_quantif.io import read_image, write_image
+
+    root, rep, _ = authors
+    case = _write_phantom_case(tmp_path / "case")
+    dst = root / "dst"
+    ours = tmp_path / "ours.nii.gz"
+    code = main(["predict", "--ct", str(case["ct"]), "--pet", str(case["pet"]), "--clicks", str(case["clicks"]),
+                 "--model-fdg", str(dst / "fdg"), "--model-psma", str(dst / "psma"), "--tracer", "psma",
+                 "--folds", "2", "--device", "cpu", "--mirroring", "none", "--tile-step-size", "0.5",
+                 "--no-postprocess", "--out", str(ours)])
+    assert code == 0
+    pet = case["pet_array"]
+    heat = click_heatmap(pet, read_clicks(case["clicks"], shape=pet.shape), suv_gate=4.0, background_mode="authors")
+    heat_path = write_image(heat, case["geometry"], tmp_path / "case" / "case_0002.nii.gz")
+    plans, dataset = rep["plans"]["psma"], rep["dataset"]["psma"]
+    pm = PlansManager(plans)
+    stock = _stock_predictor()
+    net = rep["networks"]["psma"][2]
+    stock.manual_initialization(net, pm, pm.get_configuration("3d_fullres"), [net.state_dict()], dataset,
+                                "nnUNetTrainer_organs_PSMA", (0, 1, 2))
+    stock.predict_from_files([[str(case["ct"]), str(case["pet"]), str(heat_path)]], [str(tmp_path / "stock" / "case")],
+                             save_probabilities=True, overwrite=True, num_processes_preprocessing=1,
+                             num_processes_segmentation_export=1)
+    stock_mask = read_image(tmp_path / "stock" / "case.nii.gz")[0]
+    mask = read_image(ours)[0]
+    assert 0 < stock_mask.sum() < stock_mask.size  # the comparison sees where the mask is
+    lesion_p = np.load(tmp_path / "stock" / "case.npz")["probabilities"][1]
+    assert_equal_but_near_ties(mask, stock_mask, lesion_p)
+
+
+def test_quantif_predict_routes_with_the_imported_tracer_folder(authors, tmp_path):
+    """`--tracer-weights DST/tracer` (the authors' classifier, architecture authors) routes the case."""
+    root, _, _ = authors
+    case = _write_phantom_case(tmp_path / "case")
+    dst = root / "dst"
+    code = main(["predict", "--ct", str(case["ct"]), "--pet", str(case["pet"]), "--clicks", str(case["clicks"]),
+                 "--model-fdg", str(dst / "fdg"), "--model-psma", str(dst / "psma"), "--tracer-weights",
+                 str(dst / "tracer"), "--folds", "0", "--device", "cpu", "--mirroring", "none",
+                 "--out", str(tmp_path / "mask.nii.gz")])
+    assert code == 0 and (tmp_path / "mask.nii.gz").is_file()
 
 
 # ---------------------------------------------------------------------------------------------- real size
