@@ -465,10 +465,53 @@ def test_model_info_and_list(authors, baseline, capsys, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
-@pytest.mark.skip(reason="needs the input contract branch (quantif predict --model, contract-built inputs)")
+def _baseline_click_channels(clicks_path: Path, shape) -> tuple[np.ndarray, np.ndarray]:
+    """The organisers' encoding, written here from its description: impulses at the click voxels, scipy's
+    gaussian_filter with σ 3 voxels (truncate 4, reflect), raw sums; one channel per label."""
+    from scipy.ndimage import gaussian_filter
+
+    out = []
+    for label in ("tumor", "background"):
+        imp = np.zeros(shape, np.float32)
+        for p in json.loads(clicks_path.read_text())["points"]:
+            x, y, z = p["point"]
+            if p["name"] == label:
+                imp[z, y, x] = 1.0
+        out.append(gaussian_filter(imp, sigma=3.0, truncate=4.0, mode="reflect").astype(np.float32))
+    return out[0], out[1]
+
+
+@pytest.mark.skip(reason="needs the input contract branch (quantif predict --model, the gaussian click encoding)")
 def test_quantif_predict_with_imported_baseline_gives_stock_mask(baseline, tmp_path):
-    """`quantif predict --model DST/model` on a phantom gives stock nnU-Net's mask (near ties allowed)."""
-    raise NotImplementedError
+    """`quantif predict --model DST/model` on a phantom gives the mask of stock nnU-Net holding the replica's
+    network on the organisers' four channels (near ties allowed)."""
+    from _stock_nnunet import assert_equal_but_near_ties
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_quantif.io import read_image, write_image
+
+    root, rep, _ = baseline
+    case = _write_phantom_case(tmp_path / "case")
+    ours = tmp_path / "ours.nii.gz"
+    code = main(["predict", "--ct", str(case["ct"]), "--pet", str(case["pet"]), "--clicks", str(case["clicks"]),
+                 "--model", str(root / "dst" / "model"), "--device", "cpu", "--out", str(ours)])
+    assert code == 0
+    fg, bg = _baseline_click_channels(case["clicks"], case["pet_array"].shape)
+    assert 0.002 < fg.max() < 0.003  # an isolated click peaks at about 0.00235
+    files = [str(case["ct"]), str(case["pet"]),
+             str(write_image(fg, case["geometry"], tmp_path / "case" / "case_0002.nii.gz")),
+             str(write_image(bg, case["geometry"], tmp_path / "case" / "case_0003.nii.gz"))]
+    pm = PlansManager(rep["plans"])
+    stock = _stock_predictor()
+    net = rep["networks"][0]
+    stock.manual_initialization(net, pm, pm.get_configuration("3d_fullres"), [net.state_dict()], rep["dataset"],
+                                "nnUNetTrainer", (0, 1, 2))
+    stock.predict_from_files([files], [str(tmp_path / "stock" / "case")], save_probabilities=True, overwrite=True,
+                             num_processes_preprocessing=1, num_processes_segmentation_export=1)
+    stock_mask = read_image(tmp_path / "stock" / "case.nii.gz")[0]
+    assert 0 < stock_mask.sum() < stock_mask.size
+    lesion_p = np.load(tmp_path / "stock" / "case.npz")["probabilities"][1]
+    assert_equal_but_near_ties(read_image(ours)[0], stock_mask, lesion_p)
 
 
 def _write_phantom_case(folder: Path, shape=(36, 40, 44)) -> dict:
