@@ -278,6 +278,13 @@ def test_load_predictor_refuses_unsafe_checkpoint_of_an_imported_folder(small_re
         load_predictor(dst / "fdg", folds=(0,), mirroring="none", device="cpu")
     assert not marker.exists()
     assert load_predictor(dst / "psma", folds=(0,), mirroring="none", device="cpu") is not None
+    # nnUNetv2_predict_quantif too
+    from nnunet_quantif.inference.nnunet_entry import main as entry_main
+
+    (small_release / "in").mkdir()
+    code = entry_main(["-i", str(small_release / "in"), "-o", str(small_release / "out"), "-m", str(dst / "fdg"),
+                       "-f", "0", "-device", "cpu"])
+    assert code == 1 and not marker.exists()
 
 
 def test_refuses_a_fold_folder_without_checkpoint(small_release, capsys):
