@@ -592,6 +592,53 @@ def test_quantif_predict_routes_with_the_imported_tracer_folder(authors, tmp_pat
     assert code == 0 and (tmp_path / "mask.nii.gz").is_file()
 
 
+def test_session_and_view_pipeline_with_imported_authors_models(authors, tmp_path):
+    """`quantif session`'s Session and `quantif view`'s pipeline (napari logic, no Qt) run the imported
+    models; a click gives the mask of a full prediction with the same clicks."""
+    from nnunet_quantif.clicks import Clicks
+    from nnunet_quantif.interactive import Session
+    from nnunet_quantif.io import read_image
+    from nnunet_quantif.napari import logic
+
+    root, _, _ = authors
+    case = _write_phantom_case(tmp_path / "case")
+    settings = logic.ModelSettings(model_fdg=str(root / "dst/fdg"), model_psma=str(root / "dst/psma"),
+                                   tracer_weights=str(root / "dst/tracer"), folds="0", device="cpu")
+    base = logic.model_arguments(settings)
+    base.mirroring = "none"
+    pipeline = logic.build_pipeline(settings, base)
+    session = Session(pipeline=pipeline)
+    ct, pet = read_image(case["ct"])[0].astype(np.float32), case["pet_array"]
+    session.open(ct, pet, case["geometry"], tracer="psma")
+    mask = session.add_click((10, 12, 9), "tumor")
+    assert session.last_update.mode == "incremental"
+    ref = pipeline.predict_arrays(ct, pet, case["geometry"], Clicks.from_xyz([(10, 12, 9)]), tracer="psma")
+    np.testing.assert_array_equal(mask, ref.mask)
+    assert session.open(ct, pet, case["geometry"]).shape == pet.shape  # routed by the imported tracer folder
+
+
+def test_evaluate_interactive_with_imported_authors_models(authors, tmp_path):
+    from nnunet_quantif.clicks import Clicks, write_clicks
+    from nnunet_quantif.evaluation.interactive import read_step_rows
+    from nnunet_quantif.io import read_image, write_image
+
+    root, _, _ = authors
+    case = _write_phantom_case(tmp_path / "case")
+    data, name = tmp_path / "data", "psma_cc_03-03-2003"
+    ct, g = read_image(case["ct"])
+    pet = case["pet_array"]
+    write_image(ct, g, data / "imagesTr" / f"{name}_0000.nii.gz")
+    write_image(pet, g, data / "imagesTr" / f"{name}_0001.nii.gz")
+    write_image((pet > 6).astype(np.uint8), g, data / "labelsTr" / f"{name}.nii.gz")
+    write_clicks(Clicks(np.array([[9, 12, 10]]), np.array([[28, 33, 5]])), data / "clicks" / f"{name}_clicks.json")
+    out = tmp_path / "eval"
+    assert main(["evaluate-interactive", "-i", str(data), "--model-fdg", str(root / "dst/fdg"), "--model-psma",
+                 str(root / "dst/psma"), "--folds", "0", "--click-steps", "0,1", "--out", str(out), "--quiet",
+                 "--baselines", "rg41", "--device", "cpu", "--mirroring", "none", "--no-plots"]) == 0
+    rows = read_step_rows(out / "metrics_steps.csv")
+    assert {(r["method"], r["step"]) for r in rows if r["method"] == "model"} == {("model", 0), ("model", 1)}
+
+
 # ---------------------------------------------------------------------------------------------- real size
 @pytest.mark.slow
 def test_authors_resencl_192_logits_equal_stock_nnunet(tmp_path):
