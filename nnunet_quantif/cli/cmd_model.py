@@ -10,8 +10,9 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("model", help="model-folder tools (import a released model, info, list, verify)",
-                       description="Model folders hold pickled checkpoints that nnU-Net loads with full "
-                                   "unpickling, which can run code: use them only from sources you trust.")
+                       description="Model folders hold pickled checkpoints. quantif reads each one with "
+                                   "torch.load(weights_only=True) and an allow-list (docs/MODELS.md) before "
+                                   "nnU-Net, which unpickles fully, opens it; nnUNetv2_predict itself does not.")
     msub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
     v = msub.add_parser("verify", help="check (or --write) DIR/SHA256SUMS, the SHA-256 of every file",
                         description="Check that every file of a trained-model folder still has the SHA-256 "
