@@ -161,7 +161,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..cli.prediction_options import FORWARD_KEYS, prediction_options
     from .mirroring import as_policy
-    from .pipeline import _ensure_trainer_search_path
+    from .pipeline import _ensure_trainer_search_path, check_checkpoints_safe
     from .predictor import QuantIFPredictor
     from .routing import check_model_folder
 
@@ -172,6 +172,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ModelError(f"{args.i}: input folder not found")
     model_folder = _model_folder(args)
     folds = check_model_folder(model_folder, options["folds"], options["checkpoint"])
+    check_checkpoints_safe(model_folder, folds, options["checkpoint"])
     definition = _heatmap_definition(args, model_folder)  # before the model loads
     device = torch.device(options["device"] if options["device"] not in (None, "auto") else
                           "cuda" if torch.cuda.is_available() else "cpu")

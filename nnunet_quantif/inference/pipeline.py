@@ -179,6 +179,27 @@ def _ensure_trainer_search_path() -> None:
         os.environ["nnUNet_extTrainer"] = os.pathsep.join([str(EXT_TRAINER_DIR), *parts])
 
 
+def check_checkpoints_safe(model_dir: PathLike, folds: Sequence[int | str], checkpoint: str) -> None:
+    """Read every checkpoint nnU-Net will load with the safe loader first.
+
+    nnU-Net's ``initialize_from_trained_model_folder`` unpickles with ``weights_only=False``, which runs any code
+    a file holds; a checkpoint that needs globals outside :data:`~nnunet_quantif.releases.common.ALLOWED_GLOBALS`
+    is refused here, before nnU-Net opens it.
+
+    Raises
+    ------
+    ModelError
+        ``<model_dir>: cannot load the model (<file>: <reason>)``.
+    """
+    from ..releases.common import read_checkpoint
+
+    for fold in folds:
+        try:
+            read_checkpoint(Path(model_dir) / f"fold_{fold}" / checkpoint)
+        except ModelError as e:
+            raise ModelError(f"{model_dir}: cannot load the model ({e})") from None
+
+
 def load_predictor(model_dir: PathLike, *, folds: Sequence[int | str] | None = DEFAULT_FOLDS,
                    checkpoint: str = DEFAULT_CHECKPOINT, mirroring: MirroringPolicy | str = "paper",
                    time_budget_s: float = DEFAULT_TIME_BUDGET_S, calibration: PathLike | None = None,
@@ -191,11 +212,13 @@ def load_predictor(model_dir: PathLike, *, folds: Sequence[int | str] | None = D
     Raises
     ------
     ModelError
-        Missing folder/fold/checkpoint, or a checkpoint nnU-Net cannot load.
+        Missing folder/fold/checkpoint, a checkpoint that needs globals outside the safe allow-list
+        (:data:`~nnunet_quantif.releases.common.ALLOWED_GLOBALS`), or a checkpoint nnU-Net cannot load.
     """
     from .predictor import QuantIFPredictor
 
     use_folds = check_model_folder(model_dir, folds, checkpoint)
+    check_checkpoints_safe(model_dir, use_folds, checkpoint)
     policy = as_policy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
     predictor = QuantIFPredictor(mirroring=policy, tile_step_size=tile_step_size, device=_as_device(device),
                                  allow_tqdm=progress, **forward_options)

@@ -45,14 +45,11 @@ _IN_PROJ_RE = re.compile(r"(^|\.)stem\.convs\.0\.(conv|all_modules\.0)\.weight$"
 
 def _checkpoint_safe_globals() -> list:
     """The non-tensor types that real nnU-Net checkpoints hold besides tensors and plain containers:
-    NumPy scalars and dtypes in ``logging`` and ``_best_ema`` (allow-listed for ``weights_only`` loading)."""
-    import numpy as np
+    NumPy scalars and dtypes in ``logging`` and ``_best_ema`` (allow-listed for ``weights_only`` loading;
+    :data:`nnunet_quantif.releases.common.ALLOWED_GLOBALS`)."""
+    from ..releases.common import safe_globals
 
-    types: list = [np.dtype, np.ndarray]
-    core = getattr(np, "_core", None) or np.core
-    types += [core.multiarray.scalar, core.multiarray._reconstruct]
-    types += [type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64", "bool")]
-    return types
+    return safe_globals()
 
 
 def load_checkpoint_object(checkpoint: str | os.PathLike, trust_checkpoint: bool = False) -> object:

@@ -1,0 +1,169 @@
+"""Import the autoPET IV organisers' nnU-Net baseline (github.com/lab-midas/autoPETCTIV, Task1/nnunet-baseline).
+
+Their ``weights.zip`` (a Git LFS file of the repository) unpacks to
+``Dataset221_AutoPETIV_2025/nnUNetTrainer__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth`` beside its
+``plans.json`` and ``dataset.json``: a stock nnU-Net ``PlainConvUNet`` with 4 inputs (CT, PET, foreground and
+background click Gaussians; CT normalisation, then z-score for the other three). One model serves both tracers.
+
+Output layout::
+
+    DST/model/            the nnU-Net model folder (stock trainer ``nnUNetTrainer``), its dataset.json with
+                          the input contract (``gaussian`` click encoding) and the organisers' test-time
+                          settings (fold 0, no mirroring, tile step 0.5, no post-processing)
+    DST/provenance.json
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError
+from .common import (
+    NORMALIZATION_NAMES,
+    PROVENANCE_NAME,
+    clean_checkpoint,
+    contract_entry,
+    find_folds,
+    folder_digests,
+    import_date,
+    map_state_dict,
+    network_parameter_count,
+    normalize_mirror_axes,
+    plans_channel_count,
+    read_checkpoint,
+    read_json_file,
+    staged_output,
+    state_dict_of,
+    write_json_file,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RELEASE", "DATASET", "MODEL", "baseline_contract", "import_autopet_baseline"]
+
+RELEASE = "autopet-baseline"
+DATASET = "Dataset221_AutoPETIV_2025"
+MODEL = "nnUNetTrainer__nnUNetPlans__3d_fullres"
+TRAINER = "nnUNetTrainer"
+REPOSITORY = "https://github.com/lab-midas/autoPETCTIV (Task1/nnunet-baseline)"
+RELEASE_LINK = ("weights.zip in Task1/nnunet-baseline of https://github.com/lab-midas/autoPETCTIV "
+                "(a Git LFS file; unpack with unzip_model_weights.sh)")
+LICENCE = "Apache-2.0 (the repository's LICENSE)"
+#: The organisers' test-time settings (``nnUNetv2_predict -f 0 --disable_tta``, default step 0.5).
+INFERENCE_DEFAULTS: dict = {"mirroring": "none", "tile_step_size": 0.5, "postprocess": False, "folds": [0]}
+#: Their click channels: σ = 3 voxels, scipy's truncate 4, raw sums.
+_GAUSSIAN = {"sigma": [3.0, 3.0, 3.0], "truncate": 4.0, "normalization": "none"}
+
+
+def baseline_contract(pet_normalization: str = "zscore") -> dict:
+    """The ``quantif`` entry of the imported baseline: CT, PET, tumor and background Gaussians."""
+    inputs = [{"source": "ct"}, {"source": "pet"},
+              {"source": "clicks", "encoding": "gaussian", "params": {"label": "tumor", **_GAUSSIAN}},
+              {"source": "clicks", "encoding": "gaussian", "params": {"label": "background", **_GAUSSIAN}}]
+    return contract_entry(inputs, pet_normalization, INFERENCE_DEFAULTS)
+
+
+def find_source_model(src: Path) -> Path:
+    """The model folder in ``src``: ``src`` itself, ``src/<MODEL>`` or ``src/<DATASET>/<MODEL>``."""
+    for cand in (src, src / MODEL, src / DATASET / MODEL, src / "nnUNet_results" / DATASET / MODEL):
+        if (cand / "plans.json").is_file():
+            return cand
+    raise ModelError(f"{src}: no baseline model folder ({DATASET}/{MODEL}/ with plans.json not found)")
+
+
+def import_autopet_baseline(src: str | os.PathLike, dst: str | os.PathLike, *, force: bool = False) -> dict:
+    """Import the organisers' baseline from ``src`` into ``dst`` (layout in the module docstring).
+
+    Parameters
+    ----------
+    src : path-like
+        ``.../Dataset221_AutoPETIV_2025/nnUNetTrainer__nnUNetPlans__3d_fullres`` or a folder above it.
+    dst : path-like
+        Output folder; must not exist or be empty unless ``force``.
+    force : bool
+        Replace a non-empty ``dst`` (only once the new folder is complete).
+
+    Returns
+    -------
+    dict
+        The provenance record (also written as ``dst/provenance.json``).
+
+    Raises
+    ------
+    ModelError
+        As :func:`~nnunet_quantif.releases.quantif_authors.import_quantif_authors`.
+    """
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    src, dst = Path(src), Path(dst)
+    if not src.is_dir():
+        raise ModelError(f"{src}: release folder not found")
+    model_dir = find_source_model(src)
+    plans_path = model_dir / "plans.json"
+    plans, dataset = read_json_file(plans_path), read_json_file(model_dir / "dataset.json")
+    found, missing = find_folds(model_dir, (0,))
+    if missing:
+        log.warning("%s: fold 0 missing; importing folds %s", model_dir, ", ".join(map(str, found)))
+    with staged_output(dst, force=force, inputs=[src]) as tmp:
+        out = tmp / "model"
+        out.mkdir()
+        params, configuration, source_trainer = 0, None, None
+        target = None
+        for k, path in found.items():
+            ck = read_checkpoint(path)
+            if configuration is None:
+                configuration = str((ck.get("init_args") or {}).get("configuration", "3d_fullres"))
+                source_trainer = ck.get("trainer_name")
+                if configuration not in plans.get("configurations", {}):
+                    raise ModelError(f"{plans_path}: no configuration '{configuration}' (named by {path})")
+                n_channels = plans_channel_count(plans, configuration, str(plans_path))
+                n_names = len(dataset.get("channel_names", {}))
+                if n_channels != 4 or n_names != 4:
+                    raise ModelError(f"{plans_path}: {n_channels} input channels in the plans and {n_names} in "
+                                     f"dataset.json, but the baseline's input contract has 4 (CT, PET, tumor "
+                                     f"and background click Gaussians)")
+                scheme = plans["configurations"][configuration]["normalization_schemes"][1]
+                if scheme not in NORMALIZATION_NAMES:
+                    raise ModelError(f"{plans_path}: PET normalisation {scheme!r} is not one the input contract "
+                                     f"names ({', '.join(NORMALIZATION_NAMES)})")
+                dataset = {**dataset, "quantif": baseline_contract(NORMALIZATION_NAMES[scheme])}
+                pm = PlansManager(plans)
+                cm = pm.get_configuration(configuration)
+                n_out = pm.get_label_manager(dataset).num_segmentation_heads
+                net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                             cm.network_arch_init_kwargs_req_import, 4, n_out, allow_init=True,
+                                             deep_supervision=False)
+                target = net.state_dict()
+                network = cm.network_arch_class_name.rsplit(".", 1)[-1]
+            mapped = map_state_dict(state_dict_of(ck, path), target, source_name=str(path))
+            params = network_parameter_count(mapped)
+            (out / f"fold_{k}").mkdir()
+            torch.save(clean_checkpoint(
+                mapped, trainer_name=TRAINER, configuration=configuration, fold=k,
+                mirror_axes=normalize_mirror_axes(ck.get("inference_allowed_mirroring_axes", (0, 1, 2))),
+                imported={"release": RELEASE, "source": str(path), "source_trainer_name": source_trainer}),
+                out / f"fold_{k}" / "checkpoint_final.pth")
+            del ck, mapped
+        write_json_file(plans, out / "plans.json")
+        write_json_file(dataset, out / "dataset.json")
+        if (model_dir / "dataset_fingerprint.json").is_file():
+            shutil.copyfile(model_dir / "dataset_fingerprint.json", out / "dataset_fingerprint.json")
+        provenance = {
+            "release": RELEASE, "repository": REPOSITORY, "release_link": RELEASE_LINK, "licence": LICENCE,
+            "source": str(src.resolve()), "import_date": import_date(),
+            "models": {"model": {"tracer": "any", "source": str(model_dir), "trainer_name": TRAINER,
+                                 "source_trainer_name": source_trainer, "configuration": configuration,
+                                 "folds": sorted(found), "missing_folds": missing,
+                                 "checkpoints": {str(k): p.name for k, p in found.items()},
+                                 "network": network, "parameters": params,
+                                 "pet_normalization": dataset["quantif"]["pet_normalization"]}},
+            "source_sha256": folder_digests(model_dir, relative_to=src),
+        }
+        write_json_file(provenance, tmp / PROVENANCE_NAME)
+    return provenance

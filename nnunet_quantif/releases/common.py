@@ -1,0 +1,387 @@
+"""What the release importers share: safe checkpoint reading, key mapping, digests, provenance and the
+atomic output folder.
+
+Checkpoints are read with :func:`~nnunet_quantif.training.pretrained.load_checkpoint_object`, i.e.
+``torch.load(weights_only=True)`` with an allow-list. Besides tensors and plain containers (dict, list,
+tuple, str, int, float, bool, None, ``torch.device``, ``OrderedDict``: PyTorch's own ``weights_only``
+set), a real nnU-Net checkpoint holds NumPy scalars in its ``logging`` and ``_best_ema`` entries, so the
+allow-list adds exactly :data:`ALLOWED_GLOBALS`. A file that needs anything else (a class, a function:
+what a pickle that runs code needs) is refused before any of it runs.
+
+An import writes its output folder in a temporary folder beside ``DST`` and renames it to ``DST`` at the
+end, so an error leaves nothing behind; an existing non-empty ``DST`` is refused unless ``force``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import pickle
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError, OutputPathError, OverwriteInputError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ALLOWED_GLOBALS", "PROVENANCE_NAME", "safe_globals", "read_checkpoint", "read_state_dict", "state_dict_of",
+           "map_state_dict",
+           "sha256_file", "folder_digests", "staged_output", "write_json_file", "read_json_file",
+           "contract_entry", "plans_channel_count", "normalize_mirror_axes", "clean_checkpoint", "find_folds"]
+
+#: File of an imported release that records where it came from.
+PROVENANCE_NAME = "provenance.json"
+
+#: The globals, beyond PyTorch's own ``weights_only`` set, that a checkpoint may name (module.qualname as
+#: pickled by NumPy 1.x / 2.x). Documented in docs/MODELS.md.
+ALLOWED_GLOBALS: tuple[str, ...] = (
+    "numpy.dtype", "numpy.ndarray", "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
+    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
+    "numpy.dtypes.Float16DType", "numpy.dtypes.Float32DType", "numpy.dtypes.Float64DType",
+    "numpy.dtypes.Int32DType", "numpy.dtypes.Int64DType", "numpy.dtypes.BoolDType",
+)
+
+_PREFIXES = ("module.", "_orig_mod.")
+_CHUNK = 1 << 20
+
+
+def safe_globals() -> list:
+    """The objects named by :data:`ALLOWED_GLOBALS` that this NumPy has (for ``torch.serialization.safe_globals``)."""
+    import numpy as np
+
+    types: list = [np.dtype, np.ndarray]
+    core = getattr(np, "_core", None) or np.core
+    types += [core.multiarray.scalar, core.multiarray._reconstruct]
+    types += [type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64", "bool")]
+    return types
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint file read safely (``torch.load(weights_only=True)`` with :data:`ALLOWED_GLOBALS`; no code
+    runs), as a dict.
+
+    Raises
+    ------
+    ModelError
+        Missing, truncated or unreadable file, a file that needs globals outside the allow-list, or
+        a file that is not a dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: checkpoint not found")
+    try:
+        with torch.serialization.safe_globals(safe_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        if "weights_only" in text or "GLOBAL" in text:
+            what = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+            raise ModelError(f"{path}: refusing to unpickle types outside the safe allow-list ({what})") from None
+        raise ModelError(f"{path}: cannot read checkpoint ({type(e).__name__}: {_first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many types for truncated or corrupt files
+        raise ModelError(f"{path}: cannot read checkpoint ({type(e).__name__}: {_first_line(e)})") from None
+    if not isinstance(obj, dict):
+        raise ModelError(f"{path}: not a checkpoint (a {type(obj).__name__}, expected a dict)")
+    return obj
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else ""
+
+
+def read_state_dict(path: str | os.PathLike, key: str | None = "network_weights") -> dict[str, torch.Tensor]:
+    """The state dict in a checkpoint file (``obj[key]``, or the file itself when ``key`` is None), read
+    safely, with ``module.`` / ``_orig_mod.`` prefixes removed."""
+    return state_dict_of(read_checkpoint(path), path, key)
+
+
+def state_dict_of(obj: Mapping, path: str | os.PathLike, key: str | None = "network_weights"
+                  ) -> dict[str, torch.Tensor]:
+    """The state dict in a loaded checkpoint ``obj`` read from ``path`` (see :func:`read_state_dict`)."""
+    sd = obj if key is None else obj.get(key)
+    if not isinstance(sd, Mapping) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        what = "a state dict of tensors" if key is None else f"a '{key}' state dict of tensors"
+        raise ModelError(f"{path}: holds no network weights (expected {what})")
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        for prefix in _PREFIXES:
+            while k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k.replace("._orig_mod.", ".")] = v
+    return out
+
+
+def map_state_dict(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], *,
+                   renames: Iterable[tuple[str, str]] = (), source_name: str = "checkpoint",
+                   limit: int = 3) -> dict[str, torch.Tensor]:
+    """Rename the keys of ``source`` and check they are exactly those of ``target``, with equal shapes.
+
+    Parameters
+    ----------
+    source : dict
+        State dict read from a release.
+    target : dict
+        State dict of the network the model folder will be loaded into.
+    renames : iterable of (str, str)
+        Key prefix replacements (source prefix, target prefix), applied in order, first match only.
+    source_name : str
+        The file, for the message.
+    limit : int
+        How many keys of each kind the message names.
+
+    Returns
+    -------
+    dict
+        The renamed source tensors (contiguous, on CPU), in the target's key order.
+
+    Raises
+    ------
+    ModelError
+        One line naming the first ``limit`` missing, extra and shape-mismatched keys.
+    """
+    renames = list(renames)
+    renamed: dict[str, torch.Tensor] = {}
+    for k, v in source.items():
+        for old, new in renames:
+            if k.startswith(old):
+                k = new + k[len(old):]
+                break
+        renamed[k] = v
+    missing = [k for k in target if k not in renamed]
+    extra = [k for k in renamed if k not in target]
+    mismatched = [f"{k} {tuple(renamed[k].shape)} vs {tuple(target[k].shape)}" for k in target
+                  if k in renamed and tuple(renamed[k].shape) != tuple(target[k].shape)]
+    if missing or extra or mismatched:
+        parts = []
+        for label, keys in (("missing", missing), ("extra", extra), ("shape mismatch (file vs network)", mismatched)):
+            if keys:
+                more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+                parts.append(f"{len(keys)} {label}: {', '.join(keys[:limit])}{more}")
+        raise ModelError(f"{source_name}: the weights do not fit the network of its plans: {'; '.join(parts)}")
+    return {k: renamed[k].detach().to("cpu").contiguous() for k in target}
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def folder_digests(folder: str | os.PathLike, relative_to: str | os.PathLike | None = None) -> dict[str, str]:
+    """SHA-256 of every regular file under ``folder`` (recursively), keyed by POSIX path relative to
+    ``relative_to`` (default ``folder``), sorted."""
+    root = Path(folder)
+    base = Path(relative_to) if relative_to is not None else root
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {p.relative_to(base).as_posix(): sha256_file(p) for p in files}
+
+
+def _is_within(a: Path, b: Path) -> bool:
+    try:
+        a.resolve().relative_to(b.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def staged_output(dst: str | os.PathLike, *, force: bool = False, inputs: Iterable[str | os.PathLike] = ()
+                  ) -> Iterator[Path]:
+    """A temporary folder beside ``dst`` that becomes ``dst`` when the block ends without an error.
+
+    Parameters
+    ----------
+    dst : path-like
+        The output folder.
+    force : bool
+        Replace an existing non-empty ``dst`` (it is removed only after the new folder is complete).
+    inputs : iterable of path-like
+        Source folders; ``dst`` may not lie inside one, nor contain one.
+
+    Raises
+    ------
+    OutputPathError
+        ``dst`` is a file, or a non-empty folder and not ``force``.
+    OverwriteInputError
+        ``dst`` and a source folder overlap.
+    """
+    dst = Path(dst)
+    for src in inputs:
+        src = Path(src)
+        if _is_within(dst, src) or _is_within(src, dst):
+            raise OverwriteInputError(f"{dst}: the output folder overlaps the source {src}")
+    if dst.exists() and not dst.is_dir():
+        raise OutputPathError(f"{dst}: exists and is not a folder")
+    if dst.is_dir() and any(dst.iterdir()) and not force:
+        raise OutputPathError(f"{dst}: folder exists and is not empty (pass --force to replace it)")
+    parent = dst.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=parent))
+    except OSError as e:
+        raise OutputPathError(f"{dst}: cannot create the output folder ({e.strerror or e})") from None
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    os.chmod(tmp, 0o777 & ~_umask())
+    old = None
+    if dst.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=parent))
+        os.rmdir(old)
+        os.replace(dst, old)
+    os.replace(tmp, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_json_file(obj: object, path: str | os.PathLike) -> Path:
+    """Write ``obj`` as indented JSON (inside a staged folder; no atomic rename needed)."""
+    path = Path(path)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+    return path
+
+
+def read_json_file(path: str | os.PathLike) -> dict:
+    """A JSON object from a release, with a :class:`ModelError` naming the file if it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: not found")
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{path}: unreadable JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ModelError(f"{path}: not a JSON object")
+    return obj
+
+
+def plans_channel_count(plans: Mapping, configuration: str, source: str) -> int:
+    """The number of input channels a plans file describes (normalisation schemes of ``configuration`` and
+    foreground intensity properties must agree)."""
+    try:
+        schemes = plans["configurations"][configuration]["normalization_schemes"]
+    except (KeyError, TypeError):
+        raise ModelError(f"{source}: no normalization_schemes for configuration '{configuration}'") from None
+    props = plans.get("foreground_intensity_properties_per_channel", {})
+    if props and len(props) != len(schemes):
+        raise ModelError(f"{source}: {len(schemes)} normalisation schemes but intensity properties of "
+                         f"{len(props)} channels")
+    return len(schemes)
+
+
+def normalize_mirror_axes(axes: object) -> tuple[int, ...] | None:
+    """``inference_allowed_mirroring_axes`` as a tuple: a bare integer (``(2)`` in Python is the int 2)
+    becomes a one-axis tuple."""
+    if axes is None:
+        return None
+    if isinstance(axes, int):
+        return (int(axes),)
+    return tuple(int(a) for a in axes)  # type: ignore[union-attr]
+
+
+def clean_checkpoint(weights: Mapping[str, torch.Tensor], *, trainer_name: str, configuration: str, fold: int,
+                     mirror_axes: tuple[int, ...] | None, imported: Mapping) -> dict:
+    """The checkpoint an imported model folder holds: what ``nnUNetPredictor`` reads (``network_weights``,
+    ``trainer_name``, ``init_args.configuration``, ``inference_allowed_mirroring_axes``) plus
+    ``quantif_import`` (where it came from); no optimizer state."""
+    return {"network_weights": dict(weights), "trainer_name": trainer_name,
+            "init_args": {"configuration": configuration, "fold": int(fold)},
+            "inference_allowed_mirroring_axes": mirror_axes, "quantif_import": dict(imported)}
+
+
+_FOLD_RE = re.compile(r"^fold_(\d+)$")
+
+
+def find_folds(model_dir: Path, expected: Iterable[int], *, fallback: str | None = "checkpoint_latest.pth",
+               name: str = "checkpoint_final.pth") -> tuple[dict[int, Path], list[int]]:
+    """The checkpoint of each ``fold_<k>`` folder of a release model folder.
+
+    Returns
+    -------
+    found : dict
+        fold -> checkpoint path (``name``, else ``fallback`` with a warning).
+    missing : list of int
+        Expected folds without a folder.
+
+    Raises
+    ------
+    ModelError
+        A fold folder without a checkpoint, or no fold at all.
+    """
+    have = sorted(int(m.group(1)) for p in model_dir.iterdir() if p.is_dir() and (m := _FOLD_RE.match(p.name)))
+    found: dict[int, Path] = {}
+    for k in have:
+        fold_dir = model_dir / f"fold_{k}"
+        if (fold_dir / name).is_file():
+            found[k] = fold_dir / name
+        elif fallback and (fold_dir / fallback).is_file():
+            log.warning("%s: no %s, importing %s", fold_dir, name, fallback)
+            found[k] = fold_dir / fallback
+        else:
+            raise ModelError(f"{fold_dir}: fold folder without a checkpoint ({name}"
+                             f"{' or ' + fallback if fallback else ''} not found)")
+    if not found:
+        raise ModelError(f"{model_dir}: no fold_<k> folder with a checkpoint")
+    missing = [k for k in expected if k not in found]
+    return found, missing
+
+
+def contract_entry(inputs: list[dict], pet_normalization: str, inference: Mapping, *,
+                   heatmap: Mapping | None = None) -> dict:
+    """The ``quantif`` entry (input contract, version 2) of an imported model's ``dataset.json``.
+
+    Parameters
+    ----------
+    inputs : list of dict
+        The ordered channels (``{"source": "ct"}``, ``{"source": "pet"}``, ``{"source": "clicks",
+        "encoding": NAME, "params": {...}}``).
+    pet_normalization : str
+        How the plans normalise the PET channel (nnU-Net channel-name form: ``CT``, ``noNorm``, ``zscore``).
+    inference : dict
+        The model's test-time defaults.
+    heatmap : dict, optional
+        The version-1 heatmap entry, written when there is exactly one ``pet_gated_gaussian`` channel.
+    """
+    entry: dict = {"version": 2, "inputs": inputs, "pet_normalization": pet_normalization}
+    if heatmap is not None:
+        entry["heatmap"] = dict(heatmap)
+    entry["inference"] = dict(inference)
+    return entry
+
+
+#: nnU-Net normalisation class name -> channel-name form of the contract's ``pet_normalization``.
+NORMALIZATION_NAMES: dict[str, str] = {"CTNormalization": "CT", "NoNormalization": "noNorm",
+                                       "ZScoreNormalization": "zscore"}
+
+
+def import_date() -> str:
+    """Now, UTC, ISO 8601 to the second."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def network_parameter_count(weights: Mapping[str, torch.Tensor]) -> int:
+    """Number of values in a state dict, counting ``decoder.encoder.*`` (the decoder's reference to the
+    encoder) once."""
+    return int(sum(v.numel() for k, v in weights.items() if not k.startswith("decoder.encoder.")
+                   and v.is_floating_point()))
