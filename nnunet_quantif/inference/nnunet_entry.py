@@ -173,14 +173,14 @@ def _run(args: argparse.Namespace) -> int:
     from ..layout import check_model_channels
     from .pipeline import _ensure_trainer_search_path, resolve_settings
     from .predictor import QuantIFPredictor
-    from .routing import check_model_folder
+    from .routing import check_model_files, check_model_folder
 
     if args.part_id >= args.num_parts:
         raise ModelError(f"-part_id {args.part_id} must be smaller than -num_parts {args.num_parts}")
     options = prediction_options(args)  # checks -step_size
     if not Path(args.i).is_dir():
         raise ModelError(f"{args.i}: input folder not found")
-    model_folder = _model_folder(args)
+    model_folder = str(check_model_files(_model_folder(args)))
     contract = _input_contract(args, model_folder)  # before the model loads
     settings = resolve_settings(contract.inference, folds=options["folds"], mirroring=options["mirroring"],
                                 tile_step_size=options["tile_step_size"], postprocess=args.postprocess,

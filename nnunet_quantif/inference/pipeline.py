@@ -67,6 +67,7 @@ from .routing import (
     TRACERS,
     TracerDecision,
     TracerRouter,
+    check_model_files,
     check_model_folder,
     find_model_folder,
 )
@@ -377,7 +378,8 @@ class QuantIFPipeline:
         self.heatmap_params = dict(heatmap_params or {})
         #: The input contract of each model (read from its dataset.json, heatmap options applied).
         self.contracts = {
-            t: resolve_contract(read_model_contract(d), self.heatmap_params, force=force_heatmap, source=str(d))
+            t: resolve_contract(read_model_contract(check_model_files(d)), self.heatmap_params, force=force_heatmap,
+                                source=str(d))
             for t, d in self.model_dirs.items() if d is not None}
         #: The test-time settings of each model: explicit options, else the model's recorded defaults.
         self.settings = {
