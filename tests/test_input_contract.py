@@ -417,3 +417,40 @@ def test_channel_count_that_disagrees_with_the_contract_is_refused(tmp_path) -> 
     assert quantif_main(["predict", "--ct", str(ct), "--pet", str(pt), "--model", str(model), "--folds", "0",
                          "--device", "cpu", "--out", str(out)]) != 0
     assert not out.exists()
+
+
+def test_session_updates_only_the_tiles_that_any_click_channel_changes(synthetic, tmp_path) -> None:
+    """With two voxel-wise (unnormalised) Gaussian click channels, a background click changes only channel 3
+    and a tumor click only channel 2; each re-runs only the tiles of its change, and the logits equal a full
+    re-prediction's."""
+    from nnunet_quantif.interactive import Session
+
+    ct, pet, geometry, _ = synthetic
+    model = write_random_model(tmp_path / "m", folds=(0,), patch_size=PATCH, spacing_zyx=SPACING, seed=4,
+                               contract=InputContract.baseline(),
+                               channel_names={"0": "CT", "1": "noNorm", "2": "noNorm", "3": "noNorm"})
+    pipe = QuantIFPipeline(model=model, folds=(0,), device="cpu", mirroring="none")
+    session, full = Session(pipeline=pipe), Session(pipeline=pipe, incremental=False)
+    session.open(ct, pet, geometry)
+    full.open(ct, pet, geometry)
+    for xyz, kind in (((5, 6, 4), "background"), ((40, 42, 34), "tumor"), (None, "undo")):
+        mask = session.undo() if kind == "undo" else session.add_click(xyz, kind)
+        full.undo() if kind == "undo" else full.add_click(xyz, kind)
+        u = session.last_update
+        assert u.mode == "incremental" and 0 < u.tiles_run < u.tiles_total, (kind, u)
+        np.testing.assert_allclose(session.logits, full.logits, atol=1e-4, rtol=0)
+        np.testing.assert_array_equal(mask, full.mask)
+        np.testing.assert_array_equal(mask, pipe.predict_arrays(ct, pet, geometry, session.clicks).mask)
+
+
+def test_view_builds_its_session_pipeline_with_model(baseline_model) -> None:
+    """``quantif view --model DIR``: the widget's pipeline (napari/logic.py, no Qt) serves every tracer with it."""
+    from nnunet_quantif.cli import build_parser
+    from nnunet_quantif.napari import logic
+
+    args = build_parser().parse_args(["view", "--model", str(baseline_model), "--device", "cpu"])
+    settings = logic.ModelSettings.from_args(args)
+    assert settings.folds == ""  # not given: the model's recorded folds, else every fold found
+    pipe = logic.build_pipeline(settings, args)
+    assert pipe.single_model and pipe.model_dirs == {ANY_TRACER: baseline_model} and pipe.folds[ANY_TRACER] == (0,)
+    assert pipe.contracts[ANY_TRACER] == InputContract.baseline()
