@@ -1,29 +1,53 @@
-"""The heatmap contract: one definition of the click channel, written at conversion, carried by the model.
+"""The input contract of a model: its ordered channels and how each click channel is built.
 
-``quantif convert`` records how it built the heatmap channel, and how the PET channel is
-normalised, in the raw dataset's ``dataset.json`` under the key ``quantif``::
+``quantif convert`` records, in the raw dataset's ``dataset.json`` under the key ``quantif``, the whole
+network input (version 2)::
 
     "quantif": {
-      "version": 1,
-      "heatmap": {"mode": "pet_gated_gaussian", "sigma_tumor": [3.0, 3.0, 3.0],
-                  "sigma_background": [6.0, 6.0, 6.0], "suv_gate": 3.0, "background_mode": "paper",
-                  "truncate": 4.0, "click_policy": "all"},
-      "pet_normalization": "CT"
+      "version": 2,
+      "inputs": [
+        {"source": "ct"},
+        {"source": "pet"},
+        {"source": "clicks", "encoding": "pet_gated_gaussian",
+         "params": {"sigma_tumor": [3, 3, 3], "sigma_background": [6, 6, 6], "suv_gate": 3.0,
+                    "background_mode": "paper", "truncate": 4.0, "click_policy": "all", "click_step": null}}
+      ],
+      "pet_normalization": "CT",
+      "heatmap": {"mode": "pet_gated_gaussian", ...the same parameters...},
+      "inference": {"tile_step_size": 0.6, "mirroring": "authors", "postprocess": {"min_voxels": 10, "suv_max": 4.0}}
     }
+
+``inputs[k]`` is nnU-Net channel ``_000k``; ``source`` is ``ct``, ``pet`` or ``clicks`` (exactly one CT, one
+PET, one or more click channels). Click encodings form an open registry (:data:`CLICK_ENCODINGS`,
+:func:`register_encoding`):
+
+* ``pet_gated_gaussian``: the signed PET-gated heatmap of :func:`~nnunet_quantif.heatmaps.click_heatmap`;
+  its parameters are a :class:`HeatmapDefinition` (``background_mode`` ``paper`` or ``authors``; every field,
+  ``truncate`` included, is used to build the channel);
+* ``gaussian``: the autoPET IV organisers' baseline encoding, one channel per click label (``label`` ``tumor``
+  or ``background``, ``sigma`` voxels, ``truncate``, ``normalization`` ``none``): impulses at the clicks,
+  ``scipy.ndimage.gaussian_filter`` in mode reflect, raw sums, on the raw grid
+  (:func:`~nnunet_quantif.heatmaps.gaussian_click_map`). :meth:`InputContract.baseline` is their
+  4-channel model's contract.
+
+The version-1 ``heatmap`` entry is written too whenever there is exactly one ``pet_gated_gaussian``
+channel, and a version-1 entry (``heatmap`` only) still reads, as CT, PET and that heatmap. The optional
+``inference`` entry holds the model's test-time defaults (:class:`InferenceDefaults`), used by every
+inference entry point where no option is given.
 
 Sigmas are in voxels of the original (raw) grid, in array order (z, y, x). ``click_policy`` is
 ``"all"`` (every click of the file, the paper's training input) or ``"first_k"`` with
 ``click_step`` k (``quantif convert --click-step K``); a trainer that samples the click count
 (``nnUNetTrainerQuantIF_clickSampling``) rebuilds the channel per sample from this same
 definition. nnU-Net copies ``dataset.json`` into ``nnUNet_preprocessed`` and into every trained
-model folder, so the model carries its own definition: :func:`read_model_definition` reads it
-back, and every inference entry point (``quantif predict``, ``gc``, ``evaluate-interactive``,
-``nnUNetv2_predict_quantif --clicks-dir``) builds the channel with it.
+model folder, so the model carries its own contract: :func:`read_model_contract` reads it back, and every
+inference entry point (``quantif predict``, ``gc``, ``session``, ``view``, ``evaluate-interactive``,
+``nnUNetv2_predict_quantif --clicks-dir``) builds the click channels with it.
 
 A heatmap option given explicitly at inference that contradicts the model is an error
 (:class:`~nnunet_quantif.errors.ConfigError`) unless ``force`` (``--force-heatmap``); a model
-folder without the key (trained before the key existed) falls back to the defaults with one
-warning line.
+folder without the key (trained before the key existed) falls back to the defaults (CT, PET and the
+default heatmap) with one warning line.
 """
 
 from __future__ import annotations
@@ -47,7 +71,7 @@ __all__ = ["DATASET_KEY", "HEATMAP_MODE", "PET_NORMALIZATIONS", "CHANNEL_SOURCES
 
 #: Key of the QuantIF entry in ``dataset.json``.
 DATASET_KEY = "quantif"
-#: The one heatmap family this project builds (the method's PET-gated Gaussians).
+#: The encoding name of the method's PET-gated Gaussian heatmap.
 HEATMAP_MODE = "pet_gated_gaussian"
 #: Channel schemes of the PET (nnU-Net normalisation names): CT (the authors' and MultiTalent's) or raw SUV.
 PET_NORMALIZATIONS = ("CT", "noNorm")
@@ -119,7 +143,8 @@ class HeatmapDefinition:
                    sigma_background=_triple(p.get("sigma_background", DEFAULT_SIGMA_BACKGROUND),
                                             "sigma_background", "options"),
                    suv_gate=float(p.get("suv_gate", DEFAULT_SUV_GATE)),
-                   background_mode=str(p.get("background_mode", "paper")), truncate=TRUNCATE,
+                   background_mode=str(p.get("background_mode", "paper")),
+                   truncate=float(p.get("truncate", TRUNCATE)),
                    click_policy="all" if click_step is None else "first_k", click_step=click_step)
 
     @classmethod
@@ -260,6 +285,8 @@ def resolve_definition(model: HeatmapDefinition, found: bool, explicit: Mapping 
 
 
 def _fmt(v) -> str:
+    if isinstance(v, Mapping):
+        return "{" + ", ".join(f"{k}: {_fmt(v[k])}" for k in sorted(v)) + "}"
     if isinstance(v, (tuple, list)):
         return "[" + ", ".join(f"{float(x):g}" for x in v) + "]"
     if isinstance(v, float):
@@ -292,6 +319,10 @@ class ClickEncoding:
         """The channel on the PET grid: (z, y, x) float32 from the PET (SUV, (z, y, x)) and the clicks (array order)."""
         raise NotImplementedError
 
+    def build_params(self) -> dict:
+        """The parameters that determine the built channel (:meth:`params_json` less bookkeeping)."""
+        return self.params_json()
+
     def describe(self) -> str:
         """One line for logs and errors."""
         return f"{self.name}({self.params_json()})"
@@ -315,6 +346,9 @@ class PetGatedGaussianEncoding(ClickEncoding):
         d = self.definition.to_json()
         d.pop("mode")
         return d
+
+    def build_params(self) -> dict:
+        return self.definition.params()  # the click policy says which clicks training used, not how to build
 
     def build(self, pet: np.ndarray, clicks, source: str | None = None) -> np.ndarray:
         from .heatmaps import click_heatmap
@@ -629,6 +663,15 @@ class InputContract:
         """The :class:`HeatmapDefinition` of the one ``pet_gated_gaussian`` channel (None: none, or several)."""
         pgg = [e for e in self.encodings if isinstance(e, PetGatedGaussianEncoding)]
         return pgg[0].definition if len(pgg) == 1 else None
+
+    def builds_like(self, other: InputContract) -> bool:
+        """Whether ``other`` builds the same channels: sources and click encodings with the same build
+        parameters, in the same order (click policies aside)."""
+        def signature(c: InputContract) -> list:
+            return [(x.source, None if x.encoding is None else (x.encoding.name, _fmt(x.encoding.build_params())))
+                    for x in c.inputs]
+
+        return signature(self) == signature(other)
 
     def describe_clicks(self) -> str:
         """The click channels, for messages."""

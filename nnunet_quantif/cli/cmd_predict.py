@@ -139,10 +139,11 @@ def run(args: argparse.Namespace) -> int:
                          **dicom_overrides(args)) as (ct_path, pet_path, dicom_pet), \
                 tempfile.TemporaryDirectory(prefix="quantif-seg-") as seg_tmp:
             tracer = args.tracer
-            if tracer == "auto" and dicom_pet is not None and dicom_pet.tracer is not None:
+            pipeline = build_pipeline(args, progress=True)
+            if tracer == "auto" and dicom_pet is not None and dicom_pet.tracer is not None \
+                    and not pipeline.single_model:  # --model: no routing, the header's tracer is not needed
                 tracer = dicom_pet.tracer  # the header's radiopharmaceutical comes before the classifier
                 print(f"tracer {tracer} from the DICOM radiopharmaceutical ({dicom_pet.radiopharmaceutical})")
-            pipeline = build_pipeline(args, progress=True)
             if tracer != args.tracer:
                 from ..dicom import compare_header_tracer
 

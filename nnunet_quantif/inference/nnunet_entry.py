@@ -252,7 +252,7 @@ def _input_contract(args: argparse.Namespace, model_folder: str):
     ds_json = Path(args.i).resolve().parent / "dataset.json"
     if args.clicks_dir is None and contract.recorded and ds_json.is_file():
         given = read_model_contract(ds_json.parent)
-        if given.recorded and given.inputs != contract.inputs:
+        if given.recorded and not given.builds_like(contract):
             msg = (f"{args.i}: its click channels were built as {ds_json} records ({given.describe_clicks()}), but "
                    f"the model {model_folder} takes {contract.describe_clicks()}; give --clicks-dir to rebuild "
                    f"them with the model's contract, or --force-heatmap")
