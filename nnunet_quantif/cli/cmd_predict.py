@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
             tracer = args.tracer
             pipeline = build_pipeline(args, progress=True)
             if tracer == "auto" and dicom_pet is not None and dicom_pet.tracer is not None \
-                    and not pipeline.single_model:  # --model: no routing, the header's tracer is not needed
+                    and not getattr(pipeline, "single_model", False):  # --model: no routing, no header tracer
                 tracer = dicom_pet.tracer  # the header's radiopharmaceutical comes before the classifier
                 print(f"tracer {tracer} from the DICOM radiopharmaceutical ({dicom_pet.radiopharmaceutical})")
             if tracer != args.tracer:
