@@ -538,8 +538,10 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
     params = dict(heatmap_params or {})
     from .heatmap_definition import HeatmapDefinition, quantif_dataset_entry
 
-    quantif_entry = quantif_dataset_entry(
-        HeatmapDefinition.from_params({k: v for k, v in params.items() if k != "nonfinite"}, click_step), pet_norm)
+    definition = HeatmapDefinition.from_params({k: v for k, v in params.items() if k != "nonfinite"}, click_step)
+    quantif_entry = quantif_dataset_entry(definition, pet_norm)
+    # the channel is built with the definition that dataset.json records (every field, truncate included)
+    build_params = {**definition.params(), **({"nonfinite": params["nonfinite"]} if "nonfinite" in params else {})}
     from .organs import dataset_group_set
 
     if organ_groups != "quantif":
@@ -601,7 +603,7 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
                      "clicks_dir": str(clicks_dir) if clicks_dir else None,
                      "totalseg_dir": str(totalseg_dir) if totalseg_dir else None, "click_step": click_step,
                      "resample_pet_to_ct": resample_pet_to_ct, "ignore_ct_mismatch": ignore_ct_mismatch,
-                     "heatmap_params": params,
+                     "heatmap_params": build_params,
                      "organ_groups": organ_groups, "organs_in_label": organs_in_label})
 
     used = {j["dataset"] for j in jobs}

@@ -52,5 +52,9 @@ class ModelError(QuantIFError):
     """A model folder, fold, checkpoint or weight file is missing or does not fit."""
 
 
+class ModelContractError(ConfigError, ModelError):
+    """A model's plans or dataset.json disagree with its input contract (the ``quantif`` key of dataset.json)."""
+
+
 class DatasetError(QuantIFError):
     """A dataset folder does not have the expected layout."""

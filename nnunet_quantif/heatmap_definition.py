@@ -1,29 +1,53 @@
-"""The heatmap contract: one definition of the click channel, written at conversion, carried by the model.
+"""The input contract of a model: its ordered channels and how each click channel is built.
 
-``quantif convert`` records how it built the heatmap channel, and how the PET channel is
-normalised, in the raw dataset's ``dataset.json`` under the key ``quantif``::
+``quantif convert`` records, in the raw dataset's ``dataset.json`` under the key ``quantif``, the whole
+network input (version 2)::
 
     "quantif": {
-      "version": 1,
-      "heatmap": {"mode": "pet_gated_gaussian", "sigma_tumor": [3.0, 3.0, 3.0],
-                  "sigma_background": [6.0, 6.0, 6.0], "suv_gate": 3.0, "background_mode": "paper",
-                  "truncate": 4.0, "click_policy": "all"},
-      "pet_normalization": "CT"
+      "version": 2,
+      "inputs": [
+        {"source": "ct"},
+        {"source": "pet"},
+        {"source": "clicks", "encoding": "pet_gated_gaussian",
+         "params": {"sigma_tumor": [3, 3, 3], "sigma_background": [6, 6, 6], "suv_gate": 3.0,
+                    "background_mode": "paper", "truncate": 4.0, "click_policy": "all", "click_step": null}}
+      ],
+      "pet_normalization": "CT",
+      "heatmap": {"mode": "pet_gated_gaussian", ...the same parameters...},
+      "inference": {"tile_step_size": 0.6, "mirroring": "authors", "postprocess": {"min_voxels": 10, "suv_max": 4.0}}
     }
+
+``inputs[k]`` is nnU-Net channel ``_000k``; ``source`` is ``ct``, ``pet`` or ``clicks`` (exactly one CT, one
+PET, one or more click channels). Click encodings form an open registry (:data:`CLICK_ENCODINGS`,
+:func:`register_encoding`):
+
+* ``pet_gated_gaussian``: the signed PET-gated heatmap of :func:`~nnunet_quantif.heatmaps.click_heatmap`;
+  its parameters are a :class:`HeatmapDefinition` (``background_mode`` ``paper`` or ``authors``; every field,
+  ``truncate`` included, is used to build the channel);
+* ``gaussian``: the autoPET IV organisers' baseline encoding, one channel per click label (``label`` ``tumor``
+  or ``background``, ``sigma`` voxels, ``truncate``, ``normalization`` ``none``): impulses at the clicks,
+  ``scipy.ndimage.gaussian_filter`` in mode reflect, raw sums, on the raw grid
+  (:func:`~nnunet_quantif.heatmaps.gaussian_click_map`). :meth:`InputContract.baseline` is their
+  4-channel model's contract.
+
+The version-1 ``heatmap`` entry is written too whenever there is exactly one ``pet_gated_gaussian``
+channel, and a version-1 entry (``heatmap`` only) still reads, as CT, PET and that heatmap. The optional
+``inference`` entry holds the model's test-time defaults (:class:`InferenceDefaults`), used by every
+inference entry point where no option is given.
 
 Sigmas are in voxels of the original (raw) grid, in array order (z, y, x). ``click_policy`` is
 ``"all"`` (every click of the file, the paper's training input) or ``"first_k"`` with
 ``click_step`` k (``quantif convert --click-step K``); a trainer that samples the click count
 (``nnUNetTrainerQuantIF_clickSampling``) rebuilds the channel per sample from this same
 definition. nnU-Net copies ``dataset.json`` into ``nnUNet_preprocessed`` and into every trained
-model folder, so the model carries its own definition: :func:`read_model_definition` reads it
-back, and every inference entry point (``quantif predict``, ``gc``, ``evaluate-interactive``,
-``nnUNetv2_predict_quantif --clicks-dir``) builds the channel with it.
+model folder, so the model carries its own contract: :func:`read_model_contract` reads it back, and every
+inference entry point (``quantif predict``, ``gc``, ``session``, ``view``, ``evaluate-interactive``,
+``nnUNetv2_predict_quantif --clicks-dir``) builds the click channels with it.
 
 A heatmap option given explicitly at inference that contradicts the model is an error
 (:class:`~nnunet_quantif.errors.ConfigError`) unless ``force`` (``--force-heatmap``); a model
-folder without the key (trained before the key existed) falls back to the defaults with one
-warning line.
+folder without the key (trained before the key existed) falls back to the defaults (CT, PET and the
+default heatmap) with one warning line.
 """
 
 from __future__ import annotations
@@ -34,20 +58,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DATASET_KEY", "HEATMAP_MODE", "PET_NORMALIZATIONS", "HeatmapDefinition", "read_model_definition",
-           "resolve_definition", "quantif_dataset_entry", "explicit_heatmap_params"]
+__all__ = ["DATASET_KEY", "HEATMAP_MODE", "PET_NORMALIZATIONS", "CHANNEL_SOURCES", "CLICK_ENCODINGS",
+           "HeatmapDefinition", "ClickEncoding", "PetGatedGaussianEncoding", "GaussianEncoding", "InputChannel",
+           "InferenceDefaults", "InputContract", "register_encoding", "read_model_contract", "resolve_contract",
+           "read_model_definition", "resolve_definition", "quantif_dataset_entry", "explicit_heatmap_params"]
 
 #: Key of the QuantIF entry in ``dataset.json``.
 DATASET_KEY = "quantif"
-#: The one heatmap family this project builds (the method's PET-gated Gaussians).
+#: The encoding name of the method's PET-gated Gaussian heatmap.
 HEATMAP_MODE = "pet_gated_gaussian"
 #: Channel schemes of the PET (nnU-Net normalisation names): CT (the authors' and MultiTalent's) or raw SUV.
 PET_NORMALIZATIONS = ("CT", "noNorm")
-_VERSION = 1
+#: Version of the ``quantif`` entry that this module writes (version 1, heatmap only, is still read).
+_VERSION = 2
+#: What an input channel holds (``inputs[i].source``).
+CHANNEL_SOURCES = ("ct", "pet", "clicks")
 
 #: Conversion presets (``quantif convert --preset NAME``): the heatmap and PET settings a preset gives
 #: where the user does not set them. ``authors`` is what the authors' models saw (docs/METHOD.md):
@@ -112,7 +143,8 @@ class HeatmapDefinition:
                    sigma_background=_triple(p.get("sigma_background", DEFAULT_SIGMA_BACKGROUND),
                                             "sigma_background", "options"),
                    suv_gate=float(p.get("suv_gate", DEFAULT_SUV_GATE)),
-                   background_mode=str(p.get("background_mode", "paper")), truncate=TRUNCATE,
+                   background_mode=str(p.get("background_mode", "paper")),
+                   truncate=float(p.get("truncate", TRUNCATE)),
                    click_policy="all" if click_step is None else "first_k", click_step=click_step)
 
     @classmethod
@@ -138,6 +170,8 @@ class HeatmapDefinition:
             gate, trunc = float(d.get("suv_gate", 3.0)), float(d.get("truncate", 4.0))
         except (TypeError, ValueError):
             raise ConfigError(f"{source}: heatmap suv_gate/truncate must be numbers") from None
+        if not (trunc > 0) or trunc == float("inf"):
+            raise ConfigError(f"{source}: heatmap truncate must be a finite number > 0, got {trunc!r}")
         return cls(sigma_tumor=_triple(d.get("sigma_tumor", 3.0), "sigma_tumor", source),
                    sigma_background=_triple(d.get("sigma_background", 6.0), "sigma_background", source),
                    suv_gate=gate, background_mode=bg, truncate=trunc, click_policy=policy,
@@ -154,20 +188,18 @@ class HeatmapDefinition:
     def params(self) -> dict:
         """Keyword parameters of :func:`~nnunet_quantif.heatmaps.click_heatmap`."""
         return {"sigma_tumor": self.sigma_tumor, "sigma_background": self.sigma_background,
-                "suv_gate": self.suv_gate, "background_mode": self.background_mode}
+                "suv_gate": self.suv_gate, "background_mode": self.background_mode, "truncate": self.truncate}
 
     def describe(self) -> str:
         """One line for logs and errors."""
         return (f"sigma_tumor {list(self.sigma_tumor)}, sigma_background {list(self.sigma_background)}, "
-                f"suv_gate {self.suv_gate:g}, background_mode {self.background_mode}")
+                f"suv_gate {self.suv_gate:g}, background_mode {self.background_mode}, truncate {self.truncate:g}")
 
 
 def quantif_dataset_entry(definition: HeatmapDefinition, pet_normalization: str) -> dict:
-    """The ``quantif`` entry that ``quantif convert`` writes into ``dataset.json``."""
-    if pet_normalization not in PET_NORMALIZATIONS:
-        raise ConfigError(f"unknown PET normalisation {pet_normalization!r} "
-                          f"(choose from {', '.join(PET_NORMALIZATIONS)})")
-    return {"version": _VERSION, "heatmap": definition.to_json(), "pet_normalization": pet_normalization}
+    """The ``quantif`` entry that ``quantif convert`` writes into ``dataset.json`` (version 2: the
+    ``inputs`` of CT, PET and one ``pet_gated_gaussian`` channel, with the version-1 ``heatmap`` beside)."""
+    return InputContract.for_heatmap(definition, pet_normalization).to_json()
 
 
 def read_model_definition(model_dir: str | os.PathLike | Mapping) -> tuple[HeatmapDefinition, bool]:
@@ -185,22 +217,18 @@ def read_model_definition(model_dir: str | os.PathLike | Mapping) -> tuple[Heatm
         The recorded one, or the defaults when the key is absent.
     found : bool
         Whether ``dataset.json`` held the ``quantif`` key.
-    """
-    if isinstance(model_dir, Mapping):
-        ds, source = model_dir, "dataset.json"
-    else:
-        from .config import load_json
 
-        path = Path(model_dir) / "dataset.json"
-        if not path.is_file():
-            raise ConfigError(f"{path}: dataset.json not found (not an nnU-Net model or dataset folder)")
-        ds, source = load_json(path), str(path)
-    entry = ds.get(DATASET_KEY)
-    if entry is None:
-        return HeatmapDefinition(), False
-    if not isinstance(entry, Mapping) or "heatmap" not in entry:
-        raise ConfigError(f"{source}: '{DATASET_KEY}' must be an object with a 'heatmap' entry")
-    return HeatmapDefinition.from_json(entry["heatmap"], source), True
+    Raises
+    ------
+    ConfigError
+        A malformed entry, or a contract without exactly one ``pet_gated_gaussian`` channel.
+    """
+    contract = read_model_contract(model_dir)
+    definition = contract.heatmap_definition
+    if definition is None:
+        raise ConfigError(f"{contract.source}: the model's click channels are {contract.describe_clicks()}, not one "
+                          f"{HEATMAP_MODE} heatmap")
+    return definition, contract.recorded
 
 
 def explicit_heatmap_params(sigma_tumor=None, sigma_background=None, suv_gate=None,
@@ -257,8 +285,492 @@ def resolve_definition(model: HeatmapDefinition, found: bool, explicit: Mapping 
 
 
 def _fmt(v) -> str:
+    if isinstance(v, Mapping):
+        return "{" + ", ".join(f"{k}: {_fmt(v[k])}" for k in sorted(v)) + "}"
     if isinstance(v, (tuple, list)):
         return "[" + ", ".join(f"{float(x):g}" for x in v) + "]"
     if isinstance(v, float):
         return f"{v:g}"
     return str(v)
+
+
+# ---------------------------------------------------------------------------------------------- input contract
+class ClickEncoding:
+    """How one kind of click channel is built from the clicks (and the PET).
+
+    An encoding is keyed by :attr:`name` in :data:`CLICK_ENCODINGS`; each instance holds its parameters and
+    builds one channel. Subclasses implement :meth:`from_params`, :meth:`params_json`, :meth:`build` and
+    :meth:`describe`.
+    """
+
+    #: Key of the encoding in ``inputs[i].encoding``.
+    name: str = ""
+
+    @classmethod
+    def from_params(cls, params: Mapping, source: str) -> ClickEncoding:  # pragma: no cover - interface
+        """Parse ``inputs[i].params``; a malformed entry is a :class:`ConfigError` naming ``source``."""
+        raise NotImplementedError
+
+    def params_json(self) -> dict:  # pragma: no cover - interface
+        """``inputs[i].params``."""
+        raise NotImplementedError
+
+    def build(self, pet: np.ndarray, clicks, source: str | None = None) -> np.ndarray:  # pragma: no cover
+        """The channel on the PET grid: (z, y, x) float32 from the PET (SUV, (z, y, x)) and the clicks (array order)."""
+        raise NotImplementedError
+
+    def build_params(self) -> dict:
+        """The parameters that determine the built channel (:meth:`params_json` less bookkeeping)."""
+        return self.params_json()
+
+    def describe(self) -> str:
+        """One line for logs and errors."""
+        return f"{self.name}({self.params_json()})"
+
+
+@dataclass(frozen=True)
+class PetGatedGaussianEncoding(ClickEncoding):
+    """``pet_gated_gaussian``: the signed PET-gated heatmap of :func:`~nnunet_quantif.heatmaps.click_heatmap`,
+    with a :class:`HeatmapDefinition` as its parameters."""
+
+    definition: HeatmapDefinition = field(default_factory=HeatmapDefinition)
+    name = HEATMAP_MODE
+
+    @classmethod
+    def from_params(cls, params: Mapping, source: str) -> PetGatedGaussianEncoding:
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"{source}: {HEATMAP_MODE} params must be an object, got {type(params).__name__}")
+        return cls(HeatmapDefinition.from_json({**params, "mode": HEATMAP_MODE}, source))
+
+    def params_json(self) -> dict:
+        d = self.definition.to_json()
+        d.pop("mode")
+        return d
+
+    def build_params(self) -> dict:
+        return self.definition.params()  # the click policy says which clicks training used, not how to build
+
+    def build(self, pet: np.ndarray, clicks, source: str | None = None) -> np.ndarray:
+        from .heatmaps import click_heatmap
+
+        return click_heatmap(pet, clicks, source=source, **self.definition.params())
+
+    def describe(self) -> str:
+        return f"{HEATMAP_MODE} ({self.definition.describe()})"
+
+
+#: Click labels of the ``gaussian`` encoding.
+GAUSSIAN_LABELS = ("tumor", "background")
+#: Normalisations of the ``gaussian`` encoding (``none``: raw sums).
+GAUSSIAN_NORMALIZATIONS = ("none",)
+
+
+@dataclass(frozen=True)
+class GaussianEncoding(ClickEncoding):
+    """``gaussian``: the autoPET IV organisers' baseline encoding, one channel per click label.
+
+    Binary impulses at the clicks of ``label`` on the raw grid, ``scipy.ndimage.gaussian_filter`` with
+    ``sigma`` voxels (z, y, x), ``truncate`` and ``mode="reflect"``, raw sums
+    (:func:`~nnunet_quantif.heatmaps.gaussian_click_map`).
+    """
+
+    label: str = "tumor"
+    sigma: tuple[float, float, float] = (3.0, 3.0, 3.0)
+    truncate: float = 4.0
+    normalization: str = "none"
+    name = "gaussian"
+
+    @classmethod
+    def from_params(cls, params: Mapping, source: str) -> GaussianEncoding:
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"{source}: gaussian params must be an object, got {type(params).__name__}")
+        label = params.get("label")
+        if label not in GAUSSIAN_LABELS:
+            raise ConfigError(f"{source}: gaussian click channel label {label!r} is not one of "
+                              f"{', '.join(GAUSSIAN_LABELS)}")
+        norm = params.get("normalization", "none")
+        if norm not in GAUSSIAN_NORMALIZATIONS:
+            raise ConfigError(f"{source}: gaussian normalization {norm!r} is not one of "
+                              f"{', '.join(GAUSSIAN_NORMALIZATIONS)}")
+        try:
+            trunc = float(params.get("truncate", 4.0))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: gaussian truncate must be a number") from None
+        if not (trunc > 0) or trunc == float("inf"):
+            raise ConfigError(f"{source}: gaussian truncate must be a finite number > 0, got {trunc!r}")
+        return cls(label=label, sigma=_triple(params.get("sigma", 3.0), "sigma", source), truncate=trunc,
+                   normalization=norm)
+
+    def params_json(self) -> dict:
+        return {"label": self.label, "sigma": list(self.sigma), "truncate": self.truncate,
+                "normalization": self.normalization}
+
+    def build(self, pet: np.ndarray, clicks, source: str | None = None) -> np.ndarray:
+        from .heatmaps import gaussian_click_map
+
+        points = clicks.tumor if self.label == "tumor" else clicks.background
+        return gaussian_click_map(np.shape(pet), points, self.sigma, self.truncate)
+
+    def describe(self) -> str:
+        return f"gaussian {self.label} (sigma {list(self.sigma)}, truncate {self.truncate:g}, {self.normalization})"
+
+
+#: The click encodings by name (:func:`register_encoding` adds more).
+CLICK_ENCODINGS: dict[str, type[ClickEncoding]] = {
+    PetGatedGaussianEncoding.name: PetGatedGaussianEncoding,
+    GaussianEncoding.name: GaussianEncoding,
+}
+
+
+def register_encoding(cls: type[ClickEncoding]) -> type[ClickEncoding]:
+    """Add a :class:`ClickEncoding` subclass to :data:`CLICK_ENCODINGS` under its ``name`` (usable as a decorator)."""
+    if not cls.name or cls.name in CLICK_ENCODINGS and CLICK_ENCODINGS[cls.name] is not cls:
+        raise ValueError(f"click encoding name {cls.name!r} is empty or taken")
+    CLICK_ENCODINGS[cls.name] = cls
+    return cls
+
+
+@dataclass(frozen=True)
+class InputChannel:
+    """One network input channel: ``source`` (``ct``, ``pet`` or ``clicks``) and, for clicks, its encoding."""
+
+    source: str
+    encoding: ClickEncoding | None = None
+
+    def to_json(self) -> dict:
+        if self.encoding is None:
+            return {"source": self.source}
+        return {"source": self.source, "encoding": self.encoding.name, "params": self.encoding.params_json()}
+
+    def describe(self) -> str:
+        return self.source.upper() if self.encoding is None else self.encoding.describe()
+
+
+@dataclass(frozen=True)
+class InferenceDefaults:
+    """A model's test-time defaults (``quantif.inference``); None: not recorded (the library's default).
+
+    Attributes
+    ----------
+    tile_step_size : float or None
+        Sliding-window step, in (0, 1].
+    mirroring : str or None
+        A policy of :data:`~nnunet_quantif.inference.mirroring.POLICIES`.
+    folds : tuple or None
+        Folds of the ensemble (ints, or ``'all'``).
+    postprocess : bool or None
+        Whether to post-process; ``min_voxels`` and ``suv_max`` are its thresholds when recorded.
+    """
+
+    tile_step_size: float | None = None
+    mirroring: str | None = None
+    folds: tuple | None = None
+    postprocess: bool | None = None
+    min_voxels: int | None = None
+    suv_max: float | None = None
+
+    @classmethod
+    def from_json(cls, d: Mapping | None, source: str) -> InferenceDefaults:
+        if d is None:
+            return cls()
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{source}: '{DATASET_KEY}.inference' must be an object, got {type(d).__name__}")
+        unknown = sorted(set(d) - {"tile_step_size", "mirroring", "folds", "postprocess"})
+        if unknown:
+            raise ConfigError(f"{source}: unknown '{DATASET_KEY}.inference' key(s) {', '.join(unknown)}")
+        step = d.get("tile_step_size")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step <= 1):
+            raise ConfigError(f"{source}: inference tile_step_size must be in (0, 1], got {step!r}")
+        mirroring = d.get("mirroring")
+        if mirroring is not None:
+            from .inference.mirroring import POLICIES
+
+            if mirroring not in POLICIES:
+                raise ConfigError(f"{source}: inference mirroring {mirroring!r} is not one of {', '.join(POLICIES)}")
+        folds = d.get("folds")
+        if folds is not None:
+            if not isinstance(folds, list) or not folds or not all(
+                    (isinstance(f, int) and not isinstance(f, bool) and f >= 0) or f == "all" for f in folds):
+                raise ConfigError(f"{source}: inference folds must be a non-empty list of fold numbers or 'all', "
+                                  f"got {folds!r}")
+            folds = tuple(folds)
+        pp, min_voxels, suv_max = d.get("postprocess"), None, None
+        if isinstance(pp, Mapping):
+            unknown = sorted(set(pp) - {"min_voxels", "suv_max"})
+            try:
+                min_voxels = None if pp.get("min_voxels") is None else int(pp["min_voxels"])
+                suv_max = None if pp.get("suv_max") is None else float(pp["suv_max"])
+            except (TypeError, ValueError):
+                unknown = unknown or ["(not numbers)"]
+            if unknown or (min_voxels is not None and min_voxels < 0) or (suv_max is not None and not suv_max >= 0):
+                raise ConfigError(f"{source}: inference postprocess must be false or "
+                                  f"{{\"min_voxels\": int >= 0, \"suv_max\": number >= 0}}, got {dict(pp)!r}")
+            pp = True
+        elif pp is not None and not isinstance(pp, bool):
+            raise ConfigError(f"{source}: inference postprocess must be false or an object, got {pp!r}")
+        return cls(None if step is None else float(step), mirroring, folds, pp, min_voxels, suv_max)
+
+    def to_json(self) -> dict:
+        out: dict = {}
+        if self.tile_step_size is not None:
+            out["tile_step_size"] = self.tile_step_size
+        if self.mirroring is not None:
+            out["mirroring"] = self.mirroring
+        if self.folds is not None:
+            out["folds"] = list(self.folds)
+        if self.postprocess is False:
+            out["postprocess"] = False
+        elif self.postprocess:
+            out["postprocess"] = {k: v for k, v in (("min_voxels", self.min_voxels), ("suv_max", self.suv_max))
+                                  if v is not None}
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self.to_json())
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """The whole network input of a model: its ordered channels and each click channel's encoding.
+
+    ``inputs[k]`` is nnU-Net channel ``_000k``. Exactly one CT and one PET channel, and at least one click
+    channel. Read with :func:`read_model_contract`; written by :meth:`to_json` under ``dataset.json``'s
+    ``quantif`` key (the module docstring).
+
+    Attributes
+    ----------
+    inputs : tuple of InputChannel
+    pet_normalization : str or None
+        nnU-Net normalisation name of the PET channel as recorded (None: not recorded).
+    inference : InferenceDefaults
+    recorded : bool
+        Whether the contract was read from a ``quantif`` key (False: the defaults of a model without one).
+    source : str
+        Where it was read from, for messages.
+    """
+
+    inputs: tuple[InputChannel, ...]
+    pet_normalization: str | None = "CT"
+    inference: InferenceDefaults = field(default_factory=InferenceDefaults)
+    recorded: bool = field(default=True, compare=False)
+    source: str = field(default="dataset.json", compare=False)
+
+    def __post_init__(self) -> None:
+        sources = [c.source for c in self.inputs]
+        if sources.count("ct") != 1 or sources.count("pet") != 1 or "clicks" not in sources:
+            raise ConfigError(f"{self.source}: '{DATASET_KEY}.inputs' must hold one ct, one pet and at least one "
+                              f"clicks channel, got {', '.join(sources) or 'none'}")
+        for c in self.inputs:
+            if (c.source == "clicks") != (c.encoding is not None):
+                raise ConfigError(f"{self.source}: an input channel has an encoding only when its source is clicks")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def for_heatmap(cls, definition: HeatmapDefinition | None = None,
+                    pet_normalization: str | None = "CT") -> InputContract:
+        """CT, PET and one ``pet_gated_gaussian`` channel (the QuantIF models' three channels)."""
+        if pet_normalization is not None and pet_normalization not in PET_NORMALIZATIONS:
+            raise ConfigError(f"unknown PET normalisation {pet_normalization!r} "
+                              f"(choose from {', '.join(PET_NORMALIZATIONS)})")
+        return cls((InputChannel("ct"), InputChannel("pet"),
+                    InputChannel("clicks", PetGatedGaussianEncoding(definition or HeatmapDefinition()))),
+                   pet_normalization)
+
+    @classmethod
+    def baseline(cls) -> InputContract:
+        """The autoPET IV organisers' baseline: CT, PET, tumor and background ``gaussian`` channels (σ 3 voxels)."""
+        return cls((InputChannel("ct"), InputChannel("pet"), InputChannel("clicks", GaussianEncoding("tumor")),
+                    InputChannel("clicks", GaussianEncoding("background"))), None)
+
+    @classmethod
+    def from_json(cls, entry: Mapping, source: str = "dataset.json") -> InputContract:
+        """Parse a ``quantif`` entry of version 1 (``heatmap``) or 2 (``inputs``)."""
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{source}: '{DATASET_KEY}' must be an object, got {type(entry).__name__}")
+        version = entry.get("version", 1)
+        if version not in (1, 2):
+            raise ConfigError(f"{source}: '{DATASET_KEY}' version {version!r} is not supported (1 or 2)")
+        pet_norm = entry.get("pet_normalization")
+        if pet_norm is not None and not isinstance(pet_norm, str):
+            raise ConfigError(f"{source}: pet_normalization must be a name, got {pet_norm!r}")
+        inference = InferenceDefaults.from_json(entry.get("inference"), source)
+        if "inputs" not in entry:
+            if "heatmap" not in entry:
+                raise ConfigError(f"{source}: '{DATASET_KEY}' must be an object with an 'inputs' or a 'heatmap' entry")
+            definition = HeatmapDefinition.from_json(entry["heatmap"], source)
+            inputs: tuple[InputChannel, ...] = (InputChannel("ct"), InputChannel("pet"),
+                                                InputChannel("clicks", PetGatedGaussianEncoding(definition)))
+            return cls(inputs, pet_norm, inference, True, source)
+        raw = entry["inputs"]
+        if not isinstance(raw, list):
+            raise ConfigError(f"{source}: '{DATASET_KEY}.inputs' must be a list, got {type(raw).__name__}")
+        channels = []
+        for k, item in enumerate(raw):
+            where = f"{source}: inputs[{k}]"
+            if not isinstance(item, Mapping) or item.get("source") not in CHANNEL_SOURCES:
+                raise ConfigError(f"{where}: source must be one of {', '.join(CHANNEL_SOURCES)}, got "
+                                  f"{item.get('source') if isinstance(item, Mapping) else item!r}")
+            if item["source"] != "clicks":
+                channels.append(InputChannel(item["source"]))
+                continue
+            name = item.get("encoding")
+            if name not in CLICK_ENCODINGS:
+                raise ConfigError(f"{where}: unknown click encoding {name!r} (known: {', '.join(CLICK_ENCODINGS)})")
+            channels.append(InputChannel("clicks", CLICK_ENCODINGS[name].from_params(item.get("params", {}), where)))
+        contract = cls(tuple(channels), pet_norm, inference, True, source)
+        if "heatmap" in entry:  # the version-1 copy must say what the channel says
+            heat = HeatmapDefinition.from_json(entry["heatmap"], source)
+            if contract.heatmap_definition != heat:
+                raise ConfigError(f"{source}: '{DATASET_KEY}.heatmap' ({heat.describe()}) disagrees with its "
+                                  f"{HEATMAP_MODE} input channel")
+        return contract
+
+    def to_json(self) -> dict:
+        """The ``quantif`` entry (version 2; with the version-1 ``heatmap`` when there is exactly one
+        ``pet_gated_gaussian`` channel)."""
+        out: dict = {"version": _VERSION, "inputs": [c.to_json() for c in self.inputs]}
+        if self.pet_normalization is not None:
+            out["pet_normalization"] = self.pet_normalization
+        definition = self.heatmap_definition
+        if definition is not None:
+            out["heatmap"] = definition.to_json()
+        if self.inference:
+            out["inference"] = self.inference.to_json()
+        return out
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def n_channels(self) -> int:
+        """Number of network input channels."""
+        return len(self.inputs)
+
+    def index(self, source: str) -> int:
+        """Channel index of ``ct`` or ``pet``."""
+        return next(k for k, c in enumerate(self.inputs) if c.source == source)
+
+    @property
+    def click_indices(self) -> tuple[int, ...]:
+        """Channel indices of the click channels, in order."""
+        return tuple(k for k, c in enumerate(self.inputs) if c.source == "clicks")
+
+    @property
+    def encodings(self) -> tuple[ClickEncoding, ...]:
+        """The click channels' encodings, in channel order."""
+        return tuple(c.encoding for c in self.inputs if c.encoding is not None)
+
+    @property
+    def heatmap_definition(self) -> HeatmapDefinition | None:
+        """The :class:`HeatmapDefinition` of the one ``pet_gated_gaussian`` channel (None: none, or several)."""
+        pgg = [e for e in self.encodings if isinstance(e, PetGatedGaussianEncoding)]
+        return pgg[0].definition if len(pgg) == 1 else None
+
+    def builds_like(self, other: InputContract) -> bool:
+        """Whether ``other`` builds the same channels: sources and click encodings with the same build
+        parameters, in the same order (click policies aside)."""
+        def signature(c: InputContract) -> list:
+            return [(x.source, None if x.encoding is None else (x.encoding.name, _fmt(x.encoding.build_params())))
+                    for x in c.inputs]
+
+        return signature(self) == signature(other)
+
+    def describe_clicks(self) -> str:
+        """The click channels, for messages."""
+        return "; ".join(f"_{k:04d} {self.inputs[k].describe()}" for k in self.click_indices)
+
+    def describe(self) -> str:
+        """All channels, for messages."""
+        return "; ".join(f"_{k:04d} {c.describe()}" for k, c in enumerate(self.inputs))
+
+    # ------------------------------------------------------------------ building the input
+    def click_channels(self, pet: np.ndarray, clicks, source: str | None = None) -> np.ndarray:
+        """Every click channel on the PET grid.
+
+        Parameters
+        ----------
+        pet : np.ndarray, shape (z, y, x)
+            PET in SUV.
+        clicks : Clicks
+            Clicks in array order (z, y, x).
+        source : str, optional
+            The PET's name for messages.
+
+        Returns
+        -------
+        np.ndarray, shape (k, z, y, x), float32
+            ``k`` = number of click channels, in channel order.
+        """
+        return np.stack([np.asarray(e.build(pet, clicks, source), dtype=np.float32) for e in self.encodings])
+
+    def stack(self, ct: np.ndarray, pet: np.ndarray, click_channels: np.ndarray) -> np.ndarray:
+        """The network input in channel order: (C, z, y, x) float32 from CT (HU), PET (SUV) and the
+        (k, z, y, x) click channels of :meth:`click_channels`."""
+        click_channels = np.asarray(click_channels)
+        if click_channels.ndim == 3:
+            click_channels = click_channels[None]
+        if click_channels.shape[0] != len(self.click_indices):
+            raise ConfigError(f"{self.source}: {click_channels.shape[0]} click channel(s) given, the model takes "
+                              f"{len(self.click_indices)} ({self.describe_clicks()})")
+        out = np.empty((self.n_channels, *np.shape(pet)), dtype=np.float32)
+        clicks_iter = iter(click_channels)
+        for k, c in enumerate(self.inputs):
+            out[k] = ct if c.source == "ct" else pet if c.source == "pet" else next(clicks_iter)
+        return out
+
+    def with_heatmap(self, definition: HeatmapDefinition) -> InputContract:
+        """The contract with its one ``pet_gated_gaussian`` channel built with ``definition``."""
+        inputs = tuple(InputChannel("clicks", PetGatedGaussianEncoding(definition))
+                       if isinstance(c.encoding, PetGatedGaussianEncoding) else c for c in self.inputs)
+        return replace(self, inputs=inputs)
+
+
+def read_model_contract(model_dir: str | os.PathLike | Mapping) -> InputContract:
+    """The input contract a model (or dataset) carries.
+
+    Parameters
+    ----------
+    model_dir : path-like or dict
+        A trained-model folder, a raw/preprocessed dataset folder (either holding ``dataset.json``), or the
+        ``dataset.json`` contents.
+
+    Returns
+    -------
+    InputContract
+        The recorded one (``recorded`` True), or today's three-channel contract with the default heatmap
+        (``recorded`` False) when the key is absent.
+
+    Raises
+    ------
+    ConfigError
+        ``dataset.json`` missing or a malformed ``quantif`` entry (the message names the file).
+    """
+    if isinstance(model_dir, Mapping):
+        ds, source = model_dir, "dataset.json"
+    else:
+        from .config import load_json
+
+        path = Path(model_dir) / "dataset.json"
+        if not path.is_file():
+            raise ConfigError(f"{path}: dataset.json not found (not an nnU-Net model or dataset folder)")
+        ds, source = load_json(path), str(path)
+    entry = ds.get(DATASET_KEY)
+    if entry is None:
+        return replace(InputContract.for_heatmap(HeatmapDefinition(), None), recorded=False, source=source)
+    return InputContract.from_json(entry, source)
+
+
+def resolve_contract(contract: InputContract, explicit: Mapping | None = None, *, force: bool = False,
+                     source: str = "model") -> InputContract:
+    """The contract to build a model's input with at inference, with explicit heatmap options applied.
+
+    A model without a recorded contract gets one warning line (:func:`resolve_definition`). Heatmap options
+    (:func:`explicit_heatmap_params`) apply to a ``pet_gated_gaussian`` channel; given for a model without
+    one, they are a :class:`ConfigError`.
+    """
+    definition = contract.heatmap_definition
+    if definition is None:
+        if explicit:
+            raise ConfigError(f"{source}: the heatmap options ({', '.join(explicit)}) apply to a {HEATMAP_MODE} "
+                              f"channel; this model's click channels are {contract.describe_clicks()}")
+        return contract
+    resolved = resolve_definition(definition, contract.recorded, explicit, force=force, source=source)
+    return contract if resolved == definition else contract.with_heatmap(resolved)

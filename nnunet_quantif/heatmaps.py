@@ -201,6 +201,13 @@ def _validated(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike, sigma_ba
     return pet, _sigma3(sigma_tumor, "sigma_tumor"), _sigma3(sigma_background, "sigma_background")
 
 
+def _check_truncate(truncate: float) -> float:
+    t = float(truncate)
+    if not (t > 0) or t == float("inf"):
+        raise ValueError(f"truncate must be a finite number > 0, got {truncate!r}")
+    return t
+
+
 def _check_params(background_mode: str) -> None:
     if background_mode not in BACKGROUND_MODES:
         raise ValueError(f"background_mode must be one of {BACKGROUND_MODES}, got {background_mode!r}")
@@ -209,7 +216,7 @@ def _check_params(background_mode: str) -> None:
 def click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike = DEFAULT_SIGMA_TUMOR,
                   sigma_background: SigmaLike = DEFAULT_SIGMA_BACKGROUND, suv_gate: float = DEFAULT_SUV_GATE,
                   nonfinite: str = "raise", source: str | None = None,
-                  background_mode: str = "paper") -> np.ndarray:
+                  background_mode: str = "paper", truncate: float = TRUNCATE) -> np.ndarray:
     """The PET-aware click heatmap H = T - B (see the module docstring), computed in local windows.
 
     Parameters
@@ -230,6 +237,8 @@ def click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike = DEFA
         "paper" (default): the rule in the module docstring, B = min(Σ h_j, 1) zeroed where T > 0.
         "authors": the authors' public function (reflect edges, per-click normalisation by the gated
         maximum, B divided by its maximum, +B with background clicks only); see the module docstring.
+    truncate : float
+        Gaussian truncation in σ: each kernel's radius is ``int(truncate * σ + 0.5)`` voxels (scipy's rule).
 
     Returns
     -------
@@ -238,19 +247,20 @@ def click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike = DEFA
     """
     pet, st, sb = _validated(pet, clicks, sigma_tumor, sigma_background, background_mode, nonfinite, source)
     shape = pet.shape
+    truncate = _check_truncate(truncate)
     if background_mode == "authors":
-        return _authors_heatmap(pet, clicks, st, sb, float(suv_gate))
+        return _authors_heatmap(pet, clicks, st, sb, float(suv_gate), truncate)
     out = np.zeros(shape, dtype=np.float32)
 
     # Tumor map T, accumulated in float64 inside disjoint merged boxes.
-    rt = [kernel_radius(s) for s in st]
+    rt = [kernel_radius(s, truncate) for s in st]
     kt = [_kernel_1d(s, r) for s, r in zip(st, rt)]
     windows = [_window(c, rt, shape, kt) for c in clicks.tumor]
     tumor_positive = _tumor_map(out, pet, clicks, windows, float(suv_gate), normalise_each=False)
 
     # Background map B.
     if clicks.n_background:
-        rb = [kernel_radius(s) for s in sb]
+        rb = [kernel_radius(s, truncate) for s in sb]
         kb = [_kernel_1d(s, r) for s, r in zip(sb, rb)]
         windows = [_window(c, rb, shape, kb) for c in clicks.background]
         parts = []
@@ -314,7 +324,7 @@ def _positive_in_box(box: tuple[slice, ...], positive: list[tuple[tuple[slice, .
 
 
 def _authors_heatmap(pet: np.ndarray, clicks: Clicks, st: tuple[float, float, float],
-                     sb: tuple[float, float, float], suv_gate: float) -> np.ndarray:
+                     sb: tuple[float, float, float], suv_gate: float, truncate: float = TRUNCATE) -> np.ndarray:
     """The authors' heatmap (``background_mode="authors"``, module docstring) in local windows.
 
     ``pet`` is checked and finite, (z, y, x) in SUV; ``st``/``sb`` are per-axis σ in voxels. Returns
@@ -322,14 +332,14 @@ def _authors_heatmap(pet: np.ndarray, clicks: Clicks, st: tuple[float, float, fl
     """
     shape = pet.shape
     out = np.zeros(shape, dtype=np.float32)
-    rt = [kernel_radius(s) for s in st]
+    rt = [kernel_radius(s, truncate) for s in st]
     windows = [_reflect_window(c, rt, shape, st) for c in clicks.tumor]
     tumor_positive = _tumor_map(out, pet, clicks, windows, suv_gate, normalise_each=True)
     if not clicks.n_background:
         return out
 
     background = np.unique(np.asarray(clicks.background, dtype=np.int64), axis=0)  # one delta per voxel
-    rb = [kernel_radius(s) for s in sb]
+    rb = [kernel_radius(s, truncate) for s in sb]
     windows = [_reflect_window(c, rb, shape, sb) for c in background]
     parts = []
     for box, members in _merge_boxes([w[0] for w in windows]):
@@ -354,7 +364,7 @@ def _authors_heatmap(pet: np.ndarray, clicks: Clicks, st: tuple[float, float, fl
 def naive_click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike = DEFAULT_SIGMA_TUMOR,
                         sigma_background: SigmaLike = DEFAULT_SIGMA_BACKGROUND, suv_gate: float = DEFAULT_SUV_GATE,
                         nonfinite: str = "raise", source: str | None = None,
-                        background_mode: str = "paper") -> np.ndarray:
+                        background_mode: str = "paper", truncate: float = TRUNCATE) -> np.ndarray:
     """Reference implementation of :func:`click_heatmap`: one full-volume Gaussian filter per click.
 
     Each click's Gaussian is ``scipy.ndimage.gaussian_filter`` of a delta (``mode="constant"``,
@@ -368,15 +378,16 @@ def naive_click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike 
 
     pet, st, sb = _validated(pet, clicks, sigma_tumor, sigma_background, background_mode, nonfinite, source)
     shape = pet.shape
+    truncate = _check_truncate(truncate)
     if background_mode == "authors":
-        return _naive_authors(pet, clicks, st, sb, float(suv_gate))
+        return _naive_authors(pet, clicks, st, sb, float(suv_gate), truncate)
     delta = np.zeros(shape)
     g = np.zeros(shape)
 
     def bump(c: np.ndarray, sigma: tuple[float, float, float]) -> np.ndarray:
         idx = tuple(int(v) for v in c)
         delta[idx] = 1.0
-        gaussian_filter(delta, sigma, mode="constant", truncate=TRUNCATE, output=g)
+        gaussian_filter(delta, sigma, mode="constant", truncate=truncate, output=g)
         delta[idx] = 0.0
         np.divide(g, g[idx], out=g)
         return g
@@ -400,7 +411,7 @@ def naive_click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike 
 
 
 def _naive_authors(pet: np.ndarray, clicks: Clicks, st: tuple[float, float, float],
-                   sb: tuple[float, float, float], suv_gate: float) -> np.ndarray:
+                   sb: tuple[float, float, float], suv_gate: float, truncate: float = TRUNCATE) -> np.ndarray:
     """Full-volume version of :func:`_authors_heatmap` (scipy ``mode="reflect"``, float64)."""
     from scipy.ndimage import gaussian_filter
 
@@ -409,7 +420,7 @@ def _naive_authors(pet: np.ndarray, clicks: Clicks, st: tuple[float, float, floa
     for c in clicks.tumor:
         d = np.zeros(shape)
         d[tuple(int(v) for v in c)] = 1.0
-        g = gaussian_filter(d, st, mode="reflect", truncate=TRUNCATE)
+        g = gaussian_filter(d, st, mode="reflect", truncate=truncate)
         g[pet < min(suv_gate, float(pet[tuple(c)]))] = 0.0
         t += g / g.max()
     np.minimum(t, 1.0, out=t)
@@ -418,10 +429,55 @@ def _naive_authors(pet: np.ndarray, clicks: Clicks, st: tuple[float, float, floa
     d = np.zeros(shape)
     for c in clicks.background:
         d[tuple(int(v) for v in c)] = 1.0
-    b = gaussian_filter(d, sb, mode="reflect", truncate=TRUNCATE)
+    b = gaussian_filter(d, sb, mode="reflect", truncate=truncate)
     b[(t > 0) & (d == 0)] = 0.0
     b /= b.max()
     return (t - b if clicks.n_tumor else b).astype(np.float32)
+
+
+def gaussian_click_map(shape: Sequence[int], points: np.ndarray, sigma: SigmaLike = 3.0,
+                       truncate: float = TRUNCATE) -> np.ndarray:
+    """One click label's channel of the organisers' baseline encoding (``gaussian``), in local windows.
+
+    The map is ``scipy.ndimage.gaussian_filter(impulses, sigma, mode="reflect", truncate=truncate)`` of a
+    binary impulse image (1 at every click voxel, however many clicks share it): raw sums of normalised
+    Gaussians, so an isolated click with σ = 3 voxels peaks at about 0.00235. Clicks outside the image
+    are dropped; no click gives zeros.
+
+    Parameters
+    ----------
+    shape : 3 ints
+        Image shape (z, y, x).
+    points : np.ndarray, shape (n, 3)
+        Click voxels in array order (z, y, x).
+    sigma : float or 3 floats (z, y, x)
+        Gaussian σ in voxels.
+    truncate : float
+        Kernel radius ``int(truncate * σ + 0.5)`` voxels, as scipy.
+
+    Returns
+    -------
+    np.ndarray, shape ``shape``, float32
+    """
+    shape = tuple(int(s) for s in shape)
+    sig = _sigma3(sigma, "sigma")
+    truncate = _check_truncate(truncate)
+    out = np.zeros(shape, dtype=np.float32)
+    pts = np.asarray(points, dtype=np.int64).reshape(-1, 3)
+    inside = np.all((pts >= 0) & (pts < np.asarray(shape)), axis=1)
+    pts = np.unique(pts[inside], axis=0)
+    if not len(pts):
+        return out
+    radii = [kernel_radius(s, truncate) for s in sig]
+    norm = float(np.prod([_kernel_1d(s, r).sum() for s, r in zip(sig, radii)]))
+    windows = [_reflect_window(c, radii, shape, sig) for c in pts]
+    for box, members in _merge_boxes([w[0] for w in windows]):
+        acc = np.zeros(tuple(s.stop - s.start for s in box))
+        for i in members:
+            sl, g = windows[i]
+            acc[tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(sl, box))] += g
+        out[box] = (acc / norm).astype(np.float32)
+    return out
 
 
 def heatmap_from_files(pet_path: PathLike, clicks_path: PathLike | None, step: int | None = None,

@@ -4,30 +4,32 @@
 then for one case (:meth:`Session.open`) reads and preprocesses the images once, routes the case once
 and predicts step 0 (no clicks). Each :meth:`Session.add_click`, :meth:`Session.undo` and
 :meth:`Session.reset` returns the updated mask, which is exactly the mask of the normal pipeline
-(``quantif predict``) for the same clicks: heatmap with the model's heatmap definition, nnU-Net
+(``quantif predict``) for the same clicks: click channels with the model's input contract, nnU-Net
 preprocessing, sliding window with the case's mirroring axes, resampling back, post-processing.
 
 Incremental prediction
 ----------------------
-A click changes the heatmap channel only near the click (the Gaussian cube of the click; for a tumor
-click also the background term it masks there). A session keeps:
+A click changes the click channels (the model's input contract, :mod:`nnunet_quantif.heatmap_definition`)
+only near the click (the Gaussian cube of the click; for a tumor click of the PET-gated heatmap also the
+background term it masks there). A session keeps:
 
 * the preprocessed case (one copy, padded to the patch size as nnU-Net pads it);
 * the Gaussian-weighted logits of every sliding-window tile of every fold (float32, what nnU-Net adds
   into its accumulator) and each fold's float16 accumulator.
 
-On a click the new heatmap is built, preprocessed (transpose, crop to the stored nonzero box,
-normalisation, resampling; only the changed box when resampling is the identity and the channel's
-normalisation is voxel-wise), and compared with the stored channel: the box of preprocessed voxels
-that changed is exact, not estimated. Only the tiles that intersect it are run again; the accumulator
-is rebuilt over the union of those tiles by adding every tile that touches it in nnU-Net's order, so
-the logits there are bit-identical to a full sliding window (float16 additions in the same order),
-and elsewhere they are unchanged. When a click makes the heatmap non-zero outside nnU-Net's crop box,
-or a channel normalises inside the nonzero mask, the whole case is preprocessed again and the
-changed box is found the same way (all tiles when the crop box itself changes). The raw changed box
-is the bounding box of the voxels whose heatmap value differs (exact for both background modes,
-including the ``authors`` mode, whose normalisation is not local). When nnU-Net resamples the case,
-the whole heatmap channel is resampled again (the cubic spline has no finite support).
+On a click the new click channels are built, preprocessed (transpose, crop to the stored nonzero box,
+normalisation, resampling; only the changed box when resampling is the identity and every click channel's
+normalisation is voxel-wise), and compared with the stored channels: the box of preprocessed voxels that
+changed in any click channel is exact, not estimated (a channel normalised over the whole image, such as
+z-score, changes everywhere, so every tile runs again). Only the tiles that intersect it are run again; the
+accumulator is rebuilt over the union of those tiles by adding every tile that touches it in nnU-Net's
+order, so the logits there are bit-identical to a full sliding window (float16 additions in the same order),
+and elsewhere they are unchanged. When a click makes a click channel non-zero outside nnU-Net's crop box, or
+a channel normalises inside the nonzero mask, the whole case is preprocessed again and the changed box is
+found the same way (all tiles when the crop box itself changes). The raw changed box is the bounding box of
+the voxels where any click channel differs (exact for both background modes, including the ``authors`` mode,
+whose normalisation is not local). When nnU-Net resamples the case, the whole click channels are resampled
+again (the cubic spline has no finite support).
 
 Without resampling, the preprocessed segmentation is also kept, and only the updated box of logits is
 converted again; the post-processing (connected components with the PET) runs on the whole mask.
@@ -53,7 +55,6 @@ import numpy as np
 from .clicks import Clicks
 from .errors import ClickError, InputFileError, QuantIFError
 from .io import Geometry, PathLike
-from .layout import HEATMAP_CHANNEL, check_model_channels, stack_channels
 
 #: Click kinds accepted by :meth:`Session.add_click`.
 CLICK_KINDS: tuple[str, ...] = ("tumor", "background")
@@ -191,16 +192,16 @@ class Session:
             raise InputFileError(f"{source or case_name}: CT {ct_a.shape}, PET {pet_a.shape} and geometry "
                                  f"{geometry.shape} (z, y, x) differ")
         pipe = self.pipeline
-        decision = pipe.router.decide(tracer, pet=pet_a, geometry=geometry, case_name=case_name, source=source)
-        predictor = pipe.predictor(decision.tracer)
-        check_model_channels(predictor.dataset_json, pipe.model_dirs[decision.tracer])
+        decision = pipe.decide(tracer, pet=pet_a, geometry=geometry, case_name=case_name, source=source)
+        predictor = pipe.predictor(decision.tracer)  # its channel count checked against the contract
+        contract = pipe.contracts[decision.tracer]
         clicks = Clicks.empty()
-        heatmap = pipe.build_heatmap(decision.tracer, pet_a, clicks, source=source)
-        data, properties = self._preprocess_all(predictor, ct_a, pet_a, heatmap, geometry)
+        heatmap = contract.click_channels(pet_a, clicks, source=source)
+        data, properties = self._preprocess_all(predictor, contract, ct_a, pet_a, heatmap, geometry)
         previous = (self._case, self._clicks, self._history, self.last_update)
         try:
             case = dict(name=case_name, source=source, ct=ct_a, pet=pet_a, geometry=geometry, tracer=decision,
-                        predictor=predictor, params=pipe.heatmap_definitions[decision.tracer].params(),
+                        predictor=predictor, contract=contract, settings=pipe.settings[decision.tracer],
                         heatmap=heatmap, transpose=[int(t) for t in predictor.plans_manager.transpose_forward],
                         mask=None, lesions=None)
             self._open_case(case, data, properties, t0)
@@ -213,14 +214,13 @@ class Session:
         """Lay out a freshly preprocessed case, decide its mirroring axes and predict step 0."""
         self._case = case
         predictor, geometry, pet_a = case["predictor"], case["geometry"], case["pet"]
-        pipe = self.pipeline
         self._build(data, properties)
         del data
         padded, revert = self._case["padded"], self._case["revert"]
         # mirroring axes, decided once for the case (as the pipeline decides them per case)
         predictor.case_direction = geometry.direction
         predictor.case_raw_shape = tuple(int(s) for s in pet_a.shape)
-        predictor.case_budget_s, predictor.case_deadline = None, t0 + pipe.policy.time_budget_s
+        predictor.case_budget_s, predictor.case_deadline = None, t0 + case["settings"].policy.time_budget_s
         try:
             mirror = predictor.decide_mirroring(padded[(slice(None), *revert)],
                                                 n_folds=len(predictor.list_of_parameters))
@@ -387,10 +387,11 @@ class Session:
         self._run_tiles(range(len(case["slicers"])))
         self._finish(self._accumulate(tuple(slice(0, s) for s in case["padded"].shape[1:])))
 
-    def _preprocess_all(self, predictor, ct: np.ndarray, pet: np.ndarray, heatmap: np.ndarray,
+    def _preprocess_all(self, predictor, contract, ct: np.ndarray, pet: np.ndarray, heatmap: np.ndarray,
                         geometry: Geometry) -> tuple[np.ndarray, dict]:
-        """nnU-Net preprocessing of the three channels: (3, *preprocessed shape) float32 and the properties."""
-        image = stack_channels(ct, pet, heatmap)
+        """nnU-Net preprocessing of every channel (``heatmap``: the (k, z, y, x) click channels, stacked in the
+        order of ``contract``): (C, *preprocessed shape) float32 and the properties."""
+        image = contract.stack(ct, pet, heatmap)
         pre = predictor.configuration_manager.preprocessor_class(verbose=False)
         properties = {"spacing": [float(s) for s in geometry.spacing_zyx]}
         data, _, properties = pre.run_case_npy(image, None, properties, predictor.plans_manager,
@@ -399,22 +400,22 @@ class Session:
 
     def _preprocess_heatmap(self, heatmap: np.ndarray,
                             changed_raw: tuple[slice, ...]) -> tuple[tuple[slice, ...], np.ndarray] | None:
-        """Preprocess the new heatmap channel where it can have changed.
+        """Preprocess the new click channels where they can have changed.
 
         Parameters
         ----------
-        heatmap : np.ndarray, shape (z, y, x), float32
-            The new raw heatmap.
+        heatmap : np.ndarray, shape (k, z, y, x), float32
+            The new raw click channels (in the order of the model's contract).
         changed_raw : tuple of 3 slices
-            Box of the raw voxels that differ from the stored heatmap (z, y, x).
+            Box of the raw voxels where any click channel differs from the stored ones (z, y, x).
 
         Returns
         -------
         (box, values) or None
-            ``values`` (float32) replace the preprocessed heatmap channel inside ``box`` (preprocessed,
+            ``values`` (k, ...) float32 replace the preprocessed click channels inside ``box`` (preprocessed,
             transposed array coordinates): the changed box alone when resampling is the identity and
-            the channel's normalisation is voxel-wise, else the whole channel. None when the whole
-            case must be preprocessed again (the heatmap becomes non-zero outside nnU-Net's crop box,
+            every click channel's normalisation is voxel-wise, else the whole channels. None when the whole
+            case must be preprocessed again (a click channel becomes non-zero outside nnU-Net's crop box,
             or a channel normalises inside the nonzero mask).
         """
         import nnunetv2
@@ -426,33 +427,38 @@ class Session:
         cm, props = p.configuration_manager, case["properties"]
         if any(cm.use_mask_for_norm):
             return None
-        ht = heatmap.transpose(case["transpose"])
+        ht = heatmap.transpose([0, *(t + 1 for t in case["transpose"])])
         box_t = tuple(changed_raw[i] for i in case["transpose"])
         crop = tuple(slice(int(lo), int(hi)) for lo, hi in props["bbox_used_for_cropping"])
         inner = _intersect(box_t, crop)
         if inner != box_t:  # the stored heatmap is zero outside the crop box: only the changed box can break that
-            outside = ht[box_t].copy()
+            outside = ht[(slice(None), *box_t)].copy()
             if inner is not None:
-                outside[tuple(slice(i.start - b.start, i.stop - b.start) for i, b in zip(inner, box_t))] = 0
+                outside[(slice(None), *(slice(i.start - b.start, i.stop - b.start) for i, b in zip(inner, box_t)))] = 0
             if outside.any():
                 return None
         if inner is None:
             return None  # pragma: no cover - a change outside the crop box is non-zero there
-        scheme = cm.normalization_schemes[HEATMAP_CHANNEL]
-        norm_class = recursive_find_python_class(os.path.join(nnunetv2.__path__[0], "preprocessing", "normalization"),
-                                                 scheme, "nnunetv2.preprocessing.normalization")
-        normalizer = norm_class(use_mask_for_norm=False,
-                                intensityproperties=p.plans_manager.foreground_intensity_properties_per_channel[str(HEATMAP_CHANNEL)])
+        properties = p.plans_manager.foreground_intensity_properties_per_channel
+        normalizers = []
+        for c in case["contract"].click_indices:
+            scheme = cm.normalization_schemes[c]
+            norm_class = recursive_find_python_class(
+                os.path.join(nnunetv2.__path__[0], "preprocessing", "normalization"), scheme,
+                "nnunetv2.preprocessing.normalization")
+            normalizers.append((scheme, norm_class(use_mask_for_norm=False, intensityproperties=properties[str(c)])))
         cropped_shape = tuple(s.stop - s.start for s in crop)
         spacing_t = [props["spacing"][i] for i in case["transpose"]]
         new_shape = tuple(int(s) for s in compute_new_shape(cropped_shape, spacing_t, cm.spacing))
-        if new_shape == cropped_shape and scheme in _VOXELWISE_NORMALIZATION:
+        if new_shape == cropped_shape and all(scheme in _VOXELWISE_NORMALIZATION for scheme, _ in normalizers):
             local = tuple(slice(s.start - c.start, s.stop - c.start) for s, c in zip(inner, crop))
-            return local, np.asarray(normalizer.run(ht[inner].astype(np.float32), None), dtype=np.float32)
-        channel = ht[crop][None].astype(np.float32)
-        channel[0] = normalizer.run(channel[0], None)
-        values = np.asarray(cm.resampling_fn_data(channel, new_shape, spacing_t, cm.spacing)[0], dtype=np.float32)
-        return tuple(slice(0, s) for s in values.shape), values
+            return local, np.stack([np.asarray(n.run(ht[(k, *inner)].astype(np.float32), None), dtype=np.float32)
+                                    for k, (_, n) in enumerate(normalizers)])
+        channels = ht[(slice(None), *crop)].astype(np.float32)
+        for k, (_, n) in enumerate(normalizers):
+            channels[k] = n.run(channels[k], None)
+        values = np.asarray(cm.resampling_fn_data(channels, new_shape, spacing_t, cm.spacing), dtype=np.float32)
+        return tuple(slice(0, s) for s in values.shape[1:]), values
 
     def _set_clicks(self, clicks: Clicks, kind: str) -> None:
         """Make ``clicks`` the session's clicks and update the prediction (state unchanged on error)."""
@@ -461,8 +467,8 @@ class Session:
         t0 = time.perf_counter()
         case = self._case
         p = case["predictor"]
-        heatmap = self.pipeline.build_heatmap(case["tracer"].tracer, case["pet"], clicks, source=case["source"])
-        diff = heatmap != case["heatmap"]
+        heatmap = case["contract"].click_channels(case["pet"], clicks, source=case["source"])
+        diff = (heatmap != case["heatmap"]).any(axis=0)  # a voxel changed in any click channel
         changed_raw = _bbox(diff)
         del diff
         n_folds = len(p.list_of_parameters)
@@ -476,13 +482,18 @@ class Session:
         full = not self.incremental
         if update is not None:
             local, values = update
-            target = padded[HEATMAP_CHANNEL][revert][local]
-            sub = _bbox(values != target.numpy())
-            box = None if sub is None else tuple(slice(lo.start + s.start, lo.start + s.stop)
-                                                 for lo, s in zip(local, sub))
-            target.copy_(torch.from_numpy(values))
+            box = None
+            for k, c in enumerate(case["contract"].click_indices):
+                target = padded[c][revert][local]
+                sub = _bbox(values[k] != target.numpy())
+                if sub is not None:
+                    sub = tuple(slice(lo.start + s.start, lo.start + s.stop) for lo, s in zip(local, sub))
+                    box = sub if box is None else tuple(slice(min(a.start, b.start), max(a.stop, b.stop))
+                                                        for a, b in zip(box, sub))
+                target.copy_(torch.from_numpy(values[k]))
         else:  # the whole case again
-            data, properties = self._preprocess_all(p, case["ct"], case["pet"], heatmap, case["geometry"])
+            data, properties = self._preprocess_all(p, case["contract"], case["ct"], case["pet"], heatmap,
+                                                    case["geometry"])
             same = (np.array_equal(properties["bbox_used_for_cropping"], case["properties"]["bbox_used_for_cropping"])
                     and tuple(data.shape[1:]) == tuple(padded[0][revert].shape))
             if not same:  # another crop box: every tile
@@ -621,9 +632,9 @@ class Session:
                 logits.clone(), p.plans_manager, p.configuration_manager, p.label_manager,
                 props, return_probabilities=False)
         mask = (np.asarray(seg) == _lesion_label(p.dataset_json)).astype(np.uint8)
-        pipe = self.pipeline
-        if pipe.do_postprocess:
-            mask, _ = postprocess_with_stats(mask, case["pet"], case["geometry"].spacing_zyx, pipe.min_voxels,
-                                             pipe.suv_max, pipe.min_volume_ml)
+        st = case["settings"]
+        if st.postprocess:
+            mask, _ = postprocess_with_stats(mask, case["pet"], case["geometry"].spacing_zyx, st.min_voxels,
+                                             st.suv_max, self.pipeline.min_volume_ml)
         case["mask"] = mask
         case["lesions"] = None

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, DatasetError, ModelError
+from .errors import ConfigError, DatasetError, ModelContractError
 from .io import PathLike, find_image, has_image_extension, strip_image_extension
 
 __all__ = ["FILE_ENDING", "IMAGES_DIR", "LABELS_DIR", "CLICKS_DIR",
@@ -140,22 +140,66 @@ def find_dataset_folder(root: PathLike, dataset: int | str, *, what: str = "data
     raise DatasetError(f"{base / s}: {what} folder not found{suffix}")
 
 
-def stack_channels(ct: np.ndarray, pet: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
-    """The model input of one case in channel order: (3, z, y, x) float32 from three (z, y, x) arrays.
+def stack_channels(ct: np.ndarray, pet: np.ndarray, *clicks: np.ndarray) -> np.ndarray:
+    """The model input of one case in the default channel order: (2 + k, z, y, x) float32.
 
-    ``ct`` in HU, ``pet`` in SUV, ``heatmap`` in [-1, 1], all on one grid.
+    ``ct`` in HU and ``pet`` in SUV, then ``k`` >= 1 click channels (each (z, y, x), or one (k, z, y, x) array),
+    all on one grid. A model whose contract orders its channels otherwise stacks with
+    :meth:`~nnunet_quantif.heatmap_definition.InputContract.stack`.
     """
-    arrays = {CT_CHANNEL: ct, PET_CHANNEL: pet, HEATMAP_CHANNEL: heatmap}
-    return np.stack([np.asarray(arrays[c], dtype=np.float32) for c in INPUT_CHANNELS])
+    parts = [np.asarray(ct, dtype=np.float32)[None], np.asarray(pet, dtype=np.float32)[None]]
+    for c in clicks:
+        c = np.asarray(c, dtype=np.float32)
+        parts.append(c[None] if c.ndim == 3 else c)
+    if len(parts) < 3:
+        raise ValueError("stack_channels needs at least one click channel")
+    return np.concatenate(parts)
 
 
-def check_model_channels(dataset_json: dict, model: PathLike) -> None:
-    """Raise :class:`~nnunet_quantif.errors.ModelError` unless the model's ``dataset.json`` declares the three
-    QuantIF input channels."""
+def check_model_channels(dataset_json: dict, model: PathLike, *, contract=None, plans: dict | None = None) -> None:
+    """Check that a model's ``dataset.json`` (and ``plans``) take as many input channels as its contract.
+
+    Parameters
+    ----------
+    dataset_json : dict
+        The model's ``dataset.json``.
+    model : path-like
+        The model folder, for messages.
+    contract : InputContract, optional
+        The model's input contract (default: read from ``dataset_json``; without a ``quantif`` key, the three
+        QuantIF channels).
+    plans : dict, optional
+        The model's plans: ``foreground_intensity_properties_per_channel`` and each configuration's
+        ``normalization_schemes`` must count the same channels.
+
+    Raises
+    ------
+    ModelContractError
+        A :class:`~nnunet_quantif.errors.ConfigError` (and :class:`~nnunet_quantif.errors.ModelError`) naming
+        the file and both counts.
+    """
+    from .heatmap_definition import read_model_contract
+
+    if contract is None:
+        contract = read_model_contract(dataset_json)
+    expected = contract.n_channels
     n_channels = len(dataset_json.get("channel_names", {}))
-    if n_channels != len(INPUT_CHANNELS):
-        raise ModelError(f"{model}: the model takes {n_channels} input channels; a QuantIF model takes "
-                         f"{len(INPUT_CHANNELS)} ({', '.join(CHANNEL_LABELS[c] for c in INPUT_CHANNELS)})")
+    what = ", ".join(c.source for c in contract.inputs)
+    if n_channels != expected:
+        raise ModelContractError(f"{Path(model) / 'dataset.json'}: channel_names lists {n_channels} input channels; "
+                                 f"its input contract has {expected} ({what})")
+    if plans is not None:
+        counts = []
+        props = plans.get("foreground_intensity_properties_per_channel")
+        if isinstance(props, dict):
+            counts.append(("foreground_intensity_properties_per_channel", len(props)))
+        for name, cfg in (plans.get("configurations") or {}).items():
+            if isinstance(cfg, dict) and isinstance(cfg.get("normalization_schemes"), list):
+                counts.append((f"configuration {name} normalization_schemes", len(cfg["normalization_schemes"])))
+        for where, n in counts:
+            if n != expected:
+                raise ModelContractError(f"{Path(model) / 'plans.json'}: {where} counts {n} input channels; the "
+                                         f"model's input contract has {expected} ({what})")
 
 
 def nnunet_folder(variable: str, given: PathLike | None = None) -> Path:

@@ -31,20 +31,21 @@ def _random_case(rng: np.random.Generator, shape=(30, 26, 22), n: int = 6):
     return pet, tumor, background
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_crop_heatmap_equals_click_heatmap_on_the_crop(seed) -> None:
-    """Any crop (also reaching past the volume, with clicks outside it) equals the full-volume heatmap's crop."""
+@pytest.mark.parametrize("seed, truncate", [(0, 4.0), (1, 4.0), (2, 4.0), (3, 1.5)])
+def test_crop_heatmap_equals_click_heatmap_on_the_crop(seed, truncate) -> None:
+    """Any crop (also reaching past the volume, with clicks outside it) equals the full-volume heatmap's crop,
+    with the definition's truncation."""
     rng = np.random.default_rng(seed)
     pet, tumor, background = _random_case(rng)
     st, sb = (1.5, 2.25, 1.8), (3.0, 2.5, 4.0)
     full = click_heatmap(pet, Clicks(tumor=tumor, background=background), sigma_tumor=st, sigma_background=sb,
-                         suv_gate=2.5)
+                         suv_gate=2.5, truncate=truncate)
     thresholds = [min(float(pet[tuple(c)]), 2.5) for c in tumor]
     for _ in range(5):
         lo = [int(rng.integers(0, s - 4)) for s in pet.shape]
         hi = [min(lo_a + int(rng.integers(4, 16)), s) for lo_a, s in zip(lo, pet.shape)]
         sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-        crop = crop_heatmap(pet[sl], lo, tumor, thresholds, background, st, sb)
+        crop = crop_heatmap(pet[sl], lo, tumor, thresholds, background, st, sb, truncate)
         np.testing.assert_allclose(crop, full[sl], rtol=0, atol=1e-6)
     assert (full > 0).any() and (full < 0).any()  # both kinds of clicks matter in this case
 

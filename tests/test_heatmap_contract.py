@@ -33,7 +33,7 @@ def test_definition_round_trips_through_dataset_json(tmp_path) -> None:
     back, found = read_model_definition(model)
     assert found and back == d
     assert back.params() == {"sigma_tumor": (2.0, 3.0, 3.0), "sigma_background": (6.0, 6.0, 6.0),
-                             "suv_gate": 4.0, "background_mode": "authors"}
+                             "suv_gate": 4.0, "background_mode": "authors", "truncate": 4.0}
     assert back.click_policy == "first_k" and back.click_step == 5
 
 

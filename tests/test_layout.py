@@ -82,9 +82,13 @@ def test_stack_channels_and_model_check():
     assert image[CT_CHANNEL, 0, 0, 0] == -100 and image[PET_CHANNEL, 0, 0, 0] == 2.5
     assert image[HEATMAP_CHANNEL, 0, 0, 0] == -1
     check_model_channels({"channel_names": {"0": "CT", "1": "CT", "2": "noNorm"}}, "m")
-    with pytest.raises(ModelError, match=r"m: the model takes 2 input channels; a QuantIF model takes 3 \(CT, PET, "
-                                         r"click heatmap\)"):
+    with pytest.raises(ModelError, match=r"dataset.json: channel_names lists 2 input channels; its input contract has "
+                                         r"3 \(ct, pet, clicks\)"):
         check_model_channels({"channel_names": {"0": "CT", "1": "PT"}}, "m")
+    # any number of click channels, as one (k, z, y, x) array or several (z, y, x) ones
+    four = stack_channels(ct, pet, np.stack([heat, 2 * heat]))
+    assert four.shape == (4, 2, 3, 4) and four[3, 0, 0, 0] == -2
+    assert np.array_equal(stack_channels(ct, pet, heat, 2 * heat), four)
 
 
 def test_raw_and_preprocessed(tmp_path, monkeypatch):

@@ -203,7 +203,8 @@ def test_model_arguments_and_pipeline(model):
     s = logic.ModelSettings(model_fdg=str(model), tracer="fdg", folds="0", device="cpu")
     args = logic.model_arguments(s)
     assert args.model_fdg == str(model) and args.model_psma is None and args.folds == ["0"]
-    assert args.device == "cpu" and args.mirroring and args.tile_step_size == 0.5  # predict's defaults
+    # predict's defaults: options a model may record are "not given" (None), resolved per model
+    assert args.device == "cpu" and args.mirroring is None and args.tile_step_size is None
     pipeline = logic.build_pipeline(s)
     assert isinstance(pipeline, QuantIFPipeline)
     with pytest.raises(ConfigError, match="no model"):

@@ -52,10 +52,10 @@ def flag(command: str, name: str) -> str:
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_same_prediction_defaults_from_the_library(command):
     args = parse(command)
-    assert args.mirroring == DEFAULT_POLICY
+    # options a model may record are "not given" (None) and resolved per model by the library
+    assert args.mirroring is None and args.tile_step_size is None
     assert args.time_budget == DEFAULT_TIME_BUDGET_S == 900.0
     assert args.calibration is None
-    assert args.tile_step_size == DEFAULT_TILE_STEP_SIZE
     assert args.checkpoint == DEFAULT_CHECKPOINT
     # evaluate-interactive ensembles every fold found (as before); the others nnU-Net's five
     assert args.folds == (None if command == "evaluate-interactive" else DEFAULT_FOLD_ARGS)
@@ -63,7 +63,16 @@ def test_same_prediction_defaults_from_the_library(command):
     assert args.device == ("cuda" if command == "nnUNetv2_predict_quantif" else None)
     options = prediction_options(args)
     assert options["time_budget_s"] == DEFAULT_TIME_BUDGET_S
-    assert options["mirroring"] == DEFAULT_POLICY
+    assert options["mirroring"] is None and options["tile_step_size"] is None
+    from nnunet_quantif.heatmap_definition import InferenceDefaults
+    from nnunet_quantif.inference.pipeline import resolve_settings
+    from nnunet_quantif.inference.routing import DEFAULT_FOLDS
+
+    if command != "evaluate-interactive":
+        assert options["folds"] is DEFAULT_FOLDS  # the library's own object: "not given"
+    settings = resolve_settings(InferenceDefaults(), folds=options["folds"], mirroring=options["mirroring"],
+                                tile_step_size=options["tile_step_size"])
+    assert settings.policy.name == DEFAULT_POLICY and settings.tile_step_size == DEFAULT_TILE_STEP_SIZE
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))

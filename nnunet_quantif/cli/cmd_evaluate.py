@@ -119,8 +119,8 @@ def run_interactive(args: argparse.Namespace) -> int:
     names = [] if args.baselines.strip().lower() == "none" else args.baselines.split(",")
     methods: dict = {}
     if not args.no_model:
-        if not (args.model_fdg or args.model_psma):
-            raise ConfigError("give --model-fdg and/or --model-psma, or --no-model for the baselines only")
+        if not (args.model_fdg or args.model_psma or args.model):
+            raise ConfigError("give --model, or --model-fdg and/or --model-psma, or --no-model for the baselines only")
         methods["model"] = _model_method(args)
     methods.update(baselines_by_name(names))
     if not methods:

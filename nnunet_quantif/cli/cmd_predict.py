@@ -31,10 +31,13 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     _add_models(p)
     m = p.add_argument_group("prediction")
     add_prediction_arguments(m)
-    m.add_argument("--no-postprocess", action="store_true", help="keep small faint components")
-    m.add_argument("--min-voxels", type=nonneg_int, default=10,
-                   help="post-processing size threshold (voxels, default 10)")
-    m.add_argument("--suv-max", type=nonneg_float, default=4.0, help="post-processing SUVmax threshold (default 4)")
+    m.add_argument("--postprocess", dest="postprocess", action="store_true", default=None,
+                   help="remove small faint components (default: the model's recorded choice, else on)")
+    m.add_argument("--no-postprocess", dest="postprocess", action="store_false", help="keep small faint components")
+    m.add_argument("--min-voxels", type=nonneg_int, default=None,
+                   help="post-processing size threshold (voxels; default: the model's, else 10)")
+    m.add_argument("--suv-max", type=nonneg_float, default=None,
+                   help="post-processing SUVmax threshold (default: the model's, else 4)")
     m.add_argument("--min-volume-ml", type=nonneg_float, default=None,
                    help="post-processing size threshold in ml instead of voxels")
     add_nonfinite_argument(m)
@@ -46,14 +49,14 @@ def build_pipeline(args: argparse.Namespace, progress: bool = False):
     """A :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline` from parsed arguments."""
     from ..inference.pipeline import QuantIFPipeline
 
-    kwargs = dict(**prediction_options(args), postprocess=not args.no_postprocess,
+    kwargs = dict(**prediction_options(args), postprocess=args.postprocess,
                   min_voxels=args.min_voxels, suv_max=args.suv_max, min_volume_ml=args.min_volume_ml,
                   progress=progress,
                   nonfinite=nonfinite_mode(args), heatmap_params=heatmap_options(args),
                   force_heatmap=args.force_heatmap)
     if args.results:
-        if args.model_fdg or args.model_psma:
-            raise ConfigError("give either --model-fdg/--model-psma or --results with dataset ids, not both")
+        if args.model_fdg or args.model_psma or getattr(args, "model", None):
+            raise ConfigError("give either --model/--model-fdg/--model-psma or --results with dataset ids, not both")
         if not (args.dataset_fdg or args.dataset_psma):
             raise ConfigError("--results needs --dataset-fdg and/or --dataset-psma")
         return QuantIFPipeline.from_results(args.results, args.dataset_fdg, args.dataset_psma,
@@ -138,10 +141,11 @@ def run(args: argparse.Namespace) -> int:
                 (ct_path, pet_path, dicom_pet), \
                 tempfile.TemporaryDirectory(prefix="quantif-seg-") as seg_tmp:
             tracer = args.tracer
-            if tracer == "auto" and dicom_pet is not None and dicom_pet.tracer is not None:
+            pipeline = build_pipeline(args, progress=True)
+            if tracer == "auto" and dicom_pet is not None and dicom_pet.tracer is not None \
+                    and not getattr(pipeline, "single_model", False):  # --model: no routing, no header tracer
                 tracer = dicom_pet.tracer  # the header's radiopharmaceutical comes before the classifier
                 print(f"tracer {tracer} from the DICOM radiopharmaceutical ({dicom_pet.radiopharmaceutical})")
-            pipeline = build_pipeline(args, progress=True)
             if tracer != args.tracer:
                 from ..dicom import compare_header_tracer
 

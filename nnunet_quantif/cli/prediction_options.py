@@ -14,6 +14,11 @@ from :mod:`nnunet_quantif.inference.pipeline`; precision and accumulation dtypes
 (``folds``, ``checkpoint``, ``tile_step_size``, ``device``) either way, and
 :func:`prediction_options` turns them into :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline`
 keyword arguments.
+
+Options that a model may set (``quantif.inference`` in its ``dataset.json``: tile step, mirroring, folds,
+post-processing) default to "not given" (None; the folds to the :data:`DEFAULT_FOLD_ARGS` object itself),
+and the library resolves them per model (:func:`~nnunet_quantif.inference.pipeline.resolve_settings`):
+an explicit option wins, then the model's default, then the library's.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ def add_fold_arguments(p: _Group, *, style: str = "quantif",
     """Folds of the ensemble and the checkpoint of each fold folder."""
     flags = FLAGS[style]
     fold_help = ("every fold found" if folds_default is None else " ".join(folds_default))
+    fold_help = f"the model's recorded folds, else {fold_help}"
     p.add_argument(flags["folds"], dest="folds", nargs="+", default=folds_default, metavar="F",
                    help=f"folds of the ensemble (default: {fold_help}; 'all' for fold_all)")
     p.add_argument(flags["checkpoint"], dest="checkpoint", default=DEFAULT_CHECKPOINT, metavar="NAME",
@@ -85,6 +91,9 @@ def add_model_arguments(p: argparse.ArgumentParser, *, results: bool = True,
     ``--tracer-weights`` is always there: ``--tracer auto`` needs it.
     """
     g = p.add_argument_group("models")
+    g.add_argument("--model", metavar="DIR",
+                   help="one nnU-Net trained-model folder for every tracer (no tracer routing; instead of "
+                        "--model-fdg/--model-psma)")
     g.add_argument("--model-fdg", metavar="DIR", help="nnU-Net trained-model folder of the FDG model")
     g.add_argument("--model-psma", metavar="DIR", help="nnU-Net trained-model folder of the PSMA model")
     if results:
@@ -107,8 +116,9 @@ def add_model_arguments(p: argparse.ArgumentParser, *, results: bool = True,
 def add_prediction_arguments(p: _Group, *, style: str = "quantif", device_default: str | None = None) -> None:
     """Mirroring policy, time budget, calibration, device and sliding-window step."""
     flags = FLAGS[style]
-    p.add_argument("--mirroring", choices=POLICIES, default=DEFAULT_POLICY,
-                   help=f"test-time mirroring policy (default: {DEFAULT_POLICY} = voxel-count thresholds 18M/39M/90M)")
+    p.add_argument("--mirroring", choices=POLICIES, default=None,
+                   help=f"test-time mirroring policy (default: the model's recorded one, else {DEFAULT_POLICY} = "
+                        f"voxel-count thresholds 18M/39M/90M)")
     p.add_argument("--time-budget", type=float, default=DEFAULT_TIME_BUDGET_S, metavar="S",
                    help=f"seconds per case for --mirroring budget (default: {DEFAULT_TIME_BUDGET_S:g})")
     p.add_argument("--calibration", default=None, metavar="JSON",
@@ -116,8 +126,8 @@ def add_prediction_arguments(p: _Group, *, style: str = "quantif", device_defaul
     p.add_argument(flags["device"], dest="device", type=device_name, default=device_default,
                    metavar="{" + ",".join(DEVICES) + "}",
                    help=f"torch device, or cuda:N (default: {device_default or 'cuda when available'})")
-    p.add_argument(flags["tile_step_size"], dest="tile_step_size", type=float, default=DEFAULT_TILE_STEP_SIZE,
-                   help=f"sliding-window step (default: {DEFAULT_TILE_STEP_SIZE:g})")
+    p.add_argument(flags["tile_step_size"], dest="tile_step_size", type=float, default=None,
+                   help=f"sliding-window step (default: the model's recorded one, else {DEFAULT_TILE_STEP_SIZE:g})")
     p.set_defaults(tile_step_flag=flags["tile_step_size"])  # for the error message of prediction_options
     p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
                    help="autocast dtype of the network forward (default: auto = fp16 on CUDA, fp32 elsewhere); "
@@ -137,15 +147,19 @@ def add_prediction_arguments(p: _Group, *, style: str = "quantif", device_defaul
 def prediction_options(args: argparse.Namespace) -> dict:
     """The parsed model and prediction options as :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline`
     keyword arguments (``folds``, ``checkpoint``, ``mirroring``, ``time_budget_s``, ``calibration``,
-    ``device``, ``tile_step_size``, the forward options :data:`FORWARD_KEYS` and, where the command has it,
-    ``tracer_weights``)."""
-    if args.tile_step_size <= 0 or args.tile_step_size > 1:
+    ``device``, ``tile_step_size``, the forward options :data:`FORWARD_KEYS` and, where the command has them,
+    ``tracer_weights`` and ``model``). Options not given stay None (the folds
+    :data:`~nnunet_quantif.inference.routing.DEFAULT_FOLDS`), for the library to resolve per model."""
+    if args.tile_step_size is not None and (args.tile_step_size <= 0 or args.tile_step_size > 1):
         flag = getattr(args, "tile_step_flag", FLAGS["quantif"]["tile_step_size"])
         raise ConfigError(f"{flag} must be in (0, 1], got {args.tile_step_size}")
-    options = dict(folds=args.folds, checkpoint=args.checkpoint, mirroring=args.mirroring,
+    folds = DEFAULT_FOLDS if args.folds is DEFAULT_FOLD_ARGS else args.folds  # not given: the library's object
+    options = dict(folds=folds, checkpoint=args.checkpoint, mirroring=args.mirroring,
                    time_budget_s=args.time_budget, calibration=args.calibration, device=args.device,
                    tile_step_size=args.tile_step_size)
     options.update({k: getattr(args, k) for k in FORWARD_KEYS})
     if hasattr(args, "tracer_weights"):
         options["tracer_weights"] = args.tracer_weights
+    if getattr(args, "model", None) is not None:
+        options["model"] = args.model
     return options

@@ -59,7 +59,9 @@ class ModelMethod:
     def describe(self) -> str:
         """The settings that determine the predictions (model folders, folds, routing, mirroring)."""
         p = self.pipeline
-        return (f"QuantIF model fdg={p.model_dirs.get('fdg')} psma={p.model_dirs.get('psma')} folds={p.folds} "
+        models = (f"model={p.model_dirs.get('any')}" if p.single_model
+                  else f"fdg={p.model_dirs.get('fdg')} psma={p.model_dirs.get('psma')}")
+        return (f"QuantIF model {models} folds={p.folds} "
                 f"tracer={self.tracer or 'known'} mirroring={getattr(p.policy, 'name', p.policy)} "
                 f"postprocess={p.do_postprocess}")
 

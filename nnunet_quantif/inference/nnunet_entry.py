@@ -16,16 +16,20 @@ Same flags as nnU-Net 2.8's ``nnUNetv2_predict`` (``-i -o -d -p -tr -c -f -step_
 
 The input folder follows nnU-Net's conventions: for a QuantIF model each case has
 ``_0000`` (CT), ``_0001`` (PET) and ``_0002`` (click heatmap, as ``quantif convert``
-writes it). With ``--clicks-dir DIR`` the ``_0002`` channel is instead built from
-``DIR/<case>_clicks.json`` (missing: no clicks) with the heatmap definition that the model
-carries in its ``dataset.json`` (:mod:`nnunet_quantif.heatmap_definition`), in a temporary
-folder (the inputs are never touched); ``--sigma-tumor``, ``--sigma-background``,
-``--suv-gate`` and ``--background-mode`` may only restate it unless ``--force-heatmap``.
-Without ``--clicks-dir`` the given ``_0002`` files are used as they are; when the input
-folder sits in a dataset whose ``dataset.json`` records another definition than the
-model's, that is an error unless ``--force-heatmap``. Axis names for the mirroring order assume axial scans ((z, y, x) =
-head-foot, anterior-posterior, left-right), as nnU-Net's file path does not hand the
-image direction to the predictor; ``quantif predict`` uses the real direction.
+writes it; a model with another input contract, its channels in the contract's order). With
+``--clicks-dir DIR`` the click channels are instead built from ``DIR/<case>_clicks.json``
+(missing: no clicks) with the input contract that the model carries in its ``dataset.json``
+(:mod:`nnunet_quantif.heatmap_definition`), in a temporary folder (the inputs are never
+touched); ``--sigma-tumor``, ``--sigma-background``, ``--suv-gate`` and ``--background-mode``
+may only restate its heatmap unless ``--force-heatmap``. Without ``--clicks-dir`` the given
+click-channel files are used as they are; when the input folder sits in a dataset whose
+``dataset.json`` records other click channels than the model's, that is an error unless
+``--force-heatmap``. The model's recorded test-time defaults (``quantif.inference``: tile step,
+mirroring, folds, post-processing) apply where no option is given.
+
+Axis names for the mirroring order assume axial scans ((z, y, x) = head-foot, anterior-posterior,
+left-right), as nnU-Net's file path does not hand the image direction to the predictor; ``quantif predict``
+uses the real direction.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ModelError, QuantIFError
-from ..layout import CHANNEL_LABELS, CT_CHANNEL, HEATMAP_CHANNEL, PET_CHANNEL, channel_file, clicks_file, split_channel
+from ..layout import CHANNEL_LABELS, CT_CHANNEL, PET_CHANNEL, channel_file, clicks_file, split_channel
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,14 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
     q = p.add_argument_group("QuantIF")
     # nnU-Net's -device default (cuda); -step_size also sits here
     add_prediction_arguments(q, style="nnunet", device_default="cuda")
-    q.add_argument("--postprocess", action="store_true",
-                   help="remove small faint components from every output (PET = input channel _0001)")
-    q.add_argument("--min-voxels", type=int, default=10)
-    q.add_argument("--suv-max", type=float, default=4.0)
+    q.add_argument("--postprocess", dest="postprocess", action="store_true", default=None,
+                   help="remove small faint components from every output, using each case's PET channel (default: "
+                        "the model's recorded choice, else off)")
+    q.add_argument("--no-postprocess", dest="postprocess", action="store_false",
+                   help="keep the outputs as nnU-Net writes them, even where the model records post-processing")
+    q.add_argument("--min-voxels", type=int, default=None, help="post-processing size threshold (default: the "
+                                                                  "model's, else 10)")
+    q.add_argument("--suv-max", type=float, default=None, help="post-processing SUVmax threshold (default: the "
+                                                                 "model's, else 4)")
     q.add_argument("--min-volume-ml", type=float, default=None)
     q.add_argument("--clicks-dir", default=None, metavar="DIR",
-                   help="build the _0002 heatmap channel from DIR/<case>_clicks.json with the model's heatmap "
-                        "definition (default: use the _0002 files of the input folder)")
+                   help="build the click channels from DIR/<case>_clicks.json with the model's input contract "
+                        "(default: use the click-channel files of the input folder)")
     from ..cli.argtypes import add_heatmap_arguments
 
     add_heatmap_arguments(q)
@@ -113,10 +122,11 @@ def _case_of(files: Sequence[str], file_ending: str) -> str:
 
 def postprocess_folder(input_folder: str, output_folder: str, file_ending: str, *, part_id: int = 0,
                        num_parts: int = 1, min_voxels: int = 10, suv_max: float = 4.0,
-                       min_volume_ml: float | None = None, nonfinite: str = "raise") -> int:
+                       min_volume_ml: float | None = None, nonfinite: str = "raise",
+                       pet_channel: int = PET_CHANNEL) -> int:
     """Post-process every output of an nnU-Net prediction folder in place; returns the number of files done.
 
-    The PET of case ``<case>`` is ``<input_folder>/<case>_0001<file_ending>``. Post-processing is
+    The PET of case ``<case>`` is ``<input_folder>/<case>_<pet_channel><file_ending>`` (``_0001``). Post-processing is
     idempotent, so re-running over already processed outputs changes nothing. NaN/Inf PET voxels
     follow ``nonfinite`` (:func:`~nnunet_quantif.io.read_pet`).
     """
@@ -133,7 +143,7 @@ def postprocess_folder(input_folder: str, output_folder: str, file_ending: str, 
         out = Path(output_folder) / f"{case}{file_ending}"
         if not out.is_file():
             continue
-        pet_path = channel_file(input_folder, case, PET_CHANNEL, file_ending)
+        pet_path = channel_file(input_folder, case, pet_channel, file_ending)
         mask, g = read_image(out)
         pet, g_pet = read_pet(pet_path, nonfinite)
         check_same_grid(g, g_pet, str(out), str(pet_path))
@@ -160,20 +170,27 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from ..cli.prediction_options import FORWARD_KEYS, prediction_options
-    from .mirroring import as_policy
-    from .pipeline import _ensure_trainer_search_path, check_checkpoints_safe
+    from ..layout import check_model_channels
+    from .pipeline import _ensure_trainer_search_path, check_checkpoints_safe, resolve_settings
     from .predictor import QuantIFPredictor
-    from .routing import check_model_folder
+    from .routing import check_model_files, check_model_folder
 
     if args.part_id >= args.num_parts:
         raise ModelError(f"-part_id {args.part_id} must be smaller than -num_parts {args.num_parts}")
     options = prediction_options(args)  # checks -step_size
     if not Path(args.i).is_dir():
         raise ModelError(f"{args.i}: input folder not found")
-    model_folder = _model_folder(args)
-    folds = check_model_folder(model_folder, options["folds"], options["checkpoint"])
+    model_folder = str(check_model_files(_model_folder(args)))
+    contract = _input_contract(args, model_folder)  # before the model loads
+    settings = resolve_settings(contract.inference, folds=options["folds"], mirroring=options["mirroring"],
+                                tile_step_size=options["tile_step_size"], postprocess=args.postprocess,
+                                min_voxels=args.min_voxels, suv_max=args.suv_max,
+                                time_budget_s=options["time_budget_s"], calibration=options["calibration"])
+    folds = check_model_folder(model_folder, settings.folds, options["checkpoint"])
     check_checkpoints_safe(model_folder, folds, options["checkpoint"])
-    definition = _heatmap_definition(args, model_folder)  # before the model loads
+    # nnU-Net's own default: no post-processing unless asked for or recorded by the model
+    postprocess = settings.postprocess if args.postprocess is not None or \
+        contract.inference.postprocess is not None else False
     device = torch.device(options["device"] if options["device"] not in (None, "auto") else
                           "cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
@@ -183,9 +200,8 @@ def _run(args: argparse.Namespace) -> int:
             raise ModelError(f"-device {options['device']}: no CUDA device is available (use -device cpu)")
         torch.set_num_threads(1)
         torch.set_num_interop_threads(1)
-    policy = as_policy(options["mirroring"], time_budget_s=options["time_budget_s"],
-                       calibration=options["calibration"])
-    predictor = QuantIFPredictor(tile_step_size=options["tile_step_size"], use_gaussian=True,
+    policy = settings.policy
+    predictor = QuantIFPredictor(tile_step_size=settings.tile_step_size, use_gaussian=True,
                                  use_mirroring=not args.disable_tta,
                                  perform_everything_on_device=not args.not_on_device, device=device,
                                  verbose=args.verbose, verbose_preprocessing=args.verbose,
@@ -196,6 +212,7 @@ def _run(args: argparse.Namespace) -> int:
         predictor.initialize_from_trained_model_folder(model_folder, folds, checkpoint_name=options["checkpoint"])
     except (RuntimeError, KeyError, OSError) as e:
         raise ModelError(f"{model_folder}: cannot load the model ({str(e).strip().splitlines()[0]})") from None
+    check_model_channels(predictor.dataset_json, model_folder, contract=contract, plans=predictor.plans_manager.plans)
     os.makedirs(args.o, exist_ok=True)
     import shutil
     import tempfile
@@ -205,73 +222,81 @@ def _run(args: argparse.Namespace) -> int:
     input_folder = args.i
     if args.clicks_dir is not None:
         staging = tempfile.mkdtemp(prefix="quantif-heatmaps-")
-        input_folder = build_heatmap_inputs(args.i, args.clicks_dir, staging, definition,
+        input_folder = build_heatmap_inputs(args.i, args.clicks_dir, staging, contract,
                                             predictor.dataset_json["file_ending"], nonfinite=nonfinite)
     try:
         _predict(predictor, args, input_folder)
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-    if args.postprocess:
+    if postprocess:
         n = postprocess_folder(args.i, args.o, predictor.dataset_json["file_ending"], part_id=args.part_id,
-                               num_parts=args.num_parts, min_voxels=args.min_voxels, suv_max=args.suv_max,
-                               min_volume_ml=args.min_volume_ml, nonfinite=nonfinite)
+                               num_parts=args.num_parts, min_voxels=settings.min_voxels, suv_max=settings.suv_max,
+                               min_volume_ml=args.min_volume_ml, nonfinite=nonfinite,
+                               pet_channel=contract.index("pet"))
         print(f"post-processed {n} prediction(s) in {args.o}")
     return 0
 
 
-def _heatmap_definition(args: argparse.Namespace, model_folder: str):
-    """The model's heatmap definition, checked against the options and (without --clicks-dir) the input's dataset."""
+def _input_contract(args: argparse.Namespace, model_folder: str):
+    """The model's input contract, checked against the heatmap options and (without --clicks-dir) the input's
+    dataset."""
     from ..cli.argtypes import heatmap_options
-    from ..heatmap_definition import read_model_definition, resolve_definition
+    from ..heatmap_definition import read_model_contract, resolve_contract
 
     explicit = heatmap_options(args)
     if explicit and args.clicks_dir is None:
         raise ModelError("heatmap options (--sigma-tumor, --sigma-background, --suv-gate, --background-mode) need "
-                         "--clicks-dir: without it the _0002 files are used as given")
-    model_def, found = read_model_definition(model_folder)
-    definition = resolve_definition(model_def, found, explicit, force=args.force_heatmap, source=model_folder)
+                         "--clicks-dir: without it the click-channel files are used as given")
+    contract = resolve_contract(read_model_contract(model_folder), explicit, force=args.force_heatmap,
+                                source=model_folder)
     ds_json = Path(args.i).resolve().parent / "dataset.json"
-    if args.clicks_dir is None and found and ds_json.is_file():
-        input_def, input_found = read_model_definition(ds_json.parent)
-        if input_found and input_def.params() != definition.params():
-            msg = (f"{args.i}: its _0002 heatmaps were built as {ds_json} records ({input_def.describe()}), but the "
-                   f"model {model_folder} was trained with {definition.describe()}; give --clicks-dir to rebuild "
-                   f"them with the model's definition, or --force-heatmap")
+    if args.clicks_dir is None and contract.recorded and ds_json.is_file():
+        given = read_model_contract(ds_json.parent)
+        if given.recorded and not given.builds_like(contract):
+            msg = (f"{args.i}: its click channels were built as {ds_json} records ({given.describe_clicks()}), but "
+                   f"the model {model_folder} takes {contract.describe_clicks()}; give --clicks-dir to rebuild "
+                   f"them with the model's contract, or --force-heatmap")
             if not args.force_heatmap:
                 raise ModelError(msg)
             logging.getLogger(__name__).warning("--force-heatmap: %s", msg)
-    return definition
+    return contract
 
 
-def build_heatmap_inputs(input_folder: str, clicks_dir: str, staging: str, definition, file_ending: str, *,
+def build_heatmap_inputs(input_folder: str, clicks_dir: str, staging: str, contract, file_ending: str, *,
                          nonfinite: str = "raise") -> str:
-    """An nnU-Net input folder in ``staging``: links to each case's ``_0000``/``_0001`` and a fresh ``_0002``.
+    """An nnU-Net input folder in ``staging``: links to each case's CT and PET channels and fresh click channels.
 
-    The heatmap of case ``<case>`` is :func:`~nnunet_quantif.heatmaps.click_heatmap` of its PET
-    (``_0001``) and ``<clicks_dir>/<case>_clicks.json`` (missing: no clicks) with ``definition``.
+    The click channels of case ``<case>`` are built by ``contract``
+    (:meth:`~nnunet_quantif.heatmap_definition.InputContract.click_channels`) from its PET and
+    ``<clicks_dir>/<case>_clicks.json`` (missing: no clicks), and written at their channel indices. ``contract``
+    may also be a :class:`~nnunet_quantif.heatmap_definition.HeatmapDefinition` (CT, PET and its heatmap).
     Returns ``staging``.
     """
     from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
 
-    from ..heatmaps import click_heatmap
+    from ..heatmap_definition import HeatmapDefinition, InputContract
     from ..io import read_pet, write_image
     from .pipeline import load_case_clicks
 
+    if isinstance(contract, HeatmapDefinition):
+        contract = InputContract.for_heatmap(contract)
     if not Path(clicks_dir).is_dir():
         raise ModelError(f"{clicks_dir}: click folder not found")
+    ct_c, pet_c = contract.index("ct"), contract.index("pet")
     for files in create_lists_from_splitted_dataset_folder(input_folder, file_ending):
         case = _case_of(files, file_ending)
-        pet_path = channel_file(input_folder, case, PET_CHANNEL, file_ending)
-        for c in (CT_CHANNEL, PET_CHANNEL):
+        pet_path = channel_file(input_folder, case, pet_c, file_ending)
+        for c, label in ((ct_c, CHANNEL_LABELS[CT_CHANNEL]), (pet_c, CHANNEL_LABELS[PET_CHANNEL])):
             src = channel_file(input_folder, case, c, file_ending)
             if not src.is_file():
-                raise ModelError(f"{src}: channel {c} ({CHANNEL_LABELS[c]}) of case '{case}' not found")
+                raise ModelError(f"{src}: channel {c} ({label}) of case '{case}' not found")
             os.symlink(src.resolve(), Path(staging) / src.name)
         pet, geometry = read_pet(pet_path, nonfinite)
         clicks = load_case_clicks(clicks_file(clicks_dir, case), pet.shape)
-        heat = click_heatmap(pet, clicks, source=str(pet_path), **definition.params())
-        write_image(heat, geometry, channel_file(staging, case, HEATMAP_CHANNEL, file_ending))
+        channels = contract.click_channels(pet, clicks, source=str(pet_path))
+        for c, channel in zip(contract.click_indices, channels):
+            write_image(channel, geometry, channel_file(staging, case, c, file_ending))
     return staging
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetError, InputFileError, ModelError, QuantIFError
+from ..errors import ConfigError, DatasetError, InputFileError, ModelError, QuantIFError
 from ..io import (
     IMAGE_EXTENSIONS,
     Geometry,
@@ -57,7 +57,6 @@ from ..layout import (
     check_model_channels,
     clicks_file,
     find_channel,
-    stack_channels,
 )
 from .mirroring import DEFAULT_TIME_BUDGET_S, MirroringDecision, MirroringPolicy, as_policy
 from .postprocessing import DEFAULT_MIN_VOXELS, DEFAULT_SUV_MAX, postprocess_with_stats
@@ -68,6 +67,7 @@ from .routing import (
     TRACERS,
     TracerDecision,
     TracerRouter,
+    check_model_files,
     check_model_folder,
     find_model_folder,
 )
@@ -76,6 +76,60 @@ log = logging.getLogger(__name__)
 
 #: nnU-Net's default sliding-window step (fraction of the patch).
 DEFAULT_TILE_STEP_SIZE: float = 0.5
+
+#: The key of :attr:`QuantIFPipeline.model_dirs` (and the tracer of its summaries) when one model serves every
+#: tracer (``--model``): the tracer router is not run.
+ANY_TRACER: str = "any"
+#: ``tracer_source`` of a case predicted by the one model for every tracer.
+SINGLE_MODEL_SOURCE: str = "one model, no routing"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The test-time settings of one model: explicit options, else the model's ``quantif.inference`` defaults,
+    else the library's (:func:`resolve_settings`)."""
+
+    folds: tuple | None
+    tile_step_size: float
+    policy: MirroringPolicy
+    postprocess: bool
+    min_voxels: int
+    suv_max: float
+
+
+def resolve_settings(defaults, *, folds: Sequence[int | str] | None = DEFAULT_FOLDS,
+                     mirroring: MirroringPolicy | str | None = None, tile_step_size: float | None = None,
+                     postprocess: bool | None = None, min_voxels: int | None = None, suv_max: float | None = None,
+                     time_budget_s: float = DEFAULT_TIME_BUDGET_S,
+                     calibration: PathLike | None = None) -> ModelSettings:
+    """A model's test-time settings.
+
+    Each option that is None (not given) takes the model's recorded default
+    (:class:`~nnunet_quantif.heatmap_definition.InferenceDefaults`), else the library's
+    (:data:`DEFAULT_TILE_STEP_SIZE`, :data:`~nnunet_quantif.inference.mirroring.DEFAULT_POLICY`, post-processing
+    on with :data:`~nnunet_quantif.inference.postprocessing.DEFAULT_MIN_VOXELS` and ``DEFAULT_SUV_MAX``). ``folds``
+    left at :data:`~nnunet_quantif.inference.routing.DEFAULT_FOLDS` (the object itself) or None (every fold found)
+    takes the model's recorded folds when it has them. Explicit values always win.
+    """
+    from .mirroring import DEFAULT_POLICY
+
+    if (folds is DEFAULT_FOLDS or folds is None) and defaults.folds is not None:
+        folds = defaults.folds
+    step = tile_step_size if tile_step_size is not None else defaults.tile_step_size
+    step = DEFAULT_TILE_STEP_SIZE if step is None else float(step)
+    if not 0 < step <= 1:
+        raise ConfigError(f"tile step size must be in (0, 1], got {step}")
+    name = mirroring if mirroring is not None else defaults.mirroring or DEFAULT_POLICY
+    policy = as_policy(name, time_budget_s=time_budget_s, calibration=calibration)
+    pp = postprocess if postprocess is not None else defaults.postprocess
+    return ModelSettings(
+        folds=None if folds is None else tuple(folds), tile_step_size=step, policy=policy,
+        postprocess=True if pp is None else bool(pp),
+        min_voxels=int(min_voxels if min_voxels is not None else defaults.min_voxels
+                       if defaults.min_voxels is not None else DEFAULT_MIN_VOXELS),
+        suv_max=float(suv_max if suv_max is not None else defaults.suv_max
+                      if defaults.suv_max is not None else DEFAULT_SUV_MAX))
+
 
 #: Device names accepted by the pipeline (besides ``cuda:N`` and a ``torch.device``); ``auto`` (or None) is
 #: CUDA when available, else the CPU.
@@ -268,12 +322,22 @@ class QuantIFPipeline:
     Parameters
     ----------
     model_fdg, model_psma : path-like, optional
-        nnU-Net trained-model folders (``<trainer>__<plans>__<configuration>``).
+        nnU-Net trained-model folders (``<trainer>__<plans>__<configuration>``), one per tracer; a case goes
+        to its tracer's model (:class:`~nnunet_quantif.inference.routing.TracerRouter`).
+    model : path-like, optional
+        One model folder for every tracer instead (``--model``): the router is not run, and each case's
+        summary names the tracer :data:`ANY_TRACER` (source :data:`SINGLE_MODEL_SOURCE`).
     folds : sequence of int or 'all', or None
-        Folds of the ensemble (None: every fold found).
+        Folds of the ensemble (None: every fold found). Left at ``DEFAULT_FOLDS`` or None, a model's recorded
+        ``quantif.inference.folds`` are used instead.
+
+    ``mirroring``, ``tile_step_size``, ``postprocess``, ``min_voxels`` and ``suv_max`` left at None take each
+    model's recorded test-time defaults (``quantif.inference`` in its ``dataset.json``), else the library's
+    (:func:`resolve_settings`); the resolved values are :attr:`settings` per model.
+
     checkpoint : str
         Checkpoint file name in each fold folder.
-    mirroring : {'paper', 'budget', 'all', 'none'} or MirroringPolicy
+    mirroring : one of :data:`~nnunet_quantif.inference.mirroring.POLICIES`, MirroringPolicy, or None
     time_budget_s : float
         Seconds per case for the ``budget`` policy; the time already spent on
         the case (reading, heatmap, tracer, preprocessing) is subtracted.
@@ -281,19 +345,19 @@ class QuantIFPipeline:
         ``seconds_per_forward`` calibration JSON for the ``budget`` policy.
     device : str (one of :data:`DEVICES` or ``cuda:N``) or torch.device, optional
         Default: CUDA when available.
-    tile_step_size : float
+    tile_step_size : float or None
         Sliding-window step (fraction of the patch).
     precision, accumulate, tile_batch, compile_network
         Forward options of :class:`~nnunet_quantif.inference.predictor.QuantIFPredictor`: autocast dtype
         (``auto``/``fp32``/``fp16``/``bf16``), dtype of the sliding-window sums (``fp16``/``fp32``), network
         inputs per forward (None: auto) and ``torch.compile``.
-    postprocess : bool
+    postprocess : bool or None
         Remove small faint components (``min_voxels``, ``suv_max``, ``min_volume_ml``).
     tracer_weights : path-like, optional
         Tracer classifier weights for ``tracer='auto'``.
     heatmap_params : dict, optional
         Heatmap options given explicitly (sigma_tumor, sigma_background, suv_gate,
-        background_mode). Each model builds its heatmap with the definition that it carries
+        background_mode). Each model builds its input with the contract that it carries
         in its ``dataset.json`` (:mod:`nnunet_quantif.heatmap_definition`); an option here
         that contradicts it is a :class:`~nnunet_quantif.errors.ConfigError` unless
         ``force_heatmap``.
@@ -306,45 +370,76 @@ class QuantIFPipeline:
     """
 
     def __init__(self, model_fdg: PathLike | None = None, model_psma: PathLike | None = None, *,
+                 model: PathLike | None = None,
                  folds: Sequence[int | str] | None = DEFAULT_FOLDS, checkpoint: str = DEFAULT_CHECKPOINT,
-                 mirroring: MirroringPolicy | str = "paper", time_budget_s: float = DEFAULT_TIME_BUDGET_S,
+                 mirroring: MirroringPolicy | str | None = None, time_budget_s: float = DEFAULT_TIME_BUDGET_S,
                  calibration: PathLike | None = None, device: object = None,
-                 tile_step_size: float = DEFAULT_TILE_STEP_SIZE, precision: str = DEFAULT_PRECISION,
+                 tile_step_size: float | None = None, precision: str = DEFAULT_PRECISION,
                  accumulate: str = DEFAULT_ACCUMULATE, tile_batch: int | None = None, compile_network: bool = False,
-                 postprocess: bool = True, min_voxels: int = DEFAULT_MIN_VOXELS, suv_max: float = DEFAULT_SUV_MAX,
+                 postprocess: bool | None = None, min_voxels: int | None = None, suv_max: float | None = None,
                  min_volume_ml: float | None = None, tracer_weights: PathLike | None = None,
                  heatmap_params: dict | None = None, progress: bool = False, nonfinite: str = "raise",
                  force_heatmap: bool = False) -> None:
-        self.model_dirs: dict[str, Path | None] = {
-            "fdg": Path(model_fdg) if model_fdg is not None else None,
-            "psma": Path(model_psma) if model_psma is not None else None,
-        }
+        if model is not None and (model_fdg is not None or model_psma is not None):
+            raise ConfigError("give either one model for every tracer (--model) or per-tracer models "
+                              "(--model-fdg/--model-psma), not both")
+        if model is not None:
+            self.model_dirs: dict[str, Path | None] = {ANY_TRACER: Path(model)}
+        else:
+            self.model_dirs = {
+                "fdg": Path(model_fdg) if model_fdg is not None else None,
+                "psma": Path(model_psma) if model_psma is not None else None,
+            }
         if not any(self.model_dirs.values()):
-            raise ModelError("no model given: pass --model-fdg and/or --model-psma "
+            raise ModelError("no model given: pass --model, or --model-fdg and/or --model-psma "
                              "(or --results with --dataset-fdg/--dataset-psma)")
+        #: True when one model serves every tracer (no routing).
+        self.single_model = model is not None
         self.checkpoint = checkpoint
-        self.folds = {t: check_model_folder(d, folds, checkpoint) for t, d in self.model_dirs.items() if d}
-        self.policy = as_policy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
+        from ..heatmap_definition import read_model_contract, resolve_contract
+
+        self.heatmap_params = dict(heatmap_params or {})
+        #: The input contract of each model (read from its dataset.json, heatmap options applied).
+        self.contracts = {
+            t: resolve_contract(read_model_contract(check_model_files(d)), self.heatmap_params, force=force_heatmap,
+                                source=str(d))
+            for t, d in self.model_dirs.items() if d is not None}
+        #: The test-time settings of each model: explicit options, else the model's recorded defaults.
+        self.settings = {
+            t: resolve_settings(self.contracts[t].inference, folds=folds, mirroring=mirroring,
+                                tile_step_size=tile_step_size, postprocess=postprocess, min_voxels=min_voxels,
+                                suv_max=suv_max, time_budget_s=time_budget_s, calibration=calibration)
+            for t in self.contracts}
+        self.folds = {t: check_model_folder(self.model_dirs[t], st.folds, checkpoint)
+                      for t, st in self.settings.items()}
+        first = next(iter(self.settings.values()))
+        #: The settings of the first model given (the ones of a case's model are ``settings[tracer]``).
+        self.policy, self.tile_step_size = first.policy, first.tile_step_size
+        self.do_postprocess, self.min_voxels, self.suv_max = first.postprocess, first.min_voxels, first.suv_max
+        self.min_volume_ml = min_volume_ml
         self.device = _as_device(device)
-        self.tile_step_size = tile_step_size
         from .predictor import check_forward_options
 
         check_forward_options(self.device, precision, accumulate, tile_batch, compile_network)
         self.forward_options = dict(precision=precision, accumulate=accumulate, tile_batch=tile_batch,
                                     compile_network=compile_network)
-        self.do_postprocess = postprocess
-        self.min_voxels, self.suv_max, self.min_volume_ml = min_voxels, suv_max, min_volume_ml
         self.router = TracerRouter(tracer_weights)
-        self.heatmap_params = dict(heatmap_params or {})
-        from ..heatmap_definition import read_model_definition, resolve_definition
-
-        #: The heatmap definition of each tracer's model (read from its dataset.json, checked against the options).
-        self.heatmap_definitions = {
-            t: resolve_definition(*read_model_definition(d), self.heatmap_params, force=force_heatmap, source=str(d))
-            for t, d in self.model_dirs.items() if d is not None}
         self.progress = progress
         self.nonfinite = nonfinite
         self._predictors: dict = {}
+
+    @property
+    def heatmap_definitions(self) -> dict:
+        """The heatmap definition of each model that has one ``pet_gated_gaussian`` channel."""
+        return {t: c.heatmap_definition for t, c in self.contracts.items() if c.heatmap_definition is not None}
+
+    def decide(self, tracer: str, *, pet: np.ndarray, geometry: Geometry, case_name: str,
+               source: str | None = None) -> TracerDecision:
+        """The model a case goes to: :data:`ANY_TRACER` with one model for every tracer (no routing), else the
+        tracer router's decision."""
+        if self.single_model:
+            return TracerDecision(ANY_TRACER, SINGLE_MODEL_SOURCE)
+        return self.router.decide(tracer, pet=pet, geometry=geometry, case_name=case_name, source=source)
 
     @classmethod
     def from_results(cls, results_root: PathLike, dataset_fdg: int | str | None = None,
@@ -360,26 +455,42 @@ class QuantIFPipeline:
 
     # ------------------------------------------------------------------ models
     def predictor(self, tracer: str):
-        """The loaded predictor of ``tracer`` (loaded on first use, then reused)."""
-        if tracer not in TRACERS:
+        """The loaded predictor of ``tracer`` (:data:`ANY_TRACER` with one model; loaded on first use, then
+        reused)."""
+        if tracer not in TRACERS and tracer != ANY_TRACER:
             raise ModelError(f"unknown tracer {tracer!r}")
         if self.model_dirs.get(tracer) is None:
             raise ModelError(f"the case was routed to {tracer.upper()}, but no {tracer.upper()} model was given "
                              f"(--model-{tracer}, or --results with --dataset-{tracer})")
         if tracer not in self._predictors:
-            self._predictors[tracer] = load_predictor(
-                self.model_dirs[tracer], folds=self.folds[tracer], checkpoint=self.checkpoint, mirroring=self.policy,
-                device=self.device, tile_step_size=self.tile_step_size, progress=self.progress,
+            st = self.settings[tracer]
+            predictor = load_predictor(
+                self.model_dirs[tracer], folds=self.folds[tracer], checkpoint=self.checkpoint, mirroring=st.policy,
+                device=self.device, tile_step_size=st.tile_step_size, progress=self.progress,
                 **self.forward_options)
+            check_model_channels(predictor.dataset_json, self.model_dirs[tracer], contract=self.contracts[tracer],
+                                 plans=predictor.plans_manager.plans)
+            self._predictors[tracer] = predictor
         return self._predictors[tracer]
 
     def build_heatmap(self, tracer: str, pet: np.ndarray, clicks, source: str | None = None) -> np.ndarray:
-        """The heatmap channel for ``tracer``'s model: (z, y, x) float32, built with the model's definition."""
+        """The ``pet_gated_gaussian`` heatmap channel for ``tracer``'s model: (z, y, x) float32, built with the
+        model's definition (a model with other click channels: :meth:`build_click_channels`)."""
+        if tracer not in self.contracts:
+            raise ModelError(f"no {tracer.upper()} model was given")
+        definition = self.contracts[tracer].heatmap_definition
+        if definition is None:
+            raise ModelError(f"{self.model_dirs[tracer]}: the model's click channels are "
+                             f"{self.contracts[tracer].describe_clicks()}, not one heatmap")
         from ..heatmaps import click_heatmap
 
-        if tracer not in self.heatmap_definitions:
+        return click_heatmap(pet, clicks, source=source, **definition.params())
+
+    def build_click_channels(self, tracer: str, pet: np.ndarray, clicks, source: str | None = None) -> np.ndarray:
+        """Every click channel of ``tracer``'s model, from its input contract: (k, z, y, x) float32."""
+        if tracer not in self.contracts:
             raise ModelError(f"no {tracer.upper()} model was given")
-        return click_heatmap(pet, clicks, source=source, **self.heatmap_definitions[tracer].params())
+        return self.contracts[tracer].click_channels(pet, clicks, source=source)
 
     def load(self) -> QuantIFPipeline:
         """Load every given model now (otherwise each loads on its first case)."""
@@ -403,8 +514,8 @@ class QuantIFPipeline:
         clicks : Clicks, optional
             Clicks in array order (already cut to the step); None: no clicks.
         tracer : {'auto', 'fdg', 'psma', 'name'}
-        heatmap : np.ndarray, shape (z, y, x), optional
-            A precomputed heatmap channel (then ``clicks`` only feeds the summary).
+        heatmap : np.ndarray, shape (z, y, x) or (k, z, y, x), optional
+            Precomputed click channels of the model (then ``clicks`` only feeds the summary).
         case_name : str
             For ``tracer='name'`` and the summary.
         source : str, optional
@@ -426,26 +537,25 @@ class QuantIFPipeline:
             raise InputFileError(f"{source or case_name}: CT {ct.shape}, PET {pet.shape} and geometry "
                                  f"{geometry.shape} (z, y, x) differ")
         clicks = clicks if clicks is not None else Clicks.empty()
-        if heatmap is not None and np.shape(heatmap) != pet.shape:
+        if heatmap is not None and tuple(np.shape(heatmap)[-3:]) != pet.shape:
             raise InputFileError(f"{source or case_name}: heatmap shape {np.shape(heatmap)} differs from the PET's "
                                  f"{pet.shape} (z, y, x)")
         clicks.check_inside(pet.shape)
-        decision: TracerDecision = self.router.decide(tracer, pet=pet, geometry=geometry, case_name=case_name,
-                                                      source=source)
+        decision: TracerDecision = self.decide(tracer, pet=pet, geometry=geometry, case_name=case_name, source=source)
         predictor = self.predictor(decision.tracer)
-        if heatmap is None:  # with the definition of the model that the case was routed to
-            heatmap = self.build_heatmap(decision.tracer, pet, clicks, source=source)
-        check_model_channels(predictor.dataset_json, self.model_dirs[decision.tracer])
-        image = stack_channels(ct, pet, heatmap)
+        contract, st = self.contracts[decision.tracer], self.settings[decision.tracer]
+        if heatmap is None:  # with the contract of the model that the case was routed to
+            heatmap = contract.click_channels(pet, clicks, source=source)
+        image = contract.stack(ct, pet, heatmap)
         t_pred = time.perf_counter()
         seg, mirror = predictor.predict_case_array(image, geometry.spacing_zyx, direction=geometry.direction,
-                                                   deadline=t0 + self.policy.time_budget_s)
+                                                   deadline=t0 + st.policy.time_budget_s)
         del image
         predict_s = time.perf_counter() - t_pred
         mask = (seg == _lesion_label(predictor.dataset_json)).astype(np.uint8)
         removed = 0
-        if self.do_postprocess:
-            mask, stats = postprocess_with_stats(mask, pet, geometry.spacing_zyx, self.min_voxels, self.suv_max,
+        if st.postprocess:
+            mask, stats = postprocess_with_stats(mask, pet, geometry.spacing_zyx, st.min_voxels, st.suv_max,
                                                  self.min_volume_ml)
             removed = stats.n_removed
         mirror_d = mirror.to_dict() if isinstance(mirror, MirroringDecision) else {}
@@ -631,7 +741,8 @@ def grand_challenge(input_dir: PathLike = "/input", output_dir: PathLike = "/out
                                  case_name=uuid)
 
 
-def load_models(model_fdg: PathLike | None = None, model_psma: PathLike | None = None, **kwargs) -> QuantIFPipeline:
+def load_models(model_fdg: PathLike | None = None, model_psma: PathLike | None = None,
+                **kwargs) -> QuantIFPipeline:
     """Build a :class:`QuantIFPipeline` and load its models now (for loops over many cases and steps)."""
     return QuantIFPipeline(model_fdg, model_psma, **kwargs).load()
 
@@ -639,7 +750,7 @@ def load_models(model_fdg: PathLike | None = None, model_psma: PathLike | None =
 def predict_case(ct_path: PathLike, pet_path: PathLike, clicks_path: PathLike | None, out_path: PathLike, *,
                  tracer: str = "auto", model_fdg: PathLike | None = None, model_psma: PathLike | None = None,
                  step: int | None = None, folds: Sequence[int | str] | None = DEFAULT_FOLDS,
-                 mirroring: MirroringPolicy | str = "paper", **kwargs) -> CaseResult:
+                 mirroring: MirroringPolicy | str | None = None, **kwargs) -> CaseResult:
     """Predict one case from files (builds a one-off :class:`QuantIFPipeline`; see its parameters).
 
     For many cases or click steps, build the pipeline once with :func:`load_models`.

@@ -144,6 +144,23 @@ def available_folds(model_dir: PathLike, checkpoint: str = DEFAULT_CHECKPOINT) -
     return found
 
 
+def check_model_files(model_dir: PathLike) -> Path:
+    """``model_dir`` as a Path, checked to be a folder with ``plans.json`` and ``dataset.json``.
+
+    Raises
+    ------
+    ModelError
+        The folder or one of the two files is missing.
+    """
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise ModelError(f"{d}: model folder not found")
+    for name in ("plans.json", "dataset.json"):
+        if not (d / name).is_file():
+            raise ModelError(f"{d}: not an nnU-Net model folder ({name} missing)")
+    return d
+
+
 def check_model_folder(model_dir: PathLike, folds: Sequence[int | str] | None = DEFAULT_FOLDS,
                        checkpoint: str = DEFAULT_CHECKPOINT) -> tuple[int | str, ...]:
     """Check that a trained-model folder has what prediction needs; return the folds to use.
@@ -154,12 +171,7 @@ def check_model_folder(model_dir: PathLike, folds: Sequence[int | str] | None = 
         The folder, its ``plans.json``/``dataset.json`` or a requested fold's
         checkpoint is missing (the message names the path and the folds found).
     """
-    d = Path(model_dir)
-    if not d.is_dir():
-        raise ModelError(f"{d}: model folder not found")
-    for name in ("plans.json", "dataset.json"):
-        if not (d / name).is_file():
-            raise ModelError(f"{d}: not an nnU-Net model folder ({name} missing)")
+    d = check_model_files(model_dir)
     have = available_folds(d, checkpoint)
     wanted = parse_folds(folds)
     if wanted is None:

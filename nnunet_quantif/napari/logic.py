@@ -389,7 +389,11 @@ class ModelSettings:
             v = getattr(args, name, None)
             return "" if v is None else str(v)
 
+        from ..cli.prediction_options import DEFAULT_FOLD_ARGS
+
         folds = getattr(args, "folds", None)
+        if folds is DEFAULT_FOLD_ARGS:  # not given: the model's recorded folds, else every fold found
+            folds = None
         return cls(text("model_fdg"), text("model_psma"), text("results"), text("dataset_fdg"),
                    text("dataset_psma"), text("tracer") or "auto", text("tracer_weights"),
                    " ".join(str(f) for f in folds) if folds else "", text("device"))
@@ -421,7 +425,7 @@ def model_arguments(settings: ModelSettings, base: argparse.Namespace | None = N
         args.device = device_name(settings.device.strip()) if settings.device.strip() else None
     except argparse.ArgumentTypeError as e:
         raise ConfigError(str(e)) from None
-    if not (args.model_fdg or args.model_psma or args.results):
+    if not (args.model_fdg or args.model_psma or args.results or getattr(args, "model", None)):
         raise ConfigError("no model: give a FDG and/or PSMA model folder, or a results folder with dataset ids")
     return args
 

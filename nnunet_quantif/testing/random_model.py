@@ -66,6 +66,21 @@ def _architecture(kind: str, patch_size: Sequence[int]) -> dict:
             "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}
 
 
+def contract_channel_names(contract) -> dict[str, str]:
+    """``dataset.json`` channel names for an input contract: CT ``CT``; PET its recorded normalisation, else ``PET``
+    (z-score); a ``pet_gated_gaussian`` channel ``noNorm``; any other click channel ``clicks_<k>`` (z-score, as the
+    organisers' baseline normalises its Gaussian channels)."""
+    names = {}
+    for k, c in enumerate(contract.inputs):
+        if c.source == "ct":
+            names[str(k)] = "CT"
+        elif c.source == "pet":
+            names[str(k)] = contract.pet_normalization or "PET"
+        else:
+            names[str(k)] = "noNorm" if c.encoding.name == "pet_gated_gaussian" else f"clicks_{k}"
+    return names
+
+
 def random_plans(*, patch_size: Sequence[int] = (32, 32, 32),
                  spacing_zyx: Sequence[float] = AUTOPET_SPACING_ZYX, architecture: str = "tiny",
                  channel_names: dict[str, str] | None = None, dataset_name: str = "Dataset999_QuantIFRandom",
@@ -109,7 +124,8 @@ def write_random_model(out_dir: PathLike, *, folds: Sequence[int] = (0,), patch_
                        channel_names: dict[str, str] | None = None, labels: dict[str, int] | None = None,
                        mirror_axes: Sequence[int] | None = (0, 1, 2), seed: int = 0,
                        constant_output: int | None = None,
-                       dataset_name: str = "Dataset999_QuantIFRandom", file_ending: str = ".nii.gz") -> Path:
+                       dataset_name: str = "Dataset999_QuantIFRandom", file_ending: str = ".nii.gz",
+                       contract=None) -> Path:
     """Write a randomly initialised nnU-Net model folder.
 
     Parameters
@@ -136,6 +152,11 @@ def write_random_model(out_dir: PathLike, *, folds: Sequence[int] = (0,), patch_
     constant_output : int, optional
         Make the network predict this label everywhere (zero weights and a large
         bias in the last segmentation layer) -- a model whose output is known.
+    contract : InputContract, optional
+        The input contract to record under ``quantif`` in ``dataset.json``
+        (:class:`~nnunet_quantif.heatmap_definition.InputContract`; default: none recorded). Without
+        ``channel_names``, the channels are named from it (:func:`contract_channel_names`), so the network
+        takes its channel count.
 
     Returns
     -------
@@ -145,12 +166,18 @@ def write_random_model(out_dir: PathLike, *, folds: Sequence[int] = (0,), patch_
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     out = Path(out_dir)
+    if channel_names is None and contract is not None:
+        channel_names = contract_channel_names(contract)
     channel_names = channel_names or QUANTIF_CHANNELS
     labels = labels or {"background": 0, "lesion": 1}
     plans = random_plans(patch_size=patch_size, spacing_zyx=spacing_zyx, architecture=architecture,
                          channel_names=channel_names, dataset_name=dataset_name, configuration=configuration)
     dataset = {"channel_names": channel_names, "labels": labels, "numTraining": 0, "file_ending": file_ending,
                "name": dataset_name}
+    if contract is not None:
+        from ..heatmap_definition import DATASET_KEY
+
+        dataset[DATASET_KEY] = contract.to_json()
     fingerprint = {"foreground_intensity_properties_per_channel": plans["foreground_intensity_properties_per_channel"],
                    "median_relative_size_after_cropping": 1.0, "shapes_after_crop": [], "spacings": []}
     out.mkdir(parents=True, exist_ok=True)

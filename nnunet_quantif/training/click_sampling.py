@@ -51,7 +51,7 @@ import numpy as np
 
 from ..errors import ConfigError, DatasetError, QuantIFError
 from ..heatmap_definition import HeatmapDefinition
-from ..heatmaps import kernel_radius
+from ..heatmaps import TRUNCATE, kernel_radius
 from ..layout import HEATMAP_CHANNEL, PET_CHANNEL
 
 __all__ = ["MAX_CLICKS", "ClickSampler", "SampledHeatmapView", "click_side_file", "crop_heatmap",
@@ -223,9 +223,10 @@ def _gauss(sigma: float, radius: int) -> np.ndarray:
 
 
 def _add_boxes(acc: np.ndarray, lo: Sequence[int], points: np.ndarray, sigma: Sequence[float],
-               weights_fn=None) -> None:
-    """Add each point's peak-1 truncated Gaussian to ``acc`` (a crop starting at ``lo``) where they overlap."""
-    radii = [kernel_radius(s) for s in sigma]
+               weights_fn=None, truncate: float = TRUNCATE) -> None:
+    """Add each point's peak-1 Gaussian, truncated at ``truncate`` σ, to ``acc`` (a crop starting at ``lo``) where
+    they overlap."""
+    radii = [kernel_radius(s, truncate) for s in sigma]
     kernels = [_gauss(float(s), r) for s, r in zip(sigma, radii)]
     shape = acc.shape
     for p in points:
@@ -246,7 +247,7 @@ def _add_boxes(acc: np.ndarray, lo: Sequence[int], points: np.ndarray, sigma: Se
 
 def crop_heatmap(pet_suv_crop: np.ndarray, lo: Sequence[int], tumor: np.ndarray, tumor_thresholds: Sequence[float],
                  background: np.ndarray, sigma_tumor: Sequence[float],
-                 sigma_background: Sequence[float]) -> np.ndarray:
+                 sigma_background: Sequence[float], truncate: float = TRUNCATE) -> np.ndarray:
     """The ``paper`` heatmap on a crop of a volume, from clicks anywhere in the volume.
 
     Parameters
@@ -261,6 +262,8 @@ def crop_heatmap(pet_suv_crop: np.ndarray, lo: Sequence[int], tumor: np.ndarray,
         Each tumor click's gate min(PET at the click, τ), SUV.
     sigma_tumor, sigma_background : 3 floats
         σ in voxels of the volume.
+    truncate : float
+        Gaussian truncation in σ (the definition's ``truncate``).
 
     Returns
     -------
@@ -273,11 +276,11 @@ def crop_heatmap(pet_suv_crop: np.ndarray, lo: Sequence[int], tumor: np.ndarray,
     def gate(p, sl, g):
         return np.where(pet_suv_crop[sl] >= thr[tuple(int(v) for v in p)], g, 0.0)
 
-    _add_boxes(t, lo, np.asarray(tumor).reshape(-1, 3), sigma_tumor, gate)
+    _add_boxes(t, lo, np.asarray(tumor).reshape(-1, 3), sigma_tumor, gate, truncate)
     np.minimum(t, 1.0, out=t)
     if len(background):
         b = np.zeros(shape)
-        _add_boxes(b, lo, np.asarray(background).reshape(-1, 3), sigma_background)
+        _add_boxes(b, lo, np.asarray(background).reshape(-1, 3), sigma_background, truncate=truncate)
         np.minimum(b, 1.0, out=b)
         b[t > 0] = 0.0
         t -= b
@@ -377,7 +380,7 @@ class SampledHeatmapView:
         s = self._sampler
         pet = pet_to_suv(out[s.pet_channel], s.pet_scheme, s.pet_properties)
         out[s.heatmap_channel] = crop_heatmap(pet, lo, self.tumor, self.thresholds, self.background,
-                                              self.sigma_tumor, self.sigma_background)
+                                              self.sigma_tumor, self.sigma_background, s.definition.truncate)
         return out[list(channels)] if len(channels) != self.shape[0] else out
 
     def __array__(self, dtype=None, copy=None):
