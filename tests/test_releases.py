@@ -488,7 +488,6 @@ def _baseline_click_channels(clicks_path: Path, shape) -> tuple[np.ndarray, np.n
     return out[0], out[1]
 
 
-@pytest.mark.skip(reason="needs the input contract branch (quantif predict --model, the gaussian click encoding)")
 def test_quantif_predict_with_imported_baseline_gives_stock_mask(baseline, tmp_path):
     """`quantif predict --model DST/model` on a phantom gives the mask of stock nnU-Net holding the replica's
     network on the organisers' four channels (near ties allowed)."""

@@ -363,10 +363,13 @@ def contract_entry(inputs: list[dict], pet_normalization: str, inference: Mappin
     heatmap : dict, optional
         The version-1 heatmap entry, written when there is exactly one ``pet_gated_gaussian`` channel.
     """
+    from ..heatmap_definition import InputContract
+
     entry: dict = {"version": 2, "inputs": inputs, "pet_normalization": pet_normalization}
     if heatmap is not None:
         entry["heatmap"] = dict(heatmap)
     entry["inference"] = dict(inference)
+    InputContract.from_json(entry, source="the imported model's contract")  # the contract module can read it
     return entry
 
 
