@@ -57,8 +57,9 @@ def test_same_prediction_defaults_from_the_library(command):
     assert args.time_budget == DEFAULT_TIME_BUDGET_S == 900.0
     assert args.calibration is None
     assert args.checkpoint == DEFAULT_CHECKPOINT
-    # evaluate-interactive ensembles every fold found (as before); the others nnU-Net's five
-    assert args.folds == (None if command == "evaluate-interactive" else DEFAULT_FOLD_ARGS)
+    # the quantif commands ensemble the model's recorded folds, else every fold found; nnUNetv2_predict_quantif
+    # keeps nnU-Net's five
+    assert args.folds == (DEFAULT_FOLD_ARGS if command == "nnUNetv2_predict_quantif" else None)
     # nnUNetv2_predict's -device defaults to cuda; the quantif commands to CUDA when available
     assert args.device == ("cuda" if command == "nnUNetv2_predict_quantif" else None)
     options = prediction_options(args)
@@ -68,7 +69,7 @@ def test_same_prediction_defaults_from_the_library(command):
     from nnunet_quantif.inference.pipeline import resolve_settings
     from nnunet_quantif.inference.routing import DEFAULT_FOLDS
 
-    if command != "evaluate-interactive":
+    if command == "nnUNetv2_predict_quantif":
         assert options["folds"] is DEFAULT_FOLDS  # the library's own object: "not given"
     settings = resolve_settings(InferenceDefaults(), folds=options["folds"], mirroring=options["mirroring"],
                                 tile_step_size=options["tile_step_size"])
@@ -189,3 +190,20 @@ def test_evaluate_interactive_tracer_auto_accepts_the_flag_the_router_asks_for(m
                                                               "--tracer-weights", "W"]))
     assert seen["tracer"] == "auto" and seen["tracer_weights"] == "W"
     assert seen["time_budget_s"] == DEFAULT_TIME_BUDGET_S and seen["folds"] is None
+
+
+def test_folds_not_given_are_the_folds_a_model_folder_holds(tmp_path, caplog):
+    """A model trained on fold 0 only (the demo's) runs without --folds; one line names the folds used."""
+    import logging
+
+    from nnunet_quantif.inference.routing import check_model_folder
+
+    model = tmp_path / "m"
+    for name in ("plans.json", "dataset.json", "fold_0/checkpoint_final.pth", "fold_2/checkpoint_final.pth"):
+        (model / name).parent.mkdir(parents=True, exist_ok=True)
+        (model / name).write_text("{}")
+    options = prediction_options(parse("predict"))
+    with caplog.at_level(logging.INFO, logger="nnunet_quantif.inference.routing"):
+        assert check_model_folder(model, options["folds"]) == (0, 2)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{model}: folds 0, 2 (every fold with checkpoint_final.pth; --folds chooses)"]

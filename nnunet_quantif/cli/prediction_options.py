@@ -69,10 +69,15 @@ def tile_batch(text: str) -> int | None:
     return value
 
 
-def add_fold_arguments(p: _Group, *, style: str = "quantif",
-                       folds_default: list[str] | None = DEFAULT_FOLD_ARGS) -> None:
-    """Folds of the ensemble and the checkpoint of each fold folder."""
+def add_fold_arguments(p: _Group, *, style: str = "quantif", folds_default: list[str] | None | str = "style") -> None:
+    """Folds of the ensemble and the checkpoint of each fold folder.
+
+    Not given, the ``quantif`` commands use the model's recorded folds, else every fold the model folder holds
+    (the library names them in one log line); ``nnUNetv2_predict_quantif`` keeps nnU-Net's five folds.
+    """
     flags = FLAGS[style]
+    if folds_default == "style":
+        folds_default = DEFAULT_FOLD_ARGS if style == "nnunet" else None
     fold_help = ("every fold found" if folds_default is None else " ".join(folds_default))
     fold_help = f"the model's recorded folds, else {fold_help}"
     p.add_argument(flags["folds"], dest="folds", nargs="+", default=folds_default, metavar="F",
@@ -82,7 +87,7 @@ def add_fold_arguments(p: _Group, *, style: str = "quantif",
 
 
 def add_model_arguments(p: argparse.ArgumentParser, *, results: bool = True,
-                        folds_default: list[str] | None = DEFAULT_FOLD_ARGS,
+                        folds_default: list[str] | None = None,
                         tracer_choices: tuple[str, ...] = TRACER_CHOICES, tracer_default: str = "auto",
                         tracer_help: str | None = None) -> argparse._ArgumentGroup:
     """The ``models`` group of the ``quantif`` commands: model folders, folds, checkpoint, tracer routing.

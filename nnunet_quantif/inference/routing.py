@@ -14,6 +14,7 @@ or found under an ``nnUNet_results``-style root from a dataset id or name.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from ..errors import DatasetError, ModelError, TracerError
 from ..io import Geometry, PathLike
 from ..layout import find_dataset_folder
 from ..tracers import TRACERS, tracer_from_name
+
+log = logging.getLogger(__name__)
 
 #: The tracers QuantIF has models for.
 
@@ -177,6 +180,8 @@ def check_model_folder(model_dir: PathLike, folds: Sequence[int | str] | None = 
     if wanted is None:
         if not have:
             raise ModelError(f"{d}: no fold_<k>/{checkpoint} found")
+        log.info("%s: fold%s %s (every fold with %s; --folds chooses)", d, "s" if len(have) > 1 else "",
+                 ", ".join(map(str, have)), checkpoint)
         return tuple(have)
     missing = [f for f in wanted if f not in have]
     if missing:

@@ -389,11 +389,7 @@ class ModelSettings:
             v = getattr(args, name, None)
             return "" if v is None else str(v)
 
-        from ..cli.prediction_options import DEFAULT_FOLD_ARGS
-
-        folds = getattr(args, "folds", None)
-        if folds is DEFAULT_FOLD_ARGS:  # not given: the model's recorded folds, else every fold found
-            folds = None
+        folds = getattr(args, "folds", None)  # None (not given): the model's recorded folds, else every fold found
         return cls(text("model_fdg"), text("model_psma"), text("results"), text("dataset_fdg"),
                    text("dataset_psma"), text("tracer") or "auto", text("tracer_weights"),
                    " ".join(str(f) for f in folds) if folds else "", text("device"))
