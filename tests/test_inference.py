@@ -48,7 +48,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def pipeline(models) -> QuantIFPipeline:
-    return QuantIFPipeline(models["fdg"], models["psma"], folds=(0,), device="cpu").load()
+    return QuantIFPipeline(models["fdg"], models["psma"], folds=(0,), device="cpu", mirroring="paper").load()
 
 
 def make_case(folder: Path, name: str = "case", geometry: Geometry = GEOMETRY, ct_ending: str = ".nii.gz",

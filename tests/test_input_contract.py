@@ -337,11 +337,11 @@ def test_inference_defaults_are_honoured_and_overridden(tmp_path) -> None:
                                       "0.5", "--mirroring", "paper", "--folds", "0", "--no-postprocess"])
     st = build_pipeline(args).settings["fdg"]
     assert (st.tile_step_size, st.policy.name, st.folds, st.postprocess) == (0.5, "paper", ("0",), False)
-    # a model without inference defaults keeps the library's
+    # a model without inference defaults keeps the library's (on a CPU: the time-budget mirroring)
     plain = write_random_model(tmp_path / "plain", folds=(0,), patch_size=PATCH)
     st = QuantIFPipeline(plain, folds=(0,), device="cpu").settings["fdg"]
     assert (st.tile_step_size, st.policy.name, st.postprocess, st.min_voxels, st.suv_max) == \
-        (0.5, "paper", True, 10, 4.0)
+        (0.5, "budget", True, 10, 4.0)
 
 
 def test_nnunet_entry_uses_the_model_defaults_and_contract(synthetic, baseline_model, tmp_path, monkeypatch) -> None:

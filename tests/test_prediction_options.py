@@ -54,7 +54,7 @@ def test_same_prediction_defaults_from_the_library(command):
     args = parse(command)
     # options a model may record are "not given" (None) and resolved per model by the library
     assert args.mirroring is None and args.tile_step_size is None
-    assert args.time_budget == DEFAULT_TIME_BUDGET_S == 900.0
+    assert args.time_budget is None  # not given: the library's budget for the policy it resolves
     assert args.calibration is None
     assert args.checkpoint == DEFAULT_CHECKPOINT
     # the quantif commands ensemble the model's recorded folds, else every fold found; nnUNetv2_predict_quantif
@@ -63,7 +63,7 @@ def test_same_prediction_defaults_from_the_library(command):
     # nnUNetv2_predict's -device defaults to cuda; the quantif commands to CUDA when available
     assert args.device == ("cuda" if command == "nnUNetv2_predict_quantif" else None)
     options = prediction_options(args)
-    assert options["time_budget_s"] == DEFAULT_TIME_BUDGET_S
+    assert options["time_budget_s"] is None
     assert options["mirroring"] is None and options["tile_step_size"] is None
     from nnunet_quantif.heatmap_definition import InferenceDefaults
     from nnunet_quantif.inference.pipeline import resolve_settings
@@ -72,8 +72,26 @@ def test_same_prediction_defaults_from_the_library(command):
     if command == "nnUNetv2_predict_quantif":
         assert options["folds"] is DEFAULT_FOLDS  # the library's own object: "not given"
     settings = resolve_settings(InferenceDefaults(), folds=options["folds"], mirroring=options["mirroring"],
-                                tile_step_size=options["tile_step_size"])
+                                tile_step_size=options["tile_step_size"], time_budget_s=options["time_budget_s"])
     assert settings.policy.name == DEFAULT_POLICY and settings.tile_step_size == DEFAULT_TILE_STEP_SIZE
+    assert settings.policy.time_budget_s == DEFAULT_TIME_BUDGET_S == 900.0
+
+
+def test_cpu_default_mirroring_is_the_time_budget():
+    """On a CPU, mirroring not given is the budget policy with its CPU budget, not the paper's eight passes; an
+    explicit policy or budget, and a model's recorded policy, still win."""
+    from nnunet_quantif.heatmap_definition import InferenceDefaults
+    from nnunet_quantif.inference.mirroring import DEFAULT_CPU_POLICY, DEFAULT_CPU_TIME_BUDGET_S
+    from nnunet_quantif.inference.pipeline import resolve_settings
+
+    cpu = resolve_settings(InferenceDefaults(), device_type="cpu").policy
+    assert (cpu.name, cpu.time_budget_s) == (DEFAULT_CPU_POLICY, DEFAULT_CPU_TIME_BUDGET_S) == ("budget", 60.0)
+    gpu = resolve_settings(InferenceDefaults(), device_type="cuda").policy
+    assert (gpu.name, gpu.time_budget_s) == (DEFAULT_POLICY, DEFAULT_TIME_BUDGET_S)
+    assert resolve_settings(InferenceDefaults(), device_type="cpu", time_budget_s=20.0).policy.time_budget_s == 20.0
+    assert resolve_settings(InferenceDefaults(), device_type="cpu", mirroring="paper").policy.name == "paper"
+    recorded = InferenceDefaults.from_json({"mirroring": "authors"}, "test")
+    assert resolve_settings(recorded, device_type="cpu").policy.name == "authors"
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
@@ -159,8 +177,8 @@ def test_budget_is_one_library_constant():
 
     from nnunet_quantif.inference.pipeline import QuantIFPipeline, load_predictor
 
-    for fn in (QuantIFPipeline.__init__, load_predictor):
-        assert inspect.signature(fn).parameters["time_budget_s"].default == DEFAULT_TIME_BUDGET_S
+    assert inspect.signature(load_predictor).parameters["time_budget_s"].default == DEFAULT_TIME_BUDGET_S
+    assert inspect.signature(QuantIFPipeline.__init__).parameters["time_budget_s"].default is None  # resolved
     # no second copy of the 900 s literal in the code that predicts
     root = Path(__file__).resolve().parents[1] / "nnunet_quantif"
     for path in [*(root / "inference").glob("*.py"), *(root / "cli").glob("*.py")]:
@@ -189,7 +207,7 @@ def test_evaluate_interactive_tracer_auto_accepts_the_flag_the_router_asks_for(m
     cmd_evaluate._model_method(parse("evaluate-interactive", ["--model-fdg", "F", "--tracer", "auto",
                                                               "--tracer-weights", "W"]))
     assert seen["tracer"] == "auto" and seen["tracer_weights"] == "W"
-    assert seen["time_budget_s"] == DEFAULT_TIME_BUDGET_S and seen["folds"] is None
+    assert seen["time_budget_s"] is None and seen["folds"] is None
 
 
 def test_folds_not_given_are_the_folds_a_model_folder_holds(tmp_path, caplog):

@@ -27,7 +27,13 @@ import argparse
 import re
 
 from ..errors import ConfigError
-from ..inference.mirroring import DEFAULT_POLICY, DEFAULT_TIME_BUDGET_S, POLICIES
+from ..inference.mirroring import (
+    DEFAULT_CPU_POLICY,
+    DEFAULT_CPU_TIME_BUDGET_S,
+    DEFAULT_POLICY,
+    DEFAULT_TIME_BUDGET_S,
+    POLICIES,
+)
 from ..inference.pipeline import DEFAULT_TILE_STEP_SIZE, DEVICES
 from ..inference.precision import ACCUMULATE_DTYPES, DEFAULT_ACCUMULATE, DEFAULT_PRECISION, PRECISIONS
 from ..inference.routing import DEFAULT_CHECKPOINT, DEFAULT_FOLDS, TRACER_CHOICES
@@ -123,9 +129,11 @@ def add_prediction_arguments(p: _Group, *, style: str = "quantif", device_defaul
     flags = FLAGS[style]
     p.add_argument("--mirroring", choices=POLICIES, default=None,
                    help=f"test-time mirroring policy (default: the model's recorded one, else {DEFAULT_POLICY} = "
-                        f"voxel-count thresholds 18M/39M/90M)")
-    p.add_argument("--time-budget", type=float, default=DEFAULT_TIME_BUDGET_S, metavar="S",
-                   help=f"seconds per case for --mirroring budget (default: {DEFAULT_TIME_BUDGET_S:g})")
+                        f"voxel-count thresholds 18M/39M/90M on a GPU, and on a CPU {DEFAULT_CPU_POLICY} = the "
+                        f"mirrored passes that fit {DEFAULT_CPU_TIME_BUDGET_S:g} s per case, measured on the case)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="S",
+                   help=f"seconds per case for --mirroring budget (default: {DEFAULT_TIME_BUDGET_S:g}, the autoPET IV "
+                        f"limit; {DEFAULT_CPU_TIME_BUDGET_S:g} on a CPU when the mirroring is the CPU default)")
     p.add_argument("--calibration", default=None, metavar="JSON",
                    help="seconds-per-forward calibration for --mirroring budget (default: measure on the device)")
     p.add_argument(flags["device"], dest="device", type=device_name, default=device_default,

@@ -182,17 +182,18 @@ def _run(args: argparse.Namespace) -> int:
         raise ModelError(f"{args.i}: input folder not found")
     model_folder = str(check_model_files(_model_folder(args)))
     contract = _input_contract(args, model_folder)  # before the model loads
+    device = torch.device(options["device"] if options["device"] not in (None, "auto") else
+                          "cuda" if torch.cuda.is_available() else "cpu")
     settings = resolve_settings(contract.inference, folds=options["folds"], mirroring=options["mirroring"],
                                 tile_step_size=options["tile_step_size"], postprocess=args.postprocess,
                                 min_voxels=args.min_voxels, suv_max=args.suv_max,
-                                time_budget_s=options["time_budget_s"], calibration=options["calibration"])
+                                time_budget_s=options["time_budget_s"], calibration=options["calibration"],
+                                device_type=device.type)
     folds = check_model_folder(model_folder, settings.folds, options["checkpoint"])
     check_checkpoints_safe(model_folder, folds, options["checkpoint"])
     # nnU-Net's own default: no post-processing unless asked for or recorded by the model
     postprocess = settings.postprocess if args.postprocess is not None or \
         contract.inference.postprocess is not None else False
-    device = torch.device(options["device"] if options["device"] not in (None, "auto") else
-                          "cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
         torch.set_num_threads(multiprocessing.cpu_count())
     elif device.type == "cuda":

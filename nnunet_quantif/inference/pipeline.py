@@ -100,9 +100,15 @@ class ModelSettings:
 def resolve_settings(defaults, *, folds: Sequence[int | str] | None = DEFAULT_FOLDS,
                      mirroring: MirroringPolicy | str | None = None, tile_step_size: float | None = None,
                      postprocess: bool | None = None, min_voxels: int | None = None, suv_max: float | None = None,
-                     time_budget_s: float = DEFAULT_TIME_BUDGET_S,
-                     calibration: PathLike | None = None) -> ModelSettings:
+                     time_budget_s: float | None = None,
+                     calibration: PathLike | None = None, device_type: str | None = None) -> ModelSettings:
     """A model's test-time settings.
+
+    Mirroring not given and not recorded by the model is :data:`~nnunet_quantif.inference.mirroring.DEFAULT_POLICY`,
+    or on a CPU (``device_type='cpu'``) the ``budget`` policy with
+    :data:`~nnunet_quantif.inference.mirroring.DEFAULT_CPU_TIME_BUDGET_S` seconds unless ``time_budget_s`` is given
+    (:data:`~nnunet_quantif.inference.mirroring.DEFAULT_CPU_POLICY`). ``time_budget_s`` None is
+    :data:`~nnunet_quantif.inference.mirroring.DEFAULT_TIME_BUDGET_S` otherwise.
 
     Each option that is None (not given) takes the model's recorded default
     (:class:`~nnunet_quantif.heatmap_definition.InferenceDefaults`), else the library's
@@ -111,7 +117,7 @@ def resolve_settings(defaults, *, folds: Sequence[int | str] | None = DEFAULT_FO
     left at :data:`~nnunet_quantif.inference.routing.DEFAULT_FOLDS` (the object itself) or None (every fold found)
     takes the model's recorded folds when it has them. Explicit values always win.
     """
-    from .mirroring import DEFAULT_POLICY
+    from .mirroring import DEFAULT_CPU_POLICY, DEFAULT_CPU_TIME_BUDGET_S, DEFAULT_POLICY
 
     if (folds is DEFAULT_FOLDS or folds is None) and defaults.folds is not None:
         folds = defaults.folds
@@ -119,8 +125,13 @@ def resolve_settings(defaults, *, folds: Sequence[int | str] | None = DEFAULT_FO
     step = DEFAULT_TILE_STEP_SIZE if step is None else float(step)
     if not 0 < step <= 1:
         raise ConfigError(f"tile step size must be in (0, 1], got {step}")
-    name = mirroring if mirroring is not None else defaults.mirroring or DEFAULT_POLICY
-    policy = as_policy(name, time_budget_s=time_budget_s, calibration=calibration)
+    name = mirroring if mirroring is not None else defaults.mirroring
+    budget = time_budget_s
+    if name is None and device_type == "cpu":
+        name = DEFAULT_CPU_POLICY
+        budget = DEFAULT_CPU_TIME_BUDGET_S if budget is None else budget
+    policy = as_policy(name or DEFAULT_POLICY, time_budget_s=DEFAULT_TIME_BUDGET_S if budget is None else budget,
+                       calibration=calibration)
     pp = postprocess if postprocess is not None else defaults.postprocess
     return ModelSettings(
         folds=None if folds is None else tuple(folds), tile_step_size=step, policy=policy,
@@ -372,7 +383,7 @@ class QuantIFPipeline:
     def __init__(self, model_fdg: PathLike | None = None, model_psma: PathLike | None = None, *,
                  model: PathLike | None = None,
                  folds: Sequence[int | str] | None = DEFAULT_FOLDS, checkpoint: str = DEFAULT_CHECKPOINT,
-                 mirroring: MirroringPolicy | str | None = None, time_budget_s: float = DEFAULT_TIME_BUDGET_S,
+                 mirroring: MirroringPolicy | str | None = None, time_budget_s: float | None = None,
                  calibration: PathLike | None = None, device: object = None,
                  tile_step_size: float | None = None, precision: str = DEFAULT_PRECISION,
                  accumulate: str = DEFAULT_ACCUMULATE, tile_batch: int | None = None, compile_network: bool = False,
@@ -404,11 +415,13 @@ class QuantIFPipeline:
             t: resolve_contract(read_model_contract(check_model_files(d)), self.heatmap_params, force=force_heatmap,
                                 source=str(d))
             for t, d in self.model_dirs.items() if d is not None}
+        self.device = _as_device(device)
         #: The test-time settings of each model: explicit options, else the model's recorded defaults.
         self.settings = {
             t: resolve_settings(self.contracts[t].inference, folds=folds, mirroring=mirroring,
                                 tile_step_size=tile_step_size, postprocess=postprocess, min_voxels=min_voxels,
-                                suv_max=suv_max, time_budget_s=time_budget_s, calibration=calibration)
+                                suv_max=suv_max, time_budget_s=time_budget_s, calibration=calibration,
+                                device_type=self.device.type)
             for t in self.contracts}
         self.folds = {t: check_model_folder(self.model_dirs[t], st.folds, checkpoint)
                       for t, st in self.settings.items()}
@@ -417,7 +430,6 @@ class QuantIFPipeline:
         self.policy, self.tile_step_size = first.policy, first.tile_step_size
         self.do_postprocess, self.min_voxels, self.suv_max = first.postprocess, first.min_voxels, first.suv_max
         self.min_volume_ml = min_volume_ml
-        self.device = _as_device(device)
         from .predictor import check_forward_options
 
         check_forward_options(self.device, precision, accumulate, tile_batch, compile_network)
