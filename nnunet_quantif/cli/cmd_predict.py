@@ -127,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         if args.stats:
             check_output_path(csv_path, inputs=inputs)
         if args.clicks is not None and not Path(args.clicks).is_file():
-            raise InputFileError(f"{args.clicks}: click file not found (omit --clicks to predict without clicks)")
+            what = "is not a file" if Path(args.clicks).exists() else "click file not found"
+            raise InputFileError(f"{args.clicks}: {what} (omit --clicks to predict without clicks)")
         import tempfile
 
         from ..dicom import dicom_overrides, staged_case

@@ -205,7 +205,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.clicks_dir is not None:
         staging = tempfile.mkdtemp(prefix="quantif-heatmaps-")
         input_folder = build_heatmap_inputs(args.i, args.clicks_dir, staging, definition,
-                                            predictor.dataset_json["file_ending"], nonfinite=nonfinite)
+                                            predictor.dataset_json["file_ending"], nonfinite=nonfinite,
+                                            max_clicks=options["max_clicks"])
     try:
         _predict(predictor, args, input_folder)
     finally:
@@ -244,11 +245,13 @@ def _heatmap_definition(args: argparse.Namespace, model_folder: str):
 
 
 def build_heatmap_inputs(input_folder: str, clicks_dir: str, staging: str, definition, file_ending: str, *,
-                         nonfinite: str = "raise") -> str:
+                         nonfinite: str = "raise", max_clicks: int | None = None) -> str:
     """An nnU-Net input folder in ``staging``: links to each case's ``_0000``/``_0001`` and a fresh ``_0002``.
 
     The heatmap of case ``<case>`` is :func:`~nnunet_quantif.heatmaps.click_heatmap` of its PET
-    (``_0001``) and ``<clicks_dir>/<case>_clicks.json`` (missing: no clicks) with ``definition``.
+    (``_0001``) and ``<clicks_dir>/<case>_clicks.json`` (missing: no clicks) with ``definition``; a click
+    file with more than ``max_clicks`` clicks is refused (None: the default limit of
+    :func:`~nnunet_quantif.clicks.read_clicks`).
     Returns ``staging``.
     """
     from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
@@ -268,7 +271,8 @@ def build_heatmap_inputs(input_folder: str, clicks_dir: str, staging: str, defin
                 raise ModelError(f"{src}: channel {c} ({CHANNEL_LABELS[c]}) of case '{case}' not found")
             os.symlink(src.resolve(), Path(staging) / src.name)
         pet, geometry = read_pet(pet_path, nonfinite)
-        clicks = load_case_clicks(clicks_file(clicks_dir, case), pet.shape)
+        limit = {} if max_clicks is None else {"max_clicks": max_clicks}
+        clicks = load_case_clicks(clicks_file(clicks_dir, case), pet.shape, **limit)
         heat = click_heatmap(pet, clicks, source=str(pet_path), **definition.params())
         write_image(heat, geometry, channel_file(staging, case, HEATMAP_CHANNEL, file_ending))
     return staging

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..clicks import DEFAULT_MAX_CLICKS
 from ..errors import DatasetError, InputFileError, ModelError, QuantIFError
 from ..io import (
     IMAGE_EXTENSIONS,
@@ -227,16 +228,18 @@ def read_case_images(ct_path: PathLike, pet_path: PathLike,
     return ct, pet, g_pet
 
 
-def load_case_clicks(clicks_path: PathLike | None, shape: Sequence[int], step: int | None = None):
+def load_case_clicks(clicks_path: PathLike | None, shape: Sequence[int], step: int | None = None, *,
+                     max_clicks: int | None = DEFAULT_MAX_CLICKS):
     """Clicks of a case in array order; None, a missing file or an empty file mean no clicks.
 
-    ``step=k`` keeps the first k tumor and first k background clicks (``step=0``: none).
+    ``step=k`` keeps the first k tumor and first k background clicks (``step=0``: none). A path that exists
+    but is not a file, or a file with more than ``max_clicks`` clicks, is a :class:`~nnunet_quantif.errors.ClickError`.
     """
     from ..clicks import clicks_at_step
 
-    if clicks_path is not None and not Path(clicks_path).is_file():
+    if clicks_path is not None and not Path(clicks_path).exists():
         log.info("%s: no click file, predicting without clicks (step 0)", clicks_path)
-    return clicks_at_step(clicks_path, step, shape=shape, missing_ok=True)
+    return clicks_at_step(clicks_path, step, shape=shape, missing_ok=True, max_clicks=max_clicks)
 
 
 class QuantIFPipeline:
@@ -280,6 +283,9 @@ class QuantIFPipeline:
         Show nnU-Net's sliding-window progress bar.
     nonfinite : {'raise', 'zero'}
         NaN/Inf PET voxels of cases read from files: refuse the case, or treat them as SUV 0.
+    max_clicks : int or None
+        Most clicks of a case, tumor and background together (a click file with more is refused before it is
+        parsed; an interactive session takes no more). None: no limit.
     """
 
     def __init__(self, model_fdg: PathLike | None = None, model_psma: PathLike | None = None, *,
@@ -291,7 +297,7 @@ class QuantIFPipeline:
                  postprocess: bool = True, min_voxels: int = DEFAULT_MIN_VOXELS, suv_max: float = DEFAULT_SUV_MAX,
                  min_volume_ml: float | None = None, tracer_weights: PathLike | None = None,
                  heatmap_params: dict | None = None, progress: bool = False, nonfinite: str = "raise",
-                 force_heatmap: bool = False) -> None:
+                 force_heatmap: bool = False, max_clicks: int | None = DEFAULT_MAX_CLICKS) -> None:
         self.model_dirs: dict[str, Path | None] = {
             "fdg": Path(model_fdg) if model_fdg is not None else None,
             "psma": Path(model_psma) if model_psma is not None else None,
@@ -321,6 +327,8 @@ class QuantIFPipeline:
             for t, d in self.model_dirs.items() if d is not None}
         self.progress = progress
         self.nonfinite = nonfinite
+        #: Most clicks of a case (a click file, or an interactive session); None: no limit.
+        self.max_clicks = max_clicks
         self._predictors: dict = {}
 
     @classmethod
@@ -458,7 +466,7 @@ class QuantIFPipeline:
         inputs = [p for p in (ct_path, pet_path, clicks_path) if p is not None]
         ensure_not_input(out_path, inputs)
         ct, pet, geometry = read_case_images(ct_path, pet_path, self.nonfinite)
-        clicks = load_case_clicks(clicks_path, pet.shape, step)
+        clicks = load_case_clicks(clicks_path, pet.shape, step, max_clicks=self.max_clicks)
         name = case_name or strip_image_extension(out_path.name)
         result = self.predict_arrays(ct, pet, geometry, clicks, tracer=tracer, case_name=name,
                                      source=str(pet_path), started=t0)
@@ -602,9 +610,12 @@ def grand_challenge(input_dir: PathLike = "/input", output_dir: PathLike = "/out
     ct = _single_image(inp / "images" / "ct")
     pet = _single_image(inp / "images" / "pet")
     clicks = inp / "lesion-clicks.json"
+    if clicks.exists() and not clicks.is_file():
+        raise InputFileError(f"{clicks}: exists but is not a file (give the click file, or remove it to predict "
+                             "without clicks)")
     uuid = strip_image_extension(pet.name)
     target = out / "images" / "tumor-lesion-segmentation" / f"{uuid}.mha"
-    return pipeline.predict_case(ct, pet, clicks if clicks.is_file() else None, target, tracer=tracer,
+    return pipeline.predict_case(ct, pet, clicks if clicks.exists() else None, target, tracer=tracer,
                                  case_name=uuid)
 
 
