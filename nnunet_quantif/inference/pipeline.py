@@ -38,7 +38,6 @@ import numpy as np
 from ..clicks import DEFAULT_MAX_CLICKS
 from ..errors import DatasetError, InputFileError, ModelError, QuantIFError
 from ..io import (
-    IMAGE_EXTENSIONS,
     Geometry,
     PathLike,
     check_same_grid,
@@ -52,12 +51,10 @@ from ..io import (
 )
 from ..layout import (
     CT_CHANNEL,
+    HEATMAP_CHANNEL,
     PET_CHANNEL,
-    case_names,
-    channel_stem,
     check_model_channels,
-    clicks_file,
-    find_channel,
+    scan_case_folder,
     stack_channels,
 )
 from .mirroring import DEFAULT_TIME_BUDGET_S, MirroringDecision, MirroringPolicy, as_policy
@@ -495,7 +492,8 @@ class QuantIFPipeline:
         Parameters
         ----------
         input_dir : path-like
-            See :func:`find_cases`.
+            See :func:`scan_cases` (entries that are not part of a case are left alone; a folder with an
+            orphan CT or PET, or an image without a case name, is refused before any case runs).
         output_dir : path-like
             Masks go to ``<output_dir>/<case><ending>``.
         output_ending : str, optional
@@ -556,37 +554,66 @@ class CaseFiles:
     clicks: Path | None
 
 
-def find_cases(input_dir: PathLike) -> list[CaseFiles]:
-    """The cases of an autoPET-layout or flat folder.
+@dataclass(frozen=True)
+class BatchInput:
+    """What a batch input folder holds: its cases, and every other entry with the reason it is not read."""
+
+    cases: list[CaseFiles]
+    skipped: list[tuple[Path, str]]
+
+
+#: The case folders of the autoPET layout, in the order they are looked for.
+IMAGE_FOLDERS: tuple[str, ...] = ("imagesTr", "imagesTs")
+#: The click folder of the autoPET layout.
+CLICKS_FOLDER = "clicks"
+#: How many problems of an input folder one error names.
+_PROBLEMS_SHOWN = 5
+
+
+def scan_cases(input_dir: PathLike) -> BatchInput:
+    """The cases of an autoPET-layout or flat folder, and every entry that is not part of a case.
 
     Layouts: ``<dir>/imagesTr`` (or ``imagesTs``) with ``<case>_0000<ext>`` (CT) and
     ``<case>_0001<ext>`` (PET) and ``<dir>/clicks/<case>_clicks.json``; or a flat
-    folder holding the images and click files together. A ``_0002`` channel
-    (a precomputed heatmap in a QuantIF raw dataset) is ignored: the heatmap is
-    rebuilt from the clicks.
+    folder holding the images and click files together. Every other entry is skipped
+    with its reason: a ``_0002`` channel (a precomputed heatmap in a QuantIF raw dataset;
+    the heatmap is rebuilt from the clicks), other files and folders, a click file of no
+    case, and, in the autoPET layout, the other entries of ``<dir>``.
 
     Raises
     ------
     DatasetError
-        Missing folder, no case, or a CT without its PET.
+        Missing folder, no case, a CT without its PET or a PET without its CT, an image
+        without a case name (``_0000.nii.gz``), or two images of one channel of one case.
+        The message names the files (the first few of them).
     """
     root = Path(input_dir)
     if not root.is_dir():
         raise DatasetError(f"{root}: input folder not found")
-    images = next((root / s for s in ("imagesTr", "imagesTs") if (root / s).is_dir()), root)
-    clicks_dir = root / "clicks" if (root / "clicks").is_dir() else images
-    cases: list[CaseFiles] = []
-    for name in case_names(images, (CT_CHANNEL,)):
-        ct = find_channel(images, name, CT_CHANNEL)
-        pet = find_channel(images, name, PET_CHANNEL)
-        if pet is None:
-            raise DatasetError(f"{ct}: no PET ({channel_stem(name, PET_CHANNEL)} with one of "
-                               f"{', '.join(IMAGE_EXTENSIONS)}) beside this CT")
-        clicks = clicks_file(clicks_dir, name)
-        cases.append(CaseFiles(name, ct, pet, clicks if clicks.is_file() else None))
-    if not cases:
+    layout = [root / s for s in IMAGE_FOLDERS if (root / s).is_dir()]
+    images = layout[0] if layout else root
+    clicks_dir = root / CLICKS_FOLDER if layout and (root / CLICKS_FOLDER).is_dir() else images
+    scan = scan_case_folder(images, (CT_CHANNEL, PET_CHANNEL), clicks_dir=clicks_dir,
+                            unused_channels={HEATMAP_CHANNEL: "click heatmap channel (rebuilt from the clicks)"})
+    skipped = list(scan.skipped)
+    if layout:
+        read = {images, clicks_dir}
+        skipped += [(p, f"not read (the autoPET layout reads {images.name}/ and {CLICKS_FOLDER}/)")
+                    for p in sorted(root.iterdir()) if p not in read]
+    if scan.problems:
+        n = len(scan.problems)
+        raise DatasetError("; ".join(scan.problems[:_PROBLEMS_SHOWN])
+                           + (f"; and {n - _PROBLEMS_SHOWN} more problem(s)" if n > _PROBLEMS_SHOWN else ""))
+    if not scan.cases:
         raise DatasetError(f"{images}: no <case>_0000 CT images found")
-    return cases
+    cases = [CaseFiles(name, files[CT_CHANNEL], files[PET_CHANNEL], scan.clicks.get(name))
+             for name, files in sorted(scan.cases.items())]
+    return BatchInput(cases, sorted(skipped, key=lambda item: str(item[0])))
+
+
+def find_cases(input_dir: PathLike) -> list[CaseFiles]:
+    """The cases of an autoPET-layout or flat folder (:func:`scan_cases`, without the skipped entries)."""
+    return scan_cases(input_dir).cases
 
 
 def _single_image(folder: Path) -> Path:
