@@ -171,7 +171,7 @@ def _command_parsers():
 
 
 @pytest.mark.parametrize("command", ["predict", "gc", "session", "heatmap", "evaluate-interactive",
-                                     "clicks show", "view", "nnUNetv2_predict_quantif"])
+                                     "clicks show", "view", "convert", "nnUNetv2_predict_quantif"])
 def test_every_command_that_reads_clicks_has_max_clicks(command):
     parser = _command_parsers()[command]
     action = next((a for a in parser._actions if "--max-clicks" in a.option_strings), None)
