@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -124,26 +125,18 @@ def fixed_random_state():
         yield
 
 
-class _saved_random_state:
-    """Context manager: the global random states of Python, NumPy and torch are restored on exit."""
+@contextlib.contextmanager
+def _saved_random_state():
+    """The global random states of Python, NumPy and torch, restored when the block ends."""
+    import random
 
-    def __enter__(self):
-        import random
+    import numpy as np
+    import torch
 
-        import numpy as np
-        import torch
-
-        self._states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-        return self
-
-    def __exit__(self, *exc):
-        import random
-
-        import numpy as np
-        import torch
-
-        py, npy, th = self._states
-        random.setstate(py)
-        np.random.set_state(npy)
-        torch.set_rng_state(th)
-        return False
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
