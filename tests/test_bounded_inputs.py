@@ -133,6 +133,13 @@ def test_messages_are_cut():
     assert len(str(ClickError("y" * 100_000))) == MAX_MESSAGE_CHARS
 
 
+def test_a_failed_case_line_is_cut():
+    from nnunet_quantif.inference.pipeline import CaseResult
+
+    line = CaseResult(case="c", status="failed", error="e" * 100_000).summary_line()
+    assert line.startswith("c: FAILED: eee") and len(line) == len("c: FAILED: ") + MAX_MESSAGE_CHARS
+
+
 def test_the_cli_cuts_every_error_message(monkeypatch, capsys):
     import argparse
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..clicks import DEFAULT_MAX_CLICKS
-from ..errors import DatasetError, InputFileError, ModelError, QuantIFError
+from ..errors import DatasetError, InputFileError, ModelError, QuantIFError, cut_message
 from ..io import (
     Geometry,
     PathLike,
@@ -140,7 +140,7 @@ class CaseResult:
     def summary_line(self) -> str:
         """One line: case, tracer, mirroring axes, seconds."""
         if self.status == "failed":
-            return f"{self.case}: FAILED: {self.error}"
+            return f"{self.case}: FAILED: {cut_message(self.error)}"
         if self.status == "claimed":
             return f"{self.case}: skipped (another process is working on it)"
         if self.skipped:
