@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,18 @@ DEFAULT_N_CLICKS = 10
 
 #: Percentile of the non-lesion PET above which background candidates are taken (autoPET IV).
 BACKGROUND_PERCENTILE = 99.75
+
+#: Most clicks (tumor and background together) a click file may hold unless the caller allows more
+#: (``--max-clicks``); the autoPET IV protocol uses at most :data:`DEFAULT_N_CLICKS` of each kind.
+DEFAULT_MAX_CLICKS = 1000
+
+#: Deepest nesting of arrays and objects in a click file (the challenge form nests 4 deep).
+MAX_JSON_DEPTH = 16
+
+#: Largest click file, in bytes: this allowance plus :data:`FILE_BYTES_PER_CLICK` per allowed click.
+FILE_BYTES_BASE = 64 * 1024
+#: Bytes a click file may spend per allowed click (a pretty-printed challenge-form point takes about 100).
+FILE_BYTES_PER_CLICK = 1024
 
 
 def _as_click_array(values: object, what: str) -> np.ndarray:
@@ -201,6 +214,98 @@ class Clicks:
 #: Largest voxel index a click may have (ITK image sizes are far below it; larger values overflow int64).
 _MAX_INDEX = 2 ** 31 - 1
 
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlist = _BRIEF.maxtuple = 6
+_BRIEF.maxdict = 4
+_BRIEF.maxlevel = 3
+_BRIEF.maxstring = _BRIEF.maxother = 60
+_BRIEF.maxlong = 40
+
+
+def _brief(value: object) -> str:
+    """A short repr of a value from a click file, for messages (long lists, strings and numbers elided)."""
+    return _BRIEF.repr(value)
+
+
+def max_click_file_bytes(max_clicks: int | None = DEFAULT_MAX_CLICKS) -> int | None:
+    """The largest click file, in bytes, read under a limit of ``max_clicks`` clicks (None: no limit)."""
+    return None if max_clicks is None else FILE_BYTES_BASE + FILE_BYTES_PER_CLICK * int(max_clicks)
+
+
+def json_depth(data: bytes) -> int:
+    """The deepest nesting of arrays and objects in JSON text ``data`` (UTF-8), without parsing it.
+
+    Brackets inside strings do not count. Linear in the length of ``data``; for text that is not valid JSON the
+    value is exact up to the first error, which is as far as a JSON parser gets.
+    """
+    b = np.frombuffer(data, dtype=np.uint8)
+    if b.size == 0:
+        return 0
+    idx = np.arange(b.size)
+    # a quote is escaped when an odd number of backslashes precedes it
+    last_other = np.maximum.accumulate(np.where(b != ord("\\"), idx, -1))
+    quotes = np.flatnonzero(b == ord('"'))
+    preceding = quotes - 1 - np.where(quotes > 0, last_other[np.maximum(quotes - 1, 0)], -1)
+    toggles = np.zeros(b.size, dtype=np.int8)
+    toggles[quotes[preceding % 2 == 0]] = 1
+    outside = (np.cumsum(toggles) % 2 == 0) & (toggles == 0)
+    step = (((b == ord("[")) | (b == ord("{"))).astype(np.int64) - ((b == ord("]")) | (b == ord("}")))) * outside
+    return int(max(np.cumsum(step).max(), 0))
+
+
+def _check_count(n: int, src: str, max_clicks: int | None) -> None:
+    if max_clicks is not None and n > max_clicks:
+        raise ClickError(f"{src}: {n} clicks, more than the limit of {max_clicks} (the autoPET IV protocol uses "
+                         f"at most {DEFAULT_N_CLICKS} + {DEFAULT_N_CLICKS}; raise the limit with --max-clicks)")
+
+
+def load_click_json(path: PathLike, max_clicks: int | None = DEFAULT_MAX_CLICKS) -> object:
+    """The JSON content of a click file, with its size and nesting checked before it is parsed.
+
+    Parameters
+    ----------
+    path : path-like
+    max_clicks : int or None
+        Clicks allowed; the file may hold :func:`max_click_file_bytes` bytes. None: no size limit.
+
+    Returns
+    -------
+    The parsed JSON (None for an empty or whitespace-only file).
+
+    Raises
+    ------
+    ClickError
+        Missing, unreadable, too large, nested deeper than :data:`MAX_JSON_DEPTH`, or malformed.
+    """
+    p = Path(path)
+    src = str(p)
+    limit = max_click_file_bytes(max_clicks)
+    try:
+        if not p.is_file():
+            raise ClickError(f"{src}: click file not found" if not p.exists() else f"{src}: not a file")
+        size = p.stat().st_size
+        if limit is not None and size > limit:
+            raise ClickError(f"{src}: click file of {size} bytes, larger than the {limit} bytes allowed for "
+                             f"{max_clicks} clicks (raise the limit with --max-clicks)")
+        with p.open("rb") as f:
+            data = f.read(limit + 1 if limit is not None else -1)
+        if limit is not None and len(data) > limit:  # the file grew since stat
+            raise ClickError(f"{src}: click file larger than the {limit} bytes allowed for {max_clicks} clicks")
+        text = data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ClickError(f"{src}: cannot read click file ({e})") from None
+    if not text.strip():
+        return None
+    depth = json_depth(data)
+    if depth > MAX_JSON_DEPTH:
+        raise ClickError(f"{src}: JSON nested {depth} deep; a click file nests at most {MAX_JSON_DEPTH} deep")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ClickError(f"{src}: malformed JSON ({e})") from None
+    except RecursionError:  # not reached after the depth check; kept so no traceback can escape
+        raise ClickError(f"{src}: JSON nested too deep") from None
+
 
 def _parse_coordinate(value: object, src: str, where: str) -> int:
     if isinstance(value, bool):
@@ -211,24 +316,25 @@ def _parse_coordinate(value: object, src: str, where: str) -> int:
         if math.isfinite(value) and value.is_integer():
             return int(value)
         raise ClickError(f"{src}: {where}: coordinate {value!r} is not an integer voxel index")
-    raise ClickError(f"{src}: {where}: coordinate {value!r} is not a number (expected an integer voxel index)")
+    raise ClickError(f"{src}: {where}: coordinate {_brief(value)} is not a number (expected an integer voxel index)")
 
 
 def _parse_point(value: object, src: str, where: str) -> list[int]:
     if not isinstance(value, list | tuple):
-        raise ClickError(f"{src}: {where}: expected a list [x, y, z], got {value!r}")
+        raise ClickError(f"{src}: {where}: expected a list [x, y, z], got {_brief(value)}")
     if len(value) != 3:
-        raise ClickError(f"{src}: {where}: expected 3 coordinates [x, y, z], got {len(value)}: {value!r}")
-    xyz = [_parse_coordinate(v, src, f"{where} {list(value)!r}") for v in value]
+        raise ClickError(f"{src}: {where}: expected 3 coordinates [x, y, z], got {len(value)}: {_brief(value)}")
+    xyz = [_parse_coordinate(v, src, f"{where} {_brief(list(value))}") for v in value]
     if min(xyz) < 0:
         raise ClickError(f"{src}: {where}: {xyz} (x, y, z) has a negative voxel index")
     if max(xyz) > _MAX_INDEX:
-        raise ClickError(f"{src}: {where}: {list(value)!r} (x, y, z) has a voxel index above {_MAX_INDEX}, "
+        raise ClickError(f"{src}: {where}: {_brief(list(value))} (x, y, z) has a voxel index above {_MAX_INDEX}, "
                          "outside any image")
     return xyz
 
 
-def parse_clicks(obj: object, source: str = "<clicks>", shape: Sequence[int] | None = None) -> Clicks:
+def parse_clicks(obj: object, source: str = "<clicks>", shape: Sequence[int] | None = None, *,
+                 max_clicks: int | None = DEFAULT_MAX_CLICKS) -> Clicks:
     """Parse an already-loaded JSON object in either click form.
 
     Parameters
@@ -239,6 +345,9 @@ def parse_clicks(obj: object, source: str = "<clicks>", shape: Sequence[int] | N
         Name of the origin (a file path), used in error messages.
     shape : sequence of 3 int, optional
         Array shape (z, y, x) of the image; every click must lie inside it.
+    max_clicks : int or None
+        Most clicks allowed (tumor and background together), checked before any point is parsed;
+        None: no limit.
 
     Returns
     -------
@@ -258,20 +367,23 @@ def parse_clicks(obj: object, source: str = "<clicks>", shape: Sequence[int] | N
         points = obj["points"]
         if not isinstance(points, list):
             raise ClickError(f"{src}: 'points' must be a list, got {type(points).__name__}")
+        _check_count(len(points), src, max_clicks)
         for i, p in enumerate(points):
             where = f"point #{i}"
             if not isinstance(p, dict):
-                raise ClickError(f"{src}: {where}: expected an object with 'point' and 'name', got {p!r}")
+                raise ClickError(f"{src}: {where}: expected an object with 'point' and 'name', got {_brief(p)}")
             for key in ("point", "name"):
                 if key not in p:
-                    raise ClickError(f"{src}: {where} {p!r}: missing key '{key}'")
+                    raise ClickError(f"{src}: {where} {_brief(p)}: missing key '{key}'")
             name = p["name"]
             if name not in CLICK_KINDS:
-                raise ClickError(f"{src}: {where} {p['point']!r}: unknown point name {name!r} "
+                raise ClickError(f"{src}: {where} {_brief(p['point'])}: unknown point name {_brief(name)} "
                                  f"(expected 'tumor' or 'background')")
             xyz = _parse_point(p["point"], src, f"{where} ({name})")
             (tumor if name == "tumor" else background).append(xyz)
     elif "tumor" in obj or "background" in obj:
+        _check_count(sum(len(v) for v in (obj.get(k) for k in CLICK_KINDS) if isinstance(v, list)), src,
+                     max_clicks)
         for kind in CLICK_KINDS:
             items = obj.get(kind, [])
             if items is None:
@@ -282,18 +394,19 @@ def parse_clicks(obj: object, source: str = "<clicks>", shape: Sequence[int] | N
                 (tumor if kind == "tumor" else background).append(_parse_point(v, src, f"{kind} click #{i}"))
         unknown = sorted(set(obj) - set(CLICK_KINDS))
         if unknown:
-            raise ClickError(f"{src}: unknown key(s) {unknown} in the simple click form "
+            raise ClickError(f"{src}: unknown key(s) {_brief(unknown)} in the simple click form "
                              f"(expected 'tumor' and 'background')")
     else:
         raise ClickError(f"{src}: missing key 'points' (challenge form) or 'tumor'/'background' (simple form); "
-                         f"found keys {sorted(obj)}")
+                         f"found keys {_brief(sorted(obj))}")
     clicks = Clicks.from_xyz(tumor, background, source=src)
     if shape is not None:
         clicks.check_inside(shape, src)
     return clicks
 
 
-def read_clicks(path: PathLike, shape: Sequence[int] | None = None) -> Clicks:
+def read_clicks(path: PathLike, shape: Sequence[int] | None = None, *,
+                max_clicks: int | None = DEFAULT_MAX_CLICKS) -> Clicks:
     """Read a click file (either JSON form) into array order (z, y, x).
 
     Parameters
@@ -303,6 +416,9 @@ def read_clicks(path: PathLike, shape: Sequence[int] | None = None) -> Clicks:
     shape : sequence of 3 int, optional
         Array shape (z, y, x) of the image the clicks belong to; a click
         outside it raises :class:`ClickError`.
+    max_clicks : int or None
+        Most clicks allowed (tumor and background together, default :data:`DEFAULT_MAX_CLICKS`); it also
+        bounds the file size (:func:`max_click_file_bytes`). None: no limit.
 
     Returns
     -------
@@ -311,29 +427,20 @@ def read_clicks(path: PathLike, shape: Sequence[int] | None = None) -> Clicks:
     Raises
     ------
     ClickError
-        Missing or unreadable file, malformed JSON, missing keys, an unknown
-        point name, a non-integer coordinate, a point without 3 coordinates, or
-        a click outside the image. The message names the file and the click.
+        Missing or unreadable file, a path that is not a file, a file too large or nested too deep (checked
+        before parsing), malformed JSON, more clicks than ``max_clicks``, missing keys, an unknown point
+        name, a non-integer coordinate, a point without 3 coordinates, or a click outside the image. The
+        message names the file and the click, and is cut to a few hundred characters.
     """
-    p = Path(path)
-    src = str(p)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ClickError(f"{src}: click file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ClickError(f"{src}: cannot read click file ({e})") from None
-    if not text.strip():
+    src = str(Path(path))
+    obj = load_click_json(path, max_clicks)
+    if obj is None:
         return Clicks.empty(source=src)
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ClickError(f"{src}: malformed JSON ({e})") from None
-    return parse_clicks(obj, src, shape)
+    return parse_clicks(obj, src, shape, max_clicks=max_clicks)
 
 
 def clicks_at_step(path: PathLike | None, step: int | None = None, *, shape: Sequence[int] | None = None,
-                   missing_ok: bool = False) -> Clicks:
+                   missing_ok: bool = False, max_clicks: int | None = DEFAULT_MAX_CLICKS) -> Clicks:
     """The click file of a case at interactive step ``k``, or none.
 
     Parameters
@@ -346,17 +453,20 @@ def clicks_at_step(path: PathLike | None, step: int | None = None, *, shape: Seq
     shape : sequence of 3 int, optional
         Array shape (z, y, x) of the image; a click outside it raises :class:`ClickError`.
     missing_ok : bool
-        A path that is not an existing file means no clicks, instead of a :class:`ClickError`.
+        A path that does not exist means no clicks, instead of a :class:`ClickError`. A path that exists but
+        is not a file (a folder) is an error either way.
+    max_clicks : int or None
+        See :func:`read_clicks`.
 
     Returns
     -------
     Clicks
         In array order (z, y, x); empty Clicks carry no source.
     """
-    if path is None or (missing_ok and not Path(path).is_file()):
+    if path is None or (missing_ok and not Path(path).exists()):
         clicks = Clicks.empty()
     else:
-        clicks = read_clicks(path, shape=shape)
+        clicks = read_clicks(path, shape=shape, max_clicks=max_clicks)
     return clicks if step is None else clicks.first(step)
 
 

@@ -83,6 +83,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from .clicks import DEFAULT_MAX_CLICKS
 from .errors import (
     ConfigError,
     DatasetError,
@@ -334,9 +335,10 @@ def _convert_case(job: dict, res: ConvertedCase, stage_root: Path) -> None:
     step = job["click_step"]
     from .clicks import clicks_at_step
 
-    clicks = clicks_at_step(clicks_path, step, shape=pet_geo.shape)
+    max_clicks = job.get("max_clicks", DEFAULT_MAX_CLICKS)
+    clicks = clicks_at_step(clicks_path, step, shape=pet_geo.shape, max_clicks=max_clicks)
     if not resampled:
-        heat, heat_geo = heatmap_from_files(pet_path, clicks_path, step=step, **params)
+        heat, heat_geo = heatmap_from_files(pet_path, clicks_path, step=step, max_clicks=max_clicks, **params)
         check_same_grid(ct_geo, heat_geo, str(ct_path), str(pet_path))
     else:
         clicks = clicks.mapped(pet_geo, ct_geo)
@@ -478,6 +480,7 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
                     heatmap_params: dict | None = None,
                     cases: Iterable[str] | None = None, progress: bool = True,
                     pet_norm: str = DEFAULT_PET_NORM, organ_groups: str = "quantif",
+                    max_clicks: int | None = DEFAULT_MAX_CLICKS,
                     organs_in_label: bool = False) -> ConversionSummary:
     """Convert an autoPET-style folder into nnU-Net raw datasets (see the module docstring).
 
@@ -494,6 +497,8 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
         Tracers to convert; cases of other tracers are skipped.
     click_step : int, optional
         Use only the first k tumor and k background clicks (default: all).
+    max_clicks : int or None
+        A click file with more clicks fails its case (:func:`~nnunet_quantif.clicks.read_clicks`); None: no limit.
     workers : int
         Parallel processes (1 = in this process).
     overwrite : bool
@@ -604,7 +609,7 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
                      "totalseg_dir": str(totalseg_dir) if totalseg_dir else None, "click_step": click_step,
                      "resample_pet_to_ct": resample_pet_to_ct, "ignore_ct_mismatch": ignore_ct_mismatch,
                      "heatmap_params": build_params,
-                     "organ_groups": organ_groups, "organs_in_label": organs_in_label})
+                     "organ_groups": organ_groups, "organs_in_label": organs_in_label, "max_clicks": max_clicks})
 
     used = {j["dataset"] for j in jobs}
     for name, folder in ds_for.values():

@@ -33,7 +33,13 @@ class OutputPathError(QuantIFError):
 
 
 class ClickError(QuantIFError):
-    """A click file is malformed, or a click is invalid for its image."""
+    """A click file is malformed, or a click is invalid for its image.
+
+    The message is cut to :data:`MAX_MESSAGE_CHARS` characters (it may quote the file's content).
+    """
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(cut_message(message))
 
 
 class InvalidSUVError(QuantIFError):
@@ -58,3 +64,19 @@ class ModelContractError(ConfigError, ModelError):
 
 class DatasetError(QuantIFError):
     """A dataset folder does not have the expected layout."""
+
+
+#: Longest error message, in characters, that nnunet-quantif shows: longer ones are cut by :func:`cut_message`.
+MAX_MESSAGE_CHARS: int = 500
+
+
+def cut_message(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``str(text)``, cut to ``limit`` characters with a note of how many were left out.
+
+    For messages that quote user input (a line, a value of a file), which can be arbitrarily long.
+    """
+    s = str(text)
+    if len(s) <= limit:
+        return s
+    note = f" ... [{len(s) - limit} more characters]"
+    return s[:max(limit - len(note), 0)] + note

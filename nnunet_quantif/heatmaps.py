@@ -58,7 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .clicks import Clicks, clicks_at_step
+from .clicks import DEFAULT_MAX_CLICKS, Clicks, clicks_at_step
 from .errors import ConfigError
 from .io import Geometry, PathLike, check_nonfinite_mode, read_image, replace_nonfinite
 
@@ -480,8 +480,8 @@ def gaussian_click_map(shape: Sequence[int], points: np.ndarray, sigma: SigmaLik
     return out
 
 
-def heatmap_from_files(pet_path: PathLike, clicks_path: PathLike | None, step: int | None = None,
-                       **params) -> tuple[np.ndarray, Geometry]:
+def heatmap_from_files(pet_path: PathLike, clicks_path: PathLike | None, step: int | None = None, *,
+                       max_clicks: int | None = DEFAULT_MAX_CLICKS, **params) -> tuple[np.ndarray, Geometry]:
     """Read a PET and a click file and compute the heatmap on the PET grid.
 
     Parameters
@@ -492,6 +492,8 @@ def heatmap_from_files(pet_path: PathLike, clicks_path: PathLike | None, step: i
         Click JSON (either form). None gives an all-zero heatmap (no clicks).
     step : int, optional
         Interactive step k: use only the first k tumor and first k background clicks.
+    max_clicks : int or None
+        A click file with more clicks is refused before it is parsed (:func:`~nnunet_quantif.clicks.read_clicks`).
     **params
         Passed to :func:`click_heatmap` (sigma_tumor, sigma_background, suv_gate, nonfinite, background_mode).
 
@@ -502,5 +504,5 @@ def heatmap_from_files(pet_path: PathLike, clicks_path: PathLike | None, step: i
         The PET's geometry.
     """
     pet, geometry = read_image(pet_path, keep_nonfinite=True)
-    clicks = clicks_at_step(clicks_path, step, shape=pet.shape)
+    clicks = clicks_at_step(clicks_path, step, shape=pet.shape, max_clicks=max_clicks)
     return click_heatmap(pet, clicks, source=str(Path(pet_path)), **params), geometry

@@ -251,11 +251,15 @@ class Session:
         Raises
         ------
         ClickError
-            Unknown kind, or a click that is not 3 integers inside the image; the session is unchanged.
+            Unknown kind, a click that is not 3 integers inside the image, or one click more than the pipeline's
+            ``max_clicks``; the session is unchanged.
         """
         case = self._need_case()
         if kind not in CLICK_KINDS:
             raise ClickError(f"unknown click kind {kind!r} (use one of {', '.join(CLICK_KINDS)})")
+        limit = getattr(self.pipeline, "max_clicks", None)
+        if limit is not None and len(self._clicks) >= limit:
+            raise ClickError(f"the session holds {len(self._clicks)} clicks, the limit (--max-clicks {limit})")
         try:
             values = [int(v) for v in xyz]
             if len(values) != 3 or any(float(v) != int(v) for v in xyz):

@@ -17,16 +17,19 @@ Datasets: ``<root>/Dataset<XXX>_<name>``, ``XXX`` the three-digit id, under ``nn
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ConfigError, DatasetError, ModelContractError
-from .io import PathLike, find_image, has_image_extension, strip_image_extension
+from .io import IMAGE_EXTENSIONS, PathLike, find_image, has_image_extension, strip_image_extension
 
 __all__ = ["FILE_ENDING", "IMAGES_DIR", "LABELS_DIR", "CLICKS_DIR",
            "CT_CHANNEL", "PET_CHANNEL", "HEATMAP_CHANNEL", "INPUT_CHANNELS", "CHANNEL_LABELS",
            "channel_suffix", "channel_stem", "channel_file", "find_channel", "split_channel", "case_names",
+           "CLICKS_SUFFIX", "FolderScan", "scan_case_folder",
            "clicks_file", "dataset_name", "find_dataset_folder", "stack_channels", "check_model_channels",
            "nnunet_folder", "raw_and_preprocessed"]
 
@@ -77,23 +80,168 @@ def split_channel(name: str) -> tuple[str, int] | None:
     return stem[:-5], int(stem[-4:])
 
 
+_NAMELESS_CHANNEL = re.compile(r"_\d{4}")
+
+
+def _nameless_channel(name: str) -> int | None:
+    """``'_0001.nii.gz'`` -> 1: the channel of an image file name without a case name, else None."""
+    stem = strip_image_extension(name)
+    if stem != name and _NAMELESS_CHANNEL.fullmatch(stem):
+        return int(stem[1:])
+    return None
+
+
 def case_names(images_dir: PathLike, channels: tuple[int, ...] = (CT_CHANNEL,)) -> list[str]:
     """Sorted names of the cases in ``images_dir`` that have an image of any of ``channels``.
 
     Raises
     ------
     DatasetError
-        ``images_dir`` is not a folder.
+        ``images_dir`` is not a folder, or an image of one of ``channels`` has no case name (``_0000.nii.gz``).
     """
     folder = Path(images_dir)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: folder not found")
     names = set()
-    for p in folder.iterdir():
-        parsed = split_channel(p.name) if p.is_file() and has_image_extension(p) else None
+    for p in sorted(folder.iterdir()):
+        if not (p.is_file() and has_image_extension(p)):
+            continue
+        if _nameless_channel(p.name) in channels:
+            raise DatasetError(f"{p}: no case name before {p.name} (expected <case>_XXXX)")
+        parsed = split_channel(p.name)
         if parsed is not None and parsed[1] in channels:
             names.add(parsed[0])
     return sorted(names)
+
+
+#: The ending of a click file: ``<case>_clicks.json``.
+CLICKS_SUFFIX: str = "_clicks.json"
+
+
+@dataclass
+class FolderScan:
+    """Every entry of a case folder: the files of each case, the entries that are not read (with the reason),
+    and the problems that make the folder unusable.
+
+    Attributes
+    ----------
+    cases : dict of str to dict of int to Path
+        Case name -> channel -> image file, for the cases that have every required channel.
+    clicks : dict of str to Path
+        Case name -> its click file, for the cases that have one.
+    skipped : list of (Path, str)
+        Entries that belong to no case, each with the reason, in name order.
+    problems : list of str
+        One line each: an image without its partner channel, an image without a case name, or two images of one
+        channel of one case. A batch refuses a folder with problems.
+    """
+
+    cases: dict[str, dict[int, Path]] = field(default_factory=dict)
+    clicks: dict[str, Path] = field(default_factory=dict)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _not_a_file_reason(p: Path) -> str:
+    if p.is_dir():
+        return "a folder (not read)"
+    if p.is_symlink() and not p.exists():
+        return "a broken link"
+    return "not a regular file"
+
+
+def scan_case_folder(images_dir: PathLike, channels: tuple[int, ...] = (CT_CHANNEL, PET_CHANNEL), *,
+                     clicks_dir: PathLike | None = None, unused_channels: dict[int, str] | None = None) -> FolderScan:
+    """Sort every entry of an image folder (and of its click folder) into cases, skipped entries and problems.
+
+    Parameters
+    ----------
+    images_dir : path-like
+        Images named ``<case>_<XXXX><ending>`` (:func:`channel_file`).
+    channels : tuple of int
+        The channels every case needs (default CT and PET).
+    clicks_dir : path-like, optional
+        The folder of the ``<case>_clicks.json`` files; it may be ``images_dir`` itself (a flat folder). None: no
+        click files are looked for, and a click file in ``images_dir`` is skipped.
+    unused_channels : dict of int to str, optional
+        Channels that may be present but are not read, with the reason (e.g. ``{2: 'rebuilt from the clicks'}``);
+        images of any other channel are skipped as "not an input channel".
+
+    Returns
+    -------
+    FolderScan
+
+    Raises
+    ------
+    DatasetError
+        ``images_dir`` (or ``clicks_dir``) is not a folder.
+    """
+    folder = Path(images_dir)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: folder not found")
+    cdir = Path(clicks_dir) if clicks_dir is not None else None
+    if cdir is not None and not cdir.is_dir():
+        raise DatasetError(f"{cdir}: click folder not found")
+    unused = dict(unused_channels or {})
+    wanted = ", ".join(f"{channel_suffix(c)} {CHANNEL_LABELS.get(c, f'channel {c}')}" for c in channels)
+    scan = FolderScan()
+    found: dict[str, dict[int, list[Path]]] = {}
+    click_files: dict[str, Path] = {}
+    same_folder = cdir is not None and cdir.resolve() == folder.resolve()
+    for p in sorted(folder.iterdir()):
+        if not p.is_file():
+            scan.skipped.append((p, _not_a_file_reason(p)))
+        elif has_image_extension(p):
+            nameless = _nameless_channel(p.name)
+            parsed = split_channel(p.name)
+            if nameless is not None:
+                if nameless in channels:
+                    scan.problems.append(f"{p}: no case name before {p.name} (expected <case>_XXXX)")
+                else:
+                    scan.skipped.append((p, "no case name, and not an input channel"))
+            elif parsed is None:
+                scan.skipped.append((p, f"an image not named <case>_XXXX ({wanted})"))
+            elif parsed[1] in channels:
+                found.setdefault(parsed[0], {}).setdefault(parsed[1], []).append(p)
+            elif parsed[1] in unused:
+                scan.skipped.append((p, unused[parsed[1]]))
+            else:
+                scan.skipped.append((p, f"channel {parsed[1]} is not an input ({wanted})"))
+        elif same_folder and p.name.endswith(CLICKS_SUFFIX):
+            click_files[p.name[: -len(CLICKS_SUFFIX)]] = p
+        else:
+            scan.skipped.append((p, "not an image" + (" or a click file" if same_folder else "")))
+    for case, by_channel in sorted(found.items()):
+        for c, files in sorted(by_channel.items()):
+            if len(files) > 1:
+                scan.problems.append(f"{files[0]}: case '{case}' has {len(files)} images of channel {c} "
+                                     f"({', '.join(f.name for f in files)}); keep one")
+        missing = [c for c in channels if c not in by_channel]
+        if missing:
+            have = by_channel[min(by_channel)][0]
+            scan.problems.extend(
+                f"{have}: no {CHANNEL_LABELS.get(c, f'channel {c}')} ({channel_stem(case, c)} with one of "
+                f"{', '.join(IMAGE_EXTENSIONS)}) beside this {CHANNEL_LABELS.get(min(by_channel), 'image')}"
+                for c in missing)
+        elif all(len(files) == 1 for files in by_channel.values()):
+            scan.cases[case] = {c: files[0] for c, files in by_channel.items()}
+    if cdir is not None and not same_folder:
+        for p in sorted(cdir.iterdir()):
+            if not p.is_file():
+                scan.skipped.append((p, _not_a_file_reason(p)))
+            elif p.name.endswith(CLICKS_SUFFIX):
+                click_files[p.name[: -len(CLICKS_SUFFIX)]] = p
+            else:
+                scan.skipped.append((p, f"not a click file (<case>{CLICKS_SUFFIX})"))
+    for case, p in sorted(click_files.items()):
+        if case in scan.cases:
+            scan.clicks[case] = p
+        elif case in found:
+            pass  # the case's images have a problem, which is reported
+        else:
+            scan.skipped.append((p, f"click file of no case (no {channel_stem(case, channels[0])} image)"))
+    scan.skipped.sort(key=lambda item: str(item[0]))
+    return scan
 
 
 def clicks_file(clicks_dir: PathLike, case: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -61,3 +62,81 @@ def pytest_collection_modifyitems(session, config, items):
     group is split, two trainings).
     """
     items.sort(key=lambda item: 0 if "test_learning.py" in item.nodeid else 1)
+
+
+# ------------------------------------------------------------------ global random state
+#: The global seeds under which every test marked ``random_state_guard`` runs, once each: a test whose result
+#: depends on NumPy's, torch's or Python's global random state fails under some seeds (``--global-seed N``
+#: tries another one). Under these two, nnU-Net's data loader shifts the foreground crop of
+#: ``test_trainers.py::test_organ_dataset_stacks_the_organ_map_as_seg_channel_1`` away from the case's origin.
+GUARD_SEEDS: tuple[int, ...] = (3, 6)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--global-seed", type=int, default=None, metavar="N",
+                     help="seed NumPy's, torch's and Python's global random state with N before every test (the "
+                          "tests marked random_state_guard then run under N only instead of under GUARD_SEEDS)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "random_state_guard: run the test under each of conftest.GUARD_SEEDS as "
+                                       "global random seed: its result must not depend on the global state")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("random_state_guard") is None:
+        return
+    given = metafunc.config.getoption("--global-seed")
+    seeds = GUARD_SEEDS if given is None else (given,)
+    metafunc.parametrize("_global_random_state", seeds, indirect=True, ids=[f"global-seed-{s}" for s in seeds])
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@pytest.fixture(autouse=True)
+def _global_random_state(request):
+    """Seed the global random state before the test (``--global-seed``, or a guard seed) and restore it after."""
+    seed = getattr(request, "param", None)
+    if seed is None:
+        seed = request.config.getoption("--global-seed")
+    if seed is None:
+        yield
+        return
+    with _saved_random_state():
+        _seed_everything(seed)
+        yield
+
+
+@pytest.fixture
+def fixed_random_state():
+    """Seed NumPy's, torch's and Python's global random state with 0 for the test, restored afterwards: for tests
+    that go through code drawing from the global state (nnU-Net's data loader and augmentation)."""
+    with _saved_random_state():
+        _seed_everything(0)
+        yield
+
+
+@contextlib.contextmanager
+def _saved_random_state():
+    """The global random states of Python, NumPy and torch, restored when the block ends."""
+    import random
+
+    import numpy as np
+    import torch
+
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])

@@ -265,12 +265,17 @@ def test_batch_mode_skips_and_resumes(models, tmp_path, capsys) -> None:
         pet.rename(src / "imagesTr" / f"{name}_0001.nii.gz")
     (src / "clicks").mkdir()
     write_clicks(src / "clicks" / f"{names[0]}_clicks.json")
+    (src / "imagesTr" / "notes.txt").write_text("not a case")
+    (src / "clicks" / "gone_clicks.json").write_text("")
     assert [c.name for c in find_cases(src)] == names
     assert find_cases(src)[1].clicks is None
     out = tmp_path / "out"
     args = ["predict", "-i", str(src), "-o", str(out), "--tracer", "name", *model_args(models)]
     assert quantif_main(args) == 0
     printed = capsys.readouterr().out
+    assert f"{src / 'imagesTr' / 'notes.txt'}: skipped, not a case: not an image" in printed
+    assert f"{src / 'clicks' / 'gone_clicks.json'}: skipped, not a case: click file of no case" in printed
+    assert "0 failed, 2 input file(s) not a case (listed above)" in printed
     assert f"{names[0]}: tracer fdg (name), mirroring" in printed
     assert f"{names[1]}: tracer psma (name)" in printed
     assert read_image(out / f"{names[0]}.nii.gz")[0].sum() == 0

@@ -212,3 +212,35 @@ def test_authors_heatmap_mode(model, case):
         np.testing.assert_array_equal(mask, ref.mask)
     # a second background click rescales the first one's term too: the changed box spans both
     assert session.last_update.changed_box is not None
+
+
+def test_session_takes_no_more_clicks_than_the_limit(pipeline, case, monkeypatch):
+    ct, pet = case
+    monkeypatch.setattr(pipeline, "max_clicks", 1)
+    session = Session(pipeline=pipeline)
+    session.open(ct, pet, GEOMETRY, tracer="fdg")
+    session.add_click(TUMOR_XYZ, "tumor")
+    with pytest.raises(ClickError, match=r"holds 1 clicks, the limit \(--max-clicks 1\)"):
+        session.add_click(BACKGROUND_XYZ, "background")
+    assert session.clicks == Clicks.from_xyz([TUMOR_XYZ])  # unchanged
+
+
+def test_quantif_session_cuts_long_input_lines(model, case, tmp_path, monkeypatch, capsys):
+    """A 1 MB line, or a click of huge numbers, gives a short error; the session goes on."""
+    import io
+
+    from nnunet_quantif.cli import main as quantif
+    from nnunet_quantif.errors import MAX_MESSAGE_CHARS
+
+    ct, pet = case
+    ct_path = write_image(ct, GEOMETRY, tmp_path / "c_ct.nii.gz")
+    pet_path = write_image(pet, GEOMETRY, tmp_path / "c_pet.nii.gz")
+    lines = ["x" * 1_000_000, "tumor " + "9" * 100_000 + " 1 1", "tumor 1 2 " + "3" * 5000, "quit"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(lines) + "\n"))
+    rc = quantif(["session", "--model-fdg", str(model), "--folds", "0", "1", "--tracer", "fdg", "--device", "cpu",
+                  "--ct", str(ct_path), "--pet", str(pet_path)])
+    assert rc == 0
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 3
+    assert all(len(line) <= len("error: ") + MAX_MESSAGE_CHARS for line in errors), [len(e) for e in errors]
+    assert errors[0].startswith("error: cannot read 'xxx") and "more characters]" in errors[0]

@@ -98,11 +98,12 @@ def test_cpu_default_mirroring_is_the_time_budget():
 def test_same_prediction_flags(command):
     args = parse(command, ["--mirroring", "budget", "--time-budget", "60", "--calibration", "c.json",
                            flag(command, "device"), "cpu", flag(command, "tile_step_size"), "0.25",
-                           flag(command, "folds"), "0", "all", flag(command, "checkpoint"), "best.pth"])
+                           flag(command, "folds"), "0", "all", flag(command, "checkpoint"), "best.pth",
+                           "--max-clicks", "50"])
     assert prediction_options(args) | {"tracer_weights": None} == dict(
         folds=["0", "all"], checkpoint="best.pth", mirroring="budget", time_budget_s=60.0, calibration="c.json",
         device="cpu", tile_step_size=0.25, tracer_weights=None, precision=DEFAULT_PRECISION,
-        accumulate=DEFAULT_ACCUMULATE, tile_batch=None, compile_network=False)
+        accumulate=DEFAULT_ACCUMULATE, tile_batch=None, compile_network=False, max_clicks=50)
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))

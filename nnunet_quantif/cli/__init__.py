@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import QuantIFError
+from ..errors import QuantIFError, cut_message
 from .vocabulary import hide_aliases
 
 
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except QuantIFError as e:
-        print(f"quantif: error: {e}", file=sys.stderr)
+        print(f"quantif: error: {cut_message(e)}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # e.g. `quantif clicks show f.json | head`
         sys.stderr.close()

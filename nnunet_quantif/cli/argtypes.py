@@ -35,6 +35,16 @@ nonneg_int = _lower_bounded("nonneg_int", int, 0, False, "An integer >= 0.")
 positive_int = _lower_bounded("positive_int", int, 1, False, "An integer >= 1.")
 
 
+def add_click_limit_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--max-clicks``: the most clicks a click file (or a session) may hold, for every command that reads clicks."""
+    from ..clicks import DEFAULT_MAX_CLICKS
+
+    p.add_argument("--max-clicks", dest="max_clicks", type=nonneg_int, default=DEFAULT_MAX_CLICKS, metavar="N",
+                   help=f"refuse a click file with more than N clicks, tumor and background together (default: "
+                        f"{DEFAULT_MAX_CLICKS}; the autoPET IV protocol uses at most 10 + 10); it also bounds the "
+                        "file's size")
+
+
 def add_nonfinite_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--replace-nonfinite``: the one NaN/Inf policy of every command that reads a PET."""
     p.add_argument("--replace-nonfinite", action="store_true",

@@ -9,7 +9,7 @@ import numpy as np
 from ..clicks import read_clicks, simulate_clicks, write_clicks
 from ..errors import ConfigError
 from ..io import check_output_path, check_same_grid, read_image, read_pet
-from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_int
+from .argtypes import add_click_limit_argument, add_nonfinite_argument, nonfinite_mode, nonneg_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "them against the image and show the voxel value at each click.")
     w.add_argument("json", metavar="JSON", help="click file")
     w.add_argument("--image", metavar="IMG", help="image the clicks belong to (e.g. the PET)")
+    add_click_limit_argument(w)
     w.set_defaults(func=run_show)
 
     f = csub.add_parser("sidefiles", help="map a converted dataset's clicks into preprocessed space "
@@ -69,7 +70,7 @@ def run_show(args: argparse.Namespace) -> int:
     arr = geometry = None
     if args.image:
         arr, geometry = read_image(args.image)
-    clicks = read_clicks(args.json, shape=None if geometry is None else geometry.shape)
+    clicks = read_clicks(args.json, shape=None if geometry is None else geometry.shape, max_clicks=args.max_clicks)
     print(f"{args.json}: {clicks.n_tumor} tumor, {clicks.n_background} background clicks")
     header = f"{'kind':<10} {'#':>2}  {'x, y, z (index)':<18}"
     if geometry is not None:

@@ -15,7 +15,14 @@ from ..heatmaps import (
     sigma_from_xyz,
 )
 from ..organs import ORGAN_GROUP_SETS
-from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_float, positive_float, positive_int
+from .argtypes import (
+    add_click_limit_argument,
+    add_nonfinite_argument,
+    nonfinite_mode,
+    nonneg_float,
+    positive_float,
+    positive_int,
+)
 from .vocabulary import add_option
 
 
@@ -80,6 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "train with nnUNetTrainerQuantIF_organsInLabel (docs/METHOD.md, row 8). Default: organs only "
                         "in organsTr/, for the side files")
     add_nonfinite_argument(p)
+    add_click_limit_argument(p)
     add_option(p, "--quiet", aliases=["--no-progress"], dest="no_progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -110,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         tracer_csv=args.tracer_csv, resample_pet_to_ct=args.resample_pet_to_ct,
         ignore_ct_mismatch=args.ignore_ct_mismatch, totalseg_dir=args.totalseg,
         heatmap_params=params, progress=not args.no_progress, pet_norm=pet_norm,
-        organ_groups=organ_groups, organs_in_label=args.organs_in_label)
+        organ_groups=organ_groups, organs_in_label=args.organs_in_label, max_clicks=args.max_clicks)
     print(summary.format())
     if not summary.ok:
         print(f"quantif: error: {len(summary.failed)} case(s) failed to convert", file=sys.stderr)

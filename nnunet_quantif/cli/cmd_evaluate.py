@@ -125,7 +125,8 @@ def run_interactive(args: argparse.Namespace) -> int:
     methods.update(baselines_by_name(names))
     if not methods:
         raise ConfigError("nothing to evaluate: --no-model and no baselines")
-    cases = discover_cases(args.data, clicks_dir=args.clicks_dir, case_table=args.centre_csv, cases=args.cases)
+    cases = discover_cases(args.data, clicks_dir=args.clicks_dir, case_table=args.centre_csv, cases=args.cases,
+                           max_clicks=args.max_clicks)
     runner = InteractiveRunner(methods, args.out, steps, save_predictions=args.save_predictions,
                                progress=not args.quiet)
     summary = runner.run(cases, plots=not args.no_plots, n_worst=args.n_worst, fail_fast=args.fail_fast)

@@ -15,7 +15,7 @@ from ..heatmaps import (
     sigma_from_xyz,
 )
 from ..io import check_output_path, write_image
-from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_float, positive_float
+from .argtypes import add_click_limit_argument, add_nonfinite_argument, nonfinite_mode, nonneg_float, positive_float
 from .vocabulary import add_option
 
 
@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "code exactly (reflect edges, background divided by its maximum, +background when there "
                         "are no tumor clicks; use with --suv-gate 4), see docs/METHOD.md")
     add_nonfinite_argument(p)
+    add_click_limit_argument(p)
     p.set_defaults(func=run)
 
 
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--click-step must be >= 0, got {args.step}")
     check_output_path(args.out, image=True, inputs=[p for p in (args.pet, args.clicks) if p is not None])
     heatmap, geometry = heatmap_from_files(
-        args.pet, args.clicks, step=args.step,
+        args.pet, args.clicks, step=args.step, max_clicks=args.max_clicks,
         sigma_tumor=sigma_from_xyz(args.sigma_tumor, "--sigma-tumor"),
         sigma_background=sigma_from_xyz(args.sigma_background, "--sigma-background"),
         suv_gate=args.suv_gate, background_mode=args.background_mode,

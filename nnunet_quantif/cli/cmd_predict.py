@@ -131,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
         if args.stats:
             check_output_path(csv_path, inputs=inputs, input_folders=folders)
         if args.clicks is not None and not Path(args.clicks).is_file():
-            raise InputFileError(f"{args.clicks}: click file not found (omit --clicks to predict without clicks)")
+            what = "is not a file" if Path(args.clicks).exists() else "click file not found"
+            raise InputFileError(f"{args.clicks}: {what} (omit --clicks to predict without clicks)")
         import tempfile
 
         from ..dicom import dicom_overrides, staged_case
@@ -166,13 +167,19 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--output-type and --per-lesion are one-case options (--ct/--pet/--out); folder mode "
                           "chooses the ending with --output-ending")
     check_output_path(args.output, folder=True)
+    from ..inference.pipeline import scan_cases
+
+    batch_input = scan_cases(args.input)  # refuses orphan images before the model loads
+    for path, reason in batch_input.skipped:
+        print(f"{path}: skipped, not a case: {reason}")
     pipeline = build_pipeline(args, progress=False)
     results = pipeline.predict_folder(args.input, args.output, tracer=args.tracer, step=args.step,
                                       overwrite=args.overwrite, output_ending=args.output_ending,
                                       on_case=_case_reporter(args, tqdm.write), fail_fast=args.fail_fast)
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "claimed", "failed")}
     print(f"{counts['done']} case(s) predicted, {counts['skipped']} skipped (output existed), "
-          f"{counts['claimed']} left to another process, {counts['failed']} failed -> {args.output}")
+          f"{counts['claimed']} left to another process, {counts['failed']} failed, "
+          f"{len(batch_input.skipped)} input file(s) not a case (listed above) -> {args.output}")
     if counts["failed"]:
         failed = [r.case for r in results if r.status == "failed"]
         print(f"quantif: error: {len(failed)} case(s) failed (errors in {args.output}/.quantif_status/): "

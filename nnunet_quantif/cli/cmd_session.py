@@ -18,7 +18,7 @@ import argparse
 import sys
 import time
 
-from ..errors import ConfigError, QuantIFError
+from ..errors import ConfigError, QuantIFError, cut_message
 from .cmd_predict import add_model_arguments, build_pipeline
 
 HELP = ("commands: tumor X Y Z | background X Y Z | undo | reset | save PATH | stats | quit  "
@@ -58,7 +58,7 @@ def _xyz(words: list[str]) -> list[int]:
     try:
         return [int(w) for w in words]
     except ValueError:
-        raise ConfigError(f"voxel indices must be integers, got {' '.join(words)}") from None
+        raise ConfigError(cut_message(f"voxel indices must be integers, got {' '.join(words)}", 200)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             elif cmd in ("quit", "exit") and not rest:
                 break
             else:
-                raise ConfigError(f"cannot read {line!r}; {HELP}")
+                raise ConfigError(f"cannot read {cut_message(repr(line), 200)}; {HELP}")
         except (QuantIFError, OSError) as e:
-            print(f"error: {e}", file=sys.stderr, flush=True)
+            print(f"error: {cut_message(e)}", file=sys.stderr, flush=True)
     return 0

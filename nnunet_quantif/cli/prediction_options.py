@@ -37,6 +37,7 @@ from ..inference.mirroring import (
 from ..inference.pipeline import DEFAULT_TILE_STEP_SIZE, DEVICES
 from ..inference.precision import ACCUMULATE_DTYPES, DEFAULT_ACCUMULATE, DEFAULT_PRECISION, PRECISIONS
 from ..inference.routing import DEFAULT_CHECKPOINT, DEFAULT_FOLDS, TRACER_CHOICES
+from .argtypes import add_click_limit_argument
 
 _Group = argparse.ArgumentParser | argparse._ArgumentGroup
 
@@ -125,7 +126,8 @@ def add_model_arguments(p: argparse.ArgumentParser, *, results: bool = True,
 
 
 def add_prediction_arguments(p: _Group, *, style: str = "quantif", device_default: str | None = None) -> None:
-    """Mirroring policy, time budget, calibration, device and sliding-window step."""
+    """Mirroring policy, time budget, calibration, device, sliding-window step, forward options and the click
+    limit (``--max-clicks``)."""
     flags = FLAGS[style]
     p.add_argument("--mirroring", choices=POLICIES, default=None,
                    help=f"test-time mirroring policy (default: the model's recorded one, else {DEFAULT_POLICY} = "
@@ -155,13 +157,14 @@ def add_prediction_arguments(p: _Group, *, style: str = "quantif", device_defaul
     p.add_argument("--compile", dest="compile_network", action="store_true",
                    help="torch.compile the network (compiled once before the first case; needs a C++ compiler "
                         "on CPU)")
+    add_click_limit_argument(p)
 
 
 def prediction_options(args: argparse.Namespace) -> dict:
     """The parsed model and prediction options as :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline`
     keyword arguments (``folds``, ``checkpoint``, ``mirroring``, ``time_budget_s``, ``calibration``,
-    ``device``, ``tile_step_size``, the forward options :data:`FORWARD_KEYS` and, where the command has them,
-    ``tracer_weights`` and ``model``). Options not given stay None (the folds
+    ``device``, ``tile_step_size``, ``max_clicks``, the forward options :data:`FORWARD_KEYS` and, where the
+    command has them, ``tracer_weights`` and ``model``). Options not given stay None (the folds
     :data:`~nnunet_quantif.inference.routing.DEFAULT_FOLDS`), for the library to resolve per model."""
     if args.tile_step_size is not None and (args.tile_step_size <= 0 or args.tile_step_size > 1):
         flag = getattr(args, "tile_step_flag", FLAGS["quantif"]["tile_step_size"])
@@ -169,7 +172,7 @@ def prediction_options(args: argparse.Namespace) -> dict:
     folds = DEFAULT_FOLDS if args.folds is DEFAULT_FOLD_ARGS else args.folds  # not given: the library's object
     options = dict(folds=folds, checkpoint=args.checkpoint, mirroring=args.mirroring,
                    time_budget_s=args.time_budget, calibration=args.calibration, device=args.device,
-                   tile_step_size=args.tile_step_size)
+                   tile_step_size=args.tile_step_size, max_clicks=args.max_clicks)
     options.update({k: getattr(args, k) for k in FORWARD_KEYS})
     if hasattr(args, "tracer_weights"):
         options["tracer_weights"] = args.tracer_weights

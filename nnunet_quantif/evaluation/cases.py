@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..clicks import Clicks, clicks_at_step
+from ..clicks import DEFAULT_MAX_CLICKS, Clicks, clicks_at_step
 from ..errors import DatasetError, InputFileError, TracerError
 from ..io import IMAGE_EXTENSIONS, Geometry, PathLike, check_same_grid, find_image, read_geometry, read_image
 from ..layout import CT_CHANNEL, PET_CHANNEL, channel_file, clicks_file, find_channel
@@ -57,6 +57,8 @@ class EvalCase:
         Click JSON; None means no clicks.
     centre : str
         Centre (e.g. ``'LMU'``), '' when unknown.
+    max_clicks : int or None
+        Most clicks the click file may hold (:func:`~nnunet_quantif.clicks.read_clicks`); None: no limit.
     """
 
     name: str
@@ -66,6 +68,7 @@ class EvalCase:
     pet_path: Path | None = None
     clicks_path: Path | None = None
     centre: str = ""
+    max_clicks: int | None = DEFAULT_MAX_CLICKS
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -103,7 +106,8 @@ class EvalCase:
     def clicks(self) -> Clicks:
         """All clicks of the case (validated against the label's shape); empty when there is no file."""
         if "clicks" not in self._cache:
-            self._cache["clicks"] = clicks_at_step(self.clicks_path, shape=self.geometry.shape)
+            self._cache["clicks"] = clicks_at_step(self.clicks_path, shape=self.geometry.shape,
+                                                   max_clicks=self.max_clicks)
         return self._cache["clicks"]
 
     def release(self) -> None:
@@ -123,7 +127,8 @@ def list_case_names(labels_dir: Path) -> list[str]:
 
 
 def discover_cases(data_dir: PathLike, clicks_dir: PathLike | None = None, case_table: PathLike | None = None,
-                   cases: list[str] | None = None, require_clicks: bool = True) -> list[EvalCase]:
+                   cases: list[str] | None = None, require_clicks: bool = True,
+                   max_clicks: int | None = DEFAULT_MAX_CLICKS) -> list[EvalCase]:
     """Find the cases of an autoPET-style folder (see the module docstring).
 
     Parameters
@@ -138,6 +143,8 @@ def discover_cases(data_dir: PathLike, clicks_dir: PathLike | None = None, case_
         Evaluate only these case names.
     require_clicks : bool
         Raise when a case has no click file (otherwise the case gets no clicks).
+    max_clicks : int or None
+        Most clicks of a case's click file (:func:`~nnunet_quantif.clicks.read_clicks`); None: no limit.
 
     Returns
     -------
@@ -172,5 +179,6 @@ def discover_cases(data_dir: PathLike, clicks_dir: PathLike | None = None, case_
         info = table.get(name, {})
         tracer = info.get("tracer") or case_tracer(name)
         out.append(EvalCase(name=name, tracer=tracer, label_path=find_image(labels_dir, name),  # type: ignore[arg-type]
-                            ct_path=ct, pet_path=pet, clicks_path=clicks, centre=info.get("centre", "")))
+                            ct_path=ct, pet_path=pet, clicks_path=clicks, centre=info.get("centre", ""),
+                            max_clicks=max_clicks))
     return out

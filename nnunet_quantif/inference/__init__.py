@@ -22,6 +22,7 @@ from .pipeline import (
     load_models,
     load_predictor,
     predict_case,
+    scan_cases,
 )
 from .postprocessing import postprocess
 from .routing import TracerDecision, TracerRouter, find_model_folder
@@ -29,5 +30,5 @@ from .routing import TracerDecision, TracerRouter, find_model_folder
 __all__ = [
     "POLICIES", "CaseResult", "MirroringDecision", "MirroringPolicy", "QuantIFPipeline", "TracerDecision",
     "TracerRouter", "find_cases", "find_model_folder", "grand_challenge", "load_models", "load_predictor",
-    "paper_num_axes", "postprocess", "predict_case",
+    "paper_num_axes", "postprocess", "predict_case", "scan_cases",
 ]

@@ -224,7 +224,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.clicks_dir is not None:
         staging = tempfile.mkdtemp(prefix="quantif-heatmaps-")
         input_folder = build_heatmap_inputs(args.i, args.clicks_dir, staging, contract,
-                                            predictor.dataset_json["file_ending"], nonfinite=nonfinite)
+                                            predictor.dataset_json["file_ending"], nonfinite=nonfinite,
+                                            max_clicks=options["max_clicks"])
     try:
         _predict(predictor, args, input_folder)
     finally:
@@ -265,13 +266,15 @@ def _input_contract(args: argparse.Namespace, model_folder: str):
 
 
 def build_heatmap_inputs(input_folder: str, clicks_dir: str, staging: str, contract, file_ending: str, *,
-                         nonfinite: str = "raise") -> str:
+                         nonfinite: str = "raise", max_clicks: int | None = None) -> str:
     """An nnU-Net input folder in ``staging``: links to each case's CT and PET channels and fresh click channels.
 
     The click channels of case ``<case>`` are built by ``contract``
     (:meth:`~nnunet_quantif.heatmap_definition.InputContract.click_channels`) from its PET and
     ``<clicks_dir>/<case>_clicks.json`` (missing: no clicks), and written at their channel indices. ``contract``
-    may also be a :class:`~nnunet_quantif.heatmap_definition.HeatmapDefinition` (CT, PET and its heatmap).
+    may also be a :class:`~nnunet_quantif.heatmap_definition.HeatmapDefinition` (CT, PET and its heatmap). A click
+    file with more than ``max_clicks`` clicks is refused (None: the default limit of
+    :func:`~nnunet_quantif.clicks.read_clicks`).
     Returns ``staging``.
     """
     from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
@@ -294,7 +297,8 @@ def build_heatmap_inputs(input_folder: str, clicks_dir: str, staging: str, contr
                 raise ModelError(f"{src}: channel {c} ({label}) of case '{case}' not found")
             os.symlink(src.resolve(), Path(staging) / src.name)
         pet, geometry = read_pet(pet_path, nonfinite)
-        clicks = load_case_clicks(clicks_file(clicks_dir, case), pet.shape)
+        limit = {} if max_clicks is None else {"max_clicks": max_clicks}
+        clicks = load_case_clicks(clicks_file(clicks_dir, case), pet.shape, **limit)
         channels = contract.click_channels(pet, clicks, source=str(pet_path))
         for c, channel in zip(contract.click_indices, channels):
             write_image(channel, geometry, channel_file(staging, case, c, file_ending))

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DatasetError, InputFileError, ModelError, QuantIFError
+from ..clicks import DEFAULT_MAX_CLICKS
+from ..errors import ConfigError, DatasetError, InputFileError, ModelError, QuantIFError, cut_message
 from ..io import (
-    IMAGE_EXTENSIONS,
     Geometry,
     PathLike,
     check_same_grid,
@@ -51,12 +51,10 @@ from ..io import (
 )
 from ..layout import (
     CT_CHANNEL,
+    HEATMAP_CHANNEL,
     PET_CHANNEL,
-    case_names,
-    channel_stem,
     check_model_channels,
-    clicks_file,
-    find_channel,
+    scan_case_folder,
 )
 from .mirroring import DEFAULT_TIME_BUDGET_S, MirroringDecision, MirroringPolicy, as_policy
 from .postprocessing import DEFAULT_MIN_VOXELS, DEFAULT_SUV_MAX, postprocess_with_stats
@@ -207,7 +205,7 @@ class CaseResult:
     def summary_line(self) -> str:
         """One line: case, tracer, mirroring axes, seconds."""
         if self.status == "failed":
-            return f"{self.case}: FAILED: {self.error}"
+            return f"{self.case}: FAILED: {cut_message(self.error)}"
         if self.status == "claimed":
             return f"{self.case}: skipped (another process is working on it)"
         if self.skipped:
@@ -315,16 +313,18 @@ def read_case_images(ct_path: PathLike, pet_path: PathLike,
     return ct, pet, g_pet
 
 
-def load_case_clicks(clicks_path: PathLike | None, shape: Sequence[int], step: int | None = None):
+def load_case_clicks(clicks_path: PathLike | None, shape: Sequence[int], step: int | None = None, *,
+                     max_clicks: int | None = DEFAULT_MAX_CLICKS):
     """Clicks of a case in array order; None, a missing file or an empty file mean no clicks.
 
-    ``step=k`` keeps the first k tumor and first k background clicks (``step=0``: none).
+    ``step=k`` keeps the first k tumor and first k background clicks (``step=0``: none). A path that exists
+    but is not a file, or a file with more than ``max_clicks`` clicks, is a :class:`~nnunet_quantif.errors.ClickError`.
     """
     from ..clicks import clicks_at_step
 
-    if clicks_path is not None and not Path(clicks_path).is_file():
+    if clicks_path is not None and not Path(clicks_path).exists():
         log.info("%s: no click file, predicting without clicks (step 0)", clicks_path)
-    return clicks_at_step(clicks_path, step, shape=shape, missing_ok=True)
+    return clicks_at_step(clicks_path, step, shape=shape, missing_ok=True, max_clicks=max_clicks)
 
 
 class QuantIFPipeline:
@@ -378,6 +378,9 @@ class QuantIFPipeline:
         Show nnU-Net's sliding-window progress bar.
     nonfinite : {'raise', 'zero'}
         NaN/Inf PET voxels of cases read from files: refuse the case, or treat them as SUV 0.
+    max_clicks : int or None
+        Most clicks of a case, tumor and background together (a click file with more is refused before it is
+        parsed; an interactive session takes no more). None: no limit.
     """
 
     def __init__(self, model_fdg: PathLike | None = None, model_psma: PathLike | None = None, *,
@@ -390,7 +393,7 @@ class QuantIFPipeline:
                  postprocess: bool | None = None, min_voxels: int | None = None, suv_max: float | None = None,
                  min_volume_ml: float | None = None, tracer_weights: PathLike | None = None,
                  heatmap_params: dict | None = None, progress: bool = False, nonfinite: str = "raise",
-                 force_heatmap: bool = False) -> None:
+                 force_heatmap: bool = False, max_clicks: int | None = DEFAULT_MAX_CLICKS) -> None:
         if model is not None and (model_fdg is not None or model_psma is not None):
             raise ConfigError("give either one model for every tracer (--model) or per-tracer models "
                               "(--model-fdg/--model-psma), not both")
@@ -438,6 +441,8 @@ class QuantIFPipeline:
         self.router = TracerRouter(tracer_weights)
         self.progress = progress
         self.nonfinite = nonfinite
+        #: Most clicks of a case (a click file, or an interactive session); None: no limit.
+        self.max_clicks = max_clicks
         self._predictors: dict = {}
 
     @property
@@ -603,7 +608,7 @@ class QuantIFPipeline:
         inputs = [p for p in (ct_path, pet_path, clicks_path) if p is not None]
         ensure_not_input(out_path, inputs)
         ct, pet, geometry = read_case_images(ct_path, pet_path, self.nonfinite)
-        clicks = load_case_clicks(clicks_path, pet.shape, step)
+        clicks = load_case_clicks(clicks_path, pet.shape, step, max_clicks=self.max_clicks)
         name = case_name or strip_image_extension(out_path.name)
         result = self.predict_arrays(ct, pet, geometry, clicks, tracer=tracer, case_name=name,
                                      source=str(pet_path), started=t0)
@@ -632,7 +637,8 @@ class QuantIFPipeline:
         Parameters
         ----------
         input_dir : path-like
-            See :func:`find_cases`.
+            See :func:`scan_cases` (entries that are not part of a case are left alone; a folder with an
+            orphan CT or PET, or an image without a case name, is refused before any case runs).
         output_dir : path-like
             Masks go to ``<output_dir>/<case><ending>``.
         output_ending : str, optional
@@ -693,37 +699,66 @@ class CaseFiles:
     clicks: Path | None
 
 
-def find_cases(input_dir: PathLike) -> list[CaseFiles]:
-    """The cases of an autoPET-layout or flat folder.
+@dataclass(frozen=True)
+class BatchInput:
+    """What a batch input folder holds: its cases, and every other entry with the reason it is not read."""
+
+    cases: list[CaseFiles]
+    skipped: list[tuple[Path, str]]
+
+
+#: The case folders of the autoPET layout, in the order they are looked for.
+IMAGE_FOLDERS: tuple[str, ...] = ("imagesTr", "imagesTs")
+#: The click folder of the autoPET layout.
+CLICKS_FOLDER = "clicks"
+#: How many problems of an input folder one error names.
+_PROBLEMS_SHOWN = 5
+
+
+def scan_cases(input_dir: PathLike) -> BatchInput:
+    """The cases of an autoPET-layout or flat folder, and every entry that is not part of a case.
 
     Layouts: ``<dir>/imagesTr`` (or ``imagesTs``) with ``<case>_0000<ext>`` (CT) and
     ``<case>_0001<ext>`` (PET) and ``<dir>/clicks/<case>_clicks.json``; or a flat
-    folder holding the images and click files together. A ``_0002`` channel
-    (a precomputed heatmap in a QuantIF raw dataset) is ignored: the heatmap is
-    rebuilt from the clicks.
+    folder holding the images and click files together. Every other entry is skipped
+    with its reason: a ``_0002`` channel (a precomputed heatmap in a QuantIF raw dataset;
+    the heatmap is rebuilt from the clicks), other files and folders, a click file of no
+    case, and, in the autoPET layout, the other entries of ``<dir>``.
 
     Raises
     ------
     DatasetError
-        Missing folder, no case, or a CT without its PET.
+        Missing folder, no case, a CT without its PET or a PET without its CT, an image
+        without a case name (``_0000.nii.gz``), or two images of one channel of one case.
+        The message names the files (the first few of them).
     """
     root = Path(input_dir)
     if not root.is_dir():
         raise DatasetError(f"{root}: input folder not found")
-    images = next((root / s for s in ("imagesTr", "imagesTs") if (root / s).is_dir()), root)
-    clicks_dir = root / "clicks" if (root / "clicks").is_dir() else images
-    cases: list[CaseFiles] = []
-    for name in case_names(images, (CT_CHANNEL,)):
-        ct = find_channel(images, name, CT_CHANNEL)
-        pet = find_channel(images, name, PET_CHANNEL)
-        if pet is None:
-            raise DatasetError(f"{ct}: no PET ({channel_stem(name, PET_CHANNEL)} with one of "
-                               f"{', '.join(IMAGE_EXTENSIONS)}) beside this CT")
-        clicks = clicks_file(clicks_dir, name)
-        cases.append(CaseFiles(name, ct, pet, clicks if clicks.is_file() else None))
-    if not cases:
+    layout = [root / s for s in IMAGE_FOLDERS if (root / s).is_dir()]
+    images = layout[0] if layout else root
+    clicks_dir = root / CLICKS_FOLDER if layout and (root / CLICKS_FOLDER).is_dir() else images
+    scan = scan_case_folder(images, (CT_CHANNEL, PET_CHANNEL), clicks_dir=clicks_dir,
+                            unused_channels={HEATMAP_CHANNEL: "click heatmap channel (rebuilt from the clicks)"})
+    skipped = list(scan.skipped)
+    if layout:
+        read = {images, clicks_dir}
+        skipped += [(p, f"not read (the autoPET layout reads {images.name}/ and {CLICKS_FOLDER}/)")
+                    for p in sorted(root.iterdir()) if p not in read]
+    if scan.problems:
+        n = len(scan.problems)
+        raise DatasetError("; ".join(scan.problems[:_PROBLEMS_SHOWN])
+                           + (f"; and {n - _PROBLEMS_SHOWN} more problem(s)" if n > _PROBLEMS_SHOWN else ""))
+    if not scan.cases:
         raise DatasetError(f"{images}: no <case>_0000 CT images found")
-    return cases
+    cases = [CaseFiles(name, files[CT_CHANNEL], files[PET_CHANNEL], scan.clicks.get(name))
+             for name, files in sorted(scan.cases.items())]
+    return BatchInput(cases, sorted(skipped, key=lambda item: str(item[0])))
+
+
+def find_cases(input_dir: PathLike) -> list[CaseFiles]:
+    """The cases of an autoPET-layout or flat folder (:func:`scan_cases`, without the skipped entries)."""
+    return scan_cases(input_dir).cases
 
 
 def _single_image(folder: Path) -> Path:
@@ -747,9 +782,12 @@ def grand_challenge(input_dir: PathLike = "/input", output_dir: PathLike = "/out
     ct = _single_image(inp / "images" / "ct")
     pet = _single_image(inp / "images" / "pet")
     clicks = inp / "lesion-clicks.json"
+    if clicks.exists() and not clicks.is_file():
+        raise InputFileError(f"{clicks}: exists but is not a file (give the click file, or remove it to predict "
+                             "without clicks)")
     uuid = strip_image_extension(pet.name)
     target = out / "images" / "tumor-lesion-segmentation" / f"{uuid}.mha"
-    return pipeline.predict_case(ct, pet, clicks if clicks.is_file() else None, target, tracer=tracer,
+    return pipeline.predict_case(ct, pet, clicks if clicks.exists() else None, target, tracer=tracer,
                                  case_name=uuid)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..clicks import Clicks, read_clicks, write_clicks
+from ..clicks import DEFAULT_MAX_CLICKS, Clicks, read_clicks, write_clicks
 from ..errors import ClickError, ConfigError, InputFileError
 from ..interactive import CLICK_KINDS
 from ..io import Geometry, PathLike, check_output_path, strip_image_extension, write_image
@@ -263,7 +263,8 @@ def resume_clicks(session, path: PathLike) -> list[Click]:
     ClickError
         Unreadable file or a click outside the image; the message names the file. The session is unchanged.
     """
-    clicks = read_clicks(path, shape=session.geometry.shape)
+    limit = getattr(session.pipeline, "max_clicks", DEFAULT_MAX_CLICKS)
+    clicks = read_clicks(path, shape=session.geometry.shape, max_clicks=limit)
     order = order_from_clicks(clicks)
     replay_clicks(session, order)
     return order

@@ -40,7 +40,6 @@ divides by the global maximum), so click sampling refuses the other.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import pickle
 from collections.abc import Sequence
@@ -49,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..clicks import load_click_json
 from ..errors import ConfigError, DatasetError, QuantIFError
 from ..heatmap_definition import HeatmapDefinition
 from ..heatmaps import TRUNCATE, kernel_radius
@@ -169,7 +169,7 @@ def write_click_side_files(dataset: str | int, plans_identifier: str = "nnUNetPl
                 if not overwrite and out.is_file() and out.stat().st_mtime >= src.stat().st_mtime:
                     skipped += 1
                     continue
-                d = json.loads(src.read_text())
+                d = load_click_json(src) or {}  # size and nesting checked before parsing
                 props = load_pickle(str(folder / f"{ident}.pkl"))
                 shape = blosc2.open(urlpath=str(folder / f"{ident}_seg.b2nd"), mode="r").shape[1:]
                 tf = list(pm.transpose_forward)
