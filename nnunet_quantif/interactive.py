@@ -36,7 +36,11 @@ converted again; the post-processing (connected components with the PET) runs on
 
 Memory: besides the images and one preprocessed copy, the stored tile logits take about
 ``n_folds x K x 4 bytes x (1 / tile_step_size)^3`` per preprocessed voxel (64 bytes for 2 labels, one
-fold and nnU-Net's step 0.5), which is the price of the reuse.
+fold and nnU-Net's step 0.5), which is the price of the reuse. A lean session (``lean=True``,
+``quantif session --lean``) stores no tile: it keeps each fold's float16 accumulator (``K x 2`` bytes per
+voxel and fold) and, on a click, runs every tile that overlaps the box of the changed tiles while it rebuilds
+the accumulator there in nnU-Net's order, so its masks are those of the stored-tile session and of a full
+re-prediction, for more tiles per click.
 
 Coordinates: clicks are voxel indices in image order (x, y, z), as in the click files; masks and
 probabilities are arrays in (z, y, x) order on the case's grid.
@@ -44,6 +48,7 @@ probabilities are arrays in (z, y, x) order on the case's grid.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -134,13 +139,18 @@ class Session:
     incremental : bool
         Re-run only the tiles a click changes (default). False re-runs every tile on each click
         (same result; for comparisons).
+    lean : bool
+        Keep no tile logits, only each fold's float16 accumulator (2 bytes per label and preprocessed voxel
+        and fold, against about 32 bytes per label and voxel and fold for the stored tiles at step 0.5). A
+        click then runs every tile that overlaps the box of the tiles it changes, in nnU-Net's order, so the
+        mask stays exactly that of a full re-prediction; it costs more tiles per click.
     **pipeline_kwargs
         Further :class:`QuantIFPipeline` options (folds, checkpoint, tile_step_size, postprocess, ...).
     """
 
     def __init__(self, model_fdg: PathLike | None = None, model_psma: PathLike | None = None, *,
                  device: object = None, mirroring: object = "paper", pipeline=None, incremental: bool = True,
-                 **pipeline_kwargs) -> None:
+                 lean: bool = False, **pipeline_kwargs) -> None:
         from .inference.pipeline import QuantIFPipeline
 
         if pipeline is None:
@@ -148,6 +158,7 @@ class Session:
                                        **pipeline_kwargs)
         self.pipeline = pipeline.load()
         self.incremental = incremental
+        self.lean = lean
         self.last_update: UpdateInfo | None = None
         self._case: dict | None = None
         self._clicks = Clicks.empty()
@@ -383,7 +394,7 @@ class Session:
         for sl in slicers:
             n_pred[sl[1:]] += gaussian
         case.update(properties=properties, padded=padded, revert=tuple(revert[1:]), slicers=slicers,
-                    gaussian=gaussian, n_pred=n_pred, tiles=None, acc=None, logits=None, seg=None)
+                    gaussian=gaussian, n_pred=n_pred, tiles=None, acc=None, logits=None, seg=None, tiles_run=0)
 
     def _predict_all(self) -> None:
         """Run every tile and rebuild the logits and the mask."""
@@ -521,16 +532,18 @@ class Session:
             todo = list(range(len(case["slicers"])))
         else:
             todo = [i for i, sl in enumerate(case["slicers"]) if _intersect(sl[1:], box_padded) is not None]
+        runs_before = case["tiles_run"]
         self._run_tiles(todo)
         region = [(min(case["slicers"][i][a + 1].start for i in todo), max(case["slicers"][i][a + 1].stop
                                                                            for i in todo)) for a in range(3)]
         self._finish(self._accumulate(tuple(slice(lo, hi) for lo, hi in region)))
-        self.last_update = UpdateInfo(kind, "full" if full else "incremental", len(todo) * n_folds, total,
-                                      time.perf_counter() - t0, box)
+        self.last_update = UpdateInfo(kind, "full" if full else "incremental", case["tiles_run"] - runs_before,
+                                      total, time.perf_counter() - t0, box)
 
-    def _run_tiles(self, indices: Sequence[int]) -> None:
-        """Run the network on the tiles ``indices`` for every fold and store their Gaussian-weighted logits
-        (float32, (K, *patch)), exactly as nnU-Net's sliding window computes them."""
+    @contextlib.contextmanager
+    def _tile_runner(self):
+        """The network set up for this case's tiles; yields ``run(f, i)``: fold ``f``'s Gaussian-weighted logits
+        of tile ``i``, float32 (K, *patch), exactly as nnU-Net's sliding window computes them."""
         import torch
         from nnunetv2.configuration import default_num_processes
         from nnunetv2.utilities.helpers import dummy_context
@@ -539,27 +552,44 @@ class Session:
         p = case["predictor"]
         n_threads = torch.get_num_threads()
         torch.set_num_threads(default_num_processes if default_num_processes < n_threads else n_threads)
-        folds = p.list_of_parameters
-        if case["tiles"] is None:
-            case["tiles"] = [[None] * len(case["slicers"]) for _ in folds]
         p.prepare_network()  # on the device, in eval mode; compiled once with the pipeline's --compile
         model_axes = p.allowed_mirroring_axes
         p.allowed_mirroring_axes = case["axes"]
-        amp = torch.autocast(p.device.type, enabled=True) if p.device.type == "cuda" else dummy_context()
-        try:
+        net = p.network._orig_mod if hasattr(p.network, "_orig_mod") else p.network
+        loaded: list[int | None] = [None]
+
+        def run(f: int, i: int):
+            if loaded[0] != f:
+                net.load_state_dict(p.list_of_parameters[f])
+                loaded[0] = f
+            amp = torch.autocast(p.device.type, enabled=True) if p.device.type == "cuda" else dummy_context()
             with torch.inference_mode(), amp:
-                for f, params in enumerate(folds):
-                    net = p.network._orig_mod if hasattr(p.network, "_orig_mod") else p.network
-                    net.load_state_dict(params)
-                    for i in indices:
-                        sl = case["slicers"][i]
-                        tile = torch.clone(case["padded"][sl][None], memory_format=torch.contiguous_format)
-                        pred = p._internal_maybe_mirror_and_predict(tile.to(p.device))[0].to("cpu")
-                        if p.use_gaussian:
-                            pred *= case["gaussian"]
-                        case["tiles"][f][i] = pred
+                sl = case["slicers"][i]
+                tile = torch.clone(case["padded"][sl][None], memory_format=torch.contiguous_format)
+                pred = p._internal_maybe_mirror_and_predict(tile.to(p.device))[0].to("cpu")
+                if p.use_gaussian:
+                    pred *= case["gaussian"]
+            case["tiles_run"] += 1
+            return pred
+
+        try:
+            yield run
         finally:
             p.allowed_mirroring_axes = model_axes
+
+    def _run_tiles(self, indices: Sequence[int]) -> None:
+        """Run the network on the tiles ``indices`` for every fold and store their Gaussian-weighted logits.
+        A lean session stores none: :meth:`_accumulate` runs the tiles it needs."""
+        case = self._case
+        if self.lean:
+            return
+        n_folds = len(case["predictor"].list_of_parameters)
+        if case["tiles"] is None:
+            case["tiles"] = [[None] * len(case["slicers"]) for _ in range(n_folds)]
+        with self._tile_runner() as run:
+            for f in range(n_folds):
+                for i in indices:
+                    case["tiles"][f][i] = run(f, i)
 
     def _accumulate(self, region: tuple[slice, ...]) -> tuple[slice, ...] | None:
         """Rebuild the accumulators and the ensemble logits inside ``region`` (padded coordinates).
@@ -576,16 +606,19 @@ class Session:
             case["acc"] = [torch.zeros((k, *shape), dtype=torch.half) for _ in range(n_folds)]
             case["logits"] = torch.zeros((k, *case["padded"][0][case["revert"]].shape), dtype=torch.half)
         per_fold = []
-        for f in range(n_folds):
-            acc = case["acc"][f]
-            acc[(slice(None), *region)] = 0
-            for i, sl in enumerate(case["slicers"]):
-                inter = _intersect(sl[1:], region)
-                if inter is None:
-                    continue
-                local = tuple(slice(s.start - t.start, s.stop - t.start) for s, t in zip(inter, sl[1:]))
-                acc[(slice(None), *inter)] += case["tiles"][f][i][(slice(None), *local)]
-            per_fold.append(torch.div(acc[(slice(None), *region)], case["n_pred"][region]))
+        with self._tile_runner() if self.lean else contextlib.nullcontext() as run:
+            for f in range(n_folds):
+                acc = case["acc"][f]
+                acc[(slice(None), *region)] = 0
+                for i, sl in enumerate(case["slicers"]):
+                    inter = _intersect(sl[1:], region)
+                    if inter is None:
+                        continue
+                    local = tuple(slice(s.start - t.start, s.stop - t.start) for s, t in zip(inter, sl[1:]))
+                    tile = run(f, i) if self.lean else case["tiles"][f][i]
+                    acc[(slice(None), *inter)] += tile[(slice(None), *local)]
+                    del tile
+                per_fold.append(torch.div(acc[(slice(None), *region)], case["n_pred"][region]))
         # the region in unpadded coordinates
         revert = case["revert"]
         inner = _intersect(region, revert)

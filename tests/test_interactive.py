@@ -100,6 +100,34 @@ def test_session_matches_pipeline_and_full_reprediction(pipeline, case, monkeypa
     assert session.clicks == full.clicks
 
 
+def test_lean_session_stores_no_tile_and_gives_the_same_logits(pipeline, case, monkeypatch):
+    """The memory-lean session keeps only the accumulators; its logits are bit-identical to the stored-tile
+    session's (the same tiles added in nnU-Net's order), and a click still runs fewer tiles than a full pass."""
+    ct, pet = case
+    lean = Session(pipeline=pipeline, lean=True)
+    stored = Session(pipeline=pipeline)
+    counter = ForwardCounter(pipeline.predictor("fdg"), monkeypatch)
+    lean.open(ct, pet, GEOMETRY, tracer="fdg")
+    n_full = counter.n
+    stored.open(ct, pet, GEOMETRY, tracer="fdg")
+    assert lean._case["tiles"] is None and stored._case["tiles"] is not None
+    np.testing.assert_array_equal(lean.logits, stored.logits)
+    for kind, xyz in [("tumor", TUMOR_XYZ), ("background", BACKGROUND_XYZ), ("undo", None)]:
+        before = counter.n
+        mask = lean.undo() if kind == "undo" else lean.add_click(xyz, kind)
+        ran = counter.n - before
+        assert lean._case["tiles"] is None
+        assert 0 < ran == lean.last_update.tiles_run <= n_full, (kind, ran)
+        if kind == "tumor":  # near a corner: the tiles around the changed ones are not all of them
+            assert ran < n_full
+        stored.undo() if kind == "undo" else stored.add_click(xyz, kind)
+        assert ran >= stored.last_update.tiles_run
+        np.testing.assert_array_equal(lean.logits, stored.logits)
+        np.testing.assert_array_equal(mask, stored.mask)
+        ref = pipeline.predict_arrays(ct, pet, GEOMETRY, lean.clicks, tracer="fdg")
+        np.testing.assert_array_equal(mask, ref.mask)
+
+
 def test_undo_reset_and_properties(pipeline, case):
     ct, pet = case
     session = Session(pipeline=pipeline)

@@ -37,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ct", required=True, metavar="CT", help="CT image (HU) on the PET grid")
     p.add_argument("--pet", required=True, metavar="PET", help="PET image (SUV)")
     p.add_argument("--full", action="store_true", help="re-run every tile on each click (for comparisons)")
+    p.add_argument("--lean", action="store_true",
+                   help="memory-lean: keep no per-tile logits, only each fold's accumulator (2 bytes per label and "
+                        "voxel instead of about 32 at step 0.5); a click re-runs the tiles around the ones it "
+                        "changes, with the same mask")
     add_model_arguments(p)
     p.set_defaults(func=run)
 
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io import write_image
 
     pipeline = build_pipeline(args, progress=False)
-    session = Session(pipeline=pipeline, incremental=not args.full)
+    session = Session(pipeline=pipeline, incremental=not args.full, lean=args.lean)
     session.open(args.ct, args.pet, tracer=args.tracer)
     print(f"opened {args.pet} (tracer {session.tracer}, {session.last_update.tiles_total} tiles)", flush=True)
     print(_update_line(session, "step 0"), flush=True)
