@@ -24,7 +24,6 @@ import torch
 
 from ..errors import ModelError
 from .common import (
-    NORMALIZATION_NAMES,
     PROVENANCE_NAME,
     clean_checkpoint,
     contract_entry,
@@ -34,9 +33,9 @@ from .common import (
     map_state_dict,
     network_parameter_count,
     normalize_mirror_axes,
-    plans_channel_count,
     read_checkpoint,
     read_json_file,
+    source_configuration,
     staged_output,
     state_dict_of,
     write_json_file,
@@ -118,21 +117,11 @@ def import_autopet_baseline(src: str | os.PathLike, dst: str | os.PathLike, *, f
         for k, path in found.items():
             ck = read_checkpoint(path)
             if configuration is None:
-                configuration = str((ck.get("init_args") or {}).get("configuration", "3d_fullres"))
                 source_trainer = ck.get("trainer_name")
-                if configuration not in plans.get("configurations", {}):
-                    raise ModelError(f"{plans_path}: no configuration '{configuration}' (named by {path})")
-                n_channels = plans_channel_count(plans, configuration, str(plans_path))
-                n_names = len(dataset.get("channel_names", {}))
-                if n_channels != 4 or n_names != 4:
-                    raise ModelError(f"{plans_path}: {n_channels} input channels in the plans and {n_names} in "
-                                     f"dataset.json, but the baseline's input contract has 4 (CT, PET, tumor "
-                                     f"and background click Gaussians)")
-                scheme = plans["configurations"][configuration]["normalization_schemes"][1]
-                if scheme not in NORMALIZATION_NAMES:
-                    raise ModelError(f"{plans_path}: PET normalisation {scheme!r} is not one the input contract "
-                                     f"names ({', '.join(NORMALIZATION_NAMES)})")
-                dataset = {**dataset, "quantif": baseline_contract(NORMALIZATION_NAMES[scheme])}
+                configuration, pet_normalization = source_configuration(
+                    plans, dataset, ck, plans_path, path, 4,
+                    "the baseline's input contract has 4 (CT, PET, tumor and background click Gaussians)")
+                dataset = {**dataset, "quantif": baseline_contract(pet_normalization)}
                 pm = PlansManager(plans)
                 cm = pm.get_configuration(configuration)
                 n_out = pm.get_label_manager(dataset).num_segmentation_heads

@@ -378,6 +378,50 @@ NORMALIZATION_NAMES: dict[str, str] = {"CTNormalization": "CT", "NoNormalization
                                        "ZScoreNormalization": "zscore"}
 
 
+def source_configuration(plans: dict, dataset: Mapping, checkpoint: Mapping, plans_path: Path,
+                         checkpoint_path: Path, n_inputs: int, contract_text: str) -> tuple[str, str]:
+    """The configuration a release's checkpoint names and the PET normalisation of its plans, both checked.
+
+    Parameters
+    ----------
+    plans, dataset : dict
+        The release's ``plans.json`` and ``dataset.json``.
+    checkpoint : dict
+        One of its checkpoints (``init_args.configuration``; ``3d_fullres`` when absent).
+    plans_path, checkpoint_path : Path
+        For messages.
+    n_inputs : int
+        Input channels of the release's contract.
+    contract_text : str
+        The contract in words, for the channel-count message (``"the baseline's input contract has 4 (...)"``).
+
+    Returns
+    -------
+    configuration : str
+    pet_normalization : str
+        The contract's name of the plans' PET normalisation (:data:`NORMALIZATION_NAMES`).
+
+    Raises
+    ------
+    ModelError
+        The plans lack the configuration, the plans or dataset.json disagree with ``n_inputs``, or the PET
+        normalisation has no contract name.
+    """
+    configuration = str((checkpoint.get("init_args") or {}).get("configuration", "3d_fullres"))
+    if configuration not in plans.get("configurations", {}):
+        raise ModelError(f"{plans_path}: no configuration '{configuration}' (named by {checkpoint_path})")
+    n_channels = plans_channel_count(plans, configuration, str(plans_path))
+    n_names = len(dataset.get("channel_names", {}))
+    if n_channels != n_inputs or n_names != n_inputs:
+        raise ModelError(f"{plans_path}: {n_channels} input channels in the plans and {n_names} in dataset.json, "
+                         f"but {contract_text}")
+    scheme = plans["configurations"][configuration]["normalization_schemes"][1]
+    if scheme not in NORMALIZATION_NAMES:
+        raise ModelError(f"{plans_path}: PET normalisation {scheme!r} is not one the input contract names "
+                         f"({', '.join(NORMALIZATION_NAMES)})")
+    return configuration, NORMALIZATION_NAMES[scheme]
+
+
 def import_date() -> str:
     """Now, UTC, ISO 8601 to the second."""
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()

@@ -36,7 +36,6 @@ import torch
 
 from ..errors import ModelError
 from .common import (
-    NORMALIZATION_NAMES,
     PROVENANCE_NAME,
     clean_checkpoint,
     contract_entry,
@@ -46,10 +45,10 @@ from .common import (
     map_state_dict,
     network_parameter_count,
     normalize_mirror_axes,
-    plans_channel_count,
     read_checkpoint,
     read_json_file,
     read_state_dict,
+    source_configuration,
     staged_output,
     state_dict_of,
     write_json_file,
@@ -119,24 +118,15 @@ def _import_model(model_dir: Path, tracer: str, out: Path) -> dict:
         log.warning("%s: folds %s missing; importing folds %s", model_dir, ", ".join(map(str, missing)),
                     ", ".join(map(str, found)))
     first = read_checkpoint(found[min(found)])
-    configuration = str((first.get("init_args") or {}).get("configuration", "3d_fullres"))
     source_trainer = first.get("trainer_name")
-    if configuration not in plans.get("configurations", {}):
-        raise ModelError(f"{plans_path}: no configuration '{configuration}' (named by {found[min(found)]})")
-    n_channels = plans_channel_count(plans, configuration, str(plans_path))
-    n_names = len(dataset.get("channel_names", {}))
-    if n_channels != 3 or n_names != 3:
-        raise ModelError(f"{plans_path}: {n_channels} input channels in the plans and {n_names} in dataset.json, "
-                         f"but the authors' input contract has 3 (CT, PET, click heatmap)")
+    configuration, pet_normalization = source_configuration(
+        plans, dataset, first, plans_path, found[min(found)], 3,
+        "the authors' input contract has 3 (CT, PET, click heatmap)")
     arch = plans["configurations"][configuration].get("architecture", {})
     if str(arch.get("network_class_name", "")).endswith(_THEIR_CLASS_SUFFIX):
         arch["network_class_name"] = _DNA_RESENC
-    scheme = plans["configurations"][configuration]["normalization_schemes"][1]
-    if scheme not in NORMALIZATION_NAMES:
-        raise ModelError(f"{plans_path}: PET normalisation {scheme!r} is not one the input contract names "
-                         f"({', '.join(NORMALIZATION_NAMES)})")
     dataset = dict(dataset)
-    dataset["quantif"] = authors_contract(NORMALIZATION_NAMES[scheme])
+    dataset["quantif"] = authors_contract(pet_normalization)
 
     pm = PlansManager(plans)
     cm = pm.get_configuration(configuration)
@@ -168,7 +158,7 @@ def _import_model(model_dir: Path, tracer: str, out: Path) -> dict:
             "folds": sorted(found), "missing_folds": missing,
             "checkpoints": {str(k): p.name for k, p in found.items()},
             "network": cm.network_arch_class_name.rsplit(".", 1)[-1] + " + organ head",
-            "parameters": params, "pet_normalization": NORMALIZATION_NAMES[scheme]}
+            "parameters": params, "pet_normalization": pet_normalization}
 
 
 def _import_tracer(weights_dir: Path, out: Path) -> dict:
