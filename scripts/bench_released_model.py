@@ -48,7 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = ap.parse_args(argv)
 
-    import numpy as np
     import torch
 
     sys.path.insert(0, str(ROOT / "tests"))
@@ -58,23 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     from nnunet_quantif.interactive import Session
     from nnunet_quantif.phantoms import generate_case
     from nnunet_quantif.releases import import_release
+    from nnunet_quantif.testing.click_sequence import alternating_clicks
 
     if args.threads:
         torch.set_num_threads(args.threads)
     tile_batch = None if args.tile_batch == "auto" else int(args.tile_batch)
     case = generate_case("fdg", size=args.size, seed=args.seed, healthy=False)
     g = case.geometry
-    rng = np.random.default_rng(args.seed)
-    lesion_ids = [i for i in range(1, len(case.lesions) + 1) if (case.lesion_instances == i).any()]
-    body = np.argwhere(case.ct > -500)
-    clicks = []
-    for k in range(args.clicks):
-        if k % 2 == 0 and lesion_ids:
-            zyx = np.argwhere(case.lesion_instances == lesion_ids[(k // 2) % len(lesion_ids)]).mean(axis=0).round()
-            clicks.append(("tumor", [int(v) for v in zyx[::-1]]))
-        else:
-            zyx = body[rng.integers(len(body))]
-            clicks.append(("background", [int(v) for v in zyx[::-1]]))
+    clicks = alternating_clicks(case, args.clicks, args.seed)
     out: dict = {"mode": args.mode, "size": args.size, "shape_zyx": list(g.shape), "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)

@@ -48,22 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     from nnunet_quantif.inference.pipeline import QuantIFPipeline
     from nnunet_quantif.interactive import Session
     from nnunet_quantif.phantoms import generate_case
+    from nnunet_quantif.testing.click_sequence import alternating_clicks
     from nnunet_quantif.testing.random_model import write_random_model
 
     torch.set_num_threads(args.threads)
     case = generate_case("fdg", size=args.size, seed=args.seed, healthy=False)
     g = case.geometry
-    rng = np.random.default_rng(args.seed)
-    lesion_ids = [i for i in range(1, len(case.lesions) + 1) if (case.lesion_instances == i).any()]
-    body = np.argwhere(case.ct > -500)
-    clicks = []
-    for k in range(args.clicks):
-        if k % 2 == 0 and lesion_ids:
-            zyx = np.argwhere(case.lesion_instances == lesion_ids[(k // 2) % len(lesion_ids)]).mean(axis=0).round()
-            clicks.append(("tumor", [int(v) for v in zyx[::-1]]))
-        else:
-            zyx = body[rng.integers(len(body))]
-            clicks.append(("background", [int(v) for v in zyx[::-1]]))
+    clicks = alternating_clicks(case, args.clicks, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         model = write_random_model(Path(tmp) / "model", folds=(0,), patch_size=(args.patch,) * 3,
                                    spacing_zyx=g.spacing_zyx, seed=3)

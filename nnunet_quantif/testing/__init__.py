@@ -1,4 +1,5 @@
-"""Fixtures for tests and benchmarks: small nnU-Net model folders with random weights (:mod:`.random_model`).
+"""Fixtures for tests and benchmarks: small nnU-Net model folders with random weights (:mod:`.random_model`) and
+click sequences on phantoms (:mod:`.click_sequence`).
 
 Not used by the library itself; ``inference`` does not import it, so inference no longer imports training.
 """
