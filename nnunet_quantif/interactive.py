@@ -132,8 +132,10 @@ class Session:
         nnU-Net trained-model folders (as for :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline`).
     device : str or torch.device, optional
         Default: CUDA when available.
-    mirroring : str or MirroringPolicy
-        Test-time mirroring policy; the axes are decided once per case, at :meth:`open`.
+    mirroring : str or MirroringPolicy, optional
+        Test-time mirroring policy; the axes are decided once per case, at :meth:`open`. None: the model's
+        recorded policy, else the pipeline's default for the device
+        (:func:`~nnunet_quantif.inference.pipeline.resolve_settings`).
     pipeline : QuantIFPipeline, optional
         An existing pipeline (its models, options and post-processing) instead of the arguments above.
     incremental : bool
@@ -149,7 +151,7 @@ class Session:
     """
 
     def __init__(self, model_fdg: PathLike | None = None, model_psma: PathLike | None = None, *,
-                 device: object = None, mirroring: object = "paper", pipeline=None, incremental: bool = True,
+                 device: object = None, mirroring: object = None, pipeline=None, incremental: bool = True,
                  lean: bool = False, **pipeline_kwargs) -> None:
         from .inference.pipeline import QuantIFPipeline
 

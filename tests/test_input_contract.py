@@ -454,3 +454,15 @@ def test_view_builds_its_session_pipeline_with_model(baseline_model) -> None:
     pipe = logic.build_pipeline(settings, args)
     assert pipe.single_model and pipe.model_dirs == {ANY_TRACER: baseline_model} and pipe.folds[ANY_TRACER] == (0,)
     assert pipe.contracts[ANY_TRACER] == InputContract.baseline()
+
+
+def test_a_session_built_from_a_model_folder_takes_the_models_mirroring(tmp_path) -> None:
+    """``Session(model)`` without a policy keeps the policy the model records (an imported release's)."""
+    from nnunet_quantif.interactive import Session
+
+    entry = InputContract.for_heatmap(HeatmapDefinition(), "noNorm").to_json()
+    entry["inference"] = {"mirroring": "all"}
+    model = write_random_model(tmp_path / "m", folds=(0,), patch_size=PATCH, seed=2,
+                               contract=InputContract.from_json(entry))
+    assert Session(model, device="cpu", folds=(0,)).pipeline.settings["fdg"].policy.name == "all"
+    assert Session(model, device="cpu", folds=(0,), mirroring="none").pipeline.settings["fdg"].policy.name == "none"
