@@ -327,3 +327,28 @@ def test_evaluate_interactive_on_phantoms_with_tiny_models(tmp_path, monkeypatch
     keep = os.environ.get("QUANTIF_KEEP_EVAL")  # copy the outputs somewhere to look at the PNGs
     if keep:
         shutil.copytree(out, Path(keep), dirs_exist_ok=True)
+
+
+def test_case_eta_uses_predicted_cases_only():
+    from nnunet_quantif.evaluation.interactive import CaseEta
+    eta = CaseEta(10)
+    assert eta.seconds_left() is None and eta.describe() == "case 1/10, estimating"
+    eta.case_done(0.0, predicted=False)  # resumed: counts as done, not in the mean
+    assert eta.seconds_left() is None
+    eta.case_done(100.0)
+    eta.case_done(300.0)
+    assert eta.seconds_left() == pytest.approx(200.0 * 7)
+    assert eta.describe() == "case 4/10, about 23 min left"
+    for _ in range(7):
+        eta.case_done(3600.0)
+    assert eta.seconds_left() == 0.0 and eta.describe() == "done"
+
+
+def test_runner_bar_estimates_from_whole_cases(tiny_data, tmp_path, capsys):
+    """The bar shows the cases' estimate, not tqdm's per-prediction rate."""
+    cases = discover_cases(tiny_data, case_table=tmp_path / "centres.csv")
+    InteractiveRunner(_methods(FakeModel()), tmp_path / "o", [0, 1], progress=True).run(cases, plots=False)
+    err = capsys.readouterr().err
+    assert "case 1/3, estimating" in err
+    assert "case 2/3, about" in err and "case 3/3, about" in err
+    assert "pred/s" not in err and "s/pred" not in err

@@ -51,6 +51,62 @@ PROTOCOL_STEPS: tuple[int, ...] = tuple(range(11))
 
 Method = Callable[[EvalCase, Clicks], np.ndarray]
 
+#: The evaluation bar: tqdm's own rate estimate is left out, because one prediction of the model and one of a
+#: click-independent baseline differ by orders of magnitude; :class:`CaseEta` estimates per case instead.
+PROGRESS_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+
+
+class CaseEta:
+    """Time left of a run of cases, from the mean seconds of the cases predicted so far.
+
+    Cases resumed from ``parts/`` (nothing predicted) count as done and take no time. The estimate is
+    the mean seconds of the predicted cases times the cases left; before the first predicted case it is
+    unknown.
+
+    Parameters
+    ----------
+    n_cases : int
+        Cases in the run.
+    """
+
+    def __init__(self, n_cases: int) -> None:
+        self.n_cases = int(n_cases)
+        self.done = 0
+        self.predicted_seconds: list[float] = []
+
+    def case_done(self, seconds: float, predicted: bool = True) -> None:
+        """Count one case; ``seconds`` enter the mean only when it ``predicted`` something."""
+        self.done += 1
+        if predicted:
+            self.predicted_seconds.append(float(seconds))
+
+    def seconds_left(self) -> float | None:
+        """Estimated seconds until the last case is done; ``None`` before any case was predicted."""
+        if not self.predicted_seconds:
+            return None
+        mean = sum(self.predicted_seconds) / len(self.predicted_seconds)
+        return mean * max(self.n_cases - self.done, 0)
+
+    def describe(self) -> str:
+        """``'case 3/16, about 12 min left'`` (or ``'estimating'`` before the first predicted case)."""
+        left = self.seconds_left()
+        head = f"case {min(self.done + 1, self.n_cases)}/{self.n_cases}" if self.done < self.n_cases else "done"
+        if left is None:
+            return f"{head}, estimating" if self.done < self.n_cases else head
+        if self.done >= self.n_cases:
+            return head
+        return f"{head}, about {_duration(left)} left"
+
+
+def _duration(seconds: float) -> str:
+    """``'45 s'``, ``'12 min'``, ``'1 h 05 min'``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
 
 def parse_steps(text: str) -> list[int]:
     """``'0-10'`` -> ``[0, ..., 10]``; ``'0,1,10'`` -> ``[0, 1, 10]``; ``'0-2,5'`` -> ``[0, 1, 2, 5]``."""
@@ -149,6 +205,8 @@ class InteractiveRunner:
             raise ConfigError(f"invalid steps {list(steps)}")
         self.save_predictions = save_predictions
         self.progress = progress
+        #: Predictions made by the last :meth:`run_case` (0 when every row was resumed).
+        self.last_case_predictions = 0
 
     # -- resume state
     def describe_methods(self) -> dict[str, str]:
@@ -207,6 +265,7 @@ class InteractiveRunner:
         rows = self._load_part(case)
         done = {(r["method"], r["step"]) for r in rows}
         todo = [(m, k) for m in self.methods for k in self.steps if (m, k) not in done]
+        self.last_case_predictions = len(todo)
         if bar is not None:
             bar.update(len(self.methods) * len(self.steps) - len(todo))
         if not todo:
@@ -280,17 +339,24 @@ class InteractiveRunner:
         total = len(cases) * len(self.methods) * len(self.steps)
         rows: list[dict] = []
         failed: list[dict] = []
-        with tqdm(total=total, desc="evaluate-interactive", unit="pred", disable=not self.progress) as bar:
+        eta = CaseEta(len(cases))
+        with tqdm(total=total, desc="evaluate-interactive", unit="pred", disable=not self.progress,
+                  bar_format=PROGRESS_FORMAT) as bar:
             for case in cases:
-                bar.set_postfix_str(case.name[:40])
+                bar.set_postfix_str(f"{case.name[:40]}, {eta.describe()}")
+                t0 = time.perf_counter()
+                self.last_case_predictions = 0
                 try:
                     rows.extend(self.run_case(case, bar))
+                    eta.case_done(time.perf_counter() - t0, predicted=self.last_case_predictions > 0)
                 except Exception as e:  # noqa: BLE001 - one bad case must not stop the run
                     if fail_fast:
                         raise
                     message = str(e) if isinstance(e, QuantIFError) else f"{type(e).__name__}: {e}"
                     failed.append({"case": case.name, "error": message})
                     case.release()
+                    eta.case_done(0.0, predicted=False)
+            bar.set_postfix_str(eta.describe())
         write_json(failed, self.out_dir / "failed_cases.json")
         ok = [c for c in cases if c.name not in {f["case"] for f in failed}]
         summary = self.finalize(rows, ok, plots=plots, n_worst=n_worst, primary=primary, title=title,
