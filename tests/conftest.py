@@ -24,8 +24,8 @@ def _single_thread_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``, or a test's
-    argument, which holds it from that test to the module's end): tiny networks run fastest single-threaded; on a
-    loaded 2-core machine 2 threads were ~20x slower."""
+    argument, which holds it from that test to the module's end): the tests' tiny networks run single-threaded, so
+    that two test workers on two cores do not oversubscribe them."""
     import torch
 
     n = torch.get_num_threads()

@@ -31,8 +31,8 @@ It is set up to learn within ~1000 CPU iterations (the evidence is in docs/DEMO.
 patch forced onto a lesion with probability 2/3 (``oversample_foreground_percent = 0.67`` with
 ``probabilistic_oversampling``: nnU-Net's default rounding would give one of two at batch 2), and the organ
 loss weighted 0.1, because at this width the 15-class organ loss takes the shared decoder
-over and the lesion head stays at "all background" (measured; with organ weight 0 the dual
-head learns exactly as fast as the plain network, so the dual-head path itself is sound).
+over and the lesion head stays at "all background" (with organ weight 0 the dual head learns
+as fast as the plain network, so the dual-head path itself is sound; docs/DEMO.md).
 """
 
 from __future__ import annotations
