@@ -19,7 +19,7 @@ per-tile network call: PyTorch runs a batch-1 3D convolution of a small patch on
 ``slow_conv3d`` kernel and uses oneDNN only from batch 2 on, so the tile's mirrored copies
 are stacked into one batch (and a lone tile is paired with a copy of itself). The result is
 the same average of the same network outputs, in less time (``scripts/bench_inference.py --cpu-batching`` and
-``scripts/bench_cpu_batching.py`` measure it; figures in docs/DEMO.md and docs/benchmarks.md).
+``scripts/bench_cpu_batching.py`` measure it; figures in docs/DEMO.md, "Evaluation speed on a CPU").
 
 Forward options (``scripts/bench_precision.py`` measures them on CPU, ``scripts/gpu_inference.py`` on a GPU):
 
