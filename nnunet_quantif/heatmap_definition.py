@@ -735,7 +735,7 @@ def read_model_contract(model_dir: str | os.PathLike | Mapping) -> InputContract
     Returns
     -------
     InputContract
-        The recorded one (``recorded`` True), or today's three-channel contract with the default heatmap
+        The recorded one (``recorded`` True), or the default three-channel contract with the default heatmap
         (``recorded`` False) when the key is absent.
 
     Raises

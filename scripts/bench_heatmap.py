@@ -9,7 +9,7 @@ borders and corners), then times in the same run:
 * ``naive_click_heatmap`` (one full-volume ``scipy.ndimage.gaussian_filter`` per click; run once),
 
 and prints both times, their ratio and the maximum absolute difference.
-Goals (issue 4): ratio >= 100, difference <= 1e-6.
+Goals: ratio >= 100, difference <= 1e-6.
 
 Usage: ``python scripts/bench_heatmap.py [--shape Z Y X] [--repeats 3] [--seed 0]``
 """

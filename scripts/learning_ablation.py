@@ -4,8 +4,8 @@
 Trains a variant of ``nnUNetTrainerQuantIF_tiny`` (nnU-Net's own training loop, data loader,
 augmentation and loss) on a preprocessed demo dataset, then predicts the split's validation
 cases with nnU-Net's sliding window (Gaussian, step 0.5, no mirroring) and prints their DSC in
-preprocessed space, with the trainer's last lesion losses. Every setting that the issue "The
-model learns" asked about is a flag, so each row of the README's ablation table is one command.
+preprocessed space, with the trainer's last lesion losses. Every setting of the ablation is a
+flag, so each row of the ablation table in docs/DEMO.md ("What makes the tiny trainer learn") is one command.
 
 The last ``--holdout`` lesion cases (sorted by name) of the preprocessed dataset are held out
 of training and scored; nothing is written into the dataset.

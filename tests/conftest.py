@@ -24,8 +24,8 @@ def _single_thread_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``, or a test's
-    argument, which holds it from that test to the module's end): tiny networks run fastest single-threaded; on a
-    loaded 2-core machine 2 threads were ~20x slower."""
+    argument, which holds it from that test to the module's end): the tests' tiny networks run single-threaded, so
+    that two test workers on two cores do not oversubscribe them."""
     import torch
 
     n = torch.get_num_threads()
@@ -54,13 +54,24 @@ def shipped_clicks_dir() -> Path:
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Run the longest tests (``test_learning.py``, ~20 min on 2 cores, one shared trained fixture) first.
+    """Leave out the ``slow`` tests unless asked for, and run the longest tests first.
 
-    ``test_learning.py`` is one xdist group, and pyproject's addopts give ``--dist loadgroup``: one worker starts
-    on the group at once and trains its fixture once, while the other worker takes the remaining tests one by
-    one, so the suite takes about max(learning tests, everything else / 2) instead of their sum (or, when the
-    group is split, two trainings).
+    Without ``-m`` and without ``--slow``, the tests marked ``slow`` are deselected: ``pytest tests`` runs the fast
+    tests, ``pytest -m slow tests`` the slow ones, and ``pytest --slow tests`` (or any ``-m`` expression) chooses
+    otherwise.
+
+    ``test_learning.py`` (one shared trained fixture, the longest tests) runs first. It is one xdist group, and
+    pyproject's addopts give ``--dist loadgroup``: one worker starts on the group at once and trains its fixture
+    once, while the other worker takes the remaining tests one by one, so the run takes about max(learning tests,
+    everything else / 2) instead of their sum (or, when the group is split, two trainings).
     """
+    if not config.getoption("--slow") and not config.getoption("markexpr"):
+        kept, deselected = [], []
+        for item in items:
+            (deselected if item.get_closest_marker("slow") is not None else kept).append(item)
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = kept
     items.sort(key=lambda item: 0 if "test_learning.py" in item.nodeid else 1)
 
 
@@ -73,6 +84,9 @@ GUARD_SEEDS: tuple[int, ...] = (3, 6)
 
 
 def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="run every test, the ones marked slow included (without it and without -m, the slow "
+                          "tests are deselected)")
     parser.addoption("--global-seed", type=int, default=None, metavar="N",
                      help="seed NumPy's, torch's and Python's global random state with N before every test (the "
                           "tests marked random_state_guard then run under N only instead of under GUARD_SEEDS)")

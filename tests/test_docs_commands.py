@@ -13,7 +13,9 @@ value types; the files it names need not exist). The documented convention for c
 
 Every relative link ``[text](path)`` and every backquoted repository path (``docs/X.md``,
 ``scripts/x.py``, ``configs/x.json``, ``tests/x.py``, ``nnunet_quantif/...``) in those files must
-name a file or folder that exists.
+name a file or folder that exists, and a link's ``#anchor`` must be a heading of the page it points to.
+
+The README fits on a page (at most ``README_MAX_LINES`` lines) and links every page of ``docs/``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+README_MAX_LINES = 250
 
 _FENCE = re.compile(r"^```")
 #: Code blocks that hold commands; other blocks (diagrams, JSON, output) are not checked.
@@ -105,7 +108,28 @@ def _references(path: Path) -> list[str]:
     refs = [m.group(1) for m in _LINK.finditer(text)]
     refs += [m.group(1) for m in _REPO_PATH.finditer(text)]
     refs += [m.group(1) for m in _BARE_MD.finditer(text) if m.group(1) not in _OUTPUT_PAGES]
-    return [r for r in refs if not re.match(r"^[a-z]+:", r) and not r.startswith("#")]
+    return [r for r in refs if not re.match(r"^[a-z]+:", r)]
+
+
+def heading_anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings of a markdown page (lower case, punctuation but ``-`` and ``_``
+    dropped, spaces to ``-``; a repeated heading gets ``-1``, ``-2``, ...)."""
+    anchors: set[str] = set()
+    in_fence = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if _FENCE.match(line.strip()):
+            in_fence = not in_fence
+            continue
+        m = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if in_fence or not m:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", m.group(1).lower()).replace(" ", "-")
+        anchor, n = slug, 0
+        while anchor in anchors:
+            n += 1
+            anchor = f"{slug}-{n}"
+        anchors.add(anchor)
+    return anchors
 
 
 def _test_names(path: Path) -> list[tuple[str, str]]:
@@ -118,22 +142,47 @@ def _test_names(path: Path) -> list[tuple[str, str]]:
 def test_links_and_file_references_exist(doc):
     missing = []
     for ref in _references(doc):
-        target = ref.split("#", 1)[0]
-        if not target or any(c in target for c in "*<>{}$"):
+        target, _, anchor = ref.partition("#")
+        if any(c in target for c in "*<>{}$"):
             continue
-        if not any((base / target).exists() for base in (doc.parent, ROOT, ROOT / "docs")):
+        if not target:
+            page = doc
+        else:
+            found = [base / target for base in (doc.parent, ROOT, ROOT / "docs") if (base / target).exists()]
+            if not found:
+                missing.append(ref)
+                continue
+            page = found[0]
+        if anchor and page.suffix == ".md" and anchor not in heading_anchors(page):
             missing.append(ref)
     for file, name in _test_names(doc):
         if (ROOT / file).is_file() and not re.search(rf"^\s*(async )?def {name}\b|^class {name}\b",
                                                      (ROOT / file).read_text(encoding="utf-8"), re.M):
             missing.append(f"{file}::{name}")
-    assert not missing, f"{doc.relative_to(ROOT)} names files or tests that do not exist: {missing}"
+    assert not missing, f"{doc.relative_to(ROOT)} names files, headings or tests that do not exist: {missing}"
 
 
-def test_the_checker_catches_a_bad_command(tmp_path):
-    doc = tmp_path / "x.md"
-    doc.write_text("```\nquantif predict -i a -o b --bogus\n```\n"
-                   "```bash\nquantif heatmap --pet P --clicks C --out H [--click-step K]\n"
-                   "quantif predict ... --out x\n```\n")
-    cmds = quantif_commands(doc)
-    assert [c[2] for c in cmds] == ["quantif heatmap --pet P --clicks C --out H '[--click-step' 'K]'"]
+def test_links_within_a_page_are_relative_to_it():
+    """A link in ``docs/`` is relative to ``docs/`` (``[x](USAGE.md)``), as GitHub resolves it."""
+    wrong = {doc.name: refs for doc in DOCS if doc.parent.name == "docs"
+             if (refs := [m.group(1) for m in _LINK.finditer(doc.read_text(encoding="utf-8"))
+                          if m.group(1).startswith("docs/")])}
+    assert not wrong, wrong
+
+
+def test_the_readme_fits_on_a_page_and_links_every_guide():
+    readme = ROOT / "README.md"
+    lines = readme.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines, more than {README_MAX_LINES}"
+    linked = {ref.split("#", 1)[0] for ref in _references(readme)}
+    unlinked = [f"docs/{d.name}" for d in DOCS[1:] if f"docs/{d.name}" not in linked]
+    assert not unlinked, f"README.md links no page {unlinked}"
+
+
+def test_heading_anchors_follow_github(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Interactive use (`nnunet_quantif.interactive.Session`, `quantif session`)\n"
+                    "```bash\n# not a heading\n```\n## Tests\n## Tests\n## DSC ≥ 0.6: what's left?\n",
+                    encoding="utf-8")
+    assert heading_anchors(page) == {"interactive-use-nnunet_quantifinteractivesession-quantif-session",
+                                     "tests", "tests-1", "dsc--06-whats-left"}

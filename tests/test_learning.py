@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("learning")]  # one work
 
 #: A fixed phantom set: phantom seed 0 (the demo's default seed), 16 training and 5 held-out phantoms per tracer,
 #: all with lesions; 100 epochs x 30 iterations (twice the demo's schedule). The demo's own held-out
-#: figures vary by about 0.1 between phantom seeds (README, "Measured figures"); the longer schedule and the
+#: figures vary by about 0.1 between phantom seeds (docs/DEMO.md, "Measured figures"); the longer schedule and the
 #: larger held-out set are the margin that keeps this check from being a coin toss.
 SETTINGS = DemoSettings(n_train=16, n_test=5, n_val=1, healthy_fraction=0.0, epochs=100, iterations=30,
                         tracer_folds=2, tracer_epochs=8, steps=(0, 1, 10), time_budget_s=2.0, seed=0)

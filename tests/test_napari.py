@@ -1,7 +1,7 @@
 """The napari plugin in a real viewer (napari's ``make_napari_viewer`` fixture), headless under Xvfb.
 
 Needs the ``napari-test`` extra (napari, PyQt5, pytest-qt, pytest-xvfb) and an X server: pytest-xvfb starts
-Xvfb (``apt-get install xvfb`` and Mesa, see the README) for the session. Qt's ``offscreen`` platform does not
+Xvfb (``apt-get install xvfb`` and Mesa, see docs/DEVELOPMENT.md) for the session. Qt's ``offscreen`` platform does not
 do: vispy's OpenGL set-up fails there. Without them the tests are skipped, with the reason.
 
 The model is a random-weight tiny model whose network is replaced by one that echoes the click heatmap

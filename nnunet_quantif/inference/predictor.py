@@ -18,10 +18,10 @@ On CPU it also overrides :meth:`~QuantIFPredictor._internal_maybe_mirror_and_pre
 per-tile network call: PyTorch runs a batch-1 3D convolution of a small patch on its native
 ``slow_conv3d`` kernel and uses oneDNN only from batch 2 on, so the tile's mirrored copies
 are stacked into one batch (and a lone tile is paired with a copy of itself). The result is
-the same average of the same network outputs; on 2 cores a 32^3 tile of the tiny model
-costs about a third of the batch-1 time (``scripts/bench_inference.py --cpu-batching``).
+the same average of the same network outputs, in less time (``scripts/bench_inference.py --cpu-batching`` and
+``scripts/bench_cpu_batching.py`` measure it; figures in docs/DEMO.md, "Evaluation speed on a CPU").
 
-Forward options (issue 20; ``scripts/bench_precision.py`` measures them on CPU, ``scripts/gpu_inference.py`` on a GPU):
+Forward options (``scripts/bench_precision.py`` measures them on CPU, ``scripts/gpu_inference.py`` on a GPU):
 
 * ``precision`` -- ``fp32``, ``fp16`` or ``bf16`` autocast around each network forward (``auto``: fp16 on
   CUDA, fp32 elsewhere, as nnU-Net does). A dtype the device cannot run is a
@@ -30,8 +30,8 @@ Forward options (issue 20; ``scripts/bench_precision.py`` measures them on CPU, 
   memory; ``fp32``: exact sums). Network outputs are cast to fp32 before the mirrored copies are averaged and
   before the Gaussian weighting, whatever the precision.
 * ``tile_batch`` -- network inputs per forward pass: ``B`` sliding-window tiles, or their mirrored copies, go
-  through the network together (each tile still gets its own Gaussian-weighted sum). None (``auto``) keeps
-  the previous behaviour: one tile per step, its mirrored copies stacked into forwards of up to
+  through the network together (each tile still gets its own Gaussian-weighted sum). None (``auto``) runs
+  one tile per step, its mirrored copies stacked into forwards of up to
   :meth:`~QuantIFPredictor.cpu_batch_limit` on CPU, one input per forward elsewhere. On CPU a forward of one
   input is paired with a copy of itself (batch 1 would run ``slow_conv3d``).
 * ``compile_network`` -- ``torch.compile`` of the network; the compilation (warm-up) runs once, before the
@@ -39,9 +39,9 @@ Forward options (issue 20; ``scripts/bench_precision.py`` measures them on CPU, 
   same batch size (short batches are padded with copies) so the network compiles once.
 
 Folds run one after the other on the one preprocessed case (nnU-Net's loop). A ``torch.func.stack_module_state``
-+ ``vmap`` pass over the stacked folds was not consistently faster on CPU with the tiny model (0.7x to 2.0x the
-sequential time, by tile batch; ``scripts/bench_precision.py --folds``, ``docs/benchmarks.md``) and holds every
-fold's activations at once, so the loop stays.
++ ``vmap`` pass over the stacked folds is not consistently faster on CPU with the tiny model
+(``scripts/bench_precision.py --folds``; figures in docs/benchmarks.md) and holds every fold's activations at
+once, so the loop stays.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def check_precision(precision: str, device: torch.device) -> str:
     if resolved == "fp32":
         return resolved
     if device.type == "cpu" and resolved == "fp16":
-        # autocast runs it, but without native fp16 kernels: 26x the fp32 time for the tiny model on 2 cores
+        # autocast runs it, but without native fp16 kernels, many times slower than fp32 (docs/benchmarks.md)
         raise ConfigError("--precision fp16 is not supported on cpu (no native fp16 kernels, many times slower "
                           "than fp32); use --precision bf16 or fp32")
     if not torch.amp.is_autocast_available(device.type):

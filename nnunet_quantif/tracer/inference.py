@@ -106,8 +106,7 @@ class TracerEnsemble:
 
         The networks are tiny (about 25 M multiply-adds each), so they run on one
         thread: on a busy machine, OpenMP threads waiting for each other cost far
-        more than the work (measured 2.6 s vs 19 ms for 5 folds on 2 shared cores).
-        The previous thread count is restored.
+        more than the work. The caller's thread count is restored.
         """
         x = torch.from_numpy(np.ascontiguousarray(mip, dtype=np.float32))[None, None]
         old = torch.get_num_threads()

@@ -26,13 +26,13 @@ with the mirroring policy ``final_validation_mirroring`` (``paper``; ``none`` fo
 Tiny variant: ``nnUNetTrainerQuantIF_tiny`` trains ``QUANTIF_TINY_EPOCHS`` epochs (default
 2) of ``QUANTIF_TINY_ITERS`` iterations (default 4) with ``QUANTIF_TINY_VAL_ITERS``
 validation iterations (default 2); the environment variables let the demo train longer.
-It is set up to learn within ~1000 CPU iterations (the evidence is in the README's demo
-section): nnU-Net's AdamW variant (``nnUNetTrainerAdam``) at 3e-3 instead of SGD, each
+It is set up to learn within ~1000 CPU iterations (the evidence is in docs/DEMO.md,
+"What makes the tiny trainer learn"): nnU-Net's AdamW variant (``nnUNetTrainerAdam``) at 3e-3 instead of SGD, each
 patch forced onto a lesion with probability 2/3 (``oversample_foreground_percent = 0.67`` with
 ``probabilistic_oversampling``: nnU-Net's default rounding would give one of two at batch 2), and the organ
 loss weighted 0.1, because at this width the 15-class organ loss takes the shared decoder
-over and the lesion head stays at "all background" (measured; with organ weight 0 the dual
-head learns exactly as fast as the plain network, so the dual-head path itself is sound).
+over and the lesion head stays at "all background" (with organ weight 0 the dual head learns
+as fast as the plain network, so the dual-head path itself is sound; docs/DEMO.md).
 """
 
 from __future__ import annotations

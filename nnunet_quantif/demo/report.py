@@ -1,0 +1,200 @@
+"""The demo's report: ``summary.json`` (headline metrics, tracer accuracy, timings, quality targets), ``report.md``,
+the DSC-by-step plot, and the ``quantif predict`` command that segments a held-out phantom with the demo's models."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..io import write_json, write_text
+from .settings import FOLD, SMOKE_NOTE, DemoRun
+from .targets import (
+    TARGET_DSC,
+    TARGET_FPV_FRACTION_OF_SUV4,
+    TARGET_GAIN_OVER_STEP0,
+    _nanmean,
+    _target_flags,
+    quality_targets,
+)
+
+
+def _fmt(v: object, digits: int = 3) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return "nan" if not np.isfinite(v) else f"{v:.{digits}f}"
+    return str(v)
+
+
+def build_demo_summary(run: DemoRun) -> dict:
+    """The demo's ``summary.json``: headline metrics, tracer accuracy, timings and checks."""
+    ev = json.loads((run.eval_dir / "summary.json").read_text())
+    st = run.state["stages"]
+    steps = list(run.settings.steps)
+    last = steps[-1]
+    methods = ev.get("methods", {})
+    headline = {}
+    for m, s in methods.items():
+        curves = s.get("curves", {})  # per tracer: {"step": [...], "dsc_mean": [...], ...}
+        overall = s.get("mean_of_subset_means", {})
+        by_step = {}
+        for met in ("dsc", "fpv", "fnv"):
+            per_tracer = [c[f"{met}_mean"] for c in curves.values() if f"{met}_mean" in c]
+            # mean of the tracer-subset means at each step (NaN-ignoring: a subset without lesions has no DSC)
+            by_step[met] = [_nanmean([pt[i] for pt in per_tracer]) for i in range(len(steps))]
+        headline[m] = {
+            "dsc_by_step": by_step["dsc"], "fpv_by_step": by_step["fpv"], "fnv_by_step": by_step["fnv"],
+            f"dsc@{last}": overall.get("dsc_last"), f"fpv@{last}": overall.get("fpv_last"),
+            f"fnv@{last}": overall.get("fnv_last"),
+            "auc_dsc": overall.get("auc_dsc"), "auc_fpv": overall.get("auc_fpv"), "auc_fnv": overall.get("auc_fnv"),
+        }
+    timings = {k: v["seconds"] for k, v in st.items()}
+    targets = None if run.settings.smoke else quality_targets(methods, steps)
+    plot = plot_dsc_by_step(headline, steps, run.out / "dsc_by_step.png")
+    return {
+        "version": __version__,
+        "settings": run.settings.to_dict(),
+        "steps": steps,
+        "metrics": headline,
+        "evaluation_summary": str(run.eval_dir / "summary.json"),
+        "tracer": {**{k: st["tracer"]["result"].get(k) for k in ("cv_accuracy", "heldout_accuracy", "heldout",
+                                                                  "skipped")},
+                   "routing": st["evaluate"]["result"].get("routing"),
+                   "routing_accuracy": st["evaluate"]["result"].get("routing_accuracy")},
+        "smoke": run.settings.smoke,
+        "timings_s": timings,
+        "total_s": float(sum(timings.values())),
+        "models": {t: st[f"train_{t}"]["result"]["model"] for t in ("fdg", "psma")},
+        "train_loss": {t: st[f"train_{t}"]["result"].get("train_loss") for t in ("fdg", "psma")},
+        "train_organ_loss": {t: st[f"train_{t}"]["result"].get("train_organ_loss") for t in ("fdg", "psma")},
+        "report": str(run.out / "report.md"),
+        "predict_command": predict_command(run),
+        "targets": targets,
+        "dsc_plot": str(plot) if plot else None,
+    }
+
+
+def plot_dsc_by_step(headline: dict, steps: list[int], path: Path) -> Path | None:
+    """One plot: mean DSC (mean of the tracer means, lesion cases) against the click step, every method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not headline:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, h in headline.items():
+        ys = [np.nan if v is None else v for v in h.get("dsc_by_step", [])]
+        ax.plot(steps[:len(ys)], ys, "-o", ms=4, lw=1.8 if name == "model" else 1.2, label=name)
+    ax.set_xlabel("clicks (step k: k tumor + k background)")
+    ax.set_ylabel("DSC (mean over lesion cases)")
+    ax.set_ylim(0, 1)
+    ax.set_xticks(steps)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Held-out phantoms: DSC by click step")
+    fig.tight_layout()
+    from ..io import atomic_write
+
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return path
+
+
+def render_demo_report(run: DemoRun, summary: dict) -> str:
+    """``report.md``: the metrics table, tracer accuracy, timings per stage and the plots."""
+    steps = summary["steps"]
+    smoke = bool(summary.get("smoke"))
+    lines = ["# QuantIF demo report" + (f" — smoke run ({SMOKE_NOTE})" if smoke else ""), ""]
+    if smoke:
+        lines += ["**This is a smoke run** (`--quick`): it checks that every stage runs on this machine. Its "
+                  "models train for seconds and its figures say nothing about the method; run "
+                  "`quantif demo` (without `--quick`) for the measured demo. The tracer classifier is not trained "
+                  "(the held-out cases are routed by their names), mirroring is off, and the quality targets are "
+                  "not graded.", ""]
+    lines += [f"nnunet-quantif {summary['version']}, settings: `{json.dumps(summary['settings'])}`", "",
+             "Held-out synthetic phantoms, evaluated with the autoPET IV metrics at click steps "
+             f"{', '.join(map(str, steps))} (mean over the tracer subsets; lesion-free cases count for FPV only).",
+             "", "## Metrics", "",
+             "| method | " + " | ".join(f"DSC@{k}" for k in steps) + f" | FPV@{steps[-1]} (ml) | "
+             f"FNV@{steps[-1]} (ml) |",
+             "|---|" + "---|" * (len(steps) + 2)]
+    for m, h in summary["metrics"].items():
+        dsc = h.get("dsc_by_step") or [None] * len(steps)
+        last = steps[-1]
+        lines.append(f"| {m} | " + " | ".join(_fmt(v) for v in dsc) + f" | {_fmt(h.get(f'fpv@{last}'))} | "
+                     f"{_fmt(h.get(f'fnv@{last}'))} |")
+    targets = summary.get("targets") or {}
+    if summary.get("dsc_plot"):
+        lines += ["", f"![DSC by click step]({os.path.relpath(summary['dsc_plot'], run.out)})"]
+    scopes = [k for k in targets if k != "all_met"]
+    if scopes:
+        lines += ["", "## Quality targets", "",
+                  f"Model DSC@{steps[-1]} >= {TARGET_DSC}, at least {TARGET_GAIN_OVER_STEP0} above DSC@{steps[0]}, "
+                  f"above 41 % region growing, and FPV@{steps[-1]} below {TARGET_FPV_FRACTION_OF_SUV4:g} x the "
+                  "SUV >= 4 baseline's.", "",
+                  f"| scope | DSC@{steps[0]} | DSC@{steps[-1]} | rg41 DSC@{steps[-1]} | FPV@{steps[-1]} (ml) | "
+                  f"suv4 FPV@{steps[-1]} (ml) | met |", "|---|---|---|---|---|---|---|"]
+        for sc in scopes:
+            r = targets[sc]
+            flags = _target_flags(r)
+            missed = [k for k, v in flags.items() if v is not True]
+            met = "yes" if flags and not missed else "no (" + ", ".join(missed) + ")"
+            lines.append(f"| {sc} | {_fmt(r['model_dsc_first'])} | {_fmt(r['model_dsc_last'])} | "
+                         f"{_fmt(r['rg41_dsc_last'])} | {_fmt(r['model_fpv_last'], 1)} | "
+                         f"{_fmt(r['suv4_fpv_last'], 1)} | {met} |")
+    if smoke:
+        lines += ["", "## Quality targets", "",
+                  "Not graded: a smoke run's models are not trained enough to be measured."]
+    tr = summary["tracer"]
+    lines += ["", "## Tracer classifier", ""]
+    if tr.get("skipped"):
+        lines += [f"- not trained ({tr['skipped']})"]
+    else:
+        lines += [f"- cross-validation accuracy: {_fmt(tr.get('cv_accuracy'))}",
+                  f"- held-out accuracy: {_fmt(tr.get('heldout_accuracy'))}"]
+    lines += [f"- routing of the held-out cases: {tr.get('routing')}, right for "
+              f"{_fmt(tr.get('routing_accuracy'))} of them", "",
+              "## Timings per stage", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in summary["timings_s"].items()]
+    lines += [f"| **total** | {summary['total_s']:.1f} |", "", "## Plots", ""]
+    for png in sorted((run.eval_dir / "plots").glob("*.png")) if (run.eval_dir / "plots").is_dir() else []:
+        rel = os.path.relpath(png, run.out)
+        lines += [f"![{png.stem}]({rel})", ""]
+    lines += ["Full evaluation report: " + os.path.relpath(run.eval_dir / "report.md", run.out), ""]
+    return "\n".join(lines)
+
+
+def predict_command(run: DemoRun) -> list[str]:
+    """A ``quantif predict`` command line (argv) that segments one held-out phantom with the demo's models.
+
+    It names the fold the demo trains (``--folds 0``), the tracer classifier (``--tracer name`` in a smoke run,
+    which trains none) and writes ``OUT/predict_example/<case>.nii.gz``.
+    """
+    from ..layout import CLICKS_DIR, CT_CHANNEL, IMAGES_DIR, PET_CHANNEL, case_names, channel_file, clicks_file
+
+    test = run.phantoms_test
+    cases = case_names(test / IMAGES_DIR) if (test / IMAGES_DIR).is_dir() else []
+    case = cases[0] if cases else "CASE"
+    argv = ["quantif", "predict", "--model-fdg", str(run.model_dir("fdg")), "--model-psma", str(run.model_dir("psma")),
+            "--folds", FOLD]
+    argv += ["--tracer", "name"] if run.settings.smoke else ["--tracer-weights", str(run.tracer_dir)]
+    argv += ["--ct", str(channel_file(test / IMAGES_DIR, case, CT_CHANNEL)),
+             "--pet", str(channel_file(test / IMAGES_DIR, case, PET_CHANNEL)),
+             "--clicks", str(clicks_file(test / CLICKS_DIR, case)),
+             "--out", str(run.out / "predict_example" / f"{case}.nii.gz")]
+    return argv
+
+
+def stage_report(run: DemoRun) -> dict:
+    summary = build_demo_summary(run)
+    write_json(summary, run.out / "summary.json")
+    write_text(render_demo_report(run, summary), run.out / "report.md")
+    return {"report": str(run.out / "report.md"), "summary": str(run.out / "summary.json")}
+

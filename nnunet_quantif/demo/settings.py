@@ -1,0 +1,199 @@
+"""Settings of a ``quantif demo`` run: its sizes (:class:`DemoSettings`), the names it uses, and the paths and
+recorded state of one run under its output folder (:class:`DemoRun`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..environment import nnunet_env
+from ..errors import ConfigError, QuantIFError
+from ..io import write_json
+
+STATE_FILE = "demo_state.json"
+TRAINER = "nnUNetTrainerQuantIF_tiny"
+PLANS = "nnUNetPlans_tiny"
+#: nnU-Net plans of the demo's preprocessed data: the default planner at the phantoms' own 6 x 5 x 5 mm (z, y, x) grid.
+#: A coarser grid starves the model: at 10 mm a median lesion is a handful of voxels (docs/DEMO.md, "What makes the
+#: tiny trainer learn").
+DATA_PLANS = "nnUNetPlans_demo6"
+TARGET_SPACING_MM = ("6", "5", "5")
+#: Classical click-free and click-based baselines evaluated beside the model (``quantif evaluate-interactive``
+#: names): SUV >= 4, SUV >= 2.5 and 41 % of the local SUVmax region growing from the tumor clicks.
+BASELINES = ("suv4", "suv2.5", "rg41")
+CONFIGURATION = "3d_fullres"
+#: The demo trains fold 0 of a one-fold split that keeps ``DemoSettings.n_val`` training phantoms for nnU-Net's
+#: validation (the held-out phantoms are the real test set); nnU-Net's default 5-fold split needs >= 5 cases.
+FOLD = "0"
+DATASET_ID = 900  # FDG = 900, PSMA = 901
+#: Time-adaptive mirroring on a CPU: the paper's voxel thresholds were set for a T4 GPU and would keep all three
+#: axes (8 passes per patch) on these small volumes; the ``budget`` policy measures the seconds per forward pass
+#: on each case and keeps the most axes that fit ``DemoSettings.time_budget_s``.
+MIRRORING = "budget"
+
+#: What a ``--quick`` run is, in the report's title, its first paragraph and the CLI's last line.
+SMOKE_NOTE = "--quick: not a quality measurement"
+
+
+class DemoError(QuantIFError):
+    """A demo stage failed (the message says which and where its log is)."""
+
+
+@dataclass
+class DemoSettings:
+    """Sizes of one demo run.
+
+    Attributes
+    ----------
+    n_train, n_test : int
+        Phantom cases per tracer for training and held out.
+    n_val : int
+        Training phantoms per tracer that nnU-Net validates on (fold 0 of the demo's split).
+    healthy_fraction : float
+        Fraction of lesion-free phantoms (both sets, both tracers).
+    epochs, iterations, val_iterations : int
+        Tiny-trainer schedule (``QUANTIF_TINY_EPOCHS``, ``_ITERS``, ``_VAL_ITERS``).
+    tracer_folds, tracer_epochs : int
+        Tracer classifier cross-validation folds and epochs.
+    steps : tuple of int
+        Click steps evaluated on the held-out cases.
+    time_budget_s : float
+        Seconds per case for the ``budget`` mirroring policy.
+    seed : int
+    workers : int
+        Worker processes for phantom generation, conversion and preprocessing.
+    pet_norm : {'noNorm', 'CT'}
+        PET channel scheme of the demo's datasets. The demo trains from scratch (no MultiTalent stem,
+        which is what the CT default is for), and its tiny CPU models learn better on raw SUV (docs/DEMO.md,
+        "PET scheme of the demo").
+    click_sampling : bool
+        Train ``nnUNetTrainerQuantIF_tiny_clickSampling`` (each sample sees the heatmap of a random
+        number k = 0..10 of its clicks) instead of the full-click tiny trainer.
+    trainer_name : str, optional
+        Train this tiny trainer instead (an ablation, e.g. ``nnUNetTrainerQuantIF_tiny_heatmapAug`` or
+        ``nnUNetTrainerQuantIF_noOrgans_tiny``); it must be one of the exported trainers with ``tiny`` in its name.
+    smoke : bool
+        A smoke run (``--quick``): it checks that every stage runs, and its figures are not a quality
+        measurement. Its budget cannot train the tracer classifier, so the tracer stage is skipped and the
+        held-out cases are routed by their names; the quality targets are not graded.
+    mirroring : str
+        Mirroring policy of the evaluation (``budget``; a smoke run uses ``none``).
+    """
+
+    n_train: int = 16
+    n_test: int = 4
+    n_val: int = 2
+    healthy_fraction: float = 0.2
+    epochs: int = 50
+    iterations: int = 30
+    val_iterations: int = 2
+    tracer_folds: int = 5
+    tracer_epochs: int = 15
+    steps: tuple[int, ...] = (0, 1, 5, 10)
+    time_budget_s: float = 3.0
+    seed: int = 0
+    workers: int = 2
+    click_sampling: bool = False
+    pet_norm: str = "noNorm"
+    trainer_name: str | None = None
+    smoke: bool = False
+    mirroring: str = MIRRORING
+
+    @classmethod
+    def preset(cls, quick: bool, seed: int = 0, click_sampling: bool = False,
+               trainer_name: str | None = None) -> DemoSettings:
+        """The default (``quick=False``) or ``--quick`` settings."""
+        if trainer_name is not None:
+            from ..training import trainers
+
+            tiny = [n for n in trainers.__all__ if "tiny" in n]
+            if trainer_name not in tiny:
+                raise ConfigError(f"demo trainer {trainer_name!r}: choose one of {', '.join(tiny)}")
+            if click_sampling:
+                raise ConfigError("give either --click-sampling or --trainer, not both")
+        if quick:
+            return cls(n_train=4, n_test=2, n_val=1, healthy_fraction=0.25, epochs=3, iterations=10,
+                       val_iterations=1, tracer_folds=2, tracer_epochs=8, time_budget_s=2.0, seed=seed,
+                       click_sampling=click_sampling, trainer_name=trainer_name, smoke=True, mirroring="none")
+        return cls(seed=seed, click_sampling=click_sampling, trainer_name=trainer_name)
+
+    @property
+    def trainer(self) -> str:
+        """The nnU-Net trainer of this run."""
+        if self.trainer_name:
+            return self.trainer_name
+        return TRAINER + ("_clickSampling" if self.click_sampling else "")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["steps"] = list(self.steps)
+        return d
+
+
+@dataclass
+class DemoRun:
+    """Paths of one demo run under ``out``."""
+
+    out: Path
+    settings: DemoSettings
+    state: dict = field(default_factory=dict)
+
+    @property
+    def phantoms_train(self) -> Path:
+        return self.out / "phantoms" / "train"
+
+    @property
+    def phantoms_test(self) -> Path:
+        return self.out / "phantoms" / "test"
+
+    @property
+    def workspace(self) -> Path:
+        return self.out / "workspace"
+
+    @property
+    def logs(self) -> Path:
+        return self.out / "logs"
+
+    @property
+    def tracer_dir(self) -> Path:
+        return self.out / "tracer"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.out / "evaluation"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return nnunet_env(self.workspace)
+
+    def dataset_id(self, tracer: str) -> int:
+        return DATASET_ID + (0 if tracer == "fdg" else 1)
+
+    def model_dir(self, tracer: str) -> Path:
+        from ..conversion import dataset_name
+
+        name = dataset_name(self.dataset_id(tracer), tracer)
+        return Path(self.env["nnUNet_results"]) / name / f"{self.settings.trainer}__{PLANS}__{CONFIGURATION}"
+
+    # ------------------------------------------------------------------ state
+    def load_state(self) -> None:
+        path = self.out / STATE_FILE
+        if not path.is_file():
+            self.state = {"version": __version__, "settings": self.settings.to_dict(), "stages": {}}
+            return
+        try:
+            self.state = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: malformed demo state ({e.msg}); delete it or use another --out") from None
+        if self.state.get("settings") != self.settings.to_dict():
+            raise ConfigError(f"{self.out} holds a demo run with other settings ({path}); "
+                              f"use another --out, or --restart to start over")
+
+    def save_state(self) -> None:
+        write_json(self.state, self.out / STATE_FILE)
+
+    def done(self, stage: str) -> bool:
+        return stage in self.state.get("stages", {})
+
