@@ -24,6 +24,11 @@ RENAMES = [
     (["tracer", "train"], "--input", "--data", "data", "D", "D", ["--out", "o"]),
     (["tracer", "train"], "--num-folds", "--folds", "folds", "3", 3, ["-i", "d", "--out", "o"]),
     (["tracer", "predict"], "--tracer-weights", "--weights", "weights", "W", "W", ["--pet", "p"]),
+    (["clicks", "simulate"], "--gt", "--label", "label", "L", "L", ["--pet", "p", "--out", "o"]),
+    (["clicks", "simulate"], "--num-clicks", "--n", "n", "4", 4, ["--gt", "l", "--pet", "p", "--out", "o"]),
+    (["organs"], "--gt", "--labels", "labels", "L", "L", ["--out", "o"]),
+    (["slurm", "train"], "--input", "--tracer-data", "tracer_data", "D", "D", ["--dataset-fdg", "1"]),
+    (["slurm", "train"], "--out", "--tracer-out", "tracer_out", "W", "W", ["--dataset-fdg", "1"]),
 ]
 
 
