@@ -119,6 +119,22 @@ def test_generated_options_match_the_parsers():
         "docs/CLI.md's options differ from the parsers: run python3 -m nnunet_quantif.cli.reference"
 
 
+def test_reference_command_rewrites_only_the_generated_part(tmp_path, capsys):
+    from nnunet_quantif.cli.reference import BEGIN, END, main
+
+    page = tmp_path / "CLI.md"
+    page.write_text(f"# hand-written\n\n{BEGIN}\nstale\n{END}\n\nafter\n", encoding="utf-8")
+    assert main([str(page), "--check"]) == 1 and "differ" in capsys.readouterr().err
+    assert main([str(page)]) == 0
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith(f"# hand-written\n\n{BEGIN}\n### quantif\n") and text.endswith(f"{END}\n\nafter\n")
+    assert "stale" not in text and "| `--num-clicks N` |" in text and "`--n N`" not in text
+    assert main([str(page), "--check"]) == 0
+    page.write_text("no markers\n", encoding="utf-8")
+    assert main([str(page)]) == 1 and "markers" in capsys.readouterr().err
+    assert page.read_text(encoding="utf-8") == "no markers\n"
+
+
 def test_every_option_of_every_command_is_documented_under_its_command():
     text = _sections()["Every option of every command"]
     documented: dict[str, set[str]] = {}

@@ -148,7 +148,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     page = Path(args.page)
     text = page.read_text(encoding="utf-8")
-    new = update_page(text, build_parser())
+    try:
+        new = update_page(text, build_parser())
+    except ValueError as e:
+        print(f"{page}: {e}", file=sys.stderr)
+        return 1
     if args.check:
         if new != text:
             print(f"{page}: the generated options differ from the parsers; run python3 -m "
