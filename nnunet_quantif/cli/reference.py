@@ -31,7 +31,7 @@ class Option:
     Attributes
     ----------
     shown : tuple of str
-        The option strings shown in ``--help`` (empty for a positional argument).
+        The option strings shown in ``--help``, short ones first (empty for a positional argument).
     hidden : tuple of str
         Old spellings accepted as hidden aliases.
     value : str
@@ -93,7 +93,7 @@ def options(parser: argparse.ArgumentParser) -> list[Option]:
         if action.help == argparse.SUPPRESS:
             continue
         hidden = tuple(getattr(action, HIDDEN_ALIASES_ATTR, ()))
-        shown = tuple(s for s in action.option_strings if s not in hidden)
+        shown = tuple(sorted((s for s in action.option_strings if s not in hidden), key=lambda s: s.startswith("--")))
         text = formatter._expand_help(action) if action.help else ""
         out.append(Option(shown, hidden, _value(action, formatter), " ".join(text.split())))
     return out
