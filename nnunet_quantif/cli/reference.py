@@ -99,8 +99,10 @@ def options(parser: argparse.ArgumentParser) -> list[Option]:
     return out
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
+def _cell(text: str, *, code: bool = False) -> str:
+    """``text`` escaped for a table cell: ``|`` always, and outside a code span ``*`` and ``<`` too."""
+    text = text.replace("|", "\\|")
+    return text if code else text.replace("*", "\\*").replace("<", "\\<")
 
 
 def reference_markdown(parser: argparse.ArgumentParser) -> str:
@@ -118,7 +120,7 @@ def reference_markdown(parser: argparse.ArgumentParser) -> str:
             continue
         lines += ["", f"### quantif {' '.join(words)}".rstrip(), "", "| argument | meaning |", "|---|---|"]
         for opt in opts:
-            lines.append(f"| `{_cell(opt.spelling)}` | {_cell(opt.help)} |")
+            lines.append(f"| `{_cell(opt.spelling, code=True)}` | {_cell(opt.help)} |")
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
