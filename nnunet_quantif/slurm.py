@@ -498,7 +498,7 @@ def plan_training(*, datasets: dict[str, str], trainers: dict[str, str] | None =
              for t in tasks]
     notes.append("after all tasks succeed: summary.json/summary.md of the folds"
                  + (f", then the tracer classifier -> {tracer_out}" if tracer_data else
-                    " (no tracer classifier: no --tracer-data)"))
+                    " (no tracer classifier: no -i)"))
     return SlurmPlan("train", job_dir, [train, summary], files, notes=notes)
 
 

@@ -6,9 +6,9 @@
 #   -> quantif organs and quantif clicks sidefiles (side files)
 #   -> quantif pretrained convert (MultiTalent init, if --multitalent is given).
 #
-# Usage: scripts/prepare_autopet.sh [options] --src DIR --dataset-id N
-#   --src DIR              autoPET-style folder (imagesTr/, labelsTr/, clicks/)
-#   --dataset-id N         FDG -> Dataset<N>_QuantIFFDG, PSMA -> Dataset<N+1>_QuantIFPSMA
+# Usage: scripts/prepare_autopet.sh [options] -i DIR -d N
+#   -i, --input DIR        autoPET-style folder (imagesTr/, labelsTr/, clicks/)
+#   -d, --dataset N        FDG -> Dataset<N>_QuantIFFDG, PSMA -> Dataset<N+1>_QuantIFPSMA
 #   --workspace WS         put nnUNet_raw/_preprocessed/_results under WS (default: the variables already set)
 #   --tracers LIST         fdg,psma (default)
 #   --totalseg DIR         existing TotalSegmentator outputs (<case>_total, <case>_head_glands_cavities)
@@ -24,8 +24,11 @@ usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 DRY=0; SRC=""; DSID=""; WS=""; TRACERS="fdg,psma"; TOTALSEG=""; RUN_TS=0; MT=""; STEM="221"; WORKERS=4
 while [ $# -gt 0 ]; do
   case "$1" in
-    --src) SRC="$2"; shift ;;
-    --dataset-id) DSID="$2"; shift ;;
+    -i|--input) SRC="$2"; shift ;;
+    -d|--dataset) DSID="$2"; shift ;;
+    --src|--dataset-id)  # old spellings of --input and --dataset
+      echo "prepare_autopet.sh: note: $1 is an old spelling of $([ "$1" = --src ] && echo --input || echo --dataset) (it will be removed)" >&2
+      if [ "$1" = --src ]; then SRC="$2"; else DSID="$2"; fi; shift ;;
     --workspace) WS="$2"; shift ;;
     --tracers) TRACERS="$2"; shift ;;
     --totalseg) TOTALSEG="$2"; shift ;;
@@ -40,7 +43,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 [ -n "$SRC" ] && [ -n "$DSID" ] || usage
-[[ "$DSID" =~ ^[0-9]+$ ]] || { echo "prepare_autopet.sh: --dataset-id must be a number" >&2; exit 2; }
+[[ "$DSID" =~ ^[0-9]+$ ]] || { echo "prepare_autopet.sh: --dataset must be a number" >&2; exit 2; }
 [ -n "$TOTALSEG" ] && [ $RUN_TS -eq 1 ] && { echo "prepare_autopet.sh: --totalseg and --run-totalsegmentator exclude each other" >&2; exit 2; }
 
 run() {  # print (dry run) or run one command

@@ -391,10 +391,10 @@ def test_cli_simulate_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str
     lp = write_image(label, geo, tmp_path / "case a.nii.gz")
     pp = write_image(pet, geo, tmp_path / "case a_0001.nii.gz")
     out = tmp_path / "case a_clicks.json"
-    assert quantif(["clicks", "simulate", "--label", str(lp), "--pet", str(pp), "--out", str(out)]) == 0
+    assert quantif(["clicks", "simulate", "--gt", str(lp), "--pet", str(pp), "--out", str(out)]) == 0
     assert read_clicks(out) == simulate_clicks(label, pet)
-    assert quantif(["clicks", "simulate", "--label", str(lp), "--pet", str(pp), "--out", str(out),
-                    "--seed", "3", "--n", "4"]) == 0
+    assert quantif(["clicks", "simulate", "--gt", str(lp), "--pet", str(pp), "--out", str(out),
+                    "--seed", "3", "--num-clicks", "4"]) == 0
     assert read_clicks(out) == simulate_clicks(label, pet, n=4, seed=3)
     capsys.readouterr()
     assert quantif(["clicks", "show", str(out), "--image", str(pp)]) == 0
@@ -408,8 +408,8 @@ def test_cli_simulate_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert str(out) in capsys.readouterr().err
     # the label and PET must share a grid; the output may not overwrite an input
     other = write_image(pet, Geometry.from_shape(label.shape, (1.0, 1.0, 1.0)), tmp_path / "other.nii.gz")
-    assert quantif(["clicks", "simulate", "--label", str(lp), "--pet", str(other), "--out", str(out)]) == 1
-    assert quantif(["clicks", "simulate", "--label", str(lp), "--pet", str(pp), "--out", str(pp)]) == 1
+    assert quantif(["clicks", "simulate", "--gt", str(lp), "--pet", str(other), "--out", str(out)]) == 1
+    assert quantif(["clicks", "simulate", "--gt", str(lp), "--pet", str(pp), "--out", str(pp)]) == 1
 
 
 @pytest.mark.parametrize("obj, match", [

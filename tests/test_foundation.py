@@ -119,7 +119,7 @@ def test_library_error_is_one_line_on_stderr(tmp_path):
     (["postprocess", "--mask", "m.nii.gz", "--pet", "p.nii.gz", "--out", "o.nii.gz", "--min-volume-ml", "-1"],
      "--min-volume-ml"),
     (["convert", "-i", "s", "--out", "o", "-d", "500", "--workers", "0"], "--workers"),
-    (["clicks", "simulate", "--label", "l.nii.gz", "--out", "c.json", "--seed", "-1"], "--seed"),
+    (["clicks", "simulate", "--gt", "l.nii.gz", "--out", "c.json", "--seed", "-1"], "--seed"),
     (["demo", "--seed", "-1"], "--seed"),
 ])
 def test_out_of_range_numbers_are_refused_by_the_parser(argv, flag, capsys):
@@ -149,13 +149,13 @@ def test_output_folders_and_files_are_checked_before_work(tmp_path, capsys):
          "existing folder"),
         (["heatmap", "--pet", "p.nii.gz", "--clicks", "c.json", "--out", str(tmp_path / "h.png")],
          "unknown output image ending"),
-        (["clicks", "simulate", "--label", "l.nii.gz", "--pet", "p.nii.gz", "--out", str(tmp_path / "dir.nii.gz")],
+        (["clicks", "simulate", "--gt", "l.nii.gz", "--pet", "p.nii.gz", "--out", str(tmp_path / "dir.nii.gz")],
          "existing folder"),
         (["phantom", "--out", str(a_file), "--fdg", "1"], "existing file"),
         (["tracer", "train", "-i", "nope", "--out", str(a_file)], "existing file"),
         (["pretrained", "convert", "--checkpoint", "c.pth", "--plans", "p.json", "--out", str(tmp_path / "dir.nii.gz")],
          "existing folder"),
-        (["organs", "--out", str(a_file), "--labels", "nope"], "existing file"),
+        (["organs", "--out", str(a_file), "--gt", "nope"], "existing file"),
         (["demo", "--out", str(a_file)], "existing file"),
     ]
     for argv, match in runs:

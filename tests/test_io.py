@@ -287,7 +287,7 @@ def test_one_nonfinite_policy_for_every_pet_reader(tmp_path, ext, capsys):
     assert len(err) == 1 and "--replace-nonfinite" in err[0] and not out.exists()
     assert main([*base, "--replace-nonfinite"]) == 0
     assert read_image(out)[0].max() == 0  # the Inf voxel is SUV 0: small and faint, removed in both formats
-    assert main(["clicks", "simulate", "--label", str(mask_path), "--pet", str(pet_path),
+    assert main(["clicks", "simulate", "--gt", str(mask_path), "--pet", str(pet_path),
                  "--out", str(tmp_path / "c.json")]) == 1
     assert "--replace-nonfinite" in capsys.readouterr().err
     parser = build_parser()
@@ -295,5 +295,5 @@ def test_one_nonfinite_policy_for_every_pet_reader(tmp_path, ext, capsys):
                  ["convert", "-i", "a", "--out", "b", "-d", "1"],
                  ["heatmap", "--pet", "p", "--clicks", "c", "--out", "h.nii.gz"],
                  ["tracer", "predict", "--pet", "p", "--tracer-weights", "w"],
-                 ["clicks", "simulate", "--label", "l", "--pet", "p", "--out", "o"]):
+                 ["clicks", "simulate", "--gt", "l", "--pet", "p", "--out", "o"]):
         assert parser.parse_args([*argv, "--replace-nonfinite"]).replace_nonfinite, argv

@@ -243,7 +243,7 @@ def test_standalone_organ_maps_from_totalseg(tmp_path, capsys):
     write_image(lesion, geo, tmp_path / "labels" / f"{case}.nii.gz")
     write_image(total, geo, ts / "psma_x_total.nii.gz")  # its head_glands_cavities file is missing
     rc = quantif(["organs", "--from-totalseg", str(ts), "--out", str(tmp_path / "out"),
-                  "--labels", str(tmp_path / "labels")])
+                  "--gt", str(tmp_path / "labels")])
     captured = capsys.readouterr()
     assert rc == 1 and "FAILED psma_x" in captured.err and "head_glands_cavities" in captured.err
     out, ogeo = read_image(tmp_path / "out" / f"{case}.nii.gz")

@@ -358,8 +358,8 @@ def test_real_slurm_train_resume_and_predict(tiny_workspace, slurm_cluster, tmp_
     train = [sys.executable, "-m", "nnunet_quantif", "slurm", "train", "--dataset-fdg", str(fdg["id"]),
              "--dataset-psma", str(psma["id"]), "--trainer-fdg", ws["trainer"], "--trainer-psma", ws["trainer"],
              "-p", ws["plans"], "--folds", "0", "1", "--device", "cpu", "--gres", "none", "--cpus-per-task", "1",
-             "--log-dir", str(tmp_path / "logs"), "--tracer-data", ws["src"], "--tracer-out", str(tmp_path / "tracer"),
-             "--tracer-args", "--epochs 2 --folds 2 --batch-size 4"]
+             "--log-dir", str(tmp_path / "logs"), "-i", ws["src"], "--out", str(tmp_path / "tracer"),
+             "--tracer-args", "--epochs 2 --num-folds 2 --batch-size 4"]
     index = {tk: i for i, tk in enumerate(sorted(fold_dirs))}  # fdg 0, fdg 1, psma 0, psma 1
 
     # 1. the array; cancel FDG fold 1 once its first epoch's checkpoint is written and epoch 1 runs

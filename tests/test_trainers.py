@@ -435,9 +435,14 @@ def test_train_5fold_dry_run_deals_folds_over_gpus_and_resumes(tmp_path):
 
 def test_prepare_autopet_dry_run_prints_the_chain(tmp_path):
     import subprocess
-    out = subprocess.run(["bash", _script("prepare_autopet.sh"), "--dry-run", "--src", str(tmp_path / "src"),
-                          "--dataset-id", "501", "--workspace", str(tmp_path / "ws"), "--multitalent", "/m/MT.pth",
-                          "--tracers", "fdg"], capture_output=True, text=True, check=True).stdout
+    rest = ["--workspace", str(tmp_path / "ws"), "--multitalent", "/m/MT.pth", "--tracers", "fdg"]
+    out = subprocess.run(["bash", _script("prepare_autopet.sh"), "--dry-run", "-i", str(tmp_path / "src"),
+                          "-d", "501", *rest], capture_output=True, text=True, check=True).stdout
+    old = subprocess.run(["bash", _script("prepare_autopet.sh"), "--dry-run", "--src", str(tmp_path / "src"),
+                          "--dataset-id", "501", *rest], capture_output=True, text=True, check=True)
+    assert old.stdout == out and "--src is an old spelling of --input" in old.stderr
+    assert "--dataset-id is an old spelling of --dataset" in old.stderr
+    assert f"convert -i {tmp_path / 'src'}" in out and " -d 501 " in out
     steps = [ln.split()[:2] for ln in out.splitlines() if ln and not ln.startswith(("#", "eval"))]
     assert steps == [["quantif", "convert"], ["nnUNetv2_extract_fingerprint", "-d"],
                      ["nnUNetv2_plan_experiment", "-d"], ["quantif", "plans"], ["nnUNetv2_preprocess", "-d"],

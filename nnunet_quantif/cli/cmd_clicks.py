@@ -7,9 +7,9 @@ import argparse
 import numpy as np
 
 from ..clicks import read_clicks, simulate_clicks, write_clicks
-from ..errors import ConfigError
 from ..io import check_output_path, check_same_grid, read_image, read_pet
 from .argtypes import add_click_limit_argument, add_nonfinite_argument, nonfinite_mode, nonneg_int
+from .vocabulary import add_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,11 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = csub.add_parser("simulate", help="simulate 10 tumor + 10 background clicks (autoPET IV algorithm)",
                         description="Simulate clicks from a lesion label and a PET (SUV) with the autoPET IV "
                                     "algorithm and write them in the challenge JSON form.")
-    s.add_argument("--label", required=True, metavar="L", help="lesion label image (0/1)")
+    add_option(s, "--gt", aliases=["--label"], dest="label", required=True, metavar="L",
+               help="ground-truth lesion label image (0/1)")
     s.add_argument("--pet", required=True, metavar="P", help="PET image in SUV on the label's grid")
     s.add_argument("--out", required=True, metavar="JSON", help="output click file")
     s.add_argument("--seed", type=nonneg_int, default=42, help="random seed (default: 42, as autoPET IV)")
-    s.add_argument("--n", type=int, default=10, help="clicks of each kind (default: 10)")
+    add_option(s, "--num-clicks", aliases=["--n"], dest="n", type=nonneg_int, default=10, metavar="N",
+               help="clicks of each kind (default: 10)")
     add_nonfinite_argument(s)
     s.set_defaults(func=run_simulate)
 
@@ -54,8 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    if args.n < 0:
-        raise ConfigError(f"--n must be >= 0, got {args.n}")
     check_output_path(args.out, inputs=[args.label, args.pet])
     label, lg = read_image(args.label)
     pet, pg = read_pet(args.pet, nonfinite_mode(args))

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "<nnUNet_raw>/<Dataset>/organsTr/<case>.nii.gz (from DIR, from TotalSegmentator, or as "
                     "`quantif convert` wrote them) and then <nnUNet_preprocessed>/<Dataset>/<plans>_<conf>/"
                     "<case>_organs_seg.b2nd, cropped and resampled exactly like the case's preprocessed data. "
-                    "Standalone: `quantif organs --from-totalseg DIR --out OUT [--labels DIR]` (or "
+                    "Standalone: `quantif organs --from-totalseg DIR --out OUT [--gt DIR]` (or "
                     "`--run-totalsegmentator --input DIR --out OUT`) writes OUT/<case>.nii.gz organ maps.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--from-totalseg", metavar="DIR",
@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", type=_device, metavar="{cuda,cpu,mps}",
                    help="TotalSegmentator device (default: cuda if CUDA is available)")
     p.add_argument("--out", metavar="OUT", help="standalone mode: folder for <case>.nii.gz organ maps")
-    p.add_argument("--labels", metavar="DIR", help="standalone mode: lesion labels <case>.nii.gz (voxels set to 0)")
+    add_option(p, "--gt", aliases=["--labels"], dest="labels", metavar="DIR",
+               help="standalone mode: ground-truth lesion labels <case>.nii.gz (voxels set to 0)")
     add_option(p, "-i", "--input", aliases=["--images"], dest="images", metavar="DIR",
                help="standalone --run-totalsegmentator: CTs <case>_0000.nii.gz")
     p.add_argument("--workers", type=positive_int, default=1, metavar="W", help="parallel processes for side files")
@@ -50,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.dataset is not None:
         if args.out or args.labels or args.images:
-            raise ConfigError("--out/--labels/--input are for standalone mode; not with --dataset")
+            raise ConfigError("--out/--gt/--input are for standalone mode; not with --dataset")
         from ..organs import write_organ_side_files
 
         summary = write_organ_side_files(

@@ -6,11 +6,12 @@ import argparse
 import shlex
 
 from .argtypes import positive_int
+from .vocabulary import add_option
 
 _TRAIN_HELP = """\
 One array job whose tasks are the (tracer, fold) pairs, each running nnUNetv2_train on one GPU, and a job
 after it (--dependency=afterok) that writes summary.json/summary.md of the folds (checkpoint_final,
-validation Dice) and trains the tracer classifier (with --tracer-data). A fold with checkpoint_final.pth is
+validation Dice) and trains the tracer classifier (with -i). A fold with checkpoint_final.pth is
 skipped and one with checkpoint_latest/best.pth resumes with --c when its task starts: after a preemption,
 a time limit or a scancel, run the same command again. Scripts and logs go to a new folder under --log-dir
 (<array job>_<index>_<tracer>_fold<k>.log). The scripts export the nnU-Net variables of --workspace or of
@@ -63,12 +64,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--pretrained", metavar="FILE", help="-pretrained_weights of folds that start from scratch")
     t.add_argument("--device", choices=("cuda", "cpu", "mps"), default="cuda", help="nnUNetv2_train -device")
     t.add_argument("--workspace", metavar="DIR", help="nnU-Net folders under DIR (default: the environment's)")
-    t.add_argument("--tracer-data", metavar="DIR",
-                   help="PET folder for `quantif tracer train -i` in the final job (default: no classifier)")
-    t.add_argument("--tracer-out", metavar="DIR",
-                   help="tracer classifier weights folder (default $nnUNet_results/tracer_classifier)")
-    t.add_argument("--tracer-args", default="", metavar="ARGS",
-                   help="further `quantif tracer train` arguments, one string (e.g. '--epochs 30 --folds 5')")
+    tc = t.add_argument_group("tracer classifier", "the final job runs `quantif tracer train -i DIR --out DIR` "
+                                                   "with these options (no -i: no classifier)")
+    add_option(tc, "-i", "--input", aliases=["--tracer-data"], dest="tracer_data", metavar="DIR",
+               help="PET folder searched recursively for *_0001 PET files, as `quantif tracer train -i`")
+    add_option(tc, "--out", aliases=["--tracer-out"], dest="tracer_out", metavar="DIR",
+               help="tracer classifier weights folder (default $nnUNet_results/tracer_classifier)")
+    tc.add_argument("--tracer-args", default="", metavar="ARGS",
+                    help="further `quantif tracer train` arguments, one string (e.g. '--epochs 30 --num-folds 5')")
     _add_sbatch_arguments(t, gres_default="gpu:1")
     t.set_defaults(func=run_train)
 

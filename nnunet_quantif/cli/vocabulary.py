@@ -3,8 +3,8 @@
 The vocabulary (``docs/CLI.md``) follows nnU-Net's and TotalSegmentator's spellings where they have one:
 ``-i/--input`` for what a command reads, ``-d/--dataset`` for an nnU-Net dataset id or name, ``--folds``
 for a list of fold numbers (``--num-folds`` for a count), ``--device cuda|cpu|mps``, ``--quiet`` for no
-progress bars, ``--click-step`` for a number of clicks, ``--tracer-weights`` for the tracer classifier's
-weights.
+progress bars, ``--gt`` for ground-truth labels, ``--click-step`` for how many clicks of a file to use,
+``--num-clicks`` for how many clicks to make, ``--tracer-weights`` for the tracer classifier's weights.
 
 An old spelling stays accepted for one release as a hidden alias: it parses into the same attribute, is
 left out of ``--help``, and using it prints a one-line note naming the new spelling on stderr.
