@@ -1,9 +1,9 @@
 """Comparing ``quantif predict`` with stock nnU-Net's prediction of the same case.
 
-On CPU :class:`~nnunet_quantif.inference.predictor.QuantIFPredictor` pairs a lone sliding-window tile with a copy of
-itself (a batch of 2 runs oneDNN instead of ``slow_conv3d``), so its tile logits differ from stock nnU-Net's batch-1
-forward in the last bits, and after nnU-Net's fp16 sums by up to one fp16 step. Measured on 2026-11-29 (both
-predictors on the same preprocessed array, one thread):
+On CPU :class:`~nnunet_quantif.inference.predictor.QuantIFPredictor` pairs a lone small sliding-window tile with a copy
+of itself (a batch of 2 runs oneDNN instead of ``slow_conv3d``; ``least_cpu_batch``), so its tile logits differ from
+stock nnU-Net's batch-1 forward in the last bits, and after nnU-Net's fp16 sums by up to one fp16 step. Measured on
+2026-11-29 (both predictors on the same preprocessed array, one thread):
 
 * ``python scripts/bench_cpu_batching.py --threads 1 --repeats 1`` (random tiny model, 150 x 80 x 80 voxels): 6313
   of 1 920 000 logits differ without mirroring, 3510 with 3 axes, by at most 0.00195; the lesion probability by at

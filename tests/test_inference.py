@@ -668,3 +668,30 @@ def test_a_corrupt_model_checkpoint_is_one_line(models, tmp_path, capsys) -> Non
     err = run_cli_error(["predict", "--ct", str(ct), "--pet", str(pet), "--out", str(tmp_path / "m.nii.gz"),
                          "--tracer", "fdg", "--model-fdg", str(folder), "--folds", "0", "--device", "cpu"], capsys)
     assert str(folder) in err and "cannot load the model" in err
+
+
+def test_cpu_large_tile_runs_alone(models) -> None:
+    """A tile whose single-input convolution takes oneDNN (channels x z x y > 20480) is not paired with a copy
+    of itself: the copy would double the time and the activation memory (ResEnc-L 192^3)."""
+    from nnunet_quantif.inference.predictor import TORCH_NATIVE_CONV_LIMIT, least_cpu_batch
+
+    assert least_cpu_batch((3, 192, 192, 192)) == 1 and least_cpu_batch((3, *PATCH)) == 2
+    # the limit is on channels x z x y: x does not count
+    assert least_cpu_batch((4, 64, 96, 8)) == 1 and least_cpu_batch((4, 64, 64, 512)) == 2
+    assert 4 * 64 * 96 > TORCH_NATIVE_CONV_LIMIT >= 4 * 64 * 80
+    predictor = load_predictor(models["random"], folds=(0,), device="cpu", mirroring="none")
+    predictor.network.load_state_dict(predictor.list_of_parameters[0])
+    predictor.network.eval()
+    predictor.allowed_mirroring_axes = None
+    big = (64, 128, 32)  # 3 x 64 x 128 > 20480
+    x = torch.randn(1, 3, *big, generator=torch.Generator().manual_seed(1))
+    sizes = []
+    handle = predictor.network.register_forward_hook(lambda m, inp, out: sizes.append(inp[0].shape[0]))
+    try:
+        ours = predictor._internal_maybe_mirror_and_predict(x)
+    finally:
+        handle.remove()
+    assert sizes == [1]
+    with torch.inference_mode():
+        alone = predictor.network(x).float()
+    torch.testing.assert_close(ours, alone, rtol=0, atol=0)

@@ -71,6 +71,22 @@ log = logging.getLogger(__name__)
 _DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+#: torch runs a float32 3D convolution of one input with its native ``slow_conv3d`` (not oneDNN) when
+#: channels x first two spatial sizes of the input are at most this (``use_mkldnn`` in ATen's Convolution.cpp).
+TORCH_NATIVE_CONV_LIMIT = 20480
+
+
+def least_cpu_batch(tile_shape: Sequence[int]) -> int:
+    """Fewest inputs per forward on CPU for a tile of ``tile_shape`` (C, z, y, x).
+
+    2 where one input would run torch's native 3D convolution (small tiles: padding with a copy costs
+    little and takes oneDNN), else 1 (large tiles take oneDNN alone, and a copy would double the time
+    and the activation memory).
+    """
+    c, d, h = (int(v) for v in tuple(tile_shape)[:3])
+    return 2 if c * d * h <= TORCH_NATIVE_CONV_LIMIT else 1
+
+
 def check_precision(precision: str, device: torch.device) -> str:
     """Resolve ``precision`` for ``device`` and check that the device can run it.
 
@@ -343,9 +359,12 @@ class QuantIFPredictor(nnUNetPredictor):
 
     # ------------------------------------------------------------------ tile batching
     def cpu_batch_limit(self) -> int:
-        """Most tiles per network call on CPU: 8 for small patches, down to 2 for 128^3 and larger."""
-        voxels = math.prod(int(p) for p in self.configuration_manager.patch_size)
-        return int(min(8, max(2, 2 ** 21 // max(voxels, 1))))
+        """Most tiles per network call on CPU: 8 for small patches, down to 1 for 192^3 (2 where a
+        single tile would take torch's native convolution, :func:`least_cpu_batch`)."""
+        patch = [int(p) for p in self.configuration_manager.patch_size]
+        channels = len(self.dataset_json.get("channel_names", {})) or 1
+        least = least_cpu_batch((channels, *patch))
+        return int(min(8, max(least, 2 ** 21 // max(math.prod(patch), 1))))
 
     def forward_batch(self) -> int:
         """Network inputs per forward pass: ``tile_batch``, else :meth:`cpu_batch_limit` on CPU and 1 elsewhere."""
@@ -378,8 +397,8 @@ class QuantIFPredictor(nnUNetPredictor):
         """Network outputs of ``variants`` (each of shape (n_i, C, *patch)), in forwards of
         :meth:`forward_batch` inputs under the predictor's precision.
 
-        A short last forward is padded with copies of its first input: to 2 on CPU (batch 1 would run
-        ``slow_conv3d``), to the full batch when compiled (one compiled shape).
+        A short last forward is padded with copies of its first input: to :func:`least_cpu_batch` on CPU,
+        to the full batch when compiled (one compiled shape).
 
         Returns
         -------
@@ -387,7 +406,8 @@ class QuantIFPredictor(nnUNetPredictor):
         """
         x = torch.cat(variants) if len(variants) > 1 else variants[0]
         limit = self.forward_batch()
-        least = max(limit if self.compile_network else 1, 2 if self.device.type == "cpu" else 1)
+        least = max(limit if self.compile_network else 1,
+                    least_cpu_batch(x.shape[1:]) if self.device.type == "cpu" else 1)
         outputs = []
         for start in range(0, x.shape[0], limit):
             chunk = x[start:start + limit]
