@@ -83,7 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also write <case>_lesions.csv beside each written mask: the per-lesion table of "
                         "'quantif stats' (MTV, SUVmax, SUVmean, SUVpeak, TLG, centroid)")
     add_model_arguments(p)
-    from ..dicom import OUTPUT_TYPES, add_dicom_arguments
+    from ..dicom import OUTPUT_TYPES
+    from .dicom_options import add_dicom_arguments
 
     add_dicom_arguments(p)
     one.add_argument("--output-type", choices=OUTPUT_TYPES, default=None,
@@ -122,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputFileError(f"{args.clicks}: {what} (omit --clicks to predict without clicks)")
         import tempfile
 
-        from ..dicom import dicom_overrides, staged_case
+        from ..dicom import staged_case
+        from .dicom_options import dicom_overrides
 
         with staged_case(args.ct, args.pet, ct_series=args.ct_series, pet_series=args.pet_series,
                          ignore_ct_mismatch=args.ignore_ct_mismatch, **dicom_overrides(args)) as \

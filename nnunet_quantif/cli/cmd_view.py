@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ct", metavar="CT", help="CT image (HU) on the PET grid, or a DICOM CT series folder")
     p.add_argument("--pet", metavar="PET", help="PET image (SUV), or a DICOM PET series folder")
     p.add_argument("--clicks", metavar="JSON", help="click file to resume from (needs --ct/--pet)")
-    from ..dicom import add_ct_mismatch_argument
+    from .dicom_options import add_ct_mismatch_argument
 
     add_ct_mismatch_argument(p)
     add_model_arguments(p)
