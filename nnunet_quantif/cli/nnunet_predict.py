@@ -28,6 +28,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import ModelError, QuantIFError
+from ..inference.options import DEFAULT_CONFIGURATION
 from .argtypes import add_heatmap_arguments
 from .prediction_options import add_fold_arguments, add_prediction_arguments, pipeline_options
 
@@ -50,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", type=str, default=None, help="trained-model folder (instead of -d/-p/-tr/-c)")
     p.add_argument("-p", type=str, default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     p.add_argument("-tr", type=str, default="nnUNetTrainer", help="trainer class (default: nnUNetTrainer)")
-    p.add_argument("-c", type=str, default="3d_fullres", help="configuration (default: 3d_fullres)")
+    p.add_argument("-c", type=str, default=DEFAULT_CONFIGURATION,
+                   help=f"configuration (default: {DEFAULT_CONFIGURATION})")
     add_fold_arguments(p, style="nnunet")
     p.add_argument("--disable_tta", action="store_true", help="no mirroring at all")
     p.add_argument("--verbose", action="store_true")
