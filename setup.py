@@ -44,7 +44,7 @@ setup(
         "console_scripts": [
             "quantif=nnunet_quantif.cli:main",
             # nnUNetv2_predict-compatible folder prediction with adaptive mirroring and post-processing
-            "nnUNetv2_predict_quantif=nnunet_quantif.inference.nnunet_entry:main",
+            "nnUNetv2_predict_quantif=nnunet_quantif.cli.nnunet_predict:main",
         ],
         # the npe2 manifest of the napari plugin (nnunet_quantif.napari)
         "napari.manifest": ["nnunet-quantif = nnunet_quantif.napari:napari.yaml"],

@@ -160,7 +160,7 @@ def test_the_cli_cuts_every_error_message(monkeypatch, capsys):
 
 def _command_parsers():
     """Every ``quantif`` (sub)command parser by its command line, and nnUNetv2_predict_quantif's."""
-    from nnunet_quantif.inference.nnunet_entry import build_parser as nnunet_parser
+    from nnunet_quantif.cli.nnunet_predict import build_parser as nnunet_parser
 
     parser = build_parser()
     out = {}

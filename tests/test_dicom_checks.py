@@ -320,7 +320,7 @@ def test_missing_suv_tags_name_the_override(tmp_path, phantom, keyword, in_rp, v
 
 
 def _warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == dicom.__name__]
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == dicom.suv.__name__]
 
 
 def test_the_phantom_gives_no_plausibility_warning(tmp_path, phantom, caplog):

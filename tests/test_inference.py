@@ -381,7 +381,7 @@ def test_library_errors_are_typed(pipeline, tmp_path) -> None:
 # ------------------------------------------------------------------------------------ nnU-Net-style entry
 
 def test_nnunet_style_entry_with_postprocess(models, tmp_path) -> None:
-    from nnunet_quantif.inference.nnunet_entry import main as entry_main
+    from nnunet_quantif.cli.nnunet_predict import main as entry_main
     from nnunet_quantif.inference.postprocessing import postprocess
 
     src = tmp_path / "imagesTs"
@@ -393,15 +393,38 @@ def test_nnunet_style_entry_with_postprocess(models, tmp_path) -> None:
                 src / "psma_x_0002.nii.gz")
     common = ["-i", str(src), "-m", str(models["random"]), "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
               "--disable_progress_bar", "--mirroring", "none"]
-    assert entry_main([*common, "-o", str(tmp_path / "raw")]) == 0
-    assert entry_main([*common, "-o", str(tmp_path / "pp"), "--postprocess", "--min-voxels", "30"]) == 0
+    # post-processing is on by default, as in quantif predict; --no-postprocess keeps nnU-Net's mask
+    assert entry_main([*common, "-o", str(tmp_path / "raw"), "--no-postprocess"]) == 0
+    assert entry_main([*common, "-o", str(tmp_path / "pp"), "--min-voxels", "30"]) == 0
     raw, g = read_image(tmp_path / "raw" / "psma_x.nii.gz")
     pp, g2 = read_image(tmp_path / "pp" / "psma_x.nii.gz")
     pet_arr = read_image(src / "psma_x_0001.nii.gz", dtype=np.float32)[0]
     assert g == g2
     assert np.array_equal(pp, postprocess(raw, pet_arr, min_voxels=30))
+    assert not np.array_equal(pp, raw)  # the case has components the post-processing removes
+    # the old opt-in flag is still accepted, asks for the default, and is not shown in the help
+    assert entry_main([*common, "-o", str(tmp_path / "pp2"), "--postprocess", "--min-voxels", "30"]) == 0
+    assert np.array_equal(read_image(tmp_path / "pp2" / "psma_x.nii.gz")[0], pp)
     assert entry_main(["-i", str(src), "-o", str(tmp_path / "x"), "-m", str(models["random"]), "-f", "7",
                        "-device", "cpu"]) == 1
+
+
+def test_nnunet_style_entry_postprocessing_flags() -> None:
+    """nnUNetv2_predict_quantif: post-processing not given is "the model's, else on" (as quantif predict);
+    --no-postprocess switches it off; the old opt-in --postprocess is accepted but hidden."""
+    from nnunet_quantif.cli import build_parser as quantif_parser
+    from nnunet_quantif.cli.nnunet_predict import build_parser
+
+    parser = build_parser()
+    base = ["-i", "I", "-o", "O"]
+    assert parser.parse_args(base).postprocess is None
+    assert parser.parse_args([*base, "--no-postprocess"]).postprocess is False
+    assert parser.parse_args([*base, "--postprocess"]).postprocess is True
+    predict = quantif_parser()
+    assert predict.parse_args(["predict"]).postprocess is None
+    assert predict.parse_args(["predict", "--no-postprocess"]).postprocess is False
+    help_text = parser.format_help()
+    assert "--no-postprocess" in help_text and "--postprocess" not in help_text.replace("--no-postprocess", "")
 
 
 def test_quantif_trainer_checkpoint_predicts_lesion_head(tmp_path) -> None:

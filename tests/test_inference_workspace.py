@@ -69,7 +69,7 @@ def test_trained_models_batch_and_gc(tiny_workspace, tmp_path, capsys) -> None: 
 @pytest.mark.slow
 def test_trained_model_nnunet_style_entry(tiny_workspace, tmp_path) -> None:  # noqa: F811
     """nnUNetv2_predict_quantif on the converted raw dataset (CT, PET, heatmap channels) with -d/-tr/-p."""
-    from nnunet_quantif.inference.nnunet_entry import main as entry_main
+    from nnunet_quantif.cli.nnunet_predict import main as entry_main
 
     ws = tiny_workspace
     d = ws["datasets"]["fdg"]
@@ -133,10 +133,10 @@ def test_model_carries_its_heatmap_definition_to_every_entry_point(tiny_workspac
     one line, --force-heatmap overrides, and nnUNetv2_predict_quantif --clicks-dir builds the channel the same way."""
     import json
 
+    from nnunet_quantif.cli.nnunet_predict import main as entry_main
     from nnunet_quantif.errors import ConfigError
     from nnunet_quantif.heatmap_definition import read_model_definition
     from nnunet_quantif.heatmaps import heatmap_from_files
-    from nnunet_quantif.inference.nnunet_entry import main as entry_main
     from nnunet_quantif.inference.pipeline import QuantIFPipeline
 
     ws = tiny_workspace

@@ -347,6 +347,7 @@ def test_inference_defaults_are_honoured_and_overridden(tmp_path) -> None:
 def test_nnunet_entry_uses_the_model_defaults_and_contract(synthetic, baseline_model, tmp_path, monkeypatch) -> None:
     """``nnUNetv2_predict_quantif --clicks-dir`` builds the two Gaussian channels from the contract and takes
     the model's recorded tile step; ``-step_size`` overrides it."""
+    from nnunet_quantif.cli.nnunet_predict import main as entry_main
     from nnunet_quantif.inference import nnunet_entry
     from nnunet_quantif.inference.predictor import QuantIFPredictor
 
@@ -382,12 +383,12 @@ def test_nnunet_entry_uses_the_model_defaults_and_contract(synthetic, baseline_m
     monkeypatch.setattr(QuantIFPredictor, "__init__", spy_init)
     base = ["-i", str(images), "-m", str(model), "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
             "--clicks-dir", str(tmp_path / "clicks"), "--disable_progress_bar"]
-    assert nnunet_entry.main([*base, "-o", str(tmp_path / "out")]) == 0
+    assert entry_main([*base, "-o", str(tmp_path / "out")]) == 0
     assert steps == [0.75]
     np.testing.assert_allclose(inputs[2], reference_gaussian(SHAPE, clicks.tumor), atol=1e-6, rtol=0)
     np.testing.assert_allclose(inputs[3], reference_gaussian(SHAPE, clicks.background), atol=1e-6, rtol=0)
     assert read_image(tmp_path / "out" / "case.nii.gz")[0].shape == SHAPE
-    assert nnunet_entry.main([*base, "-o", str(tmp_path / "out2"), "-step_size", "0.5"]) == 0
+    assert entry_main([*base, "-o", str(tmp_path / "out2"), "-step_size", "0.5"]) == 0
     assert steps == [0.75, 0.5]
 
 
@@ -446,12 +447,14 @@ def test_session_updates_only_the_tiles_that_any_click_channel_changes(synthetic
 def test_view_builds_its_session_pipeline_with_model(baseline_model) -> None:
     """``quantif view --model DIR``: the widget's pipeline (napari/logic.py, no Qt) serves every tracer with it."""
     from nnunet_quantif.cli import build_parser
+    from nnunet_quantif.cli.prediction_options import pipeline_options
     from nnunet_quantif.napari import logic
 
     args = build_parser().parse_args(["view", "--model", str(baseline_model), "--device", "cpu"])
-    settings = logic.ModelSettings.from_args(args)
+    options = pipeline_options(args)
+    settings = logic.ModelSettings.from_options(options, tracer=args.tracer)
     assert settings.folds == ""  # not given: the model's recorded folds, else every fold found
-    pipe = logic.build_pipeline(settings, args)
+    pipe = logic.build_pipeline(settings, options)
     assert pipe.single_model and pipe.model_dirs == {ANY_TRACER: baseline_model} and pipe.folds[ANY_TRACER] == (0,)
     assert pipe.contracts[ANY_TRACER] == InputContract.baseline()
 

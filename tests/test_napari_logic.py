@@ -6,7 +6,7 @@ phantom's spacing, and a pipeline whose network echoes the click heatmap) are sh
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -199,23 +199,33 @@ def test_resume_refuses_clicks_outside_the_case(session, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ models, cases
-def test_model_arguments_and_pipeline(model):
+def test_model_options_and_pipeline(model):
     s = logic.ModelSettings(model_fdg=str(model), tracer="fdg", folds="0", device="cpu")
-    args = logic.model_arguments(s)
-    assert args.model_fdg == str(model) and args.model_psma is None and args.folds == ["0"]
+    options = logic.model_options(s)
+    assert options.model_fdg == str(model) and options.model_psma is None and options.folds == ("0",)
     # predict's defaults: options a model may record are "not given" (None), resolved per model
-    assert args.device == "cpu" and args.mirroring is None and args.tile_step_size is None
+    assert options.device == "cpu" and options.mirroring is None and options.tile_step_size is None
     pipeline = logic.build_pipeline(s)
     assert isinstance(pipeline, QuantIFPipeline)
     with pytest.raises(ConfigError, match="no model"):
-        logic.model_arguments(logic.ModelSettings())
+        logic.model_options(logic.ModelSettings())
     with pytest.raises(ConfigError, match="invalid device"):
-        logic.model_arguments(logic.ModelSettings(model_fdg="m", device="gpu0"))
-    base = argparse.Namespace(**vars(args))
-    base.tile_step_size = 0.75  # a command-line option the fields do not show is kept
-    assert logic.model_arguments(logic.ModelSettings(model_psma="p"), base).tile_step_size == 0.75
-    back = logic.ModelSettings.from_args(args)
+        logic.model_options(logic.ModelSettings(model_fdg="m", device="gpu0"))
+    base = dataclasses.replace(options, tile_step_size=0.75)  # a command-line option the fields do not show
+    kept = logic.model_options(logic.ModelSettings(model_psma="p"), base)
+    assert kept.tile_step_size == 0.75 and kept.model_psma == "p" and kept.model_fdg is None
+    back = logic.ModelSettings.from_options(options, tracer="fdg")
     assert back == s
+
+
+def test_widget_defaults_are_predicts():
+    """The widget's pipeline options without a command line are those of ``quantif predict`` given nothing."""
+    from nnunet_quantif.cli import build_parser
+    from nnunet_quantif.cli.prediction_options import pipeline_options
+
+    s = logic.ModelSettings(model_fdg="m", folds="")
+    predict = pipeline_options(build_parser().parse_args(["predict", "--model-fdg", "m"]))
+    assert logic.model_options(s) == predict
 
 
 def test_read_case_errors_name_the_file(phantom, tmp_path):
@@ -232,12 +242,13 @@ def test_read_case_errors_name_the_file(phantom, tmp_path):
 def test_view_command_options():
     from nnunet_quantif.cli import build_parser
     from nnunet_quantif.cli.cmd_view import check_arguments
+    from nnunet_quantif.cli.prediction_options import pipeline_options
 
     args = build_parser().parse_args(["view", "--ct", "c.nii.gz", "--pet", "p.nii.gz", "--model-fdg", "m",
                                       "--folds", "0", "--tracer", "fdg", "--device", "cpu"])
     assert args.command == "view" and args.func.__module__ == "nnunet_quantif.cli.cmd_view"
     check_arguments(args)
-    s = logic.ModelSettings.from_args(args)
+    s = logic.ModelSettings.from_options(pipeline_options(args), tracer=args.tracer)
     assert (s.model_fdg, s.folds, s.tracer, s.device) == ("m", "0", "fdg", "cpu")
     args = build_parser().parse_args(["view", "--ct", "c.nii.gz"])
     with pytest.raises(ConfigError, match="both --ct and --pet"):

@@ -39,7 +39,7 @@ COMMANDS = {
 def parse(command: str, extra: list[str] = ()):
     base, _ = COMMANDS[command]
     if command == "nnUNetv2_predict_quantif":
-        from nnunet_quantif.inference.nnunet_entry import build_parser as entry_parser
+        from nnunet_quantif.cli.nnunet_predict import build_parser as entry_parser
 
         return entry_parser().parse_args([*base, *extra])
     return build_parser().parse_args([*base, *extra])

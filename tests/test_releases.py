@@ -3,6 +3,7 @@ logits equal to stock nnU-Net holding the replica's own network, the tracer clas
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import pickle
@@ -279,7 +280,7 @@ def test_load_predictor_refuses_unsafe_checkpoint_of_an_imported_folder(small_re
     assert not marker.exists()
     assert load_predictor(dst / "psma", folds=(0,), mirroring="none", device="cpu") is not None
     # nnUNetv2_predict_quantif too
-    from nnunet_quantif.inference.nnunet_entry import main as entry_main
+    from nnunet_quantif.cli.nnunet_predict import main as entry_main
 
     (small_release / "in").mkdir()
     code = entry_main(["-i", str(small_release / "in"), "-o", str(small_release / "out"), "-m", str(dst / "fdg"),
@@ -603,8 +604,7 @@ def test_session_and_view_pipeline_with_imported_authors_models(authors, tmp_pat
     case = _write_phantom_case(tmp_path / "case")
     settings = logic.ModelSettings(model_fdg=str(root / "dst/fdg"), model_psma=str(root / "dst/psma"),
                                    tracer_weights=str(root / "dst/tracer"), folds="0", device="cpu")
-    base = logic.model_arguments(settings)
-    base.mirroring = "none"
+    base = dataclasses.replace(logic.model_options(settings), mirroring="none")
     pipeline = logic.build_pipeline(settings, base)
     session = Session(pipeline=pipeline)
     ct, pet = read_image(case["ct"])[0].astype(np.float32), case["pet_array"]

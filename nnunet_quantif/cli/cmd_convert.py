@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                      "<case>_head_glands_cavities.nii.gz (default SRC/totalseg)")
     p.add_argument("--resample-pet-to-ct", action="store_true",
                    help="resample a PET on another grid linearly onto the CT grid instead of failing")
-    from ..dicom import add_ct_mismatch_argument
+    from .dicom_options import add_ct_mismatch_argument
 
     add_ct_mismatch_argument(p)
     p.add_argument("--sigma-tumor", type=positive_float, nargs="+", default=[DEFAULT_SIGMA_TUMOR], metavar="S",

@@ -7,7 +7,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..dicom import add_dicom_arguments
+    from .dicom_options import add_dicom_arguments
 
     p = sub.add_parser(
         "convert-dicom", help="DICOM CT + PET series folders -> <prefix>_0000.nii.gz (CT) and _0001.nii.gz (SUV)",
@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..dicom import convert_dicom_case, dicom_overrides
+    from ..dicom import convert_dicom_case
+    from .dicom_options import dicom_overrides
 
     result = convert_dicom_case(args.ct, args.pet, args.out, ct_series=args.ct_series, pet_series=args.pet_series,
                                 ignore_ct_mismatch=args.ignore_ct_mismatch, **dicom_overrides(args))

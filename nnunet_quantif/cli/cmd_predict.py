@@ -12,13 +12,12 @@ from ..quantify import lesion_csv_path, write_lesion_csv_beside
 from .argtypes import (
     add_heatmap_arguments,
     add_nonfinite_argument,
-    heatmap_options,
     nonfinite_mode,
     nonneg_float,
     nonneg_int,
 )
 from .prediction_options import add_model_arguments as _add_models
-from .prediction_options import add_prediction_arguments, prediction_options
+from .prediction_options import add_prediction_arguments, pipeline_options
 from .vocabulary import add_option
 
 
@@ -46,23 +45,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_pipeline(args: argparse.Namespace, progress: bool = False):
-    """A :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline` from parsed arguments."""
-    from ..inference.pipeline import QuantIFPipeline
+    """A :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline` from parsed arguments
+    (:func:`~nnunet_quantif.inference.options.build_pipeline` of :func:`.prediction_options.pipeline_options`)."""
+    from ..inference.options import build_pipeline as build
 
-    kwargs = dict(**prediction_options(args), postprocess=args.postprocess,
-                  min_voxels=args.min_voxels, suv_max=args.suv_max, min_volume_ml=args.min_volume_ml,
-                  progress=progress,
-                  nonfinite=nonfinite_mode(args), heatmap_params=heatmap_options(args),
-                  force_heatmap=args.force_heatmap)
-    if args.results:
-        if args.model_fdg or args.model_psma or getattr(args, "model", None):
-            raise ConfigError("give either --model/--model-fdg/--model-psma or --results with dataset ids, not both")
-        if not (args.dataset_fdg or args.dataset_psma):
-            raise ConfigError("--results needs --dataset-fdg and/or --dataset-psma")
-        return QuantIFPipeline.from_results(args.results, args.dataset_fdg, args.dataset_psma,
-                                            trainer_fdg=args.trainer, trainer_psma=args.trainer, plans=args.plans,
-                                            configuration=args.configuration, **kwargs)
-    return QuantIFPipeline(args.model_fdg, args.model_psma, **kwargs)
+    return build(pipeline_options(args), progress=progress)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -96,7 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also write <case>_lesions.csv beside each written mask: the per-lesion table of "
                         "'quantif stats' (MTV, SUVmax, SUVmean, SUVpeak, TLG, centroid)")
     add_model_arguments(p)
-    from ..dicom import OUTPUT_TYPES, add_dicom_arguments
+    from ..dicom import OUTPUT_TYPES
+    from .dicom_options import add_dicom_arguments
 
     add_dicom_arguments(p)
     one.add_argument("--output-type", choices=OUTPUT_TYPES, default=None,
@@ -135,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputFileError(f"{args.clicks}: {what} (omit --clicks to predict without clicks)")
         import tempfile
 
-        from ..dicom import dicom_overrides, staged_case
+        from ..dicom import staged_case
+        from .dicom_options import dicom_overrides
 
         with staged_case(args.ct, args.pet, ct_series=args.ct_series, pet_series=args.pet_series,
                          ignore_ct_mismatch=args.ignore_ct_mismatch, **dicom_overrides(args)) as \

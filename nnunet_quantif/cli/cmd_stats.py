@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true",
                    help="print the JSON (totals + lesions) to stdout; the one-line summary is then not printed")
     add_nonfinite_argument(p)
-    from ..dicom import add_dicom_arguments
+    from .dicom_options import add_dicom_arguments
 
     add_dicom_arguments(p, ct=False)
     p.set_defaults(func=run)
@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         ending = args.out.lower().rsplit(".", 1)[-1] if "." in args.out else ""
         if ending not in ("csv", "json"):
             raise OutputPathError(f"{args.out}: unknown output ending (use .csv or .json)")
-    from ..dicom import dicom_overrides, quantify_on_dicom_pet
+    from ..dicom import quantify_on_dicom_pet
+    from .dicom_options import dicom_overrides
 
     if is_dicom_folder(args.pet):
         stats = quantify_on_dicom_pet(args.mask, args.pet, args.pet_series, **dicom_overrides(args))

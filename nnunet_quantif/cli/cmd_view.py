@@ -10,6 +10,7 @@ import argparse
 
 from ..errors import ConfigError
 from .cmd_predict import add_model_arguments
+from .prediction_options import pipeline_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ct", metavar="CT", help="CT image (HU) on the PET grid, or a DICOM CT series folder")
     p.add_argument("--pet", metavar="PET", help="PET image (SUV), or a DICOM PET series folder")
     p.add_argument("--clicks", metavar="JSON", help="click file to resume from (needs --ct/--pet)")
-    from ..dicom import add_ct_mismatch_argument
+    from .dicom_options import add_ct_mismatch_argument
 
     add_ct_mismatch_argument(p)
     add_model_arguments(p)
@@ -53,8 +54,10 @@ def attach(viewer, args: argparse.Namespace):
 
     check_arguments(args)
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN_NAME, WIDGET_NAME)
-    widget.base_args = args
-    widget.set_model_settings(ModelSettings.from_args(args))
+    options = pipeline_options(args)
+    widget.base_options = options
+    widget.ignore_ct_mismatch = args.ignore_ct_mismatch
+    widget.set_model_settings(ModelSettings.from_options(options, tracer=args.tracer))
     if args.ct:
         widget.load_case(args.ct, args.pet, clicks=args.clicks)
     return widget

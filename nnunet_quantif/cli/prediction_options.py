@@ -13,7 +13,9 @@ from :mod:`nnunet_quantif.inference.pipeline`; precision and accumulation dtypes
 ``-chk``, ``-step_size``, ``-device``); the parsed values land in the same attributes
 (``folds``, ``checkpoint``, ``tile_step_size``, ``device``) either way, and
 :func:`prediction_options` turns them into :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline`
-keyword arguments.
+keyword arguments; :func:`pipeline_options` adds the model lookup, post-processing and heatmap options and
+returns the library's :class:`~nnunet_quantif.inference.options.PipelineOptions`, which
+:func:`~nnunet_quantif.inference.options.build_pipeline` builds a pipeline from.
 
 Options that a model may set (``quantif.inference`` in its ``dataset.json``: tile step, mirroring, folds,
 post-processing) default to "not given" (None; the folds to the :data:`DEFAULT_FOLD_ARGS` object itself),
@@ -24,7 +26,6 @@ an explicit option wins, then the model's default, then the library's.
 from __future__ import annotations
 
 import argparse
-import re
 
 from ..errors import ConfigError
 from ..inference.mirroring import (
@@ -34,10 +35,11 @@ from ..inference.mirroring import (
     DEFAULT_TIME_BUDGET_S,
     POLICIES,
 )
+from ..inference.options import DEFAULT_CONFIGURATION, FORWARD_KEYS, PipelineOptions, check_device
 from ..inference.pipeline import DEFAULT_TILE_STEP_SIZE, DEVICES
 from ..inference.precision import ACCUMULATE_DTYPES, DEFAULT_ACCUMULATE, DEFAULT_PRECISION, PRECISIONS
 from ..inference.routing import DEFAULT_CHECKPOINT, DEFAULT_FOLDS, TRACER_CHOICES
-from .argtypes import add_click_limit_argument
+from .argtypes import add_click_limit_argument, heatmap_options, nonfinite_mode
 
 _Group = argparse.ArgumentParser | argparse._ArgumentGroup
 
@@ -48,19 +50,17 @@ FLAGS: dict[str, dict[str, str]] = {
     "nnunet": {"folds": "-f", "checkpoint": "-chk", "tile_step_size": "-step_size", "device": "-device"},
 }
 
-#: Keys of :func:`prediction_options` that are the predictor's forward options
-#: (:class:`~nnunet_quantif.inference.predictor.QuantIFPredictor` keyword arguments).
-FORWARD_KEYS: tuple[str, ...] = ("precision", "accumulate", "tile_batch", "compile_network")
-
 #: The default folds as parsed from the command line (nnU-Net's five folds).
 DEFAULT_FOLD_ARGS: list[str] = [str(f) for f in DEFAULT_FOLDS]
 
 
 def device_name(text: str) -> str:
-    """A device the pipeline accepts: one of :data:`~nnunet_quantif.inference.pipeline.DEVICES` or ``cuda:N``."""
-    if text in DEVICES or re.fullmatch(r"cuda:\d+", text):
-        return text
-    raise argparse.ArgumentTypeError(f"invalid device {text!r} (choose from {', '.join(DEVICES)} or cuda:N)")
+    """A device the pipeline accepts (:func:`~nnunet_quantif.inference.options.check_device`), as an argparse
+    type."""
+    try:
+        return check_device(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def tile_batch(text: str) -> int | None:
@@ -115,7 +115,8 @@ def add_model_arguments(p: argparse.ArgumentParser, *, results: bool = True,
         g.add_argument("--dataset-psma", metavar="N", help="dataset id or name of the PSMA model under --results")
         g.add_argument("--trainer", metavar="NAME", help="trainer name, when a dataset folder holds several models")
         g.add_argument("--plans", metavar="NAME", help="plans identifier, when a dataset folder holds several models")
-        g.add_argument("--configuration", default="3d_fullres", help="nnU-Net configuration (default: 3d_fullres)")
+        g.add_argument("--configuration", default=DEFAULT_CONFIGURATION,
+                       help=f"nnU-Net configuration (default: {DEFAULT_CONFIGURATION})")
     add_fold_arguments(g, folds_default=folds_default)
     g.add_argument("--tracer", choices=tracer_choices, default=tracer_default,
                    help=tracer_help or "route to this tracer's model; auto = the MIP tracer classifier (needs "
@@ -163,8 +164,9 @@ def add_prediction_arguments(p: _Group, *, style: str = "quantif", device_defaul
 def prediction_options(args: argparse.Namespace) -> dict:
     """The parsed model and prediction options as :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline`
     keyword arguments (``folds``, ``checkpoint``, ``mirroring``, ``time_budget_s``, ``calibration``,
-    ``device``, ``tile_step_size``, ``max_clicks``, the forward options :data:`FORWARD_KEYS` and, where the
-    command has them, ``tracer_weights`` and ``model``). Options not given stay None (the folds
+    ``device``, ``tile_step_size``, ``max_clicks``, the forward options
+    :data:`~nnunet_quantif.inference.options.FORWARD_KEYS` and, where the command has them, ``tracer_weights`` and
+    ``model``). Options not given stay None (the folds
     :data:`~nnunet_quantif.inference.routing.DEFAULT_FOLDS`), for the library to resolve per model."""
     if args.tile_step_size is not None and (args.tile_step_size <= 0 or args.tile_step_size > 1):
         flag = getattr(args, "tile_step_flag", FLAGS["quantif"]["tile_step_size"])
@@ -179,3 +181,23 @@ def prediction_options(args: argparse.Namespace) -> dict:
     if getattr(args, "model", None) is not None:
         options["model"] = args.model
     return options
+
+
+#: Attributes of a parsed command that :func:`pipeline_options` copies into :class:`PipelineOptions` where the
+#: command has them (and they are given).
+_PIPELINE_ATTRIBUTES: tuple[str, ...] = ("model_fdg", "model_psma", "results", "dataset_fdg", "dataset_psma",
+                                         "trainer", "plans", "configuration", "postprocess", "min_voxels", "suv_max",
+                                         "min_volume_ml", "force_heatmap")
+
+
+def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
+    """The parsed model, prediction, post-processing and heatmap options as
+    :class:`~nnunet_quantif.inference.options.PipelineOptions` (:func:`prediction_options` plus the model lookup,
+    ``--postprocess``/``--no-postprocess`` and its thresholds, ``--replace-nonfinite`` and the heatmap options);
+    options the command does not have keep the library's defaults."""
+    fields = prediction_options(args)
+    for name in _PIPELINE_ATTRIBUTES:
+        value = getattr(args, name, None)
+        if value is not None:
+            fields[name] = value
+    return PipelineOptions(**fields, nonfinite=nonfinite_mode(args), heatmap_params=heatmap_options(args) or None)

@@ -6,7 +6,10 @@
 * :mod:`.routing` -- tracer decision and model-folder lookup.
 * :mod:`.pipeline` -- :func:`predict_case`, :class:`QuantIFPipeline`, :func:`load_models`, batch and
   grand-challenge modes.
-* :mod:`.nnunet_entry` -- the ``nnUNetv2_predict_quantif`` console script.
+* :mod:`.options` -- :class:`~.options.PipelineOptions` and :func:`~.options.build_pipeline`: a pipeline from its
+  options, for the command line and the napari widget.
+* :mod:`.nnunet_entry` -- the prediction of the ``nnUNetv2_predict_quantif`` console script (its parser is
+  :mod:`nnunet_quantif.cli.nnunet_predict`).
 
 torch and nnU-Net are imported only when a model is loaded, so importing this package is cheap.
 """

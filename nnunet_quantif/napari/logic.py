@@ -16,16 +16,16 @@ Clicks enter the library as voxel indices in image order (x, y, z) (:meth:`Sessi
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..clicks import DEFAULT_MAX_CLICKS, Clicks, read_clicks, write_clicks
 from ..errors import ClickError, ConfigError, InputFileError
+from ..inference.options import PipelineOptions, check_device
 from ..interactive import CLICK_KINDS
 from ..io import Geometry, PathLike, check_output_path, strip_image_extension, write_image
 from ..quantify import CaseStats, LesionStats, label_lesions, lesion_csv_path, write_csv
@@ -384,55 +384,53 @@ class ModelSettings:
     device: str = ""
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> ModelSettings:
-        """The fields from parsed ``quantif`` model options."""
-        def text(name: str) -> str:
-            v = getattr(args, name, None)
-            return "" if v is None else str(v)
+    def from_options(cls, options: PipelineOptions, tracer: str = "auto") -> ModelSettings:
+        """The fields from pipeline options (``quantif view``'s command line) and the tracer choice."""
+        def text(value) -> str:
+            return "" if value is None else str(value)
 
-        folds = getattr(args, "folds", None)  # None (not given): the model's recorded folds, else every fold found
-        return cls(text("model_fdg"), text("model_psma"), text("results"), text("dataset_fdg"),
-                   text("dataset_psma"), text("tracer") or "auto", text("tracer_weights"),
-                   " ".join(str(f) for f in folds) if folds else "", text("device"))
+        folds = options.folds  # None (not given): the model's recorded folds, else every fold found
+        return cls(text(options.model_fdg), text(options.model_psma), text(options.results),
+                   text(options.dataset_fdg), text(options.dataset_psma), tracer or "auto",
+                   text(options.tracer_weights), " ".join(str(f) for f in folds) if folds else "",
+                   text(options.device))
 
 
-def model_arguments(settings: ModelSettings, base: argparse.Namespace | None = None) -> argparse.Namespace:
-    """Parsed ``quantif predict`` model options with the widget's fields filled in.
+def model_options(settings: ModelSettings, base: PipelineOptions | None = None) -> PipelineOptions:
+    """The pipeline options of the widget: ``base`` with the widget's model fields filled in.
 
     Parameters
     ----------
     settings : ModelSettings
-    base : argparse.Namespace, optional
-        Options given on the command line (``quantif view``); the fields override them. Default: the
-        defaults of ``quantif predict``.
+    base : PipelineOptions, optional
+        Options given on the command line (``quantif view``); the fields override their model options. Default:
+        the library's defaults, which are ``quantif predict``'s.
+
+    Raises
+    ------
+    ConfigError
+        No model, or a device the pipeline does not accept.
     """
-    from ..cli.cmd_predict import add_model_arguments
-    from ..cli.prediction_options import device_name
+    def given(value: str) -> str | None:
+        return value.strip() or None
 
-    if base is None:
-        parser = argparse.ArgumentParser(add_help=False)
-        add_model_arguments(parser)
-        base = parser.parse_args([])
-    args = argparse.Namespace(**vars(base))
-    for name in ("model_fdg", "model_psma", "results", "dataset_fdg", "dataset_psma", "tracer_weights"):
-        setattr(args, name, getattr(settings, name).strip() or None)
-    args.tracer = settings.tracer
-    args.folds = settings.folds.split() or None
-    try:
-        args.device = device_name(settings.device.strip()) if settings.device.strip() else None
-    except argparse.ArgumentTypeError as e:
-        raise ConfigError(str(e)) from None
-    if not (args.model_fdg or args.model_psma or args.results or getattr(args, "model", None)):
+    device = settings.device.strip()
+    options = replace(base if base is not None else PipelineOptions(),
+                      model_fdg=given(settings.model_fdg), model_psma=given(settings.model_psma),
+                      results=given(settings.results), dataset_fdg=given(settings.dataset_fdg),
+                      dataset_psma=given(settings.dataset_psma), tracer_weights=given(settings.tracer_weights),
+                      folds=tuple(settings.folds.split()) or None, device=check_device(device) if device else None)
+    if not options.has_model:
         raise ConfigError("no model: give a FDG and/or PSMA model folder, or a results folder with dataset ids")
-    return args
+    return options
 
 
-def build_pipeline(settings: ModelSettings, base: argparse.Namespace | None = None):
+def build_pipeline(settings: ModelSettings, base: PipelineOptions | None = None):
     """A :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline` (not loaded) for the widget's fields,
     built exactly as ``quantif predict`` builds it."""
-    from ..cli.cmd_predict import build_pipeline as _build
+    from ..inference.options import build_pipeline as build
 
-    return _build(model_arguments(settings, base), progress=False)
+    return build(model_options(settings, base), progress=False)
 
 
 @contextlib.contextmanager

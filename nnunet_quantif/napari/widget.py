@@ -15,7 +15,6 @@ with a progress indicator; single clicks update synchronously.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Generator
 from functools import partial
 from pathlib import Path
@@ -44,6 +43,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import ClickError, QuantIFError
+from ..inference.options import PipelineOptions
 from ..inference.pipeline import DEVICES
 from ..inference.routing import TRACER_CHOICES
 from ..interactive import CLICK_KINDS, Session
@@ -97,8 +97,10 @@ class QuantIFWidget(QWidget):
         The clicks, oldest first.
     pipeline_factory : callable or None
         When set, makes the session's pipeline instead of the model fields (for embedding and tests).
-    base_args : argparse.Namespace or None
-        ``quantif view``'s parsed options; the fields override their model options.
+    base_options : PipelineOptions or None
+        ``quantif view``'s pipeline options; the fields override their model options.
+    ignore_ct_mismatch : bool
+        Use a DICOM CT that does not match the PET (``quantif view --ignore-ct-mismatch``).
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
@@ -107,7 +109,8 @@ class QuantIFWidget(QWidget):
         self.session: Session | None = None
         self.order: list[Click] = []
         self.pipeline_factory: Callable[[], object] | None = None
-        self.base_args: argparse.Namespace | None = None
+        self.base_options: PipelineOptions | None = None
+        self.ignore_ct_mismatch = False
         self.ct_path: str | None = None
         self.pet_path: str | None = None
         self.worker = None
@@ -286,13 +289,12 @@ class QuantIFWidget(QWidget):
             nonlocal session
             if session is None:
                 pipeline = self.pipeline_factory() if self.pipeline_factory else build_pipeline(settings,
-                                                                                                self.base_args)
+                                                                                                self.base_options)
             else:
                 pipeline = session.pipeline
             yield f"reading {Path(pet).name}"
             ct_a, pet_a, geometry, name = read_case(
-                ct, pet, pipeline.nonfinite, ignore_ct_mismatch=bool(getattr(self.base_args, "ignore_ct_mismatch",
-                                                                             False)))
+                ct, pet, pipeline.nonfinite, ignore_ct_mismatch=self.ignore_ct_mismatch)
             if session is None:
                 yield "loading the models"
                 session = Session(pipeline=pipeline)

@@ -1,0 +1,72 @@
+"""DICOM in and out (pydicom, highdicom), one module a job.
+
+* :mod:`.series` -- the image series of a folder read as a (z, y, x) array with its
+  :class:`~nnunet_quantif.io.Geometry` (slices sorted along the normal; non-axial, tilted, unevenly spaced and
+  multi-frame series refused); a CT in HU.
+* :mod:`.suv` -- a PET series in SUVbw by the QIBA recipe (BQML START/ADMIN, Philips CNTS, midnight crossings,
+  overrides of the factor, weight and dose; implausible values logged), and the tracer from the
+  radiopharmaceutical.
+* :mod:`.convert` -- a CT and PET pair as the nnU-Net case files ``_0000`` (HU) and ``_0001`` (SUVbw) on the PET
+  grid, the CT checked against the PET; statistics of a mask on a DICOM PET.
+* :mod:`.staging` -- DICOM folders as inputs of ``quantif predict``: staged as image files, the header's tracer
+  compared with the classifier.
+* :mod:`.seg` -- a mask written as a DICOM Segmentation referencing the PET series, and the checks of
+  ``--output-type``.
+
+Everything public is importable from ``nnunet_quantif.dicom``. The command-line options of DICOM inputs are in
+:mod:`nnunet_quantif.cli.dicom_options`.
+"""
+
+from .convert import ConvertedCase, case_paths, convert_dicom_case, ct_on_pet_grid, quantify_on_dicom_pet, resample_to
+from .seg import (
+    OUTPUT_TYPES,
+    SEG_TYPE2_KEYWORDS,
+    check_output_type,
+    seg_lesion_csv_path,
+    write_dicom_seg,
+)
+from .series import (
+    COSINE_TOL,
+    POSITION_TOL_MM,
+    DicomError,
+    MissingDicomTagError,
+    SeriesInfo,
+    is_dicom_folder,
+    list_series,
+    read_dicom_ct,
+    read_dicom_series,
+    select_series,
+    series_identity,
+)
+from .staging import compare_header_tracer, staged_case
+from .suv import (
+    BODY_FRACTION,
+    PHILIPS_BQML_FACTOR,
+    PHILIPS_CREATOR,
+    PHILIPS_SUV_FACTOR,
+    PLAUSIBLE_BODY_SUV,
+    PLAUSIBLE_UPTAKE_S,
+    PLAUSIBLE_WEIGHT_KG,
+    SUV_HEADER_KEYWORDS,
+    PetInfo,
+    body_suv_median,
+    check_suv_headers_agree,
+    injection_time,
+    radiopharmaceutical_text,
+    read_dicom_pet,
+    scan_reference_time,
+    suv_scale,
+    tracer_from_dicom,
+    warn_body_suv,
+)
+
+__all__ = [
+    "BODY_FRACTION", "COSINE_TOL", "OUTPUT_TYPES", "PHILIPS_BQML_FACTOR", "PHILIPS_CREATOR", "PHILIPS_SUV_FACTOR",
+    "PLAUSIBLE_BODY_SUV", "PLAUSIBLE_UPTAKE_S", "PLAUSIBLE_WEIGHT_KG", "POSITION_TOL_MM", "SEG_TYPE2_KEYWORDS",
+    "SUV_HEADER_KEYWORDS", "ConvertedCase", "DicomError", "MissingDicomTagError", "PetInfo", "SeriesInfo",
+    "body_suv_median", "case_paths", "check_output_type", "check_suv_headers_agree", "compare_header_tracer",
+    "convert_dicom_case", "ct_on_pet_grid", "injection_time", "is_dicom_folder", "list_series",
+    "quantify_on_dicom_pet", "radiopharmaceutical_text", "read_dicom_ct", "read_dicom_pet", "read_dicom_series",
+    "resample_to", "scan_reference_time", "select_series", "seg_lesion_csv_path", "series_identity", "staged_case",
+    "suv_scale", "tracer_from_dicom", "warn_body_suv", "write_dicom_seg",
+]
