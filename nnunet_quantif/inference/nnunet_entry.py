@@ -285,6 +285,10 @@ def build_heatmap_inputs(input_folder: str, clicks_dir: str, staging: str, contr
 
     if isinstance(contract, HeatmapDefinition):
         contract = InputContract.for_heatmap(contract)
+    if contract.preprocessed_click_indices or contract.image_dtype != "float32":
+        raise ModelError(f"{contract.source}: this model builds its click channels after preprocessing or casts "
+                         f"CT and PET to {contract.image_dtype}, which nnU-Net's file input cannot express; "
+                         f"use quantif predict --model")
     if not Path(clicks_dir).is_dir():
         raise ModelError(f"{clicks_dir}: click folder not found")
     ct_c, pet_c = contract.index("ct"), contract.index("pet")
