@@ -432,3 +432,44 @@ def test_session_gives_the_pipeline_mask_with_distance_ball_clicks(ll_resampled,
         want = pipe.predict_arrays(case["ct_array"], case["pet_array"], case["geometry"], session.clicks).mask
         assert np.array_equal(mask, want)
     assert session.clicks.n_tumor == 2 and session.clicks.n_background == 1
+
+
+def test_evaluate_interactive_builds_the_distance_ball_channels(ll_resampled, tmp_path):
+    """`quantif evaluate-interactive --model DST/model`: each step's saved mask is the pipeline's mask for that
+    step's clicks, and the click steps change the prediction."""
+    from nnunet_quantif.clicks import Clicks, write_clicks
+    from nnunet_quantif.inference.pipeline import QuantIFPipeline
+    from nnunet_quantif.io import read_image, write_image
+
+    root, _ = ll_resampled
+    case = _write_phantom(tmp_path / "case")
+    data, name = tmp_path / "data", "psma_cc_03-03-2003"
+    g, pet = case["geometry"], case["pet_array"]
+    write_image(case["ct_array"], g, data / "imagesTr" / f"{name}_0000.nii.gz")
+    write_image(pet, g, data / "imagesTr" / f"{name}_0001.nii.gz")
+    write_image((pet > 6).astype(np.uint8), g, data / "labelsTr" / f"{name}.nii.gz")
+    clicks = Clicks(np.array([[9, 12, 10], [20, 26, 30]]), np.array([[25, 33, 5]]))
+    write_clicks(clicks, data / "clicks" / f"{name}_clicks.json")
+    out = tmp_path / "eval"
+    assert main(["evaluate-interactive", "-i", str(data), "--model", str(root / "dst/model"), "--folds", "0",
+                 "--click-steps", "0,2", "--out", str(out), "--quiet", "--device", "cpu", "--mirroring", "none",
+                 "--no-plots", "--save-predictions", "all"]) == 0
+    saved = {k: out / "predictions" / "model" / f"step_{k}" / f"{name}.nii.gz" for k in (0, 2)}
+    pipe = QuantIFPipeline(model=root / "dst" / "model", folds=(0,), mirroring="none", device="cpu")
+    masks = {k: read_image(p)[0] for k, p in saved.items()}
+    ct = read_image(data / "imagesTr" / f"{name}_0000.nii.gz")[0]
+    for k, step_clicks in ((0, Clicks.empty()), (2, clicks)):
+        want = pipe.predict_arrays(ct, pet, g, step_clicks).mask
+        np.testing.assert_array_equal(masks[k], want)
+    assert not np.array_equal(masks[0], masks[2])
+
+
+def test_nnunet_file_input_refuses_channels_built_after_preprocessing(ll, tmp_path):
+    from nnunet_quantif.errors import ModelError
+    from nnunet_quantif.inference.nnunet_entry import build_heatmap_inputs
+
+    root, _, _ = ll
+    (tmp_path / "clicks").mkdir()
+    contract = read_model_contract(root / "dst" / "model")
+    with pytest.raises(ModelError, match="after preprocessing.*quantif predict --model"):
+        build_heatmap_inputs(str(tmp_path), str(tmp_path / "clicks"), str(tmp_path), contract, ".nii.gz")
