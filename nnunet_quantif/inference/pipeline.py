@@ -505,7 +505,8 @@ class QuantIFPipeline:
         return click_heatmap(pet, clicks, source=source, **definition.params())
 
     def build_click_channels(self, tracer: str, pet: np.ndarray, clicks, source: str | None = None) -> np.ndarray:
-        """Every click channel of ``tracer``'s model, from its input contract: (k, z, y, x) float32."""
+        """The click channels of ``tracer``'s model built on the image grid, from its input contract:
+        (k, z, y, x) float32 (channels built after preprocessing are not among them)."""
         if tracer not in self.contracts:
             raise ModelError(f"no {tracer.upper()} model was given")
         return self.contracts[tracer].click_channels(pet, clicks, source=source)
