@@ -473,3 +473,20 @@ def test_nnunet_file_input_refuses_channels_built_after_preprocessing(ll, tmp_pa
     contract = read_model_contract(root / "dst" / "model")
     with pytest.raises(ModelError, match="after preprocessing.*quantif predict --model"):
         build_heatmap_inputs(str(tmp_path), str(tmp_path / "clicks"), str(tmp_path), contract, ".nii.gz")
+
+
+@pytest.mark.parametrize("params, needle", [({"label": "lesion"}, "label"), ({"label": "tumor", "radius": 0}, "radius"),
+                                            ({"label": "tumor", "radius": 1.5}, "radius"),
+                                            ({"label": "tumor", "combine": "sum"}, "combines by 'max'")])
+def test_distance_ball_params_are_checked(params, needle):
+    from nnunet_quantif.errors import ConfigError
+
+    entry = {"version": 2, "inputs": [{"source": "ct"}, {"source": "pet"},
+                                      {"source": "clicks", "encoding": "distance_ball", "params": params}]}
+    with pytest.raises(ConfigError, match=needle):
+        InputContract.from_json(entry, "x/dataset.json")
+    good = {**entry, "inputs": [*entry["inputs"][:2], {"source": "clicks", "encoding": "distance_ball",
+                                                       "params": {"label": "background", "radius": 3}}]}
+    contract = InputContract.from_json(good)
+    assert InputContract.from_json(contract.to_json()) == contract
+    assert contract.preprocessed_click_indices == (2,) and contract.native_indices == (0, 1)
