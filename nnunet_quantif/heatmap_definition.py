@@ -28,7 +28,16 @@ PET, one or more click channels). Click encodings form an open registry (:data:`
   or ``background``, ``sigma`` voxels, ``truncate``, ``normalization`` ``none``): impulses at the clicks,
   ``scipy.ndimage.gaussian_filter`` in mode reflect, raw sums, on the raw grid
   (:func:`~nnunet_quantif.heatmaps.gaussian_click_map`). :meth:`InputContract.baseline` is their
-  4-channel model's contract.
+  4-channel model's contract;
+* ``distance_ball``: LesionLocator's encoding (``label``, ``radius`` 2, ``combine`` ``max``,
+  ``normalization`` ``none``): a normalised distance-transform ball per click on the *preprocessed* grid.
+
+Each encoding has a ``stage`` (:data:`ENCODING_STAGES`). A ``native`` channel is built on the image grid and
+preprocessed by nnU-Net with CT and PET (``plans.json`` normalises it); a ``preprocessed`` channel is built
+after nnU-Net preprocessing on the preprocessed grid, its clicks mapped as preprocessing maps voxels
+(:class:`PreprocessedGrid`), and is not normalised. ``plans.json`` counts the native channels
+(:attr:`InputContract.native_indices`), ``dataset.json``'s ``channel_names`` every network input. The optional
+``image_dtype`` (``float16``) casts CT and PET before preprocessing, as LesionLocator's inference does.
 
 The version-1 ``heatmap`` entry is written too whenever there is exactly one ``pet_gated_gaussian``
 channel, and a version-1 entry (``heatmap`` only) still reads, as CT, PET and that heatmap. The optional
@@ -54,7 +63,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -66,6 +75,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DATASET_KEY", "HEATMAP_MODE", "PET_NORMALIZATIONS", "CHANNEL_SOURCES", "CLICK_ENCODINGS",
            "HeatmapDefinition", "ClickEncoding", "PetGatedGaussianEncoding", "GaussianEncoding", "InputChannel",
+           "DistanceBallEncoding", "PreprocessedGrid", "ENCODING_STAGES", "IMAGE_DTYPES",
            "InferenceDefaults", "InputContract", "register_encoding", "read_model_contract", "resolve_contract",
            "read_model_definition", "resolve_definition", "quantif_dataset_entry", "explicit_heatmap_params"]
 
@@ -79,6 +89,8 @@ PET_NORMALIZATIONS = ("CT", "noNorm")
 _VERSION = 2
 #: What an input channel holds (``inputs[i].source``).
 CHANNEL_SOURCES = ("ct", "pet", "clicks")
+#: The dtypes CT and PET may be cast to before preprocessing (``image_dtype``).
+IMAGE_DTYPES = ("float32", "float16")
 
 #: Conversion presets (``quantif convert --preset NAME``): the heatmap and PET settings a preset gives
 #: where the user does not set them. ``authors`` is what the authors' models saw (docs/METHOD.md):
@@ -305,6 +317,10 @@ class ClickEncoding:
 
     #: Key of the encoding in ``inputs[i].encoding``.
     name: str = ""
+    #: Where the channel is built (:data:`ENCODING_STAGES`): ``native`` on the image grid before nnU-Net
+    #: preprocessing (:meth:`build`), ``preprocessed`` on the preprocessed grid after it, not normalised
+    #: (:meth:`build_preprocessed`).
+    stage: str = "native"
 
     @classmethod
     def from_params(cls, params: Mapping, source: str) -> ClickEncoding:  # pragma: no cover - interface
@@ -317,6 +333,11 @@ class ClickEncoding:
 
     def build(self, pet: np.ndarray, clicks, source: str | None = None) -> np.ndarray:  # pragma: no cover
         """The channel on the PET grid: (z, y, x) float32 from the PET (SUV, (z, y, x)) and the clicks (array order)."""
+        raise NotImplementedError
+
+    def build_preprocessed(self, grid: PreprocessedGrid, clicks) -> np.ndarray:  # pragma: no cover - interface
+        """A ``preprocessed``-stage channel: (*grid.shape) float32 on the preprocessed grid, from the clicks
+        (array order of the image) mapped by ``grid``."""
         raise NotImplementedError
 
     def build_params(self) -> dict:
@@ -415,10 +436,111 @@ class GaussianEncoding(ClickEncoding):
         return f"gaussian {self.label} (sigma {list(self.sigma)}, truncate {self.truncate:g}, {self.normalization})"
 
 
+@dataclass(frozen=True)
+class PreprocessedGrid:
+    """How nnU-Net preprocessing maps image voxels to the preprocessed grid of one case.
+
+    nnU-Net transposes the image (``transpose_forward``), crops it to the bounding box of its non-zero
+    voxels, then resamples the cropped box of shape S to shape N. The resampling is centre-aligned
+    (skimage's ``resize`` and nnU-Net's separate-z ``map_coordinates`` both sample output voxel o at input
+    coordinate (o + 0.5) S / N - 0.5), so input voxel c falls in output voxel ``floor((c + 0.5) N / S)``.
+
+    Attributes
+    ----------
+    transpose : tuple of 3 int
+        ``plans.transpose_forward``: preprocessed axis i is image axis ``transpose[i]`` (image axes (z, y, x)).
+    crop_start : tuple of 3 int
+        ``bbox_used_for_cropping`` lower bounds, transposed axes.
+    cropped_shape : tuple of 3 int
+        ``shape_after_cropping_and_before_resampling``.
+    shape : tuple of 3 int
+        The preprocessed shape.
+    """
+
+    transpose: tuple[int, int, int]
+    crop_start: tuple[int, int, int]
+    cropped_shape: tuple[int, int, int]
+    shape: tuple[int, int, int]
+
+    @classmethod
+    def from_properties(cls, properties: Mapping, shape: Sequence[int], transpose: Sequence[int]) -> PreprocessedGrid:
+        """From the properties nnU-Net's ``run_case_npy`` returns and the preprocessed spatial ``shape``."""
+        return cls(tuple(int(t) for t in transpose), tuple(int(b[0]) for b in properties["bbox_used_for_cropping"]),
+                   tuple(int(s) for s in properties["shape_after_cropping_and_before_resampling"]),
+                   tuple(int(s) for s in shape))
+
+    def map_points(self, points: np.ndarray) -> np.ndarray:
+        """Image voxels (n, 3) in array order (z, y, x) -> preprocessed voxels (n, 3) int64.
+
+        A click outside the crop box goes to the nearest voxel of the box (the box holds every non-zero
+        voxel of the CT and PET)."""
+        pts = np.asarray(points, dtype=np.int64).reshape(-1, 3)[:, list(self.transpose)]
+        c = np.clip(pts - np.asarray(self.crop_start), 0, np.asarray(self.cropped_shape) - 1)
+        n, size = np.asarray(self.shape), np.asarray(self.cropped_shape)
+        return np.clip(np.floor((c + 0.5) * n / size).astype(np.int64), 0, n - 1)
+
+
+#: Where a click encoding builds its channel (:attr:`ClickEncoding.stage`).
+ENCODING_STAGES = ("native", "preprocessed")
+
+
+@dataclass(frozen=True)
+class DistanceBallEncoding(ClickEncoding):
+    """``distance_ball``: LesionLocator's encoding (MIC-DKFZ/autoPET-interactive), one channel per click label.
+
+    Built on the *preprocessed* grid after nnU-Net preprocessing, and not normalised: each click of ``label``
+    is mapped as preprocessing maps voxels (:class:`PreprocessedGrid`) and stamped with a normalised
+    distance-transform ball of ``radius`` voxels (:func:`~nnunet_quantif.heatmaps.distance_ball`: 1, 0.632,
+    0.447 for radius 2); stamps combine by maximum (:func:`~nnunet_quantif.heatmaps.ball_click_map`).
+    """
+
+    label: str = "tumor"
+    radius: int = 2
+    combine: str = "max"
+    normalization: str = "none"
+    name = "distance_ball"
+    stage = "preprocessed"
+
+    @classmethod
+    def from_params(cls, params: Mapping, source: str) -> DistanceBallEncoding:
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"{source}: distance_ball params must be an object, got {type(params).__name__}")
+        label = params.get("label")
+        if label not in GAUSSIAN_LABELS:
+            raise ConfigError(f"{source}: distance_ball click channel label {label!r} is not one of "
+                              f"{', '.join(GAUSSIAN_LABELS)}")
+        radius = params.get("radius", 2)
+        if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
+            raise ConfigError(f"{source}: distance_ball radius must be an integer >= 1 (voxels), got {radius!r}")
+        if params.get("combine", "max") != "max" or params.get("normalization", "none") != "none":
+            raise ConfigError(f"{source}: distance_ball combines by 'max' with normalization 'none', got "
+                              f"{params.get('combine')!r} / {params.get('normalization')!r}")
+        return cls(label=label, radius=radius)
+
+    def params_json(self) -> dict:
+        return {"label": self.label, "radius": self.radius, "combine": self.combine,
+                "normalization": self.normalization}
+
+    def build(self, pet: np.ndarray, clicks, source: str | None = None) -> np.ndarray:
+        raise ConfigError(f"{source or 'model'}: the distance_ball channel is built on the preprocessed grid "
+                          f"(InputContract.preprocessed_click_channels), not on the image grid")
+
+    def build_preprocessed(self, grid: PreprocessedGrid, clicks) -> np.ndarray:
+        from .heatmaps import ball_click_map
+
+        points = clicks.tumor if self.label == "tumor" else clicks.background
+        return ball_click_map(grid.shape, grid.map_points(points), self.radius)
+
+    def describe(self) -> str:
+        return (f"distance_ball {self.label} (radius {self.radius} preprocessed voxels, max, "
+                f"built after preprocessing, not normalised)")
+
+
 #: The click encodings by name (:func:`register_encoding` adds more).
 CLICK_ENCODINGS: dict[str, type[ClickEncoding]] = {
     PetGatedGaussianEncoding.name: PetGatedGaussianEncoding,
     GaussianEncoding.name: GaussianEncoding,
+    DistanceBallEncoding.name: DistanceBallEncoding,
 }
 
 
@@ -426,6 +548,8 @@ def register_encoding(cls: type[ClickEncoding]) -> type[ClickEncoding]:
     """Add a :class:`ClickEncoding` subclass to :data:`CLICK_ENCODINGS` under its ``name`` (usable as a decorator)."""
     if not cls.name or cls.name in CLICK_ENCODINGS and CLICK_ENCODINGS[cls.name] is not cls:
         raise ValueError(f"click encoding name {cls.name!r} is empty or taken")
+    if cls.stage not in ENCODING_STAGES:
+        raise ValueError(f"click encoding {cls.name!r}: stage {cls.stage!r} is not one of {', '.join(ENCODING_STAGES)}")
     CLICK_ENCODINGS[cls.name] = cls
     return cls
 
@@ -543,6 +667,11 @@ class InputContract:
     pet_normalization : str or None
         nnU-Net normalisation name of the PET channel as recorded (None: not recorded).
     inference : InferenceDefaults
+    image_dtype : {'float32', 'float16'}
+        The dtype CT and PET are cast to before nnU-Net preprocessing (``image_dtype`` in the entry, written
+        when not ``float32``). LesionLocator's inference casts its CT/PET stack to float16 before preprocessing,
+        so its imported models record ``float16``; nnU-Net's preprocessing then works in float32 on the
+        float16-rounded values.
     recorded : bool
         Whether the contract was read from a ``quantif`` key (False: the defaults of a model without one).
     source : str
@@ -552,6 +681,7 @@ class InputContract:
     inputs: tuple[InputChannel, ...]
     pet_normalization: str | None = "CT"
     inference: InferenceDefaults = field(default_factory=InferenceDefaults)
+    image_dtype: str = "float32"
     recorded: bool = field(default=True, compare=False)
     source: str = field(default="dataset.json", compare=False)
 
@@ -563,6 +693,9 @@ class InputContract:
         for c in self.inputs:
             if (c.source == "clicks") != (c.encoding is not None):
                 raise ConfigError(f"{self.source}: an input channel has an encoding only when its source is clicks")
+        if self.image_dtype not in IMAGE_DTYPES:
+            raise ConfigError(f"{self.source}: image_dtype {self.image_dtype!r} is not one of "
+                              f"{', '.join(IMAGE_DTYPES)}")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -594,13 +727,16 @@ class InputContract:
         if pet_norm is not None and not isinstance(pet_norm, str):
             raise ConfigError(f"{source}: pet_normalization must be a name, got {pet_norm!r}")
         inference = InferenceDefaults.from_json(entry.get("inference"), source)
+        image_dtype = entry.get("image_dtype", "float32")
+        if image_dtype not in IMAGE_DTYPES:
+            raise ConfigError(f"{source}: image_dtype {image_dtype!r} is not one of {', '.join(IMAGE_DTYPES)}")
         if "inputs" not in entry:
             if "heatmap" not in entry:
                 raise ConfigError(f"{source}: '{DATASET_KEY}' must be an object with an 'inputs' or a 'heatmap' entry")
             definition = HeatmapDefinition.from_json(entry["heatmap"], source)
             inputs: tuple[InputChannel, ...] = (InputChannel("ct"), InputChannel("pet"),
                                                 InputChannel("clicks", PetGatedGaussianEncoding(definition)))
-            return cls(inputs, pet_norm, inference, True, source)
+            return cls(inputs, pet_norm, inference, image_dtype, True, source)
         raw = entry["inputs"]
         if not isinstance(raw, list):
             raise ConfigError(f"{source}: '{DATASET_KEY}.inputs' must be a list, got {type(raw).__name__}")
@@ -617,7 +753,7 @@ class InputContract:
             if name not in CLICK_ENCODINGS:
                 raise ConfigError(f"{where}: unknown click encoding {name!r} (known: {', '.join(CLICK_ENCODINGS)})")
             channels.append(InputChannel("clicks", CLICK_ENCODINGS[name].from_params(item.get("params", {}), where)))
-        contract = cls(tuple(channels), pet_norm, inference, True, source)
+        contract = cls(tuple(channels), pet_norm, inference, image_dtype, True, source)
         if "heatmap" in entry:  # the version-1 copy must say what the channel says
             heat = HeatmapDefinition.from_json(entry["heatmap"], source)
             if contract.heatmap_definition != heat:
@@ -636,6 +772,8 @@ class InputContract:
             out["heatmap"] = definition.to_json()
         if self.inference:
             out["inference"] = self.inference.to_json()
+        if self.image_dtype != "float32":
+            out["image_dtype"] = self.image_dtype
         return out
 
     # ------------------------------------------------------------------ queries
@@ -652,6 +790,22 @@ class InputContract:
     def click_indices(self) -> tuple[int, ...]:
         """Channel indices of the click channels, in order."""
         return tuple(k for k, c in enumerate(self.inputs) if c.source == "clicks")
+
+    @property
+    def native_click_indices(self) -> tuple[int, ...]:
+        """Channel indices of the click channels built on the image grid (``native`` stage), in order."""
+        return tuple(k for k in self.click_indices if self.inputs[k].encoding.stage == "native")
+
+    @property
+    def preprocessed_click_indices(self) -> tuple[int, ...]:
+        """Channel indices of the click channels built after preprocessing (``preprocessed`` stage), in order."""
+        return tuple(k for k in self.click_indices if self.inputs[k].encoding.stage == "preprocessed")
+
+    @property
+    def native_indices(self) -> tuple[int, ...]:
+        """Channel indices of what nnU-Net preprocesses (CT, PET and the native click channels), in order: the
+        channels that ``plans.json``'s normalisation schemes count."""
+        return tuple(k for k in range(self.n_channels) if k not in self.preprocessed_click_indices)
 
     @property
     def encodings(self) -> tuple[ClickEncoding, ...]:
@@ -683,7 +837,8 @@ class InputContract:
 
     # ------------------------------------------------------------------ building the input
     def click_channels(self, pet: np.ndarray, clicks, source: str | None = None) -> np.ndarray:
-        """Every click channel on the PET grid.
+        """Every click channel built on the image grid (``native`` stage; the ``preprocessed`` ones are
+        :meth:`preprocessed_click_channels`).
 
         Parameters
         ----------
@@ -697,23 +852,72 @@ class InputContract:
         Returns
         -------
         np.ndarray, shape (k, z, y, x), float32
-            ``k`` = number of click channels, in channel order.
+            ``k`` = number of native click channels (:attr:`native_click_indices`), in channel order.
         """
-        return np.stack([np.asarray(e.build(pet, clicks, source), dtype=np.float32) for e in self.encodings])
+        channels = [np.asarray(self.inputs[k].encoding.build(pet, clicks, source), dtype=np.float32)
+                    for k in self.native_click_indices]
+        return np.stack(channels) if channels else np.zeros((0, *np.shape(pet)), dtype=np.float32)
 
     def stack(self, ct: np.ndarray, pet: np.ndarray, click_channels: np.ndarray) -> np.ndarray:
-        """The network input in channel order: (C, z, y, x) float32 from CT (HU), PET (SUV) and the
-        (k, z, y, x) click channels of :meth:`click_channels`."""
+        """What nnU-Net preprocesses, in channel order (:attr:`native_indices`): (C', z, y, x) float32 from CT
+        (HU), PET (SUV), both cast through :attr:`image_dtype`, and the (k, z, y, x) click channels of
+        :meth:`click_channels`. Without ``preprocessed`` click channels this is the whole network input."""
         click_channels = np.asarray(click_channels)
         if click_channels.ndim == 3:
             click_channels = click_channels[None]
-        if click_channels.shape[0] != len(self.click_indices):
-            raise ConfigError(f"{self.source}: {click_channels.shape[0]} click channel(s) given, the model takes "
-                              f"{len(self.click_indices)} ({self.describe_clicks()})")
-        out = np.empty((self.n_channels, *np.shape(pet)), dtype=np.float32)
+        native = self.native_click_indices
+        if click_channels.shape[0] != len(native):
+            described = "; ".join(f"_{k:04d} {self.inputs[k].describe()}" for k in native) or "none"
+            raise ConfigError(f"{self.source}: {click_channels.shape[0]} click channel(s) given, the model builds "
+                              f"{len(native)} on the image grid ({described})")
+        indices = self.native_indices
+        out = np.empty((len(indices), *np.shape(pet)), dtype=np.float32)
         clicks_iter = iter(click_channels)
-        for k, c in enumerate(self.inputs):
-            out[k] = ct if c.source == "ct" else pet if c.source == "pet" else next(clicks_iter)
+        for i, k in enumerate(indices):
+            c = self.inputs[k]
+            if c.source == "clicks":
+                out[i] = next(clicks_iter)
+            else:
+                image = ct if c.source == "ct" else pet
+                out[i] = np.asarray(image).astype(self.image_dtype, copy=False)
+        return out
+
+    def preprocessed_click_channels(self, grid: PreprocessedGrid, clicks) -> np.ndarray:
+        """The ``preprocessed``-stage click channels: (k, *grid.shape) float32, in channel order
+        (:attr:`preprocessed_click_indices`), from the clicks in image array order (z, y, x)."""
+        channels = [np.asarray(self.inputs[k].encoding.build_preprocessed(grid, clicks), dtype=np.float32)
+                    for k in self.preprocessed_click_indices]
+        return np.stack(channels) if channels else np.zeros((0, *grid.shape), dtype=np.float32)
+
+    def complete_preprocessed(self, data: np.ndarray, properties: Mapping, transpose: Sequence[int],
+                              clicks) -> np.ndarray:
+        """The whole network input from nnU-Net's preprocessed :meth:`stack`.
+
+        Parameters
+        ----------
+        data : np.ndarray, shape (C', *preprocessed shape)
+            The preprocessed channels (:attr:`native_indices`), as ``run_case_npy`` returns them.
+        properties : dict
+            ``run_case_npy``'s properties (``bbox_used_for_cropping``,
+            ``shape_after_cropping_and_before_resampling``).
+        transpose : sequence of 3 int
+            ``plans.transpose_forward``.
+        clicks : Clicks
+            The clicks in image array order (z, y, x).
+
+        Returns
+        -------
+        np.ndarray, shape (C, *preprocessed shape), float32
+            ``data`` itself when there is no ``preprocessed`` click channel.
+        """
+        pre = self.preprocessed_click_indices
+        if not pre:
+            return data
+        grid = PreprocessedGrid.from_properties(properties, data.shape[1:], transpose)
+        built = self.preprocessed_click_channels(grid, clicks)
+        out = np.empty((self.n_channels, *data.shape[1:]), dtype=np.float32)
+        out[list(self.native_indices)] = data
+        out[list(pre)] = built
         return out
 
     def with_heatmap(self, definition: HeatmapDefinition) -> InputContract:

@@ -480,6 +480,61 @@ def gaussian_click_map(shape: Sequence[int], points: np.ndarray, sigma: SigmaLik
     return out
 
 
+def distance_ball(radius: int) -> np.ndarray:
+    """The LesionLocator click stamp: a ball of ``radius`` voxels, its Euclidean distance transform divided
+    by its maximum.
+
+    The ball is every voxel v of the (2r+1)³ cube with |v - centre|² ≤ r²; the distance transform is
+    ``scipy.ndimage.distance_transform_edt`` of that cube (distance to the nearest voxel outside the ball
+    inside the cube). For r = 2 the 33 ball voxels take the values 1 (centre), 0.632 (its 6 neighbours) and
+    0.447 (the rest).
+
+    Returns
+    -------
+    np.ndarray, shape (2r+1, 2r+1, 2r+1), float32
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    r = int(radius)
+    if r < 1 or r != radius:
+        raise ValueError(f"ball radius must be an integer >= 1, got {radius!r}")
+    z, y, x = np.mgrid[-r:r + 1, -r:r + 1, -r:r + 1]
+    edt = distance_transform_edt(z ** 2 + y ** 2 + x ** 2 <= r * r)
+    return (edt / edt.max()).astype(np.float32)
+
+
+def ball_click_map(shape: Sequence[int], points: np.ndarray, radius: int = 2) -> np.ndarray:
+    """One click label's channel of the LesionLocator encoding (``distance_ball``): a :func:`distance_ball`
+    stamp centred on every click, combined by maximum (not summed), clipped at the image edges.
+
+    Parameters
+    ----------
+    shape : 3 ints
+        Grid shape (the preprocessed grid, in its axis order).
+    points : np.ndarray, shape (n, 3)
+        Click voxels on that grid. A click whose stamp lies wholly outside the grid adds nothing.
+    radius : int
+        Ball radius in voxels of that grid.
+
+    Returns
+    -------
+    np.ndarray, shape ``shape``, float32
+        Values in [0, 1]; zeros without clicks.
+    """
+    shape = tuple(int(s) for s in shape)
+    out = np.zeros(shape, dtype=np.float32)
+    stamp = distance_ball(radius)
+    r = int(radius)
+    for c in np.asarray(points, dtype=np.int64).reshape(-1, 3):
+        lo = [int(v) - r for v in c]
+        box = tuple(slice(max(a, 0), min(a + 2 * r + 1, n)) for a, n in zip(lo, shape))
+        if any(b.start >= b.stop for b in box):
+            continue
+        part = tuple(slice(b.start - a, b.stop - a) for b, a in zip(box, lo))
+        np.maximum(out[box], stamp[part], out=out[box])
+    return out
+
+
 def heatmap_from_files(pet_path: PathLike, clicks_path: PathLike | None, step: int | None = None, *,
                        max_clicks: int | None = DEFAULT_MAX_CLICKS, **params) -> tuple[np.ndarray, Geometry]:
     """Read a PET and a click file and compute the heatmap on the PET grid.

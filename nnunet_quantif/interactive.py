@@ -31,6 +31,10 @@ the voxels where any click channel differs (exact for both background modes, inc
 whose normalisation is not local). When nnU-Net resamples the case, the whole click channels are resampled
 again (the cubic spline has no finite support).
 
+Click channels that the contract builds on the preprocessed grid (``preprocessed`` stage, e.g. LesionLocator's
+distance balls) need no preprocessing: they are built again on the stored grid and compared with the stored
+channels, and their changed box joins the others.
+
 Without resampling, the preprocessed segmentation is also kept, and only the updated box of logits is
 converted again; the post-processing (connected components with the PET) runs on the whole mask.
 
@@ -59,6 +63,7 @@ import numpy as np
 
 from .clicks import Clicks
 from .errors import ClickError, InputFileError, QuantIFError
+from .heatmap_definition import PreprocessedGrid
 from .io import Geometry, PathLike
 
 #: Click kinds accepted by :meth:`Session.add_click`.
@@ -111,6 +116,13 @@ def _bbox(changed: np.ndarray) -> tuple[slice, ...] | None:
         idx = np.flatnonzero(changed.any(axis=other))
         box.append(slice(int(idx[0]), int(idx[-1]) + 1))
     return tuple(box)
+
+
+def _union(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[slice, ...] | None:
+    """The bounding box of two boxes (None: empty)."""
+    if a is None or b is None:
+        return b if a is None else a
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
 
 
 def _intersect(a: Sequence[slice], b: Sequence[slice]) -> tuple[slice, ...] | None:
@@ -210,7 +222,7 @@ class Session:
         contract = pipe.contracts[decision.tracer]
         clicks = Clicks.empty()
         heatmap = contract.click_channels(pet_a, clicks, source=source)
-        data, properties = self._preprocess_all(predictor, contract, ct_a, pet_a, heatmap, geometry)
+        data, properties = self._preprocess_all(predictor, contract, ct_a, pet_a, heatmap, geometry, clicks)
         previous = (self._case, self._clicks, self._history, self.last_update)
         try:
             case = dict(name=case_name, source=source, ct=ct_a, pet=pet_a, geometry=geometry, tracer=decision,
@@ -405,14 +417,16 @@ class Session:
         self._finish(self._accumulate(tuple(slice(0, s) for s in case["padded"].shape[1:])))
 
     def _preprocess_all(self, predictor, contract, ct: np.ndarray, pet: np.ndarray, heatmap: np.ndarray,
-                        geometry: Geometry) -> tuple[np.ndarray, dict]:
-        """nnU-Net preprocessing of every channel (``heatmap``: the (k, z, y, x) click channels, stacked in the
-        order of ``contract``): (C, *preprocessed shape) float32 and the properties."""
+                        geometry: Geometry, clicks: Clicks) -> tuple[np.ndarray, dict]:
+        """nnU-Net preprocessing of every channel (``heatmap``: the (k, z, y, x) click channels built on the image
+        grid, stacked in the order of ``contract``), then the click channels built on the preprocessed grid from
+        ``clicks``: (C, *preprocessed shape) float32 and the properties."""
         image = contract.stack(ct, pet, heatmap)
         pre = predictor.configuration_manager.preprocessor_class(verbose=False)
         properties = {"spacing": [float(s) for s in geometry.spacing_zyx]}
         data, _, properties = pre.run_case_npy(image, None, properties, predictor.plans_manager,
                                                predictor.configuration_manager, predictor.dataset_json)
+        data = contract.complete_preprocessed(data, properties, predictor.plans_manager.transpose_forward, clicks)
         return data, properties
 
     def _preprocess_heatmap(self, heatmap: np.ndarray,
@@ -458,12 +472,14 @@ class Session:
             return None  # pragma: no cover - a change outside the crop box is non-zero there
         properties = p.plans_manager.foreground_intensity_properties_per_channel
         normalizers = []
-        for c in case["contract"].click_indices:
-            scheme = cm.normalization_schemes[c]
+        contract = case["contract"]
+        for c in contract.native_click_indices:
+            i = contract.native_indices.index(c)  # its place among the channels nnU-Net preprocesses
+            scheme = cm.normalization_schemes[i]
             norm_class = recursive_find_python_class(
                 os.path.join(nnunetv2.__path__[0], "preprocessing", "normalization"), scheme,
                 "nnunetv2.preprocessing.normalization")
-            normalizers.append((scheme, norm_class(use_mask_for_norm=False, intensityproperties=properties[str(c)])))
+            normalizers.append((scheme, norm_class(use_mask_for_norm=False, intensityproperties=properties[str(i)])))
         cropped_shape = tuple(s.stop - s.start for s in crop)
         spacing_t = [props["spacing"][i] for i in case["transpose"]]
         new_shape = tuple(int(s) for s in compute_new_shape(cropped_shape, spacing_t, cm.spacing))
@@ -484,33 +500,35 @@ class Session:
         t0 = time.perf_counter()
         case = self._case
         p = case["predictor"]
-        heatmap = case["contract"].click_channels(case["pet"], clicks, source=case["source"])
+        contract = case["contract"]
+        heatmap = contract.click_channels(case["pet"], clicks, source=case["source"])
         diff = (heatmap != case["heatmap"]).any(axis=0)  # a voxel changed in any click channel
         changed_raw = _bbox(diff)
         del diff
         n_folds = len(p.list_of_parameters)
         total = len(case["slicers"]) * n_folds
         padded, revert = case["padded"], case["revert"]
-        if changed_raw is None:
+        box = None
+        if changed_raw is None and not contract.preprocessed_click_indices:
             self._clicks = clicks
             self.last_update = UpdateInfo(kind, "unchanged", 0, total, time.perf_counter() - t0)
             return
-        update = self._preprocess_heatmap(heatmap, changed_raw)
+        update = self._preprocess_heatmap(heatmap, changed_raw) if changed_raw is not None else ((), None)
         full = not self.incremental
         if update is not None:
             local, values = update
-            box = None
-            for k, c in enumerate(case["contract"].click_indices):
-                target = padded[c][revert][local]
-                sub = _bbox(values[k] != target.numpy())
-                if sub is not None:
-                    sub = tuple(slice(lo.start + s.start, lo.start + s.stop) for lo, s in zip(local, sub))
-                    box = sub if box is None else tuple(slice(min(a.start, b.start), max(a.stop, b.stop))
-                                                        for a, b in zip(box, sub))
-                target.copy_(torch.from_numpy(values[k]))
+            for k, c in enumerate(contract.native_click_indices if values is not None else ()):
+                box = _union(box, self._replace_channel(padded[c][revert], local, values[k]))
+            if contract.preprocessed_click_indices:  # built on the stored preprocessed grid
+                grid = PreprocessedGrid.from_properties(case["properties"], padded[0][revert].shape,
+                                                        case["transpose"])
+                values = contract.preprocessed_click_channels(grid, clicks)
+                whole = tuple(slice(0, n) for n in grid.shape)
+                for k, c in enumerate(contract.preprocessed_click_indices):
+                    box = _union(box, self._replace_channel(padded[c][revert], whole, values[k]))
         else:  # the whole case again
-            data, properties = self._preprocess_all(p, case["contract"], case["ct"], case["pet"], heatmap,
-                                                    case["geometry"])
+            data, properties = self._preprocess_all(p, contract, case["ct"], case["pet"], heatmap,
+                                                    case["geometry"], clicks)
             same = (np.array_equal(properties["bbox_used_for_cropping"], case["properties"]["bbox_used_for_cropping"])
                     and tuple(data.shape[1:]) == tuple(padded[0][revert].shape))
             if not same:  # another crop box: every tile
@@ -541,6 +559,19 @@ class Session:
         self._finish(self._accumulate(tuple(slice(lo, hi) for lo, hi in region)))
         self.last_update = UpdateInfo(kind, "full" if full else "incremental", case["tiles_run"] - runs_before,
                                       total, time.perf_counter() - t0, box)
+
+    @staticmethod
+    def _replace_channel(channel, local: tuple[slice, ...], values: np.ndarray) -> tuple[slice, ...] | None:
+        """Write ``values`` into ``channel[local]`` (a view of one preprocessed channel, a torch tensor) and
+        return the box (channel coordinates) where they differ from what it held; None: nothing changed."""
+        import torch
+
+        target = channel[local]
+        sub = _bbox(values != target.numpy())
+        target.copy_(torch.from_numpy(values))
+        if sub is None:
+            return None
+        return tuple(slice(lo.start + s.start, lo.start + s.stop) for lo, s in zip(local, sub))
 
     @contextlib.contextmanager
     def _tile_runner(self):

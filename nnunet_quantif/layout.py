@@ -318,7 +318,8 @@ def check_model_channels(dataset_json: dict, model: PathLike, *, contract=None, 
         QuantIF channels).
     plans : dict, optional
         The model's plans: ``foreground_intensity_properties_per_channel`` and each configuration's
-        ``normalization_schemes`` must count the same channels.
+        ``normalization_schemes`` must count the channels nnU-Net preprocesses (the contract's less those built
+        after preprocessing).
 
     Raises
     ------
@@ -344,10 +345,12 @@ def check_model_channels(dataset_json: dict, model: PathLike, *, contract=None, 
         for name, cfg in (plans.get("configurations") or {}).items():
             if isinstance(cfg, dict) and isinstance(cfg.get("normalization_schemes"), list):
                 counts.append((f"configuration {name} normalization_schemes", len(cfg["normalization_schemes"])))
+        preprocessed = len(contract.native_indices)  # click channels built after preprocessing are not planned
+        after = "" if preprocessed == expected else f", {expected - preprocessed} of them built after preprocessing"
         for where, n in counts:
-            if n != expected:
+            if n != preprocessed:
                 raise ModelContractError(f"{Path(model) / 'plans.json'}: {where} counts {n} input channels; the "
-                                         f"model's input contract has {expected} ({what})")
+                                         f"model's input contract has {expected} ({what}{after})")
 
 
 def nnunet_folder(variable: str, given: PathLike | None = None) -> Path:

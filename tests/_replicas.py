@@ -11,6 +11,10 @@ nothing is copied from the teams' code. Weights are seeded (``torch.Generator``)
 * :func:`write_baseline_release`: the organisers' ``Dataset221_AutoPETIV_2025/nnUNetTrainer__nnUNetPlans__
   3d_fullres`` with their real ``plans.json``/``dataset.json`` (``tests/data/autopet_baseline/``) and a stock
   ``PlainConvUNet``; ``tiny=True`` swaps in a three-stage network for fast tests.
+* :func:`write_lesionlocator_release`: LesionLocator's ``_model/`` (``fold_0`` .. ``fold_9``, ``plans.json`` and
+  ``dataset.json`` of two preprocessed channels, CT and PET, both ``CTNormalization``; their network, a
+  residual-encoder U-Net whose decoder also has ``organ_seg_layers`` with 11 outputs, built with 2 + 2 inputs;
+  their trainer name) at a small residual configuration.
 """
 
 from __future__ import annotations
@@ -216,6 +220,51 @@ def write_baseline_release(root: Path, *, tiny: bool = True, seed: int = 0, fold
         (d / f"fold_{k}").mkdir()
         torch.save({"network_weights": net.state_dict(),
                     **_training_state(plans, dataset, k, "nnUNetTrainer", (0, 1, 2))},
+                   d / f"fold_{k}" / "checkpoint_final.pth")
+        nets[k] = net
+    return {"networks": nets, "plans": plans, "dataset": dataset, "model_dir": d}
+
+
+LESIONLOCATOR_TRAINER = "autopetTrainerInteractiveClickGen10ptsRatio80_20EDT2"
+LESIONLOCATOR_CHANNELS = {"0": "CT", "1": "PET"}
+
+
+def lesionlocator_network(plans: dict, dataset: dict, seed: int) -> nn.Module:
+    """Their ``ResidualEncoderUNetOrgan``: a ResidualEncoderUNet with 4 inputs (CT, PET and the two click channels
+    their trainer adds) plus ``decoder.organ_seg_layers`` (11 outputs per decoder stage), random weights."""
+    net, _, _ = _build(plans, dataset, 4, seed)
+    dec = net.decoder
+    dec.organ_seg_layers = nn.ModuleList(
+        dec.encoder.conv_op(layer.in_channels, 11, 1, 1, 0, bias=True) for layer in dec.seg_layers)
+    return _randomise(net, seed).eval()
+
+
+def lesionlocator_plans(spacing_zyx=(3.0, 2.036, 2.036)) -> tuple[dict, dict]:
+    """Their plans (two channels, both CTNormalization) at the tiny residual configuration, and dataset.json."""
+    plans = random_plans(patch_size=(32, 32, 32), architecture="plans_tiny", spacing_zyx=spacing_zyx,
+                         channel_names={"0": "CT", "1": "CT"}, dataset_name="Dataset998_AutoPETIVInteractive",
+                         plans_name="nnUNetResEncUNetLPlansMultiTalent")
+    dataset = {"channel_names": dict(LESIONLOCATOR_CHANNELS), "labels": {"background": 0, "tumor": 1},
+               "numTraining": 0, "file_ending": ".nii.gz"}
+    return plans, dataset
+
+
+def write_lesionlocator_release(root: Path, *, folds=tuple(range(10)), seed: int = 0,
+                                spacing_zyx=(3.0, 2.036, 2.036), mirror_axes=(0, 1, 2)) -> dict:
+    """Write ``root/_model`` (their layout, random weights). Returns ``networks[fold]``, ``plans``, ``dataset``,
+    ``model_dir``."""
+    plans, dataset = lesionlocator_plans(spacing_zyx)
+    d = root / "_model"
+    d.mkdir(parents=True)
+    (d / "plans.json").write_text(json.dumps(plans, indent=4))
+    (d / "dataset.json").write_text(json.dumps(dataset, indent=4))
+    (d / "dataset_fingerprint.json").write_text(json.dumps({"spacings": [list(spacing_zyx)]}))
+    nets = {}
+    for k in folds:
+        net = lesionlocator_network(plans, dataset, seed + k)
+        (d / f"fold_{k}").mkdir()
+        torch.save({"network_weights": net.state_dict(),
+                    **_training_state(plans, dataset, k, LESIONLOCATOR_TRAINER, mirror_axes)},
                    d / f"fold_{k}" / "checkpoint_final.pth")
         nets[k] = net
     return {"networks": nets, "plans": plans, "dataset": dataset, "model_dir": d}

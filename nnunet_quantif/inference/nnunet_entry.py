@@ -228,6 +228,7 @@ def _input_contract(input_folder: PathLike, model_folder: str, options: Pipeline
                          "--clicks-dir: without it the click-channel files are used as given")
     contract = resolve_contract(read_model_contract(model_folder), explicit, force=options.force_heatmap,
                                 source=model_folder)
+    check_file_input(contract)
     ds_json = Path(input_folder).resolve().parent / "dataset.json"
     if clicks_dir is None and contract.recorded and ds_json.is_file():
         given = read_model_contract(ds_json.parent)
@@ -239,6 +240,16 @@ def _input_contract(input_folder: PathLike, model_folder: str, options: Pipeline
                 raise ModelError(msg)
             logging.getLogger(__name__).warning("--force-heatmap: %s", msg)
     return contract
+
+
+def check_file_input(contract) -> None:
+    """Refuse a model whose input nnU-Net's file-based prediction cannot build: click channels built after
+    preprocessing, or CT and PET cast before it (:class:`~nnunet_quantif.errors.ModelError`, one line)."""
+    reasons = (["builds click channels after preprocessing"] if contract.preprocessed_click_indices else []) + \
+        ([f"casts CT and PET to {contract.image_dtype}"] if contract.image_dtype != "float32" else [])
+    if reasons:
+        raise ModelError(f"{contract.source}: this model {' and '.join(reasons)}, which nnU-Net's file input cannot "
+                         f"express; use quantif predict --model")
 
 
 def build_heatmap_inputs(input_folder: str, clicks_dir: str, staging: str, contract, file_ending: str, *,
@@ -261,6 +272,7 @@ def build_heatmap_inputs(input_folder: str, clicks_dir: str, staging: str, contr
 
     if isinstance(contract, HeatmapDefinition):
         contract = InputContract.for_heatmap(contract)
+    check_file_input(contract)
     if not Path(clicks_dir).is_dir():
         raise ModelError(f"{clicks_dir}: click folder not found")
     ct_c, pet_c = contract.index("ct"), contract.index("pet")

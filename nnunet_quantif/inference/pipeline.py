@@ -3,9 +3,10 @@
 For one case, :class:`QuantIFPipeline`:
 
 1. reads the CT and PET and checks that they share one grid (:func:`nnunet_quantif.io.check_same_grid`);
-2. builds the click heatmap on the PET grid (:func:`nnunet_quantif.heatmaps.click_heatmap`),
-   from the first ``k`` clicks with ``step=k`` (no click file, an empty one, or ``step=0``:
-   an all-zero heatmap);
+2. builds the click channels with the model's input contract, from the first ``k`` clicks with ``step=k``
+   (no click file, an empty one, or ``step=0``: no clicks): on the PET grid before preprocessing (e.g. the
+   heatmap of :func:`nnunet_quantif.heatmaps.click_heatmap`), or, for an encoding of the ``preprocessed``
+   stage, on the preprocessed grid after nnU-Net preprocessing;
 3. routes the case to its tracer's model (:class:`~nnunet_quantif.inference.routing.TracerRouter`);
 4. predicts the three channels (CT, PET, heatmap) in memory with the
    :class:`~nnunet_quantif.inference.predictor.QuantIFPredictor` (nnU-Net preprocessing,
@@ -504,7 +505,8 @@ class QuantIFPipeline:
         return click_heatmap(pet, clicks, source=source, **definition.params())
 
     def build_click_channels(self, tracer: str, pet: np.ndarray, clicks, source: str | None = None) -> np.ndarray:
-        """Every click channel of ``tracer``'s model, from its input contract: (k, z, y, x) float32."""
+        """The click channels of ``tracer``'s model built on the image grid, from its input contract:
+        (k, z, y, x) float32 (channels built after preprocessing are not among them)."""
         if tracer not in self.contracts:
             raise ModelError(f"no {tracer.upper()} model was given")
         return self.contracts[tracer].click_channels(pet, clicks, source=source)
@@ -532,7 +534,8 @@ class QuantIFPipeline:
             Clicks in array order (already cut to the step); None: no clicks.
         tracer : {'auto', 'fdg', 'psma', 'name'}
         heatmap : np.ndarray, shape (z, y, x) or (k, z, y, x), optional
-            Precomputed click channels of the model (then ``clicks`` only feeds the summary).
+            Precomputed click channels of the model built on the image grid (then ``clicks`` only feeds the
+            summary and the channels built after preprocessing).
         case_name : str
             For ``tracer='name'`` and the summary.
         source : str, optional
@@ -564,9 +567,13 @@ class QuantIFPipeline:
         if heatmap is None:  # with the contract of the model that the case was routed to
             heatmap = contract.click_channels(pet, clicks, source=source)
         image = contract.stack(ct, pet, heatmap)
+        transpose = predictor.plans_manager.transpose_forward
+        complete = (None if not contract.preprocessed_click_indices else
+                    lambda data, props: contract.complete_preprocessed(data, props, transpose, clicks))
         t_pred = time.perf_counter()
         seg, mirror = predictor.predict_case_array(image, geometry.spacing_zyx, direction=geometry.direction,
-                                                   deadline=t0 + st.policy.time_budget_s)
+                                                   deadline=t0 + st.policy.time_budget_s,
+                                                   after_preprocessing=complete)
         del image
         predict_s = time.perf_counter() - t_pred
         mask = (seg == _lesion_label(predictor.dataset_json)).astype(np.uint8)

@@ -51,7 +51,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -510,7 +510,9 @@ class QuantIFPredictor(nnUNetPredictor):
     # ------------------------------------------------------------------ in-memory case
     def predict_case_array(self, image: np.ndarray, spacing_zyx: Sequence[float],
                            direction: Sequence[float] | None = None, budget_s: float | None = None,
-                           deadline: float | None = None) -> tuple[np.ndarray, MirroringDecision]:
+                           deadline: float | None = None,
+                           after_preprocessing: Callable[[np.ndarray, dict], np.ndarray] | None = None
+                           ) -> tuple[np.ndarray, MirroringDecision]:
         """Preprocess, predict and resample one case held in memory.
 
         Parameters
@@ -527,6 +529,10 @@ class QuantIFPredictor(nnUNetPredictor):
         deadline : float, optional
             ``time.perf_counter()`` value by which the case must be done; the
             ``budget`` policy then uses the time left after preprocessing.
+        after_preprocessing : callable, optional
+            ``f(data, properties) -> data``: the network input from nnU-Net's preprocessed channels (C', *shape)
+            and properties, e.g. with click channels built on the preprocessed grid
+            (:meth:`~nnunet_quantif.heatmap_definition.InputContract.complete_preprocessed`).
 
         Returns
         -------
@@ -538,6 +544,8 @@ class QuantIFPredictor(nnUNetPredictor):
         properties = {"spacing": [float(s) for s in spacing_zyx]}
         data, _, properties = preprocessor.run_case_npy(image, None, properties, self.plans_manager,
                                                         self.configuration_manager, self.dataset_json)
+        if after_preprocessing is not None:
+            data = after_preprocessing(data, properties)
         self.case_direction, self.case_budget_s, self.case_deadline = direction, budget_s, deadline
         self.case_raw_shape = tuple(int(s) for s in image.shape[1:])
         try:

@@ -4,6 +4,7 @@
   with one clear error, SHA-256 digests, provenance and the atomic output folder.
 - :mod:`.quantif_authors`: the QuantIF authors' FDG/PSMA models and tracer classifier.
 - :mod:`.autopet_baseline`: the organisers' nnU-Net baseline.
+- :mod:`.lesionlocator`: LesionLocator (the DKFZ team), one model for both tracers.
 - :mod:`.info`: what ``quantif model info`` / ``quantif model list`` report.
 
 :data:`IMPORTERS` maps each release name (``quantif model import NAME``) to its importer, as
@@ -22,6 +23,7 @@ __all__ = ["IMPORTERS", "import_release", "importer"]
 IMPORTERS: dict[str, str] = {
     "quantif-authors": "quantif_authors:import_quantif_authors",
     "autopet-baseline": "autopet_baseline:import_autopet_baseline",
+    "lesionlocator": "lesionlocator:import_lesionlocator",
 }
 
 

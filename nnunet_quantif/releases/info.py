@@ -47,6 +47,12 @@ def describe_model_folder(d: Path, tracer: str | None = None) -> dict:
             [{"source": "ct"}, {"source": "pet"}, {"source": "clicks", "encoding": "pet_gated_gaussian",
                                                    "params": entry.get("heatmap")}] if "heatmap" in entry else None)
     organ_head = bool(weights) and any(k.startswith("organ_head.") for k in weights)
+    encodings = None
+    if isinstance(entry, dict):
+        from ..heatmap_definition import InputContract
+
+        parsed = InputContract.from_json(entry, str(d / "dataset.json"))
+        encodings = {f"_{k:04d}": parsed.inputs[k].describe() for k in parsed.click_indices}
     return {
         "kind": "model", "path": str(d), "tracer": tracer or _TRACER_NAMES.get(d.name, "unknown"),
         "folds": [int(f) if f.isdigit() else f for f in folds],
@@ -60,6 +66,8 @@ def describe_model_folder(d: Path, tracer: str | None = None) -> dict:
         "pet_normalization": entry.get("pet_normalization") if isinstance(entry, dict) else None,
         "contract_version": entry.get("version") if isinstance(entry, dict) else None,
         "inference_defaults": (entry.get("inference") or {}) if isinstance(entry, dict) else {},
+        "click_encodings": encodings,
+        "image_dtype": entry.get("image_dtype", "float32") if isinstance(entry, dict) else None,
     }
 
 
@@ -160,6 +168,10 @@ def format_info(info: dict) -> str:
                     name += f"/{c.get('encoding')}" + (f"/{label}" if label else "")
                 chans.append(name)
             lines.append(f"    inputs: {', '.join(chans)}; PET normalisation {m.get('pet_normalization')}")
+            for channel, text in (m.get("click_encodings") or {}).items():
+                lines.append(f"    click channel {channel}: {text}")
+            if m.get("image_dtype") not in (None, "float32"):
+                lines.append(f"    CT and PET cast to {m['image_dtype']} before preprocessing")
         else:
             lines.append(f"    inputs: {m.get('channels')} (no input contract recorded)")
         if m.get("inference_defaults"):
