@@ -37,6 +37,7 @@ from ..inference.mirroring import (
 from ..inference.pipeline import DEFAULT_TILE_STEP_SIZE, DEVICES
 from ..inference.precision import ACCUMULATE_DTYPES, DEFAULT_ACCUMULATE, DEFAULT_PRECISION, PRECISIONS
 from ..inference.routing import DEFAULT_CHECKPOINT, DEFAULT_FOLDS, TRACER_CHOICES
+from ..layout import CONFIGURATION
 from .argtypes import add_click_limit_argument
 
 _Group = argparse.ArgumentParser | argparse._ArgumentGroup
@@ -115,7 +116,8 @@ def add_model_arguments(p: argparse.ArgumentParser, *, results: bool = True,
         g.add_argument("--dataset-psma", metavar="N", help="dataset id or name of the PSMA model under --results")
         g.add_argument("--trainer", metavar="NAME", help="trainer name, when a dataset folder holds several models")
         g.add_argument("--plans", metavar="NAME", help="plans identifier, when a dataset folder holds several models")
-        g.add_argument("--configuration", default="3d_fullres", help="nnU-Net configuration (default: 3d_fullres)")
+        g.add_argument("--configuration", default=CONFIGURATION,
+                       help=f"nnU-Net configuration (default: {CONFIGURATION})")
     add_fold_arguments(g, folds_default=folds_default)
     g.add_argument("--tracer", choices=tracer_choices, default=tracer_default,
                    help=tracer_help or "route to this tracer's model; auto = the MIP tracer classifier (needs "

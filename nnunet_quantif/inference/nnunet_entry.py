@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ModelError, QuantIFError
-from ..layout import CHANNEL_LABELS, CT_CHANNEL, PET_CHANNEL, channel_file, clicks_file, split_channel
+from ..layout import CHANNEL_LABELS, CONFIGURATION, CT_CHANNEL, PET_CHANNEL, channel_file, clicks_file, split_channel
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", type=str, default=None, help="trained-model folder (instead of -d/-p/-tr/-c)")
     p.add_argument("-p", type=str, default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     p.add_argument("-tr", type=str, default="nnUNetTrainer", help="trainer class (default: nnUNetTrainer)")
-    p.add_argument("-c", type=str, default="3d_fullres", help="configuration (default: 3d_fullres)")
+    p.add_argument("-c", type=str, default=CONFIGURATION, help=f"configuration (default: {CONFIGURATION})")
     add_fold_arguments(p, style="nnunet")
     p.add_argument("--disable_tta", action="store_true", help="no mirroring at all")
     p.add_argument("--verbose", action="store_true")

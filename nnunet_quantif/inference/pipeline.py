@@ -50,8 +50,11 @@ from ..io import (
     write_image,
 )
 from ..layout import (
+    CLICKS_DIR,
+    CONFIGURATION,
     CT_CHANNEL,
     HEATMAP_CHANNEL,
+    IMAGE_FOLDERS,
     PET_CHANNEL,
     check_model_channels,
     scan_case_folder,
@@ -462,7 +465,7 @@ class QuantIFPipeline:
     def from_results(cls, results_root: PathLike, dataset_fdg: int | str | None = None,
                      dataset_psma: int | str | None = None, *, trainer_fdg: str | None = None,
                      trainer_psma: str | None = None, plans: str | None = None,
-                     configuration: str = "3d_fullres", **kwargs) -> QuantIFPipeline:
+                     configuration: str = CONFIGURATION, **kwargs) -> QuantIFPipeline:
         """Build a pipeline from an ``nnUNet_results`` root and dataset ids (see :func:`find_model_folder`)."""
         fdg = find_model_folder(results_root, dataset_fdg, trainer_fdg, plans, configuration) \
             if dataset_fdg is not None else None
@@ -707,10 +710,8 @@ class BatchInput:
     skipped: list[tuple[Path, str]]
 
 
-#: The case folders of the autoPET layout, in the order they are looked for.
-IMAGE_FOLDERS: tuple[str, ...] = ("imagesTr", "imagesTs")
 #: The click folder of the autoPET layout.
-CLICKS_FOLDER = "clicks"
+CLICKS_FOLDER = CLICKS_DIR
 #: How many problems of an input folder one error names.
 _PROBLEMS_SHOWN = 5
 
