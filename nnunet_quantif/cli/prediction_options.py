@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import re
 
+from ..devices import DEVICES
 from ..errors import ConfigError
 from ..inference.mirroring import (
     DEFAULT_CPU_POLICY,
@@ -34,7 +35,7 @@ from ..inference.mirroring import (
     DEFAULT_TIME_BUDGET_S,
     POLICIES,
 )
-from ..inference.pipeline import DEFAULT_TILE_STEP_SIZE, DEVICES
+from ..inference.pipeline import DEFAULT_TILE_STEP_SIZE
 from ..inference.precision import ACCUMULATE_DTYPES, DEFAULT_ACCUMULATE, DEFAULT_PRECISION, PRECISIONS
 from ..inference.routing import DEFAULT_CHECKPOINT, DEFAULT_FOLDS, TRACER_CHOICES
 from ..layout import CONFIGURATION
@@ -58,7 +59,7 @@ DEFAULT_FOLD_ARGS: list[str] = [str(f) for f in DEFAULT_FOLDS]
 
 
 def device_name(text: str) -> str:
-    """A device the pipeline accepts: one of :data:`~nnunet_quantif.inference.pipeline.DEVICES` or ``cuda:N``."""
+    """A device the pipeline accepts: one of :data:`~nnunet_quantif.devices.DEVICES` or ``cuda:N``."""
     if text in DEVICES or re.fullmatch(r"cuda:\d+", text):
         return text
     raise argparse.ArgumentTypeError(f"invalid device {text!r} (choose from {', '.join(DEVICES)} or cuda:N)")

@@ -42,6 +42,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..devices import resolve_device
 from ..errors import ModelError, QuantIFError
 from ..layout import CHANNEL_LABELS, CONFIGURATION, CT_CHANNEL, PET_CHANNEL, channel_file, clicks_file, split_channel
 
@@ -182,8 +183,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ModelError(f"{args.i}: input folder not found")
     model_folder = str(check_model_files(_model_folder(args)))
     contract = _input_contract(args, model_folder)  # before the model loads
-    device = torch.device(options["device"] if options["device"] not in (None, "auto") else
-                          "cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(options["device"], flag="-device")
     settings = resolve_settings(contract.inference, folds=options["folds"], mirroring=options["mirroring"],
                                 tile_step_size=options["tile_step_size"], postprocess=args.postprocess,
                                 min_voxels=args.min_voxels, suv_max=args.suv_max,
@@ -197,8 +197,6 @@ def _run(args: argparse.Namespace) -> int:
     if device.type == "cpu":
         torch.set_num_threads(multiprocessing.cpu_count())
     elif device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ModelError(f"-device {options['device']}: no CUDA device is available (use -device cpu)")
         torch.set_num_threads(1)
         torch.set_num_interop_threads(1)
     policy = settings.policy

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..clicks import DEFAULT_MAX_CLICKS
+from ..devices import resolve_device
 from ..errors import ConfigError, DatasetError, InputFileError, ModelError, QuantIFError, cut_message
 from ..io import (
     Geometry,
@@ -59,7 +60,7 @@ from ..layout import (
     check_model_channels,
     scan_case_folder,
 )
-from .mirroring import DEFAULT_TIME_BUDGET_S, MirroringDecision, MirroringPolicy, as_policy
+from .mirroring import DEFAULT_POLICY, DEFAULT_TIME_BUDGET_S, MirroringDecision, MirroringPolicy, as_policy
 from .postprocessing import DEFAULT_MIN_VOXELS, DEFAULT_SUV_MAX, postprocess_with_stats
 from .precision import DEFAULT_ACCUMULATE, DEFAULT_PRECISION
 from .routing import (
@@ -118,7 +119,7 @@ def resolve_settings(defaults, *, folds: Sequence[int | str] | None = DEFAULT_FO
     left at :data:`~nnunet_quantif.inference.routing.DEFAULT_FOLDS` (the object itself) or None (every fold found)
     takes the model's recorded folds when it has them. Explicit values always win.
     """
-    from .mirroring import DEFAULT_CPU_POLICY, DEFAULT_CPU_TIME_BUDGET_S, DEFAULT_POLICY
+    from .mirroring import DEFAULT_CPU_POLICY, DEFAULT_CPU_TIME_BUDGET_S
 
     if (folds is DEFAULT_FOLDS or folds is None) and defaults.folds is not None:
         folds = defaults.folds
@@ -143,9 +144,6 @@ def resolve_settings(defaults, *, folds: Sequence[int | str] | None = DEFAULT_FO
                       if defaults.suv_max is not None else DEFAULT_SUV_MAX))
 
 
-#: Device names accepted by the pipeline (besides ``cuda:N`` and a ``torch.device``); ``auto`` (or None) is
-#: CUDA when available, else the CPU.
-DEVICES: tuple[str, ...] = ("auto", "cuda", "cpu", "mps")
 
 
 @dataclass
@@ -225,17 +223,6 @@ class CaseResult:
         return d
 
 
-def _as_device(device: object):
-    import torch
-
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = device if isinstance(device, torch.device) else torch.device(str(device))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError("--device cuda: no CUDA device is available (use --device cpu)")
-    return dev
-
-
 def _ensure_trainer_search_path() -> None:
     """Let nnU-Net find the QuantIF trainers recorded in checkpoints (``nnUNet_extTrainer``)."""
     from ..environment import EXT_TRAINER_DIR
@@ -267,7 +254,7 @@ def check_checkpoints_safe(model_dir: PathLike, folds: Sequence[int | str], chec
 
 
 def load_predictor(model_dir: PathLike, *, folds: Sequence[int | str] | None = DEFAULT_FOLDS,
-                   checkpoint: str = DEFAULT_CHECKPOINT, mirroring: MirroringPolicy | str = "paper",
+                   checkpoint: str = DEFAULT_CHECKPOINT, mirroring: MirroringPolicy | str = DEFAULT_POLICY,
                    time_budget_s: float = DEFAULT_TIME_BUDGET_S, calibration: PathLike | None = None,
                    device: object = None, tile_step_size: float = DEFAULT_TILE_STEP_SIZE, progress: bool = False,
                    **forward_options):
@@ -286,7 +273,7 @@ def load_predictor(model_dir: PathLike, *, folds: Sequence[int | str] | None = D
     use_folds = check_model_folder(model_dir, folds, checkpoint)
     check_checkpoints_safe(model_dir, use_folds, checkpoint)
     policy = as_policy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
-    predictor = QuantIFPredictor(mirroring=policy, tile_step_size=tile_step_size, device=_as_device(device),
+    predictor = QuantIFPredictor(mirroring=policy, tile_step_size=tile_step_size, device=resolve_device(device),
                                  allow_tqdm=progress, **forward_options)
     _ensure_trainer_search_path()
     try:
@@ -357,7 +344,7 @@ class QuantIFPipeline:
         the case (reading, heatmap, tracer, preprocessing) is subtracted.
     calibration : path-like, optional
         ``seconds_per_forward`` calibration JSON for the ``budget`` policy.
-    device : str (one of :data:`DEVICES` or ``cuda:N``) or torch.device, optional
+    device : str (one of :data:`~nnunet_quantif.devices.DEVICES` or ``cuda:N``) or torch.device, optional
         Default: CUDA when available.
     tile_step_size : float or None
         Sliding-window step (fraction of the patch).
@@ -421,7 +408,7 @@ class QuantIFPipeline:
             t: resolve_contract(read_model_contract(check_model_files(d)), self.heatmap_params, force=force_heatmap,
                                 source=str(d))
             for t, d in self.model_dirs.items() if d is not None}
-        self.device = _as_device(device)
+        self.device = resolve_device(device)
         #: The test-time settings of each model: explicit options, else the model's recorded defaults.
         self.settings = {
             t: resolve_settings(self.contracts[t].inference, folds=folds, mirroring=mirroring,

@@ -129,9 +129,9 @@ def run_totalsegmentator(ct_path: str | os.PathLike, out_dir: str | os.PathLike,
     from totalsegmentator.python_api import totalsegmentator
 
     if device is None:
-        import torch
+        from ..devices import resolve_device
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(None).type
     ts_device = "gpu" if device == "cuda" else device  # TotalSegmentator's spelling
     paths = totalseg_paths(out_dir, case)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
