@@ -46,7 +46,7 @@ from . import __version__
 from .environment import nnunet_env
 from .errors import ConfigError, QuantIFError
 from .io import write_json, write_text
-from .layout import CONFIGURATION, RAW_ROOT, RESULTS_ROOT, model_folder_name
+from .layout import CONFIGURATION, RAW_ROOT, RESULTS_ROOT, TOTALSEG_DIR, model_folder_name
 
 log = logging.getLogger(__name__)
 
@@ -340,7 +340,7 @@ def stage_convert(run: DemoRun) -> dict:
     # a trainer that needs another dataset says so (nnUNetTrainerQuantIF_organsInLabel: organs in the label)
     options = dict(getattr(getattr(trainers, run.settings.trainer, None), "conversion_options", {}))
     summary = convert_dataset(run.phantoms_train, Path(run.env[RAW_ROOT]), DATASET_ID,
-                              workers=run.settings.workers, totalseg_dir=run.phantoms_train / "totalseg",
+                              workers=run.settings.workers, totalseg_dir=run.phantoms_train / TOTALSEG_DIR,
                               pet_norm=run.settings.pet_norm, **options)
     if not summary.ok:
         raise DemoError(f"conversion failed: {summary.format()}")
@@ -392,7 +392,7 @@ def stage_organs(run: DemoRun) -> dict:
     with _environ(run.env):
         for tracer in ("fdg", "psma"):
             summary = write_organ_side_files(run.dataset_id(tracer), DATA_PLANS, (CONFIGURATION,),
-                                             totalseg_dir=run.phantoms_train / "totalseg",
+                                             totalseg_dir=run.phantoms_train / TOTALSEG_DIR,
                                              workers=run.settings.workers)
             if not summary.ok:
                 raise DemoError(f"organ side files for {tracer.upper()}: {summary.format()}")

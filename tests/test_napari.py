@@ -74,7 +74,7 @@ def test_click_mask_table_undo_save_resume(make_napari_viewer, qtbot, model, pha
     data_before = labels.data
     tumor = widget.layer("tumor clicks")
     tumor.add(voxel_to_world(zyx, g) + np.asarray(g.spacing_zyx) * [0.4, -0.45, 0.3])
-    assert widget.session.clicks == Clicks([zyx])
+    assert widget.session.clicks == Clicks([zyx], [])
     assert labels.data is data_before  # updated in place
     assert labels.data[zyx] == 1 and (labels.data > 0).sum() > 10
     np.testing.assert_array_equal(labels.data > 0, widget.session.mask > 0)
@@ -89,12 +89,12 @@ def test_click_mask_table_undo_save_resume(make_napari_viewer, qtbot, model, pha
     background.selected_data = {0}
     background.remove_selected()
     assert widget.session.last_update.kind == "undo"
-    assert widget.session.clicks == Clicks([zyx]) and widget.order == [("tumor", zyx)]
+    assert widget.session.clicks == Clicks([zyx], []) and widget.order == [("tumor", zyx)]
     mask = widget.session.mask.copy()
 
     # a point outside the image is refused and taken off the layer
     tumor.add(voxel_to_world((-3, 0, 0), g))
-    assert len(tumor.data) == 1 and widget.session.clicks == Clicks([zyx])
+    assert len(tumor.data) == 1 and widget.session.clicks == Clicks([zyx], [])
 
     # selecting a table row centres the view on the lesion
     widget.table.selectRow(0)
@@ -115,7 +115,7 @@ def test_click_mask_table_undo_save_resume(make_napari_viewer, qtbot, model, pha
     saved, saved_g = read_image(files.mask)
     np.testing.assert_array_equal(saved, mask)
     assert saved_g == read_geometry(phantom["pet"])
-    assert read_clicks(files.clicks) == Clicks([zyx])
+    assert read_clicks(files.clicks) == Clicks([zyx], [])
     assert files.lesions.read_text() == widget.session.lesions.to_csv()
     with pytest.raises(OverwriteInputError):
         widget.save(str(phantom["pet"]))
@@ -126,7 +126,7 @@ def test_click_mask_table_undo_save_resume(make_napari_viewer, qtbot, model, pha
     assert len(tumor.data) == 0
     widget.resume(str(files.clicks))
     _wait(qtbot, widget)
-    assert widget.session.clicks == Clicks([zyx])
+    assert widget.session.clicks == Clicks([zyx], [])
     np.testing.assert_array_equal(widget.session.mask, mask)
     np.testing.assert_array_equal(labels.data > 0, mask > 0)
     np.testing.assert_allclose(tumor.data, [voxel_to_world(zyx, g)])

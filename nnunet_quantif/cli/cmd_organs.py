@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError, QuantIFError
-from ..layout import CONFIGURATION
+from ..layout import CONFIGURATION, TOTALSEG_DIR
 from .argtypes import positive_int
 from .vocabulary import add_option
 
@@ -87,7 +87,7 @@ def _standalone(args: argparse.Namespace) -> int:
         if not args.images:
             raise ConfigError("--run-totalsegmentator --out OUT needs --input DIR with <case>_0000 CTs")
         cts = {c: find_channel(args.images, c, CT_CHANNEL) for c in case_names(args.images, (CT_CHANNEL,))}
-        ts_dir = Path(args.totalseg_out) if args.totalseg_out else out / "totalseg"
+        ts_dir = Path(args.totalseg_out) if args.totalseg_out else out / TOTALSEG_DIR
         cases = sorted(cts)
     elif args.from_totalseg:
         ts_dir, cts = Path(args.from_totalseg), {}
