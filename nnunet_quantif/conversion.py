@@ -126,7 +126,6 @@ from .layout import (
 from .layout import dataset_name as _dataset_folder_name
 from .tracers import read_tracer_csv, tracer_from_name
 
-#: Tracers the conversion knows, in dataset-id order (FDG gets N, PSMA N + 1).
 #: nnU-Net channel names of the three input channels.
 CHANNEL_NAMES: dict[str, str] = {str(CT_CHANNEL): "CT", str(PET_CHANNEL): "CT", str(HEATMAP_CHANNEL): "noNorm"}
 #: Default normalisation of the PET channel (see the module docstring).

@@ -254,7 +254,7 @@ class Session:
         The same as :meth:`add_click_zyx` with the index in array order; see there.
         """
         self._need_case()
-        return self.add_click_zyx(self._click_index(xyz, "(x, y, z)", image_order=True), kind)
+        return self.add_click_zyx(self._click_index(xyz, image_order=True), kind)
 
     def add_click_zyx(self, zyx: Sequence[int], kind: str) -> np.ndarray:
         """Add one click and return the updated mask.
@@ -281,7 +281,7 @@ class Session:
         limit = getattr(self.pipeline, "max_clicks", None)
         if limit is not None and len(self._clicks) >= limit:
             raise ClickError(f"the session holds {len(self._clicks)} clicks, the limit (--max-clicks {limit})")
-        click = np.asarray([self._click_index(zyx, "(z, y, x)")], dtype=np.int64)
+        click = np.asarray([self._click_index(zyx)], dtype=np.int64)
         old = self._clicks
         new = Clicks(np.concatenate([old.tumor, click]) if kind == "tumor" else old.tumor,
                      np.concatenate([old.background, click]) if kind == "background" else old.background)
@@ -291,8 +291,9 @@ class Session:
         return self.mask
 
     @staticmethod
-    def _click_index(values: Sequence[int], order: str, image_order: bool = False) -> tuple[int, int, int]:
-        """3 integer voxel indices, in array order (``image_order``: given in image order (x, y, z))."""
+    def _click_index(values: Sequence[int], *, image_order: bool = False) -> tuple[int, int, int]:
+        """``values`` as 3 integer voxel indices in array order (z, y, x); ``image_order``: given as (x, y, z)."""
+        order = "(x, y, z)" if image_order else "(z, y, x)"
         try:
             ints = [int(v) for v in values]
             if len(ints) != 3 or any(float(v) != int(v) for v in values):

@@ -391,8 +391,8 @@ def training_script(tasks: Sequence[TrainTask], job_dir: Path, *, plans: str, co
               "  exit 2",
               "fi",
               'DATASET_DIR="${MATCHES}"',
-              'FOLD_DIR="${DATASET_DIR:-${nnUNet_results}/${DATASET_GLOB}}/${TRAINER}__${PLANS}__${CONFIGURATION}'
-              '/fold_${FOLD}"',
+              'FOLD_DIR="${DATASET_DIR:-${nnUNet_results}/${DATASET_GLOB}}/'
+              f'{model_folder_name("${TRAINER}", "${PLANS}", "${CONFIGURATION}")}/fold_${{FOLD}}"',
               "EXTRA=()",
               'if [ -f "${FOLD_DIR}/checkpoint_final.pth" ]; then',
               '  echo "skipped: ${FOLD_DIR}/checkpoint_final.pth exists"; exit 0',
