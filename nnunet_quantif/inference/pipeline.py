@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..clicks import DEFAULT_MAX_CLICKS
+from ..devices import DEVICES as DEVICES  # the devices the pipeline accepts, part of its interface
 from ..devices import resolve_device
 from ..errors import ConfigError, DatasetError, InputFileError, ModelError, QuantIFError, cut_message
 from ..io import (
