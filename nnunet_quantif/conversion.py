@@ -105,11 +105,18 @@ from .io import (
     write_json,
 )
 from .layout import (
+    CLICKS_DIR,
     CT_CHANNEL,
     FILE_ENDING,
     HEATMAP_CHANNEL,
+    IMAGES_DIR,
     INPUT_CHANNELS,
+    LABELS_DIR,
+    ORGANS_DIR,
     PET_CHANNEL,
+    RAW_CLICKS_DIR,
+    TOTALSEG_DIR,
+    TRACERS,
     case_names,
     channel_file,
     channel_suffix,
@@ -117,18 +124,17 @@ from .layout import (
     find_channel,
 )
 from .layout import dataset_name as _dataset_folder_name
-from .tracers import TRACERS, read_tracer_csv, tracer_from_name
+from .tracers import read_tracer_csv, tracer_from_name
 
-#: Tracers the conversion knows, in dataset-id order (FDG gets N, PSMA N + 1).
 #: nnU-Net channel names of the three input channels.
 CHANNEL_NAMES: dict[str, str] = {str(CT_CHANNEL): "CT", str(PET_CHANNEL): "CT", str(HEATMAP_CHANNEL): "noNorm"}
 #: Default normalisation of the PET channel (see the module docstring).
 DEFAULT_PET_NORM = "CT"
 #: Folder (inside a raw dataset) with the click files ``<case>_clicks.json`` in array order.
-CLICKS_FOLDER = "clicksTr"
+CLICKS_FOLDER = RAW_CLICKS_DIR
 LABELS: dict[str, int] = {"background": 0, "lesion": 1}
 #: Folder (inside a raw dataset) with the organ-group maps ``<case>.nii.gz``.
-ORGANS_FOLDER = "organsTr"
+ORGANS_FOLDER = ORGANS_DIR
 MANIFEST = "quantif_conversion.json"
 STAGING = ".quantif_staging"
 
@@ -164,9 +170,10 @@ def resolve_tracer(case: str, tracer_map: dict[str, str] | None = None) -> str:
 
 def source_case_names(src: str | os.PathLike) -> list[str]:
     """Case names in ``src/imagesTr``: every ``<case>_0000`` or ``<case>_0001`` image, sorted."""
-    images = Path(src) / "imagesTr"
+    images = Path(src) / IMAGES_DIR
     if not images.is_dir():
-        raise DatasetError(f"{images}: folder not found (expected the autoPET layout imagesTr/, labelsTr/, clicks/)")
+        raise DatasetError(f"{images}: folder not found (expected the autoPET layout {IMAGES_DIR}/, {LABELS_DIR}/, "
+                           f"{CLICKS_DIR}/)")
     return case_names(images, (CT_CHANNEL, PET_CHANNEL))
 
 
@@ -248,10 +255,10 @@ class ConversionSummary:
 # ---------------------------------------------------------------------------------------------------------------
 
 def _output_paths(dataset_dir: Path, case: str, with_organs: bool) -> dict[str, Path]:
-    paths = {channel_suffix(c): channel_file(dataset_dir / "imagesTr", case, c) for c in INPUT_CHANNELS}
+    paths = {channel_suffix(c): channel_file(dataset_dir / IMAGES_DIR, case, c) for c in INPUT_CHANNELS}
     if with_organs:
         paths["organs"] = dataset_dir / ORGANS_FOLDER / f"{case}{FILE_ENDING}"
-    paths["label"] = dataset_dir / "labelsTr" / f"{case}{FILE_ENDING}"  # last: moved into place last
+    paths["label"] = dataset_dir / LABELS_DIR / f"{case}{FILE_ENDING}"  # last: moved into place last
     return paths
 
 
@@ -288,7 +295,7 @@ def _convert_case(job: dict, res: ConvertedCase, stage_root: Path) -> None:
     case: str = job["case"]
     src = Path(job["src"])
     dataset_dir = Path(job["dataset_dir"])
-    images, labels = src / "imagesTr", src / "labelsTr"
+    images, labels = src / IMAGES_DIR, src / LABELS_DIR
     ct_path = find_channel(images, case, CT_CHANNEL)
     pet_path = find_channel(images, case, PET_CHANNEL)
     label_path = find_image(labels, case)
@@ -347,22 +354,18 @@ def _convert_case(job: dict, res: ConvertedCase, stage_root: Path) -> None:
     organs = None
     ts_dir = job["totalseg_dir"]
     if ts_dir:
-        t_path = Path(ts_dir) / f"{case}_total{FILE_ENDING}"
-        h_path = Path(ts_dir) / f"{case}_head_glands_cavities{FILE_ENDING}"
-        if t_path.is_file() and h_path.is_file():
-            from .organs import organ_map_from_totalseg
+        from .organs import organ_map_from_files, totalseg_paths
 
-            total, t_geo = read_image(t_path)
-            hgc, h_geo = read_image(h_path)
-            check_same_grid(ct_geo, t_geo, str(ct_path), str(t_path))
-            check_same_grid(ct_geo, h_geo, str(ct_path), str(h_path))
-            organs = organ_map_from_totalseg(total, hgc, label, sources=(str(t_path), str(h_path)),
+        if all(p.is_file() for p in totalseg_paths(ts_dir, case).values()):
+            organs, _ = organ_map_from_files(ts_dir, case, label, reference=ct_geo, reference_source=str(ct_path),
                                              group_set=job.get("organ_groups", "quantif"))
     res.has_organs = organs is not None
     if job.get("organs_in_label"):
         if organs is None:
-            raise InputFileError(f"case '{case}': --organs-in-label needs the TotalSegmentator outputs "
-                                 f"<case>_total{FILE_ENDING} and <case>_head_glands_cavities{FILE_ENDING} in "
+            from .organs import totalseg_paths
+
+            wanted = " and ".join(p.name for p in totalseg_paths(ts_dir or ".", case).values())
+            raise InputFileError(f"case '{case}': --organs-in-label needs the TotalSegmentator outputs {wanted} in "
                                  f"{ts_dir or '--totalseg'}")
         from .organs import merge_organs_into_label
 
@@ -402,7 +405,7 @@ def _convert_case(job: dict, res: ConvertedCase, stage_root: Path) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 def _complete_cases(dataset_dir: Path) -> list[str]:
-    labels = dataset_dir / "labelsTr"
+    labels = dataset_dir / LABELS_DIR
     if not labels.is_dir():
         return []
     cases = [p.name[: -len(FILE_ENDING)] for p in labels.iterdir() if p.name.endswith(FILE_ENDING)]
@@ -420,10 +423,10 @@ def write_dataset_json(dataset_dir: Path, tracer: str | None, quantif: dict | No
     case discovery, so they are refused with :class:`DatasetError`.
     """
     complete = set(_complete_cases(dataset_dir))
-    images = dataset_dir / "imagesTr"
+    images = dataset_dir / IMAGES_DIR
     stray = sorted(set(case_names(images, INPUT_CHANNELS)) - complete) if images.is_dir() else []
     if stray:
-        raise DatasetError(f"{dataset_dir}: incomplete cases in imagesTr (a channel or the label is missing): "
+        raise DatasetError(f"{dataset_dir}: incomplete cases in {IMAGES_DIR} (a channel or the label is missing): "
                            f"{', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''}; rerun quantif convert "
                            f"or remove them")
     n = len(complete)
@@ -553,20 +556,20 @@ def convert_dataset(src: str | os.PathLike, out: str | os.PathLike, dataset_id: 
         quantif_entry["organ_groups"] = organ_groups
     if organs_in_label:
         quantif_entry["organs_in_label"] = True
-        if totalseg_dir is None and not (src / "totalseg").is_dir():
+        if totalseg_dir is None and not (src / TOTALSEG_DIR).is_dir():
             raise ConfigError("--organs-in-label needs TotalSegmentator outputs: give --totalseg DIR or put them in "
-                              f"{src / 'totalseg'}")
+                              f"{src / TOTALSEG_DIR}")
     dataset_group_set({"quantif": quantif_entry})  # an unknown set is a clear error before any work
     tracer_map = read_tracer_csv(tracer_csv, validate=False) if tracer_csv else None
-    clicks_dir = Path(clicks_dir) if clicks_dir is not None else src / "clicks"
+    clicks_dir = Path(clicks_dir) if clicks_dir is not None else src / CLICKS_DIR
     if not clicks_dir.is_dir():
-        if clicks_dir != src / "clicks":
+        if clicks_dir != src / CLICKS_DIR:
             raise InputFileError(f"{clicks_dir}: click folder not found")
         clicks_dir = None
     if totalseg_dir is not None and not Path(totalseg_dir).is_dir():
         raise InputFileError(f"{totalseg_dir}: TotalSegmentator folder not found")
-    if totalseg_dir is None and (src / "totalseg").is_dir():
-        totalseg_dir = src / "totalseg"
+    if totalseg_dir is None and (src / TOTALSEG_DIR).is_dir():
+        totalseg_dir = src / TOTALSEG_DIR
     all_cases = source_case_names(src) if cases is None else list(cases)
 
     ds_for: dict[str | None, tuple[str, Path]] = {}

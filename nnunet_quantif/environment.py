@@ -6,6 +6,8 @@ import os
 import shlex
 from pathlib import Path
 
+from .layout import PREPROCESSED_ROOT, RAW_ROOT, RESULTS_ROOT
+
 #: Folder that ``nnUNet_extTrainer`` must point at. It holds only a shim module that
 #: re-exports the trainers from the installed package (see ``nnunet_ext/``).
 EXT_TRAINER_DIR: Path = Path(__file__).resolve().parent / "nnunet_ext"
@@ -29,13 +31,12 @@ def nnunet_env(workspace: str | os.PathLike | None = None) -> dict[str, str]:
         Variable name -> absolute path, including ``nnUNet_extTrainer``.
     """
     env: dict[str, str] = {}
-    for name, sub in (("nnUNet_raw", "nnUNet_raw"), ("nnUNet_preprocessed", "nnUNet_preprocessed"),
-                      ("nnUNet_results", "nnUNet_results")):
+    for name in (RAW_ROOT, PREPROCESSED_ROOT, RESULTS_ROOT):  # each variable names its workspace sub-folder
         if workspace is None and os.environ.get(name):
             env[name] = os.environ[name]
         else:
             base = Path(workspace if workspace is not None else DEFAULT_WORKSPACE)
-            env[name] = str((base / sub).absolute())
+            env[name] = str((base / name).absolute())
     existing = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
     ext = str(EXT_TRAINER_DIR)
     env["nnUNet_extTrainer"] = os.pathsep.join([ext] + [p for p in existing if p != ext])

@@ -70,6 +70,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
+from .heatmaps import DEFAULT_BACKGROUND_MODE
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class HeatmapDefinition:
     sigma_tumor: tuple[float, float, float] = (3.0, 3.0, 3.0)
     sigma_background: tuple[float, float, float] = (6.0, 6.0, 6.0)
     suv_gate: float = 3.0
-    background_mode: str = "paper"
+    background_mode: str = DEFAULT_BACKGROUND_MODE
     truncate: float = 4.0
     click_policy: str = "all"
     click_step: int | None = None
@@ -155,7 +156,7 @@ class HeatmapDefinition:
                    sigma_background=_triple(p.get("sigma_background", DEFAULT_SIGMA_BACKGROUND),
                                             "sigma_background", "options"),
                    suv_gate=float(p.get("suv_gate", DEFAULT_SUV_GATE)),
-                   background_mode=str(p.get("background_mode", "paper")),
+                   background_mode=str(p.get("background_mode", DEFAULT_BACKGROUND_MODE)),
                    truncate=float(p.get("truncate", TRUNCATE)),
                    click_policy="all" if click_step is None else "first_k", click_step=click_step)
 
@@ -169,7 +170,7 @@ class HeatmapDefinition:
         mode = d.get("mode", HEATMAP_MODE)
         if mode != HEATMAP_MODE:
             raise ConfigError(f"{source}: unknown heatmap mode {mode!r} (this version builds {HEATMAP_MODE!r})")
-        bg = d.get("background_mode", "paper")
+        bg = d.get("background_mode", DEFAULT_BACKGROUND_MODE)
         if bg not in BACKGROUND_MODES:
             raise ConfigError(f"{source}: unknown heatmap background_mode {bg!r} "
                               f"(choose from {', '.join(BACKGROUND_MODES)})")

@@ -71,7 +71,9 @@ DEFAULT_SUV_GATE = 3.0
 #: Gaussian truncation in σ (scipy's ``truncate``).
 TRUNCATE = 4.0
 
-BACKGROUND_MODES = ("paper", "authors")
+#: The background maps of the heatmap (see the module docstring), the first being the default.
+BACKGROUND_MODES: tuple[str, ...] = ("paper", "authors")
+DEFAULT_BACKGROUND_MODE: str = BACKGROUND_MODES[0]
 
 
 def _sigma3(sigma: SigmaLike, name: str) -> tuple[float, float, float]:
@@ -216,7 +218,7 @@ def _check_params(background_mode: str) -> None:
 def click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike = DEFAULT_SIGMA_TUMOR,
                   sigma_background: SigmaLike = DEFAULT_SIGMA_BACKGROUND, suv_gate: float = DEFAULT_SUV_GATE,
                   nonfinite: str = "raise", source: str | None = None,
-                  background_mode: str = "paper", truncate: float = TRUNCATE) -> np.ndarray:
+                  background_mode: str = DEFAULT_BACKGROUND_MODE, truncate: float = TRUNCATE) -> np.ndarray:
     """The PET-aware click heatmap H = T - B (see the module docstring), computed in local windows.
 
     Parameters
@@ -364,7 +366,7 @@ def _authors_heatmap(pet: np.ndarray, clicks: Clicks, st: tuple[float, float, fl
 def naive_click_heatmap(pet: np.ndarray, clicks: Clicks, sigma_tumor: SigmaLike = DEFAULT_SIGMA_TUMOR,
                         sigma_background: SigmaLike = DEFAULT_SIGMA_BACKGROUND, suv_gate: float = DEFAULT_SUV_GATE,
                         nonfinite: str = "raise", source: str | None = None,
-                        background_mode: str = "paper", truncate: float = TRUNCATE) -> np.ndarray:
+                        background_mode: str = DEFAULT_BACKGROUND_MODE, truncate: float = TRUNCATE) -> np.ndarray:
     """Reference implementation of :func:`click_heatmap`: one full-volume Gaussian filter per click.
 
     Each click's Gaussian is ``scipy.ndimage.gaussian_filter`` of a delta (``mode="constant"``,

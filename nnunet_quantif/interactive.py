@@ -261,12 +261,20 @@ class Session:
 
     # ------------------------------------------------------------------ clicks
     def add_click(self, xyz: Sequence[int], kind: str) -> np.ndarray:
+        """Add one click given in image order (x, y, z), as in the click files, and return the updated mask.
+
+        The same as :meth:`add_click_zyx` with the index in array order; see there.
+        """
+        self._need_case()
+        return self.add_click_zyx(self._click_index(xyz, image_order=True), kind)
+
+    def add_click_zyx(self, zyx: Sequence[int], kind: str) -> np.ndarray:
         """Add one click and return the updated mask.
 
         Parameters
         ----------
-        xyz : 3 ints
-            Voxel index in image order (x, y, z), as in the click files.
+        zyx : 3 ints
+            Voxel index in array order (z, y, x): the click addresses ``mask[z, y, x]``.
         kind : {'tumor', 'background'}
 
         Returns
@@ -285,23 +293,28 @@ class Session:
         limit = getattr(self.pipeline, "max_clicks", None)
         if limit is not None and len(self._clicks) >= limit:
             raise ClickError(f"the session holds {len(self._clicks)} clicks, the limit (--max-clicks {limit})")
-        try:
-            values = [int(v) for v in xyz]
-            if len(values) != 3 or any(float(v) != int(v) for v in xyz):
-                raise ValueError
-        except (TypeError, ValueError):
-            raise ClickError(f"a click is 3 integer voxel indices (x, y, z), got {xyz!r}") from None
-        shape_xyz = case["pet"].shape[::-1]
-        if any(v < 0 or v >= s for v, s in zip(values, shape_xyz)):
-            raise ClickError(f"{kind} click {values} (x, y, z) lies outside the image of size "
-                             f"{list(shape_xyz)} (x, y, z)")
-        zyx = np.asarray(values[::-1], dtype=np.int64)[None]
+        click = np.asarray([self._click_index(zyx)], dtype=np.int64)
         old = self._clicks
-        new = Clicks(np.concatenate([old.tumor, zyx]) if kind == "tumor" else old.tumor,
-                     np.concatenate([old.background, zyx]) if kind == "background" else old.background)
+        new = Clicks(np.concatenate([old.tumor, click]) if kind == "tumor" else old.tumor,
+                     np.concatenate([old.background, click]) if kind == "background" else old.background)
+        new.check_inside(case["pet"].shape, source="the session")
         self._set_clicks(new, kind)
         self._history.append(old)
         return self.mask
+
+    @staticmethod
+    def _click_index(values: Sequence[int], *, image_order: bool = False) -> tuple[int, int, int]:
+        """``values`` as 3 integer voxel indices in array order (z, y, x); ``image_order``: given as (x, y, z)."""
+        order = "(x, y, z)" if image_order else "(z, y, x)"
+        try:
+            ints = [int(v) for v in values]
+            if len(ints) != 3 or any(float(v) != int(v) for v in values):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ClickError(f"a click is 3 integer voxel indices {order}, got {values!r}") from None
+        if image_order:
+            ints = [int(v) for v in Geometry.to_array_order(ints)]
+        return ints[0], ints[1], ints[2]
 
     def undo(self) -> np.ndarray:
         """Remove the latest click (or undo the latest reset) and return the updated mask.

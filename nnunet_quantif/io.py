@@ -59,6 +59,21 @@ class Geometry:
         if len(self.size) != 3 or len(self.spacing) != 3 or len(self.origin) != 3 or len(self.direction) != 9:
             raise ValueError("Geometry needs 3-D size, spacing and origin and a 9-value direction")
 
+    @staticmethod
+    def to_array_order(values_xyz: Iterable[float] | np.ndarray) -> np.ndarray:
+        """Per-axis values in image order (x, y, z) -> array order (z, y, x).
+
+        ``values_xyz`` is one triple, shape (3,), or several, shape (N, 3); the last axis is reversed. A voxel
+        index (x, y, z) of a click file becomes the index (z, y, x) of a (z, y, x) array.
+        """
+        return np.asarray(values_xyz)[..., ::-1]
+
+    @staticmethod
+    def to_image_order(values_zyx: Iterable[float] | np.ndarray) -> np.ndarray:
+        """Per-axis values in array order (z, y, x) -> image order (x, y, z) (the inverse of
+        :meth:`to_array_order`), shape (3,) or (N, 3)."""
+        return np.asarray(values_zyx)[..., ::-1]
+
     @property
     def shape(self) -> tuple[int, int, int]:
         """Array shape (z, y, x)."""
@@ -68,6 +83,11 @@ class Geometry:
     def spacing_zyx(self) -> tuple[float, float, float]:
         """Voxel size in mm in array order (z, y, x)."""
         return self.spacing[::-1]  # type: ignore[return-value]
+
+    @property
+    def origin_zyx(self) -> tuple[float, float, float]:
+        """Physical position in mm of voxel (0, 0, 0), its components in array order (z, y, x)."""
+        return self.origin[::-1]  # type: ignore[return-value]
 
     @property
     def voxel_volume_ml(self) -> float:
@@ -120,6 +140,14 @@ class Geometry:
     def nearest_index(self, point: Iterable[float]) -> np.ndarray:
         """The voxel (x, y, z), int64, nearest to a physical position (mm, LPS), clipped into the grid."""
         return np.clip(np.rint(self.physical_to_index(point)).astype(np.int64), 0, np.asarray(self.size) - 1)
+
+    def array_index_to_physical(self, index_zyx: Iterable[float]) -> np.ndarray:
+        """Physical position (mm, LPS; x, y, z) of a continuous array index (z, y, x)."""
+        return self.index_to_physical(self.to_image_order(tuple(index_zyx)))
+
+    def nearest_array_index(self, point: Iterable[float]) -> np.ndarray:
+        """The voxel (z, y, x), int64, nearest to a physical position (mm, LPS; x, y, z), clipped into the grid."""
+        return self.to_array_order(self.nearest_index(point))
 
 
 def has_image_extension(path: PathLike) -> bool:

@@ -11,7 +11,14 @@ Channels (nnU-Net's ``<case>_<XXXX><ending>`` naming)::
 Clicks: ``<clicks dir>/<case>_clicks.json`` (the autoPET IV challenge's format, :mod:`nnunet_quantif.clicks`).
 
 Datasets: ``<root>/Dataset<XXX>_<name>``, ``XXX`` the three-digit id, under ``nnUNet_raw``,
-``nnUNet_preprocessed`` or ``nnUNet_results``.
+``nnUNet_preprocessed`` or ``nnUNet_results``. Inside a raw dataset: ``imagesTr/``, ``labelsTr/``, ``clicksTr/``
+(clicks in array order) and ``organsTr/``; an autoPET-style source folder has ``imagesTr/``, ``labelsTr/``,
+``clicks/`` and optionally ``totalseg/``.
+
+Models: ``<nnUNet_results>/Dataset<XXX>_<name>/<trainer>__<plans>__<configuration>`` (:func:`model_folder_name`),
+the configuration being :data:`CONFIGURATION` unless asked otherwise.
+
+Tracers: :data:`TRACERS`, in the order of the per-tracer datasets.
 """
 
 from __future__ import annotations
@@ -20,13 +27,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, overload
 
 import numpy as np
 
 from .errors import ConfigError, DatasetError, ModelContractError
 from .io import IMAGE_EXTENSIONS, PathLike, find_image, has_image_extension, strip_image_extension
 
-__all__ = ["FILE_ENDING", "IMAGES_DIR", "LABELS_DIR", "CLICKS_DIR",
+__all__ = ["FILE_ENDING", "IMAGES_DIR", "TEST_IMAGES_DIR", "IMAGE_FOLDERS", "LABELS_DIR", "CLICKS_DIR",
+           "RAW_CLICKS_DIR", "ORGANS_DIR", "TOTALSEG_DIR", "RAW_ROOT", "PREPROCESSED_ROOT", "RESULTS_ROOT",
+           "CONFIGURATION", "TRACERS", "model_folder_name", "dataset_glob", "check_dataset_spec",
            "CT_CHANNEL", "PET_CHANNEL", "HEATMAP_CHANNEL", "INPUT_CHANNELS", "CHANNEL_LABELS",
            "channel_suffix", "channel_stem", "channel_file", "find_channel", "split_channel", "case_names",
            "CLICKS_SUFFIX", "FolderScan", "scan_case_folder",
@@ -39,6 +49,24 @@ FILE_ENDING: str = ".nii.gz"
 IMAGES_DIR: str = "imagesTr"
 LABELS_DIR: str = "labelsTr"
 CLICKS_DIR: str = "clicks"
+#: nnU-Net's folder of test images (read by prediction beside :data:`IMAGES_DIR`).
+TEST_IMAGES_DIR: str = "imagesTs"
+#: The image folders a prediction input may hold, in the order they are looked for.
+IMAGE_FOLDERS: tuple[str, ...] = (IMAGES_DIR, TEST_IMAGES_DIR)
+#: Folder (inside a raw dataset) with the click files ``<case>_clicks.json`` in array order.
+RAW_CLICKS_DIR: str = "clicksTr"
+#: Folder (inside a raw dataset) with the organ-group maps ``<case>.nii.gz``.
+ORGANS_DIR: str = "organsTr"
+#: Folder (inside an autoPET-style source folder) with the TotalSegmentator outputs.
+TOTALSEG_DIR: str = "totalseg"
+#: nnU-Net's three root folders, as its environment variables and a workspace's sub-folders name them.
+RAW_ROOT: str = "nnUNet_raw"
+PREPROCESSED_ROOT: str = "nnUNet_preprocessed"
+RESULTS_ROOT: str = "nnUNet_results"
+#: The nnU-Net configuration that QuantIF trains and predicts with unless told otherwise.
+CONFIGURATION: str = "3d_fullres"
+#: The tracers the method knows, in the order of the per-tracer datasets (FDG = N, PSMA = N + 1).
+TRACERS: tuple[str, ...] = ("fdg", "psma")
 #: Index of the CT channel (HU).
 CT_CHANNEL: int = 0
 #: Index of the PET channel (SUV).
@@ -246,7 +274,7 @@ def scan_case_folder(images_dir: PathLike, channels: tuple[int, ...] = (CT_CHANN
 
 def clicks_file(clicks_dir: PathLike, case: str) -> Path:
     """``clicks_dir/<case>_clicks.json`` (it may not exist: a case without clicks)."""
-    return Path(clicks_dir) / f"{case}_clicks.json"
+    return Path(clicks_dir) / f"{case}{CLICKS_SUFFIX}"
 
 
 def dataset_name(dataset_id: int, name: str) -> str:
@@ -254,8 +282,47 @@ def dataset_name(dataset_id: int, name: str) -> str:
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 
+def model_folder_name(trainer: str, plans: str, configuration: str = CONFIGURATION) -> str:
+    """``('nnUNetTrainer', 'nnUNetPlans', '3d_fullres')`` -> ``'nnUNetTrainer__nnUNetPlans__3d_fullres'``: nnU-Net's
+    model folder inside a results dataset folder (``'*'`` for a part gives a glob pattern)."""
+    return f"{trainer}__{plans}__{configuration}"
+
+
+_DATASET_NAME = re.compile(r"Dataset\d{3}_[A-Za-z0-9_.-]+")
+
+
+def check_dataset_spec(dataset: int | str) -> str:
+    """A dataset id (``501``, ``'501'``) or full name (``'Dataset501_QuantIFFDG'``) as text, checked.
+
+    Raises
+    ------
+    DatasetError
+        Neither an id nor a ``Dataset<XXX>_<name>`` folder name.
+    """
+    s = str(dataset)
+    if s.isdigit() or _DATASET_NAME.fullmatch(s):
+        return s
+    raise DatasetError(f"dataset {s!r}: give an id (501) or a full name (Dataset501_QuantIFFDG)")
+
+
+def dataset_glob(dataset: int | str) -> str:
+    """The glob pattern of a dataset's folder: ``501`` -> ``'Dataset501_*'``; a full name is its own pattern."""
+    s = check_dataset_spec(dataset)
+    return f"Dataset{int(s):03d}_*" if s.isdigit() else s
+
+
+@overload
+def find_dataset_folder(root: PathLike, dataset: int | str, *, what: str = ..., hint: str = ...,
+                        missing_ok: Literal[False] = ...) -> Path: ...
+
+
+@overload
+def find_dataset_folder(root: PathLike, dataset: int | str, *, what: str = ..., hint: str = ...,
+                        missing_ok: bool) -> Path | None: ...
+
+
 def find_dataset_folder(root: PathLike, dataset: int | str, *, what: str = "dataset",
-                        hint: str = "") -> Path:
+                        hint: str = "", missing_ok: bool = False) -> Path | None:
     """``root/Dataset<XXX>_*`` for a dataset id (``501`` or ``'501'``), or ``root/<name>`` for a full name.
 
     Parameters
@@ -267,24 +334,31 @@ def find_dataset_folder(root: PathLike, dataset: int | str, *, what: str = "data
         What the folder is, for messages (e.g. ``'preprocessed dataset'``).
     hint : str
         Appended to the not-found message (e.g. ``'run nnUNetv2_plan_and_preprocess'``).
+    missing_ok : bool
+        Return None, rather than raise, when no folder matches.
 
     Raises
     ------
     DatasetError
-        No such folder, or several folders with that id.
+        No such folder (unless ``missing_ok``), or several folders with that id (the message names them).
     """
     base = Path(root)
     s = str(dataset)
     suffix = f" ({hint})" if hint else ""
     if s.isdigit():
-        hits = sorted(p for p in base.glob(f"Dataset{int(s):03d}_*") if p.is_dir())
+        pattern = dataset_glob(s)
+        hits = sorted(p for p in base.glob(pattern) if p.is_dir())
         if len(hits) == 1:
             return hits[0]
         if not hits:
-            raise DatasetError(f"{base}: no {what} folder Dataset{int(s):03d}_*{suffix}")
+            if missing_ok:
+                return None
+            raise DatasetError(f"{base}: no {what} folder {pattern}{suffix}")
         raise DatasetError(f"{base}: several {what} folders for dataset {s} ({', '.join(h.name for h in hits)})")
     if (base / s).is_dir():
         return base / s
+    if missing_ok:
+        return None
     raise DatasetError(f"{base / s}: {what} folder not found{suffix}")
 
 
@@ -386,9 +460,9 @@ def raw_and_preprocessed(dataset: int | str, plans_identifier: str, *, raw_dir: 
     -------
     (raw dataset folder, preprocessed dataset folder, plans file)
     """
-    pre = find_dataset_folder(nnunet_folder("nnUNet_preprocessed", preprocessed_dir), dataset,
+    pre = find_dataset_folder(nnunet_folder(PREPROCESSED_ROOT, preprocessed_dir), dataset,
                               what="preprocessed dataset", hint="run nnUNetv2_plan_and_preprocess")
-    raw = find_dataset_folder(nnunet_folder("nnUNet_raw", raw_dir), pre.name, what="raw dataset")
+    raw = find_dataset_folder(nnunet_folder(RAW_ROOT, raw_dir), pre.name, what="raw dataset")
     plans_file = pre / f"{plans_identifier}.json"
     if not plans_file.is_file():
         raise DatasetError(f"{plans_file}: plans not found (run nnUNetv2_plan_and_preprocess for {pre.name} with "

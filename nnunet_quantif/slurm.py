@@ -34,13 +34,26 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from .errors import QuantIFError
+from .errors import DatasetError, QuantIFError
+from .layout import (
+    CLICKS_DIR,
+    CONFIGURATION,
+    IMAGE_FOLDERS,
+    IMAGES_DIR,
+    PREPROCESSED_ROOT,
+    RAW_ROOT,
+    RESULTS_ROOT,
+    TRACERS,
+    check_dataset_spec,
+    dataset_glob,
+    find_dataset_folder,
+    model_folder_name,
+)
 
-TRACERS = ("fdg", "psma")
-DEFAULT_CONFIGURATION = "3d_fullres"
+DEFAULT_CONFIGURATION = CONFIGURATION
 DEFAULT_TRAINERS = {"fdg": "nnUNetTrainerQuantIF_FDG", "psma": "nnUNetTrainerQuantIF_PSMA"}
 DEFAULT_PLANS = "nnUNetResEncUNetLPlans"
-NNUNET_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer")
+NNUNET_VARIABLES = (RAW_ROOT, PREPROCESSED_ROOT, RESULTS_ROOT, "nnUNet_extTrainer")
 TASKS_FILE = "tasks.json"
 SHARDS_FILE = "shards.json"
 
@@ -282,7 +295,7 @@ def nnunet_variables(workspace: PathLike | None = None, *, require: bool = True)
     """
     from .environment import nnunet_env
 
-    if workspace is None and require and not os.environ.get("nnUNet_results"):
+    if workspace is None and require and not os.environ.get(RESULTS_ROOT):
         raise SlurmError("nnUNet_results is not set: give --workspace or run eval \"$(quantif env --workspace WS)\"")
     return nnunet_env(workspace)
 
@@ -299,11 +312,10 @@ def _header(title: str, variables: dict[str, str], setup: Sequence[str]) -> list
 
 def _dataset_glob(dataset: str) -> str:
     """Shell pattern of a dataset's folder under ``$nnUNet_results`` (``'901'`` -> ``Dataset901_*``)."""
-    if re.fullmatch(r"\d+", dataset):
-        return f"Dataset{int(dataset):03d}_*"
-    if not re.fullmatch(r"Dataset\d{3}_[A-Za-z0-9_.-]+", dataset):
-        raise SlurmError(f"dataset {dataset!r}: give an id (901) or a full name (Dataset901_QuantIFFDG)")
-    return dataset
+    try:
+        return dataset_glob(check_dataset_spec(dataset))
+    except DatasetError as e:
+        raise SlurmError(str(e)) from None
 
 
 def _check_sbatch_options(sbatch: SbatchOptions) -> None:
@@ -373,9 +385,14 @@ def training_script(tasks: Sequence[TrainTask], job_dir: Path, *, plans: str, co
               'exec >>"${LOG}" 2>&1',
               'echo "=== $(date -Is) job ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} (${SLURM_JOB_ID}) on '
               '$(hostname): ${TRACER} fold ${FOLD}"',
-              'DATASET_DIR=$(compgen -G "${nnUNet_results}/${DATASET_GLOB}" | head -n 1 || true)',
-              'FOLD_DIR="${DATASET_DIR:-${nnUNet_results}/${DATASET_GLOB}}/${TRAINER}__${PLANS}__${CONFIGURATION}'
-              '/fold_${FOLD}"',
+              'MATCHES=$(compgen -G "${nnUNet_results}/${DATASET_GLOB}" || true)',
+              'if [ "$(printf "%s" "${MATCHES}" | grep -c .)" -gt 1 ]; then',
+              '  echo "several dataset folders match ${nnUNet_results}/${DATASET_GLOB}:" ${MATCHES} "; keep one" >&2',
+              "  exit 2",
+              "fi",
+              'DATASET_DIR="${MATCHES}"',
+              'FOLD_DIR="${DATASET_DIR:-${nnUNet_results}/${DATASET_GLOB}}/'
+              f'{model_folder_name("${TRAINER}", "${PLANS}", "${CONFIGURATION}")}/fold_${{FOLD}}"',
               "EXTRA=()",
               'if [ -f "${FOLD_DIR}/checkpoint_final.pth" ]; then',
               '  echo "skipped: ${FOLD_DIR}/checkpoint_final.pth exists"; exit 0',
@@ -457,14 +474,14 @@ def plan_training(*, datasets: dict[str, str], trainers: dict[str, str] | None =
         summary_sbatch = SbatchOptions(partition=sbatch.partition, account=sbatch.account, time=sbatch.time,
                                        mem=sbatch.mem, cpus_per_task=sbatch.cpus_per_task, extra=sbatch.extra)
     _check_sbatch_options(summary_sbatch)
-    if not variables.get("nnUNet_results"):
+    if not variables.get(RESULTS_ROOT):
         raise SlurmError("nnUNet_results is not set for the training scripts")
     if device not in ("cuda", "cpu", "mps"):
         raise SlurmError(f"--device must be cuda, cpu or mps, got {device!r}")
     job_dir = Path(job_dir).absolute()
     tasks = training_tasks(datasets, trainers, folds)
     if tracer_data and not tracer_out:
-        tracer_out = str(Path(variables["nnUNet_results"]) / "tracer_classifier")
+        tracer_out = str(Path(variables[RESULTS_ROOT]) / "tracer_classifier")
     if check_paths:
         if pretrained and not Path(pretrained).is_file():
             raise SlurmError(f"{pretrained}: pretrained weights not found")
@@ -489,7 +506,7 @@ def plan_training(*, datasets: dict[str, str], trainers: dict[str, str] | None =
     summary = SbatchJob("summary", job_dir / "summary.sbatch", summary_text,
                         [f"--job-name={job_name}-summary", f"--output={job_dir}/%j_summary.log",
                          *summary_sbatch.args(gres=True)], after="train", dependency="afterok")
-    record = {"kind": "train", "results": variables["nnUNet_results"], "plans": plans,
+    record = {"kind": "train", "results": variables[RESULTS_ROOT], "plans": plans,
               "configuration": configuration, "device": device, "pretrained": pretrained,
               "tracer_out": tracer_out, "tasks": [asdict(t) for t in tasks]}
     files = {train.script: train_text, summary.script: summary_text,
@@ -518,9 +535,13 @@ def training_summary(record: dict) -> dict:
     entries = []
     for t in record["tasks"]:
         pattern = _dataset_glob(str(t["dataset"]))
-        found = sorted(results.glob(pattern))
-        model = f"{t['trainer']}__{record['plans']}__{record['configuration']}"
-        fold_dir = (found[0] if found else results / pattern) / model / f"fold_{t['fold']}"
+        try:
+            found = find_dataset_folder(results, t["dataset"], what="results dataset", missing_ok=True)
+        except DatasetError as e:  # several folders match
+            raise SlurmError(str(e)) from None
+        dataset_dir = found if found is not None else results / pattern
+        model = model_folder_name(t["trainer"], record["plans"], record["configuration"])
+        fold_dir = dataset_dir / model / f"fold_{t['fold']}"
         if (fold_dir / "checkpoint_final.pth").is_file():
             status = "final"
         elif any((fold_dir / f"checkpoint_{k}.pth").is_file() for k in ("latest", "best")):
@@ -657,7 +678,7 @@ def plan_prediction(*, input_dir: PathLike, output_dir: PathLike, shards: int, j
             check_output_path(eval_out, folder=True)
     except QuantIFError as e:
         raise SlurmError(str(e)) from e
-    if output_dir in (input_dir, *(input_dir / s for s in ("imagesTr", "imagesTs", "clicks"))):
+    if output_dir in (input_dir, *(input_dir / s for s in (*IMAGE_FOLDERS, CLICKS_DIR))):
         raise SlurmError(f"{output_dir}: the output folder must not be the input folder {input_dir} or inside it")
     if job_dir.exists():
         raise SlurmError(f"{job_dir}: job folder exists already; refusing to write into it")
@@ -668,7 +689,7 @@ def plan_prediction(*, input_dir: PathLike, output_dir: PathLike, shards: int, j
     links: list[tuple[Path, Path]] = []
     expected = []
     for i, part in enumerate(parts):
-        images, clicks = job_dir / "shards" / str(i) / "imagesTr", job_dir / "shards" / str(i) / "clicks"
+        images, clicks = job_dir / "shards" / str(i) / IMAGES_DIR, job_dir / "shards" / str(i) / CLICKS_DIR
         for name in part:
             c = by_name[name]
             links.append((images / Path(c.ct).name, Path(c.ct).absolute()))
@@ -686,7 +707,7 @@ def plan_prediction(*, input_dir: PathLike, output_dir: PathLike, shards: int, j
                 "so resubmitting is safe).", variables, setup)
         + [f'SHARD={shlex.quote(str(job_dir / "shards"))}/"${{SLURM_ARRAY_TASK_ID:?not run as a Slurm array task}}"',
            'echo "=== $(date -Is) job ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} on $(hostname): shard '
-           '${SLURM_ARRAY_TASK_ID} ($(ls "${SHARD}/imagesTr" | grep -c "_0000\\.") cases)"',
+           f'${{SLURM_ARRAY_TASK_ID}} ($(ls "${{SHARD}}/{IMAGES_DIR}" | grep -c "_0000\\.") cases)"',
            f'exec {quantif} predict -i "${{SHARD}}" -o {shlex.quote(str(output_dir))}{ending} {extra}'.rstrip()]) + "\n"
     check_lines = _header("quantif slurm predict, after every shard: every case has a mask"
                           + (", then quantif evaluate." if gt_dir is not None else "."), variables, setup)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from .errors import DatasetError
 from .io import IMAGE_EXTENSIONS, strip_image_extension
+from .layout import TRACERS
 
-#: The tracers the method knows, in the order of the per-tracer datasets (FDG = N, PSMA = N + 1).
-TRACERS: tuple[str, ...] = ("fdg", "psma")
+__all__ = ["TRACERS", "tracer_from_name", "read_tracer_csv", "read_case_table"]
 
 _CASE_COLUMNS = ("case", "name", "file", "image", "path")
 

@@ -167,9 +167,16 @@ def test_bad_clicks_leave_the_state_unchanged(pipeline, case):
                              ((1, 2, 3), "lesion", "unknown click kind")]:
         with pytest.raises(ClickError, match=match):
             session.add_click(xyz, kind)
+    for zyx, match in [((0, 0, 48), r"\[48, 0, 0\] \(x, y, z\) lies outside"),
+                       ((1, 2), r"3 integer voxel indices \(z")]:
+        with pytest.raises(ClickError, match=match):
+            session.add_click_zyx(zyx, "tumor")  # array order: the same bounds check, by Clicks
     assert issubclass(ClickError, QuantIFError) and issubclass(SessionError, QuantIFError)
     assert session.clicks == clicks and session.last_update is update
     np.testing.assert_array_equal(session.mask, mask)
+    # a click in array order is the same click as in image order
+    session.add_click_zyx(BACKGROUND_XYZ[::-1], "background")
+    assert session.clicks == Clicks.from_xyz([TUMOR_XYZ], [BACKGROUND_XYZ])
 
 
 def test_resampled_case_from_files(pipeline, tmp_path):

@@ -65,18 +65,18 @@ def test_click_mask_table_undo_save_resume(make_napari_viewer, qtbot, model, pha
     assert ct.colormap.name == "gray" and pet.colormap.name == "hot" and str(pet.blending) == "additive"
     for layer in (ct, pet, labels):
         np.testing.assert_allclose(layer.scale, g.spacing_zyx)
-        np.testing.assert_allclose(layer.translate, g.origin[::-1])
+        np.testing.assert_allclose(layer.translate, g.origin_zyx)
     np.testing.assert_array_equal(pet.data, phantom["pet_array"])
     assert not labels.data.any() and widget.table.rowCount() == 0  # no clicks: the echo model finds nothing
 
     # a tumor point through the layer, as a mouse click in 'add' mode does: a little off the voxel centre
-    xyz = phantom["lesion_xyz"]
+    zyx = phantom["lesion_zyx"]
     data_before = labels.data
     tumor = widget.layer("tumor clicks")
-    tumor.add(voxel_to_world(xyz, g) + np.asarray(g.spacing_zyx) * [0.4, -0.45, 0.3])
-    assert widget.session.clicks == Clicks.from_xyz([xyz])
+    tumor.add(voxel_to_world(zyx, g) + np.asarray(g.spacing_zyx) * [0.4, -0.45, 0.3])
+    assert widget.session.clicks == Clicks([zyx], [])
     assert labels.data is data_before  # updated in place
-    assert labels.data[xyz[::-1]] == 1 and (labels.data > 0).sum() > 10
+    assert labels.data[zyx] == 1 and (labels.data > 0).sum() > 10
     np.testing.assert_array_equal(labels.data > 0, widget.session.mask > 0)
     assert widget.table.rowCount() == widget.session.lesions.n_lesions == 1
     assert widget.table.item(0, 0).text() == "1"
@@ -85,21 +85,21 @@ def test_click_mask_table_undo_save_resume(make_napari_viewer, qtbot, model, pha
     # a background point far from the lesion, then deleting it (the latest click) undoes it
     background = widget.layer("background clicks")
     background.add(voxel_to_world((1, 1, 1), g))
-    assert widget.session.clicks == Clicks.from_xyz([xyz], [(1, 1, 1)])
+    assert widget.session.clicks == Clicks([zyx], [(1, 1, 1)])
     background.selected_data = {0}
     background.remove_selected()
     assert widget.session.last_update.kind == "undo"
-    assert widget.session.clicks == Clicks.from_xyz([xyz]) and widget.order == [("tumor", xyz)]
+    assert widget.session.clicks == Clicks([zyx], []) and widget.order == [("tumor", zyx)]
     mask = widget.session.mask.copy()
 
     # a point outside the image is refused and taken off the layer
-    tumor.add(voxel_to_world((0, 0, -3), g))
-    assert len(tumor.data) == 1 and widget.session.clicks == Clicks.from_xyz([xyz])
+    tumor.add(voxel_to_world((-3, 0, 0), g))
+    assert len(tumor.data) == 1 and widget.session.clicks == Clicks([zyx], [])
 
     # selecting a table row centres the view on the lesion
     widget.table.selectRow(0)
     lesion = widget.session.lesions.lesions[0]
-    centre = voxel_to_world(np.rint(lesion.centroid_xyz), g)
+    centre = voxel_to_world(np.rint(lesion.centroid_xyz)[::-1], g)
     np.testing.assert_allclose(viewer.dims.point, centre, atol=1e-6)
     camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
     np.testing.assert_allclose(camera.center[-2:], centre[-2:], atol=1e-6)
@@ -115,7 +115,7 @@ def test_click_mask_table_undo_save_resume(make_napari_viewer, qtbot, model, pha
     saved, saved_g = read_image(files.mask)
     np.testing.assert_array_equal(saved, mask)
     assert saved_g == read_geometry(phantom["pet"])
-    assert read_clicks(files.clicks) == Clicks.from_xyz([xyz])
+    assert read_clicks(files.clicks) == Clicks([zyx], [])
     assert files.lesions.read_text() == widget.session.lesions.to_csv()
     with pytest.raises(OverwriteInputError):
         widget.save(str(phantom["pet"]))
@@ -126,10 +126,10 @@ def test_click_mask_table_undo_save_resume(make_napari_viewer, qtbot, model, pha
     assert len(tumor.data) == 0
     widget.resume(str(files.clicks))
     _wait(qtbot, widget)
-    assert widget.session.clicks == Clicks.from_xyz([xyz])
+    assert widget.session.clicks == Clicks([zyx], [])
     np.testing.assert_array_equal(widget.session.mask, mask)
     np.testing.assert_array_equal(labels.data > 0, mask > 0)
-    np.testing.assert_allclose(tumor.data, [voxel_to_world(xyz, g)])
+    np.testing.assert_allclose(tumor.data, [voxel_to_world(zyx, g)])
     assert widget.table.rowCount() == 1
 
     # the undo button: back to no clicks
@@ -172,5 +172,5 @@ def test_quantif_view_attaches_the_widget_and_loads(make_napari_viewer, qtbot, m
     assert widget.session is not None
     assert widget.session.pipeline.tile_step_size == 0.75  # an option the fields do not show
     assert widget.session.clicks == Clicks.from_xyz([], [(2, 3, 4)])
-    np.testing.assert_allclose(widget.layer("background clicks").data, [voxel_to_world((2, 3, 4),
+    np.testing.assert_allclose(widget.layer("background clicks").data, [voxel_to_world((4, 3, 2),
                                                                                        phantom["geometry"])])

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def phantom(tmp_path_factory) -> dict:
     """A small FDG phantom cropped around its brightest lesion, written as NIfTI.
 
-    Returns a dict: ``ct``, ``pet`` (paths), ``geometry``, ``lesion_xyz`` (the lesion's centre voxel, x, y, z,
+    Returns a dict: ``ct``, ``pet`` (paths), ``geometry``, ``lesion_zyx`` (the lesion's centre voxel, z, y, x,
     in the crop), ``pet_array``.
     """
     case = generate_case("fdg", "small", seed=1, healthy=False)
@@ -43,14 +43,14 @@ def phantom(tmp_path_factory) -> dict:
     start = np.clip(centre - np.asarray(CROP_SHAPE) // 2, 0, np.asarray(case.geometry.shape) - CROP_SHAPE)
     box = tuple(slice(int(s), int(s) + n) for s, n in zip(start, CROP_SHAPE))
     geometry = Geometry.from_shape(CROP_SHAPE, case.geometry.spacing_zyx,
-                                   origin=tuple(case.geometry.index_to_physical(start[::-1])))
+                                   origin=tuple(case.geometry.array_index_to_physical(start)))
     assert geometry.spacing != geometry.spacing[::-1] and any(geometry.origin)  # anisotropic, shifted
     folder = tmp_path_factory.mktemp("phantom")
     ct, pet = folder / "fdg_case_0000.nii.gz", folder / "fdg_case_0001.nii.gz"
     write_image(case.ct[box], geometry, ct)
     write_image(case.pet[box].astype(np.float32), geometry, pet)
-    xyz = tuple(int(v) for v in (centre - start)[::-1])
-    return dict(ct=ct, pet=pet, geometry=geometry, lesion_xyz=xyz, pet_array=case.pet[box])
+    zyx = tuple(int(v) for v in (centre - start))
+    return dict(ct=ct, pet=pet, geometry=geometry, lesion_zyx=zyx, pet_array=case.pet[box])
 
 
 @pytest.fixture(scope="module")
@@ -85,16 +85,16 @@ def test_world_voxel_conversion_uses_spacing_origin_and_axis_order():
     g = Geometry((10, 20, 30), (2.0, 3.0, 5.0), origin=(-100.0, 50.0, 7.0))  # x, y, z
     scale, translate = logic.layer_transform(g)
     assert scale == (5.0, 3.0, 2.0) and translate == (7.0, 50.0, -100.0)  # z, y, x
-    # voxel (x, y, z) = (4, 11, 29): world (z, y, x) = origin + index * spacing
-    world = logic.voxel_to_world((4, 11, 29), g)
+    # voxel (z, y, x) = (29, 11, 4): world (z, y, x) = origin + index * spacing
+    world = logic.voxel_to_world((29, 11, 4), g)
     np.testing.assert_allclose(world, [7.0 + 29 * 5.0, 50.0 + 11 * 3.0, -100.0 + 4 * 2.0])
     np.testing.assert_allclose(world[::-1], g.index_to_physical((4, 11, 29)))  # the physical point (identity)
-    assert logic.world_to_voxel(world, g) == (4, 11, 29)
+    assert logic.world_to_voxel(world, g) == (29, 11, 4)
     # anywhere inside the voxel's displayed square lands on it (pixel centres at integer data coordinates)
-    assert logic.world_to_voxel(world + np.array([2.4, -1.4, 0.9]), g) == (4, 11, 29)
-    assert logic.world_to_voxel(world + np.array([-2.6, 0.0, 0.0]), g) == (4, 11, 28)
-    assert logic.world_to_voxel(world + np.array([0.0, 0.0, 1.1]), g) == (5, 11, 29)
-    assert logic.world_to_voxel(world + np.array([-5.0, 0.0, 0.0]), g) == (4, 11, 28)
+    assert logic.world_to_voxel(world + np.array([2.4, -1.4, 0.9]), g) == (29, 11, 4)
+    assert logic.world_to_voxel(world + np.array([-2.6, 0.0, 0.0]), g) == (28, 11, 4)
+    assert logic.world_to_voxel(world + np.array([0.0, 0.0, 1.1]), g) == (29, 11, 5)
+    assert logic.world_to_voxel(world + np.array([-5.0, 0.0, 0.0]), g) == (28, 11, 4)
     for outside in ([7.0 - 2.6, 50.0, -100.0], [7.0, 50.0 + 19.6 * 3.0, -100.0], [7.0, 50.0, -100.0 + 9.6 * 2]):
         with pytest.raises(ClickError, match="outside the image"):
             logic.world_to_voxel(outside, g)
@@ -128,7 +128,7 @@ def test_plan_click_update():
     assert up.action == "replay" and up.order == [order[0], order[1], ("tumor", (4, 3, 3))]
     with pytest.raises(ClickError, match="unknown click kind"):
         plan(order, "lesion", [])
-    assert logic.clicks_from_order(order) == Clicks.from_xyz([(1, 1, 1), (3, 3, 3)], [(2, 2, 2)])
+    assert logic.clicks_from_order(order) == Clicks([(1, 1, 1), (3, 3, 3)], [(2, 2, 2)])
     assert logic.order_from_clicks(logic.clicks_from_order(order)) == [order[0], order[2], order[1]]
 
 
@@ -150,8 +150,7 @@ def test_label_map_and_table_rows_match_the_lesion_csv():
         assert float(row[2]) == pytest.approx(lesion.suv_max, abs=0.005)
     assert float(rows[1][2]) == pytest.approx(7.0)
     centre = logic.lesion_centre_world(stats.lesions[1], g)
-    zyx = logic.world_to_voxel(centre, g)[::-1]
-    assert labels[zyx] == 2
+    assert labels[logic.world_to_voxel(centre, g)] == 2
 
 
 # ------------------------------------------------------------------------------------------------ saving
@@ -163,15 +162,15 @@ def test_output_paths():
 
 
 def test_save_and_resume_round_trip(session, phantom, tmp_path):
-    xyz = phantom["lesion_xyz"]
-    logic.replay_clicks(session, [("tumor", xyz), ("background", (2, 2, 2))])
+    zyx = phantom["lesion_zyx"]
+    logic.replay_clicks(session, [("tumor", zyx), ("background", (2, 2, 2))])
     mask = session.mask.copy()
-    assert mask[xyz[::-1]] == 1 and mask.sum() > 10  # the echo model segments around the tumor click
+    assert mask[zyx] == 1 and mask.sum() > 10  # the echo model segments around the tumor click
     files = logic.save_session(session, tmp_path / "out" / "case.nii.gz", inputs=(phantom["ct"], phantom["pet"]))
     saved, g = read_image(files.mask)
     np.testing.assert_array_equal(saved, mask)
     assert saved.dtype == np.uint8 and g == read_geometry(phantom["pet"])
-    assert read_clicks(files.clicks) == session.clicks == Clicks.from_xyz([xyz], [(2, 2, 2)])
+    assert read_clicks(files.clicks) == session.clicks == Clicks([zyx], [(2, 2, 2)])
     text = files.lesions.read_text()
     assert text == session.lesions.to_csv() and text.startswith(",".join(CSV_COLUMNS))
     assert len(text.splitlines()) == 1 + session.lesions.n_lesions >= 2
@@ -179,7 +178,7 @@ def test_save_and_resume_round_trip(session, phantom, tmp_path):
     logic.replay_clicks(session, [])
     assert len(session.clicks) == 0 and not session.mask.any()
     order = logic.resume_clicks(session, files.clicks)
-    assert order == [("tumor", xyz), ("background", (2, 2, 2))]
+    assert order == [("tumor", zyx), ("background", (2, 2, 2))]
     np.testing.assert_array_equal(session.mask, mask)
     # the inputs are never overwritten, and nothing is written when one output would be an input
     before = phantom["pet"].read_bytes()

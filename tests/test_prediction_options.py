@@ -15,6 +15,7 @@ import pytest
 
 from nnunet_quantif.cli import build_parser
 from nnunet_quantif.cli.prediction_options import DEFAULT_FOLD_ARGS, FLAGS, FORWARD_KEYS, prediction_options
+from nnunet_quantif.devices import DEVICES
 from nnunet_quantif.errors import ConfigError, TracerError
 from nnunet_quantif.inference.mirroring import (
     DEFAULT_POLICY,
@@ -23,7 +24,7 @@ from nnunet_quantif.inference.mirroring import (
     MirroringPolicy,
     as_policy,
 )
-from nnunet_quantif.inference.pipeline import DEFAULT_TILE_STEP_SIZE, DEVICES
+from nnunet_quantif.inference.pipeline import DEFAULT_TILE_STEP_SIZE
 from nnunet_quantif.inference.precision import DEFAULT_ACCUMULATE, DEFAULT_PRECISION, PRECISIONS
 from nnunet_quantif.inference.routing import DEFAULT_CHECKPOINT, TracerRouter
 

@@ -62,13 +62,15 @@ def add_heatmap_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) 
     Every option defaults to None (= take the model's). An explicit one that contradicts the
     model's recorded definition is an error unless ``--force-heatmap``.
     """
+    from ..heatmaps import BACKGROUND_MODES
+
     p.add_argument("--sigma-tumor", type=positive_float, nargs="+", default=None, metavar="S",
                    help="heatmap tumor sigma in voxels, 1 value or 3 (x y z) (default: the model's)")
     p.add_argument("--sigma-background", type=positive_float, nargs="+", default=None, metavar="S",
                    help="heatmap background sigma in voxels (default: the model's)")
     p.add_argument("--suv-gate", type=nonneg_float, default=None, metavar="TAU",
                    help="heatmap SUV gate (default: the model's)")
-    p.add_argument("--background-mode", choices=("paper", "authors"), default=None,
+    p.add_argument("--background-mode", choices=BACKGROUND_MODES, default=None,
                    help="heatmap background map (default: the model's)")
     p.add_argument("--force-heatmap", action="store_true",
                    help="build the heatmap with the options given even where they contradict the definition "

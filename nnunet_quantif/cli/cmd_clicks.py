@@ -8,6 +8,7 @@ import numpy as np
 
 from ..clicks import read_clicks, simulate_clicks, write_clicks
 from ..io import check_output_path, check_same_grid, read_image, read_pet
+from ..layout import CONFIGURATION
 from .argtypes import add_click_limit_argument, add_nonfinite_argument, nonfinite_mode, nonneg_int
 from .vocabulary import add_option
 
@@ -48,8 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--dataset", "-d", required=True, metavar="N", help="nnU-Net dataset id or name")
     f.add_argument("--plans", "-p", default="nnUNetPlans", metavar="PLANS",
                    help="plans the data were preprocessed with (default nnUNetPlans)")
-    f.add_argument("--configuration", "-c", nargs="+", default=["3d_fullres"], metavar="CONF",
-                   help="configurations (default 3d_fullres)")
+    f.add_argument("--configuration", "-c", nargs="+", default=[CONFIGURATION], metavar="CONF",
+                   help=f"configurations (default {CONFIGURATION})")
     f.add_argument("--overwrite", action="store_true", help="rewrite side files that are up to date")
     f.set_defaults(func=run_sidefiles)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

@@ -9,6 +9,7 @@ from ..conversion import DEFAULT_PET_NORM, TRACERS, convert_dataset
 from ..heatmap_definition import CONVERSION_PRESETS, PET_NORMALIZATIONS
 from ..heatmaps import (
     BACKGROUND_MODES,
+    DEFAULT_BACKGROUND_MODE,
     DEFAULT_SIGMA_BACKGROUND,
     DEFAULT_SIGMA_TUMOR,
     DEFAULT_SUV_GATE,
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.out, folder=True)
     preset = CONVERSION_PRESETS.get(args.preset, {}) if args.preset else {}
     suv_gate = args.suv_gate if args.suv_gate is not None else preset.get("suv_gate", DEFAULT_SUV_GATE)
-    background_mode = args.background_mode or preset.get("background_mode", "paper")
+    background_mode = args.background_mode or preset.get("background_mode", DEFAULT_BACKGROUND_MODE)
     pet_norm = args.pet_norm or preset.get("pet_norm", DEFAULT_PET_NORM)
     organ_groups = args.organ_groups or preset.get("organ_groups", "quantif")
     params = {}
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         params["sigma_background"] = sigma_from_xyz(args.sigma_background, "--sigma-background")
     if suv_gate != DEFAULT_SUV_GATE:
         params["suv_gate"] = suv_gate
-    if background_mode != "paper":
+    if background_mode != DEFAULT_BACKGROUND_MODE:
         params["background_mode"] = background_mode
     if args.replace_nonfinite:
         params["nonfinite"] = nonfinite_mode(args)

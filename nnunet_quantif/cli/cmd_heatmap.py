@@ -8,6 +8,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..heatmaps import (
+    BACKGROUND_MODES,
+    DEFAULT_BACKGROUND_MODE,
     DEFAULT_SIGMA_BACKGROUND,
     DEFAULT_SIGMA_TUMOR,
     DEFAULT_SUV_GATE,
@@ -38,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suv-gate", type=nonneg_float, default=DEFAULT_SUV_GATE, metavar="TAU",
                    help=f"keep a tumor Gaussian where SUV >= min(SUV at click, TAU) (default {DEFAULT_SUV_GATE:g}; "
                         "the authors' code used 4)")
-    p.add_argument("--background-mode", choices=("paper", "authors"), default="paper",
+    p.add_argument("--background-mode", choices=BACKGROUND_MODES, default=DEFAULT_BACKGROUND_MODE,
                    help="paper (default): the paper's rule, background clipped at 1; authors: the authors' public "
                         "code exactly (reflect edges, background divided by its maximum, +background when there "
                         "are no tumor clicks; use with --suv-gate 4), see docs/METHOD.md")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError, QuantIFError
+from ..layout import CONFIGURATION, TOTALSEG_DIR
 from .argtypes import positive_int
 from .vocabulary import add_option
 
@@ -30,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", "-d", metavar="N", help="nnU-Net dataset id or name: write the training side files")
     p.add_argument("--plans", "-p", default="nnUNetPlans", metavar="PLANS",
                    help="plans identifier used in preprocessing (default nnUNetPlans)")
-    p.add_argument("--configuration", "-c", nargs="+", default=["3d_fullres"], metavar="CONF",
-                   help="configuration(s) to write side files for (default 3d_fullres)")
+    p.add_argument("--configuration", "-c", nargs="+", default=[CONFIGURATION], metavar="CONF",
+                   help=f"configuration(s) to write side files for (default {CONFIGURATION})")
     p.add_argument("--totalseg-out", metavar="DIR",
                    help="where --run-totalsegmentator writes its outputs (default <raw dataset>/totalseg or "
                         "OUT/totalseg)")
@@ -87,7 +88,7 @@ def _standalone(args: argparse.Namespace) -> int:
         if not args.images:
             raise ConfigError("--run-totalsegmentator --out OUT needs --input DIR with <case>_0000 CTs")
         cts = {c: find_channel(args.images, c, CT_CHANNEL) for c in case_names(args.images, (CT_CHANNEL,))}
-        ts_dir = Path(args.totalseg_out) if args.totalseg_out else out / "totalseg"
+        ts_dir = Path(args.totalseg_out) if args.totalseg_out else out / TOTALSEG_DIR
         cases = sorted(cts)
     elif args.from_totalseg:
         ts_dir, cts = Path(args.from_totalseg), {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..layout import CONFIGURATION
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pretrained", help="convert MultiTalent weights for nnUNetv2_train -pretrained_weights",
@@ -18,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "do not describe the MultiTalent architecture (use `quantif plans --preset resencl192`).")
     c.add_argument("--checkpoint", required=True, metavar="MT.pth", help="MultiTalent checkpoint")
     c.add_argument("--plans", required=True, metavar="PLANS.json", help="plans the model will be trained with")
-    c.add_argument("--configuration", default="3d_fullres", metavar="CONF", help="plans configuration "
-                   "(default 3d_fullres)")
+    c.add_argument("--configuration", default=CONFIGURATION, metavar="CONF", help="plans configuration "
+                   f"(default {CONFIGURATION})")
     c.add_argument("--stem", default="221", metavar="NAME", help="stem to use (default 221, autoPET II)")
     c.add_argument("--out", required=True, metavar="OUT.pth", help="output checkpoint")
     c.add_argument("--dataset-json", metavar="FILE", help="dataset.json for the number of input channels "

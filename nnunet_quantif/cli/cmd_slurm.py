@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from ..layout import CONFIGURATION
 from .argtypes import positive_int
 from .vocabulary import add_option
 
@@ -60,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="plans identifier (default nnUNetResEncUNetLPlans)")
     t.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4], metavar="K",
                    help="folds (default 0 1 2 3 4)")
-    t.add_argument("--configuration", default="3d_fullres", help="nnU-Net configuration (default 3d_fullres)")
+    t.add_argument("--configuration", default=CONFIGURATION, help=f"nnU-Net configuration (default {CONFIGURATION})")
     t.add_argument("--pretrained", metavar="FILE", help="-pretrained_weights of folds that start from scratch")
     t.add_argument("--device", choices=("cuda", "cpu", "mps"), default="cuda", help="nnUNetv2_train -device")
     t.add_argument("--workspace", metavar="DIR", help="nnU-Net folders under DIR (default: the environment's)")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..devices import DEVICES
 from ..errors import ConfigError
 from ..inference.mirroring import (
     DEFAULT_CPU_POLICY,

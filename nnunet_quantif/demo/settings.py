@@ -11,6 +11,7 @@ from .. import __version__
 from ..environment import nnunet_env
 from ..errors import ConfigError, QuantIFError
 from ..io import write_json
+from ..layout import CONFIGURATION, RESULTS_ROOT, model_folder_name
 
 STATE_FILE = "demo_state.json"
 TRAINER = "nnUNetTrainerQuantIF_tiny"
@@ -23,7 +24,6 @@ TARGET_SPACING_MM = ("6", "5", "5")
 #: Classical click-free and click-based baselines evaluated beside the model (``quantif evaluate-interactive``
 #: names): SUV >= 4, SUV >= 2.5 and 41 % of the local SUVmax region growing from the tumor clicks.
 BASELINES = ("suv4", "suv2.5", "rg41")
-CONFIGURATION = "3d_fullres"
 #: The demo trains fold 0 of a one-fold split that keeps ``DemoSettings.n_val`` training phantoms for nnU-Net's
 #: validation (the held-out phantoms are the real test set); nnU-Net's default 5-fold split needs >= 5 cases.
 FOLD = "0"
@@ -175,7 +175,7 @@ class DemoRun:
         from ..conversion import dataset_name
 
         name = dataset_name(self.dataset_id(tracer), tracer)
-        return Path(self.env["nnUNet_results"]) / name / f"{self.settings.trainer}__{PLANS}__{CONFIGURATION}"
+        return Path(self.env[RESULTS_ROOT]) / name / model_folder_name(self.settings.trainer, PLANS, CONFIGURATION)
 
     # ------------------------------------------------------------------ state
     def load_state(self) -> None:

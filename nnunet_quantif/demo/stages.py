@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import write_json
+from ..layout import RAW_ROOT, TOTALSEG_DIR
 from .report import stage_report
 from .settings import (
     BASELINES,
@@ -160,8 +161,8 @@ def stage_convert(run: DemoRun) -> dict:
 
     # a trainer that needs another dataset says so (nnUNetTrainerQuantIF_organsInLabel: organs in the label)
     options = dict(getattr(getattr(trainers, run.settings.trainer, None), "conversion_options", {}))
-    summary = convert_dataset(run.phantoms_train, Path(run.env["nnUNet_raw"]), DATASET_ID,
-                              workers=run.settings.workers, totalseg_dir=run.phantoms_train / "totalseg",
+    summary = convert_dataset(run.phantoms_train, Path(run.env[RAW_ROOT]), DATASET_ID,
+                              workers=run.settings.workers, totalseg_dir=run.phantoms_train / TOTALSEG_DIR,
                               pet_norm=run.settings.pet_norm, **options)
     if not summary.ok:
         raise DemoError(f"conversion failed: {summary.format()}")
@@ -213,7 +214,7 @@ def stage_organs(run: DemoRun) -> dict:
     with _environ(run.env):
         for tracer in ("fdg", "psma"):
             summary = write_organ_side_files(run.dataset_id(tracer), DATA_PLANS, (CONFIGURATION,),
-                                             totalseg_dir=run.phantoms_train / "totalseg",
+                                             totalseg_dir=run.phantoms_train / TOTALSEG_DIR,
                                              workers=run.settings.workers)
             if not summary.ok:
                 raise DemoError(f"organ side files for {tracer.upper()}: {summary.format()}")

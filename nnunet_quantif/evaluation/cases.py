@@ -21,7 +21,16 @@ import numpy as np
 from ..clicks import DEFAULT_MAX_CLICKS, Clicks, clicks_at_step
 from ..errors import DatasetError, InputFileError, TracerError
 from ..io import IMAGE_EXTENSIONS, Geometry, PathLike, check_same_grid, find_image, read_geometry, read_image
-from ..layout import CT_CHANNEL, PET_CHANNEL, channel_file, clicks_file, find_channel
+from ..layout import (
+    CLICKS_DIR,
+    CT_CHANNEL,
+    IMAGES_DIR,
+    LABELS_DIR,
+    PET_CHANNEL,
+    channel_file,
+    clicks_file,
+    find_channel,
+)
 from ..tracers import read_case_table, tracer_from_name
 
 
@@ -151,10 +160,10 @@ def discover_cases(data_dir: PathLike, clicks_dir: PathLike | None = None, case_
     list of EvalCase, sorted by name.
     """
     root = Path(data_dir)
-    labels_dir, images_dir = root / "labelsTr", root / "imagesTr"
+    labels_dir, images_dir = root / LABELS_DIR, root / IMAGES_DIR
     if not labels_dir.is_dir() or not images_dir.is_dir():
-        raise DatasetError(f"{root}: expected the folders imagesTr/ and labelsTr/")
-    cdir = Path(clicks_dir) if clicks_dir is not None else root / "clicks"
+        raise DatasetError(f"{root}: expected the folders {IMAGES_DIR}/ and {LABELS_DIR}/")
+    cdir = Path(clicks_dir) if clicks_dir is not None else root / CLICKS_DIR
     table = read_case_table(case_table) if case_table else {}
     names = list_case_names(labels_dir)
     if cases:

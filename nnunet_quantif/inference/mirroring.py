@@ -271,7 +271,7 @@ class MirroringPolicy:
         A calibration JSON written by :func:`save_calibration`; supplies ``seconds_per_forward``.
     """
 
-    def __init__(self, name: str = "paper", time_budget_s: float = DEFAULT_TIME_BUDGET_S,
+    def __init__(self, name: str = DEFAULT_POLICY, time_budget_s: float = DEFAULT_TIME_BUDGET_S,
                  seconds_per_forward: float | None = None, calibration: PathLike | None = None) -> None:
         if name not in POLICIES:
             raise ConfigError(f"unknown mirroring policy {name!r} (choose one of {', '.join(POLICIES)})")

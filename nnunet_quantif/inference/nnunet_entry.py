@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..devices import resolve_device
 from ..errors import ModelError
 from ..io import PathLike
 from ..layout import CHANNEL_LABELS, CT_CHANNEL, PET_CHANNEL, channel_file, clicks_file, split_channel
@@ -157,8 +158,7 @@ def predict_nnunet_folder(input_folder: PathLike, output_folder: PathLike, model
         raise ModelError(f"{input_folder}: input folder not found")
     model_folder = str(check_model_files(model_folder))
     contract = _input_contract(input_folder, model_folder, options, clicks_dir)  # before the model loads
-    device = torch.device(options.device if options.device not in (None, "auto") else
-                          "cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(options.device, flag="-device")
     settings = resolve_settings(contract.inference, folds=options.folds, mirroring=options.mirroring,
                                 tile_step_size=options.tile_step_size, postprocess=options.postprocess,
                                 min_voxels=options.min_voxels, suv_max=options.suv_max,
@@ -169,8 +169,6 @@ def predict_nnunet_folder(input_folder: PathLike, output_folder: PathLike, model
     if device.type == "cpu":
         torch.set_num_threads(multiprocessing.cpu_count())
     elif device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ModelError(f"-device {options.device}: no CUDA device is available (use -device cpu)")
         torch.set_num_threads(1)
         torch.set_num_interop_threads(1)
     predictor = QuantIFPredictor(tile_step_size=settings.tile_step_size, use_gaussian=True,

@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from ..clicks import DEFAULT_MAX_CLICKS
+from ..devices import DEVICES
 from ..errors import ConfigError
+from ..layout import CONFIGURATION
 from .precision import DEFAULT_ACCUMULATE, DEFAULT_PRECISION
 from .routing import DEFAULT_CHECKPOINT
 
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 FORWARD_KEYS: tuple[str, ...] = ("precision", "accumulate", "tile_batch", "compile_network")
 
 #: nnU-Net's default configuration, looked up under a results root.
-DEFAULT_CONFIGURATION: str = "3d_fullres"
+DEFAULT_CONFIGURATION: str = CONFIGURATION
 
 #: Fields of :class:`PipelineOptions` that find the model folders (the rest are pipeline keyword arguments).
 _MODEL_LOOKUP: tuple[str, ...] = ("model_fdg", "model_psma", "results", "dataset_fdg", "dataset_psma", "trainer",
@@ -38,15 +40,13 @@ _MODEL_LOOKUP: tuple[str, ...] = ("model_fdg", "model_psma", "results", "dataset
 
 def check_device(name: str) -> str:
     """``name`` when the pipeline accepts it as a device: one of
-    :data:`~nnunet_quantif.inference.pipeline.DEVICES` or ``cuda:N``.
+    :data:`~nnunet_quantif.devices.DEVICES` or ``cuda:N``.
 
     Raises
     ------
     ConfigError
         Any other name (the message lists the accepted ones).
     """
-    from .pipeline import DEVICES
-
     if name in DEVICES or re.fullmatch(r"cuda:\d+", name):
         return name
     raise ConfigError(f"invalid device {name!r} (choose from {', '.join(DEVICES)} or cuda:N)")

@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from ..clicks import DEFAULT_MAX_CLICKS
+from ..devices import DEVICES as DEVICES  # the devices the pipeline accepts, part of its interface
+from ..devices import resolve_device
 from ..errors import ConfigError, DatasetError, InputFileError, ModelError, QuantIFError, cut_message
 from ..io import (
     Geometry,
@@ -51,13 +53,16 @@ from ..io import (
     write_image,
 )
 from ..layout import (
+    CLICKS_DIR,
+    CONFIGURATION,
     CT_CHANNEL,
     HEATMAP_CHANNEL,
+    IMAGE_FOLDERS,
     PET_CHANNEL,
     check_model_channels,
     scan_case_folder,
 )
-from .mirroring import DEFAULT_TIME_BUDGET_S, MirroringDecision, MirroringPolicy, as_policy
+from .mirroring import DEFAULT_POLICY, DEFAULT_TIME_BUDGET_S, MirroringDecision, MirroringPolicy, as_policy
 from .postprocessing import DEFAULT_MIN_VOXELS, DEFAULT_SUV_MAX, postprocess_with_stats
 from .precision import DEFAULT_ACCUMULATE, DEFAULT_PRECISION
 from .routing import (
@@ -116,7 +121,7 @@ def resolve_settings(defaults, *, folds: Sequence[int | str] | None = DEFAULT_FO
     left at :data:`~nnunet_quantif.inference.routing.DEFAULT_FOLDS` (the object itself) or None (every fold found)
     takes the model's recorded folds when it has them. Explicit values always win.
     """
-    from .mirroring import DEFAULT_CPU_POLICY, DEFAULT_CPU_TIME_BUDGET_S, DEFAULT_POLICY
+    from .mirroring import DEFAULT_CPU_POLICY, DEFAULT_CPU_TIME_BUDGET_S
 
     if (folds is DEFAULT_FOLDS or folds is None) and defaults.folds is not None:
         folds = defaults.folds
@@ -141,9 +146,6 @@ def resolve_settings(defaults, *, folds: Sequence[int | str] | None = DEFAULT_FO
                       if defaults.suv_max is not None else DEFAULT_SUV_MAX))
 
 
-#: Device names accepted by the pipeline (besides ``cuda:N`` and a ``torch.device``); ``auto`` (or None) is
-#: CUDA when available, else the CPU.
-DEVICES: tuple[str, ...] = ("auto", "cuda", "cpu", "mps")
 
 
 @dataclass
@@ -223,17 +225,6 @@ class CaseResult:
         return d
 
 
-def _as_device(device: object):
-    import torch
-
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = device if isinstance(device, torch.device) else torch.device(str(device))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError("--device cuda: no CUDA device is available (use --device cpu)")
-    return dev
-
-
 def _ensure_trainer_search_path() -> None:
     """Let nnU-Net find the QuantIF trainers recorded in checkpoints (``nnUNet_extTrainer``)."""
     from ..environment import EXT_TRAINER_DIR
@@ -265,7 +256,7 @@ def check_checkpoints_safe(model_dir: PathLike, folds: Sequence[int | str], chec
 
 
 def load_predictor(model_dir: PathLike, *, folds: Sequence[int | str] | None = DEFAULT_FOLDS,
-                   checkpoint: str = DEFAULT_CHECKPOINT, mirroring: MirroringPolicy | str = "paper",
+                   checkpoint: str = DEFAULT_CHECKPOINT, mirroring: MirroringPolicy | str = DEFAULT_POLICY,
                    time_budget_s: float = DEFAULT_TIME_BUDGET_S, calibration: PathLike | None = None,
                    device: object = None, tile_step_size: float = DEFAULT_TILE_STEP_SIZE, progress: bool = False,
                    **forward_options):
@@ -284,7 +275,7 @@ def load_predictor(model_dir: PathLike, *, folds: Sequence[int | str] | None = D
     use_folds = check_model_folder(model_dir, folds, checkpoint)
     check_checkpoints_safe(model_dir, use_folds, checkpoint)
     policy = as_policy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
-    predictor = QuantIFPredictor(mirroring=policy, tile_step_size=tile_step_size, device=_as_device(device),
+    predictor = QuantIFPredictor(mirroring=policy, tile_step_size=tile_step_size, device=resolve_device(device),
                                  allow_tqdm=progress, **forward_options)
     _ensure_trainer_search_path()
     try:
@@ -355,7 +346,7 @@ class QuantIFPipeline:
         the case (reading, heatmap, tracer, preprocessing) is subtracted.
     calibration : path-like, optional
         ``seconds_per_forward`` calibration JSON for the ``budget`` policy.
-    device : str (one of :data:`DEVICES` or ``cuda:N``) or torch.device, optional
+    device : str (one of :data:`~nnunet_quantif.devices.DEVICES` or ``cuda:N``) or torch.device, optional
         Default: CUDA when available.
     tile_step_size : float or None
         Sliding-window step (fraction of the patch).
@@ -419,7 +410,7 @@ class QuantIFPipeline:
             t: resolve_contract(read_model_contract(check_model_files(d)), self.heatmap_params, force=force_heatmap,
                                 source=str(d))
             for t, d in self.model_dirs.items() if d is not None}
-        self.device = _as_device(device)
+        self.device = resolve_device(device)
         #: The test-time settings of each model: explicit options, else the model's recorded defaults.
         self.settings = {
             t: resolve_settings(self.contracts[t].inference, folds=folds, mirroring=mirroring,
@@ -463,7 +454,7 @@ class QuantIFPipeline:
     def from_results(cls, results_root: PathLike, dataset_fdg: int | str | None = None,
                      dataset_psma: int | str | None = None, *, trainer_fdg: str | None = None,
                      trainer_psma: str | None = None, plans: str | None = None,
-                     configuration: str = "3d_fullres", **kwargs) -> QuantIFPipeline:
+                     configuration: str = CONFIGURATION, **kwargs) -> QuantIFPipeline:
         """Build a pipeline from an ``nnUNet_results`` root and dataset ids (see :func:`find_model_folder`)."""
         fdg = find_model_folder(results_root, dataset_fdg, trainer_fdg, plans, configuration) \
             if dataset_fdg is not None else None
@@ -714,10 +705,8 @@ class BatchInput:
     skipped: list[tuple[Path, str]]
 
 
-#: The case folders of the autoPET layout, in the order they are looked for.
-IMAGE_FOLDERS: tuple[str, ...] = ("imagesTr", "imagesTs")
 #: The click folder of the autoPET layout.
-CLICKS_FOLDER = "clicks"
+CLICKS_FOLDER = CLICKS_DIR
 #: How many problems of an input folder one error names.
 _PROBLEMS_SHOWN = 5
 

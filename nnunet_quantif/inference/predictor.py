@@ -62,8 +62,16 @@ from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 from nnunetv2.utilities.helpers import dummy_context, empty_cache
 from tqdm import tqdm
 
+from ..devices import resolve_device
 from ..errors import ConfigError
-from .mirroring import DEFAULT_TIME_BUDGET_S, MirroringDecision, MirroringPolicy, as_policy, measure_seconds_per_forward
+from .mirroring import (
+    DEFAULT_POLICY,
+    DEFAULT_TIME_BUDGET_S,
+    MirroringDecision,
+    MirroringPolicy,
+    as_policy,
+    measure_seconds_per_forward,
+)
 from .precision import ACCUMULATE_DTYPES, DEFAULT_ACCUMULATE, DEFAULT_PRECISION, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -194,11 +202,11 @@ class QuantIFPredictor(nnUNetPredictor):
         Seconds the compilation and first compiled forward took (None until compiled).
     """
 
-    def __init__(self, *args, mirroring: MirroringPolicy | str = "paper",
+    def __init__(self, *args, mirroring: MirroringPolicy | str = DEFAULT_POLICY,
                  time_budget_s: float = DEFAULT_TIME_BUDGET_S,
                  calibration=None, precision: str = DEFAULT_PRECISION, accumulate: str = DEFAULT_ACCUMULATE,
                  tile_batch: int | None = None, compile_network: bool = False, **kwargs) -> None:
-        kwargs.setdefault("device", torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        kwargs.setdefault("device", resolve_device(None))
         if kwargs["device"].type != "cuda":
             # nnU-Net prints a note and switches this off on CPU; do it quietly
             kwargs["perform_everything_on_device"] = False
@@ -559,7 +567,8 @@ class QuantIFPredictor(nnUNetPredictor):
 
 
 @contextlib.contextmanager
-def quantif_predictor_for_validation(mirroring: MirroringPolicy | str = "paper", **policy_kwargs) -> Iterator[None]:
+def quantif_predictor_for_validation(mirroring: MirroringPolicy | str = DEFAULT_POLICY,
+                                     **policy_kwargs) -> Iterator[None]:
     """Make nnU-Net trainers' final validation use :class:`QuantIFPredictor` inside the ``with`` block.
 
     ``nnUNetTrainer.perform_actual_validation`` builds a stock ``nnUNetPredictor`` by

@@ -23,15 +23,14 @@ import numpy as np
 
 from ..errors import DatasetError, ModelError, TracerError
 from ..io import Geometry, PathLike
-from ..layout import find_dataset_folder
-from ..tracers import TRACERS, tracer_from_name
+from ..layout import CONFIGURATION, TRACERS, find_dataset_folder, model_folder_name
+from ..tracers import tracer_from_name
 
 log = logging.getLogger(__name__)
 
-#: The tracers QuantIF has models for.
-
-#: Accepted values of the ``tracer`` option.
-TRACER_CHOICES: tuple[str, ...] = ("auto", "fdg", "psma", "name")
+#: Accepted values of the ``tracer`` option: ``auto``, a tracer of :data:`~nnunet_quantif.layout.TRACERS`, or
+#: ``name`` (from the case-name prefix).
+TRACER_CHOICES: tuple[str, ...] = ("auto", *TRACERS, "name")
 
 #: nnU-Net's default folds.
 DEFAULT_FOLDS: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -191,7 +190,7 @@ def check_model_folder(model_dir: PathLike, folds: Sequence[int | str] | None = 
 
 
 def find_model_folder(results_root: PathLike, dataset: int | str, trainer: str | None = None,
-                      plans: str | None = None, configuration: str = "3d_fullres") -> Path:
+                      plans: str | None = None, configuration: str = CONFIGURATION) -> Path:
     """Find ``<results_root>/Dataset<id>_<name>/<trainer>__<plans>__<configuration>``.
 
     Parameters
@@ -216,7 +215,7 @@ def find_model_folder(results_root: PathLike, dataset: int | str, trainer: str |
         dataset_dir = find_dataset_folder(root, dataset)
     except DatasetError as e:
         raise ModelError(str(e)) from None
-    pattern = f"{trainer or '*'}__{plans or '*'}__{configuration}"
+    pattern = model_folder_name(trainer or "*", plans or "*", configuration)
     models = sorted(p for p in dataset_dir.glob(pattern) if p.is_dir())
     if len(models) != 1:
         what = "no model" if not models else f"several models ({', '.join(m.name for m in models)})"

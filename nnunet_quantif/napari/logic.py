@@ -3,15 +3,16 @@
 Coordinates
 -----------
 napari's world frame here is (z, y, x) in mm: each image layer gets ``scale = geometry.spacing_zyx`` and
-``translate = geometry.origin`` reversed to (z, y, x), so the centre of voxel (z, y, x) = (k, j, i) lies at
+``translate = geometry.origin_zyx``, so the centre of voxel (z, y, x) = (k, j, i) lies at
 ``origin_zyx + (k, j, i) * spacing_zyx``. napari draws pixel centres at integer data coordinates, so the voxel
 under a world position is the rounded data coordinate. The direction cosines are not applied (napari draws the
 array axis-aligned): for an identity direction the world frame is the physical (LPS) frame; otherwise it is the
 image's index frame scaled and shifted, which is still exact for clicks because the layers and the conversions
 below use the same transform.
 
-Clicks enter the library as voxel indices in image order (x, y, z) (:meth:`Session.add_click
-<nnunet_quantif.interactive.Session.add_click>`, the click JSON files); world points are (z, y, x) mm.
+The widget works in array order throughout: world points are (z, y, x) mm, and clicks are voxel indices
+(z, y, x), handed to :meth:`Session.add_click_zyx <nnunet_quantif.interactive.Session.add_click_zyx>` as they are.
+Only the click files hold (x, y, z) (:mod:`nnunet_quantif.clicks` converts).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("voxels", "voxels", "d"),
 )
 
-#: One click of the widget's ordered history: (kind, (x, y, z) voxel index).
+#: One click of the widget's ordered history: (kind, (z, y, x) voxel index).
 Click = tuple[str, tuple[int, int, int]]
 
 
@@ -55,7 +56,7 @@ def layer_transform(geometry: Geometry) -> tuple[tuple[float, float, float], tup
     translate : tuple of 3 float
         World position in mm of the centre of voxel (0, 0, 0), (z, y, x).
     """
-    return tuple(geometry.spacing_zyx), tuple(geometry.origin[::-1])  # type: ignore[return-value]
+    return tuple(geometry.spacing_zyx), tuple(geometry.origin_zyx)  # type: ignore[return-value]
 
 
 def world_to_voxel(world_zyx: Sequence[float], geometry: Geometry) -> tuple[int, int, int]:
@@ -70,7 +71,7 @@ def world_to_voxel(world_zyx: Sequence[float], geometry: Geometry) -> tuple[int,
     Returns
     -------
     tuple of 3 int
-        Voxel index in image order (x, y, z), as :meth:`Session.add_click` and the click files take it.
+        Voxel index in array order (z, y, x), as :meth:`Session.add_click_zyx` takes it.
 
     Raises
     ------
@@ -84,19 +85,19 @@ def world_to_voxel(world_zyx: Sequence[float], geometry: Geometry) -> tuple[int,
     zyx = np.rint((w - np.asarray(translate)) / np.asarray(scale)).astype(np.int64)
     if np.any(zyx < 0) or np.any(zyx >= np.asarray(geometry.shape)):
         raise ClickError(f"the point at (z, y, x) = ({w[0]:.1f}, {w[1]:.1f}, {w[2]:.1f}) mm lies outside the image "
-                         f"(voxel (x, y, z) {zyx[::-1].tolist()}, size {list(geometry.size)})")
-    return tuple(int(v) for v in zyx[::-1])  # type: ignore[return-value]
+                         f"(voxel (z, y, x) {zyx.tolist()}, shape {list(geometry.shape)})")
+    return tuple(int(v) for v in zyx)  # type: ignore[return-value]
 
 
-def voxel_to_world(xyz: Sequence[float], geometry: Geometry) -> np.ndarray:
-    """World position (z, y, x) in mm of the centre of voxel (x, y, z) (the inverse of :func:`world_to_voxel`).
+def voxel_to_world(zyx: Sequence[float], geometry: Geometry) -> np.ndarray:
+    """World position (z, y, x) in mm of the centre of voxel (z, y, x) (the inverse of :func:`world_to_voxel`).
 
     Returns
     -------
     np.ndarray, shape (3,), float64
     """
     scale, translate = layer_transform(geometry)
-    return np.asarray(translate) + np.asarray(xyz, dtype=float)[::-1] * np.asarray(scale)
+    return np.asarray(translate) + np.asarray(zyx, dtype=float) * np.asarray(scale)
 
 
 def clicks_world(order: Sequence[Click], kind: str, geometry: Geometry) -> np.ndarray:
@@ -107,19 +108,19 @@ def clicks_world(order: Sequence[Click], kind: str, geometry: Geometry) -> np.nd
     np.ndarray, shape (N, 3), float64
         (z, y, x) in mm, the data of that kind's Points layer.
     """
-    pts = [voxel_to_world(xyz, geometry) for k, xyz in order if k == kind]
+    pts = [voxel_to_world(zyx, geometry) for k, zyx in order if k == kind]
     return np.asarray(pts, dtype=float).reshape(-1, 3)
 
 
 # ------------------------------------------------------------------------------------------------ click history
 def order_from_clicks(clicks: Clicks) -> list[Click]:
     """A click history from :class:`Clicks`: tumor clicks first, each kind in file order."""
-    return [(kind, tuple(int(v) for v in xyz)) for kind, _, _, xyz in clicks.points()]  # type: ignore[misc]
+    return [(kind, tuple(int(v) for v in zyx)) for kind, _, zyx, _ in clicks.points()]  # type: ignore[misc]
 
 
 def clicks_from_order(order: Sequence[Click]) -> Clicks:
-    """:class:`Clicks` (array order) of a click history."""
-    return Clicks.from_xyz([xyz for k, xyz in order if k == "tumor"], [xyz for k, xyz in order if k == "background"])
+    """:class:`Clicks` of a click history."""
+    return Clicks([zyx for k, zyx in order if k == "tumor"], [zyx for k, zyx in order if k == "background"])
 
 
 @dataclass(frozen=True)
@@ -145,16 +146,16 @@ class ClickUpdate:
     n_undo: int = 0
 
 
-def plan_click_update(order: Sequence[Click], kind: str, layer_xyz: Sequence[Sequence[int]]) -> ClickUpdate:
+def plan_click_update(order: Sequence[Click], kind: str, layer_zyx: Sequence[Sequence[int]]) -> ClickUpdate:
     """Compare a Points layer with the click history and say how to update the session.
 
     Parameters
     ----------
     order : sequence of Click
-        The session's clicks so far, oldest first: (kind, (x, y, z)).
+        The session's clicks so far, oldest first: (kind, (z, y, x)).
     kind : {'tumor', 'background'}
         The kind of the layer that changed.
-    layer_xyz : sequence of (x, y, z)
+    layer_zyx : sequence of (z, y, x)
         The voxels of that layer's points, in layer order.
 
     Returns
@@ -166,13 +167,13 @@ def plan_click_update(order: Sequence[Click], kind: str, layer_xyz: Sequence[Seq
     """
     if kind not in CLICK_KINDS:
         raise ClickError(f"unknown click kind {kind!r} (use one of {', '.join(CLICK_KINDS)})")
-    order = [(k, tuple(int(v) for v in xyz)) for k, xyz in order]
-    layer = [tuple(int(v) for v in xyz) for xyz in layer_xyz]
-    mine = [xyz for k, xyz in order if k == kind]
+    order = [(k, tuple(int(v) for v in zyx)) for k, zyx in order]
+    layer = [tuple(int(v) for v in zyx) for zyx in layer_zyx]
+    mine = [zyx for k, zyx in order if k == kind]
     if layer == mine:
         return ClickUpdate("none", list(order))
     if len(layer) > len(mine) and layer[:len(mine)] == mine:
-        new = [(kind, xyz) for xyz in layer[len(mine):]]
+        new = [(kind, zyx) for zyx in layer[len(mine):]]
         return ClickUpdate("add", list(order) + new, new=new)
     n = len(mine) - len(layer)
     if n > 0 and mine[:len(layer)] == layer and all(k == kind for k, _ in order[len(order) - n:]):
@@ -181,23 +182,23 @@ def plan_click_update(order: Sequence[Click], kind: str, layer_xyz: Sequence[Seq
     replay = []
     if kept is not None:  # points deleted: the others keep their places in the history
         i = 0
-        for k, xyz in order:
+        for k, zyx in order:
             if k != kind:
-                replay.append((k, xyz))
+                replay.append((k, zyx))
             else:
                 if i in kept:
-                    replay.append((k, xyz))
+                    replay.append((k, zyx))
                 i += 1
         return ClickUpdate("replay", replay)
     others = iter(layer)  # points moved: the layer's points take this kind's places in order
-    for k, xyz in order:
+    for k, zyx in order:
         if k != kind:
-            replay.append((k, xyz))
+            replay.append((k, zyx))
         else:
             nxt = next(others, None)
             if nxt is not None:
                 replay.append((kind, nxt))
-    replay += [(kind, xyz) for xyz in others]
+    replay += [(kind, zyx) for zyx in others]
     return ClickUpdate("replay", replay)
 
 
@@ -223,8 +224,8 @@ def apply_click_update(session, update: ClickUpdate) -> np.ndarray:
         The session's mask afterwards.
     """
     if update.action == "add":
-        for kind, xyz in update.new:
-            session.add_click(xyz, kind)
+        for kind, zyx in update.new:
+            session.add_click_zyx(zyx, kind)
     elif update.action == "undo":
         for _ in range(update.n_undo):
             session.undo()
@@ -238,14 +239,14 @@ def replay_clicks(session, order: Sequence[Click]) -> np.ndarray:
 
     A click outside the image raises :class:`ClickError` before the session is changed.
     """
-    shape_xyz = session.geometry.size
-    for kind, xyz in order:
-        if kind not in CLICK_KINDS or any(v < 0 or v >= s for v, s in zip(xyz, shape_xyz)):
-            raise ClickError(f"{kind} click {list(xyz)} (x, y, z) lies outside the image of size {list(shape_xyz)}")
+    for kind, _ in order:
+        if kind not in CLICK_KINDS:
+            raise ClickError(f"unknown click kind {kind!r} (use one of {', '.join(CLICK_KINDS)})")
+    clicks_from_order(order).check_inside(session.geometry.shape, source="the click history")
     if len(session.clicks):
         session.reset()
-    for kind, xyz in order:
-        session.add_click(xyz, kind)
+    for kind, zyx in order:
+        session.add_click_zyx(zyx, kind)
     return session.mask
 
 
@@ -305,8 +306,8 @@ def lesion_centre_world(lesion: LesionStats, geometry: Geometry) -> np.ndarray:
     np.ndarray, shape (3,), float64
         The centroid's nearest voxel centre (so that the view shows a slice through the lesion).
     """
-    xyz = np.clip(np.rint(np.asarray(lesion.centroid_xyz, dtype=float)), 0, np.asarray(geometry.size) - 1)
-    return voxel_to_world(xyz, geometry)
+    zyx = np.rint(Geometry.to_array_order(np.asarray(lesion.centroid_xyz, dtype=float)))
+    return voxel_to_world(np.clip(zyx, 0, np.asarray(geometry.shape) - 1), geometry)
 
 
 # ------------------------------------------------------------------------------------------------ saving

@@ -42,6 +42,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..devices import DEVICES
 from ..errors import ClickError, QuantIFError
 from ..inference.options import PipelineOptions
 from ..inference.pipeline import DEVICES
@@ -93,7 +94,7 @@ class QuantIFWidget(QWidget):
     ----------
     session : Session or None
         The interactive session (models loaded once, kept while the model fields do not change).
-    order : list of (kind, (x, y, z))
+    order : list of (kind, (z, y, x))
         The clicks, oldest first.
     pipeline_factory : callable or None
         When set, makes the session's pipeline instead of the model fields (for embedding and tests).
@@ -392,8 +393,8 @@ class QuantIFWidget(QWidget):
             if self.busy:
                 raise ClickError("busy: wait until the current job has finished")
             session = self._need_session()
-            xyz = [world_to_voxel(layer.data_to_world(p), session.geometry) for p in layer.data]
-            update = plan_click_update(self.order, kind, xyz)
+            zyx = [world_to_voxel(layer.data_to_world(p), session.geometry) for p in layer.data]
+            update = plan_click_update(self.order, kind, zyx)
             apply_click_update(session, update)
             self.order = update.order
         except QuantIFError as e:

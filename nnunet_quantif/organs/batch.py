@@ -8,7 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, DatasetError, InputFileError
-from ..layout import raw_and_preprocessed
+from ..layout import (
+    CONFIGURATION,
+    CT_CHANNEL,
+    IMAGES_DIR,
+    LABELS_DIR,
+    ORGANS_DIR,
+    TOTALSEG_DIR,
+    channel_file,
+    raw_and_preprocessed,
+)
 from .alignment import align_to_preprocessed
 from .groups import DEFAULT_GROUP_SET, dataset_group_set, lesion_label
 from .side_files import organ_side_file, save_organ_side_file
@@ -69,19 +78,19 @@ def write_raw_organ_maps(raw_dataset_dir: str | os.PathLike, cases: list[str], *
     raw = Path(raw_dataset_dir)
     if run_totalseg:
         check_totalsegmentator_weights()
-        totalseg_dir = Path(totalseg_out) if totalseg_out is not None else raw / "totalseg"
+        totalseg_dir = Path(totalseg_out) if totalseg_out is not None else raw / TOTALSEG_DIR
     if totalseg_dir is None:
         raise ConfigError("give a TotalSegmentator folder or run_totalseg=True")
     written, failed = [], []
     for case in tqdm(cases, desc="organ maps", unit="case", disable=not progress):
         try:
-            ct = raw / "imagesTr" / f"{case}_0000{file_ending}"
-            label = raw / "labelsTr" / f"{case}{file_ending}"
+            ct = channel_file(raw / IMAGES_DIR, case, CT_CHANNEL, file_ending)
+            label = raw / LABELS_DIR / f"{case}{file_ending}"
             if run_totalseg:
                 run_totalsegmentator(ct, totalseg_dir, case, device=device)
             organs, geo = organ_map_from_files(totalseg_dir, case, label if label.is_file() else None,
                                                reference=read_geometry(ct), group_set=group_set)
-            write_image(organs, geo, raw / "organsTr" / f"{case}{file_ending}", inputs=[ct, label])
+            write_image(organs, geo, raw / ORGANS_DIR / f"{case}{file_ending}", inputs=[ct, label])
             written.append(case)
         except QuantIFError as e:
             failed.append((case, str(e)))
@@ -133,7 +142,7 @@ def preprocessed_configuration(plans_manager, plans_file: Path, preprocessed_dat
 
 
 def write_organ_side_files(dataset: str | int, plans_identifier: str = "nnUNetPlans",
-                           configurations: tuple[str, ...] = ("3d_fullres",), *,
+                           configurations: tuple[str, ...] = (CONFIGURATION,), *,
                            raw_dir: str | os.PathLike | None = None,
                            preprocessed_dir: str | os.PathLike | None = None,
                            totalseg_dir: str | os.PathLike | None = None, run_totalseg: bool = False,
@@ -200,7 +209,7 @@ def write_organ_side_files(dataset: str | int, plans_identifier: str = "nnUNetPl
         for ident in ids:
             if ident in failed_raw:
                 continue
-            organ_path = raw / "organsTr" / f"{ident}{file_ending}"
+            organ_path = raw / ORGANS_DIR / f"{ident}{file_ending}"
             side = organ_side_file(folder, ident)
             if (not overwrite and side.is_file() and organ_path.is_file()
                     and side.stat().st_mtime >= organ_path.stat().st_mtime):

@@ -17,8 +17,9 @@ def totalseg_paths(totalseg_dir: str | os.PathLike, case: str) -> dict[str, Path
     return {task: Path(totalseg_dir) / f"{case}_{task}.nii.gz" for task in TOTALSEG_TASKS}
 
 
-def organ_map_from_files(totalseg_dir: str | os.PathLike, case: str, lesion_path: str | os.PathLike | None = None,
-                         reference: Geometry | None = None, group_set: str = DEFAULT_GROUP_SET
+def organ_map_from_files(totalseg_dir: str | os.PathLike, case: str,
+                         lesion: str | os.PathLike | np.ndarray | None = None, reference: Geometry | None = None,
+                         group_set: str = DEFAULT_GROUP_SET, *, reference_source: str | None = None
                          ) -> tuple[np.ndarray, Geometry]:
     """Organ map of one case from its TotalSegmentator files.
 
@@ -28,12 +29,15 @@ def organ_map_from_files(totalseg_dir: str | os.PathLike, case: str, lesion_path
         Folder with ``<case>_total.nii.gz`` and ``<case>_head_glands_cavities.nii.gz``.
     case : str
         Case name.
-    lesion_path : path-like, optional
-        Lesion label on the same grid; its voxels are set to 0.
+    lesion : path-like or np.ndarray, optional
+        Lesion label on the same grid (a file, or a (z, y, x) array already on the maps' grid); its voxels are
+        set to 0.
     reference : Geometry, optional
         The grid the maps must lie on (e.g. the case's CT); a mismatch raises GridMismatchError.
     group_set : {'quantif', 'authors'}
         The organ group set.
+    reference_source : str, optional
+        What ``reference`` is the grid of, for messages (default: "the image of case '<case>'").
 
     Returns
     -------
@@ -50,9 +54,9 @@ def organ_map_from_files(totalseg_dir: str | os.PathLike, case: str, lesion_path
     hgc, hgeo = read_image(paths["head_glands_cavities"])
     check_same_grid(geo, hgeo, str(paths["total"]), str(paths["head_glands_cavities"]))
     if reference is not None:
-        check_same_grid(reference, geo, f"the image of case '{case}'", str(paths["total"]))
-    lesion = None
-    if lesion_path is not None:
+        check_same_grid(reference, geo, reference_source or f"the image of case '{case}'", str(paths["total"]))
+    if lesion is not None and not isinstance(lesion, np.ndarray):
+        lesion_path = lesion
         lesion, lgeo = read_image(lesion_path)
         check_same_grid(geo, lgeo, str(paths["total"]), str(lesion_path))
     organs = organ_map_from_totalseg(total, hgc, lesion, sources=(str(paths["total"]),
@@ -125,9 +129,9 @@ def run_totalsegmentator(ct_path: str | os.PathLike, out_dir: str | os.PathLike,
     from totalsegmentator.python_api import totalsegmentator
 
     if device is None:
-        import torch
+        from ..devices import resolve_device
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(None).type
     ts_device = "gpu" if device == "cuda" else device  # TotalSegmentator's spelling
     paths = totalseg_paths(out_dir, case)
     Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -84,7 +84,7 @@ def make_geometry(size: str) -> Geometry:
     shape = np.asarray(grids[size]["shape_zyx"], dtype=int)
     spacing = np.asarray(grids[size]["spacing_zyx"], dtype=float)
     origin_zyx = -(shape - 1) / 2.0 * spacing
-    return Geometry.from_shape(shape, spacing, origin=tuple(origin_zyx[::-1]))
+    return Geometry.from_shape(shape, spacing, origin=tuple(Geometry.to_image_order(origin_zyx)))
 
 
 class Grid:
@@ -96,7 +96,7 @@ class Grid:
         self.geometry = geometry
         self.shape = geometry.shape
         self.spacing = np.asarray(geometry.spacing_zyx, dtype=float)
-        self.origin = np.asarray(geometry.origin[::-1], dtype=float)
+        self.origin = np.asarray(geometry.origin_zyx, dtype=float)
 
     def axis(self, dim: int, lo: int = 0, hi: int | None = None) -> np.ndarray:
         """Physical coordinates (mm) of voxel centres along array axis ``dim`` (0 = z, 1 = y, 2 = x)."""
@@ -105,8 +105,8 @@ class Grid:
 
     def bbox(self, lo_xyz: np.ndarray, hi_xyz: np.ndarray) -> tuple[slice, slice, slice] | None:
         """Array slices (z, y, x) covering the physical box [lo, hi] (x, y, z in mm); None if outside."""
-        lo = (np.asarray(lo_xyz, float)[::-1] - self.origin) / self.spacing
-        hi = (np.asarray(hi_xyz, float)[::-1] - self.origin) / self.spacing
+        lo = (Geometry.to_array_order(np.asarray(lo_xyz, float)) - self.origin) / self.spacing
+        hi = (Geometry.to_array_order(np.asarray(hi_xyz, float)) - self.origin) / self.spacing
         i0 = np.maximum(np.floor(lo).astype(int), 0)
         i1 = np.minimum(np.ceil(hi).astype(int) + 1, self.shape)
         if np.any(i1 <= i0):
@@ -122,12 +122,12 @@ class Grid:
 
     def to_index(self, xyz: np.ndarray) -> np.ndarray:
         """Nearest voxel index (z, y, x) of a physical point (x, y, z), clipped to the grid."""
-        idx = np.rint((np.asarray(xyz, float)[::-1] - self.origin) / self.spacing).astype(int)
+        idx = np.rint((Geometry.to_array_order(np.asarray(xyz, float)) - self.origin) / self.spacing).astype(int)
         return np.clip(idx, 0, np.asarray(self.shape) - 1)
 
     def to_physical(self, zyx: np.ndarray) -> np.ndarray:
         """Physical point (x, y, z) of a voxel index (z, y, x)."""
-        return (self.origin + self.spacing * np.asarray(zyx, float))[::-1]
+        return Geometry.to_image_order(self.origin + self.spacing * np.asarray(zyx, float))
 
 
 # --------------------------------------------------------------------------- primitives

@@ -28,7 +28,17 @@ import numpy as np
 
 from ..errors import ConfigError, DatasetError
 from ..io import Geometry, write_image, write_json
-from ..layout import CT_CHANNEL, FILE_ENDING, PET_CHANNEL, channel_file, clicks_file
+from ..layout import (
+    CLICKS_DIR,
+    CT_CHANNEL,
+    FILE_ENDING,
+    IMAGES_DIR,
+    LABELS_DIR,
+    PET_CHANNEL,
+    TOTALSEG_DIR,
+    channel_file,
+    clicks_file,
+)
 from .anatomy import ORGAN_LIST, build_anatomy, make_geometry, phantom_config
 from .lesions import add_lesions
 from .uptake import activity_map, check_tracer, draw_hu, draw_uptake, simulate_ct, simulate_pet
@@ -200,14 +210,14 @@ def _write_one(job: tuple) -> dict:
     out = Path(out)
     case = generate_case(tracer, size, seed, healthy)
     g = case.geometry
-    write_image(case.ct, g, channel_file(out / "imagesTr", name, CT_CHANNEL))
-    write_image(case.pet, g, channel_file(out / "imagesTr", name, PET_CHANNEL))
-    write_image(case.label, g, out / "labelsTr" / f"{name}{FILE_ENDING}")
+    write_image(case.ct, g, channel_file(out / IMAGES_DIR, name, CT_CHANNEL))
+    write_image(case.pet, g, channel_file(out / IMAGES_DIR, name, PET_CHANNEL))
+    write_image(case.label, g, out / LABELS_DIR / f"{name}{FILE_ENDING}")
     for task, arr in totalseg_maps(case.organs).items():
-        write_image(arr, g, out / "totalseg" / f"{name}_{task}.nii.gz")
+        write_image(arr, g, out / TOTALSEG_DIR / f"{name}_{task}{FILE_ENDING}")
     from ..clicks import simulate_clicks, write_clicks
     clicks = simulate_clicks(case.label, case.pet, n=10, seed=42)   # the organisers' seed
-    write_clicks(clicks, clicks_file(out / "clicks", name))
+    write_clicks(clicks, clicks_file(out / CLICKS_DIR, name))
     if preview:
         from .preview import save_preview
         save_preview(case, out / "preview" / f"{name}.png", title=name)
@@ -286,4 +296,4 @@ def _run(jobs: list[tuple], workers: int, progress: bool) -> list[dict]:
 
 def iter_cases(folder: str | os.PathLike) -> Iterable[str]:
     """Case names of a dataset written by :func:`write_dataset` (from ``labelsTr``), sorted."""
-    return sorted(p.name[: -len(".nii.gz")] for p in Path(folder, "labelsTr").glob("*.nii.gz"))
+    return sorted(p.name[: -len(FILE_ENDING)] for p in Path(folder, LABELS_DIR).glob(f"*{FILE_ENDING}"))

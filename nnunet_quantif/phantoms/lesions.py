@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..io import Geometry
 from .anatomy import BONE_ORGANS, ORGAN_IDS, ORGAN_LIST, Anatomy, ellipsoid, phantom_config
 
 #: Internal organs that host lesions of each non-nodal site type.
@@ -111,7 +112,7 @@ def add_lesions(anatomy: Anatomy, activity: np.ndarray, tracer: str, n: int, rng
             mask = np.zeros_like(mask)
             mask[tuple(local)] = True
         # keep a gap to earlier lesions so that every lesion has its own background shell
-        margin = np.maximum(8.0, 1.5 * grid.spacing[::-1])
+        margin = np.maximum(8.0, 1.5 * np.asarray(grid.geometry.spacing))  # (x, y, z) mm, as semi
         big = ellipsoid(grid, centre, semi + margin)
         if big is None:
             continue
@@ -150,7 +151,7 @@ def add_lesions(anatomy: Anatomy, activity: np.ndarray, tracer: str, n: int, rng
             "centre_zyx": [int(v) for v in grid.to_index(centre)],
             "centre_mm_xyz": [round(float(v), 2) for v in centre],
             "radius_mm": round(float(np.cbrt(np.prod(semi))), 2),
-            "radii_mm_zyx": [round(float(v), 2) for v in semi[::-1]],
+            "radii_mm_zyx": [round(float(v), 2) for v in Geometry.to_array_order(semi)],
             "suv_max": round(float(suv), 3),
             "background_suv": round(bg, 3),
             "site": label_site,

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError
+from ..layout import CONFIGURATION, RESULTS_ROOT, model_folder_name
 from .common import (
     PROVENANCE_NAME,
     clean_checkpoint,
@@ -47,7 +48,7 @@ __all__ = ["RELEASE", "DATASET", "MODEL", "baseline_contract", "import_autopet_b
 
 RELEASE = "autopet-baseline"
 DATASET = "Dataset221_AutoPETIV_2025"
-MODEL = "nnUNetTrainer__nnUNetPlans__3d_fullres"
+MODEL = model_folder_name("nnUNetTrainer", "nnUNetPlans", CONFIGURATION)
 TRAINER = "nnUNetTrainer"
 REPOSITORY = "https://github.com/lab-midas/autoPETCTIV (Task1/nnunet-baseline)"
 RELEASE_LINK = ("weights.zip in Task1/nnunet-baseline of https://github.com/lab-midas/autoPETCTIV "
@@ -69,7 +70,7 @@ def baseline_contract(pet_normalization: str = "zscore") -> dict:
 
 def find_source_model(src: Path) -> Path:
     """The model folder in ``src``: ``src`` itself, ``src/<MODEL>`` or ``src/<DATASET>/<MODEL>``."""
-    for cand in (src, src / MODEL, src / DATASET / MODEL, src / "nnUNet_results" / DATASET / MODEL):
+    for cand in (src, src / MODEL, src / DATASET / MODEL, src / RESULTS_ROOT / DATASET / MODEL):
         if (cand / "plans.json").is_file():
             return cand
     raise ModelError(f"{src}: no baseline model folder ({DATASET}/{MODEL}/ with plans.json not found)")

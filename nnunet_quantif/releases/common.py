@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError, OutputPathError, OverwriteInputError
+from ..layout import CONFIGURATION
 
 log = logging.getLogger(__name__)
 
@@ -407,7 +408,7 @@ def source_configuration(plans: dict, dataset: Mapping, checkpoint: Mapping, pla
         The plans lack the configuration, the plans or dataset.json disagree with ``n_inputs``, or the PET
         normalisation has no contract name.
     """
-    configuration = str((checkpoint.get("init_args") or {}).get("configuration", "3d_fullres"))
+    configuration = str((checkpoint.get("init_args") or {}).get("configuration", CONFIGURATION))
     if configuration not in plans.get("configurations", {}):
         raise ModelError(f"{plans_path}: no configuration '{configuration}' (named by {checkpoint_path})")
     n_channels = plans_channel_count(plans, configuration, str(plans_path))

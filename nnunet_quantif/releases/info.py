@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from ..errors import ModelError
+from ..layout import CONFIGURATION
 from .common import PROVENANCE_NAME, network_parameter_count, read_json_file, read_state_dict
 
 __all__ = ["model_info", "list_models", "describe_model_folder", "describe_tracer_folder", "format_info"]
@@ -38,7 +39,7 @@ def describe_model_folder(d: Path, tracer: str | None = None) -> dict:
     first = next((d / f"fold_{f}" / c for f, c in checkpoints.items() if c), None)
     weights = read_state_dict(first) if first is not None else None
     configs = plans.get("configurations", {})
-    conf = "3d_fullres" if "3d_fullres" in configs else next(iter(configs), None)
+    conf = CONFIGURATION if CONFIGURATION in configs else next(iter(configs), None)
     arch = (configs.get(conf) or {}).get("architecture", {}) if conf else {}
     entry = dataset.get("quantif")
     contract = None

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError
+from ..layout import CONFIGURATION, RESULTS_ROOT, model_folder_name
 from .common import (
     PROVENANCE_NAME,
     clean_checkpoint,
@@ -62,9 +63,11 @@ __all__ = ["RELEASE", "MODELS", "TRACER_WEIGHTS", "authors_contract", "import_qu
 RELEASE = "quantif-authors"
 #: tracer -> (dataset folder, model folder, our trainer).
 MODELS: dict[str, tuple[str, str, str]] = {
-    "fdg": ("Dataset515_AUTOPETIVFDG", "nnUNetTrainer_organs_FDG__nnUNetResEncUNetLPlans__3d_fullres",
+    "fdg": ("Dataset515_AUTOPETIVFDG",
+            model_folder_name("nnUNetTrainer_organs_FDG", "nnUNetResEncUNetLPlans", CONFIGURATION),
             "nnUNetTrainerQuantIF_FDG_authors"),
-    "psma": ("Dataset516_AUTOPETIVPSMA", "nnUNetTrainer_organs_PSMA__nnUNetResEncUNetLPlans__3d_fullres",
+    "psma": ("Dataset516_AUTOPETIVPSMA",
+             model_folder_name("nnUNetTrainer_organs_PSMA", "nnUNetResEncUNetLPlans", CONFIGURATION),
              "nnUNetTrainerQuantIF_PSMA_authors"),
 }
 #: The tracer-classifier weights folder, relative to SRC.
@@ -98,10 +101,10 @@ def authors_contract(pet_normalization: str) -> dict:
 
 def _source_model(src: Path, tracer: str) -> Path:
     ds, model, _ = MODELS[tracer]
-    for root in (src / "nnUNet_results", src):
+    for root in (src / RESULTS_ROOT, src):
         if (root / ds / model).is_dir():
             return root / ds / model
-    raise ModelError(f"{src}: no {tracer.upper()} model (nnUNet_results/{ds}/{model}/ not found)")
+    raise ModelError(f"{src}: no {tracer.upper()} model ({RESULTS_ROOT}/{ds}/{model}/ not found)")
 
 
 def _import_model(model_dir: Path, tracer: str, out: Path) -> dict:

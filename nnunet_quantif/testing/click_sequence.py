@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..io import Geometry
+
 __all__ = ["alternating_clicks"]
 
 
@@ -31,8 +33,8 @@ def alternating_clicks(case, n: int, seed: int = 0) -> list[tuple[str, list[int]
     for k in range(n):
         if k % 2 == 0 and lesion_ids:
             zyx = np.argwhere(case.lesion_instances == lesion_ids[(k // 2) % len(lesion_ids)]).mean(axis=0).round()
-            clicks.append(("tumor", [int(v) for v in zyx[::-1]]))
+            clicks.append(("tumor", [int(v) for v in Geometry.to_image_order(zyx)]))
         else:
             zyx = body[rng.integers(len(body))]
-            clicks.append(("background", [int(v) for v in zyx[::-1]]))
+            clicks.append(("background", [int(v) for v in Geometry.to_image_order(zyx)]))
     return clicks

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..io import PathLike
-from ..layout import CT_CHANNEL, HEATMAP_CHANNEL, PET_CHANNEL
+from ..layout import CONFIGURATION, CT_CHANNEL, HEATMAP_CHANNEL, PET_CHANNEL
 
 #: Channels of a QuantIF model: CT, PET (SUV), click heatmap.
 QUANTIF_CHANNELS: dict[str, str] = {str(CT_CHANNEL): "CT", str(PET_CHANNEL): "noNorm", str(HEATMAP_CHANNEL): "noNorm"}
@@ -84,7 +84,7 @@ def contract_channel_names(contract) -> dict[str, str]:
 def random_plans(*, patch_size: Sequence[int] = (32, 32, 32),
                  spacing_zyx: Sequence[float] = AUTOPET_SPACING_ZYX, architecture: str = "tiny",
                  channel_names: dict[str, str] | None = None, dataset_name: str = "Dataset999_QuantIFRandom",
-                 plans_name: str = "nnUNetPlans", configuration: str = "3d_fullres",
+                 plans_name: str = "nnUNetPlans", configuration: str = CONFIGURATION,
                  median_shape: Sequence[int] = (326, 400, 400)) -> dict:
     """An nnU-Net 2.8 plans dict with one 3-D configuration (no transpose: array order (z, y, x))."""
     channel_names = channel_names or QUANTIF_CHANNELS
@@ -120,7 +120,7 @@ def random_plans(*, patch_size: Sequence[int] = (32, 32, 32),
 
 def write_random_model(out_dir: PathLike, *, folds: Sequence[int] = (0,), patch_size: Sequence[int] = (32, 32, 32),
                        spacing_zyx: Sequence[float] = AUTOPET_SPACING_ZYX, architecture: str = "tiny",
-                       trainer_name: str = "nnUNetTrainer", configuration: str = "3d_fullres",
+                       trainer_name: str = "nnUNetTrainer", configuration: str = CONFIGURATION,
                        channel_names: dict[str, str] | None = None, labels: dict[str, int] | None = None,
                        mirror_axes: Sequence[int] | None = (0, 1, 2), seed: int = 0,
                        constant_output: int | None = None,

@@ -292,9 +292,11 @@ def resample_bspline(volume: np.ndarray | torch.Tensor, spacing: tuple[float, fl
     """
     import SimpleITK as sitk
 
+    from ..io import Geometry
+
     arr = np.ascontiguousarray(torch.as_tensor(volume, dtype=torch.float32).numpy())
     img = sitk.GetImageFromArray(arr)  # array (a, b, c) -> image axes (c, b, a)
-    img.SetSpacing([float(s) for s in spacing[::-1]])
+    img.SetSpacing([float(s) for s in Geometry.to_image_order(tuple(spacing))])
     size = [max(1, int(np.round(n * s / new_spacing))) for n, s in zip(img.GetSize(), img.GetSpacing())]
     out = sitk.Resample(img, size, sitk.Transform(), sitk.sitkBSpline, img.GetOrigin(), [float(new_spacing)] * 3,
                         img.GetDirection(), 0.0, sitk.sitkFloat32)

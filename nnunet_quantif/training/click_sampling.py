@@ -52,7 +52,7 @@ from ..clicks import load_click_json
 from ..errors import ConfigError, DatasetError, QuantIFError
 from ..heatmap_definition import HeatmapDefinition
 from ..heatmaps import TRUNCATE, kernel_radius
-from ..layout import HEATMAP_CHANNEL, PET_CHANNEL
+from ..layout import CONFIGURATION, HEATMAP_CHANNEL, PET_CHANNEL
 
 __all__ = ["MAX_CLICKS", "ClickSampler", "SampledHeatmapView", "click_side_file", "crop_heatmap",
            "load_click_side_file", "map_clicks_to_preprocessed", "pet_to_suv", "write_click_side_files"]
@@ -118,7 +118,7 @@ def load_click_side_file(path: str | os.PathLike) -> dict:
 
 
 def write_click_side_files(dataset: str | int, plans_identifier: str = "nnUNetPlans",
-                           configurations: Sequence[str] = ("3d_fullres",), *,
+                           configurations: Sequence[str] = (CONFIGURATION,), *,
                            raw_dir: str | os.PathLike | None = None,
                            preprocessed_dir: str | os.PathLike | None = None,
                            overwrite: bool = False) -> tuple[int, int, list[tuple[str, str]]]:
@@ -147,13 +147,13 @@ def write_click_side_files(dataset: str | int, plans_identifier: str = "nnUNetPl
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from ..io import atomic_write
-    from ..layout import raw_and_preprocessed
+    from ..layout import RAW_CLICKS_DIR, clicks_file, raw_and_preprocessed
     from ..organs import preprocessed_configuration
 
     raw, pre, plans_file = raw_and_preprocessed(dataset, plans_identifier, raw_dir=raw_dir,
                                                 preprocessed_dir=preprocessed_dir)
-    if not (raw / "clicksTr").is_dir():
-        raise DatasetError(f"{raw / 'clicksTr'}: no click folder (convert the dataset with this version of "
+    if not (raw / RAW_CLICKS_DIR).is_dir():
+        raise DatasetError(f"{raw / RAW_CLICKS_DIR}: no click folder (convert the dataset with this version of "
                            f"`quantif convert`, which writes it)")
     pm = PlansManager(str(plans_file))
     written, skipped, failed = 0, 0, []
@@ -161,7 +161,7 @@ def write_click_side_files(dataset: str | int, plans_identifier: str = "nnUNetPl
         cm, folder = preprocessed_configuration(pm, plans_file, pre, conf, plans_identifier)
         target_spacing = np.asarray(cm.spacing, dtype=float)
         for ident in sorted(nnUNetDatasetBlosc2.get_identifiers(str(folder))):
-            src = raw / "clicksTr" / f"{ident}_clicks.json"
+            src = clicks_file(raw / RAW_CLICKS_DIR, ident)
             out = click_side_file(folder, ident)
             try:
                 if not src.is_file():

@@ -45,7 +45,7 @@ from pathlib import Path
 from ..config import load_json, load_json_config
 from ..errors import ConfigError, DatasetError
 from ..io import write_json
-from ..layout import find_dataset_folder
+from ..layout import PREPROCESSED_ROOT, find_dataset_folder
 
 __all__ = ["PRESETS", "TINY_PLANS", "MT192_PLANS", "load_preset", "build_plans", "write_plans",
            "write_tiny_plans", "preprocessed_dataset_folder", "plans_summary"]
@@ -72,9 +72,9 @@ def preprocessed_dataset_folder(dataset: str | int | os.PathLike) -> Path:
     """``<nnUNet_preprocessed>/DatasetXXX_Name`` for a dataset id/name, or the folder itself if given a path."""
     if not isinstance(dataset, int) and Path(dataset).is_dir():
         return Path(dataset)
-    base = os.environ.get("nnUNet_preprocessed")
+    base = os.environ.get(PREPROCESSED_ROOT)
     if not base:
-        raise DatasetError(f"dataset '{dataset}': nnUNet_preprocessed is not set (eval \"$(quantif env)\")")
+        raise DatasetError(f"dataset '{dataset}': {PREPROCESSED_ROOT} is not set (eval \"$(quantif env)\")")
     return find_dataset_folder(base, dataset, what="preprocessed dataset",
                                hint="run nnUNetv2_plan_and_preprocess")
 

@@ -34,6 +34,7 @@ import torch
 
 from ..errors import ModelError
 from ..io import atomic_write
+from ..layout import CONFIGURATION
 
 __all__ = ["load_checkpoint_object", "load_state_dict_any", "stems_in", "map_multitalent_state_dict",
            "convert_multitalent"]
@@ -229,7 +230,7 @@ def check_multitalent_intensity(plans: dict, configuration: str, source: str) ->
 
 
 def convert_multitalent(checkpoint: str | os.PathLike, plans: str | os.PathLike, out: str | os.PathLike,
-                        configuration: str = "3d_fullres", stem: str = "221",
+                        configuration: str = CONFIGURATION, stem: str = "221",
                         dataset_json: str | os.PathLike | None = None, num_input_channels: int | None = None,
                         heatmap_init: str = "zero", use_organs: bool = True, trust_checkpoint: bool = False,
                         check_intensity: bool = True, stem_init: str = "copy") -> dict:

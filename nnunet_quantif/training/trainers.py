@@ -52,6 +52,7 @@ from torch import autocast, nn
 from torch._dynamo import OptimizedModule
 
 from ..errors import ConfigError, DatasetError
+from ..inference.mirroring import DEFAULT_POLICY
 from ..layout import CT_CHANNEL, HEATMAP_CHANNEL, PET_CHANNEL
 from ..network import NUM_ORGAN_CLASSES, DualHeadOutput, DualHeadUNet, build_dual_head_network
 from .augmentation import add_quantif_augmentation
@@ -141,7 +142,7 @@ class nnUNetTrainerQuantIFLesionOnly(nnUNetTrainer):  # noqa: N801 (nnU-Net nami
     #: Dice smoothing of the losses; None keeps nnU-Net's 1e-5 (the authors' code used 0).
     dice_smooth: float | None = None
     #: Mirroring policy of the final validation (``nnunet_quantif.inference.mirroring.POLICIES``).
-    final_validation_mirroring: str = "paper"
+    final_validation_mirroring: str = DEFAULT_POLICY
     #: (epochs, iterations per epoch, initial learning rate) of a variant; None keeps nnU-Net's defaults.
     schedule: tuple[int, int, float] | None = None
 
