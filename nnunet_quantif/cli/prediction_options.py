@@ -37,7 +37,7 @@ from ..inference.mirroring import (
     POLICIES,
 )
 from ..inference.options import DEFAULT_CONFIGURATION, FORWARD_KEYS, PipelineOptions, check_device
-from ..inference.pipeline import DEFAULT_TILE_STEP_SIZE, DEVICES
+from ..inference.pipeline import DEFAULT_TILE_STEP_SIZE
 from ..inference.precision import ACCUMULATE_DTYPES, DEFAULT_ACCUMULATE, DEFAULT_PRECISION, PRECISIONS
 from ..inference.routing import DEFAULT_CHECKPOINT, DEFAULT_FOLDS, TRACER_CHOICES
 from .argtypes import add_click_limit_argument, heatmap_options, nonfinite_mode

@@ -45,7 +45,6 @@ from qtpy.QtWidgets import (
 from ..devices import DEVICES
 from ..errors import ClickError, QuantIFError
 from ..inference.options import PipelineOptions
-from ..inference.pipeline import DEVICES
 from ..inference.routing import TRACER_CHOICES
 from ..interactive import CLICK_KINDS, Session
 from .logic import (
