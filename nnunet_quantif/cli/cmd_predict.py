@@ -54,6 +54,12 @@ def build_pipeline(args: argparse.Namespace, progress: bool = False):
                   progress=progress,
                   nonfinite=nonfinite_mode(args), heatmap_params=heatmap_options(args),
                   force_heatmap=args.force_heatmap)
+    if getattr(args, "models", None):
+        if args.model_fdg or args.model_psma or getattr(args, "model", None) or getattr(args, "results", None):
+            raise ConfigError("give either --models or --model/--model-fdg/--model-psma/--results, not both")
+        from ..model_set import ModelSetPipeline
+
+        return ModelSetPipeline(args.models, **kwargs)
     if args.results:
         if args.model_fdg or args.model_psma or getattr(args, "model", None):
             raise ConfigError("give either --model/--model-fdg/--model-psma or --results with dataset ids, not both")

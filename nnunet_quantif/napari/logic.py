@@ -422,7 +422,8 @@ def model_arguments(settings: ModelSettings, base: argparse.Namespace | None = N
         args.device = device_name(settings.device.strip()) if settings.device.strip() else None
     except argparse.ArgumentTypeError as e:
         raise ConfigError(str(e)) from None
-    if not (args.model_fdg or args.model_psma or args.results or getattr(args, "model", None)):
+    if not (args.model_fdg or args.model_psma or args.results or getattr(args, "model", None)
+            or getattr(args, "models", None)):
         raise ConfigError("no model: give a FDG and/or PSMA model folder, or a results folder with dataset ids")
     return args
 
