@@ -13,7 +13,7 @@ from nnunet_quantif.io import Geometry, write_image
 from nnunet_quantif.phantoms import case_name, generate_case
 
 #: (z, y, x) of a cut.
-BOX = (20, 24, 24)
+BOX = (12, 16, 16)
 
 
 def _cut(case) -> tuple[slice, ...]:
