@@ -536,8 +536,9 @@ class ModelSetPipeline:
     def describe(self) -> str:
         """The settings that determine the predictions (for the evaluation's resume check)."""
         s = self.model_set
+        mirroring = {k: getattr(st.policy, "name", str(st.policy)) for k, st in self.settings.items()}
         return (f"model set {s.path} {json.dumps(s.to_json(), sort_keys=True)} folds={self.folds} "
-                f"options={sorted((k, str(v)) for k, v in self.pp_options.items())}")
+                f"mirroring={mirroring} options={sorted((k, str(v)) for k, v in self.pp_options.items())}")
 
     # -- the pipeline interface
     def decide(self, tracer: str, *, pet: np.ndarray, geometry, case_name: str, source: str | None = None):

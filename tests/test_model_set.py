@@ -173,3 +173,39 @@ def test_importers_write_a_set(tmp_path, capsys):
     assert "model set autopet-baseline" in capsys.readouterr().out
     assert main(["model", "info", str(tmp_path / "dst"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["model_set"]["router"] == {"kind": "none"}
+
+
+def test_demo_writes_its_model_set(tmp_path, models, data, capsys):
+    from nnunet_quantif.demo.report import write_demo_model_set
+    from nnunet_quantif.demo.settings import DemoRun, DemoSettings
+
+    run = DemoRun(tmp_path / "demo", DemoSettings.preset(True))
+    assert write_demo_model_set(run) is None  # no models trained: nothing written
+    assert not run.model_set_dir.exists()
+    for t in ("fdg", "psma"):
+        run.model_dir(t).parent.mkdir(parents=True)
+        run.model_dir(t).symlink_to(models["rand"])
+    path = write_demo_model_set(run)
+    s = read_model_set(path.parent)
+    assert path == tmp_path / "demo" / "model_set" / "models.json"
+    assert s.router == "given" and s.resolve(s.models["fdg"]) == run.model_dir("fdg").resolve()
+    run.tracer_dir.mkdir()
+    (run.tracer_dir / "tracer_meta.json").write_text(json.dumps({"arch": "quantif"}))
+    s = read_model_set(write_demo_model_set(run).parent)
+    assert (s.router, s.router_weights) == ("quantif", "../tracer")
+    capsys.readouterr()
+    assert main(["model", "info", str(run.model_set_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "quantif tracer classifier (../tracer)" in printed and "tracer fdg" in printed
+
+
+def test_evaluate_interactive_with_a_set(tmp_path, models, data):
+    from nnunet_quantif.evaluation.interactive import read_step_rows
+
+    set_dir = write_set(tmp_path / "set", {"router": {"kind": "none"}, "models": {"any": "m"}})
+    (set_dir / "m").symlink_to(models["rand"])
+    out = tmp_path / "ev"
+    assert main(["evaluate-interactive", "-i", str(data), "--models", str(set_dir), "--click-steps", "0",
+                 "--baselines", "none", "--out", str(out), "--quiet", "--no-plots", *FAST]) == 0
+    rows = read_step_rows(out / "metrics_steps.csv")
+    assert {r["method"] for r in rows} == {"model"} and len(rows) == 2
