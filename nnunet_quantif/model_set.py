@@ -570,6 +570,11 @@ class ModelSetPipeline:
             self._pipeline(k, v).load()
         return self
 
+    def release(self) -> None:
+        """Drop the loaded networks (they load again on the next case)."""
+        for pipeline in self._pipelines.values():
+            pipeline._predictors.clear()
+
     def build_click_channels(self, key: str, pet: np.ndarray, clicks, source: str | None = None) -> np.ndarray:
         return self.contracts[key].click_channels(pet, clicks, source=source)
 

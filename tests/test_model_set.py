@@ -209,3 +209,15 @@ def test_evaluate_interactive_with_a_set(tmp_path, models, data):
                  "--baselines", "none", "--out", str(out), "--quiet", "--no-plots", *FAST]) == 0
     rows = read_step_rows(out / "metrics_steps.csv")
     assert {r["method"] for r in rows} == {"model"} and len(rows) == 2
+
+
+def test_release_drops_the_networks(tmp_path, models, data):
+    from nnunet_quantif.model_set import ModelSetPipeline
+
+    set_dir = write_set(tmp_path / "set", {"router": {"kind": "none"}, "models": {"any": "m"}})
+    (set_dir / "m").symlink_to(models["rand"])
+    pipe = ModelSetPipeline(set_dir, device="cpu", mirroring="none", folds=None).load()
+    assert pipe.predictor("any") is pipe.predictor("any")
+    first = pipe.predictor("any")
+    pipe.release()
+    assert pipe.predictor("any") is not first

@@ -343,6 +343,9 @@ def compare_methods(model_sets: Mapping[str, Method], baselines: Mapping[str, Me
                                   for k in ("peak_rss_mb", "peak_gpu_mb")},
                                "predictions_last_run": method.calls,
                                "wall_seconds_last_run": time.perf_counter() - t0}
+        release = getattr(getattr(method.method, "pipeline", None), "release", None)
+        if release is not None:  # the caller may hold the method: its networks are dropped here
+            release()
         del method, runner
         gc.collect()
     # every method's rows (resumed from parts/), finalised together: metrics_steps.csv, auc.csv, summary.json
