@@ -166,7 +166,8 @@ def _seconds_per_case(rows: Sequence[Mapping], click_independent: bool) -> float
 
 
 def ranking_rows(rows: Sequence[Mapping], methods: Mapping[str, str], steps: Sequence[int],
-                 resources: Mapping[str, Mapping]) -> tuple[list[dict], dict]:
+                 resources: Mapping[str, Mapping], click_independent: Mapping[str, bool] | None = None
+                 ) -> tuple[list[dict], dict]:
     """``ranking.csv`` rows and the challenge ranking between the model sets.
 
     Parameters
@@ -175,6 +176,7 @@ def ranking_rows(rows: Sequence[Mapping], methods: Mapping[str, str], steps: Seq
     methods : mapping method -> kind (``'model set'`` or ``'baseline'``)
     steps : the evaluated steps
     resources : method -> ``seconds_per_case``, ``peak_rss_mb``, ``peak_gpu_mb``
+    click_independent : method -> whether it predicts once per case (for the per-tracer seconds per case)
 
     Returns
     -------
@@ -193,8 +195,10 @@ def ranking_rows(rows: Sequence[Mapping], methods: Mapping[str, str], steps: Seq
     for m, s in summaries.items():
         res = resources.get(m, {})
         for t, entry in s["by_tracer"].items():
+            rt = [r for r in rows if r["method"] == m and str(r["tracer"]).upper() == t]
             out.append({"model": m, "kind": methods[m], "tracer": t.lower(), "n_cases": entry["n_cases"],
-                        **{k: entry[k] for k in keys}})
+                        **{k: entry[k] for k in keys},
+                        "seconds_per_case": _seconds_per_case(rt, bool((click_independent or {}).get(m)))})
         rk = ranking.get(m, {})
         out.append({"model": m, "kind": methods[m], "tracer": ALL, "n_cases": s["n_cases"],
                     **s["mean_of_subset_means"], "weighted_rank": rk.get("weighted_rank", ""),
@@ -258,9 +262,9 @@ def _render_report(out_dir: Path, *, title: str, n_cases: int, steps: Sequence[i
                                _fmt(r["seconds_per_case"], 2), _fmt(r["peak_rss_mb"], 0), _fmt(r["peak_gpu_mb"], 0)]
                               for r in all_rows])]
     lines += ["## Per tracer", "",
-              markdown_table(["method", "tracer", "cases", *names.values()],
-                             [[r["model"], r["tracer"].upper(), r["n_cases"], *[_fmt(r[k]) for k in names]]
-                              for r in ranking if r["tracer"] != ALL])]
+              markdown_table(["method", "tracer", "cases", *names.values(), "s / case"],
+                             [[r["model"], r["tracer"].upper(), r["n_cases"], *[_fmt(r[k]) for k in names],
+                               _fmt(r["seconds_per_case"], 2)] for r in ranking if r["tracer"] != ALL])]
     lines += ["Peak RSS is the process's resident memory while the method ran (Python, PyTorch and the method's "
               "models and arrays); peak GPU is PyTorch's peak allocation on the CUDA device.", ""]
     for fig in figures:
@@ -360,7 +364,7 @@ def compare_methods(model_sets: Mapping[str, Method], baselines: Mapping[str, Me
     write_json(json_safe(resources), resources_path)
     table = summary_rows(rows, list(kinds), steps)
     write_text(rows_to_csv(table, SUMMARY_COLUMNS), out / "summary.csv")
-    ranked, ranking = ranking_rows(rows, kinds, steps, resources)
+    ranked, ranking = ranking_rows(rows, kinds, steps, resources, independent)
     write_text(rows_to_csv(ranked, RANKING_COLUMNS), out / "ranking.csv")
     files = [out / "summary.csv", out / "ranking.csv", *[out / "models" / f"{m}.csv" for m in kinds]]
     figures: list[Path] = []
