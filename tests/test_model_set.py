@@ -221,3 +221,21 @@ def test_release_drops_the_networks(tmp_path, models, data):
     first = pipe.predictor("any")
     pipe.release()
     assert pipe.predictor("any") is not first
+
+
+def test_gc_with_a_set(tmp_path, models, data):
+    import shutil
+
+    from nnunet_quantif.io import write_image
+
+    set_dir = write_set(tmp_path / "set", {"router": {"kind": "none"}, "models": {"any": "m"}})
+    (set_dir / "m").symlink_to(models["rand"])
+    name, ct, pet, clicks = _case(data, 0)
+    inp = tmp_path / "input"
+    for kind, path in (("ct", ct), ("pet", pet)):
+        write_image(*read_image(path), inp / "images" / kind / f"{kind}-uuid.mha")
+    shutil.copyfile(clicks, inp / "lesion-clicks.json")
+    assert main(["gc", "--input", str(inp), "--output", str(tmp_path / "output"), "--models", str(set_dir),
+                 *FAST]) == 0
+    out = tmp_path / "output" / "images" / "tumor-lesion-segmentation" / "pet-uuid.mha"
+    assert read_image(out)[0].shape == read_image(pet)[0].shape
