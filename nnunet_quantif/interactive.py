@@ -62,7 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from .clicks import Clicks
-from .errors import ClickError, InputFileError, QuantIFError
+from .errors import ClickError, ConfigError, InputFileError, QuantIFError
 from .heatmap_definition import PreprocessedGrid
 from .io import Geometry, PathLike
 
@@ -170,6 +170,9 @@ class Session:
         if pipeline is None:
             pipeline = QuantIFPipeline(model_fdg, model_psma, device=device, mirroring=mirroring,
                                        **pipeline_kwargs)
+        problem = getattr(pipeline, "live_session_problem", None)
+        if problem:
+            raise ConfigError(problem)
         self.pipeline = pipeline.load()
         self.incremental = incremental
         self.lean = lean

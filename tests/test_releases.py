@@ -97,7 +97,12 @@ def baseline(tmp_path_factory):
 def test_authors_layout_contract_and_provenance(authors):
     root, rep, prov = authors
     dst = root / "dst"
-    assert sorted(p.name for p in dst.iterdir()) == ["fdg", "provenance.json", "psma", "tracer"]
+    assert sorted(p.name for p in dst.iterdir()) == ["fdg", "models.json", "provenance.json", "psma", "tracer"]
+    from nnunet_quantif.model_set import read_model_set
+
+    model_set = read_model_set(dst)  # the import is a model set: their router, their two models
+    assert (model_set.router, model_set.router_weights, model_set.models) == (
+        "authors", "tracer", {"fdg": "fdg", "psma": "psma"})
     ours = {"fdg": "nnUNetTrainerQuantIF_FDG_authors", "psma": "nnUNetTrainerQuantIF_PSMA_authors"}
     for tracer in ("fdg", "psma"):
         m = dst / tracer
@@ -378,7 +383,7 @@ def test_safe_loader_rejects_globals_but_reads_real_checkpoint_types(tmp_path):
 def test_baseline_layout_contract_and_provenance(baseline):
     root, rep, prov = baseline
     dst = root / "dst"
-    assert sorted(p.name for p in dst.iterdir()) == ["model", "provenance.json"]
+    assert sorted(p.name for p in dst.iterdir()) == ["model", "models.json", "provenance.json"]
     q = json.loads((dst / "model/dataset.json").read_text())["quantif"]
     assert [c["source"] for c in q["inputs"]] == ["ct", "pet", "clicks", "clicks"]
     assert [c["params"]["label"] for c in q["inputs"][2:]] == ["tumor", "background"]

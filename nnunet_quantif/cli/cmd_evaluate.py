@@ -102,8 +102,12 @@ def run_static(args: argparse.Namespace) -> int:
 
 def _model_method(args: argparse.Namespace):
     """The model as an evaluation method, through the inference pipeline."""
-    from ..evaluation.model import model_method
+    from ..evaluation.model import ModelMethod, model_method
 
+    if args.models:
+        return ModelMethod.from_model_set(args.models, tracer="auto" if args.tracer == "auto" else None,
+                                          **prediction_options(args), heatmap_params=heatmap_options(args),
+                                          force_heatmap=args.force_heatmap)
     return model_method(model_fdg=args.model_fdg, model_psma=args.model_psma,
                         tracer="auto" if args.tracer == "auto" else None, **prediction_options(args),
                         heatmap_params=heatmap_options(args), force_heatmap=args.force_heatmap)
@@ -119,8 +123,9 @@ def run_interactive(args: argparse.Namespace) -> int:
     names = [] if args.baselines.strip().lower() == "none" else args.baselines.split(",")
     methods: dict = {}
     if not args.no_model:
-        if not (args.model_fdg or args.model_psma or args.model):
-            raise ConfigError("give --model, or --model-fdg and/or --model-psma, or --no-model for the baselines only")
+        if not (args.model_fdg or args.model_psma or args.model or args.models):
+            raise ConfigError("give --models, --model, or --model-fdg and/or --model-psma, or --no-model for the "
+                              "baselines only")
         methods["model"] = _model_method(args)
     methods.update(baselines_by_name(names))
     if not methods:

@@ -107,6 +107,9 @@ def add_model_arguments(p: argparse.ArgumentParser, *, results: bool = True,
     g.add_argument("--model", metavar="DIR",
                    help="one nnU-Net trained-model folder for every tracer (no tracer routing; instead of "
                         "--model-fdg/--model-psma)")
+    g.add_argument("--models", metavar="DIR",
+                   help="a model set: DIR/models.json names the tracer router, the model of each tracer, click "
+                        "rules and post-processing (docs/MODELS.md; instead of --model/--model-fdg/--model-psma)")
     g.add_argument("--model-fdg", metavar="DIR", help="nnU-Net trained-model folder of the FDG model")
     g.add_argument("--model-psma", metavar="DIR", help="nnU-Net trained-model folder of the PSMA model")
     if results:
@@ -186,7 +189,7 @@ def prediction_options(args: argparse.Namespace) -> dict:
 
 #: Attributes of a parsed command that :func:`pipeline_options` copies into :class:`PipelineOptions` where the
 #: command has them (and they are given).
-_PIPELINE_ATTRIBUTES: tuple[str, ...] = ("model_fdg", "model_psma", "results", "dataset_fdg", "dataset_psma",
+_PIPELINE_ATTRIBUTES: tuple[str, ...] = ("models", "model_fdg", "model_psma", "results", "dataset_fdg", "dataset_psma",
                                          "trainer", "plans", "configuration", "postprocess", "min_voxels", "suv_max",
                                          "min_volume_ml", "force_heatmap")
 

@@ -192,9 +192,29 @@ def predict_command(run: DemoRun) -> list[str]:
     return argv
 
 
+def write_demo_model_set(run: DemoRun) -> Path | None:
+    """Write ``OUT/model_set/models.json``: the demo's FDG and PSMA models, routed by its tracer classifier
+    (router ``quantif``), or by the given tracer or case name when the run trained none (router ``given``).
+    Post-processing: each model's recorded default. None when a model folder is missing (nothing written).
+    """
+    from ..model_set import relative_to_set, write_model_set
+
+    folder = run.model_set_dir
+    dirs = {t: run.model_dir(t) for t in ("fdg", "psma")}
+    if not all((d / "plans.json").is_file() and (d / "dataset.json").is_file() for d in dirs.values()):
+        return None
+    has_tracer = (run.tracer_dir / "tracer_meta.json").is_file()
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_model_set(folder, router="quantif" if has_tracer else "given",
+                           router_weights=relative_to_set(folder, run.tracer_dir) if has_tracer else None,
+                           models={t: relative_to_set(folder, d) for t, d in dirs.items()}, name="demo")
+
+
 def stage_report(run: DemoRun) -> dict:
     summary = build_demo_summary(run)
     write_json(summary, run.out / "summary.json")
     write_text(render_demo_report(run, summary), run.out / "report.md")
-    return {"report": str(run.out / "report.md"), "summary": str(run.out / "summary.json")}
+    model_set = write_demo_model_set(run)
+    return {"report": str(run.out / "report.md"), "summary": str(run.out / "summary.json"),
+            "model_set": None if model_set is None else str(model_set)}
 

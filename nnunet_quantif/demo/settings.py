@@ -161,6 +161,11 @@ class DemoRun:
         return self.out / "tracer"
 
     @property
+    def model_set_dir(self) -> Path:
+        """The demo's model set (``models.json`` naming its FDG and PSMA models and tracer classifier)."""
+        return self.out / "model_set"
+
+    @property
     def eval_dir(self) -> Path:
         return self.out / "evaluation"
 

@@ -56,9 +56,24 @@ class ModelMethod:
         self.last_result = None
         self.routed: dict[str, str] = {}
 
+    @classmethod
+    def from_model_set(cls, models: PathLike, tracer: str | None = None, **options) -> ModelMethod:
+        """The model set in folder ``models`` (:class:`~nnunet_quantif.model_set.ModelSetPipeline` with
+        ``options``) as a method."""
+        from ..model_set import ModelSetPipeline
+
+        method = cls.__new__(cls)
+        method.pipeline = ModelSetPipeline(models, **options)
+        method.tracer = tracer
+        method.last_result = None
+        method.routed = {}
+        return method
+
     def describe(self) -> str:
         """The settings that determine the predictions (model folders, folds, routing, mirroring)."""
         p = self.pipeline
+        if hasattr(p, "model_set"):
+            return f"{p.describe()} tracer={self.tracer or 'known'}"
         models = (f"model={p.model_dirs.get('any')}" if p.single_model
                   else f"fdg={p.model_dirs.get('fdg')} psma={p.model_dirs.get('psma')}")
         return (f"QuantIF model {models} folds={p.folds} "

@@ -34,7 +34,7 @@ FORWARD_KEYS: tuple[str, ...] = ("precision", "accumulate", "tile_batch", "compi
 DEFAULT_CONFIGURATION: str = CONFIGURATION
 
 #: Fields of :class:`PipelineOptions` that find the model folders (the rest are pipeline keyword arguments).
-_MODEL_LOOKUP: tuple[str, ...] = ("model_fdg", "model_psma", "results", "dataset_fdg", "dataset_psma", "trainer",
+_MODEL_LOOKUP: tuple[str, ...] = ("models", "model_fdg", "model_psma", "results", "dataset_fdg", "dataset_psma", "trainer",
                                   "plans", "configuration")
 
 
@@ -58,6 +58,9 @@ class PipelineOptions:
 
     Attributes
     ----------
+    models : str, optional
+        A model set folder (``models.json``, :mod:`~nnunet_quantif.model_set`): its router, models, click rules
+        and post-processing; not with any other model option nor ``tracer_weights``.
     model : str, optional
         One model folder for every tracer (no routing); not with the per-tracer models or ``results``.
     model_fdg, model_psma : str, optional
@@ -98,6 +101,7 @@ class PipelineOptions:
         Use ``heatmap_params`` even where they contradict the model's recorded definition.
     """
 
+    models: str | None = None
     model: str | None = None
     model_fdg: str | None = None
     model_psma: str | None = None
@@ -131,7 +135,7 @@ class PipelineOptions:
     @property
     def has_model(self) -> bool:
         """Whether any model is named (a folder, or a results root)."""
-        return bool(self.model or self.model_fdg or self.model_psma or self.results)
+        return bool(self.models or self.model or self.model_fdg or self.model_psma or self.results)
 
     def forward_options(self) -> dict:
         """The forward options (:data:`FORWARD_KEYS`) as a dict."""
@@ -147,7 +151,8 @@ class PipelineOptions:
 
 
 def build_pipeline(options: PipelineOptions, *, progress: bool = False) -> QuantIFPipeline:
-    """The :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline` (models not loaded yet) of ``options``.
+    """The :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline` (models not loaded yet) of ``options``;
+    a :class:`~nnunet_quantif.model_set.ModelSetPipeline` for a model set (``options.models``).
 
     Parameters
     ----------
@@ -158,13 +163,20 @@ def build_pipeline(options: PipelineOptions, *, progress: bool = False) -> Quant
     Raises
     ------
     ConfigError
-        Model folders and a results root both given, or a results root without dataset ids.
+        A model set with other models, model folders and a results root both given, or a results root without
+        dataset ids.
     ModelError
         No model, or a model folder that cannot be found.
     """
     from .pipeline import QuantIFPipeline
 
     kwargs = dict(options.pipeline_kwargs(), progress=progress)
+    if options.models:
+        if options.model_fdg or options.model_psma or options.model or options.results:
+            raise ConfigError("give either --models or --model/--model-fdg/--model-psma/--results, not both")
+        from ..model_set import ModelSetPipeline
+
+        return ModelSetPipeline(options.models, **kwargs)
     if options.results:
         if options.model_fdg or options.model_psma or options.model:
             raise ConfigError("give either --model/--model-fdg/--model-psma or --results with dataset ids, not both")

@@ -40,6 +40,7 @@ from .common import (
     staged_output,
     state_dict_of,
     write_json_file,
+    write_release_model_set,
 )
 
 log = logging.getLogger(__name__)
@@ -156,4 +157,5 @@ def import_autopet_baseline(src: str | os.PathLike, dst: str | os.PathLike, *, f
             "source_sha256": folder_digests(model_dir, relative_to=src),
         }
         write_json_file(provenance, tmp / PROVENANCE_NAME)
+        write_release_model_set(tmp, RELEASE, router="none", models={"any": "model"})
     return provenance

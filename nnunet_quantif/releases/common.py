@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 __all__ = ["ALLOWED_GLOBALS", "PROVENANCE_NAME", "safe_globals", "read_checkpoint", "read_state_dict", "state_dict_of",
            "map_state_dict",
            "sha256_file", "folder_digests", "staged_output", "write_json_file", "read_json_file",
-           "contract_entry", "plans_channel_count", "normalize_mirror_axes", "clean_checkpoint", "find_folds"]
+           "contract_entry", "plans_channel_count", "normalize_mirror_axes", "clean_checkpoint", "find_folds",
+           "write_release_model_set"]
 
 #: File of an imported release that records where it came from.
 PROVENANCE_NAME = "provenance.json"
@@ -433,3 +434,24 @@ def network_parameter_count(weights: Mapping[str, torch.Tensor]) -> int:
     encoder) once."""
     return int(sum(v.numel() for k, v in weights.items() if not k.startswith("decoder.encoder.")
                    and v.is_floating_point()))
+
+
+def write_release_model_set(out: Path, release: str, *, router: str, models: Mapping[str, str],
+                            router_weights: str | None = None, click_rules: Iterable[Mapping] = (),
+                            postprocess: Mapping[str, object] | None = None) -> Path:
+    """Write the model set of an imported release, ``out/models.json`` (:mod:`nnunet_quantif.model_set`), so
+    that ``--models DST`` runs the release as its team runs it.
+
+    Parameters
+    ----------
+    out : Path
+        The (staged) output folder; the folders named are relative to it and must exist.
+    release : str
+        The release name (the set's name).
+    router, models, router_weights, click_rules, postprocess
+        The set's fields (see :func:`nnunet_quantif.model_set.write_model_set`).
+    """
+    from ..model_set import write_model_set
+
+    return write_model_set(out, router=router, models=models, router_weights=router_weights,
+                           click_rules=list(click_rules), postprocess=postprocess, name=release)

@@ -2,7 +2,8 @@
 
 A *model folder* is an nnU-Net trained-model folder (``plans.json``, ``dataset.json``, ``fold_<k>/``); an
 *imported release* is a folder with ``provenance.json`` whose entries (``fdg/``, ``psma/``, ``model/``,
-``tracer/``) are model and tracer folders. Checkpoints are read with the safe loader only.
+``tracer/``) are model and tracer folders; a *model set* is a folder with ``models.json``
+(:mod:`nnunet_quantif.model_set`). Checkpoints are read with the safe loader only.
 """
 
 from __future__ import annotations
@@ -112,9 +113,19 @@ def model_info(folder: str | os.PathLike) -> dict:
                 entries.append(describe_model_folder(sub))
             elif _is_tracer_folder(sub):
                 entries.append(describe_tracer_folder(sub))
+        if not entries and (d / "models.json").is_file():  # a set whose folders lie elsewhere
+            from ..model_set import read_model_set
+
+            model_set = read_model_set(d)
+            entries = [describe_model_folder(model_set.resolve(rel), tracer=key)
+                       for key, rel in model_set.models.items()]
         if not entries:
-            raise ModelError(f"{d}: not a model folder, tracer folder or imported release")
+            raise ModelError(f"{d}: not a model folder, tracer folder, model set or imported release")
     out: dict = {"path": str(d), "release": None, "licence": None, "provenance": None, "models": entries}
+    from ..model_set import describe_model_set, is_model_set
+
+    if is_model_set(d):
+        out["model_set"] = describe_model_set(d)
     if prov is not None:
         out["release"] = prov.get("release")
         out["licence"] = prov.get("licence")
@@ -132,7 +143,8 @@ def list_models(root: str | os.PathLike) -> list[dict]:
     found: list[dict] = []
 
     def walk(d: Path, depth: int) -> None:
-        if (d / PROVENANCE_NAME).is_file() or _is_model_folder(d) or _is_tracer_folder(d):
+        if (d / PROVENANCE_NAME).is_file() or (d / "models.json").is_file() or _is_model_folder(d) \
+                or _is_tracer_folder(d):
             found.append(model_info(d))
             return
         if depth >= 6:
@@ -153,6 +165,8 @@ def format_info(info: dict) -> str:
                      f"{prov.get('source_files')} source files with SHA-256)")
         lines.append(f"  link: {prov.get('release_link')}")
         lines.append(f"  licence: {info.get('licence')}")
+    if info.get("model_set"):
+        lines += ["  " + line for line in info["model_set"]["description"]]
     for m in info["models"]:
         if m["kind"] == "tracer":
             lines.append(f"  tracer classifier {m['path']}: arch {m['arch']}, {m['folds']} folds; {m['decision']}")

@@ -51,6 +51,7 @@ from .common import (
     read_json_file,
     source_configuration,
     staged_output,
+    write_release_model_set,
     state_dict_of,
     write_json_file,
 )
@@ -191,4 +192,5 @@ def import_lesionlocator(src: str | os.PathLike, dst: str | os.PathLike, *, forc
             "source_sha256": folder_digests(model_dir, relative_to=src),
         }
         write_json_file(provenance, tmp / PROVENANCE_NAME)
+        write_release_model_set(tmp, RELEASE, router="none", models={"any": "model"})
     return provenance

@@ -53,6 +53,7 @@ from .common import (
     staged_output,
     state_dict_of,
     write_json_file,
+    write_release_model_set,
 )
 
 log = logging.getLogger(__name__)
@@ -234,4 +235,6 @@ def import_quantif_authors(src: str | os.PathLike, dst: str | os.PathLike, *, fo
                       "licence": LICENCE, "source": str(src.resolve()), "import_date": import_date(),
                       "models": {**models, "tracer": tracer}, "source_sha256": digests}
         write_json_file(provenance, tmp / PROVENANCE_NAME)
+        write_release_model_set(tmp, RELEASE, router="authors", router_weights="tracer",
+                                models={t: t for t in models})
     return provenance
