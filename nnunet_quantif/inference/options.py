@@ -34,8 +34,8 @@ FORWARD_KEYS: tuple[str, ...] = ("precision", "accumulate", "tile_batch", "compi
 DEFAULT_CONFIGURATION: str = CONFIGURATION
 
 #: Fields of :class:`PipelineOptions` that find the model folders (the rest are pipeline keyword arguments).
-_MODEL_LOOKUP: tuple[str, ...] = ("models", "model_fdg", "model_psma", "results", "dataset_fdg", "dataset_psma", "trainer",
-                                  "plans", "configuration")
+_MODEL_LOOKUP: tuple[str, ...] = ("models", "model_fdg", "model_psma", "results", "dataset_fdg", "dataset_psma",
+                                  "trainer", "plans", "configuration")
 
 
 def check_device(name: str) -> str:

@@ -51,9 +51,9 @@ from .common import (
     read_json_file,
     source_configuration,
     staged_output,
-    write_release_model_set,
     state_dict_of,
     write_json_file,
+    write_release_model_set,
 )
 
 log = logging.getLogger(__name__)
