@@ -135,7 +135,10 @@ def ll_resampled(tmp_path_factory):
 def test_layout_contract_and_provenance(ll):
     root, rep, prov = ll
     dst = root / "dst"
-    assert sorted(p.name for p in dst.iterdir()) == ["model", "provenance.json"]
+    assert sorted(p.name for p in dst.iterdir()) == ["model", "models.json", "provenance.json"]
+    from nnunet_quantif.model_set import read_model_set
+    model_set = read_model_set(dst)
+    assert model_set.router == "none" and set(model_set.models) == {"any"}
     model = dst / "model"
     assert sorted(p.name for p in model.iterdir()) == sorted(
         ["plans.json", "dataset.json", "dataset_fingerprint.json", *(f"fold_{k}" for k in range(10))])

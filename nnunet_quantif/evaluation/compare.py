@@ -100,7 +100,9 @@ class PeakMemory:
             import torch
         except ImportError:  # pragma: no cover - torch ships with nnU-Net
             return None
-        return torch if torch.cuda.is_available() else None
+        from ..devices import resolve_device
+
+        return torch if resolve_device("auto").type == "cuda" else None
 
     def __enter__(self) -> PeakMemory:
         torch = self._cuda()
