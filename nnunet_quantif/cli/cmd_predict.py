@@ -92,6 +92,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "(--out X.dcm) referencing the PET series (--pet must be a DICOM folder)")
     one.add_argument("--per-lesion", action="store_true",
                      help="dicom-seg: one segment per lesion (18-connected) instead of one 'lesion' segment")
+    one.add_argument("--sr", action="store_true",
+                     help="dicom-seg: also write <out stem>_sr.dcm beside the SEG, a DICOM SR measurement report "
+                          "(TID 1500: each lesion's MTV, SUVmax, SUVmean, SUVpeak, TLG, referencing its segment, "
+                          "as 'quantif sr'); implies --per-lesion")
     p.set_defaults(func=run)
 
 
@@ -118,6 +122,12 @@ def run(args: argparse.Namespace) -> int:
         csv_path = seg_lesion_csv_path(args.out) if seg else lesion_csv_path(args.out)
         if args.stats:
             check_output_path(csv_path, inputs=inputs, input_folders=folders)
+        if args.sr:
+            from ..dicom import sr_path_beside
+
+            if not seg:
+                raise ConfigError("--sr needs --output-type dicom-seg (the SR references the SEG's segments)")
+            check_output_path(sr_path_beside(args.out), inputs=inputs, input_folders=folders)
         if args.clicks is not None and not Path(args.clicks).is_file():
             what = "is not a file" if Path(args.clicks).exists() else "click file not found"
             raise InputFileError(f"{args.clicks}: {what} (omit --clicks to predict without clicks)")
@@ -152,8 +162,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.input is None or args.output is None:
         raise ConfigError("folder mode needs both -i and -o")
-    if args.output_type is not None or args.per_lesion:
-        raise ConfigError("--output-type and --per-lesion are one-case options (--ct/--pet/--out); folder mode "
+    if args.output_type is not None or args.per_lesion or args.sr:
+        raise ConfigError("--output-type, --per-lesion and --sr are one-case options (--ct/--pet/--out); folder mode "
                           "chooses the ending with --output-ending")
     check_output_path(args.output, folder=True)
     from ..inference.pipeline import scan_cases
@@ -179,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _predict_dicom_seg(args: argparse.Namespace, pipeline, ct_path: Path, pet_path: Path, tracer: str,
                        tmp: Path, csv_path: Path):
-    """One case with ``--output-type dicom-seg``: predict into ``tmp``, write the SEG (and ``--stats``)."""
+    """One case with ``--output-type dicom-seg``: predict into ``tmp``, write the SEG (and ``--sr``, ``--stats``)."""
     from ..dicom import write_dicom_seg
     from ..io import read_image
     from ..quantify import quantify_files, write_csv
@@ -191,7 +201,17 @@ def _predict_dicom_seg(args: argparse.Namespace, pipeline, ct_path: Path, pet_pa
     mask, geometry = read_image(mask_path)
     model = getattr(pipeline, "model_dirs", {}).get(getattr(result, "tracer", None))
     result.output = str(write_dicom_seg(mask, geometry, args.pet, args.out, pet_series=args.pet_series,
-                                        per_lesion=args.per_lesion, model_folder=model))
+                                        per_lesion=args.per_lesion or args.sr, model_folder=model))
+    if args.sr:  # measured from the SEG just written, so each group references a segment that exists
+        from ..dicom import NoLesionError, sr_path_beside, write_measurement_report
+        from .dicom_options import dicom_overrides
+
+        try:
+            report = write_measurement_report(args.out, args.pet, sr_path_beside(args.out),
+                                              pet_series=args.pet_series, model_folder=model, **dicom_overrides(args))
+            print(f"wrote {report.path} ({len(report.lesions)} lesion(s))")
+        except NoLesionError:
+            print(f"no lesion found: no SR written ({sr_path_beside(args.out).name})")
     if args.stats:
         stats = quantify_files(mask_path, pet_path, nonfinite=nonfinite_mode(args), case=case)
         print(f"wrote {write_csv(stats, csv_path, inputs=[mask_path, pet_path])}")
