@@ -66,8 +66,8 @@ def case(tmp_path, phantom):
 
 
 def _check_value(floating: float, decimal: str, expected: float) -> None:
-    """The SR's float64 equals the stats value; its decimal string is that value's DS form."""
-    assert floating == pytest.approx(expected, rel=1e-12, abs=0)
+    """The SR's float64 is the stats value; its decimal string is that value's DS form."""
+    assert floating == expected
     assert decimal == str(DS(expected, auto_format=True))
     assert float(decimal) == pytest.approx(expected, rel=1e-13)
 
@@ -97,7 +97,7 @@ def test_sr_reads_back_with_highdicom_and_equals_quantif_stats(case):
             found[EXPECTED[key]] = m
         assert sorted(found) == sorted(EXPECTED.values())
         for column, m in found.items():
-            assert m.value == pytest.approx(lesion[column], rel=1e-12)
+            assert m.value == lesion[column]
             (item,) = m[0].MeasuredValueSequence
             _check_value(item.FloatingPointValue, str(item.NumericValue), lesion[column])
     assert sr.Modality == "SR" and sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
@@ -221,12 +221,18 @@ def test_one_segment_of_several_lesions_is_refused(tmp_path, phantom):
 
 def test_one_segment_of_one_lesion_and_an_empty_mask(tmp_path, phantom):
     import highdicom as hd
+    import pydicom
 
     write_pet(tmp_path / "pet", phantom, "bqml", tracer_text=("", "68Ga-PSMA-11"))
     dicom.write_dicom_seg(phantom.suv > 5, phantom.geometry, tmp_path / "pet", tmp_path / "one.dcm")
+    seg = pydicom.dcmread(tmp_path / "one.dcm")
+    del seg.PatientBirthDate  # a SEG of another tool without a Type 2 attribute the SR copies
+    seg.save_as(tmp_path / "one.dcm")
     result = dicom.write_measurement_report(tmp_path / "one.dcm", tmp_path / "pet", tmp_path / "one_sr.dcm")
     assert [(m.segment_number, m.segment_label) for m in result.lesions] == [(1, "lesion")]
     sr = hd.sr.srread(tmp_path / "one_sr.dcm")
+    assert sr.PatientBirthDate == "" and sr.PatientID == seg.PatientID
+    assert "PatientBirthDate" not in pydicom.dcmread(tmp_path / "one.dcm")  # the input is not rewritten
     (procedure,) = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "121058"]
     assert procedure.ConceptCodeSequence[0].CodeValue == "44139-4"  # not FDG: (LN) PET whole body
     dicom.write_dicom_seg(np.zeros(phantom.suv.shape, np.uint8), phantom.geometry, tmp_path / "pet",

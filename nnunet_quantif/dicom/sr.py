@@ -151,6 +151,21 @@ def _read_seg(seg_path: Path):
         raise SRError(f"{seg_path}: not a valid DICOM Segmentation ({exc})") from None
 
 
+def _read_headers(files) -> list:
+    """The headers (no pixel data) of a series' files: references, evidence and slice order."""
+    from .series import _pydicom, _quiet_pydicom
+
+    pydicom = _pydicom()
+    out = []
+    for path in files:
+        try:
+            with _quiet_pydicom():
+                out.append(pydicom.dcmread(path, stop_before_pixels=True))
+        except Exception as exc:  # pydicom raises several types
+            raise DicomError(f"{path}: cannot read DICOM file ({type(exc).__name__}: {exc})") from None
+    return out
+
+
 def _check_seg_on_pet(seg, seg_path: Path, slices: list, where: str) -> None:
     """Refuse a SEG that does not reference the PET series or lies in another frame of reference."""
     pet_series = str(slices[0].SeriesInstanceUID)
@@ -217,6 +232,7 @@ def measure_segments(labels: np.ndarray, pet: np.ndarray, geometry: Geometry,
     """
     from scipy import ndimage
 
+    from ..evaluation.metrics import CONNECTIVITY
     from ..quantify import quantify, sphere_offsets
 
     half = np.abs(sphere_offsets(geometry.spacing_zyx)).max(axis=0)
@@ -235,8 +251,9 @@ def measure_segments(labels: np.ndarray, pet: np.ndarray, geometry: Geometry,
                          mask_source=f"{seg_name} segment {number}")
         if stats.n_lesions != 1:
             raise SRError(f"{seg_name}: segment {number} ({name!r}) holds {stats.n_lesions} lesions "
-                          "(18-connected components); the SR measures one lesion per segment: write the SEG with "
-                          "one segment per lesion (quantif dicom-seg --per-lesion, quantif predict --per-lesion)")
+                          f"({CONNECTIVITY}-connected components); the SR measures one lesion per segment: write the "
+                          "SEG with one segment per lesion (quantif dicom-seg --per-lesion, quantif predict "
+                          "--per-lesion)")
         out.append(SegmentMeasurement(number, name, stats.lesions[0]))
     return tuple(out)
 
@@ -265,11 +282,6 @@ def model_provenance(model_folder: PathLike | None) -> list[str]:
     return params
 
 
-def _text(value: object, limit: int = 64) -> str:
-    """A TEXT/LO-safe string (no backslash; cut to ``limit`` characters for LO attributes)."""
-    return str(value).replace("\\", "/")[:limit]
-
-
 def _segmentation_algorithm(seg, number: int, model_folder: PathLike | None):
     """TID 4019 of the algorithm that made segment ``number``: its SEG algorithm identification, the model
     folder (``model_folder``, else the SEG's AlgorithmSource) and the model's provenance; None for a manual
@@ -283,9 +295,8 @@ def _segmentation_algorithm(seg, number: int, model_folder: PathLike | None):
     algo = algorithms[0]
     source = model_folder if model_folder is not None else algo.get("AlgorithmSource")
     return hd.sr.AlgorithmIdentification(
-        name=_text(algo.get("AlgorithmName", "") or "unknown"), version=_text(algo.get("AlgorithmVersion", "") or
-                                                                               "unknown"),
-        parameters=[p.replace("\\", "/") for p in model_provenance(source)] or None)
+        name=str(algo.get("AlgorithmName", "") or "unknown"),
+        version=str(algo.get("AlgorithmVersion", "") or "unknown"), parameters=model_provenance(source) or None)
 
 
 def _measurement_algorithm():
@@ -360,7 +371,7 @@ def build_measurement_report(seg, pet_slices: list, lesions: tuple[SegmentMeasur
         finding_type = described.SegmentedPropertyTypeCodeSequence[0]
         finding_category = described.SegmentedPropertyCategoryCodeSequence[0]
         groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=_text(lesion.segment_label)),
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=lesion.segment_label),
             referenced_segment=hd.sr.ReferencedSegment(
                 sop_class_uid=str(seg.SOPClassUID), sop_instance_uid=str(seg.SOPInstanceUID),
                 segment_number=lesion.segment_number,
@@ -418,33 +429,33 @@ def write_measurement_report(seg_path: PathLike, pet_dir: PathLike, out_path: Pa
     OverwriteInputError, OutputPathError
         ``out_path`` is an input or lies in the PET folder.
     """
-    from ..io import atomic_write, check_output_path, check_same_grid
+    from ..io import atomic_write, check_output_path
     from .seg import SEG_TYPE2_KEYWORDS
-    from .series import _read_datasets, _sorted_slices, select_series
-    from .suv import read_dicom_pet, tracer_from_dicom
+    from .series import _sorted_slices, select_series
+    from .suv import read_dicom_pet
 
     seg_path, out_path = Path(seg_path), Path(out_path)
     check_output_path(out_path, inputs=(seg_path,), input_folders=(pet_dir,))
     seg = _read_seg(seg_path)
     info = select_series(pet_dir, pet_series)
     where = f"{pet_dir} (series {info.uid})"
-    slices, g_pet = _sorted_slices(_read_datasets(info, where), where)
+    slices, g_pet = _sorted_slices(_read_headers(info.files), where)
     _check_seg_on_pet(seg, seg_path, slices, where)
     labels = _segment_labels(seg, seg_path, slices)
-    pet, g_suv, pet_info = read_dicom_pet(pet_dir, info.uid, suv_factor=suv_factor, weight_kg=weight_kg,
-                                          dose_bq=dose_bq)
-    check_same_grid(g_pet, g_suv, where, where)
+    if labels.shape != g_pet.shape:
+        raise SRError(f"{seg_path}: its frames are {labels.shape[1]} x {labels.shape[2]} pixels, the PET's slices "
+                      f"{g_pet.shape[1]} x {g_pet.shape[2]} ({where}); the SEG must be on the PET grid")
+    pet, geometry, pet_info = read_dicom_pet(pet_dir, info.uid, suv_factor=suv_factor, weight_kg=weight_kg,
+                                             dose_bq=dose_bq)
     segments = {int(item.SegmentNumber): str(item.get("SegmentLabel", "") or f"segment {item.SegmentNumber}")
                 for item in seg.SegmentSequence}
-    lesions = measure_segments(labels, pet, g_pet, segments, seg_name=str(seg_path))
+    lesions = measure_segments(labels, pet, geometry, segments, seg_name=str(seg_path))
     if not lesions:
         raise NoLesionError(f"{seg_path}: every segment is empty; no lesion to report, no SR written")
-    for ds in slices:  # Type 2 patient and study attributes: present, empty allowed (as in the SEG)
-        for keyword in SEG_TYPE2_KEYWORDS:
-            if keyword not in ds:
-                setattr(ds, keyword, "")
-    sr = build_measurement_report(seg, slices, lesions, tracer=pet_info.tracer or tracer_from_dicom(slices[0]),
-                                  model_folder=model_folder)
+    for keyword in SEG_TYPE2_KEYWORDS:  # the SR copies patient and study from the SEG; Type 2: empty allowed
+        if keyword not in seg:
+            setattr(seg, keyword, "")
+    sr = build_measurement_report(seg, slices, lesions, tracer=pet_info.tracer, model_folder=model_folder)
     with atomic_write(out_path, inputs=(seg_path, *info.files), input_folders=(pet_dir,)) as tmp:
         sr.save_as(tmp)
     return MeasurementReportResult(out_path, lesions, str(sr.SOPInstanceUID))
