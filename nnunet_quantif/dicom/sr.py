@@ -71,7 +71,8 @@ class SRError(DicomError):
 
 
 class NoLesionError(SRError):
-    """Every segment of the SEG is empty: there is no lesion to report (a TID 1500 report needs one group)."""
+    """There is no lesion to report: every segment of a SEG is empty (a TID 1500 report needs one group), or a
+    mask is empty (an RT Structure Set needs one ROI)."""
 
 
 @dataclass(frozen=True)
