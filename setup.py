@@ -35,7 +35,9 @@ setup(
         "scipy>=1.10",
     ],
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3.2", "ruff>=0.5", "hypothesis>=6.100",
-                             "pydicom>=3", "highdicom>=0.22"],
+                             "pydicom>=3", "highdicom>=0.22",
+                             # dcmqi's tid1500reader: an independent reader of the DICOM SR (tests/test_dicom_sr.py)
+                             "dcmqi>=1.5"],
                     "dicom": ["pydicom>=3", "highdicom>=0.22"],
                     # the napari plugin (quantif view); napari-test adds what its Qt tests need (Xvfb from the OS)
                     "napari": ["napari[pyqt5]>=0.5"],

@@ -1,5 +1,6 @@
 """``quantif convert-dicom`` (DICOM CT + PET series -> ``_0000``/``_0001`` NIfTI pair in SUVbw) and
-``quantif dicom-seg`` (mask -> DICOM-SEG referencing the PET series)."""
+``quantif dicom-seg`` (mask -> DICOM-SEG referencing the PET series) and ``quantif sr`` (a per-lesion SEG + its PET
+-> DICOM SR TID 1500 measurement report)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--model-folder", metavar="DIR", help="recorded as the algorithm source")
     s.set_defaults(func=run_seg)
 
+    r = sub.add_parser(
+        "sr", help="a per-lesion DICOM-SEG + its PET series -> DICOM SR measurement report (TID 1500)",
+        description="Measure each segment of a DICOM Segmentation on the PET series it references (SUVbw, as "
+                    "'quantif stats': MTV in ml, SUVmax, SUVmean, SUVpeak, TLG) and write a DICOM SR "
+                    "Comprehensive 3D Measurement Report (TID 1500): one TID 1411 group per segment referencing "
+                    "it, the PET series as evidence, the algorithm (name, version, model folder and its "
+                    "provenance.json) named. Each segment must be one lesion (an 18-connected component): write "
+                    "the SEG with --per-lesion; a segment holding several lesions is refused. The SEG must "
+                    "reference the PET series and share its frame of reference. The output may not be an input "
+                    "nor lie inside the PET folder; it is written atomically. Codes: docs/DICOM.md.")
+    r.add_argument("--seg", required=True, metavar="SEG.dcm", help="DICOM-SEG with one segment per lesion")
+    r.add_argument("--pet", required=True, metavar="DIR", help="PET DICOM series folder the SEG references")
+    r.add_argument("--out", required=True, metavar="SR.dcm", help="output DICOM SR file")
+    r.add_argument("--model-folder", metavar="DIR",
+                   help="the model that made the mask, named with its provenance.json (default: the SEG's "
+                        "AlgorithmSource)")
+    add_dicom_arguments(r, ct=False)
+    r.set_defaults(func=run_sr)
+
 
 def run(args: argparse.Namespace) -> int:
     from ..dicom import convert_dicom_case
@@ -71,4 +91,14 @@ def run_seg(args: argparse.Namespace) -> int:
     out = write_dicom_seg(mask, geometry, args.pet, args.out, pet_series=args.pet_series,
                           per_lesion=args.per_lesion, model_folder=args.model_folder)
     print(f"wrote {out}")
+    return 0
+
+
+def run_sr(args: argparse.Namespace) -> int:
+    from ..dicom import write_measurement_report
+    from .dicom_options import dicom_overrides
+
+    result = write_measurement_report(args.seg, args.pet, args.out, pet_series=args.pet_series,
+                                      model_folder=args.model_folder, **dicom_overrides(args))
+    print(f"wrote {result.path} ({len(result.lesions)} lesion(s))")
     return 0

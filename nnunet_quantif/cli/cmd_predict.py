@@ -88,10 +88,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     add_dicom_arguments(p)
     one.add_argument("--output-type", choices=OUTPUT_TYPES, default=None,
-                     help="nifti, mha (default: by the --out ending) or dicom-seg: a DICOM Segmentation file "
-                          "(--out X.dcm) referencing the PET series (--pet must be a DICOM folder)")
+                     help="nifti, mha (default: by the --out ending), dicom-seg: a DICOM Segmentation file "
+                          "(--out X.dcm) referencing the PET series (--pet must be a DICOM folder), or rtstruct: an "
+                          "RT Structure Set (--out X.dcm) on the PET series, one ROI per lesion")
     one.add_argument("--per-lesion", action="store_true",
                      help="dicom-seg: one segment per lesion (18-connected) instead of one 'lesion' segment")
+    one.add_argument("--sr", action="store_true",
+                     help="dicom-seg: also write <out stem>_sr.dcm beside the SEG, a DICOM SR measurement report "
+                          "(TID 1500: each lesion's MTV, SUVmax, SUVmean, SUVpeak, TLG, referencing its segment, "
+                          "as 'quantif sr'); implies --per-lesion")
     p.set_defaults(func=run)
 
 
@@ -118,6 +123,12 @@ def run(args: argparse.Namespace) -> int:
         csv_path = seg_lesion_csv_path(args.out) if seg else lesion_csv_path(args.out)
         if args.stats:
             check_output_path(csv_path, inputs=inputs, input_folders=folders)
+        if args.sr:
+            from ..dicom import sr_path_beside
+
+            if args.output_type != "dicom-seg":
+                raise ConfigError("--sr needs --output-type dicom-seg (the SR references the SEG's segments)")
+            check_output_path(sr_path_beside(args.out), inputs=inputs, input_folders=folders)
         if args.clicks is not None and not Path(args.clicks).is_file():
             what = "is not a file" if Path(args.clicks).exists() else "click file not found"
             raise InputFileError(f"{args.clicks}: {what} (omit --clicks to predict without clicks)")
@@ -140,20 +151,21 @@ def run(args: argparse.Namespace) -> int:
                 from ..dicom import compare_header_tracer
 
                 compare_header_tracer(pipeline, tracer, pet_path)  # logs a disagreement with the classifier
-            if seg:  # the mask is predicted to a temporary NIfTI, then written as a SEG referencing the PET
+            if seg:  # the mask is predicted to a temporary NIfTI, then written as a SEG or RTSTRUCT on the PET
                 result = _predict_dicom_seg(args, pipeline, ct_path, pet_path, tracer, Path(seg_tmp), csv_path)
             else:
                 result = pipeline.predict_case(ct_path, pet_path, args.clicks, args.out, tracer=tracer,
                                                step=args.step)
             print(result.summary_line())
-            print(f"wrote {result.output}")
+            if result.output is not None:
+                print(f"wrote {result.output}")
             if args.stats and not seg:
                 print(f"wrote {write_lesion_csv_beside(result.output, pet_path, nonfinite=nonfinite_mode(args))}")
         return 0
     if args.input is None or args.output is None:
         raise ConfigError("folder mode needs both -i and -o")
-    if args.output_type is not None or args.per_lesion:
-        raise ConfigError("--output-type and --per-lesion are one-case options (--ct/--pet/--out); folder mode "
+    if args.output_type is not None or args.per_lesion or args.sr:
+        raise ConfigError("--output-type, --per-lesion and --sr are one-case options (--ct/--pet/--out); folder mode "
                           "chooses the ending with --output-ending")
     check_output_path(args.output, folder=True)
     from ..inference.pipeline import scan_cases
@@ -179,7 +191,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _predict_dicom_seg(args: argparse.Namespace, pipeline, ct_path: Path, pet_path: Path, tracer: str,
                        tmp: Path, csv_path: Path):
-    """One case with ``--output-type dicom-seg``: predict into ``tmp``, write the SEG (and ``--stats``)."""
+    """One case with ``--output-type dicom-seg`` or ``rtstruct``: predict into ``tmp``, write the SEG (and
+    ``--sr``) or the RT Structure Set, and ``--stats``."""
     from ..dicom import write_dicom_seg
     from ..io import read_image
     from ..quantify import quantify_files, write_csv
@@ -190,8 +203,28 @@ def _predict_dicom_seg(args: argparse.Namespace, pipeline, ct_path: Path, pet_pa
                                    case_name=case)
     mask, geometry = read_image(mask_path)
     model = getattr(pipeline, "model_dirs", {}).get(getattr(result, "tracer", None))
-    result.output = str(write_dicom_seg(mask, geometry, args.pet, args.out, pet_series=args.pet_series,
-                                        per_lesion=args.per_lesion, model_folder=model))
+    if args.output_type == "rtstruct":
+        from ..dicom import NoLesionError, write_rtstruct
+
+        try:
+            result.output = str(write_rtstruct(mask, geometry, args.pet, args.out, pet_series=args.pet_series,
+                                               model_folder=model))
+        except NoLesionError:
+            print(f"no lesion found: no RT Structure Set written ({Path(args.out).name})")
+            result.output = None
+    else:
+        result.output = str(write_dicom_seg(mask, geometry, args.pet, args.out, pet_series=args.pet_series,
+                                            per_lesion=args.per_lesion or args.sr, model_folder=model))
+    if args.sr:  # measured from the SEG just written, so each group references a segment that exists
+        from ..dicom import NoLesionError, sr_path_beside, write_measurement_report
+        from .dicom_options import dicom_overrides
+
+        try:
+            report = write_measurement_report(args.out, args.pet, sr_path_beside(args.out),
+                                              pet_series=args.pet_series, model_folder=model, **dicom_overrides(args))
+            print(f"wrote {report.path} ({len(report.lesions)} lesion(s))")
+        except NoLesionError:
+            print(f"no lesion found: no SR written ({sr_path_beside(args.out).name})")
     if args.stats:
         stats = quantify_files(mask_path, pet_path, nonfinite=nonfinite_mode(args), case=case)
         print(f"wrote {write_csv(stats, csv_path, inputs=[mask_path, pet_path])}")

@@ -16,7 +16,10 @@ SEG_TYPE2_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSe
                       "StudyDate", "StudyTime", "ReferringPhysicianName")
 
 #: Output types of ``quantif predict --output-type``.
-OUTPUT_TYPES: tuple[str, ...] = ("nifti", "mha", "dicom-seg")
+OUTPUT_TYPES: tuple[str, ...] = ("nifti", "mha", "dicom-seg", "rtstruct")
+
+#: The output types written as a DICOM file referencing the PET series.
+DICOM_OUTPUT_TYPES: tuple[str, ...] = ("dicom-seg", "rtstruct")
 
 
 def write_dicom_seg(mask: np.ndarray, geometry: Geometry, pet_dir: PathLike, out_path: PathLike, *,
@@ -102,10 +105,11 @@ def write_dicom_seg(mask: np.ndarray, geometry: Geometry, pet_dir: PathLike, out
 
 
 def check_output_type(output_type: str | None, out: PathLike, pet: PathLike | None) -> bool:
-    """Check ``--output-type`` against the output path and the PET; True for ``dicom-seg``.
+    """Check ``--output-type`` against the output path and the PET; True for a DICOM output
+    (:data:`DICOM_OUTPUT_TYPES`).
 
-    ``None`` follows the output's ending; ``nifti``/``mha`` need that ending; ``dicom-seg``
-    needs a DICOM PET series folder (the SEG references it).
+    ``None`` follows the output's ending; ``nifti``/``mha`` need that ending; ``dicom-seg`` and ``rtstruct``
+    need a DICOM PET series folder (the SEG or the contours reference it) and a ``.dcm``-style output.
 
     Raises
     ------
@@ -119,12 +123,13 @@ def check_output_type(output_type: str | None, out: PathLike, pet: PathLike | No
     if output_type not in OUTPUT_TYPES:
         raise ConfigError(f"--output-type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
     name = os.fspath(out).lower()
-    if output_type == "dicom-seg":
+    if output_type in DICOM_OUTPUT_TYPES:
+        what = "SEG" if output_type == "dicom-seg" else "RT Structure Set"
         if not is_dicom_folder(pet):
-            raise ConfigError("--output-type dicom-seg needs --pet to be a DICOM PET series folder (the SEG "
-                              "references its images)")
+            raise ConfigError(f"--output-type {output_type} needs --pet to be a DICOM PET series folder (the "
+                              f"{what} references its images)")
         if has_image_extension(name):
-            raise ConfigError(f"{out}: a DICOM-SEG output is a .dcm file, not {name.rsplit('.', 1)[-1]}")
+            raise ConfigError(f"{out}: a {what} output is a .dcm file, not {name.rsplit('.', 1)[-1]}")
         return True
     wanted = (".nii.gz", ".nii") if output_type == "nifti" else (".mha",)
     if not name.endswith(wanted):
