@@ -195,9 +195,9 @@ def _segment_labels(seg, seg_path: Path, slices: list) -> np.ndarray:
 
 def _crop_geometry(geometry: Geometry, lo_zyx: np.ndarray, hi_zyx: np.ndarray) -> Geometry:
     """The grid of the sub-array ``[lo:hi]`` (array order) of an image on ``geometry``."""
-    start_xyz = tuple(float(v) for v in lo_zyx[::-1])
-    return Geometry(tuple(int(v) for v in (hi_zyx - lo_zyx)[::-1]), geometry.spacing,
-                    tuple(float(v) for v in geometry.index_to_physical(start_xyz)), geometry.direction)
+    size_xyz = Geometry.to_image_order(hi_zyx - lo_zyx)
+    return Geometry(tuple(int(v) for v in size_xyz), geometry.spacing,
+                    tuple(float(v) for v in geometry.array_index_to_physical(lo_zyx)), geometry.direction)
 
 
 def measure_segments(labels: np.ndarray, pet: np.ndarray, geometry: Geometry,
