@@ -35,7 +35,8 @@ from tqdm import tqdm
 from ..clicks import Clicks
 from ..errors import ConfigError, GridMismatchError, QuantIFError
 from ..io import PathLike, write_image, write_json, write_text
-from .aggregate import RANKING_METRICS, case_curves, json_safe, nanmean, rank_methods, summarize
+from .aggregate import CI_DESCRIPTION, RANKING_METRICS, case_curves, json_safe, nanmean, rank_methods, summarize
+from .bootstrap import bootstrap_ci, stratified_bootstrap_ci
 from .cases import EvalCase
 from .metrics import METRICS, case_metrics
 
@@ -399,8 +400,9 @@ def build_summary(rows: Sequence[Mapping], curves: Sequence[Mapping], steps: Seq
     """The ``summary.json`` content of an interactive run.
 
     Per method: subset means and the mean of subset means of the six ranking metrics (lesion-free
-    cases count for FPV/AUC-FPV only, NaN-ignoring means), plus the mean curves per tracer; and the
-    protocol-weighted ranking of the methods against each other.
+    cases count for FPV/AUC-FPV only, NaN-ignoring means), the mean curves per tracer (``curves``) and the
+    mean of the tracer means at each step (``curve_overall``), every mean with its 95 % bootstrap interval
+    over cases (``*_ci95``: [low, high]); and the protocol-weighted ranking of the methods against each other.
     """
     steps = sorted(int(s) for s in steps)
     full = steps == list(PROTOCOL_STEPS)
@@ -413,6 +415,7 @@ def build_summary(rows: Sequence[Mapping], curves: Sequence[Mapping], steps: Seq
             "auc": ("trapezoid over steps 0..10 with unit spacing: sum_k (m_k + m_k+1) / 2" if full else
                     "trapezoid over the evaluated steps with their actual spacing (NOT the full 0..10 protocol)"),
             "lesion_free_cases": "DSC and FNV are NaN and ignored in every mean; they count for FPV only",
+            "confidence_intervals": CI_DESCRIPTION,
             "ranking_metrics": {k: {"name": n, "weight": w, "higher_is_better": h}
                                 for k, (n, w, h) in RANKING_METRICS.items()},
         },
@@ -430,10 +433,21 @@ def build_summary(rows: Sequence[Mapping], curves: Sequence[Mapping], steps: Seq
         rm = [r for r in rows if r["method"] == m]
         s["mean_seconds_per_prediction"] = nanmean(r.get("seconds", float("nan")) for r in rm)
         s["curves"] = {}
-        for tracer in sorted({r["tracer"] for r in rm}):
-            s["curves"][tracer] = {"step": steps, **{
-                f"{met}_mean": [nanmean(r[met] for r in rm if r["tracer"] == tracer and r["step"] == k)
-                                for k in steps] for met in METRICS}}
+        tracers = sorted({r["tracer"] for r in rm})
+        for tracer in tracers:
+            curve: dict = {"step": steps}
+            for met in METRICS:
+                cis = [bootstrap_ci([r[met] for r in rm if r["tracer"] == tracer and r["step"] == k]) for k in steps]
+                curve[f"{met}_mean"] = [c[0] for c in cis]
+                curve[f"{met}_ci95"] = [list(c[1:]) for c in cis]
+            s["curves"][tracer] = curve
+        overall: dict = {"step": steps}
+        for met in METRICS:
+            cis = [stratified_bootstrap_ci({t: [r[met] for r in rm if r["tracer"] == t and r["step"] == k]
+                                            for t in tracers}) for k in steps]
+            overall[f"{met}_mean"] = [c[0] for c in cis]
+            overall[f"{met}_ci95"] = [list(c[1:]) for c in cis]
+        s["curve_overall"] = overall
         out["methods"][m] = s
     scores = {m: s["mean_of_subset_means"] for m, s in out["methods"].items()}
     out["ranking"] = rank_methods(scores) if scores else {}
