@@ -51,7 +51,7 @@ def test_quality_targets_per_tracer_and_overall():
 
 def test_presets_and_the_trainer_they_train():
     default, quick = DemoSettings.preset(False), DemoSettings.preset(True, seed=3)
-    assert (default.smoke, default.mirroring, default.trainer) == (False, "budget", "nnUNetTrainerQuantIF_tiny")
+    assert (default.smoke, default.mirroring, default.trainer) == (False, "none", "nnUNetTrainerQuantIF_tiny")
     assert (quick.smoke, quick.mirroring, quick.seed) == (True, "none", 3)
     assert quick.n_train < default.n_train and quick.epochs < default.epochs
     assert default.steps == tuple(range(11)) and quick.steps == (0, 1, 5, 10)  # the challenge's 11 steps; smoke: 4

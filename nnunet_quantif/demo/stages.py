@@ -16,7 +16,8 @@ The demo is not a separate toy: every stage calls the code a real run uses.
 6      ``tracer``       :func:`nnunet_quantif.tracer.training.train_tracer` on the training PETs
 7      ``evaluate``     held-out cases at click steps 0..10 (0, 1, 5, 10 in a smoke run) through
                         :class:`nnunet_quantif.inference.pipeline.QuantIFPipeline` (tracer routing by the
-                        classifier, ``budget`` mirroring, post-processing), against the classical
+                        classifier, no mirroring, post-processing; one interactive session per case and
+                        model), against the classical
                         baselines SUV >= 4, SUV >= 2.5 and 41 % SUVmax region growing from the clicks,
                         with :func:`nnunet_quantif.evaluation.interactive.evaluate_interactive`
 8      ``report``       ``report.md`` and ``summary.json``
