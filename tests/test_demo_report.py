@@ -99,6 +99,7 @@ def test_report_tables(tmp_path):
     smoke = render_demo_report(run, _summary(run, smoke=True))
     assert SMOKE_NOTE in smoke.splitlines()[0]
     assert "Not graded" in smoke and "| overall |" not in smoke
+    assert "only click steps 0, 10 are evaluated (the full demo evaluates 0 to 10)" in smoke
 
 
 @pytest.mark.parametrize("smoke", [False, True], ids=["default", "smoke"])

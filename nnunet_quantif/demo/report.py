@@ -139,8 +139,9 @@ def render_demo_report(run: DemoRun, summary: dict) -> str:
         lines += ["**This is a smoke run** (`--quick`): it checks that every stage runs on this machine. Its "
                   "models train for seconds and its figures say nothing about the method; run "
                   "`quantif demo` (without `--quick`) for the measured demo. The tracer classifier is not trained "
-                  "(the held-out cases are routed by their names), mirroring is off, and the quality targets are "
-                  "not graded.", ""]
+                  "(the held-out cases are routed by their names), only click steps "
+                  f"{', '.join(map(str, steps))} are evaluated (the full demo evaluates 0 to 10), and the quality "
+                  "targets are not graded.", ""]
     last = steps[-1]
     shown = headline_steps(steps)
     full = steps == list(range(11))
