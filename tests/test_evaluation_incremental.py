@@ -132,3 +132,24 @@ def test_options_a_session_cannot_match_fall_back_to_full_prediction(data, optio
             steps = list(method.predict_steps(case, case.clicks(), [0, 1]))
         assert [k for k, _, _ in steps] == [0, 1] and method.step_modes == {case.name: "full"}
         assert "a full prediction at every step" in caplog.text
+
+
+def test_lean_session_steps_and_the_cli_switches(data):
+    root, model = data
+    case = discover_cases(root)[0]
+    clicks = case.clicks()
+    lean, full = _method(model, folds=(0,), lean=True), _method(model, folds=(0,), incremental=False)
+    lean_steps = list(lean.predict_steps(case, clicks, [0, 2, 3]))
+    assert lean.step_modes == {case.name: "session"}
+    for (k, mask, _), (_, ref, _) in zip(lean_steps, full.predict_steps(case, clicks, [0, 2, 3])):
+        np.testing.assert_array_equal(mask, ref, err_msg=f"step {k}")
+
+    from nnunet_quantif.cli import build_parser
+    from nnunet_quantif.cli.cmd_evaluate import _model_method
+
+    base = ["evaluate-interactive", "-i", str(root), "--out", "o", "--model-fdg", str(model), "--device", "cpu",
+            "--mirroring", "none"]
+    default = _model_method(build_parser().parse_args(base))
+    assert (default.incremental, default.lean, default.incremental_reason) == (True, False, None)
+    switched = _model_method(build_parser().parse_args([*base, "--no-incremental", "--lean"]))
+    assert (switched.incremental, switched.lean) == (False, True)
