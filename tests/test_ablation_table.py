@@ -6,6 +6,7 @@ import json
 import runpy
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ablation_table.py"
@@ -40,3 +41,66 @@ def test_rows_and_auc(tmp_path, capsys):
     out = capsys.readouterr()
     assert "| nnUNetTrainerQuantIF_noOrgans_tiny | 1 | fdg | 0.000 | 0.600 | 3.80 |" in out.out
     assert "skipped" in out.err and len(json.loads((tmp_path / "t.json").read_text())) == 3
+
+
+def _steps_folder(root: Path, name: str, seed: int, trainer: str, dsc10: dict[str, float]) -> Path:
+    """A finished demo folder whose evaluation holds per-step rows: DSC 0 at step 0 and ``dsc10[case]`` at step 10
+    (NaN: a lesion-free case), FPV 1 ml everywhere."""
+    from nnunet_quantif.evaluation.interactive import STEP_COLUMNS, rows_to_csv
+
+    folder = root / name
+    ev = folder / "evaluation"
+    ev.mkdir(parents=True)
+    rows = [{"case": case, "tracer": case.split("_")[0], "centre": "", "method": "model", "step": k,
+             "dsc": (0.0 if k == 0 else v) if v == v else float("nan"), "fpv": 1.0,
+             "fnv": 0.0 if v == v else float("nan"), "has_lesion": v == v, "seconds": 1.0}
+            for case, v in dsc10.items() for k in (0, 10)]
+    (ev / "metrics_steps.csv").write_text(rows_to_csv(rows, STEP_COLUMNS))
+    curves = {t: {"step": [0, 10], "dsc_mean": [0.0, float(np.nanmean([v for c, v in dsc10.items()
+                                                                       if c.startswith(t)]))]}
+              for t in ("fdg", "psma")}
+    (ev / "summary.json").write_text(json.dumps({"methods": {"model": {"curves": curves}}}))
+    (folder / "summary.json").write_text(json.dumps({"settings": {"seed": seed, "trainer_name": trainer},
+                                                     "evaluation_summary": str(ev / "summary.json")}))
+    return folder
+
+
+def test_paired_comparison_over_seeds_and_cases(tmp_path, capsys):
+    mod = runpy.run_path(str(SCRIPT))
+    base = {"fdg_a": 0.5, "fdg_b": 0.7, "fdg_free": float("nan"), "psma_c": 0.4, "psma_d": 0.6}
+    runs = []
+    for seed in (0, 1):
+        runs.append(_steps_folder(tmp_path, f"B_s{seed}", seed, "TrB", {c: v + 0.01 * seed for c, v in base.items()}))
+        # variant A: +0.1 on every FDG case, +0.2 or 0.0 on the PSMA cases; case psma_d missing on seed 1
+        a = {c: v + 0.01 * seed + (0.1 if c.startswith("fdg") else 0.2 if c == "psma_c" else 0.0)
+             for c, v in base.items() if not (seed == 1 and c == "psma_d")}
+        runs.append(_steps_folder(tmp_path, f"A_s{seed}", seed, "TrA", a))
+    cases = [c for r in runs for c in mod["case_values"](r)]
+    assert len(cases) == 4 * 5 - 1 and {c["trainer"] for c in cases} == {"TrA", "TrB"}
+    assert cases[0]["auc_dsc"] == pytest.approx(cases[0]["dsc@10"] * 5)  # trapezoid over steps 0 and 10
+    fdg, psma, overall = mod["paired_comparison"](cases, "TrA", "TrB", "dsc@10")
+    # FDG: 4 (seed, case) pairs (the lesion-free case has no DSC), a constant +0.1
+    assert (fdg["tracer"], fdg["n_pairs"]) == ("fdg", 4)
+    assert (fdg["diff"], fdg["low"], fdg["high"]) == pytest.approx((0.1, 0.1, 0.1))
+    # PSMA: pairs (0, c) +0.2, (0, d) 0.0, (1, c) +0.2 -- (1, d) has no A; resampled pairs give [0, 0.2]
+    assert psma["n_pairs"] == 3 and psma["diff"] == pytest.approx(0.4 / 3)
+    assert psma["low"] == pytest.approx(0.0) and psma["high"] == pytest.approx(0.2)
+    assert psma["a"] - psma["b"] == pytest.approx(psma["diff"])
+    # overall: the mean of the tracer means of the differences
+    assert overall["diff"] == pytest.approx((0.1 + 0.4 / 3) / 2) and overall["n_pairs"] == 7
+    assert overall["low"] <= overall["diff"] <= overall["high"]
+    fpv = mod["paired_comparison"](cases, "TrA", "TrB", "fpv@0")[-1]
+    assert (fpv["diff"], fpv["n_pairs"]) == (0.0, 9)  # FPV counts the lesion-free case too
+
+    assert mod["main"]([*map(str, runs), "--compare", "TrA", "TrB", "--metric", "dsc@10", "auc_dsc",
+                        "--json", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| dsc@10 | fdg | 0.705 | 0.605 | +0.100 [+0.100, +0.100] | 4 |" in out
+    assert "| auc_dsc | fdg |" in out and "95 % bootstrap interval over the held-out cases" in out
+    assert "| TrB | 0 | fdg | 0.000 [0.000, 0.000] | 0.600 [0.500, 0.700] |" in out  # per-run rows with intervals
+    saved = json.loads((tmp_path / "c.json").read_text())
+    assert len(saved["comparison"]) == 6 and len(saved["rows"]) == 4 * 3
+    with pytest.raises(SystemExit, match="no metric"):
+        mod["paired_comparison"](cases, "TrA", "TrB", "dsc@5")
+    with pytest.raises(SystemExit, match="no \\(seed, case\\) pair"):
+        mod["paired_comparison"](cases, "TrA", "TrC", "dsc@10")

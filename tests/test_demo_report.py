@@ -51,9 +51,10 @@ def test_quality_targets_per_tracer_and_overall():
 
 def test_presets_and_the_trainer_they_train():
     default, quick = DemoSettings.preset(False), DemoSettings.preset(True, seed=3)
-    assert (default.smoke, default.mirroring, default.trainer) == (False, "budget", "nnUNetTrainerQuantIF_tiny")
+    assert (default.smoke, default.mirroring, default.trainer) == (False, "none", "nnUNetTrainerQuantIF_tiny")
     assert (quick.smoke, quick.mirroring, quick.seed) == (True, "none", 3)
     assert quick.n_train < default.n_train and quick.epochs < default.epochs
+    assert default.steps == tuple(range(11)) and quick.steps == (0, 1, 5, 10)  # the challenge's 11 steps; smoke: 4
     assert DemoSettings.preset(False, click_sampling=True).trainer == "nnUNetTrainerQuantIF_tiny_clickSampling"
     with pytest.raises(ConfigError, match="choose one of"):
         DemoSettings.preset(False, trainer_name="nnUNetTrainerQuantIF_FDG")
@@ -90,13 +91,15 @@ def test_report_tables(tmp_path):
     run = DemoRun(tmp_path, DemoSettings.preset(False))
     text = render_demo_report(run, _summary(run, smoke=False))
     assert text.startswith("# QuantIF demo report\n")
-    assert "| model | 0.150 | 0.750 | 3.000 | 1.500 |" in text
+    assert "| model | 0.150 | 0.750 | 3.000 | 1.500 | n/a | n/a | n/a |" in text
+    assert "an approximation of the challenge's AUC" in text  # steps 0 and 10 only
     assert "| overall | 0.150 | 0.750 | 0.300 | 3.0 | 850.0 | yes |" in text
     assert "| **total** | 3.5 |" in text
 
     smoke = render_demo_report(run, _summary(run, smoke=True))
     assert SMOKE_NOTE in smoke.splitlines()[0]
     assert "Not graded" in smoke and "| overall |" not in smoke
+    assert "only click steps 0, 10 are evaluated (the full demo evaluates 0 to 10)" in smoke
 
 
 @pytest.mark.parametrize("smoke", [False, True], ids=["default", "smoke"])
@@ -111,3 +114,22 @@ def test_the_predict_command_parses(tmp_path, smoke):
     assert ("--tracer name" in words) == smoke and ("--tracer-weights" in words) == (not smoke)
     assert Path(argv[argv.index("--model-fdg") + 1]).name == "nnUNetTrainerQuantIF_tiny__nnUNetPlans_tiny__3d_fullres"
     assert Path(argv[argv.index("--out") + 1]).parent == tmp_path / "predict_example"
+
+
+def test_report_shows_the_headline_steps_aucs_and_intervals(tmp_path):
+    """Eleven steps: the table shows DSC at 0, 1, 5 and 10 and the three AUCs, each with its interval."""
+    run = DemoRun(tmp_path, DemoSettings.preset(False))
+    summary = _summary(run, smoke=False)
+    steps = list(range(11))
+    summary["steps"] = steps
+    summary["metrics"] = {"model": {
+        "dsc_by_step": [0.1 * k / 2 for k in steps], "dsc_ci95_by_step": [[0.04 * k, 0.06 * k] for k in steps],
+        "fpv@10": 3.0, "fnv@10": 1.5, "auc_dsc": 2.5, "auc_fpv": 40.0, "auc_fnv": 12.0,
+        "ci95": {"fpv@10": [1.0, 5.0], "fnv@10": [None, None], "auc_dsc": [2.0, 3.0], "auc_fpv": [30.0, 52.25],
+                 "auc_fnv": [10.0, 14.0]}}}
+    text = render_demo_report(run, summary)
+    assert ("| method | DSC@0 | DSC@1 | DSC@5 | DSC@10 | FPV@10 (ml) | FNV@10 (ml) | AUC-DSC | AUC-FPV (ml) | "
+            "AUC-FNV (ml) |") in text
+    assert ("| model | 0.000 [0.000, 0.000] | 0.050 [0.040, 0.060] | 0.250 [0.200, 0.300] | 0.500 [0.400, 0.600] | "
+            "3.000 [1.000, 5.000] | 1.500 | 2.50 [2.00, 3.00] | 40.0 [30.0, 52.2] | 12.0 [10.0, 14.0] |") in text
+    assert "trapezoid over steps 0-10, as the challenge ranks" in text

@@ -217,6 +217,17 @@ def test_subset_aggregation_and_lesion_free_cases():
     assert s["by_tracer"]["FDG"]["dsc"] == pytest.approx((0.8 + 0.6 + 0.5) / 3)
     assert s["by_tracer"]["FDG"]["fpv"] == pytest.approx(2.0)
     assert s["pooled_mean"]["fpv"] == pytest.approx(16.0 / 6)
+    # every mean has its bootstrap interval over the same cases (lesion-free ones left out of DSC)
+    from nnunet_quantif.evaluation.bootstrap import bootstrap_ci, stratified_bootstrap_ci
+
+    assert sub["FDG-LMU"]["ci95"]["dsc"] == pytest.approx(list(bootstrap_ci([0.8, 0.6])[1:]))
+    assert sub["FDG-UKT"]["ci95"]["dsc"] == [0.5, 0.5] and sub["FDG-UKT"]["ci95"]["fpv"] == [0.0, 4.0]
+    assert all(math.isnan(v) for v in sub["PSMA-UKT"]["ci95"]["dsc"])
+    assert s["pooled_mean_ci95"]["fpv"] == pytest.approx(list(bootstrap_ci([1, 3, 0, 4, 2, 6])[1:]))
+    groups = {"FDG-LMU": [0.8, 0.6], "FDG-UKT": [0.5, NAN], "PSMA-LMU": [0.9], "PSMA-UKT": [NAN]}
+    assert s["mean_of_subset_means_ci95"]["dsc"] == pytest.approx(list(stratified_bootstrap_ci(groups)[1:]))
+    low, high = s["mean_of_subset_means_ci95"]["dsc"]
+    assert low < mosm["dsc"] < high
 
 
 def test_without_centre_uses_tracer_subsets():

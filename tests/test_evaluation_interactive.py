@@ -156,6 +156,14 @@ def test_runner_outputs_and_resume(tiny_data, tmp_path):
     assert m["by_tracer_centre"]["FDG-UKT"]["dsc_last"] is None       # lesion-free subset: FPV only
     assert m["mean_of_subset_means"]["dsc_last"] == pytest.approx(1.0)
     assert s["protocol"]["full_protocol"] is False
+    # 95 % bootstrap intervals over cases on every mean: the model finds every lesion at step 10 (DSC 1 on
+    # every lesion case: a zero-width interval); SUV >= 4's FPV varies over the FDG cases
+    assert "bootstrap" in s["protocol"]["confidence_intervals"]
+    assert m["mean_of_subset_means_ci95"]["dsc_last"] == [1.0, 1.0]
+    lo, hi = s["methods"]["suv4"]["by_tracer"]["FDG"]["ci95"]["fpv_last"]
+    assert lo <= s["methods"]["suv4"]["by_tracer"]["FDG"]["fpv_last"] <= hi
+    assert m["curves"]["fdg"]["dsc_ci95"][-1] == [1.0, 1.0] and len(m["curves"]["fdg"]["dsc_ci95"]) == len(steps)
+    assert m["curve_overall"]["dsc_mean"][-1] == 1.0 and m["curve_overall"]["dsc_mean"][0] == 0.0
     assert set(s["ranking"]) == set(s["methods"])
     assert sorted(r["position"] for r in s["ranking"].values()) == [1, 2, 3, 4]
     # the fake model's false positive at steps 0-2 costs it AUC-FPV against region growing
@@ -167,6 +175,7 @@ def test_runner_outputs_and_resume(tiny_data, tmp_path):
     report = (ref_out / "report.md").read_text()
     assert "DSC@10" in report and "![curves_fdg](plots/curves_fdg.png)" in report
     assert "DSC by click step" in report and "| k=0 | k=1 | k=2 | k=10 |" in report
+    assert "| model | mean of tracers | 0.0000 [0.0000, 0.0000] |" in report and "Intervals [low, high]" in report
     assert (ref_out / "predictions" / "model" / f"{a}.nii.gz").is_file()
 
     # an interrupted run (KeyboardInterrupt after 5 model calls) ...

@@ -16,15 +16,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Generate FDG and PSMA phantoms, convert them to nnU-Net datasets with the click heatmap "
                     "channel and organ side files, plan and preprocess with tiny plans, train the tiny QuantIF "
                     "trainer per tracer and the tracer classifier, predict the held-out cases at click steps "
-                    "0, 1, 5 and 10 (tracer routing, adaptive mirroring, post-processing), evaluate them against "
-                    "the SUV>=4 baseline, and write DIR/report.md and DIR/summary.json. A rerun reuses the "
-                    "finished stages.",
+                    "0 to 10 (tracer routing, adaptive mirroring, post-processing), evaluate them against "
+                    "the SUV>=4 baseline, and write DIR/report.md and DIR/summary.json (AUC-DSC, AUC-FPV, AUC-FNV, "
+                    "with 95%% bootstrap intervals over the cases). A rerun reuses the finished stages.",
     )
     p.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default: demo_out)")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: fewer cases and a few seconds of training, to check that every stage runs; "
                         "its figures are not a quality measurement (no tracer classifier: cases are routed by "
-                        "name; no mirroring; quality targets not graded)")
+                        "name; no mirroring; click steps 0, 1, 5 and 10 only; quality targets not graded)")
     p.add_argument("--seed", type=nonneg_int, default=0, metavar="S", help="seed of phantoms and training (default 0)")
     p.add_argument("--click-sampling", action="store_true",
                    help="train nnUNetTrainerQuantIF_tiny_clickSampling (a random click count k = 0..10 per "
@@ -39,14 +39,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _table(summary: dict) -> str:
+    from ..demo.report import headline_steps
+
     steps = summary["steps"]
     last = steps[-1]
-    head = ["method"] + [f"DSC@{k}" for k in steps] + [f"FPV@{last} ml", f"FNV@{last} ml"]
+    shown = headline_steps(steps)
+    head = (["method"] + [f"DSC@{k}" for k in shown] + [f"FPV@{last} ml", f"FNV@{last} ml"]
+            + ["AUC-DSC", "AUC-FPV", "AUC-FNV"])
 
     def f(v: object) -> str:
         return "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
-    rows = [[m] + [f(v) for v in h["dsc_by_step"]] + [f(h.get(f"fpv@{last}")), f(h.get(f"fnv@{last}"))]
+    rows = [[m] + [f(h["dsc_by_step"][steps.index(k)]) for k in shown]
+            + [f(h.get(f"fpv@{last}")), f(h.get(f"fnv@{last}"))]
+            + [f(h.get(k)) for k in ("auc_dsc", "auc_fpv", "auc_fnv")]
             for m, h in summary["metrics"].items()]
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [head] + rows]

@@ -56,6 +56,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated baselines: suv<T> (SUV >= T), rg<P> (P%% SUVmax region growing); "
                         "'none' for none (default suv4,suv2.5,rg41)")
     q.add_argument("--no-model", action="store_true", help="evaluate the baselines only")
+    q.add_argument("--no-incremental", action="store_true",
+                   help="predict every step of a case in full (default: one interactive session per case, each click "
+                        "re-running only the tiles it changes, with the same masks; used unless --mirroring budget, "
+                        "--accumulate fp32, --tile-batch or --compile)")
+    q.add_argument("--lean", action="store_true",
+                   help="memory-lean session: keep no per-tile logits, only each fold's accumulator (2 bytes per label "
+                        "and voxel instead of about 32 at step 0.5); a click re-runs the tiles around the ones it "
+                        "changes, with the same masks")
     q.add_argument("--save-predictions", choices=("last", "all", "none"), default="last",
                    help="keep the masks of the last step (default), of all steps, or none")
     q.add_argument("--n-worst", type=int, default=4, metavar="N", help="worst cases drawn as MIPs (default 4)")
@@ -109,7 +117,8 @@ def _model_method(args: argparse.Namespace):
                                           **prediction_options(args), heatmap_params=heatmap_options(args),
                                           force_heatmap=args.force_heatmap)
     return model_method(model_fdg=args.model_fdg, model_psma=args.model_psma,
-                        tracer="auto" if args.tracer == "auto" else None, **prediction_options(args),
+                        tracer="auto" if args.tracer == "auto" else None, incremental=not args.no_incremental,
+                        lean=args.lean, **prediction_options(args),
                         heatmap_params=heatmap_options(args), force_heatmap=args.force_heatmap)
 
 

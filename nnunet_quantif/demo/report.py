@@ -21,6 +21,10 @@ from .targets import (
     quality_targets,
 )
 
+#: The click steps of the demo's headline table (those the run evaluated; the full curve is in the plot and in the
+#: evaluation's report).
+HEADLINE_STEPS = (0, 1, 5, 10)
+
 
 def _fmt(v: object, digits: int = 3) -> str:
     if v is None:
@@ -28,6 +32,19 @@ def _fmt(v: object, digits: int = 3) -> str:
     if isinstance(v, float):
         return "nan" if not np.isfinite(v) else f"{v:.{digits}f}"
     return str(v)
+
+
+def _fmt_ci(v: object, ci: object, digits: int = 3) -> str:
+    """``'0.612 [0.501, 0.700]'``; the value alone without a finite interval."""
+    text = _fmt(v, digits)
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or any(c is None or not np.isfinite(c) for c in ci):
+        return text
+    return f"{text} [{_fmt(float(ci[0]), digits)}, {_fmt(float(ci[1]), digits)}]"
+
+
+def headline_steps(steps: list[int]) -> list[int]:
+    """The steps of the headline table: :data:`HEADLINE_STEPS` that were evaluated, and the first and last step."""
+    return sorted({steps[0], steps[-1], *(k for k in HEADLINE_STEPS if k in steps)})
 
 
 def build_demo_summary(run: DemoRun) -> dict:
@@ -41,6 +58,7 @@ def build_demo_summary(run: DemoRun) -> dict:
     for m, s in methods.items():
         curves = s.get("curves", {})  # per tracer: {"step": [...], "dsc_mean": [...], ...}
         overall = s.get("mean_of_subset_means", {})
+        overall_ci = s.get("mean_of_subset_means_ci95", {})
         by_step = {}
         for met in ("dsc", "fpv", "fnv"):
             per_tracer = [c[f"{met}_mean"] for c in curves.values() if f"{met}_mean" in c]
@@ -51,6 +69,11 @@ def build_demo_summary(run: DemoRun) -> dict:
             f"dsc@{last}": overall.get("dsc_last"), f"fpv@{last}": overall.get("fpv_last"),
             f"fnv@{last}": overall.get("fnv_last"),
             "auc_dsc": overall.get("auc_dsc"), "auc_fpv": overall.get("auc_fpv"), "auc_fnv": overall.get("auc_fnv"),
+            # 95 % bootstrap intervals over the held-out cases (the evaluation's summary.json)
+            "dsc_ci95_by_step": s.get("curve_overall", {}).get("dsc_ci95"),
+            "ci95": {f"dsc@{last}": overall_ci.get("dsc_last"), f"fpv@{last}": overall_ci.get("fpv_last"),
+                     f"fnv@{last}": overall_ci.get("fnv_last"), "auc_dsc": overall_ci.get("auc_dsc"),
+                     "auc_fpv": overall_ci.get("auc_fpv"), "auc_fnv": overall_ci.get("auc_fnv")},
         }
     timings = {k: v["seconds"] for k, v in st.items()}
     targets = None if run.settings.smoke else quality_targets(methods, steps)
@@ -116,20 +139,34 @@ def render_demo_report(run: DemoRun, summary: dict) -> str:
         lines += ["**This is a smoke run** (`--quick`): it checks that every stage runs on this machine. Its "
                   "models train for seconds and its figures say nothing about the method; run "
                   "`quantif demo` (without `--quick`) for the measured demo. The tracer classifier is not trained "
-                  "(the held-out cases are routed by their names), mirroring is off, and the quality targets are "
-                  "not graded.", ""]
+                  "(the held-out cases are routed by their names), only click steps "
+                  f"{', '.join(map(str, steps))} are evaluated (the full demo evaluates 0 to 10), and the quality "
+                  "targets are not graded.", ""]
+    last = steps[-1]
+    shown = headline_steps(steps)
+    full = steps == list(range(11))
+    auc_note = ("trapezoid over steps 0-10, as the challenge ranks" if full else
+                f"trapezoid over the evaluated steps {', '.join(map(str, steps))} only: an approximation of the "
+                "challenge's AUC over steps 0-10")
     lines += [f"nnunet-quantif {summary['version']}, settings: `{json.dumps(summary['settings'])}`", "",
              "Held-out synthetic phantoms, evaluated with the autoPET IV metrics at click steps "
-             f"{', '.join(map(str, steps))} (mean over the tracer subsets; lesion-free cases count for FPV only).",
+             f"{', '.join(map(str, steps))} (mean over the tracer subsets; lesion-free cases count for FPV only). "
+             f"AUC: {auc_note}. [low, high]: 95 % bootstrap interval over the held-out cases (the tracers resampled "
+             "apart). The DSC at every step is in the plot and in the evaluation's report.",
              "", "## Metrics", "",
-             "| method | " + " | ".join(f"DSC@{k}" for k in steps) + f" | FPV@{steps[-1]} (ml) | "
-             f"FNV@{steps[-1]} (ml) |",
-             "|---|" + "---|" * (len(steps) + 2)]
+             "| method | " + " | ".join(f"DSC@{k}" for k in shown) + f" | FPV@{last} (ml) | FNV@{last} (ml) | "
+             "AUC-DSC | AUC-FPV (ml) | AUC-FNV (ml) |",
+             "|---|" + "---|" * (len(shown) + 5)]
     for m, h in summary["metrics"].items():
         dsc = h.get("dsc_by_step") or [None] * len(steps)
-        last = steps[-1]
-        lines.append(f"| {m} | " + " | ".join(_fmt(v) for v in dsc) + f" | {_fmt(h.get(f'fpv@{last}'))} | "
-                     f"{_fmt(h.get(f'fnv@{last}'))} |")
+        dsc_ci = h.get("dsc_ci95_by_step") or [None] * len(steps)
+        ci = h.get("ci95") or {}
+        cells = [_fmt_ci(dsc[steps.index(k)], dsc_ci[steps.index(k)]) for k in shown]
+        cells += [_fmt_ci(h.get(f"fpv@{last}"), ci.get(f"fpv@{last}")),
+                  _fmt_ci(h.get(f"fnv@{last}"), ci.get(f"fnv@{last}")),
+                  _fmt_ci(h.get("auc_dsc"), ci.get("auc_dsc"), 2), _fmt_ci(h.get("auc_fpv"), ci.get("auc_fpv"), 1),
+                  _fmt_ci(h.get("auc_fnv"), ci.get("auc_fnv"), 1)]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
     targets = summary.get("targets") or {}
     if summary.get("dsc_plot"):
         lines += ["", f"![DSC by click step]({os.path.relpath(summary['dsc_plot'], run.out)})"]

@@ -14,9 +14,10 @@ The demo is not a separate toy: every stage calls the code a real run uses.
 5      ``train_fdg``,   ``nnUNetv2_train D 3d_fullres 0 -tr nnUNetTrainerQuantIF_tiny -p nnUNetPlans_tiny``
        ``train_psma``   (a subprocess with the ``quantif env`` variables)
 6      ``tracer``       :func:`nnunet_quantif.tracer.training.train_tracer` on the training PETs
-7      ``evaluate``     held-out cases at click steps 0, 1, 5, 10 through
+7      ``evaluate``     held-out cases at click steps 0..10 (0, 1, 5, 10 in a smoke run) through
                         :class:`nnunet_quantif.inference.pipeline.QuantIFPipeline` (tracer routing by the
-                        classifier, ``budget`` mirroring, post-processing), against the classical
+                        classifier, no mirroring, post-processing; one interactive session per case and
+                        model), against the classical
                         baselines SUV >= 4, SUV >= 2.5 and 41 % SUVmax region growing from the clicks,
                         with :func:`nnunet_quantif.evaluation.interactive.evaluate_interactive`
 8      ``report``       ``report.md`` and ``summary.json``
@@ -311,6 +312,7 @@ def stage_evaluate(run: DemoRun, progress: bool = True) -> dict:
     routed = [{"case": name, "truth": truth.get(name), "routed": t} for name, t in sorted(model.routed.items())]
     return {"summary_file": str(run.eval_dir / "summary.json"), "n_cases": len(cases),
             "methods": sorted(summary.get("methods", {})), "routing": routing(s), "routed": routed,
+            "model_steps": model.incremental_reason or "one interactive session per case",
             "routing_accuracy": (sum(r["truth"] == r["routed"] for r in routed) / len(routed)) if routed else None}
 
 

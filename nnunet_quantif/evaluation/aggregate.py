@@ -9,6 +9,9 @@ Lesion-free cases (empty ground truth) have NaN DSC and FNV (and NaN AUC-DSC/AUC
 here is a NaN-ignoring mean: such cases contribute to FPV and AUC-FPV only, as the protocol says.
 A subset with no lesion case at all has NaN DSC/FNV means and is skipped (NaN-ignoring) in the mean
 of subset means for those metrics. NaN is written to JSON as ``null``.
+
+Every mean comes with its 95 % percentile bootstrap interval over cases (:mod:`.bootstrap`): a subset's
+mean and the pooled mean resample its cases, the mean of subset means resamples cases within each subset.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .bootstrap import CONFIDENCE, N_RESAMPLES, SEED, bootstrap_ci, stratified_bootstrap_ci
 from .metrics import METRICS, auc_over_steps
 
 #: The six ranking metrics: key -> (display name, weight, higher_is_better).
@@ -30,6 +34,11 @@ RANKING_METRICS: dict[str, tuple[str, float, bool]] = {
     "auc_fpv": ("AUC-FPV", 0.125, False),
     "auc_fnv": ("AUC-FNV", 0.125, False),
 }
+
+#: How the intervals of every table are made (written into the summaries).
+CI_DESCRIPTION = (f"{CONFIDENCE:.0%} percentile bootstrap over cases ({N_RESAMPLES} resamples with replacement, "
+                  f"numpy default_rng seed {SEED}); lesion-free cases are left out where the metric is undefined; "
+                  "the mean of subset means resamples cases within each subset")
 
 #: The metrics that are defined only for cases with lesions (NaN otherwise).
 LESION_ONLY: frozenset[str] = frozenset({"dsc", "fnv", "dsc_last", "fnv_last", "auc_dsc", "auc_fnv"})
@@ -96,7 +105,8 @@ def subset_means(case_rows: Iterable[Mapping], metrics: Sequence[str], by_centre
     Returns
     -------
     dict
-        ``{subset: {"n_cases": int, "n_with_lesions": int, <metric>: float, ...}}``, subsets sorted.
+        ``{subset: {"n_cases": int, "n_with_lesions": int, <metric>: float, ..., "ci95": {<metric>: [low,
+        high], ...}}}``, subsets sorted; the intervals by :func:`~.bootstrap.bootstrap_ci` over the subset's cases.
     """
     groups: dict[str, list[Mapping]] = defaultdict(list)
     for r in case_rows:
@@ -106,8 +116,11 @@ def subset_means(case_rows: Iterable[Mapping], metrics: Sequence[str], by_centre
     for name in sorted(groups):
         rs = groups[name]
         entry: dict = {"n_cases": len(rs), "n_with_lesions": int(sum(bool(_has_lesion(r)) for r in rs))}
+        ci: dict[str, list[float]] = {}
         for m in metrics:
             entry[m] = nanmean(float(r[m]) for r in rs)
+            ci[m] = list(bootstrap_ci([float(r[m]) for r in rs])[1:])
+        entry["ci95"] = ci
         out[name] = entry
     return out
 
@@ -135,7 +148,9 @@ def summarize(case_rows: Sequence[Mapping], metrics: Sequence[str]) -> dict:
     dict
         ``{"n_cases", "n_with_lesions", "by_tracer": {...}, "by_tracer_centre": {...} (only when a
         centre is known), "subsets_used": "tracer" | "tracer_centre", "mean_of_subset_means": {...},
-        "pooled_mean": {...}}``. ``pooled_mean`` is the plain NaN-ignoring mean over all cases.
+        "mean_of_subset_means_ci95": {metric: [low, high]}, "pooled_mean": {...}, "pooled_mean_ci95": {...}}``.
+        ``pooled_mean`` is the plain NaN-ignoring mean over all cases. The intervals are 95 % bootstrap
+        intervals over cases (:data:`CI_DESCRIPTION`).
     """
     has_centre = any(r.get("centre") for r in case_rows)
     by_tracer = subset_means(case_rows, metrics, by_centre=False)
@@ -147,8 +162,21 @@ def summarize(case_rows: Sequence[Mapping], metrics: Sequence[str]) -> dict:
         out["by_tracer_centre"] = used = subset_means(case_rows, metrics, by_centre=True)
     out["subsets_used"] = "tracer_centre" if has_centre else "tracer"
     out["mean_of_subset_means"] = mean_of_subset_means(used, metrics)
+    key = (lambda r: subset_name(r["tracer"], r.get("centre") or "unknown")) if has_centre \
+        else (lambda r: subset_name(r["tracer"]))
+    out["mean_of_subset_means_ci95"] = {m: list(stratified_bootstrap_ci(_grouped(case_rows, key, m))[1:])
+                                        for m in metrics}
     out["pooled_mean"] = {m: nanmean(float(r[m]) for r in case_rows) for m in metrics}
+    out["pooled_mean_ci95"] = {m: list(bootstrap_ci([float(r[m]) for r in case_rows])[1:]) for m in metrics}
     return out
+
+
+def _grouped(rows: Iterable[Mapping], key, metric: str) -> dict[str, list[float]]:
+    """``{key(row): [row[metric], ...]}``."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        groups[key(r)].append(float(r[metric]))
+    return dict(groups)
 
 
 def rank_methods(scores: Mapping[str, Mapping[str, float]]) -> dict[str, dict]:

@@ -3,7 +3,10 @@
 A *method* is any callable ``method(case: EvalCase, clicks: Clicks) -> mask`` returning a 0/1 array
 (z, y, x) on the case's grid. The model (through ``nnunet_quantif.inference``), the classical
 baselines (:mod:`.baselines`) and test fakes all fit. A method with a true ``click_independent``
-attribute is run once per case and its result is reused for every step. A path-based predictor
+attribute is run once per case and its result is reused for every step. A method with a
+``predict_steps(case, clicks, steps)`` method, which yields ``(step, mask, seconds)`` in increasing step
+order, predicts all steps of a case in one go (the model: one interactive session per case,
+:class:`~nnunet_quantif.evaluation.model.ModelMethod`). A path-based predictor
 ``predict_fn(ct_path, pet_path, clicks, tracer) -> mask`` is adapted with :func:`path_method`.
 
 Output folder (``out``)::
@@ -35,7 +38,8 @@ from tqdm import tqdm
 from ..clicks import Clicks
 from ..errors import ConfigError, GridMismatchError, QuantIFError
 from ..io import PathLike, write_image, write_json, write_text
-from .aggregate import RANKING_METRICS, case_curves, json_safe, nanmean, rank_methods, summarize
+from .aggregate import CI_DESCRIPTION, RANKING_METRICS, case_curves, json_safe, nanmean, rank_methods, summarize
+from .bootstrap import bootstrap_ci, stratified_bootstrap_ci
 from .cases import EvalCase
 from .metrics import METRICS, case_metrics
 
@@ -255,10 +259,37 @@ class InteractiveRunner:
         t0 = time.perf_counter()
         pred = np.asarray(method(case, clicks))
         seconds = time.perf_counter() - t0
+        return self._checked(name, case, pred), seconds
+
+    @staticmethod
+    def _checked(name: str, case: EvalCase, pred: np.ndarray) -> np.ndarray:
+        """``pred`` as a 0/1 uint8 mask, after checking that it lies on the case's grid."""
+        pred = np.asarray(pred)
         if pred.shape != case.geometry.shape:
             raise GridMismatchError(f"method {name!r} returned shape {pred.shape} for case {case.name!r}, "
                                     f"but {case.label_path} has shape {case.geometry.shape} (z, y, x)")
-        return (pred > 0).astype(np.uint8), seconds
+        return (pred > 0).astype(np.uint8)
+
+    def _step_predictions(self, name: str, method: Method, case: EvalCase, clicks: Clicks,
+                          steps: Sequence[int]):
+        """``(step, mask, seconds)`` of ``method`` at ``steps`` (increasing): from its ``predict_steps`` when it
+        has one, once for a click-independent method, else one call per step."""
+        if callable(getattr(method, "predict_steps", None)):
+            expected = iter(steps)
+            for k, pred, seconds in method.predict_steps(case, clicks, steps):
+                if int(k) != next(expected, None):
+                    raise QuantIFError(f"method {name!r} predicted step {k} of case {case.name!r} out of order "
+                                       f"(steps {list(steps)})")
+                yield int(k), self._checked(name, case, pred), float(seconds)
+            return
+        cached: tuple[np.ndarray, float] | None = None
+        for k in steps:
+            if getattr(method, "click_independent", False) and cached is not None:
+                yield k, *cached
+                continue
+            pred, seconds = self._predict(name, method, case, clicks.first(k))
+            cached = (pred, seconds)
+            yield k, pred, seconds
 
     def run_case(self, case: EvalCase, bar: tqdm | None = None) -> list[dict]:
         """Predict and evaluate one case at every missing (method, step); returns all its rows."""
@@ -281,14 +312,13 @@ class InteractiveRunner:
             steps = [k for (m, k) in todo if m == name]
             if not steps:
                 continue
-            cached: tuple[np.ndarray, float, dict] | None = None
-            for k in steps:
-                if getattr(method, "click_independent", False) and cached is not None:
-                    pred, seconds, met = cached
+            previous: tuple[np.ndarray, dict] | None = None
+            for k, pred, seconds in self._step_predictions(name, method, case, all_clicks, steps):
+                if previous is not None and previous[0] is pred:  # a click-independent method's one mask
+                    met = previous[1]
                 else:
-                    pred, seconds = self._predict(name, method, case, all_clicks.first(k))
                     met = case_metrics(pred, gt, spacing)
-                    cached = (pred, seconds, met)
+                    previous = (pred, met)
                 if self.save_predictions == "all":
                     write_image(pred, case.geometry, self.prediction_path(name, case.name, k))
                 if k == last and self.save_predictions != "none":
@@ -399,8 +429,9 @@ def build_summary(rows: Sequence[Mapping], curves: Sequence[Mapping], steps: Seq
     """The ``summary.json`` content of an interactive run.
 
     Per method: subset means and the mean of subset means of the six ranking metrics (lesion-free
-    cases count for FPV/AUC-FPV only, NaN-ignoring means), plus the mean curves per tracer; and the
-    protocol-weighted ranking of the methods against each other.
+    cases count for FPV/AUC-FPV only, NaN-ignoring means), the mean curves per tracer (``curves``) and the
+    mean of the tracer means at each step (``curve_overall``), every mean with its 95 % bootstrap interval
+    over cases (``*_ci95``: [low, high]); and the protocol-weighted ranking of the methods against each other.
     """
     steps = sorted(int(s) for s in steps)
     full = steps == list(PROTOCOL_STEPS)
@@ -413,6 +444,7 @@ def build_summary(rows: Sequence[Mapping], curves: Sequence[Mapping], steps: Seq
             "auc": ("trapezoid over steps 0..10 with unit spacing: sum_k (m_k + m_k+1) / 2" if full else
                     "trapezoid over the evaluated steps with their actual spacing (NOT the full 0..10 protocol)"),
             "lesion_free_cases": "DSC and FNV are NaN and ignored in every mean; they count for FPV only",
+            "confidence_intervals": CI_DESCRIPTION,
             "ranking_metrics": {k: {"name": n, "weight": w, "higher_is_better": h}
                                 for k, (n, w, h) in RANKING_METRICS.items()},
         },
@@ -430,10 +462,21 @@ def build_summary(rows: Sequence[Mapping], curves: Sequence[Mapping], steps: Seq
         rm = [r for r in rows if r["method"] == m]
         s["mean_seconds_per_prediction"] = nanmean(r.get("seconds", float("nan")) for r in rm)
         s["curves"] = {}
-        for tracer in sorted({r["tracer"] for r in rm}):
-            s["curves"][tracer] = {"step": steps, **{
-                f"{met}_mean": [nanmean(r[met] for r in rm if r["tracer"] == tracer and r["step"] == k)
-                                for k in steps] for met in METRICS}}
+        tracers = sorted({r["tracer"] for r in rm})
+        for tracer in tracers:
+            curve: dict = {"step": steps}
+            for met in METRICS:
+                cis = [bootstrap_ci([r[met] for r in rm if r["tracer"] == tracer and r["step"] == k]) for k in steps]
+                curve[f"{met}_mean"] = [c[0] for c in cis]
+                curve[f"{met}_ci95"] = [list(c[1:]) for c in cis]
+            s["curves"][tracer] = curve
+        overall: dict = {"step": steps}
+        for met in METRICS:
+            cis = [stratified_bootstrap_ci({t: [r[met] for r in rm if r["tracer"] == t and r["step"] == k]
+                                            for t in tracers}) for k in steps]
+            overall[f"{met}_mean"] = [c[0] for c in cis]
+            overall[f"{met}_ci95"] = [list(c[1:]) for c in cis]
+        s["curve_overall"] = overall
         out["methods"][m] = s
     scores = {m: s["mean_of_subset_means"] for m, s in out["methods"].items()}
     out["ranking"] = rank_methods(scores) if scores else {}

@@ -2,7 +2,8 @@
 
 :func:`write_report` renders a summary dict -- the ``summary.json`` of ``quantif evaluate`` or
 ``quantif evaluate-interactive`` -- as ``report.md``: the overall table (mean of subset means), one
-table per subset family, the ranking of the methods, and the plots embedded with relative links.
+table per subset family, the ranking of the methods, and the plots embedded with relative links. Each mean
+that the summary gives an interval for is shown with it, ``mean [low, high]``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ def fmt_value(v: object, key: str = "") -> str:
     return f"{f:.4f}" if "dsc" in key and not key.startswith("auc") else f"{f:.2f}"
 
 
+def fmt_ci(v: object, ci: Sequence[object] | None, key: str = "") -> str:
+    """A mean with its interval, ``'0.6120 [0.5010, 0.7000]'`` (:func:`fmt_value` for each number); the mean
+    alone when there is no finite interval."""
+    text = fmt_value(v, key)
+    if not ci or len(ci) != 2 or any(fmt_value(c, key) == "n/a" for c in ci):
+        return text
+    return f"{text} [{fmt_value(ci[0], key)}, {fmt_value(ci[1], key)}]"
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub-flavoured markdown table (cells are str()-ed; '|' escaped)."""
     def cell(x: object) -> str:
@@ -74,7 +84,8 @@ def summary_tables(summary: Mapping) -> str:
     overall_rows = []
     for m, s in methods.items():
         row = [m, s.get("n_cases", ""), s.get("n_with_lesions", "")]
-        row += [fmt_value(s["mean_of_subset_means"].get(k), k) for k in keys]
+        ci = s.get("mean_of_subset_means_ci95", {})
+        row += [fmt_ci(s["mean_of_subset_means"].get(k), ci.get(k), k) for k in keys]
         if ranking:
             r = ranking.get(m, {})
             row += [fmt_value(r.get("weighted_rank"), "rank"), r.get("position", "")]
@@ -87,8 +98,9 @@ def summary_tables(summary: Mapping) -> str:
         rows = []
         for m, s in methods.items():
             for subset, e in s.get(family, {}).items():
+                ci = e.get("ci95", {})
                 rows.append([m, subset, e.get("n_cases", ""), e.get("n_with_lesions", ""),
-                             *[fmt_value(e.get(k), k) for k in keys]])
+                             *[fmt_ci(e.get(k), ci.get(k), k) for k in keys]])
         if rows:
             parts.append(f"### Per {label}\n\n"
                          + markdown_table(["method", "subset", "cases", "with lesions", *heads], rows))
@@ -97,9 +109,13 @@ def summary_tables(summary: Mapping) -> str:
         for met, label in (("dsc", "DSC"), ("fpv", "FPV (ml)"), ("fnv", "FNV (ml)")):
             rows = []
             for m, s in methods.items():
-                for tracer, c in s.get("curves", {}).items():
+                curves = [(t.upper(), c) for t, c in s.get("curves", {}).items()]
+                if len(curves) > 1 and s.get("curve_overall"):
+                    curves.append(("mean of tracers", s["curve_overall"]))
+                for tracer, c in curves:
                     vals = c.get(f"{met}_mean") or []
-                    rows.append([m, tracer.upper(), *[fmt_value(v, met) for v in vals]])
+                    cis = c.get(f"{met}_ci95") or [None] * len(vals)
+                    rows.append([m, tracer, *[fmt_ci(v, ci, met) for v, ci in zip(vals, cis)]])
             if rows:
                 parts.append(f"### {label} by click step (mean over the cases of each tracer)\n\n"
                              + markdown_table(["method", "tracer", *[f"k={k}" for k in steps]], rows))
@@ -134,6 +150,8 @@ def render_report(summary: Mapping, plots: Sequence[PathLike] = (), title: str =
                      + ("" if proto.get("full_protocol", True) else " (subset: AUCs are approximations)"))
     if proto.get("auc"):
         lines.append(f"- AUC: {proto['auc']}")
+    if proto.get("confidence_intervals"):
+        lines.append(f"- Intervals [low, high]: {proto['confidence_intervals']}")
     lines.append("- Components for FPV/FNV are 18-connected; one overlapping voxel makes a match. "
                  "Lesion-free cases count for FPV only (their DSC/FNV are undefined and ignored).")
     if summary.get("n_cases") is not None:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from ..errors import DatasetError
 from ..io import PathLike, check_same_grid, find_image, read_image, write_json, write_text
-from .aggregate import json_safe, summarize
+from .aggregate import CI_DESCRIPTION, json_safe, summarize
 from .cases import EvalCase, case_tracer, list_case_names, read_case_table
 from .interactive import rows_to_csv
 from .metrics import METRICS, case_metrics, lesion_voxels
@@ -86,7 +86,8 @@ def evaluate_folder(pred_dir: PathLike, gt_dir: PathLike, out_dir: PathLike | No
                      "pred_ml": float(np.count_nonzero(lesion_voxels(pred))) * g_geo.voxel_volume_ml})
     summary = {"protocol": {"static": True,
                             "lesion_free_cases": "DSC and FNV are NaN and ignored in every mean; "
-                                                 "they count for FPV only"},
+                                                 "they count for FPV only",
+                            "confidence_intervals": CI_DESCRIPTION},
                "n_cases": len(rows),
                "methods": {STATIC_METHOD: summarize(rows, list(METRICS))}}
     if out_dir is not None:
