@@ -86,9 +86,11 @@ class ModelMethod:
     @property
     def incremental_reason(self) -> str | None:
         """Why the steps of a case are predicted in full rather than with a session; None when a session is used."""
+        p = self.pipeline
+        if hasattr(p, "model_set"):
+            return "a model set is predicted in full at every step (its click rules and post-processing)"
         if not self.incremental:
             return "incremental prediction is off"
-        p = self.pipeline
         budget = sorted(t for t, st in p.settings.items() if getattr(st.policy, "name", None) == "budget")
         if budget:
             return ("the 'budget' mirroring policy chooses the axes from the time left at each step "
@@ -109,8 +111,12 @@ class ModelMethod:
         method = cls.__new__(cls)
         method.pipeline = ModelSetPipeline(models, **options)
         method.tracer = tracer
+        method.incremental = False
+        method.lean = False
         method.last_result = None
         method.routed = {}
+        method.step_modes = {}
+        method._logged = False
         return method
 
     def describe(self) -> str:
