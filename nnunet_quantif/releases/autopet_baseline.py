@@ -17,28 +17,17 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
-
-import torch
 
 from ..errors import ModelError
 from ..layout import CONFIGURATION, RESULTS_ROOT, model_folder_name
 from .common import (
     PROVENANCE_NAME,
-    clean_checkpoint,
     contract_entry,
-    find_folds,
     folder_digests,
     import_date,
-    map_state_dict,
-    network_parameter_count,
-    normalize_mirror_axes,
-    read_checkpoint,
-    read_json_file,
-    source_configuration,
+    import_model_folder,
     staged_output,
-    state_dict_of,
     write_json_file,
     write_release_model_set,
 )
@@ -99,61 +88,20 @@ def import_autopet_baseline(src: str | os.PathLike, dst: str | os.PathLike, *, f
     ModelError
         As :func:`~nnunet_quantif.releases.quantif_authors.import_quantif_authors`.
     """
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise ModelError(f"{src}: release folder not found")
     model_dir = find_source_model(src)
-    plans_path = model_dir / "plans.json"
-    plans, dataset = read_json_file(plans_path), read_json_file(model_dir / "dataset.json")
-    found, missing = find_folds(model_dir, (0,))
-    if missing:
-        log.warning("%s: fold 0 missing; importing folds %s", model_dir, ", ".join(map(str, found)))
     with staged_output(dst, force=force, inputs=[src]) as tmp:
-        out = tmp / "model"
-        out.mkdir()
-        params, configuration, source_trainer = 0, None, None
-        target = None
-        for k, path in found.items():
-            ck = read_checkpoint(path)
-            if configuration is None:
-                source_trainer = ck.get("trainer_name")
-                configuration, pet_normalization = source_configuration(
-                    plans, dataset, ck, plans_path, path, 4,
-                    "the baseline's input contract has 4 (CT, PET, tumor and background click Gaussians)")
-                dataset = {**dataset, "quantif": baseline_contract(pet_normalization)}
-                pm = PlansManager(plans)
-                cm = pm.get_configuration(configuration)
-                n_out = pm.get_label_manager(dataset).num_segmentation_heads
-                net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                             cm.network_arch_init_kwargs_req_import, 4, n_out, allow_init=True,
-                                             deep_supervision=False)
-                target = net.state_dict()
-                network = cm.network_arch_class_name.rsplit(".", 1)[-1]
-            mapped = map_state_dict(state_dict_of(ck, path), target, source_name=str(path))
-            params = network_parameter_count(mapped)
-            (out / f"fold_{k}").mkdir()
-            torch.save(clean_checkpoint(
-                mapped, trainer_name=TRAINER, configuration=configuration, fold=k,
-                mirror_axes=normalize_mirror_axes(ck.get("inference_allowed_mirroring_axes", (0, 1, 2))),
-                imported={"release": RELEASE, "source": str(path), "source_trainer_name": source_trainer}),
-                out / f"fold_{k}" / "checkpoint_final.pth")
-            del ck, mapped
-        write_json_file(plans, out / "plans.json")
-        write_json_file(dataset, out / "dataset.json")
-        if (model_dir / "dataset_fingerprint.json").is_file():
-            shutil.copyfile(model_dir / "dataset_fingerprint.json", out / "dataset_fingerprint.json")
+        entry = import_model_folder(
+            model_dir, tmp / "model", release=RELEASE, trainer=TRAINER, expected_folds=(0,), n_preprocessed=4,
+            channels_reason="the baseline's input contract has 4 (CT, PET, tumor and background click Gaussians)",
+            make_dataset=lambda dataset, pet_normalization, found: {**dataset,
+                                                                    "quantif": baseline_contract(pet_normalization)})
         provenance = {
             "release": RELEASE, "repository": REPOSITORY, "release_link": RELEASE_LINK, "licence": LICENCE,
             "source": str(src.resolve()), "import_date": import_date(),
-            "models": {"model": {"tracer": "any", "source": str(model_dir), "trainer_name": TRAINER,
-                                 "source_trainer_name": source_trainer, "configuration": configuration,
-                                 "folds": sorted(found), "missing_folds": missing,
-                                 "checkpoints": {str(k): p.name for k, p in found.items()},
-                                 "network": network, "parameters": params,
-                                 "pet_normalization": dataset["quantif"]["pet_normalization"]}},
+            "models": {"model": {"tracer": "any", **entry}},
             "source_sha256": folder_digests(model_dir, relative_to=src),
         }
         write_json_file(provenance, tmp / PROVENANCE_NAME)

@@ -24,7 +24,7 @@ import pickle
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -38,7 +38,7 @@ __all__ = ["ALLOWED_GLOBALS", "PROVENANCE_NAME", "safe_globals", "read_checkpoin
            "map_state_dict",
            "sha256_file", "folder_digests", "staged_output", "write_json_file", "read_json_file",
            "contract_entry", "plans_channel_count", "normalize_mirror_axes", "clean_checkpoint", "find_folds",
-           "write_release_model_set"]
+           "write_release_model_set", "RESENC_ORGAN_CLASS", "import_model_folder"]
 
 #: File of an imported release that records where it came from.
 PROVENANCE_NAME = "provenance.json"
@@ -455,3 +455,109 @@ def write_release_model_set(out: Path, release: str, *, router: str, models: Map
 
     return write_model_set(out, router=router, models=models, router_weights=router_weights,
                            click_rules=list(click_rules), postprocess=postprocess, name=release)
+
+
+#: The network class that the QuantIF authors' and LesionLocator's plans may name (a residual-encoder U-Net with an
+#: organ head, ``…ResidualEncoderUNetOrgan``), and the dynamic-network-architectures class written in its place.
+RESENC_ORGAN_CLASS = ("ResidualEncoderUNetOrgan",
+                      "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet")
+
+
+def import_model_folder(model_dir: Path, out: Path, *, release: str, trainer: str, expected_folds: Iterable[int],
+                        n_preprocessed: int, channels_reason: str,
+                        make_dataset: Callable[[dict, str, dict], dict],
+                        make_network: Callable[[object, int, dict], torch.nn.Module] | None = None,
+                        select_weights: Callable[[dict], dict] | None = None,
+                        renames: Iterable[tuple[str, str]] = ()) -> dict:
+    """Write one nnU-Net model folder ``out`` from a release's model folder ``model_dir``.
+
+    Every fold checkpoint found (:func:`find_folds`; missing ones are named in one warning line) is read without
+    unpickling code, its weights are mapped onto the network the written plans build (:func:`map_state_dict`: any
+    missing, extra or mismatched key is one error) and written as a clean checkpoint of ``trainer``.
+
+    Parameters
+    ----------
+    model_dir : Path
+        The release's folder holding ``plans.json``, ``dataset.json`` and ``fold_k/``.
+    out : Path
+        The model folder to write (created; must not exist).
+    release : str
+        The release's name, recorded in each checkpoint.
+    trainer : str
+        The trainer name of the written checkpoints.
+    expected_folds : iterable of int
+        The folds the release has.
+    n_preprocessed : int
+        Channels the plans must normalise; ``channels_reason`` says why, for the error.
+    make_dataset : callable
+        ``(dataset, pet_normalization, found) -> dataset``: the written ``dataset.json`` (its ``quantif`` input
+        contract), from the release's, the PET normalisation of its plans and the folds found.
+    make_network : callable, optional
+        ``(configuration_manager, n_outputs, dataset) -> network`` whose state dict the weights must fill; default:
+        the plans' network with one input per ``dataset["channel_names"]`` entry, no deep supervision.
+    select_weights : callable, optional
+        ``weights -> weights`` applied before the mapping (e.g. to drop a head inference does not use).
+    renames : iterable of (str, str)
+        Key renames of :func:`map_state_dict`.
+
+    Returns
+    -------
+    dict
+        The model's provenance entry (source, trainer, configuration, folds, network, parameters, ...).
+    """
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans_path = model_dir / "plans.json"
+    plans, dataset = read_json_file(plans_path), read_json_file(model_dir / "dataset.json")
+    found, missing = find_folds(model_dir, expected_folds)
+    if missing:
+        log.warning("%s: folds %s missing; importing folds %s", model_dir, ", ".join(map(str, missing)),
+                    ", ".join(map(str, found)))
+    first = read_checkpoint(found[min(found)])
+    source_trainer = first.get("trainer_name")
+    configuration, pet_normalization = source_configuration(plans, dataset, first, plans_path, found[min(found)],
+                                                            n_preprocessed, channels_reason)
+    arch = plans["configurations"][configuration].get("architecture", {})
+    if str(arch.get("network_class_name", "")).endswith(RESENC_ORGAN_CLASS[0]):
+        arch["network_class_name"] = RESENC_ORGAN_CLASS[1]
+    dataset = make_dataset(dict(dataset), pet_normalization, found)
+    pm = PlansManager(plans)
+    cm = pm.get_configuration(configuration)
+    n_out = pm.get_label_manager(dataset).num_segmentation_heads
+    if make_network is None:
+        net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                     cm.network_arch_init_kwargs_req_import, len(dataset["channel_names"]), n_out,
+                                     allow_init=True, deep_supervision=False)
+    else:
+        net = make_network(cm, n_out, dataset)
+    target = net.state_dict()
+    network = cm.network_arch_class_name.rsplit(".", 1)[-1]
+    del net
+    out.mkdir()
+    write_json_file(plans, out / "plans.json")
+    write_json_file(dataset, out / "dataset.json")
+    if (model_dir / "dataset_fingerprint.json").is_file():
+        shutil.copyfile(model_dir / "dataset_fingerprint.json", out / "dataset_fingerprint.json")
+    params, dropped = 0, 0
+    for k, path in found.items():
+        ck, first = (first, None) if first is not None else (read_checkpoint(path), None)
+        weights = state_dict_of(ck, path)
+        kept = select_weights(weights) if select_weights is not None else weights
+        dropped = len(weights) - len(kept)
+        mapped = map_state_dict(kept, target, renames=renames, source_name=str(path))
+        params = network_parameter_count(mapped)
+        (out / f"fold_{k}").mkdir()
+        torch.save(clean_checkpoint(
+            mapped, trainer_name=trainer, configuration=configuration, fold=k,
+            mirror_axes=normalize_mirror_axes(ck.get("inference_allowed_mirroring_axes", (0, 1, 2))),
+            imported={"release": release, "source": str(path), "source_trainer_name": ck.get("trainer_name")}),
+            out / f"fold_{k}" / "checkpoint_final.pth")
+        del ck, weights, kept, mapped
+    entry = {"source": str(model_dir), "trainer_name": trainer, "source_trainer_name": source_trainer,
+             "configuration": configuration, "folds": sorted(found), "missing_folds": missing,
+             "checkpoints": {str(k): p.name for k, p in found.items()}, "network": network,
+             "parameters": params, "pet_normalization": pet_normalization}
+    if select_weights is not None:
+        entry["tensors_dropped"] = dropped
+    return entry

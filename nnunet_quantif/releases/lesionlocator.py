@@ -31,27 +31,16 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
-
-import torch
 
 from ..errors import ModelError
 from .common import (
     PROVENANCE_NAME,
-    clean_checkpoint,
     contract_entry,
-    find_folds,
     folder_digests,
     import_date,
-    map_state_dict,
-    network_parameter_count,
-    normalize_mirror_axes,
-    read_checkpoint,
-    read_json_file,
-    source_configuration,
+    import_model_folder,
     staged_output,
-    state_dict_of,
     write_json_file,
     write_release_model_set,
 )
@@ -77,8 +66,6 @@ INFERENCE_DEFAULTS: dict = {"tile_step_size": 0.5, "mirroring": "all", "postproc
 _BALL = {"radius": 2, "combine": "max", "normalization": "none"}
 #: Names of the click channels added to ``dataset.json``'s ``channel_names``.
 CLICK_CHANNEL_NAMES = {"2": "tumor_clicks", "3": "background_clicks"}
-_THEIR_CLASS_SUFFIX = "ResidualEncoderUNetOrgan"
-_DNA_RESENC = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
 #: Their organ head, which inference does not use.
 _ORGAN_PREFIX = "decoder.organ_seg_layers."
 
@@ -125,70 +112,25 @@ def import_lesionlocator(src: str | os.PathLike, dst: str | os.PathLike, *, forc
         A missing model folder or fold checkpoint, an unsafe, truncated or mismatched checkpoint, or plans
         that do not preprocess two channels. Nothing is written.
     """
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise ModelError(f"{src}: release folder not found")
     model_dir = find_source_model(src)
-    plans_path = model_dir / "plans.json"
-    plans, dataset = read_json_file(plans_path), read_json_file(model_dir / "dataset.json")
-    found, missing = find_folds(model_dir, RELEASE_FOLDS)
-    if missing:
-        log.warning("%s: folds %s missing; importing folds %s", model_dir, ", ".join(map(str, missing)),
-                    ", ".join(map(str, found)))
     with staged_output(dst, force=force, inputs=[src]) as tmp:
-        out = tmp / "model"
-        out.mkdir()
-        params, configuration, source_trainer, target, network, dropped = 0, None, None, None, None, 0
-        for k, path in found.items():
-            ck = read_checkpoint(path)
-            if configuration is None:
-                source_trainer = ck.get("trainer_name")
-                configuration, pet_normalization = source_configuration(
-                    plans, dataset, ck, plans_path, path, 2,
-                    "LesionLocator preprocesses 2 (CT, PET; its 2 click channels are built after preprocessing)")
-                arch = plans["configurations"][configuration].get("architecture", {})
-                if str(arch.get("network_class_name", "")).endswith(_THEIR_CLASS_SUFFIX):
-                    arch["network_class_name"] = _DNA_RESENC
-                dataset = {**dataset, "channel_names": {**dataset["channel_names"], **CLICK_CHANNEL_NAMES},
-                           "quantif": lesionlocator_contract(pet_normalization, found)}
-                pm = PlansManager(plans)
-                cm = pm.get_configuration(configuration)
-                n_out = pm.get_label_manager(dataset).num_segmentation_heads
-                net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                             cm.network_arch_init_kwargs_req_import, 4, n_out, allow_init=True,
-                                             deep_supervision=False)
-                target = net.state_dict()
-                network = cm.network_arch_class_name.rsplit(".", 1)[-1]
-                del net
-            weights = state_dict_of(ck, path)
-            lesion = {key: v for key, v in weights.items() if not key.startswith(_ORGAN_PREFIX)}
-            dropped = len(weights) - len(lesion)
-            mapped = map_state_dict(lesion, target, source_name=str(path))
-            params = network_parameter_count(mapped)
-            (out / f"fold_{k}").mkdir()
-            torch.save(clean_checkpoint(
-                mapped, trainer_name=TRAINER, configuration=configuration, fold=k,
-                mirror_axes=normalize_mirror_axes(ck.get("inference_allowed_mirroring_axes", (0, 1, 2))),
-                imported={"release": RELEASE, "source": str(path), "source_trainer_name": ck.get("trainer_name")}),
-                out / f"fold_{k}" / "checkpoint_final.pth")
-            del ck, weights, lesion, mapped
-        write_json_file(plans, out / "plans.json")
-        write_json_file(dataset, out / "dataset.json")
-        if (model_dir / "dataset_fingerprint.json").is_file():
-            shutil.copyfile(model_dir / "dataset_fingerprint.json", out / "dataset_fingerprint.json")
+        entry = import_model_folder(
+            model_dir, tmp / "model", release=RELEASE, trainer=TRAINER, expected_folds=RELEASE_FOLDS,
+            n_preprocessed=2,
+            channels_reason="LesionLocator preprocesses 2 (CT, PET; its 2 click channels are built after "
+                            "preprocessing)",
+            make_dataset=lambda dataset, pet_normalization, found: {
+                **dataset, "channel_names": {**dataset["channel_names"], **CLICK_CHANNEL_NAMES},
+                "quantif": lesionlocator_contract(pet_normalization, found)},
+            select_weights=lambda weights: {k: v for k, v in weights.items() if not k.startswith(_ORGAN_PREFIX)})
         provenance = {
             "release": RELEASE, "repository": REPOSITORY, "release_link": RELEASE_LINK, "licence": LICENCE,
             "source": str(src.resolve()), "import_date": import_date(),
-            "models": {"model": {"tracer": "any", "source": str(model_dir), "trainer_name": TRAINER,
-                                 "source_trainer_name": source_trainer, "configuration": configuration,
-                                 "folds": sorted(found), "missing_folds": missing,
-                                 "checkpoints": {str(k): p.name for k, p in found.items()},
-                                 "network": network, "parameters": params,
-                                 "organ_tensors_dropped": dropped,
-                                 "pet_normalization": dataset["quantif"]["pet_normalization"]}},
+            "models": {"model": {"tracer": "any", **entry,
+                                 "organ_tensors_dropped": entry.pop("tensors_dropped")}},
             "source_sha256": folder_digests(model_dir, relative_to=src),
         }
         write_json_file(provenance, tmp / PROVENANCE_NAME)

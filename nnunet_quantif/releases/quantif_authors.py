@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -38,20 +37,13 @@ from ..errors import ModelError
 from ..layout import CONFIGURATION, RESULTS_ROOT, model_folder_name
 from .common import (
     PROVENANCE_NAME,
-    clean_checkpoint,
     contract_entry,
-    find_folds,
     folder_digests,
     import_date,
+    import_model_folder,
     map_state_dict,
-    network_parameter_count,
-    normalize_mirror_axes,
-    read_checkpoint,
-    read_json_file,
     read_state_dict,
-    source_configuration,
     staged_output,
-    state_dict_of,
     write_json_file,
     write_release_model_set,
 )
@@ -83,9 +75,6 @@ LICENCE = "not stated in the repository (the vendored nnU-Net is Apache-2.0)"
 INFERENCE_DEFAULTS: dict = {"tile_step_size": 0.6, "mirroring": "authors"}
 #: The organ head: background + 14 organ groups.
 NUM_ORGANS = 15
-#: Their network class, which the plans may name; our trainer builds it from DNA's ResidualEncoderUNet.
-_THEIR_CLASS_SUFFIX = "ResidualEncoderUNetOrgan"
-_DNA_RESENC = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
 _RENAMES = (("decoder.organ_seg_layers.", "organ_head.seg_layers."),)
 
 
@@ -110,59 +99,20 @@ def _source_model(src: Path, tracer: str) -> Path:
 
 def _import_model(model_dir: Path, tracer: str, out: Path) -> dict:
     """Write one nnU-Net model folder from the release's ``model_dir``; returns its provenance entry."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
     from ..network import build_dual_head_network
 
-    trainer = MODELS[tracer][2]
-    plans_path, ds_path = model_dir / "plans.json", model_dir / "dataset.json"
-    plans, dataset = read_json_file(plans_path), read_json_file(ds_path)
-    found, missing = find_folds(model_dir, RELEASE_FOLDS)
-    if missing:
-        log.warning("%s: folds %s missing; importing folds %s", model_dir, ", ".join(map(str, missing)),
-                    ", ".join(map(str, found)))
-    first = read_checkpoint(found[min(found)])
-    source_trainer = first.get("trainer_name")
-    configuration, pet_normalization = source_configuration(
-        plans, dataset, first, plans_path, found[min(found)], 3,
-        "the authors' input contract has 3 (CT, PET, click heatmap)")
-    arch = plans["configurations"][configuration].get("architecture", {})
-    if str(arch.get("network_class_name", "")).endswith(_THEIR_CLASS_SUFFIX):
-        arch["network_class_name"] = _DNA_RESENC
-    dataset = dict(dataset)
-    dataset["quantif"] = authors_contract(pet_normalization)
+    def network(cm, n_out: int, dataset: dict):
+        return build_dual_head_network(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                       cm.network_arch_init_kwargs_req_import, 3, n_out, NUM_ORGANS,
+                                       deep_supervision=False)
 
-    pm = PlansManager(plans)
-    cm = pm.get_configuration(configuration)
-    n_out = pm.get_label_manager(dataset).num_segmentation_heads
-    net = build_dual_head_network(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                  cm.network_arch_init_kwargs_req_import, 3, n_out, NUM_ORGANS,
-                                  deep_supervision=False)
-    target = net.state_dict()
-    out.mkdir()
-    write_json_file(plans, out / "plans.json")
-    write_json_file(dataset, out / "dataset.json")
-    if (model_dir / "dataset_fingerprint.json").is_file():
-        shutil.copyfile(model_dir / "dataset_fingerprint.json", out / "dataset_fingerprint.json")
-    params = 0
-    for k, path in found.items():
-        ck, first = (first, None) if first is not None else (read_checkpoint(path), None)
-        mapped = map_state_dict(state_dict_of(ck, path), target, renames=_RENAMES, source_name=str(path))
-        params = network_parameter_count(mapped)
-        fold_out = out / f"fold_{k}"
-        fold_out.mkdir()
-        torch.save(clean_checkpoint(
-            mapped, trainer_name=trainer, configuration=configuration, fold=k,
-            mirror_axes=normalize_mirror_axes(ck.get("inference_allowed_mirroring_axes", (0, 1, 2))),
-            imported={"release": RELEASE, "source": str(path), "source_trainer_name": ck.get("trainer_name")}),
-            fold_out / "checkpoint_final.pth")
-        del ck, mapped
-    return {"tracer": tracer, "source": str(model_dir), "trainer_name": trainer,
-            "source_trainer_name": source_trainer, "configuration": configuration,
-            "folds": sorted(found), "missing_folds": missing,
-            "checkpoints": {str(k): p.name for k, p in found.items()},
-            "network": cm.network_arch_class_name.rsplit(".", 1)[-1] + " + organ head",
-            "parameters": params, "pet_normalization": pet_normalization}
+    entry = import_model_folder(
+        model_dir, out, release=RELEASE, trainer=MODELS[tracer][2], expected_folds=RELEASE_FOLDS, n_preprocessed=3,
+        channels_reason="the authors' input contract has 3 (CT, PET, click heatmap)",
+        make_dataset=lambda dataset, pet_normalization, found: {**dataset,
+                                                                "quantif": authors_contract(pet_normalization)},
+        make_network=network, renames=_RENAMES)
+    return {"tracer": tracer, **entry, "network": entry["network"] + " + organ head"}
 
 
 def _import_tracer(weights_dir: Path, out: Path) -> dict:
