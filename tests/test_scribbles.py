@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cc3d
 import numpy as np
 import pytest
 from skimage.draw import line
@@ -14,9 +15,13 @@ from nnunet_quantif.evaluation.scribbles import (
     case_seed,
     centerline_stroke,
     choose_stroke,
+    component_strokes,
+    corrupt_mask,
     largest_slice_component,
     random_stroke,
+    shell,
     simulate_scribble,
+    training_strokes,
 )
 from nnunet_quantif.interactions import Interactions
 
@@ -26,8 +31,6 @@ def _rng(seed: int = 0) -> np.random.Generator:
 
 
 def _is_8_connected(mask2d: np.ndarray) -> bool:
-    import cc3d
-
     return int(cc3d.connected_components(mask2d.astype(np.uint8), connectivity=8).max()) == 1
 
 
@@ -215,3 +218,67 @@ def test_case_seed_is_stable_and_depends_on_both():
     assert case_seed(0, "case_a") == case_seed(0, "case_a")
     assert len({case_seed(0, "case_a"), case_seed(1, "case_a"), case_seed(0, "case_b")}) == 3
     assert 0 <= case_seed(123, "x") < 2 ** 32
+
+
+# ------------------------------------------------------------------------------------------------- training
+def _three_lesions() -> np.ndarray:
+    gt = np.zeros((12, 30, 30), bool)
+    gt[2:5, 3:8, 3:8] = True
+    gt[6:10, 15:22, 4:9] = True
+    gt[3:6, 20:25, 20:27] = True
+    return gt
+
+
+def test_shell_is_two_voxels_around_the_label():
+    gt = np.zeros((9, 9, 9), bool)
+    gt[4, 4, 4] = True
+    s = shell(gt)
+    zz, yy, xx = np.indices(gt.shape)
+    np.testing.assert_array_equal(s, (np.abs(zz - 4) + np.abs(yy - 4) + np.abs(xx - 4) <= 2) & ~gt)
+
+
+def test_training_strokes_from_the_label():
+    gt = _three_lesions()
+    rim = shell(gt)
+    counts = set()
+    for seed in range(12):
+        inter = training_strokes(gt, _rng(seed))
+        tumor = [e for e in inter if e.label == "tumor"]
+        background = [e for e in inter if e.label == "background"]
+        assert len(tumor) <= 3 and len(background) <= 5  # at most one per component, at most 5
+        assert [e.label for e in inter] == ["tumor"] * len(tumor) + ["background"] * len(background)
+        for e in tumor:
+            assert gt[tuple(e.voxels.T)].all() and e.plane == "axial"
+        for e in background:
+            assert rim[tuple(e.voxels.T)].all()
+        counts.add(len(inter))
+        again = training_strokes(gt, _rng(seed))
+        assert again == inter
+    assert len(counts) >= 3  # the counts vary from sample to sample
+    assert all(e.label == "background" for e in training_strokes(np.zeros_like(gt), _rng(1)))  # lesion-free
+
+
+def test_component_strokes_one_per_component_on_its_largest_slice():
+    gt = _three_lesions()
+    strokes = component_strokes(gt, 5, _rng(0), "centerline")
+    assert len(strokes) == 3
+    assert sorted(s.z for s in strokes) == [2, 3, 6]  # every slice of each box is equal: the lowest z
+
+
+def test_training_strokes_from_a_corrupted_previous_mask_correct_one_error_each():
+    gt = _three_lesions()
+    drawn = 0
+    for seed in range(8):
+        prev = corrupt_mask(gt, _rng(seed))
+        assert prev.shape == gt.shape and prev.dtype == bool
+        inter = training_strokes(gt, _rng(100 + seed), previous=prev)
+        work = prev.copy()
+        for e in inter:  # each stroke lies on an error of the mask as corrected so far
+            region = (gt & ~work) if e.label == "tumor" else (work & ~gt)
+            assert region[tuple(e.voxels.T)].all()
+            labels = cc3d.connected_components(region, connectivity=26)
+            work[np.isin(labels, np.unique(labels[tuple(e.voxels.T)]))] = e.label == "tumor"
+        drawn += len(inter)
+    assert drawn >= 8
+    perfect = training_strokes(gt, _rng(0), previous=gt)
+    assert len(perfect) == 0

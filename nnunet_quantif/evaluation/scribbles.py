@@ -354,3 +354,132 @@ def add_chosen_stroke(interactions, prediction: np.ndarray, label: np.ndarray, s
     if choice is None:
         return interactions, None
     return interactions.with_stroke(choice[1].voxels, choice[0], axis=0), choice
+
+
+# ------------------------------------------------------------------------------------------------- training
+def _component_stroke(component: np.ndarray, strategy: str, rng: np.random.Generator) -> Scribble:
+    """A stroke on the axial slice where a 3D component has the most voxels (the lowest such z), drawn on the
+    component's whole slice mask (which may hold several 2D pieces), as their training script does."""
+    per_slice = component.reshape(component.shape[0], -1).sum(axis=1)
+    z = int(np.argmax(per_slice))
+    return _scribble(z, component[z], strategy, rng)
+
+
+def shell(label: np.ndarray, width: int = 2) -> np.ndarray:
+    """The ``width``-voxel shell around a label: the label dilated ``width`` times by the 6-neighbour cross
+    (``skimage.morphology.ball(1)``), less the label; (z, y, x) bool."""
+    from scipy.ndimage import binary_dilation, generate_binary_structure
+
+    gt = _check_mask(label, "label")
+    return binary_dilation(gt, generate_binary_structure(3, 1), iterations=int(width)) & ~gt
+
+
+def component_strokes(mask: np.ndarray, n: int, rng: np.random.Generator,
+                      strategy: str | None = None) -> list[Scribble]:
+    """Strokes on up to ``n`` of the 26-connected 3D components of ``mask``, drawn at random without replacement
+    (their training scribbles: one stroke per component, on its largest slice).
+
+    Parameters
+    ----------
+    mask : np.ndarray, shape (z, y, x)
+    n : int
+        Most strokes (fewer when there are fewer components).
+    rng : np.random.Generator
+        Draws the components, then per stroke the strategy (when ``strategy`` is None) and the stroke.
+    strategy : str, optional
+        One of :data:`STRATEGIES`; None draws one per stroke.
+
+    Returns
+    -------
+    list of Scribble
+    """
+    m = _check_mask(mask, "mask")
+    labels = cc3d.connected_components(m, connectivity=26)
+    count = int(labels.max())
+    if count == 0 or n <= 0:
+        return []
+    chosen = rng.choice(np.arange(1, count + 1), size=min(int(n), count), replace=False)
+    out = []
+    for k in chosen:
+        s = strategy if strategy is not None else STRATEGIES[int(rng.integers(len(STRATEGIES)))]
+        out.append(_component_stroke(labels == k, s, rng))
+    return out
+
+
+def corrupt_mask(label: np.ndarray, rng: np.random.Generator, drop: float = 0.3, n_false: int = 3,
+                 max_radius: int = 3) -> np.ndarray:
+    """A fake previous prediction from a label: each 26-connected lesion dropped with probability ``drop``, the
+    others grown or shrunk by one voxel (or kept) at random, and up to ``n_false`` random balls of radius
+    1..``max_radius`` voxels added outside the label. (z, y, x) bool."""
+    from scipy.ndimage import binary_dilation, binary_erosion
+
+    gt = _check_mask(label, "label")
+    labels = cc3d.connected_components(gt, connectivity=26)
+    out = np.zeros_like(gt)
+    for k in range(1, int(labels.max()) + 1):
+        if rng.random() < drop:
+            continue
+        comp = labels == k
+        change = int(rng.integers(3))
+        if change == 1:
+            comp = binary_dilation(comp)
+        elif change == 2:
+            comp = binary_erosion(comp) if binary_erosion(comp).any() else comp
+        out |= comp
+    zz, yy, xx = np.indices(gt.shape, sparse=True)
+    for _ in range(int(rng.integers(n_false + 1))):
+        c = [int(rng.integers(s)) for s in gt.shape]
+        r = int(rng.integers(1, max_radius + 1))
+        out |= ((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= r * r) & ~gt
+    return out
+
+
+def training_strokes(label: np.ndarray, rng: np.random.Generator, *, max_strokes: int = MAX_TRAINING_STROKES,
+                     strategy: str | None = None, previous: np.ndarray | None = None):
+    """The strokes of one training sample, as :class:`~nnunet_quantif.interactions.Interactions`.
+
+    * Without ``previous``: 0..``max_strokes`` tumor strokes on random lesion components and 0..``max_strokes``
+      background strokes on random components of the 2-voxel :func:`shell` around the label (each count drawn
+      uniformly; their training scribbles use 5 and 5), tumor strokes first.
+    * With ``previous`` (a prediction to correct, e.g. :func:`corrupt_mask` of the label): 0..``max_strokes``
+      rounds of the loop's choice (:func:`choose_stroke`); after each, the 26-connected 3D error component under
+      the stroke is corrected in the working mask, so the next stroke goes to another error (as msdsn's
+      training simulation). Stops early when no stroke is left.
+
+    Parameters
+    ----------
+    label : np.ndarray, shape (z, y, x)
+    rng : np.random.Generator
+    max_strokes : int
+    strategy : str, optional
+        One of :data:`STRATEGIES`; None draws one per stroke.
+    previous : np.ndarray, shape (z, y, x), optional
+
+    Returns
+    -------
+    Interactions
+        Axial strokes in the order drawn.
+    """
+    from ..interactions import Interactions
+
+    gt = _check_mask(label, "label")
+    inter = Interactions.empty()
+    if previous is None:
+        n_tumor, n_background = (int(rng.integers(max_strokes + 1)) for _ in range(2))
+        for kind, mask, n in (("tumor", gt, n_tumor), ("background", shell(gt), n_background)):
+            for s in component_strokes(mask, n, rng, strategy):
+                inter = inter.with_stroke(s.voxels, kind, axis=0)
+        return inter
+    pred = _check_mask(previous, "previous").copy()
+    for _ in range(int(rng.integers(max_strokes + 1))):
+        s = strategy if strategy is not None else STRATEGIES[int(rng.integers(len(STRATEGIES)))]
+        choice = choose_stroke(pred, gt, s, rng)
+        if choice is None:
+            break
+        kind, stroke = choice
+        inter = inter.with_stroke(stroke.voxels, kind, axis=0)
+        error = (gt & ~pred) if kind == "tumor" else (pred & ~gt)
+        labels = cc3d.connected_components(error, connectivity=26)
+        fixed = np.isin(labels, np.unique(labels[tuple(stroke.voxels.T)]))
+        pred[fixed] = kind == "tumor"
+    return inter
