@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.ndimage import distance_transform_edt, gaussian_filter
 
 from nnunet_quantif.clicks import Clicks
@@ -141,3 +143,23 @@ def test_bad_parameters_name_the_source(name, params, match):
                                       {"source": "clicks", "encoding": name, "params": params}]}
     with pytest.raises(ConfigError, match=f"my.json: inputs\\[2\\].*{match}"):
         InputContract.from_json(entry, "my.json")
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), n_entries=st.integers(1, 4))
+def test_random_strokes_equal_naive(seed, n_entries):
+    rng = np.random.default_rng(seed)
+    shape = (8, 14, 16)
+    pet = rng.gamma(2.0, 1.5, shape).astype(np.float32)
+    inter = Interactions.empty()
+    for _ in range(n_entries):
+        axis = int(rng.integers(3))
+        n = int(rng.integers(1, 8))
+        vox = np.column_stack([rng.integers(0, s, n) for s in shape])
+        vox[:, axis] = rng.integers(0, shape[axis])
+        inter = inter.with_stroke(vox, ("tumor", "background")[int(rng.integers(2))], axis=axis)
+    np.testing.assert_allclose(stroke_heatmap(pet, inter, 2.0, 3.0), _naive_gaussian(pet, inter, 2.0, 3.0),
+                               atol=1e-6, rtol=0)
+    for label in ("tumor", "background"):
+        np.testing.assert_allclose(stroke_distance_map(shape, inter.groups(label), 3.5),
+                                   _naive_distance(shape, inter.voxels(label), 3.5), atol=1e-6, rtol=0)
