@@ -42,6 +42,10 @@ class ClickError(QuantIFError):
         super().__init__(cut_message(message))
 
 
+class InteractionError(ClickError):
+    """An interaction file (points and strokes) is malformed, or a stroke is invalid for its image."""
+
+
 class InvalidSUVError(QuantIFError):
     """A PET volume holds NaN/Inf or otherwise unusable SUVs."""
 

@@ -31,6 +31,15 @@ PET, one or more click channels). Click encodings form an open registry (:data:`
   4-channel model's contract;
 * ``distance_ball``: LesionLocator's encoding (``label``, ``radius`` 2, ``combine`` ``max``,
   ``normalization`` ``none``): a normalised distance-transform ball per click on the *preprocessed* grid.
+* ``stroke_pet_gated_gaussian``: the PET-gated Gaussian of every distinct voxel of the interactions (points
+  and strokes, :mod:`~nnunet_quantif.interactions`), with the ``pet_gated_gaussian`` normalisation and signs
+  (:func:`~nnunet_quantif.heatmaps.stroke_heatmap`; ``sigma_tumor``, ``sigma_background``, ``suv_gate``,
+  ``truncate``);
+* ``stroke_distance``: the clipped distance ``max(0, 1 - d / radius)`` to the interaction voxels of one
+  ``label``, d in voxels of the image grid (:func:`~nnunet_quantif.heatmaps.stroke_distance_map`).
+
+Every encoding's ``build`` takes :class:`~nnunet_quantif.clicks.Clicks`; the two stroke encodings also take
+:class:`~nnunet_quantif.interactions.Interactions` (clicks count as point entries).
 
 Each encoding has a ``stage`` (:data:`ENCODING_STAGES`). A ``native`` channel is built on the image grid and
 preprocessed by nnU-Net with CT and PET (``plans.json`` normalises it); a ``preprocessed`` channel is built
@@ -76,7 +85,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DATASET_KEY", "HEATMAP_MODE", "PET_NORMALIZATIONS", "CHANNEL_SOURCES", "CLICK_ENCODINGS",
            "HeatmapDefinition", "ClickEncoding", "PetGatedGaussianEncoding", "GaussianEncoding", "InputChannel",
-           "DistanceBallEncoding", "PreprocessedGrid", "ENCODING_STAGES", "IMAGE_DTYPES",
+           "DistanceBallEncoding", "StrokeGaussianEncoding", "StrokeDistanceEncoding",
+           "PreprocessedGrid", "ENCODING_STAGES", "IMAGE_DTYPES",
            "InferenceDefaults", "InputContract", "register_encoding", "read_model_contract", "resolve_contract",
            "read_model_definition", "resolve_definition", "quantif_dataset_entry", "explicit_heatmap_params"]
 
@@ -537,11 +547,101 @@ class DistanceBallEncoding(ClickEncoding):
                 f"built after preprocessing, not normalised)")
 
 
+#: The parameters of the ``stroke_pet_gated_gaussian`` encoding.
+_STROKE_GAUSSIAN_KEYS = ("sigma_tumor", "sigma_background", "suv_gate", "truncate")
+
+
+@dataclass(frozen=True)
+class StrokeGaussianEncoding(ClickEncoding):
+    """``stroke_pet_gated_gaussian``: the PET-gated Gaussian of the interaction voxels, points and strokes
+    (:func:`~nnunet_quantif.heatmaps.stroke_heatmap`): the ``pet_gated_gaussian`` rule (``paper`` background)
+    with every distinct voxel of the interactions as a click, signed (tumor +, background -) in one channel."""
+
+    sigma_tumor: tuple[float, float, float] = (3.0, 3.0, 3.0)
+    sigma_background: tuple[float, float, float] = (6.0, 6.0, 6.0)
+    suv_gate: float = 3.0
+    truncate: float = 4.0
+    name = "stroke_pet_gated_gaussian"
+
+    @classmethod
+    def from_params(cls, params: Mapping, source: str) -> StrokeGaussianEncoding:
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"{source}: {cls.name} params must be an object, got {type(params).__name__}")
+        unknown = sorted(set(params) - set(_STROKE_GAUSSIAN_KEYS))
+        if unknown:
+            raise ConfigError(f"{source}: unknown {cls.name} parameter(s) {', '.join(unknown)}")
+        try:
+            gate, trunc = float(params.get("suv_gate", 3.0)), float(params.get("truncate", 4.0))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: {cls.name} suv_gate/truncate must be numbers") from None
+        if not (trunc > 0) or trunc == float("inf") or not (gate == gate):
+            raise ConfigError(f"{source}: {cls.name} truncate must be a finite number > 0 and suv_gate a number")
+        return cls(_triple(params.get("sigma_tumor", 3.0), "sigma_tumor", source),
+                   _triple(params.get("sigma_background", 6.0), "sigma_background", source), gate, trunc)
+
+    def params_json(self) -> dict:
+        return {"sigma_tumor": list(self.sigma_tumor), "sigma_background": list(self.sigma_background),
+                "suv_gate": self.suv_gate, "truncate": self.truncate}
+
+    def build(self, pet: np.ndarray, clicks, source: str | None = None) -> np.ndarray:
+        from .heatmaps import stroke_heatmap
+
+        return stroke_heatmap(pet, clicks, self.sigma_tumor, self.sigma_background, self.suv_gate,
+                              source=source, truncate=self.truncate)
+
+    def describe(self) -> str:
+        return (f"{self.name} (sigma_tumor {list(self.sigma_tumor)}, sigma_background {list(self.sigma_background)}, "
+                f"suv_gate {self.suv_gate:g}, truncate {self.truncate:g})")
+
+
+@dataclass(frozen=True)
+class StrokeDistanceEncoding(ClickEncoding):
+    """``stroke_distance``: the clipped distance to the interaction voxels of one label, ``max(0, 1 - d / R)``
+    (:func:`~nnunet_quantif.heatmaps.stroke_distance_map`), d in voxels of the image grid, R = ``radius``; one
+    channel per label, not normalised (as msdsn's autoPET V entry, which used R = 10 on the preprocessed grid)."""
+
+    label: str = "tumor"
+    radius: float = 10.0
+    normalization: str = "none"
+    name = "stroke_distance"
+
+    @classmethod
+    def from_params(cls, params: Mapping, source: str) -> StrokeDistanceEncoding:
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"{source}: {cls.name} params must be an object, got {type(params).__name__}")
+        label = params.get("label")
+        if label not in GAUSSIAN_LABELS:
+            raise ConfigError(f"{source}: {cls.name} channel label {label!r} is not one of "
+                              f"{', '.join(GAUSSIAN_LABELS)}")
+        radius = params.get("radius", 10.0)
+        if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not 0 < radius < float("inf"):
+            raise ConfigError(f"{source}: {cls.name} radius must be a finite number > 0 (voxels), got {radius!r}")
+        if params.get("normalization", "none") != "none":
+            raise ConfigError(f"{source}: {cls.name} normalization must be 'none', got {params['normalization']!r}")
+        return cls(label=label, radius=float(radius))
+
+    def params_json(self) -> dict:
+        return {"label": self.label, "radius": self.radius, "normalization": self.normalization}
+
+    def build(self, pet: np.ndarray, clicks, source: str | None = None) -> np.ndarray:
+        from .heatmaps import stroke_distance_map
+        from .interactions import as_interactions
+
+        inter = as_interactions(clicks)
+        inter.check_inside(np.shape(pet), source)
+        return stroke_distance_map(np.shape(pet), inter.groups(self.label), self.radius)
+
+    def describe(self) -> str:
+        return f"{self.name} {self.label} (radius {self.radius:g} voxels, max(0, 1 - d / R), not normalised)"
+
+
 #: The click encodings by name (:func:`register_encoding` adds more).
 CLICK_ENCODINGS: dict[str, type[ClickEncoding]] = {
     PetGatedGaussianEncoding.name: PetGatedGaussianEncoding,
     GaussianEncoding.name: GaussianEncoding,
     DistanceBallEncoding.name: DistanceBallEncoding,
+    StrokeGaussianEncoding.name: StrokeGaussianEncoding,
+    StrokeDistanceEncoding.name: StrokeDistanceEncoding,
 }
 
 

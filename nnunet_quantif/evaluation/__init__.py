@@ -10,6 +10,9 @@
 - :mod:`.model` -- the trained model (inference pipeline, models loaded once) as an evaluation method;
   a case's steps from one interactive session where that is exact.
 - :mod:`.plots`, :mod:`.report` -- PNG figures and ``report.md``.
+- :mod:`.detection` -- the autoPET V lesion-detection F1 (DMM) and its two aggregations.
+- :mod:`.scribbles` -- the autoPET V scribble simulator (strokes on the largest 2D error, the loop's choice,
+  training strokes).
 """
 
 from .aggregate import RANKING_METRICS, case_curves, mean_of_subset_means, rank_methods, subset_means, summarize
