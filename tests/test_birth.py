@@ -74,6 +74,7 @@ def test_model_info_shows_the_click_rule(birth, capsys):
     assert "FDG with >= 5 background clicks -> fdg_723" in out
     assert "zero voxels with SUV < 1.5" in out and "zero voxels with SUV < 1" in out
     assert "birth tracer classifier" in out
+    assert "tracer fdg, folds [0, 2]" in out and "tracer psma, folds [0, 4]" in out
 
 
 # ------------------------------------------------------------------------------------------------ networks
