@@ -608,10 +608,13 @@ class InferenceDefaults:
             raise ConfigError(f"{source}: inference tile_step_size must be in (0, 1], got {step!r}")
         mirroring = d.get("mirroring")
         if mirroring is not None:
-            from .inference.mirroring import POLICIES
+            from .inference.mirroring import POLICIES, parse_policy_name
 
-            if mirroring not in POLICIES:
-                raise ConfigError(f"{source}: inference mirroring {mirroring!r} is not one of {', '.join(POLICIES)}")
+            try:
+                parse_policy_name(mirroring) if isinstance(mirroring, str) else parse_policy_name("?")
+            except ConfigError:
+                raise ConfigError(f"{source}: inference mirroring {mirroring!r} is not one of {', '.join(POLICIES)} "
+                                  "(birth-fixed as birth-fixed:K)") from None
         folds = d.get("folds")
         if folds is not None:
             if not isinstance(folds, list) or not folds or not all(

@@ -328,3 +328,54 @@ def test_refuses_a_classifier_that_is_not_theirs(tmp_path):
     (tmp_path / "src" / "tracer_classifier.pt").unlink()
     with pytest.raises(ModelError, match="tracer_classifier.pt"):
         import_release("birth", tmp_path / "src", tmp_path / "dst")
+
+
+# ------------------------------------------------------------------------------------------------ mirroring
+def test_birth_fixed_mirroring_averages_their_first_k_flips(birth):
+    """`--mirroring birth-fixed 3`: each tile is (net(x) + the first 3 flipped predictions) / 4, their rule with a
+    fixed count."""
+    from nnunet_quantif.inference.pipeline import load_predictor
+
+    root, _, _ = birth
+    p = load_predictor(root / "dst" / "psma", folds=(0,), device="cpu", mirroring="birth-fixed:3")
+    p.network.load_state_dict(p.list_of_parameters[0])
+    p.network.eval()
+    x = _input((32, 32, 32), 4, seed=9)
+    with torch.no_grad():
+        net = p.network
+        want = net(x).float()
+        for axes in ((2,), (3,), (4,)):
+            want += torch.flip(net(torch.flip(x, axes)), axes).float()
+        want /= 4
+        all_flips = net(x).float()
+        for axes in ((2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)):
+            all_flips += torch.flip(net(torch.flip(x, axes)), axes).float()
+        all_flips /= 8
+    calls = []
+    handle = p.network.register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape[0]))
+    try:
+        logits = p.predict_sliding_window_return_logits(x[0])
+    finally:
+        handle.remove()
+    assert p.last_decision.combos == ((0,), (1,), (2,)) and p.last_decision.policy == "birth-fixed:3"
+    assert calls == [4]  # one tile and its three flips
+    inner = (slice(None), *[slice(8, 24)] * 3)  # nnU-Net's float16 Gaussian sums lose the tile's rim
+    torch.testing.assert_close(logits.float()[inner], want[0][inner], rtol=0, atol=5e-3)
+    assert (logits.float() - all_flips[0])[inner].abs().max() > 5e-2  # not every flip
+    assert p.case_flips is None
+
+
+def test_cli_takes_birth_fixed_with_its_count(birth, tmp_path, capsys):
+    root, _, _ = birth
+    base = ["predict", "--ct", "x_0000.nii.gz", "--pet", "x_0001.nii.gz", "--models", str(root / "dst"),
+            "--out", str(tmp_path / "m.nii.gz")]
+    with pytest.raises(SystemExit):
+        main([*base, "--mirroring", "birth-fixed"])
+    assert "birth-fixed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--mirroring", "birth-fixed", "9"])
+    from nnunet_quantif.cli import build_parser
+
+    args = build_parser().parse_args([*base, "--mirroring", "birth-fixed", "2"])
+    assert args.mirroring == "birth-fixed:2"
+    assert build_parser().parse_args([*base, "--mirroring", "all"]).mirroring == "all"
