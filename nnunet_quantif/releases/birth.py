@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError
-from ..layout import RESULTS_ROOT, model_folder_name
+from ..layout import CONFIGURATION, RESULTS_ROOT, model_folder_name
 from .common import (
     PROVENANCE_NAME,
     clean_checkpoint,
@@ -79,11 +79,11 @@ TRAINER = "nnUNetTrainer"
 #: Output folder -> (tracer, dataset folder, model folder, the folds their process.py runs).
 MODELS: dict[str, tuple[str, str, str, tuple[int, ...]]] = {
     "fdg_723": ("fdg", "Dataset723_OrganSupervisedAutoPETIII",
-                model_folder_name("autoPET3_Trainer", "ResEncL_Plan", "3d_fullres_patch192_bs2"), (0, 1, 2)),
+                model_folder_name("autoPET3_Trainer", "ResEncL_Plan", f"{CONFIGURATION}_patch192_bs2"), (0, 1, 2)),
     "fdg_826": ("fdg", "Dataset826_AutoPET_All_MultiClicks_Organs",
-                model_folder_name("autoPET3_Trainer", "ResEncL_Plan", "3d_fullres_patch192_bs2"), (0, 1)),
+                model_folder_name("autoPET3_Trainer", "ResEncL_Plan", f"{CONFIGURATION}_patch192_bs2"), (0, 1)),
     "psma": ("psma", "Dataset820_AutoPET_PSMA_MultiClicks",
-             model_folder_name("nnUNetTrainer_finetune", "ResEncL_Plan", "3d_fullres_patch192_bs3"),
+             model_folder_name("nnUNetTrainer_finetune", "ResEncL_Plan", f"{CONFIGURATION}_patch192_bs3"),
              (0, 1, 2, 3, 4)),
 }
 #: The tracer classifier's file.
