@@ -611,7 +611,9 @@ class InferenceDefaults:
             from .inference.mirroring import POLICIES, parse_policy_name
 
             try:
-                parse_policy_name(mirroring) if isinstance(mirroring, str) else parse_policy_name("?")
+                if not isinstance(mirroring, str):
+                    raise ConfigError("not a name")
+                parse_policy_name(mirroring)
             except ConfigError:
                 raise ConfigError(f"{source}: inference mirroring {mirroring!r} is not one of {', '.join(POLICIES)} "
                                   "(birth-fixed as birth-fixed:K)") from None
