@@ -31,7 +31,7 @@ Output layout::
 
 Their test-time mirroring depends on the wall time of each tile's forward pass, so it cannot be reproduced; each
 model records ``mirroring: all`` (every flip of the checkpoint's axes, averaged), and ``--mirroring birth-fixed K``
-runs their first K flips where that policy is available (docs/MODELS.md).
+runs their first K flips, averaged as they average them (docs/MODELS.md).
 """
 
 from __future__ import annotations
