@@ -708,10 +708,15 @@ class InferenceDefaults:
             raise ConfigError(f"{source}: inference tile_step_size must be in (0, 1], got {step!r}")
         mirroring = d.get("mirroring")
         if mirroring is not None:
-            from .inference.mirroring import POLICIES
+            from .inference.mirroring import POLICIES, parse_policy_name
 
-            if mirroring not in POLICIES:
-                raise ConfigError(f"{source}: inference mirroring {mirroring!r} is not one of {', '.join(POLICIES)}")
+            try:
+                if not isinstance(mirroring, str):
+                    raise ConfigError("not a name")
+                parse_policy_name(mirroring)
+            except ConfigError:
+                raise ConfigError(f"{source}: inference mirroring {mirroring!r} is not one of {', '.join(POLICIES)} "
+                                  "(birth-fixed as birth-fixed:K)") from None
         folds = d.get("folds")
         if folds is not None:
             if not isinstance(folds, list) or not folds or not all(

@@ -255,7 +255,7 @@ class Session:
         finally:
             predictor.case_direction = predictor.case_budget_s = predictor.case_deadline = None
             predictor.case_raw_shape = None
-        self._case.update(axes=mirror.axes if mirror.axes else None, mirroring=mirror)
+        self._case.update(axes=mirror.axes if mirror.axes else None, flips=mirror.combos, mirroring=mirror)
         self._clicks = Clicks.empty()
         self._history = []
         n_tiles = len(self._case["slicers"]) * len(predictor.list_of_parameters)
@@ -603,7 +603,7 @@ class Session:
         torch.set_num_threads(default_num_processes if default_num_processes < n_threads else n_threads)
         p.prepare_network()  # on the device, in eval mode; compiled once with the pipeline's --compile
         model_axes = p.allowed_mirroring_axes
-        p.allowed_mirroring_axes = case["axes"]
+        p.allowed_mirroring_axes, p.case_flips = case["axes"], case.get("flips")
         net = p.network._orig_mod if hasattr(p.network, "_orig_mod") else p.network
         loaded: list[int | None] = [None]
 
@@ -624,7 +624,7 @@ class Session:
         try:
             yield run
         finally:
-            p.allowed_mirroring_axes = model_axes
+            p.allowed_mirroring_axes, p.case_flips = model_axes, None
 
     def _run_tiles(self, indices: Sequence[int]) -> None:
         """Run the network on the tiles ``indices`` for every fold and store their Gaussian-weighted logits.

@@ -268,3 +268,127 @@ def write_lesionlocator_release(root: Path, *, folds=tuple(range(10)), seed: int
                    d / f"fold_{k}" / "checkpoint_final.pth")
         nets[k] = net
     return {"networks": nets, "plans": plans, "dataset": dataset, "model_dir": d}
+
+
+BIRTH_CHANNELS = {"0": "CT", "1": "PET", "2": "tumor_clicks", "3": "background_clicks"}
+#: Output key -> (dataset folder, trainer, plans, configuration, folds, organ head).
+BIRTH_MODELS = {
+    "fdg_723": ("Dataset723_OrganSupervisedAutoPETIII", "autoPET3_Trainer", "ResEncL_Plan", "3d_fullres_patch192_bs2",
+                (0, 1, 2), True),
+    "fdg_826": ("Dataset826_AutoPET_All_MultiClicks_Organs", "autoPET3_Trainer", "ResEncL_Plan",
+                "3d_fullres_patch192_bs2", (0, 1), True),
+    "psma": ("Dataset820_AutoPET_PSMA_MultiClicks", "nnUNetTrainer_finetune", "ResEncL_Plan", "3d_fullres_patch192_bs3",
+             (0, 1, 2, 3, 4), False),
+}
+
+
+class ReplicaMipClassifier(nn.Module):
+    """BIRTH's tracer classifier as the reference describes it: two torchvision ResNet18 (one-channel conv1,
+    fc = identity) on the coronal and sagittal MIPs, then Linear(1024, 512), ReLU, BatchNorm, dropout,
+    Linear(512, 128), BatchNorm, dropout, Linear(128, 1); ``forward(cor, sag)`` returns the logit."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models import resnet18
+
+        for name in ("model_cor", "model_sag"):
+            r = resnet18(weights=None)
+            r.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            r.fc = nn.Identity()
+            setattr(self, name, r)
+        self.linear = nn.Sequential(nn.Linear(1024, 512), nn.ReLU(), nn.BatchNorm1d(512), nn.Dropout(0.5),
+                                    nn.Linear(512, 128), nn.BatchNorm1d(128), nn.Dropout(0.5), nn.Linear(128, 1))
+
+    def forward(self, cor: torch.Tensor, sag: torch.Tensor) -> torch.Tensor:
+        return self.linear(torch.cat((self.model_cor(cor), self.model_sag(sag)), dim=1))
+
+
+def birth_network(plans: dict, dataset: dict, configuration: str, organs: bool, seed: int,
+                  foreground: bool = False) -> nn.Module:
+    """One of their networks: the plans' ResidualEncoderUNet with 4 inputs, plus ``decoder.organ_seg_layers``
+    (11 outputs) for the FDG trainer; random weights. ``foreground`` biases the last lesion layer so that every
+    voxel is lesion."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    pm = PlansManager(plans)
+    cm = pm.get_configuration(configuration)
+    net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                 cm.network_arch_init_kwargs_req_import, 4,
+                                 pm.get_label_manager(dataset).num_segmentation_heads, allow_init=False,
+                                 deep_supervision=False)
+    if organs:
+        dec = net.decoder
+        dec.organ_seg_layers = nn.ModuleList(
+            dec.encoder.conv_op(layer.in_channels, 11, 1, 1, 0, bias=True) for layer in dec.seg_layers)
+    _randomise(net, seed)
+    if foreground:
+        with torch.no_grad():
+            net.decoder.seg_layers[-1].bias.copy_(torch.tensor([-50.0, 50.0]))
+    return net.eval()
+
+
+def write_birth_release(root: Path, *, folds: dict | None = None, seed: int = 0, foreground: bool = False,
+                        classifier_bias: float | None = None, mirror_axes=(0, 1, 2)) -> dict:
+    """Write BIRTH's layout under ``root`` (``nnUNet_results/...`` and ``tracer_classifier.pt``) at the tiny
+    residual configuration, random weights.
+
+    Parameters
+    ----------
+    folds : dict, optional
+        Output key -> folds written (default: the folds their code runs).
+    foreground : bool
+        Every network predicts lesion everywhere (for the post-processing).
+    classifier_bias : float, optional
+        The classifier's last bias (a large value forces its decision).
+
+    Returns
+    -------
+    dict
+        ``networks[key][fold]``, ``plans[key]``, ``dataset[key]``, ``configuration[key]``, ``model_dirs[key]``,
+        ``classifier`` (the replica module) and ``classifier_file``.
+    """
+    folds = folds or {}
+    out: dict = {"networks": {}, "plans": {}, "dataset": {}, "configuration": {}, "model_dirs": {}}
+    for i, (key, (ds, trainer, plans_name, conf, default_folds, organs)) in enumerate(BIRTH_MODELS.items()):
+        plans = random_plans(patch_size=(32, 32, 32), architecture="plans_tiny", channel_names=BIRTH_CHANNELS,
+                             dataset_name=ds, plans_name=plans_name, configuration=conf)
+        dataset = {"channel_names": dict(BIRTH_CHANNELS), "labels": {"background": 0, "lesion": 1},
+                   "numTraining": 0, "file_ending": ".nii.gz", "name": ds}
+        d = root / "nnUNet_results" / ds / f"{trainer}__{plans_name}__{conf}"
+        d.mkdir(parents=True)
+        (d / "plans.json").write_text(json.dumps(plans, indent=2))
+        (d / "dataset.json").write_text(json.dumps(dataset, indent=2))
+        out["networks"][key] = {}
+        for k in folds.get(key, default_folds):
+            net = birth_network(plans, dataset, conf, organs, seed + 100 * i + k, foreground)
+            (d / f"fold_{k}").mkdir()
+            state = _training_state(plans, dataset, k, trainer, mirror_axes)
+            state["init_args"]["configuration"] = conf
+            torch.save({"network_weights": net.state_dict(), **state}, d / f"fold_{k}" / "checkpoint_final.pth")
+            out["networks"][key][k] = net
+        out["plans"][key], out["dataset"][key], out["configuration"][key], out["model_dirs"][key] = \
+            plans, dataset, conf, d
+    g = torch.Generator().manual_seed(seed + 5000)
+    clf = ReplicaMipClassifier()
+    with torch.no_grad():
+        for name, t in clf.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                continue
+            if name.endswith("running_var"):
+                t.copy_(0.5 + torch.rand(t.shape, generator=g))
+            elif name.endswith("running_mean"):
+                t.copy_(0.1 * torch.randn(t.shape, generator=g))
+            elif t.ndim > 1:
+                t.copy_(torch.randn(t.shape, generator=g) / np.sqrt(t[0].numel()))
+            elif name.endswith("weight"):
+                t.copy_(1.0 + 0.1 * torch.randn(t.shape, generator=g))
+            else:
+                t.copy_(0.1 * torch.randn(t.shape, generator=g))
+        if classifier_bias is not None:
+            clf.linear[7].bias.fill_(classifier_bias)
+    clf.eval()
+    path = root / "tracer_classifier.pt"
+    torch.save(clf.state_dict(), path)
+    out["classifier"], out["classifier_file"] = clf, path
+    return out

@@ -174,3 +174,30 @@ def test_authors_policy_counts_raw_voxels(caplog) -> None:
         fallback = MirroringPolicy("authors").decide(pre, patch_size=PATCH)
     assert fallback.axes == (0, 1, 2) and "raw image" in caplog.text
 
+
+
+def test_birth_fixed_policy_names_and_refusals() -> None:
+    from nnunet_quantif.inference.mirroring import parse_policy_name
+
+    assert parse_policy_name("birth-fixed:3") == ("birth-fixed", 3)
+    assert parse_policy_name("all") == ("all", None)
+    assert MirroringPolicy("birth-fixed:0").name == "birth-fixed:0"
+    for bad in ("birth-fixed", "birth-fixed:8", "birth-fixed:-1", "birth-fixed:x", "all:2", "birth"):
+        with pytest.raises(ConfigError):
+            MirroringPolicy(bad)
+
+
+@pytest.mark.parametrize("k, flips, axes", [
+    (0, (), ()), (1, ((0,),), (0,)), (3, ((0,), (1,), (2,)), (0, 1, 2)),
+    (5, ((0,), (1,), (2,), (0, 1), (0, 2)), (0, 1, 2)),
+    (7, ((0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)), (0, 1, 2))])
+def test_birth_fixed_takes_their_first_k_flips(k, flips, axes) -> None:
+    """nnU-Net's order over the checkpoint's axes (single axes, then pairs, then all three), not the keep order,
+    and whatever the case's size."""
+    d = MirroringPolicy(f"birth-fixed:{k}").decide((400, 400, 400), patch_size=(64, 64, 64),
+                                                   direction=(0, 1, 0, 1, 0, 0, 0, 0, 1))
+    assert d.combos == flips and d.axes == axes
+    assert MirroringPolicy("birth-fixed:2").decide((20, 20, 20), patch_size=(16, 16, 16),
+                                                   allowed_axes=(1, 2)).combos == ((1,), (2,))
+    assert MirroringPolicy("birth-fixed:3").decide((20, 20, 20), patch_size=(16, 16, 16),
+                                                   allowed_axes=None).combos == ()

@@ -139,9 +139,13 @@ def test_forward_options_reach_the_predictor(monkeypatch):
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_mirroring_choices_are_the_library_policies(command):
     for policy in POLICIES:
+        if policy == "birth-fixed":  # takes its flip count
+            assert parse(command, ["--mirroring", policy, "2"]).mirroring == "birth-fixed:2"
+            continue
         assert parse(command, ["--mirroring", policy]).mirroring == policy
-    with pytest.raises(SystemExit):
-        parse(command, ["--mirroring", "sometimes"])
+    for bad in (["sometimes"], ["birth-fixed"], ["all", "2"]):
+        with pytest.raises(SystemExit):
+            parse(command, ["--mirroring", *bad])
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..tracer.preprocessing import ARCHES
+from ..tracer.preprocessing import TRAINABLE_ARCHES
 from .argtypes import add_nonfinite_argument, nonfinite_mode, nonneg_int
 from .vocabulary import add_option
 
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads while training; results are reproducible for a fixed value (default 1)")
     t.add_argument("--cache", metavar="DIR", help="cache the MIPs in DIR between runs")
-    t.add_argument("--arch", choices=ARCHES, default="quantif",
+    t.add_argument("--arch", choices=TRAINABLE_ARCHES, default="quantif",
                    help="quantif (default): the project's MIP-CNN (BatchNorm, pooling, clip(SUV, 0, 20)/20 input, "
                         "trilinear); authors: the authors' network and input (no BatchNorm, FC 256-128-64-16-4-1, "
                         "raw SUV, B-spline, their 224 window, ties to FDG); stored with the weights "

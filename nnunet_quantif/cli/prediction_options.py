@@ -30,11 +30,13 @@ import argparse
 from ..devices import DEVICES
 from ..errors import ConfigError
 from ..inference.mirroring import (
+    BIRTH_FIXED,
     DEFAULT_CPU_POLICY,
     DEFAULT_CPU_TIME_BUDGET_S,
     DEFAULT_POLICY,
     DEFAULT_TIME_BUDGET_S,
     POLICIES,
+    parse_policy_name,
 )
 from ..inference.options import DEFAULT_CONFIGURATION, FORWARD_KEYS, PipelineOptions, check_device
 from ..inference.pipeline import DEFAULT_TILE_STEP_SIZE
@@ -130,12 +132,28 @@ def add_model_arguments(p: argparse.ArgumentParser, *, results: bool = True,
     return g
 
 
+class _MirroringAction(argparse.Action):
+    """``--mirroring POLICY`` or ``--mirroring birth-fixed K``, stored as the policy name (``birth-fixed:K``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        values = list(values)
+        name = f"{values[0]}:{values[1]}" if len(values) == 2 else values[0]
+        if len(values) > 2:
+            parser.error(f"argument {option_string}: at most a policy and its count, got {' '.join(values)}")
+        try:
+            parse_policy_name(name)
+        except ConfigError as e:
+            parser.error(f"argument {option_string}: {e}")
+        setattr(namespace, self.dest, name)
+
+
 def add_prediction_arguments(p: _Group, *, style: str = "quantif", device_default: str | None = None) -> None:
     """Mirroring policy, time budget, calibration, device, sliding-window step, forward options and the click
     limit (``--max-clicks``)."""
     flags = FLAGS[style]
-    p.add_argument("--mirroring", choices=POLICIES, default=None,
-                   help=f"test-time mirroring policy (default: the model's recorded one, else {DEFAULT_POLICY} = "
+    p.add_argument("--mirroring", nargs="+", action=_MirroringAction, default=None, metavar=("POLICY", "K"),
+                   help=f"test-time mirroring policy: {', '.join(POLICIES)} ({BIRTH_FIXED} K: BIRTH's first K of "
+                        f"the 7 flips, averaged; default: the model's recorded one, else {DEFAULT_POLICY} = "
                         f"voxel-count thresholds 18M/39M/90M on a GPU, and on a CPU {DEFAULT_CPU_POLICY} = the "
                         f"mirrored passes that fit {DEFAULT_CPU_TIME_BUDGET_S:g} s per case, measured on the case)")
     p.add_argument("--time-budget", type=float, default=None, metavar="S",

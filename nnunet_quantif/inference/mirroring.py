@@ -35,6 +35,13 @@ Policies
     passes); without it the preprocessed voxels are counted and a warning says so.
 ``all`` / ``none``
     Every axis the model allows / no mirroring.
+``birth-fixed:K`` (``--mirroring birth-fixed K``)
+    BIRTH's flips with a fixed count: of the flips nnU-Net enumerates over the model's allowed axes (one axis,
+    then pairs, then all three: (x), (y), (z), (x, y), (x, z), (y, z), (x, y, z) for axes (0, 1, 2)), the first
+    ``K`` (0 to 7), averaged with the plain prediction (their sum divided by K + 1). Their own code picks K per
+    tile from the wall time of the tile's forward pass, ``min(int((40 - T) / T), 7)`` with T the forward time
+    times the number of tiles; that rule depends on the machine's speed and load from tile to tile and cannot be
+    made deterministic, so K is given here. The decision's :attr:`MirroringDecision.combos` lists the flips.
 
 Which axes go first
 -------------------
@@ -74,8 +81,11 @@ from ..io import PathLike, write_json
 
 log = logging.getLogger(__name__)
 
-#: Mirroring policies accepted by :class:`MirroringPolicy`.
-POLICIES: tuple[str, ...] = ("paper", "budget", "all", "none", "authors")
+#: Mirroring policies accepted by :class:`MirroringPolicy` (``birth-fixed`` takes its flip count K, written
+#: ``birth-fixed:K`` in a policy name).
+POLICIES: tuple[str, ...] = ("paper", "budget", "all", "none", "authors", "birth-fixed")
+#: The policy with a flip count, and the most flips it takes (every combination of three axes).
+BIRTH_FIXED, BIRTH_MAX_FLIPS = "birth-fixed", 7
 
 #: ``paper`` thresholds: (exclusive upper bound on preprocessed voxels, number of axes).
 PAPER_THRESHOLDS: tuple[tuple[int, int], ...] = ((18_000_000, 3), (39_000_000, 2), (90_000_000, 1))
@@ -109,6 +119,44 @@ def as_policy(mirroring: MirroringPolicy | str = DEFAULT_POLICY, *, time_budget_
     if isinstance(mirroring, MirroringPolicy):
         return mirroring
     return MirroringPolicy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
+
+
+def parse_policy_name(name: str) -> tuple[str, int | None]:
+    """``(policy, flips)`` of a policy name: ``"birth-fixed:3"`` -> ``("birth-fixed", 3)``, ``"all"`` ->
+    ``("all", None)``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown policy, ``birth-fixed`` without a count in 0 .. 7, or a count given to another policy.
+    """
+    text = str(name).strip()
+    base, sep, count = text.partition(":")
+    base = base.strip()
+    if base not in POLICIES:
+        raise ConfigError(f"unknown mirroring policy {name!r} (choose one of {', '.join(POLICIES)})")
+    if base != BIRTH_FIXED:
+        if sep:
+            raise ConfigError(f"mirroring policy {base!r} takes no count, got {name!r}")
+        return base, None
+    try:
+        k = int(count.strip())
+    except ValueError:
+        raise ConfigError(f"mirroring {BIRTH_FIXED} needs a flip count K in 0..{BIRTH_MAX_FLIPS} "
+                          f"(--mirroring {BIRTH_FIXED} K), got {name!r}") from None
+    if not 0 <= k <= BIRTH_MAX_FLIPS:
+        raise ConfigError(f"mirroring {BIRTH_FIXED} flip count must be in 0..{BIRTH_MAX_FLIPS}, got {k}")
+    return base, k
+
+
+def first_flips(allowed: Sequence[int] | None, k: int) -> tuple[tuple[int, ...], ...]:
+    """The first ``k`` flips nnU-Net enumerates over ``allowed`` axes: every single axis, then every pair, then
+    all three (``itertools.combinations`` in order of size), as axis indices into the spatial axes."""
+    if allowed is None:
+        return ()
+    axes = [int(a) for a in allowed]
+    combos = [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
+    return tuple(combos[: max(0, int(k))])
 
 
 def paper_num_axes(n_voxels: int) -> int:
@@ -232,6 +280,8 @@ class MirroringDecision:
         other policies when ``seconds_per_forward`` is known).
     actual_s : float or None
         Measured prediction time, filled by the predictor after the run.
+    combos : tuple of tuple of int, or None
+        The flips to average with the plain prediction (``birth-fixed``); None: every combination of ``axes``.
     """
 
     policy: str
@@ -246,6 +296,7 @@ class MirroringDecision:
     estimate_s: float | None = None
     actual_s: float | None = None
     extra: dict = field(default_factory=dict)
+    combos: tuple[tuple[int, ...], ...] | None = None
 
     @property
     def axes_label(self) -> str:
@@ -261,7 +312,7 @@ class MirroringPolicy:
 
     Parameters
     ----------
-    name : {'paper', 'budget', 'all', 'none'}
+    name : {'paper', 'budget', 'all', 'none', 'authors', 'birth-fixed:K'}
     time_budget_s : float
         Time budget of the ``budget`` policy, in seconds, for the prediction of one case.
     seconds_per_forward : float, optional
@@ -273,11 +324,10 @@ class MirroringPolicy:
 
     def __init__(self, name: str = DEFAULT_POLICY, time_budget_s: float = DEFAULT_TIME_BUDGET_S,
                  seconds_per_forward: float | None = None, calibration: PathLike | None = None) -> None:
-        if name not in POLICIES:
-            raise ConfigError(f"unknown mirroring policy {name!r} (choose one of {', '.join(POLICIES)})")
+        base, self.flips = parse_policy_name(name)
         if time_budget_s is not None and time_budget_s <= 0:
             raise ConfigError(f"time budget must be positive, got {time_budget_s} s")
-        self.name = name
+        self.name = base if self.flips is None else f"{base}:{self.flips}"
         self.time_budget_s = float(time_budget_s) if time_budget_s is not None else DEFAULT_TIME_BUDGET_S
         if calibration is not None and seconds_per_forward is None:
             seconds_per_forward = load_calibration(calibration)["seconds_per_forward"]
@@ -337,12 +387,19 @@ class MirroringPolicy:
             n = 3
         elif self.name == "none":
             n = 0
+        elif self.flips is not None:
+            n = 0
         else:
             if spf is None:
                 raise ConfigError("the 'budget' mirroring policy needs seconds per forward pass "
                                   "(measure it on the device or give a calibration file)")
             n = budget_num_axes(n_patches, n_folds, spf, budget, max_axes=len(usable))
-        axes = axes_for_count(n, priority, allowed_axes)
+        combos = None
+        if self.flips is not None:  # their flips in nnU-Net's order over the model's axes, not the keep order
+            combos = first_flips(allowed_axes, self.flips)
+            axes = tuple(sorted({a for c in combos for a in c}))
+        else:
+            axes = axes_for_count(n, priority, allowed_axes)
         names = array_axis_names(direction)
         tf = [int(t) for t in transpose_forward]
         anatomical = tuple(nm for nm in KEEP_ORDER if tf.index(names.index(nm)) in axes)
@@ -351,7 +408,10 @@ class MirroringPolicy:
             n_patches=n_patches, n_folds=int(n_folds), seconds_per_forward=spf,
             budget_s=budget if self.name == "budget" else None,
             estimate_s=budget_estimate_s(n_patches, len(axes), n_folds, spf) if spf is not None else None,
+            combos=combos,
         )
+        if combos is not None and spf is not None:
+            decision.estimate_s = float(n_patches) * (len(combos) + 1) * max(1, int(n_folds)) * float(spf)
         log.debug("mirroring %s: shape %s (%d voxels), %d patches -> axes %s (%s)", self.name, shape, n_voxels,
                   n_patches, axes, decision.axes_label)
         return decision

@@ -224,6 +224,8 @@ class QuantIFPredictor(nnUNetPredictor):
         self.case_deadline: float | None = None
         self.last_decision: MirroringDecision | None = None
         self._in_case = False
+        #: The flips of the case being predicted when its mirroring policy names them (None: every combination).
+        self.case_flips: tuple[tuple[int, ...], ...] | None = None
         self._spf_cache: dict[tuple, float] = {}
 
     # ------------------------------------------------------------------ policy
@@ -351,12 +353,14 @@ class QuantIFPredictor(nnUNetPredictor):
                               forward_batch=self.forward_batch(), compiled=self.compile_network,
                               compile_warmup_s=warmup_s or None)
         self.allowed_mirroring_axes = decision.axes if decision.axes else None
+        self.case_flips = decision.combos
         self._in_case = True
         t1 = time.perf_counter()
         try:
             yield decision
         finally:
             self.allowed_mirroring_axes = model_axes
+            self.case_flips = None
             self._in_case = False
         decision.actual_s = time.perf_counter() - t1
         self.last_decision = decision
@@ -390,6 +394,8 @@ class QuantIFPredictor(nnUNetPredictor):
         combos: list[tuple[int, ...]] = [()]
         if mirror_axes is not None:
             assert max(mirror_axes) <= ndim - 3, "mirror_axes does not match the dimension of the input!"
+            if self.case_flips is not None:  # the policy named the flips (birth-fixed)
+                return combos + [tuple(a + 2 for a in c) for c in self.case_flips]
             axes = [m + 2 for m in mirror_axes]
             combos += [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
         return combos

@@ -5,6 +5,8 @@
 - :mod:`.quantif_authors`: the QuantIF authors' FDG/PSMA models and tracer classifier.
 - :mod:`.autopet_baseline`: the organisers' nnU-Net baseline.
 - :mod:`.lesionlocator`: LesionLocator (the DKFZ team), one model for both tracers.
+- :mod:`.birth`: BIRTH (the winners): two FDG models picked by background clicks, one PSMA model, their
+  two-view tracer classifier and SUV floors.
 - :mod:`.info`: what ``quantif model info`` / ``quantif model list`` report.
 
 :data:`IMPORTERS` maps each release name (``quantif model import NAME``) to its importer, as
@@ -24,6 +26,7 @@ IMPORTERS: dict[str, str] = {
     "quantif-authors": "quantif_authors:import_quantif_authors",
     "autopet-baseline": "autopet_baseline:import_autopet_baseline",
     "lesionlocator": "lesionlocator:import_lesionlocator",
+    "birth": "birth:import_birth",
 }
 
 

@@ -83,6 +83,20 @@ def describe_tracer_folder(d: Path) -> dict:
             "folds": len(meta.get("fold_files", [])), "decision": meta.get("decision")}
 
 
+def _set_tracers(d: Path) -> dict[str, str]:
+    """Folder name -> tracer of the model folders a model set in ``d`` names directly (its models and click
+    rules); empty without a set."""
+    from ..model_set import is_model_set, read_model_set
+
+    if not is_model_set(d):
+        return {}
+    s = read_model_set(d, check_files=False)
+    out = {rel: key for key, rel in s.models.items()}
+    for rule in s.click_rules:
+        out.setdefault(rule.model, rule.tracer or "any")
+    return out
+
+
 def model_info(folder: str | os.PathLike) -> dict:
     """Everything ``quantif model info`` reports about an imported release, a model folder or a tracer folder.
 
@@ -108,9 +122,10 @@ def model_info(folder: str | os.PathLike) -> dict:
         entries = [describe_tracer_folder(d)]
     else:
         entries = []
+        tracers = _set_tracers(d)
         for sub in sorted(p for p in d.iterdir() if p.is_dir()):
             if _is_model_folder(sub):
-                entries.append(describe_model_folder(sub))
+                entries.append(describe_model_folder(sub, tracer=tracers.get(sub.name)))
             elif _is_tracer_folder(sub):
                 entries.append(describe_tracer_folder(sub))
         if not entries and (d / "models.json").is_file():  # a set whose folders lie elsewhere

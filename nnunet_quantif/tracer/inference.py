@@ -13,7 +13,9 @@ is ``"quantif"``), and the ensemble uses that architecture's input and vote:
 * ``"quantif"``: each fold votes ``psma`` when its P(PSMA) is >= 0.5; the majority
   wins, and a tie goes to the mean probability (>= 0.5 -> ``psma``);
 * ``"authors"``: as the authors' code, a fold votes ``psma`` when P(PSMA) > 0.5
-  (``torch.round``), and a tie goes to ``fdg`` (``argmax`` of the vote counts).
+  (``torch.round``), and a tie goes to ``fdg`` (``argmax`` of the vote counts);
+* ``"birth"``: BIRTH's one model (imported as one fold): ``psma`` when P(PSMA) > 0.5. Its input is two MIPs,
+  (2, 224, 224).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 
 from ..errors import ModelError, QuantIFError, TracerError
 from ..io import Geometry, PathLike, read_pet
-from .model import ARCHITECTURES, MIPCNN, AuthorsMIPCNN, build_model
+from .model import ARCHITECTURES, MIPCNN, AuthorsMIPCNN, BirthMIPClassifier, build_model
 from .preprocessing import ARCHES, INPUT_SPECS, mip_from_pet
 from .training import META_NAME, META_SCHEMA, TRACERS, fold_votes_psma
 
@@ -71,6 +73,7 @@ def vote(probabilities: Sequence[float], arch: str = "quantif") -> TracerPredict
 
     ``arch="quantif"``: a fold votes psma if P >= 0.5, a tie goes to the mean probability (>= 0.5 -> psma).
     ``arch="authors"``: a fold votes psma if P > 0.5, a tie goes to fdg (the authors' code).
+    ``arch="birth"``: a fold votes psma if P > 0.5 (one fold: their decision); a tie goes to fdg.
     """
     probs = [float(p) for p in probabilities]
     if not probs:
@@ -82,7 +85,7 @@ def vote(probabilities: Sequence[float], arch: str = "quantif") -> TracerPredict
         tracer = TRACERS[1]
     elif 2 * n_psma < len(votes):
         tracer = TRACERS[0]
-    elif arch == "authors":
+    elif arch in ("authors", "birth"):
         tracer = TRACERS[0]
     else:
         tracer = TRACERS[1] if mean >= 0.5 else TRACERS[0]
@@ -95,20 +98,21 @@ class TracerEnsemble:
 
     weights_dir: Path
     meta: dict
-    models: list[MIPCNN | AuthorsMIPCNN]
+    models: list[MIPCNN | AuthorsMIPCNN | BirthMIPClassifier]
     arch: str = "quantif"
 
     def __len__(self) -> int:
         return len(self.models)
 
     def fold_probabilities(self, mip: np.ndarray) -> list[float]:
-        """P(PSMA) of each fold for one (224, 224) MIP of the ensemble's architecture.
+        """P(PSMA) of each fold for one (224, 224) MIP (BIRTH: (2, 224, 224)) of the ensemble's architecture.
 
         The networks are tiny (about 25 M multiply-adds each), so they run on one
         thread: on a busy machine, OpenMP threads waiting for each other cost far
         more than the work. The caller's thread count is restored.
         """
-        x = torch.from_numpy(np.ascontiguousarray(mip, dtype=np.float32))[None, None]
+        x = torch.from_numpy(np.ascontiguousarray(mip, dtype=np.float32))
+        x = x[None] if x.ndim == 3 else x[None, None]
         old = torch.get_num_threads()
         torch.set_num_threads(1)
         try:

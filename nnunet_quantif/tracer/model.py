@@ -43,6 +43,20 @@ Every convolution has a bias and is followed by ReLU; there is no BatchNorm, poo
 dropout, so the input must be 224 x 224. The layer names (``conv1`` .. ``conv6``, ``fc1`` ..
 ``fc5``) are theirs, so their state dicts load unchanged; their forward applied the sigmoid,
 this one returns the logit (same parameters).
+
+BIRTH's classifier (``arch="birth"``, :class:`BirthMIPClassifier`)
+------------------------------------------------------------------
+The ``MipClassifier`` of BIRTH's public code (github.com/huang-jw22/autoPET-4-submission, ``classify_pet.py``,
+from hakal104/autoPETIII): two ResNet18 (``model_cor`` on the coronal MIP, ``model_sag`` on the sagittal MIP),
+each with a one-channel first convolution (7x7, stride 2, padding 3, no bias) and no final fully connected layer
+(512 features each), and a head on the 1024 concatenated features::
+
+    linear.0  Linear(1024, 512), ReLU, linear.2 BatchNorm1d(512), dropout,
+    linear.4  Linear(512, 128), linear.5 BatchNorm1d(128), dropout, linear.7 Linear(128, 1)
+
+(no ReLU after the second linear layer). The ResNet18 here is written out with torchvision's layer names
+(``conv1``, ``bn1``, ``layer1`` .. ``layer4`` of two basic blocks each, ``downsample.0/1``), so their state dict
+loads unchanged. The input is (B, 2, 224, 224): channel 0 coronal, channel 1 sagittal; the output is the logit.
 """
 
 from __future__ import annotations
@@ -67,8 +81,14 @@ AUTHORS_ARCHITECTURE: dict = {"name": "DeepDiscriminator", "version": 1, "channe
                               "kernel": 3, "stride": 2, "last_kernel": 6, "padding": "3 on conv 1, none after",
                               "norm": None, "pool": None, "fc": [256, 128, 64, 16, 4, 1], "dropout": 0.0,
                               "output": "logit; sigmoid = P(PSMA)"}
+#: BIRTH's network, stored in the metadata.
+BIRTH_ARCHITECTURE: dict = {"name": "MipClassifier", "version": 1, "channels": [64, 128, 256, 512],
+                            "backbone": "two ResNet18 (coronal, sagittal), 1-channel conv1, fc = identity",
+                            "fc": [1024, 512, 128, 1], "norm": "BatchNorm", "dropout": 0.5,
+                            "output": "logit; sigmoid = P(PSMA)"}
 #: Architecture description of each ``arch``.
-ARCHITECTURES: dict[str, dict] = {"quantif": ARCHITECTURE, "authors": AUTHORS_ARCHITECTURE}
+ARCHITECTURES: dict[str, dict] = {"quantif": ARCHITECTURE, "authors": AUTHORS_ARCHITECTURE,
+                                  "birth": BIRTH_ARCHITECTURE}
 
 
 class _Proba(nn.Module):
@@ -159,6 +179,77 @@ class AuthorsMIPCNN(_Proba):
         return getattr(self, f"fc{self._n_fc}")(x).squeeze(1)
 
 
-def build_model(arch: str = "quantif") -> MIPCNN | AuthorsMIPCNN:
-    """A freshly initialised network of architecture ``arch`` ("quantif" or "authors")."""
-    return AuthorsMIPCNN() if check_arch(arch) == "authors" else MIPCNN()
+class _BasicBlock(nn.Module):
+    """ResNet's basic block: two 3x3 convolutions with BatchNorm, a shortcut (1x1 convolution and BatchNorm
+    where the stride or width changes)."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.downsample = (nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
+                           if stride != 1 or in_ch != out_ch else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + (self.downsample(x) if self.downsample is not None else x))
+
+
+class ResNet18Features(nn.Module):
+    """ResNet18 with a one-channel input and no final fully connected layer: (B, 1, H, W) -> (B, 512)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        widths = BIRTH_ARCHITECTURE["channels"]
+        in_ch = 64
+        for i, w in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            setattr(self, f"layer{i + 1}", nn.Sequential(_BasicBlock(in_ch, w, stride), _BasicBlock(w, w, 1)))
+            in_ch = w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = nn.functional.max_pool2d(x, 3, 2, 1)
+        for i in range(1, 5):
+            x = getattr(self, f"layer{i}")(x)
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+
+
+class BirthMIPClassifier(_Proba):
+    """BIRTH's two-view tracer classifier (module docstring); forward returns logits of P(PSMA)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model_cor = ResNet18Features()
+        self.model_sag = ResNet18Features()
+        self.linear = nn.Sequential(nn.Linear(1024, 512), nn.ReLU(), nn.BatchNorm1d(512), nn.Dropout(0.5),
+                                    nn.Linear(512, 128), nn.BatchNorm1d(128), nn.Dropout(0.5), nn.Linear(128, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of P(PSMA).
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (B, 2, 224, 224)
+            Coronal (channel 0) and sagittal (channel 1) MIPs from
+            :func:`~nnunet_quantif.tracer.preprocessing.birth_mips_from_pet`.
+
+        Returns
+        -------
+        torch.Tensor, shape (B,)
+        """
+        features = torch.cat((self.model_cor(x[:, 0:1]), self.model_sag(x[:, 1:2])), dim=1)
+        return self.linear(features).squeeze(1)
+
+
+def build_model(arch: str = "quantif") -> MIPCNN | AuthorsMIPCNN | BirthMIPClassifier:
+    """A freshly initialised network of architecture ``arch`` ("quantif", "authors" or "birth")."""
+    arch = check_arch(arch)
+    if arch == "birth":
+        return BirthMIPClassifier()
+    return AuthorsMIPCNN() if arch == "authors" else MIPCNN()

@@ -53,6 +53,26 @@ anterior-posterior axis for the usual axial scans):
 
 Its description is :data:`AUTHORS_INPUT_SPEC`; :data:`INPUT_SPECS` maps each architecture
 (:data:`ARCHES`) to its input.
+
+BIRTH's input (``arch="birth"``, :func:`birth_mips_from_pet`)
+-------------------------------------------------------------
+What BIRTH's tracer classifier computes (github.com/huang-jw22/autoPET-4-submission, ``classify_pet.py``, taken
+from hakal104/autoPETIII), two images instead of one:
+
+1. **Axis flips to L, A, S codes.** nibabel's ``aff2axcodes`` of the image's RAS affine names the direction of
+   each image axis (x, y, z); an axis whose code is not L, A, S respectively is flipped. Axes are never
+   permuted, so a permuted image is flipped but not reordered, as in their code. For an axial image with the
+   identity (LPS) direction the codes are L, P, S and only y is flipped.
+2. **No resampling**: the MIPs are taken on the voxel grid as it is.
+3. Array order (z, y, x) with z reversed (row 0 = most superior): the **coronal MIP** is the maximum over y,
+   shape (z, x); the **sagittal MIP** the maximum over x, shape (z, y).
+4. Each MIP is resized to 224 x 224 with bilinear interpolation (``torch.nn.functional.interpolate``,
+   ``align_corners=False``, no antialiasing), whatever its aspect ratio.
+5. **Raw SUV**: no clipping or scaling (non-finite SUVs count as 0).
+
+The result is a (2, 224, 224) array: channel 0 coronal, channel 1 sagittal. Its description is
+:data:`BIRTH_INPUT_SPEC`. This architecture is loaded from imported weights only (``quantif model import
+birth``); :data:`TRAINABLE_ARCHES` are the ones ``quantif tracer train`` trains.
 """
 
 from __future__ import annotations
@@ -77,8 +97,13 @@ SUV_CLIP: float = 20.0
 #: Version of the preprocessing; changes whenever the MIP of a volume would change.
 PREPROCESSING_VERSION: int = 1
 
-#: Tracer-classifier architectures, each with its own input: the project's MIP-CNN and the authors' network.
-ARCHES: tuple[str, ...] = ("quantif", "authors")
+#: Tracer-classifier architectures, each with its own input: the project's MIP-CNN, the authors' network and
+#: BIRTH's two-view classifier.
+ARCHES: tuple[str, ...] = ("quantif", "authors", "birth")
+#: The architectures ``quantif tracer train`` trains (BIRTH's is imported only).
+TRAINABLE_ARCHES: tuple[str, ...] = ("quantif", "authors")
+#: Version of BIRTH's input preprocessing.
+BIRTH_PREPROCESSING_VERSION: int = 1
 #: Version of the authors-input preprocessing.
 AUTHORS_PREPROCESSING_VERSION: int = 1
 
@@ -110,8 +135,21 @@ AUTHORS_INPUT_SPEC: dict = {
     "intensity": {"transform": "raw SUV", "nonfinite": "treated as SUV 0"},
 }
 
+#: BIRTH's input (``arch="birth"``), written to and checked against ``tracer_meta.json``.
+BIRTH_INPUT_SPEC: dict = {
+    "preprocessing_version": BIRTH_PREPROCESSING_VERSION,
+    "size": [MIP_SIZE, MIP_SIZE],
+    "spacing_mm": None,
+    "resampling": "none; each MIP resized to 224 x 224 (bilinear, align_corners=False)",
+    "orientation": "image axes flipped where nibabel's aff2axcodes of the RAS affine is not L, A, S (no "
+                   "permutation); array (z, y, x) with z reversed",
+    "mip_axis": "channel 0: coronal (max over y), channel 1: sagittal (max over x)",
+    "crop_pad": "none",
+    "intensity": {"transform": "raw SUV", "nonfinite": "treated as SUV 0"},
+}
+
 #: Input specification of each architecture.
-INPUT_SPECS: dict[str, dict] = {"quantif": INPUT_SPEC, "authors": AUTHORS_INPUT_SPEC}
+INPUT_SPECS: dict[str, dict] = {"quantif": INPUT_SPEC, "authors": AUTHORS_INPUT_SPEC, "birth": BIRTH_INPUT_SPEC}
 
 
 def check_arch(arch: str) -> str:
@@ -252,16 +290,18 @@ def mip_from_pet(pet: np.ndarray, geometry: Geometry, source: str | None = None,
         The grid of ``pet`` (spacing in mm, direction cosines).
     source : str, optional
         How to name the PET in error messages (usually its path).
-    arch : {"quantif", "authors"}
-        Whose input: "authors" returns :func:`authors_mip_from_pet`.
+    arch : {"quantif", "authors", "birth"}
+        Whose input: "authors" returns :func:`authors_mip_from_pet`, "birth" :func:`birth_mips_from_pet`.
 
     Returns
     -------
-    np.ndarray, float32, shape (224, 224)
+    np.ndarray, float32, shape (224, 224), or (2, 224, 224) for "birth"
         "quantif": values in [0, 1], row 0 = superior, column 0 = patient right; see the module docstring.
     """
     if check_arch(arch) == "authors":
         return authors_mip_from_pet(pet, geometry, source)
+    if arch == "birth":
+        return birth_mips_from_pet(pet, geometry, source)
     x, spacing = _lps_volume(pet, geometry, source or "PET array")
     iso = resample_isotropic(x, spacing)
     mip = iso.amax(dim=1).flip(0).numpy()  # (S, L) -> row 0 superior, column 0 patient right
@@ -332,3 +372,64 @@ def authors_mip_from_pet(pet: np.ndarray, geometry: Geometry, source: str | None
     iso = resample_bspline(x, spacing)
     mip = iso.max(axis=1)  # (S, L): row 0 most inferior, column 0 patient right
     return authors_crop(mip).astype(np.float32, copy=False)
+
+
+def ras_axis_codes(geometry: Geometry) -> tuple[str, str, str]:
+    """nibabel's ``aff2axcodes`` of the image's RAS affine: the direction each image axis (x, y, z) points to.
+
+    The RAS affine is the ITK (LPS) direction with its first two rows negated, times the spacing; nibabel
+    picks each axis's nearest world axis (``io_orientation``).
+    """
+    from nibabel.orientations import aff2axcodes
+
+    affine = np.eye(4)
+    d = np.asarray(geometry.direction, dtype=float).reshape(3, 3)
+    affine[:3, :3] = np.diag([-1.0, -1.0, 1.0]) @ d @ np.diag(geometry.spacing)
+    return tuple(aff2axcodes(affine))  # type: ignore[return-value]
+
+
+def birth_mips_from_pet(pet: np.ndarray, geometry: Geometry, source: str | None = None) -> np.ndarray:
+    """BIRTH's classifier input: the coronal and sagittal MIPs of the flipped PET, each resized to 224 x 224.
+
+    Parameters
+    ----------
+    pet : np.ndarray, shape (z, y, x)
+        PET in SUV, on the grid ``geometry``.
+    geometry : Geometry
+    source : str, optional
+        How to name the PET in error messages.
+
+    Returns
+    -------
+    np.ndarray, float32, shape (2, 224, 224)
+        Channel 0 the coronal MIP (rows: superior first; columns: image x after the flips), channel 1 the
+        sagittal MIP (rows: superior first; columns: image y after the flips); raw SUV. See the module docstring.
+    """
+    name = source or "PET array"
+    arr = np.asarray(pet)
+    if arr.ndim != 3:
+        raise TracerError(f"{name}: expected a 3-D PET volume, got shape {arr.shape}")
+    if tuple(arr.shape) != geometry.shape:
+        raise TracerError(f"{name}: array shape {arr.shape} (z, y, x) does not match its geometry {geometry.shape}")
+    if arr.size == 0:
+        raise TracerError(f"{name}: empty PET volume")
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise TracerError(f"{name}: PET voxels must be real numbers, got dtype {arr.dtype}")
+    x = torch.as_tensor(np.ascontiguousarray(arr, dtype=np.float32))
+    if not bool(torch.isfinite(x.sum())):
+        x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    codes = ras_axis_codes(geometry)
+    flips = [2 - i for i, (code, want) in enumerate(zip(codes, "LAS")) if code != want]  # image axis i = array 2-i
+    if 0 not in flips:  # array axis 0 (z) is reversed after the flips: row 0 = most superior
+        flips.append(0)
+    else:
+        flips.remove(0)
+    if flips:
+        x = torch.flip(x, sorted(flips))
+    mips = torch.stack([_resize_bilinear(x.amax(dim=1)), _resize_bilinear(x.amax(dim=2))])
+    return mips.numpy().astype(np.float32, copy=False)
+
+
+def _resize_bilinear(image: torch.Tensor, size: int = MIP_SIZE) -> torch.Tensor:
+    """A 2-D image resized to (size, size), bilinear, ``align_corners=False``."""
+    return F.interpolate(image[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]

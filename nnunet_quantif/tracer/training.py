@@ -46,12 +46,12 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import __version__
-from ..errors import DatasetError
+from ..errors import DatasetError, TracerError
 from ..io import IMAGE_EXTENSIONS, PathLike, atomic_write, read_image, strip_image_extension, write_json
 from ..layout import PET_CHANNEL, channel_suffix, split_channel
 from ..tracers import TRACERS, read_tracer_csv, tracer_from_name
 from .model import ARCHITECTURES, MIPCNN, AuthorsMIPCNN, build_model
-from .preprocessing import INPUT_SPECS, check_arch, mip_from_pet
+from .preprocessing import INPUT_SPECS, TRAINABLE_ARCHES, check_arch, mip_from_pet
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +68,23 @@ DECISIONS: dict[str, str] = {
     "quantif": "a fold votes psma if P(PSMA) >= 0.5; majority vote over folds; a tie goes to the mean probability "
                "(>= 0.5 -> psma)",
     "authors": "a fold votes psma if P(PSMA) > 0.5 (torch.round); majority vote over folds; a tie goes to fdg",
+    "birth": "one model: psma if P(PSMA) > 0.5 (sigmoid(logit) > 0.5), else fdg",
 }
 
 
 def fold_votes_psma(probability: np.ndarray | float, arch: str = "quantif") -> np.ndarray:
-    """Whether a fold with P(PSMA) = ``probability`` votes psma: >= 0.5, or > 0.5 for ``arch="authors"``."""
+    """Whether a fold with P(PSMA) = ``probability`` votes psma: >= 0.5, or > 0.5 for ``arch="authors"`` and
+    ``arch="birth"``."""
     p = np.asarray(probability, dtype=float)
-    return p > 0.5 if arch == "authors" else p >= 0.5
+    return p > 0.5 if arch in ("authors", "birth") else p >= 0.5
+
+
+def _trainable(arch: str) -> str:
+    """``arch`` if this module trains it (:data:`~.preprocessing.TRAINABLE_ARCHES`), else :class:`TracerError`."""
+    if check_arch(arch) not in TRAINABLE_ARCHES:
+        raise TracerError(f"tracer architecture {arch!r} is imported, not trained here (train one of "
+                          f"{', '.join(TRAINABLE_ARCHES)})")
+    return arch
 
 
 def fold_file_name(k: int) -> str:
@@ -356,7 +366,7 @@ def train_from_mips(mips: np.ndarray, tracers: Sequence[str], out_dir: PathLike,
         Called after each fold (the CLI prints from it).
     """
     config = config or TrainConfig()
-    arch = check_arch(config.arch)
+    arch = _trainable(config.arch)
     out = Path(out_dir)
     mips = np.asarray(mips, dtype=np.float32)
     if mips.ndim != 3 or len(mips) != len(tracers):
@@ -445,7 +455,7 @@ def train_tracer(data_dir: PathLike, out_dir: PathLike, *, folds: int = 5, epoch
     arch : {"quantif", "authors"}
         Network and input: the project's MIP-CNN, or the authors' network on their raw-SUV input.
     """
-    check_arch(arch)
+    _trainable(arch)
     files = find_pet_files(data_dir)
     tracers = label_files(files, tracer_csv)
     mips = load_mips(files, cache_dir=cache_dir, progress=progress, arch=arch)
