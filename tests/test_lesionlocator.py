@@ -165,6 +165,7 @@ def test_layout_contract_and_provenance(ll):
     assert m["folds"] == list(range(10)) and m["missing_folds"] == [] and m["tracer"] == "any"
     assert m["source_trainer_name"] == LESIONLOCATOR_TRAINER and m["network"] == "ResidualEncoderUNet"
     assert m["organ_tensors_dropped"] == 2 * len(rep["networks"][0].decoder.seg_layers)
+    assert "tensors_dropped" not in m
     ck = torch.load(model / "fold_3/checkpoint_final.pth", weights_only=True)
     assert ck["trainer_name"] == "nnUNetTrainer" and "optimizer_state" not in ck
     assert not [k for k in ck["network_weights"] if "organ" in k]

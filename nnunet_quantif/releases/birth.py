@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -47,21 +46,14 @@ from ..errors import ModelError
 from ..layout import CONFIGURATION, RESULTS_ROOT, model_folder_name
 from .common import (
     PROVENANCE_NAME,
-    clean_checkpoint,
     contract_entry,
-    find_folds,
     folder_digests,
     import_date,
+    import_model_folder,
     map_state_dict,
-    network_parameter_count,
-    normalize_mirror_axes,
-    read_checkpoint,
-    read_json_file,
     read_state_dict,
     sha256_file,
-    source_configuration,
     staged_output,
-    state_dict_of,
     write_json_file,
     write_release_model_set,
 )
@@ -98,8 +90,6 @@ POSTPROCESS: dict = {"fdg": {"kind": "suv_floor", "suv": 1.5}, "psma": {"kind": 
 INFERENCE_DEFAULTS: dict = {"tile_step_size": 0.5, "mirroring": "all", "postprocess": False}
 #: Their click channels: σ = 3 voxels, scipy's truncate 4, raw sums.
 _GAUSSIAN = {"sigma": [3.0, 3.0, 3.0], "truncate": 4.0, "normalization": "none"}
-_THEIR_CLASS_SUFFIX = "ResidualEncoderUNetOrgan"
-_DNA_RESENC = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
 #: The organ head of their FDG networks, which inference does not use.
 _ORGAN_PREFIX = "decoder.organ_seg_layers."
 
@@ -138,67 +128,18 @@ def _classifier_file(src: Path, root: Path) -> Path:
 
 
 def _import_model(model_dir: Path, key: str, out: Path) -> dict:
-    """Write one nnU-Net model folder from their ``model_dir``; returns its provenance entry."""
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
+    """Write one nnU-Net model folder from their ``model_dir``; returns its provenance entry. Only the folds their
+    ``process.py`` runs are imported."""
     tracer, _, _, expected = MODELS[key]
-    plans_path = model_dir / "plans.json"
-    plans, dataset = read_json_file(plans_path), read_json_file(model_dir / "dataset.json")
-    found, missing = find_folds(model_dir, expected)
-    if missing:
-        log.warning("%s: folds %s missing; importing folds %s", model_dir, ", ".join(map(str, missing)),
-                    ", ".join(map(str, found)))
-    extra = [k for k in found if k not in expected]
-    if extra:  # their process.py runs only the expected folds
-        log.warning("%s: folds %s are not run by their code; not imported", model_dir, ", ".join(map(str, extra)))
-        found = {k: p for k, p in found.items() if k in expected}
-        if not found:
-            raise ModelError(f"{model_dir}: none of the folds {', '.join(map(str, expected))} their code runs")
-    first_path = found[min(found)]
-    first = read_checkpoint(first_path)
-    source_trainer = first.get("trainer_name")
-    configuration, pet_normalization = source_configuration(
-        plans, dataset, first, plans_path, first_path, 4,
-        "BIRTH's input contract has 4 (CT, PET, tumor and background click Gaussians)")
-    arch = plans["configurations"][configuration].get("architecture", {})
-    if str(arch.get("network_class_name", "")).endswith(_THEIR_CLASS_SUFFIX):
-        arch["network_class_name"] = _DNA_RESENC
-    dataset = {**dataset, "quantif": birth_contract(pet_normalization, found)}
-    pm = PlansManager(plans)
-    cm = pm.get_configuration(configuration)
-    n_out = pm.get_label_manager(dataset).num_segmentation_heads
-    net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                 cm.network_arch_init_kwargs_req_import, 4, n_out, allow_init=True,
-                                 deep_supervision=False)
-    target = net.state_dict()
-    del net
-    out.mkdir()
-    params, dropped = 0, 0
-    for k, path in found.items():
-        ck, first = (first, None) if first is not None else (read_checkpoint(path), None)
-        weights = state_dict_of(ck, path)
-        lesion = {name: v for name, v in weights.items() if not name.startswith(_ORGAN_PREFIX)}
-        dropped = len(weights) - len(lesion)
-        mapped = map_state_dict(lesion, target, source_name=str(path))
-        params = network_parameter_count(mapped)
-        (out / f"fold_{k}").mkdir()
-        torch.save(clean_checkpoint(
-            mapped, trainer_name=TRAINER, configuration=configuration, fold=k,
-            mirror_axes=normalize_mirror_axes(ck.get("inference_allowed_mirroring_axes", (0, 1, 2))),
-            imported={"release": RELEASE, "source": str(path), "source_trainer_name": ck.get("trainer_name")}),
-            out / f"fold_{k}" / "checkpoint_final.pth")
-        del ck, weights, lesion, mapped
-    write_json_file(plans, out / "plans.json")
-    write_json_file(dataset, out / "dataset.json")
-    if (model_dir / "dataset_fingerprint.json").is_file():
-        shutil.copyfile(model_dir / "dataset_fingerprint.json", out / "dataset_fingerprint.json")
-    return {"tracer": tracer, "source": str(model_dir), "trainer_name": TRAINER,
-            "source_trainer_name": source_trainer, "configuration": configuration,
-            "folds": sorted(found), "missing_folds": missing,
-            "checkpoints": {str(k): p.name for k, p in found.items()},
-            "network": cm.network_arch_class_name.rsplit(".", 1)[-1], "parameters": params,
-            "organ_tensors_dropped": dropped, "pet_normalization": pet_normalization}
+    entry = import_model_folder(
+        model_dir, out, release=RELEASE, trainer=TRAINER, expected_folds=expected, n_preprocessed=4,
+        channels_reason="BIRTH's input contract has 4 (CT, PET, tumor and background click Gaussians)",
+        make_dataset=lambda dataset, pet_normalization, found: {
+            **dataset, "quantif": birth_contract(pet_normalization, found)},
+        select_weights=lambda weights: {k: v for k, v in weights.items() if not k.startswith(_ORGAN_PREFIX)},
+        only_expected=True)
+    entry["organ_tensors_dropped"] = entry.pop("tensors_dropped")
+    return {"tracer": tracer, **entry}
 
 
 def _import_classifier(path: Path, out: Path) -> dict:

@@ -468,7 +468,7 @@ def import_model_folder(model_dir: Path, out: Path, *, release: str, trainer: st
                         make_dataset: Callable[[dict, str, dict], dict],
                         make_network: Callable[[object, int, dict], torch.nn.Module] | None = None,
                         select_weights: Callable[[dict], dict] | None = None,
-                        renames: Iterable[tuple[str, str]] = ()) -> dict:
+                        renames: Iterable[tuple[str, str]] = (), only_expected: bool = False) -> dict:
     """Write one nnU-Net model folder ``out`` from a release's model folder ``model_dir``.
 
     Every fold checkpoint found (:func:`find_folds`; missing ones are named in one warning line) is read without
@@ -499,6 +499,8 @@ def import_model_folder(model_dir: Path, out: Path, *, release: str, trainer: st
         ``weights -> weights`` applied before the mapping (e.g. to drop a head inference does not use).
     renames : iterable of (str, str)
         Key renames of :func:`map_state_dict`.
+    only_expected : bool
+        Import only ``expected_folds`` (folds beyond them are named in one warning line and left out).
 
     Returns
     -------
@@ -510,10 +512,18 @@ def import_model_folder(model_dir: Path, out: Path, *, release: str, trainer: st
 
     plans_path = model_dir / "plans.json"
     plans, dataset = read_json_file(plans_path), read_json_file(model_dir / "dataset.json")
-    found, missing = find_folds(model_dir, expected_folds)
+    expected = tuple(expected_folds)
+    found, missing = find_folds(model_dir, expected)
     if missing:
         log.warning("%s: folds %s missing; importing folds %s", model_dir, ", ".join(map(str, missing)),
                     ", ".join(map(str, found)))
+    extra = [k for k in found if k not in expected]
+    if only_expected and extra:
+        log.warning("%s: folds %s are not part of the release's ensemble; not imported", model_dir,
+                    ", ".join(map(str, extra)))
+        found = {k: path for k, path in found.items() if k in expected}
+        if not found:
+            raise ModelError(f"{model_dir}: none of the folds {', '.join(map(str, expected))} of the release")
     first = read_checkpoint(found[min(found)])
     source_trainer = first.get("trainer_name")
     configuration, pet_normalization = source_configuration(plans, dataset, first, plans_path, found[min(found)],

@@ -126,11 +126,11 @@ def import_lesionlocator(src: str | os.PathLike, dst: str | os.PathLike, *, forc
                 **dataset, "channel_names": {**dataset["channel_names"], **CLICK_CHANNEL_NAMES},
                 "quantif": lesionlocator_contract(pet_normalization, found)},
             select_weights=lambda weights: {k: v for k, v in weights.items() if not k.startswith(_ORGAN_PREFIX)})
+        entry["organ_tensors_dropped"] = entry.pop("tensors_dropped")
         provenance = {
             "release": RELEASE, "repository": REPOSITORY, "release_link": RELEASE_LINK, "licence": LICENCE,
             "source": str(src.resolve()), "import_date": import_date(),
-            "models": {"model": {"tracer": "any", **entry,
-                                 "organ_tensors_dropped": entry.pop("tensors_dropped")}},
+            "models": {"model": {"tracer": "any", **entry}},
             "source_sha256": folder_digests(model_dir, relative_to=src),
         }
         write_json_file(provenance, tmp / PROVENANCE_NAME)
