@@ -15,7 +15,10 @@ tumor (a lesion's centre) and background (a random body voxel). For each click:
 Both masks are compared (they must be equal). Printed: the medians, the ratio, tiles per click and
 the peak RSS of the process (the session and the pipeline together).
 
+``--lean`` runs the memory-lean session (no stored tile logits, :class:`~nnunet_quantif.interactive.Session`).
+
 Usage: python scripts/bench_session.py [--size small] [--patch 32] [--clicks 10] [--full-clicks N] [--threads 1]
+       [--lean]
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full-clicks", type=int, default=None, metavar="N",
                     help="run the full re-prediction (and the mask check) for the first N clicks only (default: all)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--lean", action="store_true", help="the memory-lean session (no stored tile logits)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = ap.parse_args(argv)
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         model = write_random_model(Path(tmp) / "model", folds=(0,), patch_size=(args.patch,) * 3,
                                    spacing_zyx=g.spacing_zyx, seed=3)
         pipe = QuantIFPipeline(model, None, folds=(0,), mirroring="none", device="cpu").load()
-        session = Session(pipeline=pipe)
+        session = Session(pipeline=pipe, lean=args.lean)
         t0 = time.perf_counter()
         session.open(case.ct, case.pet, g, tracer="fdg")
         open_s = time.perf_counter() - t0
@@ -79,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             print(line, flush=True)
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
     out = {"size": args.size, "shape_zyx": list(g.shape), "patch": args.patch, "threads": args.threads,
+           "lean": args.lean,
            "clicks": len(clicks), "full_clicks": len(full), "open_s": open_s,
            "median_incremental_s": statistics.median(inc),
            "median_full_s": statistics.median(full), "speedup": statistics.median(full) / statistics.median(inc),
