@@ -397,6 +397,17 @@ GAUSSIAN_LABELS = ("tumor", "background")
 GAUSSIAN_NORMALIZATIONS = ("none",)
 
 
+def _channel_label(params: object, source: str, name: str, what: str) -> str:
+    """The ``label`` (tumor or background) of a one-label encoding's ``params`` (:class:`ConfigError` naming
+    ``source`` when ``params`` is not an object or the label is not one of :data:`GAUSSIAN_LABELS`)."""
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"{source}: {name} params must be an object, got {type(params).__name__}")
+    label = params.get("label")
+    if label not in GAUSSIAN_LABELS:
+        raise ConfigError(f"{source}: {what} label {label!r} is not one of {', '.join(GAUSSIAN_LABELS)}")
+    return label
+
+
 @dataclass(frozen=True)
 class GaussianEncoding(ClickEncoding):
     """``gaussian``: the autoPET IV organisers' baseline encoding, one channel per click label.
@@ -414,12 +425,7 @@ class GaussianEncoding(ClickEncoding):
 
     @classmethod
     def from_params(cls, params: Mapping, source: str) -> GaussianEncoding:
-        if not isinstance(params, Mapping):
-            raise ConfigError(f"{source}: gaussian params must be an object, got {type(params).__name__}")
-        label = params.get("label")
-        if label not in GAUSSIAN_LABELS:
-            raise ConfigError(f"{source}: gaussian click channel label {label!r} is not one of "
-                              f"{', '.join(GAUSSIAN_LABELS)}")
+        label = _channel_label(params, source, "gaussian", "gaussian click channel")
         norm = params.get("normalization", "none")
         if norm not in GAUSSIAN_NORMALIZATIONS:
             raise ConfigError(f"{source}: gaussian normalization {norm!r} is not one of "
@@ -514,12 +520,7 @@ class DistanceBallEncoding(ClickEncoding):
 
     @classmethod
     def from_params(cls, params: Mapping, source: str) -> DistanceBallEncoding:
-        if not isinstance(params, Mapping):
-            raise ConfigError(f"{source}: distance_ball params must be an object, got {type(params).__name__}")
-        label = params.get("label")
-        if label not in GAUSSIAN_LABELS:
-            raise ConfigError(f"{source}: distance_ball click channel label {label!r} is not one of "
-                              f"{', '.join(GAUSSIAN_LABELS)}")
+        label = _channel_label(params, source, "distance_ball", "distance_ball click channel")
         radius = params.get("radius", 2)
         if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
             raise ConfigError(f"{source}: distance_ball radius must be an integer >= 1 (voxels), got {radius!r}")
@@ -607,12 +608,7 @@ class StrokeDistanceEncoding(ClickEncoding):
 
     @classmethod
     def from_params(cls, params: Mapping, source: str) -> StrokeDistanceEncoding:
-        if not isinstance(params, Mapping):
-            raise ConfigError(f"{source}: {cls.name} params must be an object, got {type(params).__name__}")
-        label = params.get("label")
-        if label not in GAUSSIAN_LABELS:
-            raise ConfigError(f"{source}: {cls.name} channel label {label!r} is not one of "
-                              f"{', '.join(GAUSSIAN_LABELS)}")
+        label = _channel_label(params, source, cls.name, f"{cls.name} channel")
         radius = params.get("radius", 10.0)
         if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not 0 < radius < float("inf"):
             raise ConfigError(f"{source}: {cls.name} radius must be a finite number > 0 (voxels), got {radius!r}")
