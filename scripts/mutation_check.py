@@ -72,7 +72,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              (_PIPELINE_VS_STOCK,)),
     Mutation("M11", "the PET fed in the CT channel",
              "nnunet_quantif/heatmap_definition.py",
-             (('out[k] = ct if c.source == "ct" else', 'out[k] = pet if c.source == "ct" else'),),
+             (('image = ct if c.source == "ct" else pet', 'image = pet if c.source == "ct" else pet'),),
              (_PIPELINE_VS_STOCK,)),
     Mutation("C1", "metrics: 26-connected lesion components instead of 18",
              "nnunet_quantif/evaluation/metrics.py",
