@@ -208,3 +208,23 @@ def test_match_by_distance_and_threshold():
     assert [(p.status, p.matched_by) for p in near] == [("matched", "distance")]
     far = match_lesions(labels_b, 1, mapped, cb, np.array([[16.0, 0.0, 0.0]]), max_distance_mm=15.0)
     assert sorted(p.status for p in far) == ["disappeared", "new"]
+
+
+def test_cli_response(tmp_path, capsys):
+    from nnunet_quantif.cli import main
+
+    b = make_case(tmp_path / "b", BASE_LESIONS[:1], seed=1, sul=False)
+    f = make_case(tmp_path / "f", _scaled(BASE_LESIONS[:1], 0, 0.6, 0.6), seed=2, sul=False)
+    out = tmp_path / "out"
+    argv = ["response", "--baseline", str(b), "--followup", str(f), "--out", str(out), "--criteria", "recip"]
+    assert main([*argv, "--sex", "M", "--height", "1.8"]) == 0
+    assert "RECIP: PR (1 matched, 0 new, 0 disappeared)" in capsys.readouterr().out
+    data = json.loads((out / "response.json").read_text())
+    assert data["category"] == "PR" and data["pet_units"]["baseline"] == "SUVbw"  # no weight_kg: SUVbw, flagged
+    assert any("SUVbw" in flag for flag in data["flags"])
+    assert (out / "followup_to_baseline.tfm").is_file() and (out / "lesions.csv").is_file()
+    # an output folder that is an input file is refused before any work, the input kept
+    before = (b / "ct.nii.gz").read_bytes()
+    assert main(["response", "--baseline", str(b), "--followup", str(f), "--out", str(b / "ct.nii.gz")]) == 1
+    assert "output folder is an existing file" in capsys.readouterr().err
+    assert (b / "ct.nii.gz").read_bytes() == before
