@@ -59,7 +59,7 @@ PERCIST_MIN_SUL_CHANGE = 0.8
 PERCIST_LIVER_AGREEMENT_FRACTION = 0.20
 PERCIST_LIVER_AGREEMENT_SUL = 0.3
 
-# ---- RECIP 1.0 (Gafita et al., J Nucl Med 2022;63:1651-1658, Table 1)
+# ---- RECIP 1.0 (Gafita et al., J Nucl Med 2022;63:1651-1658, the RECIP 1.0 definition)
 #: PR: total PSMA-positive tumour volume change <= -30 % and no new lesion.
 RECIP_PR_CHANGE = -0.30
 #: PD: total volume change >= +20 % and a new lesion.
