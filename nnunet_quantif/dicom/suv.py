@@ -417,3 +417,81 @@ def warn_body_suv(suv: np.ndarray, where: str, info: PetInfo) -> None:
             values += f", dose {info.dose_bq:.6g} Bq"
         log.warning("%s: implausible median body SUV %.3g (expected %g to %g; %s); check the header or give "
                     "--suv-factor/--weight/--dose", where, median, low, high, values)
+
+
+# --------------------------------------------------------------------------- SUL (SUV normalised to lean body mass)
+
+#: Janmahasatian lean body mass (Clin Pharmacokinet 2005;44:1051-65, eq. for LBM):
+#: LBM = 9270 x W / (A + B x BMI), W in kg, BMI in kg/m^2; (A, B) per sex.
+JANMAHASATIAN_NUMERATOR = 9270.0
+JANMAHASATIAN_MALE = (6680.0, 216.0)
+JANMAHASATIAN_FEMALE = (8780.0, 244.0)
+
+#: Plausible height in m (PatientSize); a header value outside it is refused (it is often given in cm).
+PLAUSIBLE_HEIGHT_M = (0.5, 2.5)
+
+
+def lean_body_mass_kg(sex: str, height_m: float, weight_kg: float) -> float:
+    """Lean body mass by the Janmahasatian formula.
+
+    Parameters
+    ----------
+    sex : str
+        ``'M'`` or ``'F'`` (case-insensitive; DICOM PatientSex).
+    height_m : float
+        Height in m (DICOM PatientSize).
+    weight_kg : float
+        Body weight in kg (DICOM PatientWeight).
+
+    Returns
+    -------
+    float
+        LBM in kg: 9270 W / (6680 + 216 BMI) for men, 9270 W / (8780 + 244 BMI) for women, BMI = W / h^2.
+
+    Raises
+    ------
+    DicomError
+        Sex other than M or F, or a non-positive or implausible height or weight.
+    """
+    s = str(sex or "").strip().upper()
+    if s not in ("M", "F"):
+        raise DicomError(f"SUL needs the patient's sex M or F, got {sex!r} (give --sex)")
+    low, high = PLAUSIBLE_HEIGHT_M
+    if not low <= height_m <= high:
+        raise DicomError(f"SUL needs the height in m within {low}-{high}, got {height_m} (give --height)")
+    if not weight_kg > 0:
+        raise DicomError(f"SUL needs a weight > 0 kg, got {weight_kg} (give --weight)")
+    a, b = JANMAHASATIAN_MALE if s == "M" else JANMAHASATIAN_FEMALE
+    bmi = weight_kg / (height_m * height_m)
+    return JANMAHASATIAN_NUMERATOR * weight_kg / (a + b * bmi)
+
+
+def sul_factor(sex: str, height_m: float, weight_kg: float) -> float:
+    """Factor from SUVbw to SUL: LBM / weight (SUL = SUVbw x LBM / W; both divide the same activity).
+
+    Parameters as :func:`lean_body_mass_kg`; the weight must be the one SUVbw used.
+    """
+    return lean_body_mass_kg(sex, height_m, weight_kg) / weight_kg
+
+
+def sul_factor_from_dicom(ds: Dataset, *, sex: str | None = None, height_m: float | None = None,
+                          weight_kg: float | None = None, where: str = "PET") -> float:
+    """:func:`sul_factor` from PatientSex, PatientSize (m) and PatientWeight (kg), each replaceable.
+
+    Raises
+    ------
+    MissingDicomTagError
+        A header field is absent and not given (the error names the option).
+    DicomError
+        As :func:`lean_body_mass_kg`, with ``where`` in the message.
+    """
+    if sex is None:
+        sex = str(_require(ds, "PatientSex", where, "give --sex"))
+    if height_m is None:
+        height_m = float(_require(ds, "PatientSize", where, "give --height"))
+    if weight_kg is None:
+        weight_kg = float(_require(ds, "PatientWeight", where, "give --weight"))
+    try:
+        return sul_factor(sex, height_m, weight_kg)
+    except DicomError as e:
+        raise DicomError(f"{where}: {e}") from None

@@ -1,0 +1,230 @@
+"""Treatment response (PERCIST 1.0, RECIP 1.0) on generated phantom pairs, and the rules' threshold edges."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_quantif.io import Geometry, write_image
+from nnunet_quantif.response import (
+    PERCIST_CHANGE_FRACTION,
+    PERCIST_MIN_SUL_CHANGE,
+    RECIP_PD_CHANGE,
+    RECIP_PR_CHANGE,
+    ResponseError,
+    assess_response,
+    match_lesions,
+    percist_category,
+    read_case,
+    recip_category,
+    write_response,
+)
+
+SHAPE = (36, 44, 44)  # (z, y, x)
+SPACING = 4.0  # mm, isotropic
+GEOMETRY = Geometry.from_shape(SHAPE, (SPACING,) * 3)
+CENTRE = np.array([(n - 1) * SPACING / 2 for n in GEOMETRY.size])  # mm (x, y, z)
+#: Lesions in the baseline, (x, y, z) mm from the centre, radius mm, SUV; on the patient's left (+x).
+BASE_LESIONS = [((40.0, -10.0, 20.0), 12.0, 8.0), ((30.0, 20.0, -30.0), 10.0, 6.0)]
+
+
+def _points(rotation_deg: float, shift_mm) -> np.ndarray:
+    """Physical (x, y, z) of every voxel, (z, y, x, 3), taken back to the baseline body's frame: a follow-up
+    body moved by R(rotation about z) then shifted is drawn by evaluating the baseline shapes here."""
+    zz, yy, xx = np.meshgrid(*(np.arange(n) * SPACING for n in SHAPE), indexing="ij")
+    p = np.stack([xx, yy, zz], axis=-1) - CENTRE - np.asarray(shift_mm, float)
+    t = math.radians(rotation_deg)
+    rot_inv = np.array([[math.cos(t), math.sin(t), 0], [-math.sin(t), math.cos(t), 0], [0, 0, 1]])
+    return p @ rot_inv.T
+
+
+def _ellipsoid(p: np.ndarray, centre, semi) -> np.ndarray:
+    return (((p - np.asarray(centre, float)) / np.asarray(semi, float)) ** 2).sum(axis=-1) <= 1.0
+
+
+def make_case(folder, lesions, *, rotation_deg=0.0, shift_mm=(0, 0, 0), seed=0, tracer="fdg", sul=True):
+    """Write a case folder (ct, pet, mask, liver, case.json) with the given lesions ((centre, radius, suv))."""
+    rng = np.random.default_rng(seed)
+    p = _points(rotation_deg, shift_mm)
+    body = _ellipsoid(p, (0, 0, 0), (75, 60, 1000))
+    liver = _ellipsoid(p, (-35, -5, 10), (30, 28, 32))
+    lungs = _ellipsoid(p, (-30, 0, 50), (22, 25, 30)) | _ellipsoid(p, (30, 0, 50), (22, 25, 30))
+    spine = _ellipsoid(p, (0, 45, 0), (10, 10, 1000))
+    ct = np.where(body, 20.0, -1000.0)
+    ct[liver] = 110.0
+    ct[lungs & ~liver] = -800.0
+    ct[spine] = 700.0
+    pet = np.where(body, 0.8, 0.02) + np.where(liver, 1.2, 0.0)
+    mask = np.zeros(SHAPE, np.uint8)
+    for centre, radius, suv in lesions:
+        m = _ellipsoid(p, centre, (radius,) * 3)
+        mask[m] = 1
+        pet[m] = suv
+        ct[m] = 40.0
+    ct += rng.normal(0, 5, SHAPE)
+    pet = np.clip(pet * (1 + rng.normal(0, 0.03, SHAPE)), 0, None)
+    folder.mkdir(parents=True)
+    write_image(ct.astype(np.float32), GEOMETRY, folder / "ct.nii.gz")
+    write_image(pet.astype(np.float32), GEOMETRY, folder / "pet.nii.gz")
+    write_image(mask, GEOMETRY, folder / "mask.nii.gz")
+    write_image(liver.astype(np.uint8), GEOMETRY, folder / "liver.nii.gz")
+    meta = {"tracer": tracer}
+    if sul:
+        meta.update(sex="M", height_m=1.8, weight_kg=80.0)
+    (folder / "case.json").write_text(json.dumps(meta))
+    return folder
+
+
+def _scaled(lesions, index, volume_factor, suv_factor):
+    out = list(lesions)
+    centre, radius, suv = out[index]
+    out[index] = (centre, radius * volume_factor ** (1 / 3), suv * suv_factor)
+    return out
+
+
+def _run(tmp_path, follow_lesions, tracer, base_lesions=BASE_LESIONS, **kw):
+    b = make_case(tmp_path / f"b_{tracer}", base_lesions, seed=1, tracer=tracer)
+    f = make_case(tmp_path / f"f_{tracer}", follow_lesions, seed=2, tracer=tracer, **kw)
+    return assess_response(read_case(b), read_case(f), iterations=40)
+
+
+SCENARIOS = {
+    "shrunk_40": (lambda: [_scaled(BASE_LESIONS[:1], 0, 0.6, 0.6), ("PMR", "PR")], BASE_LESIONS[:1]),
+    "grown_25_new": (lambda: [_scaled(BASE_LESIONS, 0, 1.25, 1.25) + [((-20.0, 30.0, -40.0), 8.0, 7.0)],
+                              ("PMD", "PD")], BASE_LESIONS),
+    "no_change": (lambda: [BASE_LESIONS, ("SMD", "SD")], BASE_LESIONS),
+    "all_gone": (lambda: [[], ("CMR", "CR")], BASE_LESIONS),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+@pytest.mark.parametrize("tracer", ["fdg", "psma"])
+def test_phantom_pairs(tmp_path, name, tracer):
+    make, base = SCENARIOS[name]
+    follow, expected = make()
+    result = _run(tmp_path, follow, tracer, base)
+    assert result.criteria == ("percist" if tracer == "fdg" else "recip")
+    assert result.category == expected[0 if tracer == "fdg" else 1], result.numbers
+    statuses = [p.status for p in result.pairs]
+    if name == "grown_25_new":
+        assert statuses.count("new") == 1 and statuses.count("matched") == len(base)
+    elif name == "all_gone":
+        assert statuses == ["disappeared"] * len(base)
+    else:
+        assert statuses == ["matched"] * len(base)
+    if tracer == "fdg":
+        assert result.numbers["liver_reference"]["baseline"]["quality_ok"]
+        assert result.numbers["pet_units"] == {"baseline": "SUL", "followup": "SUL"}
+
+
+def test_shifted_rotated_followup_still_matched(tmp_path):
+    shift, angle = (6.0, -4.0, 3.0), 4.0
+    result = _run(tmp_path, BASE_LESIONS, "psma", rotation_deg=angle, shift_mm=shift)
+    assert [p.status for p in result.pairs] == ["matched", "matched"]
+    assert sorted((p.baseline_lesion, p.followup_lesion) for p in result.pairs) == [(1, 1), (2, 2)]
+    assert result.category == "SD"
+    # the transform takes each baseline lesion centre to where the follow-up drew it (within a voxel)
+    t = math.radians(angle)
+    rot = np.array([[math.cos(t), -math.sin(t), 0], [math.sin(t), math.cos(t), 0], [0, 0, 1]])
+    for centre, _, _ in BASE_LESIONS:
+        truth = rot @ np.asarray(centre) + CENTRE + np.asarray(shift)
+        mapped = result.transform.TransformPoint(tuple(np.asarray(centre) + CENTRE))
+        assert np.linalg.norm(np.asarray(mapped) - truth) < SPACING
+
+
+def test_write_response_outputs(tmp_path):
+    result = _run(tmp_path, _scaled(BASE_LESIONS, 0, 1.0, 1.0), "psma")
+    paths = write_response(result, tmp_path / "out")
+    data = json.loads(paths["response"].read_text())
+    assert data["category"] == "SD" and data["lesions"] == {"matched": 2, "new": 0, "disappeared": 0}
+    rows = list(csv.DictReader(paths["lesions"].open()))
+    assert [r["status"] for r in rows] == ["matched", "matched"]
+    assert isinstance(sitk.ReadTransform(str(paths["transform"])), sitk.Transform)
+
+
+def test_percist_without_liver_is_an_error(tmp_path):
+    b = make_case(tmp_path / "b", BASE_LESIONS, seed=1)
+    f = make_case(tmp_path / "f", BASE_LESIONS, seed=2)
+    (b / "liver.nii.gz").unlink()
+    with pytest.raises(ResponseError, match="liver mask"):
+        assess_response(read_case(b), read_case(f), iterations=5)
+
+
+# ---- threshold edges of the classification rules, both sides
+
+def test_percist_pmr_edge():
+    base = 10.0
+    at_edge = base * (1 - PERCIST_CHANGE_FRACTION)  # -30 %, -3 SUL
+    assert percist_category(base, at_edge, 1.0, 0) == "PMR"
+    assert percist_category(base, at_edge + 0.01, 1.0, 0) == "SMD"
+    assert percist_category(base, at_edge, 1.0, 1) == "PMD"  # a new lesion rules out PMR
+    # the 0.8 SUL-unit rule at a baseline of 2.5: -0.8 SUL (-32 %) is PMR, -0.79 SUL (-31.6 %) is not
+    assert percist_category(2.5, 2.5 - PERCIST_MIN_SUL_CHANGE, 0.5, 0) == "PMR"
+    assert percist_category(2.5, 2.5 - PERCIST_MIN_SUL_CHANGE + 0.01, 0.5, 0) == "SMD"
+
+
+def test_percist_pmd_edge():
+    base = 10.0
+    at_edge = base * (1 + PERCIST_CHANGE_FRACTION)  # +30 %: not more than 30 %
+    assert percist_category(base, at_edge, 1.0, 0) == "SMD"
+    assert percist_category(base, at_edge + 0.01, 1.0, 0) == "PMD"
+    assert percist_category(2.0, 2.0 * 1.35, 0.5, 0) == "SMD"  # +35 % but +0.7 SUL only
+    assert percist_category(2.0, 2.0 + PERCIST_MIN_SUL_CHANGE + 0.01, 0.5, 0) == "PMD"
+    assert percist_category(base, base, 1.0, 1) == "PMD"
+
+
+def test_percist_cmr_edge():
+    assert percist_category(10.0, 2.0, 2.0, 0) == "CMR"  # at the liver mean
+    assert percist_category(10.0, 2.01, 2.0, 0) == "PMR"
+    assert percist_category(10.0, None, 2.0, 0) == "CMR"
+    assert percist_category(10.0, None, 2.0, 1) == "PMD"
+    with pytest.raises(ResponseError, match="measurable"):
+        percist_category(None, 5.0, 2.0, 0)
+
+
+def test_recip_edges():
+    base = 100.0
+    assert recip_category(base, base * (1 + RECIP_PR_CHANGE), 0) == "PR"
+    assert recip_category(base, base * (1 + RECIP_PR_CHANGE) + 0.1, 0) == "SD"
+    assert recip_category(base, base * (1 + RECIP_PR_CHANGE), 1) == "SD"  # new lesion: not PR
+    assert recip_category(base, base * (1 + RECIP_PD_CHANGE), 1) == "PD"
+    assert recip_category(base, base * (1 + RECIP_PD_CHANGE) - 0.1, 1) == "SD"
+    assert recip_category(base, base * 3, 0) == "SD"  # growth without a new lesion
+    assert recip_category(base, 0.0, 0) == "CR"
+    assert recip_category(base, 0.0, 1) == "SD"
+    with pytest.raises(ResponseError, match="empty"):
+        recip_category(0.0, 1.0, 0)
+
+
+def test_match_by_distance_and_threshold():
+    labels_b = np.zeros((5, 5, 5), np.int32)
+    labels_b[1, 1, 1] = 1
+    mapped = np.zeros_like(labels_b)  # no overlap
+    cb = np.array([[0.0, 0.0, 0.0]])
+    near = match_lesions(labels_b, 1, mapped, cb, np.array([[10.0, 0.0, 0.0]]), max_distance_mm=15.0)
+    assert [(p.status, p.matched_by) for p in near] == [("matched", "distance")]
+    far = match_lesions(labels_b, 1, mapped, cb, np.array([[16.0, 0.0, 0.0]]), max_distance_mm=15.0)
+    assert sorted(p.status for p in far) == ["disappeared", "new"]
+
+
+def test_cli_response(tmp_path, capsys):
+    from nnunet_quantif.cli import main
+
+    b = make_case(tmp_path / "b", BASE_LESIONS[:1], seed=1, sul=False)
+    f = make_case(tmp_path / "f", _scaled(BASE_LESIONS[:1], 0, 0.6, 0.6), seed=2, sul=False)
+    out = tmp_path / "out"
+    argv = ["response", "--baseline", str(b), "--followup", str(f), "--out", str(out), "--criteria", "recip"]
+    assert main([*argv, "--sex", "M", "--height", "1.8"]) == 0
+    assert "RECIP: PR (1 matched, 0 new, 0 disappeared)" in capsys.readouterr().out
+    data = json.loads((out / "response.json").read_text())
+    assert data["category"] == "PR" and data["pet_units"]["baseline"] == "SUVbw"  # no weight_kg: SUVbw, flagged
+    assert any("SUVbw" in flag for flag in data["flags"])
+    assert (out / "followup_to_baseline.tfm").is_file() and (out / "lesions.csv").is_file()
+    # an output folder that is an input file is refused before any work, the input kept
+    before = (b / "ct.nii.gz").read_bytes()
+    assert main(["response", "--baseline", str(b), "--followup", str(f), "--out", str(b / "ct.nii.gz")]) == 1
+    assert "output folder is an existing file" in capsys.readouterr().err
+    assert (b / "ct.nii.gz").read_bytes() == before
