@@ -262,7 +262,7 @@ def test_stroke_loop_resumes_and_reruns_an_incomplete_loop(stroke_data, tmp_path
 
 def test_cli_stroke_loop_baselines_answer_strokes(stroke_data, tmp_path, capsys):
     out = tmp_path / "cli"
-    argv = ["evaluate-interactive", "--data", str(stroke_data), "--protocol", "autopet-v", "--no-model",
+    argv = ["evaluate-interactive", "--input", str(stroke_data), "--protocol", "autopet-v", "--no-model",
             "--baselines", "rg41,suv4", "--out", str(out), "--quiet", "--strategy", "random", "--rounds", "2"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -304,18 +304,37 @@ def test_stroke_voxels_as_clicks_give_the_stroke_channels():
     np.testing.assert_array_equal(contract.click_channels(pet, inter.to_clicks()), strokes)
 
 
-def test_cli_stroke_loop_with_a_random_model(stroke_data, tmp_path):
+def test_cli_stroke_loop_with_a_random_model(stroke_data, tmp_path, monkeypatch):
     """The model path of the stroke loop end to end (pipeline, click heatmap from the stroke voxels)."""
+    from nnunet_quantif.interactive import Session
     from nnunet_quantif.testing.random_model import write_random_model
+
+    added = []
+    original = Session.add_stroke
+
+    def counted(self, voxels, kind, axis=None):
+        added.append(kind)
+        return original(self, voxels, kind, axis)
+
+    monkeypatch.setattr(Session, "add_stroke", counted)
 
     model = write_random_model(tmp_path / "model", folds=(0,), patch_size=(16, 16, 16), spacing_zyx=SPACING_ZYX)
     out = tmp_path / "with_model"
-    argv = ["evaluate-interactive", "--data", str(stroke_data), "--protocol", "autopet-v", "--model", str(model),
+    argv = ["evaluate-interactive", "--input", str(stroke_data), "--protocol", "autopet-v", "--model", str(model),
             "--rounds", "2", "--out", str(out), "--quiet", "--baselines", "none", "--device", "cpu",
-            "--cases", "psma_cc_03"]
+            "--cases", "psma_cc_03", "--mirroring", "all"]
     assert main(argv) == 0
     rows = _csv(out / "metrics_steps.csv")
     assert [(r["method"], int(r["step"])) for r in rows] == [("model", 0), ("model", 1), ("model", 2)]
     assert all(0.0 <= float(r["dsc"]) <= 1.0 for r in rows)
     strokes = [r for r in rows if r["stroke_label"]]
     assert all(float(r["seconds"]) > 0 for r in strokes) and int(rows[1]["stroke_voxels"]) > 0
+    # the loop ran in one session per case (strokes added incrementally); full predictions give the same rows
+    assert added == [r["stroke_label"] for r in strokes]
+    added.clear()
+    full = tmp_path / "full"
+    assert main([*argv[:argv.index("--out")], "--out", str(full), *argv[argv.index("--out") + 2:],
+                 "--no-incremental"]) == 0
+    assert added == [] and _without_seconds(full / "metrics_steps.csv") == _without_seconds(out / "metrics_steps.csv")
+    runs = json.loads((out / "run.json").read_text())["methods"]["model"]
+    assert "autopet-v rounds=2" in runs

@@ -14,7 +14,10 @@ A method is the runner's ``method(case, clicks) -> mask``; it receives every int
 stroke encodings of the input contract give the same channels for these clicks as for the strokes (both depend
 only on the set of voxels of each label), so a stroke-trained model sees its strokes; a click-trained model sees
 each stroke voxel as a click (the fallback ``docs/METHOD.md`` records); the 41 % region growing grows from every
-tumor stroke voxel. Click-independent methods predict once per case.
+tumor stroke voxel. Click-independent methods predict once per case. A method with ``stroke_session(case)`` (the
+model, :meth:`~.model.ModelMethod.stroke_session`) runs its loop in one interactive session per case, each stroke
+added with ``Session.add_stroke``, which re-runs only the tiles the stroke changes and gives the same masks; where
+it returns None every round is predicted in full.
 
 Randomness: the strategy of a case is fixed (``--strategy``) or drawn from the case's seed (``by-case``: each case
 gets one of the three, as the organisers assign one per case); each method's loop starts a fresh
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import csv
 import math
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -157,14 +161,26 @@ class StrokeLoopRunner(InteractiveRunner):
         rng = np.random.default_rng(case_seed(self.seed, case.name))
         interactions = Interactions.empty()
         pred: np.ndarray | None = None
+        session = None
+        if callable(getattr(method, "stroke_session", None)):
+            t0 = time.perf_counter()
+            opened = method.stroke_session(case)
+            if opened is not None:
+                session, pred = opened[0], self._checked(name, case, opened[1])
+                seconds = time.perf_counter() - t0
         for k in self.steps:
             label, n_vox = "", 0
             if k > 0:
                 interactions, choice = add_chosen_stroke(interactions, pred, gt, strategy, rng)
                 if choice is not None:
                     label, n_vox = choice[0], choice[1].size
-            if pred is not None and (not label or getattr(method, "click_independent", False)):
-                seconds = 0.0
+            if session is not None and k > 0 and label:
+                t0 = time.perf_counter()
+                pred = self._checked(name, case, session.add_stroke(interactions[-1].voxels, label, axis=0))
+                seconds = time.perf_counter() - t0
+            elif session is not None or (pred is not None and
+                                         (not label or getattr(method, "click_independent", False))):
+                seconds = seconds if k == 0 else 0.0
             else:
                 pred, seconds = self._predict(name, method, case, interactions.to_clicks())
             yield k, pred, seconds, label, n_vox
