@@ -18,11 +18,12 @@ from .vocabulary import add_option
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="DSC, FPV and FNV of static predictions against ground-truth labels",
+        help="DSC, FPV, FNV and DMM of static predictions against ground-truth labels",
         description="Evaluate PRED/<case>.nii.gz|.mha against GT/<case>.nii.gz with the autoPET IV metrics "
-                    "(DSC; false-positive and false-negative volume in ml over 18-connected components). "
-                    "Writes metrics.csv (one row per case), summary.json (subset means and their mean) and "
-                    "report.md to --out, and prints a table.",
+                    "(DSC; false-positive and false-negative volume in ml over 18-connected components) and the "
+                    "autoPET V lesion-detection F1 (dmm: IoU >= 0.1, NaN for a lesion-free label). "
+                    "Writes metrics.csv (one row per case), summary.json (subset means and their mean, both DMM "
+                    "aggregations) and report.md to --out, and prints a table.",
     )
     p.add_argument("--pred", required=True, metavar="DIR", help="folder of predicted 0/1 masks <case>.nii.gz|.mha")
     p.add_argument("--gt", required=True, metavar="DIR", help="folder of ground-truth labels <case>.nii.gz "
