@@ -2,7 +2,8 @@
 
 :class:`Session` loads the models once (a :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline`),
 then for one case (:meth:`Session.open`) reads and preprocesses the images once, routes the case once
-and predicts step 0 (no clicks). Each :meth:`Session.add_click`, :meth:`Session.undo` and
+and predicts step 0 (no clicks). Each :meth:`Session.add_click`, :meth:`Session.add_stroke` (a stroke's voxels as
+clicks of its kind), :meth:`Session.undo` and
 :meth:`Session.reset` returns the updated mask, which is exactly the mask of the normal pipeline
 (``quantif predict``) for the same clicks: click channels with the model's input contract, nnU-Net
 preprocessing, sliding window with the case's mirroring axes, resampling back, post-processing.
@@ -84,7 +85,7 @@ class UpdateInfo:
     Attributes
     ----------
     kind : str
-        ``'open'``, ``'tumor'``, ``'background'``, ``'undo'`` or ``'reset'``.
+        ``'open'``, ``'tumor'``, ``'background'``, ``'stroke'``, ``'undo'`` or ``'reset'``.
     mode : str
         ``'full'`` (every tile), ``'incremental'`` (the tiles of the changed box) or
         ``'unchanged'`` (the preprocessed input did not change).
@@ -305,6 +306,63 @@ class Session:
         self._history.append(old)
         return self.mask
 
+    def add_stroke(self, voxels: np.ndarray | Sequence[Sequence[int]], kind: str,
+                   axis: int | None = None) -> np.ndarray:
+        """Add one stroke (a set of voxels on one slice) and return the updated mask.
+
+        The stroke's voxels join the session's clicks of ``kind`` (each voxel once, those already there left
+        out), as the autoPET V evaluation passes strokes to a model: the stroke encodings of the input contract
+        depend only on each label's voxel set, so a stroke-trained model gets its stroke channels, and a
+        click-trained model gets every stroke voxel as a click. As for a click, only the sliding-window tiles whose
+        preprocessed click channels change are re-run, and the mask is the pipeline's for the same clicks.
+        :meth:`undo` removes the whole stroke.
+
+        Parameters
+        ----------
+        voxels : array-like, shape (n, 3), int
+            Voxel indices in array order (z, y, x), all on one slice normal to ``axis``.
+        kind : {'tumor', 'background'}
+        axis : int, optional
+            The array axis normal to the stroke's slice (0 axial, 1 coronal, 2 sagittal); None: the first axis
+            the voxels agree on.
+
+        Returns
+        -------
+        np.ndarray, shape (z, y, x), uint8
+
+        Raises
+        ------
+        ClickError
+            Unknown kind, voxels that are not one stroke (not (n, 3) integers on one slice), a voxel outside the
+            image, or more clicks than the pipeline's ``max_clicks``; the session is unchanged.
+        """
+        from .interactions import Interaction
+
+        case = self._need_case()
+        if kind not in CLICK_KINDS:
+            raise ClickError(f"unknown stroke kind {kind!r} (use one of {', '.join(CLICK_KINDS)})")
+        try:
+            raw = np.asarray(voxels)
+            if raw.dtype.kind not in "iu" and not (raw.dtype.kind == "f" and np.all(raw == np.round(raw))):
+                raise ValueError("voxel indices must be integers")
+            stroke = Interaction("stroke", kind, raw.astype(np.int64), axis).voxels
+        except (TypeError, ValueError) as e:
+            raise ClickError(f"not a stroke: {e}") from None
+        old = self._clicks
+        present = old.tumor if kind == "tumor" else old.background
+        known = {tuple(v) for v in np.asarray(present, dtype=np.int64).reshape(-1, 3).tolist()}
+        added = np.asarray([v for v in stroke.tolist() if tuple(v) not in known], dtype=np.int64).reshape(-1, 3)
+        limit = getattr(self.pipeline, "max_clicks", None)
+        if limit is not None and len(old) + len(added) > limit:
+            raise ClickError(f"a stroke of {len(added)} new voxels on top of {len(old)} clicks exceeds the limit "
+                             f"(--max-clicks {limit})")
+        new = Clicks(np.concatenate([old.tumor, added]) if kind == "tumor" else old.tumor,
+                     np.concatenate([old.background, added]) if kind == "background" else old.background)
+        new.check_inside(case["pet"].shape, source="the session")
+        self._set_clicks(new, "stroke")
+        self._history.append(old)
+        return self.mask
+
     @staticmethod
     def _click_index(values: Sequence[int], *, image_order: bool = False) -> tuple[int, int, int]:
         """``values`` as 3 integer voxel indices in array order (z, y, x); ``image_order``: given as (x, y, z)."""
@@ -320,7 +378,7 @@ class Session:
         return ints[0], ints[1], ints[2]
 
     def undo(self) -> np.ndarray:
-        """Remove the latest click (or undo the latest reset) and return the updated mask.
+        """Remove the latest click or stroke (or undo the latest reset) and return the updated mask.
 
         Raises
         ------

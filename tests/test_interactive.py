@@ -279,3 +279,67 @@ def test_quantif_session_cuts_long_input_lines(model, case, tmp_path, monkeypatc
     assert len(errors) == 3
     assert all(len(line) <= len("error: ") + MAX_MESSAGE_CHARS for line in errors), [len(e) for e in errors]
     assert errors[0].startswith("error: cannot read 'xxx") and "more characters]" in errors[0]
+
+
+def _stroke_steps(session, full, pipeline, ct, pet, monkeypatch, tracer, fewer=True):
+    """A tumor stroke, a background stroke and an undo: after each the incremental session equals the full
+    re-prediction and the pipeline for the session's clicks (``fewer``: running fewer tiles than a full pass)."""
+    tumor = np.array([[6, 8, y] for y in range(4, 11)])             # axial, near the corner (z, y, x)
+    background = np.array([[33, y, 40] for y in range(36, 42)])
+    counter = ForwardCounter(pipeline.predictor(tracer), monkeypatch)
+    session.open(ct, pet, GEOMETRY, tracer=tracer)
+    n_full = counter.n
+    full.open(ct, pet, GEOMETRY, tracer=tracer)
+    for kind, voxels in [("tumor", tumor), ("background", background), ("undo", None)]:
+        before = counter.n
+        mask = session.undo() if kind == "undo" else session.add_stroke(voxels, kind)
+        assert session.last_update.mode == "incremental"
+        assert 0 < counter.n - before == session.last_update.tiles_run <= n_full, kind
+        assert session.last_update.tiles_run < n_full or not fewer, kind
+        full.undo() if kind == "undo" else full.add_stroke(voxels, kind)
+        np.testing.assert_allclose(session.logits, full.logits, atol=1e-4, rtol=0)
+        np.testing.assert_array_equal(mask, full.mask)
+        ref = pipeline.predict_arrays(ct, pet, GEOMETRY, session.clicks, tracer=tracer)
+        np.testing.assert_array_equal(mask, ref.mask)
+    # the undo removed the whole background stroke; the tumor stroke's voxels are the tumor clicks
+    assert session.clicks == Clicks(tumor, np.zeros((0, 3), np.int64))
+    return session
+
+
+def test_stroke_is_incremental_exact_and_undone_whole(pipeline, case, monkeypatch):
+    ct, pet = case
+    _stroke_steps(Session(pipeline=pipeline), Session(pipeline=pipeline, incremental=False), pipeline, ct, pet,
+                  monkeypatch, "fdg")
+
+
+def test_stroke_with_a_stroke_trained_contract(tmp_path, case, monkeypatch):
+    """A model whose contract holds the stroke encodings: the session's channels are its stroke channels. (The random
+    model z-scores its click channels, so a stroke changes every preprocessed voxel and every tile runs.)"""
+    from nnunet_quantif.heatmap_definition import InputChannel, InputContract, StrokeDistanceEncoding
+    from nnunet_quantif.interactions import Interactions
+
+    contract = InputContract((InputChannel("ct"), InputChannel("pet"),
+                              InputChannel("clicks", StrokeDistanceEncoding("tumor", 4.0)),
+                              InputChannel("clicks", StrokeDistanceEncoding("background", 4.0))), None)
+    model = write_random_model(tmp_path / "stroke_model", folds=(0,), patch_size=PATCH, seed=5, contract=contract)
+    pipe = QuantIFPipeline(model, None, folds=(0,), device="cpu").load()
+    ct, pet = case
+    session = _stroke_steps(Session(pipeline=pipe), Session(pipeline=pipe, incremental=False), pipe, ct, pet,
+                            monkeypatch, "fdg", fewer=False)
+    stroke = Interactions.empty().with_stroke([[6, 8, y] for y in range(4, 11)], "tumor", axis=0)
+    np.testing.assert_array_equal(session._case["heatmap"], contract.click_channels(pet, stroke))
+
+
+def test_bad_strokes_leave_the_session_unchanged(pipeline, case):
+    ct, pet = case
+    session = Session(pipeline=pipeline)
+    mask = session.open(ct, pet, GEOMETRY, tracer="fdg").copy()
+    for voxels, kind, match in [([[1, 2, 3], [2, 3, 4]], "tumor", "one slice"),
+                                ([[1, 2, 3], [1, 2, 60]], "tumor", "outside|inside"),
+                                ([[1, 2, 3]], "lesion", "kind"),
+                                ([[1.5, 2, 3]], "tumor", "integer")]:
+        with pytest.raises(ClickError, match=match):
+            session.add_stroke(voxels, kind)
+        assert len(session.clicks) == 0 and np.array_equal(session.mask, mask)
+    with pytest.raises(SessionError):
+        session.undo()

@@ -1,4 +1,5 @@
-"""``quantif evaluate`` and ``quantif evaluate-interactive``: the autoPET IV metrics and protocol."""
+"""``quantif evaluate`` and ``quantif evaluate-interactive``: the autoPET IV metrics and protocol, the autoPET V
+stroke loop."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..evaluation.stroke_loop import DEFAULT_ROUNDS, STRATEGY_CHOICES
 from ..io import check_output_path
-from .argtypes import add_heatmap_arguments, heatmap_options
+from .argtypes import add_heatmap_arguments, heatmap_options, nonneg_int
 from .prediction_options import add_model_arguments, add_prediction_arguments, prediction_options
 from .vocabulary import add_option
 
@@ -16,11 +18,12 @@ from .vocabulary import add_option
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="DSC, FPV and FNV of static predictions against ground-truth labels",
+        help="DSC, FPV, FNV and DMM of static predictions against ground-truth labels",
         description="Evaluate PRED/<case>.nii.gz|.mha against GT/<case>.nii.gz with the autoPET IV metrics "
-                    "(DSC; false-positive and false-negative volume in ml over 18-connected components). "
-                    "Writes metrics.csv (one row per case), summary.json (subset means and their mean) and "
-                    "report.md to --out, and prints a table.",
+                    "(DSC; false-positive and false-negative volume in ml over 18-connected components) and the "
+                    "autoPET V lesion-detection F1 (dmm: IoU >= 0.1, NaN for a lesion-free label). "
+                    "Writes metrics.csv (one row per case), summary.json (subset means and their mean, both DMM "
+                    "aggregations) and report.md to --out, and prints a table.",
     )
     p.add_argument("--pred", required=True, metavar="DIR", help="folder of predicted 0/1 masks <case>.nii.gz|.mha")
     p.add_argument("--gt", required=True, metavar="DIR", help="folder of ground-truth labels <case>.nii.gz "
@@ -36,18 +39,33 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = sub.add_parser(
         "evaluate-interactive",
-        help="run the autoPET IV 11-step click protocol (model and classical baselines)",
-        description="For every case of DATA (imagesTr/, labelsTr/, clicks/) and every click step k, predict "
-                    "with the first k tumor and k background clicks, and evaluate. The model and the classical "
-                    "baselines (SUV>=4, SUV>=2.5, 41% SUVmax region growing from the tumor clicks) run at the "
-                    "same steps. Writes metrics_steps.csv, steps/step_<k>.csv, auc.csv, summary.json, "
-                    "plots/*.png and report.md. Rerunning the same command resumes an interrupted run.",
+        help="run the autoPET IV 11-step click protocol or the autoPET V stroke loop (model and classical "
+             "baselines)",
+        description="autopet-iv (default): for every case of DATA (imagesTr/, labelsTr/, clicks/) and every click "
+                    "step k, predict with the first k tumor and k background clicks, and evaluate. The model and the "
+                    "classical baselines (SUV>=4, SUV>=2.5, 41% SUVmax region growing from the tumor clicks) run at "
+                    "the same steps. Writes metrics_steps.csv, steps/step_<k>.csv, auc.csv, summary.json, "
+                    "plots/*.png and report.md. autopet-v: round 0 without interactions, then --rounds rounds, each "
+                    "adding the stroke the autoPET V simulator draws on the current prediction's largest error "
+                    "(clicks/ not needed); per round Dice, DMM (both aggregations), FPV, FNV; AUCs by the trapezoid, "
+                    "not normalised; the strokes in interactions/<method>/<case>.json; no plots. Rerunning the same "
+                    "command resumes an interrupted run.",
     )
     add_option(q, "-i", "--input", aliases=["--data"], dest="data", required=True, metavar="DIR",
                help="autoPET-style folder with imagesTr/, labelsTr/, "
                                                                 "clicks/")
+    q.add_argument("--protocol", choices=("autopet-iv", "autopet-v"), default="autopet-iv",
+                   help="autopet-iv: click steps (default); autopet-v: the stroke loop")
     add_option(q, "--click-steps", aliases=["--steps"], dest="steps", default="0-10",
-               help="click steps, e.g. '0-10' (default) or '0,1,10'")
+               help="click steps, e.g. '0-10' (default) or '0,1,10' (autopet-iv)")
+    q.add_argument("--rounds", type=nonneg_int, default=DEFAULT_ROUNDS, metavar="N",
+                   help=f"stroke rounds after round 0 (autopet-v; default {DEFAULT_ROUNDS})")
+    q.add_argument("--strategy", choices=STRATEGY_CHOICES, default="by-case",
+                   help="scribble strategy (autopet-v): one for every case, or by-case (default): one of the three "
+                        "per case from its seed")
+    q.add_argument("--seed", type=nonneg_int, default=0, metavar="S",
+                   help="run seed of the stroke simulator (autopet-v; each case's generator comes from it and the "
+                        "case name; default 0)")
     q.add_argument("--out", required=True, metavar="DIR", help="output folder (also the resume state)")
     q.add_argument("--clicks-dir", metavar="DIR", help="click files <case>_clicks.json (default DATA/clicks)")
     q.add_argument("--centre-csv", metavar="CSV", help="CSV with columns case,centre[,tracer]")
@@ -85,6 +103,20 @@ def _print_summary(summary: dict) -> None:
     from ..evaluation.report import summary_tables
 
     print(summary_tables(summary))
+
+
+def _print_stroke_summary(summary: dict) -> None:
+    from ..evaluation.report import fmt_value, markdown_table
+
+    rows = [[m, s["n_cases"], s["n_with_lesions"], fmt_value(s["dsc_by_round"][-1], "dsc"),
+             fmt_value(s["dmm_case_mean_by_round"][-1], "dmm"), fmt_value(s["dmm_subset_summed_by_round"][-1], "dmm"),
+             fmt_value(s["auc_dsc"], "auc_dsc"), fmt_value(s["auc_dmm_case_mean"], "auc_dmm"),
+             fmt_value(s["auc_dmm_subset_summed"], "auc_dmm")]
+            for m, s in summary["methods"].items()]
+    last = summary["protocol"]["rounds"][-1]
+    print(markdown_table(["method", "cases", "with lesions", f"Dice@{last}", f"DMM@{last} case mean",
+                          f"DMM@{last} subset summed", "AUC-Dice", "AUC-DMM case mean", "AUC-DMM subset summed"],
+                         rows))
 
 
 def run_static(args: argparse.Namespace) -> int:
@@ -128,7 +160,8 @@ def run_interactive(args: argparse.Namespace) -> int:
     from ..evaluation.interactive import InteractiveRunner, parse_steps
 
     check_output_path(args.out, folder=True)
-    steps = parse_steps(args.steps)
+    strokes = args.protocol == "autopet-v"
+    steps = None if strokes else parse_steps(args.steps)
     names = [] if args.baselines.strip().lower() == "none" else args.baselines.split(",")
     methods: dict = {}
     if not args.no_model:
@@ -140,13 +173,23 @@ def run_interactive(args: argparse.Namespace) -> int:
     if not methods:
         raise ConfigError("nothing to evaluate: --no-model and no baselines")
     cases = discover_cases(args.data, clicks_dir=args.clicks_dir, case_table=args.centre_csv, cases=args.cases,
-                           max_clicks=args.max_clicks)
-    runner = InteractiveRunner(methods, args.out, steps, save_predictions=args.save_predictions,
-                               progress=not args.quiet)
-    summary = runner.run(cases, plots=not args.no_plots, n_worst=args.n_worst, fail_fast=args.fail_fast)
-    _print_summary(summary)
-    print(f"wrote {Path(args.out) / 'metrics_steps.csv'}, {Path(args.out) / 'auc.csv'}, "
-          f"{Path(args.out) / 'summary.json'}" + ("" if args.no_plots else f", {Path(args.out) / 'report.md'}"))
+                           max_clicks=args.max_clicks, require_clicks=not strokes)
+    if strokes:
+        from ..evaluation.stroke_loop import StrokeLoopRunner
+
+        runner = StrokeLoopRunner(methods, args.out, args.rounds, args.strategy, args.seed,
+                                  save_predictions=args.save_predictions, progress=not args.quiet)
+        summary = runner.run(cases, fail_fast=args.fail_fast)
+        _print_stroke_summary(summary)
+        print(f"wrote {Path(args.out) / 'metrics_steps.csv'}, {Path(args.out) / 'auc.csv'}, "
+              f"{Path(args.out) / 'summary.json'}")
+    else:
+        runner = InteractiveRunner(methods, args.out, steps, save_predictions=args.save_predictions,
+                                   progress=not args.quiet)
+        summary = runner.run(cases, plots=not args.no_plots, n_worst=args.n_worst, fail_fast=args.fail_fast)
+        _print_summary(summary)
+        print(f"wrote {Path(args.out) / 'metrics_steps.csv'}, {Path(args.out) / 'auc.csv'}, "
+              f"{Path(args.out) / 'summary.json'}" + ("" if args.no_plots else f", {Path(args.out) / 'report.md'}"))
     failed = summary.get("failed_cases", [])
     if failed:
         for f in failed:

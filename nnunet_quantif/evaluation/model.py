@@ -189,6 +189,29 @@ class ModelMethod:
             yield k, np.array(mask, dtype=np.uint8), time.perf_counter() - t0
             t0 = time.perf_counter()
 
+    def stroke_session(self, case: EvalCase):
+        """An interactive session opened on ``case`` for the autoPET V stroke loop, and its round-0 mask; None where
+        the session would not give the pipeline's masks (:attr:`incremental_reason`, then every round is predicted
+        in full). Strokes are added with ``Session.add_stroke``, whose masks equal the pipeline's for the stroke
+        voxels as clicks.
+
+        Returns
+        -------
+        (Session, np.ndarray) or None
+            The session and its (z, y, x) uint8 mask without interactions.
+        """
+        if self.incremental_reason is not None:
+            self.step_modes[case.name] = "full"
+            return None
+        from ..interactive import Session
+
+        session = Session(pipeline=self.pipeline, lean=self.lean)
+        mask = session.open(case.ct(), case.pet(), case.geometry, tracer=self.tracer or case.tracer,
+                            case_name=case.name)
+        self.routed[case.name] = session.tracer
+        self.step_modes[case.name] = "session"
+        return session, np.array(mask, dtype=np.uint8)
+
     def __call__(self, case: EvalCase, clicks: Clicks) -> np.ndarray:
         result = self.pipeline.predict_arrays(case.ct(), case.pet(), case.geometry, clicks,
                                               tracer=self.tracer or case.tracer, case_name=case.name,

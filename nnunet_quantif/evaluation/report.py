@@ -18,7 +18,7 @@ from .aggregate import RANKING_METRICS
 
 #: Display names of metric keys (ranking metrics plus the static per-case ones).
 DISPLAY: dict[str, str] = {**{k: v[0] for k, v in RANKING_METRICS.items()},
-                           "dsc": "DSC", "fpv": "FPV (ml)", "fnv": "FNV (ml)"}
+                           "dsc": "DSC", "fpv": "FPV (ml)", "fnv": "FNV (ml)", "dmm": "DMM"}
 
 
 def _display(key: str, last_step: int | None) -> str:
@@ -44,7 +44,7 @@ def fmt_value(v: object, key: str = "") -> str:
         return str(v)
     if not math.isfinite(f):
         return "n/a"
-    return f"{f:.4f}" if "dsc" in key and not key.startswith("auc") else f"{f:.2f}"
+    return f"{f:.4f}" if ("dsc" in key or "dmm" in key) and not key.startswith("auc") else f"{f:.2f}"
 
 
 def fmt_ci(v: object, ci: Sequence[object] | None, key: str = "") -> str:

@@ -3,6 +3,11 @@
 Predictions are ``PRED/<case>.nii.gz`` (or ``.nii``/``.mha``), labels ``GT/<case>.nii.gz`` (the
 ``labelsTr`` layout). Both must be on the same grid. The tracer comes from the case-name prefix
 (``fdg_``/``psma_``; other names form the subset ``UNKNOWN``), the centre from an optional CSV.
+
+Besides the autoPET IV metrics each case gets the autoPET V lesion-detection F1 (``dmm``, :mod:`.detection`; NaN for
+a lesion-free label) and its lesion counts (``lesion_tp``, ``lesion_fp``, ``lesion_fn``). ``summary.json`` gives
+both DMM aggregations, named (``dmm``: ``dmm_case_mean`` and ``dmm_subset_summed``, the latter summing the counts
+within the summary's own subsets: tracer, or tracer x centre when a centre is known).
 """
 
 from __future__ import annotations
@@ -15,13 +20,15 @@ from tqdm import tqdm
 
 from ..errors import DatasetError
 from ..io import PathLike, check_same_grid, find_image, read_image, write_json, write_text
-from .aggregate import CI_DESCRIPTION, json_safe, summarize
+from .aggregate import CI_DESCRIPTION, json_safe, subset_name, summarize
 from .cases import EvalCase, case_tracer, list_case_names, read_case_table
+from .detection import AGGREGATIONS, IOU_THRESHOLD, LesionCounts, aggregate_dmm, lesion_counts
 from .interactive import rows_to_csv
 from .metrics import METRICS, case_metrics, lesion_voxels
 
 #: Columns of ``metrics.csv``.
-STATIC_COLUMNS: tuple[str, ...] = ("case", "tracer", "centre", "dsc", "fpv", "fnv", "has_lesion", "gt_ml", "pred_ml")
+STATIC_COLUMNS: tuple[str, ...] = ("case", "tracer", "centre", "dsc", "fpv", "fnv", "dmm", "lesion_tp", "lesion_fp",
+                                   "lesion_fn", "has_lesion", "gt_ml", "pred_ml")
 
 #: Name of the evaluated "method" in the static summary.
 STATIC_METHOD = "prediction"
@@ -78,9 +85,11 @@ def evaluate_folder(pred_dir: PathLike, gt_dir: PathLike, out_dir: PathLike | No
         pred, p_geo = read_image(pred_path)
         check_same_grid(p_geo, g_geo, str(pred_path), str(gt_path))
         met = case_metrics(pred, gt, g_geo.spacing_zyx)
+        counts = lesion_counts(pred, gt)
         info = table.get(name, {})
         rows.append({"case": name, "tracer": info.get("tracer") or case_tracer(name, default="unknown"),
-                     "centre": info.get("centre", ""), "method": STATIC_METHOD, **met,
+                     "centre": info.get("centre", ""), "method": STATIC_METHOD, **met, "dmm": counts.f1,
+                     "lesion_tp": counts.tp, "lesion_fp": counts.fp, "lesion_fn": counts.fn,
                      "has_lesion": bool(lesion_voxels(gt).any()),
                      "gt_ml": float(np.count_nonzero(lesion_voxels(gt))) * g_geo.voxel_volume_ml,
                      "pred_ml": float(np.count_nonzero(lesion_voxels(pred))) * g_geo.voxel_volume_ml})
@@ -89,10 +98,33 @@ def evaluate_folder(pred_dir: PathLike, gt_dir: PathLike, out_dir: PathLike | No
                                                  "they count for FPV only",
                             "confidence_intervals": CI_DESCRIPTION},
                "n_cases": len(rows),
-               "methods": {STATIC_METHOD: summarize(rows, list(METRICS))}}
+               "methods": {STATIC_METHOD: {**summarize(rows, [*METRICS, "dmm"]), "dmm": dmm_summary(rows)}}}
     if out_dir is not None:
         write_outputs(rows, summary, Path(out_dir), pred_dir, gt_dir, pet_dir, n_worst, inputs=[pred_dir, gt_dir])
     return rows, summary
+
+
+def dmm_summary(rows: Sequence[dict]) -> dict:
+    """Both DMM aggregations of per-case rows (with ``lesion_tp``/``lesion_fp``/``lesion_fn``, ``tracer`` and
+    ``centre``), named, with the subsets the summed one uses.
+
+    Returns
+    -------
+    dict
+        ``{"dmm_case_mean": float, "dmm_subset_summed": float, "subsets": {subset: [case, ...]}, "definition":
+        str}``; NaN where no case has a lesion.
+    """
+    has_centre = any(r.get("centre") for r in rows)
+    subsets = {r["case"]: subset_name(r["tracer"], (r.get("centre") or "unknown") if has_centre else None)
+               for r in rows}
+    counts = {r["case"]: LesionCounts(int(r["lesion_tp"]), int(r["lesion_fp"]), int(r["lesion_fn"])) for r in rows}
+    out: dict = dict(aggregate_dmm(counts, subsets))
+    out["subsets"] = {s: sorted(c for c, k in subsets.items() if k == s) for s in sorted(set(subsets.values()))}
+    out["definition"] = (f"lesions = 18-connected components, matched at IoU >= {IOU_THRESHOLD:g}, F1 = 2TP / "
+                         f"(2TP + FP + FN), NaN for a lesion-free label; {AGGREGATIONS[0]} = mean of the per-case F1 "
+                         f"over cases with a lesion; {AGGREGATIONS[1]} = per subset the F1 of the summed counts, "
+                         "then the mean over subsets")
+    return out
 
 
 def _find_pet(pet_dir: Path, name: str) -> Path | None:
