@@ -246,7 +246,7 @@ def check_checkpoints_safe(model_dir: PathLike, folds: Sequence[int | str], chec
     ModelError
         ``<model_dir>: cannot load the model (<file>: <reason>)``.
     """
-    from ..releases.common import read_checkpoint
+    from ..checkpoints import read_checkpoint
 
     for fold in folds:
         try:

@@ -48,7 +48,7 @@ def _checkpoint_safe_globals() -> list:
     """The non-tensor types that real nnU-Net checkpoints hold besides tensors and plain containers:
     NumPy scalars and dtypes in ``logging`` and ``_best_ema`` (allow-listed for ``weights_only`` loading;
     :data:`nnunet_quantif.releases.common.ALLOWED_GLOBALS`)."""
-    from ..releases.common import safe_globals
+    from ..checkpoints import safe_globals
 
     return safe_globals()
 
