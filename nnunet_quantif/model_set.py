@@ -41,7 +41,7 @@ from .tracers import TRACERS
 
 __all__ = ["MODEL_SET_NAME", "ROUTERS", "CLASSIFIER_ROUTERS", "POSTPROCESS_KINDS", "ClickRule", "Postprocess",
            "ModelSet", "read_model_set", "write_model_set", "is_model_set", "ModelSetPipeline", "describe_model_set",
-           "relative_to_set"]
+           "relative_to_set", "build_pipeline"]
 
 #: File name of a model set inside its folder.
 MODEL_SET_NAME = "models.json"
@@ -620,3 +620,22 @@ class ModelSetPipeline:
 def relative_to_set(folder: PathLike, target: PathLike) -> str:
     """``target`` as the relative path a set in ``folder`` names it by (POSIX separators)."""
     return Path(os.path.relpath(Path(target).absolute(), Path(folder).absolute())).as_posix()
+
+
+def build_pipeline(options, *, progress: bool = False):
+    """The pipeline of :class:`~nnunet_quantif.inference.options.PipelineOptions` ``options`` (models not loaded
+    yet): a :class:`ModelSetPipeline` for a model set (``options.models``), else
+    :func:`nnunet_quantif.inference.options.build_pipeline`'s.
+
+    Raises
+    ------
+    ConfigError
+        A model set together with another model option.
+    """
+    from .inference.options import build_pipeline as build_folders
+
+    if not options.models:
+        return build_folders(options, progress=progress)
+    if options.model_fdg or options.model_psma or options.model or options.results:
+        raise ConfigError("give either --models or --model/--model-fdg/--model-psma/--results, not both")
+    return ModelSetPipeline(options.models, **dict(options.pipeline_kwargs(), progress=progress))

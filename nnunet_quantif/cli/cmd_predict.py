@@ -46,8 +46,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_pipeline(args: argparse.Namespace, progress: bool = False):
     """A :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline` from parsed arguments
-    (:func:`~nnunet_quantif.inference.options.build_pipeline` of :func:`.prediction_options.pipeline_options`)."""
-    from ..inference.options import build_pipeline as build
+    (:func:`~nnunet_quantif.model_set.build_pipeline` of :func:`.prediction_options.pipeline_options`)."""
+    from ..model_set import build_pipeline as build
 
     return build(pipeline_options(args), progress=progress)
 

@@ -151,8 +151,8 @@ class PipelineOptions:
 
 
 def build_pipeline(options: PipelineOptions, *, progress: bool = False) -> QuantIFPipeline:
-    """The :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline` (models not loaded yet) of ``options``;
-    a :class:`~nnunet_quantif.model_set.ModelSetPipeline` for a model set (``options.models``).
+    """The :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline` (models not loaded yet) of ``options``
+    (a model set, ``options.models``, is built by :func:`nnunet_quantif.model_set.build_pipeline`).
 
     Parameters
     ----------
@@ -163,8 +163,7 @@ def build_pipeline(options: PipelineOptions, *, progress: bool = False) -> Quant
     Raises
     ------
     ConfigError
-        A model set with other models, model folders and a results root both given, or a results root without
-        dataset ids.
+        A model set given, model folders and a results root both given, or a results root without dataset ids.
     ModelError
         No model, or a model folder that cannot be found.
     """
@@ -172,11 +171,7 @@ def build_pipeline(options: PipelineOptions, *, progress: bool = False) -> Quant
 
     kwargs = dict(options.pipeline_kwargs(), progress=progress)
     if options.models:
-        if options.model_fdg or options.model_psma or options.model or options.results:
-            raise ConfigError("give either --models or --model/--model-fdg/--model-psma/--results, not both")
-        from ..model_set import ModelSetPipeline
-
-        return ModelSetPipeline(options.models, **kwargs)
+        raise ConfigError("a model set (--models) is built by nnunet_quantif.model_set.build_pipeline")
     if options.results:
         if options.model_fdg or options.model_psma or options.model:
             raise ConfigError("give either --model/--model-fdg/--model-psma or --results with dataset ids, not both")

@@ -429,7 +429,7 @@ def model_options(settings: ModelSettings, base: PipelineOptions | None = None) 
 def build_pipeline(settings: ModelSettings, base: PipelineOptions | None = None):
     """A :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline` (not loaded) for the widget's fields,
     built exactly as ``quantif predict`` builds it."""
-    from ..inference.options import build_pipeline as build
+    from ..model_set import build_pipeline as build
 
     return build(model_options(settings, base), progress=False)
 
