@@ -392,3 +392,26 @@ def write_birth_release(root: Path, *, folds: dict | None = None, seed: int = 0,
     torch.save(clf.state_dict(), path)
     out["classifier"], out["classifier_file"] = clf, path
     return out
+
+
+def run_cli(argv, capsys):
+    """``quantif`` in-process: (exit code, stdout, stderr)."""
+    from nnunet_quantif.cli import main
+
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_import_refused(argv, capsys, dst: Path, *needles) -> str:
+    """``quantif argv`` fails with one ``quantif: error:`` line holding ``needles``, and leaves neither ``dst``
+    nor its staging folder behind; returns that line."""
+    code, _, err = run_cli(argv, capsys)
+    assert code == 1
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("quantif: error: "), err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    assert not dst.exists(), "nothing may be written on error"
+    assert not [p for p in dst.parent.iterdir() if p.name.startswith(f".{dst.name}.")], "temporary folder left"
+    return lines[0]

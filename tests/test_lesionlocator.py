@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _replicas import LESIONLOCATOR_TRAINER, write_lesionlocator_release
+from _replicas import LESIONLOCATOR_TRAINER, assert_import_refused, run_cli, write_lesionlocator_release
 
 from nnunet_quantif.cli import main
 from nnunet_quantif.clicks import Clicks
@@ -28,23 +28,6 @@ RESAMPLED_SPACING = (3.0, 2.5, 2.5)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _run_cli(argv, capsys):
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _assert_refused(argv, capsys, dst: Path, *needles):
-    code, _, err = _run_cli(argv, capsys)
-    assert code == 1
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("quantif: error: "), err
-    for n in needles:
-        assert n in lines[0], lines[0]
-    assert not dst.exists(), "nothing may be written on error"
-    assert not [p for p in dst.parent.iterdir() if p.name.startswith(f".{dst.name}.")], "temporary folder left"
-
-
 def _stock_predictor(mirroring=False):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -203,7 +186,7 @@ def test_partial_folds_warn_once_naming_the_missing(tmp_path, caplog):
 def test_refuses_a_fold_folder_without_checkpoint(tmp_path, capsys):
     rep = write_lesionlocator_release(tmp_path / "src", folds=(0, 1))
     (rep["model_dir"] / "fold_1" / "checkpoint_final.pth").unlink()
-    _assert_refused(["model", "import", "lesionlocator", str(tmp_path / "src"), "--out", str(tmp_path / "dst")],
+    assert_import_refused(["model", "import", "lesionlocator", str(tmp_path / "src"), "--out", str(tmp_path / "dst")],
                     capsys, tmp_path / "dst", "fold_1", "without a checkpoint")
 
 
@@ -214,7 +197,7 @@ def test_refuses_mismatched_keys_naming_them(tmp_path, capsys):
     w = ck["network_weights"]
     w["decoder.renamed_layer.weight"] = w.pop("decoder.seg_layers.0.weight")
     torch.save(ck, path)
-    _assert_refused(["model", "import", "lesionlocator", str(tmp_path / "src"), "--out", str(tmp_path / "dst")],
+    assert_import_refused(["model", "import", "lesionlocator", str(tmp_path / "src"), "--out", str(tmp_path / "dst")],
                     capsys, tmp_path / "dst", "decoder.seg_layers.0.weight", "decoder.renamed_layer.weight")
 
 
@@ -224,19 +207,19 @@ def test_refuses_plans_that_do_not_preprocess_two_channels(tmp_path, capsys):
     ds = json.loads(ds_path.read_text())
     ds["channel_names"]["2"] = "clicks"
     ds_path.write_text(json.dumps(ds))
-    _assert_refused(["model", "import", "lesionlocator", str(tmp_path / "src"), "--out", str(tmp_path / "dst")],
+    assert_import_refused(["model", "import", "lesionlocator", str(tmp_path / "src"), "--out", str(tmp_path / "dst")],
                     capsys, tmp_path / "dst", "3 in dataset.json", "preprocesses 2")
 
 
 def test_model_info_shows_the_encoding(ll, capsys):
     root, _, _ = ll
-    code, out, _ = _run_cli(["model", "info", str(root / "dst")], capsys)
+    code, out, _ = run_cli(["model", "info", str(root / "dst")], capsys)
     assert code == 0
     assert "release: lesionlocator" in out and DRIVE_ID in out and "Apache-2.0" in out
     assert "clicks/distance_ball/tumor, clicks/distance_ball/background" in out
     assert "click channel _0002: distance_ball tumor (radius 2" in out and "built after preprocessing" in out
     assert "CT and PET cast to float16 before preprocessing" in out
-    code, out, _ = _run_cli(["model", "info", str(root / "dst"), "--json"], capsys)
+    code, out, _ = run_cli(["model", "info", str(root / "dst"), "--json"], capsys)
     m = json.loads(out)["models"][0]
     assert m["image_dtype"] == "float16" and set(m["click_encodings"]) == {"_0002", "_0003"}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _replicas import replica_vote, write_baseline_release, write_quantif_release
+from _replicas import assert_import_refused, replica_vote, run_cli, write_baseline_release, write_quantif_release
 
 from nnunet_quantif.cli import main
 from nnunet_quantif.errors import ModelError, OutputPathError
@@ -57,24 +57,6 @@ def _imported_logits(model_dir: Path, x, fold=0, mirroring=False):
 def _input(shape, n_channels, seed):
     g = torch.Generator().manual_seed(seed)
     return torch.randn((n_channels, *shape), generator=g)
-
-
-def _run_cli(argv, capsys):
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _assert_refused(argv, capsys, dst: Path, *needles):
-    code, _, err = _run_cli(argv, capsys)
-    assert code == 1
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("quantif: error: "), err
-    for n in needles:
-        assert n in lines[0], lines[0]
-    assert not dst.exists(), "nothing may be written on error"
-    assert not [p for p in dst.parent.iterdir() if p.name.startswith(f".{dst.name}.")], "temporary folder left"
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +242,7 @@ def test_refuses_a_pickle_that_runs_code(small_release, capsys):
     ck = torch.load(path, weights_only=False)
     ck["logging"]["payload"] = _RunsCode(marker)
     torch.save(ck, path)
-    line = _assert_refused(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys, dst,
+    line = assert_import_refused(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys, dst,
                            str(path), "allow-list")
     assert not marker.exists(), line
     # the same file in a model folder is refused at prediction time too (nnU-Net would unpickle it fully)
@@ -296,7 +278,7 @@ def test_load_predictor_refuses_unsafe_checkpoint_of_an_imported_folder(small_re
 def test_refuses_a_fold_folder_without_checkpoint(small_release, capsys):
     src, dst = small_release / "src", small_release / "dst"
     (_fdg_fold(src, 1) / "checkpoint_final.pth").unlink()
-    _assert_refused(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys, dst,
+    assert_import_refused(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys, dst,
                     str(_fdg_fold(src, 1)), "without a checkpoint")
 
 
@@ -305,7 +287,7 @@ def test_refuses_a_truncated_checkpoint(small_release, capsys):
     path = _fdg_fold(src, 1) / "checkpoint_final.pth"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    _assert_refused(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys, dst,
+    assert_import_refused(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys, dst,
                     str(path), "cannot read checkpoint")
 
 
@@ -317,7 +299,7 @@ def test_refuses_mismatched_keys_naming_them(small_release, capsys):
     sd["decoder.seg_layers.0.weightX"] = sd.pop("decoder.seg_layers.0.weight")
     sd["encoder.stem.convs.0.conv.weight"] = sd["encoder.stem.convs.0.conv.weight"][:, :2]
     torch.save(ck, path)
-    line = _assert_refused(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys, dst,
+    line = assert_import_refused(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys, dst,
                            str(path), "1 missing: decoder.seg_layers.0.weight", "1 extra: decoder.seg_layers.0.weightX",
                            "shape mismatch")
     assert "encoder.stem.convs.0.conv.weight" in line
@@ -331,14 +313,14 @@ def test_refuses_plans_whose_channel_count_disagrees(small_release, capsys):
     props = plans["foreground_intensity_properties_per_channel"]
     props["3"] = props["0"]
     plans_path.write_text(json.dumps(plans))
-    _assert_refused(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys, dst,
+    assert_import_refused(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys, dst,
                     str(plans_path), "4 input channels", "has 3")
 
 
 def test_refuses_a_tracer_file_that_is_not_their_network(small_release, capsys):
     src, dst = small_release / "src", small_release / "dst"
     torch.save({"conv1.weight": torch.zeros(2, 2)}, src / "dd_weights/weights/discriminator_1.pt")
-    _assert_refused(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys, dst,
+    assert_import_refused(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys, dst,
                     "discriminator_1.pt", "missing")
 
 
@@ -346,22 +328,22 @@ def test_existing_output_needs_force_and_is_replaced_whole(small_release, capsys
     src, dst = small_release / "src", small_release / "dst"
     dst.mkdir()
     (dst / "keep.txt").write_text("x")
-    code, _, err = _run_cli(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys)
+    code, _, err = run_cli(["model", "import", "quantif-authors", str(src), "--out", str(dst)], capsys)
     assert code == 1 and "not empty" in err and "--force" in err and (dst / "keep.txt").exists()
     with pytest.raises(OutputPathError):
         import_release("quantif-authors", src, dst)
-    code, out, _ = _run_cli(["model", "import", "quantif-authors", str(src), "--out", str(dst), "--force"], capsys)
+    code, out, _ = run_cli(["model", "import", "quantif-authors", str(src), "--out", str(dst), "--force"], capsys)
     assert code == 0 and "provenance.json" in out
     assert not (dst / "keep.txt").exists() and (dst / "fdg" / "fold_1" / "checkpoint_final.pth").is_file()
     # a failing --force import leaves the previous folder as it was
     (_fdg_fold(src, 1) / "checkpoint_final.pth").write_bytes(b"not a checkpoint")
-    code, _, _ = _run_cli(["model", "import", "quantif-authors", str(src), "--out", str(dst), "--force"], capsys)
+    code, _, _ = run_cli(["model", "import", "quantif-authors", str(src), "--out", str(dst), "--force"], capsys)
     assert code == 1 and (dst / "fdg" / "fold_1" / "checkpoint_final.pth").is_file()
 
 
 def test_output_inside_the_source_is_refused(small_release, capsys):
     src = small_release / "src"
-    _assert_refused(["model", "import", "quantif-authors", str(src), "--out", str(src / "out")], capsys,
+    assert_import_refused(["model", "import", "quantif-authors", str(src), "--out", str(src / "out")], capsys,
                     src / "out", "overlaps the source")
 
 
@@ -437,20 +419,20 @@ def test_baseline_refuses_three_channel_plans(tmp_path, capsys):
     ds = json.loads(ds_path.read_text())
     del ds["channel_names"]["3"]
     ds_path.write_text(json.dumps(ds))
-    _assert_refused(["model", "import", "autopet-baseline", str(tmp_path / "src"), "--out", str(tmp_path / "dst")],
-                    capsys, tmp_path / "dst", "3 in dataset.json", "has 4")
+    assert_import_refused(["model", "import", "autopet-baseline", str(tmp_path / "src"), "--out",
+                           str(tmp_path / "dst")], capsys, tmp_path / "dst", "3 in dataset.json", "has 4")
 
 
 # ---------------------------------------------------------------------------------------------- info / list
 def test_model_info_and_list(authors, baseline, capsys, tmp_path):
     root, _, _ = authors
-    code, out, _ = _run_cli(["model", "info", str(root / "dst")], capsys)
+    code, out, _ = run_cli(["model", "info", str(root / "dst")], capsys)
     assert code == 0
     assert "release: quantif-authors" in out and "not stated in the repository" in out and DRIVE_ID in out
     assert "tracer fdg, folds [0, 1, 2, 3, 4]" in out and "ResidualEncoderUNet + organ head" in out
     assert "inputs: ct, pet, clicks/pet_gated_gaussian; PET normalisation CT" in out
     assert '"tile_step_size": 0.6' in out and "arch authors, 5 folds" in out
-    code, out, _ = _run_cli(["model", "info", str(root / "dst"), "--json"], capsys)
+    code, out, _ = run_cli(["model", "info", str(root / "dst"), "--json"], capsys)
     info = json.loads(out)
     fdg = next(m for m in info["models"] if m.get("tracer") == "fdg")
     want = sum(v.numel() for k, v in torch.load(root / "dst/fdg/fold_0/checkpoint_final.pth", weights_only=True)
@@ -458,7 +440,7 @@ def test_model_info_and_list(authors, baseline, capsys, tmp_path):
     assert fdg["parameters"] == want and fdg["inference_defaults"]["mirroring"] == "authors"
     assert info["licence"].startswith("not stated") and info["provenance"]["source_files"] > 10
     # a model folder of the release on its own still reports its release
-    code, out, _ = _run_cli(["model", "info", str(root / "dst" / "psma"), "--json"], capsys)
+    code, out, _ = run_cli(["model", "info", str(root / "dst" / "psma"), "--json"], capsys)
     one = json.loads(out)
     assert one["release"] == "quantif-authors" and [m["tracer"] for m in one["models"]] == ["psma"]
 
@@ -466,14 +448,14 @@ def test_model_info_and_list(authors, baseline, capsys, tmp_path):
     both.mkdir()
     (both / "authors").symlink_to(root / "dst")
     (both / "baseline").symlink_to(baseline[0] / "dst")
-    code, out, _ = _run_cli(["model", "list", str(both), "--json"], capsys)
+    code, out, _ = run_cli(["model", "list", str(both), "--json"], capsys)
     listed = json.loads(out)
     assert [i["release"] for i in listed] == ["quantif-authors", "autopet-baseline"]
     assert listed[1]["models"][0]["tracer"] == "any" and listed[1]["models"][0]["architecture"] == "PlainConvUNet"
-    code, out, _ = _run_cli(["model", "list", str(both)], capsys)
+    code, out, _ = run_cli(["model", "list", str(both)], capsys)
     assert code == 0 and "release: autopet-baseline" in out
     assert "clicks/gaussian/tumor, clicks/gaussian/background" in out
-    code, _, err = _run_cli(["model", "info", str(tmp_path)], capsys)
+    code, _, err = run_cli(["model", "info", str(tmp_path)], capsys)
     assert code == 1 and "not a model folder" in err
 
 
