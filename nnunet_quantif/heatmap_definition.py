@@ -80,6 +80,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .heatmaps import DEFAULT_BACKGROUND_MODE
+from .mirroring_policies import POLICIES, parse_policy_name
 
 log = logging.getLogger(__name__)
 
@@ -676,7 +677,7 @@ class InferenceDefaults:
     tile_step_size : float or None
         Sliding-window step, in (0, 1].
     mirroring : str or None
-        A policy of :data:`~nnunet_quantif.inference.mirroring.POLICIES`.
+        A policy of :data:`~nnunet_quantif.mirroring_policies.POLICIES`.
     folds : tuple or None
         Folds of the ensemble (ints, or ``'all'``).
     postprocess : bool or None
@@ -704,8 +705,6 @@ class InferenceDefaults:
             raise ConfigError(f"{source}: inference tile_step_size must be in (0, 1], got {step!r}")
         mirroring = d.get("mirroring")
         if mirroring is not None:
-            from .inference.mirroring import POLICIES, parse_policy_name
-
             try:
                 if not isinstance(mirroring, str):
                     raise ConfigError("not a name")

@@ -53,8 +53,8 @@ import cc3d
 import numpy as np
 
 from .errors import GridMismatchError, InvalidSUVError
-from .evaluation.metrics import CONNECTIVITY, lesion_voxels
 from .io import Geometry, PathLike, atomic_write, check_same_grid, read_image, read_pet, strip_image_extension
+from .lesion_definition import CONNECTIVITY, lesion_voxels
 
 #: Radius in mm of a 1 ml sphere: (3 * 1000 mm^3 / (4 pi))^(1/3).
 SUVPEAK_RADIUS_MM: float = (3000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)

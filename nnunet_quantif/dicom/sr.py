@@ -233,7 +233,7 @@ def measure_segments(labels: np.ndarray, pet: np.ndarray, geometry: Geometry,
     """
     from scipy import ndimage
 
-    from ..evaluation.metrics import CONNECTIVITY
+    from ..lesion_definition import CONNECTIVITY
     from ..quantify import quantify, sphere_offsets
 
     half = np.abs(sphere_offsets(geometry.spacing_zyx)).max(axis=0)
@@ -305,7 +305,7 @@ def _measurement_algorithm():
     import highdicom as hd
 
     from .. import __version__
-    from ..evaluation.metrics import CONNECTIVITY
+    from ..lesion_definition import CONNECTIVITY
     from ..quantify import SUVPEAK_RADIUS_MM
 
     return hd.sr.AlgorithmIdentification(

@@ -26,8 +26,7 @@ from collections.abc import Iterable, Sequence
 import cc3d
 import numpy as np
 
-#: cc3d connectivity used by the challenge for lesion components (faces + edges).
-CONNECTIVITY = 18
+from ..lesion_definition import CONNECTIVITY, lesion_voxels
 
 #: Names of the per-case metrics, in column order.
 METRICS: tuple[str, ...] = ("dsc", "fpv", "fnv")
@@ -39,26 +38,6 @@ def voxel_volume_ml(spacing: Iterable[float]) -> float:
     if len(sp) != 3:
         raise ValueError(f"expected three spacings, got {sp}")
     return sp[0] * sp[1] * sp[2] / 1000.0
-
-
-def lesion_voxels(mask: np.ndarray, name: str = "mask") -> np.ndarray:
-    """The one definition of "lesion" for masks and labels: voxels with a value > 0.
-
-    Parameters
-    ----------
-    mask : np.ndarray, shape (z, y, x)
-        A label or predicted mask (bool or numeric; negative values are not lesion).
-    name : str
-        Used in the error message.
-
-    Returns
-    -------
-    np.ndarray of bool, shape (z, y, x)
-    """
-    arr = np.asarray(mask)
-    if arr.ndim != 3:
-        raise ValueError(f"{name} must be a 3-D (z, y, x) mask, got shape {arr.shape}")
-    return arr if arr.dtype == bool else arr > 0
 
 
 def _union_bbox(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...] | None:

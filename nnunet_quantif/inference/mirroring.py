@@ -78,14 +78,12 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..io import PathLike, write_json
+from ..mirroring_policies import BIRTH_FIXED as BIRTH_FIXED
+from ..mirroring_policies import BIRTH_MAX_FLIPS as BIRTH_MAX_FLIPS
+from ..mirroring_policies import POLICIES as POLICIES
+from ..mirroring_policies import parse_policy_name
 
 log = logging.getLogger(__name__)
-
-#: Mirroring policies accepted by :class:`MirroringPolicy` (``birth-fixed`` takes its flip count K, written
-#: ``birth-fixed:K`` in a policy name).
-POLICIES: tuple[str, ...] = ("paper", "budget", "all", "none", "authors", "birth-fixed")
-#: The policy with a flip count, and the most flips it takes (every combination of three axes).
-BIRTH_FIXED, BIRTH_MAX_FLIPS = "birth-fixed", 7
 
 #: ``paper`` thresholds: (exclusive upper bound on preprocessed voxels, number of axes).
 PAPER_THRESHOLDS: tuple[tuple[int, int], ...] = ((18_000_000, 3), (39_000_000, 2), (90_000_000, 1))
@@ -119,34 +117,6 @@ def as_policy(mirroring: MirroringPolicy | str = DEFAULT_POLICY, *, time_budget_
     if isinstance(mirroring, MirroringPolicy):
         return mirroring
     return MirroringPolicy(mirroring, time_budget_s=time_budget_s, calibration=calibration)
-
-
-def parse_policy_name(name: str) -> tuple[str, int | None]:
-    """``(policy, flips)`` of a policy name: ``"birth-fixed:3"`` -> ``("birth-fixed", 3)``, ``"all"`` ->
-    ``("all", None)``.
-
-    Raises
-    ------
-    ConfigError
-        An unknown policy, ``birth-fixed`` without a count in 0 .. 7, or a count given to another policy.
-    """
-    text = str(name).strip()
-    base, sep, count = text.partition(":")
-    base = base.strip()
-    if base not in POLICIES:
-        raise ConfigError(f"unknown mirroring policy {name!r} (choose one of {', '.join(POLICIES)})")
-    if base != BIRTH_FIXED:
-        if sep:
-            raise ConfigError(f"mirroring policy {base!r} takes no count, got {name!r}")
-        return base, None
-    try:
-        k = int(count.strip())
-    except ValueError:
-        raise ConfigError(f"mirroring {BIRTH_FIXED} needs a flip count K in 0..{BIRTH_MAX_FLIPS} "
-                          f"(--mirroring {BIRTH_FIXED} K), got {name!r}") from None
-    if not 0 <= k <= BIRTH_MAX_FLIPS:
-        raise ConfigError(f"mirroring {BIRTH_FIXED} flip count must be in 0..{BIRTH_MAX_FLIPS}, got {k}")
-    return base, k
 
 
 def first_flips(allowed: Sequence[int] | None, k: int) -> tuple[tuple[int, ...], ...]:
