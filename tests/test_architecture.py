@@ -213,3 +213,18 @@ def test_only_the_command_line_imports_the_napari_plugin(edges):
 
 def test_no_import_cycle_between_files_when_the_package_loads(edges):
     assert cycles([e for e in edges if e.top_level]) == []
+
+
+def _part(module: str) -> str:
+    """The first-level part of the package a module belongs to (``nnunet_quantif.inference.mirroring`` ->
+    ``nnunet_quantif.inference``)."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_cycle_between_the_package_parts_counting_lazy_imports(edges):
+    """The package's modules and sub-packages stack in layers: with every import counted, those inside functions
+    too, no part imports a part that imports it back (the package's own ``__init__`` and ``__main__`` aside)."""
+    faces = {PACKAGE, *ENTRY_POINTS}
+    parts = [Edge(_part(e.importer), _part(e.target), e.line, e.top_level) for e in edges
+             if e.importer not in faces and e.target not in faces and _part(e.importer) != _part(e.target)]
+    assert cycles(parts) == []
