@@ -356,7 +356,8 @@ def match_lesions(baseline_labels: np.ndarray, n_baseline: int, followup_on_base
 
 @dataclass
 class ResponseResult:
-    """The outcome of :func:`assess_response` (JSON form: :meth:`to_dict`)."""
+    """The outcome of :func:`assess_response` (JSON form: :meth:`to_dict`); ``baseline_case`` and
+    ``followup_case`` are the absolute paths of the case folders (``quantif report --response`` reads them)."""
 
     criteria: str
     category: str
@@ -366,11 +367,13 @@ class ResponseResult:
     transform: sitk.AffineTransform
     numbers: dict
     flags: list[str]
+    baseline_case: str = ""
+    followup_case: str = ""
 
     def to_dict(self) -> dict:
         counts = {s: sum(p.status == s for p in self.pairs) for s in ("matched", "new", "disappeared")}
         return {"criteria": self.criteria, "category": self.category, "lesions": counts, **self.numbers,
-                "flags": self.flags}
+                "flags": self.flags, "baseline_case": self.baseline_case, "followup_case": self.followup_case}
 
     def lesion_rows(self) -> list[dict]:
         """One dict per :data:`LESION_COLUMNS` row."""
@@ -456,7 +459,8 @@ def assess_response(baseline: TimePoint, followup: TimePoint, criteria: str | No
                         / stats_b.total_mtv_ml if stats_b.total_mtv_ml > 0 else None})
     for flag in flags:
         log.warning("response: %s", flag)
-    return ResponseResult(criteria, category, pairs, stats_b, stats_f, transform, numbers, flags)
+    return ResponseResult(criteria, category, pairs, stats_b, stats_f, transform, numbers, flags,
+                          str(baseline.folder.absolute()), str(followup.folder.absolute()))
 
 
 def write_response(result: ResponseResult, out: PathLike, inputs: tuple[PathLike, ...] = ()) -> dict[str, Path]:
