@@ -9,14 +9,21 @@ import pytest
 import SimpleITK as sitk
 from _response_cases import BASE_LESIONS, CENTRE, SPACING, make_case, scaled_lesions
 
+from nnunet_quantif.liver import LiverReference
 from nnunet_quantif.response import (
     PERCIST_CHANGE_FRACTION,
+    PERCIST_LIVER_AGREEMENT_FRACTION,
+    PERCIST_LIVER_AGREEMENT_SUL,
+    PERCIST_LIVER_FACTOR,
     PERCIST_MIN_SUL_CHANGE,
+    PERCIST_SD_FACTOR,
     RECIP_PD_CHANGE,
     RECIP_PR_CHANGE,
     ResponseError,
     assess_response,
+    liver_references_agree,
     match_lesions,
+    percist_baseline_target,
     percist_category,
     read_case,
     recip_category,
@@ -124,6 +131,33 @@ def test_percist_cmr_edge():
         percist_category(None, 5.0, 2.0, 0)
 
 
+def test_percist_measurability_edge():
+    mean, sd = 2.0, 0.25
+    threshold = PERCIST_LIVER_FACTOR * mean + PERCIST_SD_FACTOR * sd  # 3.5
+    assert percist_baseline_target([threshold], mean, sd) is None  # at the threshold: not measurable
+    assert percist_baseline_target([threshold + 0.01], mean, sd) == threshold + 0.01
+    assert percist_baseline_target([1.0, threshold + 1.0, threshold + 0.5], mean, sd) == threshold + 1.0
+    assert percist_baseline_target([], mean, sd) is None
+
+
+def _liver(mean: float) -> LiverReference:
+    return LiverReference((0, 0, 0), (0.0, 0.0, 0.0), 15.0, 100, mean, 0.1, True, True)
+
+
+def test_percist_liver_agreement_edges():
+    base = 2.0
+    sul_edge = PERCIST_LIVER_AGREEMENT_SUL  # 0.3 < 20 % of 2.0: the SUL rule decides
+    eps = 1e-9  # the edges themselves are decimal numbers that binary floats round
+    assert liver_references_agree(_liver(base), _liver(base + sul_edge - eps))
+    assert not liver_references_agree(_liver(base), _liver(base + sul_edge + 0.01))
+    assert liver_references_agree(_liver(base), _liver(base - sul_edge + eps))
+    assert not liver_references_agree(_liver(base), _liver(base - sul_edge - 0.01))
+    small = 1.0  # 20 % of 1.0 = 0.2 < 0.3: the fraction rule decides
+    edge = small * PERCIST_LIVER_AGREEMENT_FRACTION
+    assert liver_references_agree(_liver(small), _liver(small + edge - eps))
+    assert not liver_references_agree(_liver(small), _liver(small + edge + 0.01))
+
+
 def test_recip_edges():
     base = 100.0
     assert recip_category(base, base * (1 + RECIP_PR_CHANGE), 0) == "PR"
@@ -133,6 +167,7 @@ def test_recip_edges():
     assert recip_category(base, base * (1 + RECIP_PD_CHANGE) - 0.1, 1) == "SD"
     assert recip_category(base, base * 3, 0) == "SD"  # growth without a new lesion
     assert recip_category(base, 0.0, 0) == "CR"
+    assert recip_category(base, 0.001, 0) == "PR"  # any tumour left: not CR
     assert recip_category(base, 0.0, 1) == "SD"
     with pytest.raises(ResponseError, match="empty"):
         recip_category(0.0, 1.0, 0)
