@@ -42,11 +42,18 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import InputFileError, QuantIFError
 from .io import Geometry, PathLike, find_image, read_pet, write_text
+
+if TYPE_CHECKING:
+    from .clicks import Clicks
+    from .liver import LiverReference
+    from .quantify import CaseStats
+    from .response import TimePoint
 
 #: Case-folder file names the report looks for besides :func:`~nnunet_quantif.response.read_case`'s.
 CLICKS_NAME = "clicks.json"
@@ -244,15 +251,15 @@ class CaseReport:
 
     folder: Path
     name: str
-    stats: object
+    stats: CaseStats
     geometry: Geometry
     pet_suv: np.ndarray
     labels: np.ndarray
     sul_factor: float | None
-    liver: object | None
+    liver: LiverReference | None
     liver_units: str
     liver_note: str
-    clicks: object | None
+    clicks: Clicks | None
     clicks_note: str
     saved_table_note: str
     model_lines: list[str]
@@ -522,8 +529,8 @@ class ResponseReport:
     data: dict
     rows: list[dict]
     rows_note: str
-    baseline: object
-    followup: object
+    baseline: TimePoint
+    followup: TimePoint
     baseline_labels: np.ndarray
     followup_labels: np.ndarray
 
@@ -750,8 +757,10 @@ def write_report(text: str, path: PathLike, inputs: Sequence[PathLike] = ()) -> 
 
 
 def folder_files(*folders: PathLike) -> tuple[Path, ...]:
-    """The files directly in ``folders`` (the inputs a report must not overwrite)."""
-    return tuple(p for d in folders if Path(d).is_dir() for p in Path(d).iterdir() if p.is_file())
+    """The files directly in ``folders`` that a report must not overwrite: all but earlier reports
+    (:data:`REPORT_ENDINGS`), so that a report written into its case folder can be written again."""
+    return tuple(p for d in folders if Path(d).is_dir() for p in Path(d).iterdir()
+                 if p.is_file() and not p.name.lower().endswith(REPORT_ENDINGS))
 
 
 __all__ = ["CaseReport", "Marker", "Outline", "ReportError", "ResponseReport", "build_case_report",

@@ -195,6 +195,8 @@ def test_case_report_bad_inputs(tmp_path, capsys):
     assert (case / "pet.nii.gz").read_bytes() == before
     assert main(["report", str(case), "--out", str(tmp_path / "r.txt")]) == 1
     assert "report is an HTML file" in capsys.readouterr().err
+    for _ in range(2):  # a report inside its case folder is no input: it can be written again
+        assert main(["report", str(case), "--out", str(case / "report.html")]) == 0
     (case / "old.html").mkdir()
     assert main(["report", str(case), "--out", str(case / "old.html")]) == 1
     assert "existing folder" in capsys.readouterr().err
