@@ -282,3 +282,29 @@ def test_reports_render_in_a_real_browser(response_run, tmp_path):
     if os.environ.get("QUANTIF_UPDATE_DOC_IMAGES") == "1":
         for name, png in shots.items():
             shutil.copy(png, DOC_IMG / name)
+
+
+def test_recip_response_report_marks_disappeared_lesions(tmp_path, capsys):
+    """A hand-written RECIP CR result (no registration run): both baseline lesions gone, each numbered once."""
+    b = make_case(tmp_path / "b", BASE_LESIONS, seed=1, tracer="psma")
+    f = make_case(tmp_path / "f", [], seed=2, tracer="psma")
+    out = tmp_path / "resp"
+    out.mkdir()
+    (out / "response.json").write_text(json.dumps({
+        "criteria": "recip", "category": "CR", "lesions": {"matched": 0, "new": 0, "disappeared": 2},
+        "new_lesions": 0, "baseline_volume_ml": 12.5, "followup_volume_ml": 0.0, "volume_change_fraction": -1.0,
+        "flags": ["a flag with <tags>"], "baseline_case": str(b), "followup_case": str(f)}))
+    header = "status,baseline_lesion,followup_lesion,matched_by,distance_mm,baseline_volume_ml,followup_volume_ml," \
+             "baseline_sul_peak,followup_sul_peak\n"
+    (out / "lesions.csv").write_text(header + "disappeared,1,,,,7.0,,6.0,\ndisappeared,2,,,,5.5,,5.0,\n")
+    html_path = tmp_path / "r.html"
+    assert main(["report", "--response", str(out), "--out", str(html_path)]) == 0
+    text = html_path.read_text()
+    page = _self_contained(text)
+    assert "RECIP CR" in text and "12.500 ml" in text and "-100.0 %" in text
+    assert "no tumour left and no new lesion" in text and "a flag with &lt;tags&gt;" in text
+    assert [[c[1] for c in page.rows[k][:3]] for k in ("1", "2")] == [["1", "disappeared", "1"],
+                                                                       ["2", "disappeared", "2"]]
+    (out / "lesions.csv").write_text(header + "disappeared,9,,,,7.0,,6.0,\n")
+    assert main(["report", "--response", str(out), "--out", str(html_path)]) == 1
+    assert "baseline lesion '9' is not one of the 2 lesion(s)" in capsys.readouterr().err
