@@ -25,6 +25,7 @@ import csv
 import io as _io
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,14 @@ class ResponseError(QuantIFError):
 def percist_measurable_threshold(liver_mean: float, liver_sd: float) -> float:
     """PERCIST measurability threshold: 1.5 x liver SUL mean + 2 x liver SD (SUL)."""
     return PERCIST_LIVER_FACTOR * liver_mean + PERCIST_SD_FACTOR * liver_sd
+
+
+def percist_baseline_target(peaks: Sequence[float], liver_mean: float, liver_sd: float) -> float | None:
+    """The PERCIST baseline target: the hottest SULpeak strictly above :func:`percist_measurable_threshold`,
+    None when no lesion is measurable."""
+    threshold = percist_measurable_threshold(liver_mean, liver_sd)
+    measurable = [float(p) for p in peaks if p > threshold]
+    return max(measurable) if measurable else None
 
 
 def percist_category(baseline_peak: float | None, followup_peak: float | None, followup_liver_mean: float,
@@ -356,7 +365,8 @@ def match_lesions(baseline_labels: np.ndarray, n_baseline: int, followup_on_base
 
 @dataclass
 class ResponseResult:
-    """The outcome of :func:`assess_response` (JSON form: :meth:`to_dict`)."""
+    """The outcome of :func:`assess_response` (JSON form: :meth:`to_dict`); ``baseline_case`` and
+    ``followup_case`` are the absolute paths of the case folders (``quantif report --response`` reads them)."""
 
     criteria: str
     category: str
@@ -366,11 +376,13 @@ class ResponseResult:
     transform: sitk.AffineTransform
     numbers: dict
     flags: list[str]
+    baseline_case: str = ""
+    followup_case: str = ""
 
     def to_dict(self) -> dict:
         counts = {s: sum(p.status == s for p in self.pairs) for s in ("matched", "new", "disappeared")}
         return {"criteria": self.criteria, "category": self.category, "lesions": counts, **self.numbers,
-                "flags": self.flags}
+                "flags": self.flags, "baseline_case": self.baseline_case, "followup_case": self.followup_case}
 
     def lesion_rows(self) -> list[dict]:
         """One dict per :data:`LESION_COLUMNS` row."""
@@ -439,8 +451,7 @@ def assess_response(baseline: TimePoint, followup: TimePoint, criteria: str | No
             flags.append("liver reference SUL means differ by more than 20 % or 0.3 SUL between the scans "
                          "(PERCIST comparability)")
         threshold = percist_measurable_threshold(refs[0].mean, refs[0].sd)
-        peaks_b = [le.suv_peak for le in stats_b.lesions if le.suv_peak > threshold]
-        peak_b = max(peaks_b) if peaks_b else None
+        peak_b = percist_baseline_target([le.suv_peak for le in stats_b.lesions], refs[0].mean, refs[0].sd)
         peak_f = max((le.suv_peak for le in stats_f.lesions), default=None)
         category = percist_category(peak_b, peak_f, refs[1].mean, new)
         numbers.update({"liver_reference": {"baseline": refs[0].to_dict(), "followup": refs[1].to_dict()},
@@ -456,7 +467,8 @@ def assess_response(baseline: TimePoint, followup: TimePoint, criteria: str | No
                         / stats_b.total_mtv_ml if stats_b.total_mtv_ml > 0 else None})
     for flag in flags:
         log.warning("response: %s", flag)
-    return ResponseResult(criteria, category, pairs, stats_b, stats_f, transform, numbers, flags)
+    return ResponseResult(criteria, category, pairs, stats_b, stats_f, transform, numbers, flags,
+                          str(baseline.folder.absolute()), str(followup.folder.absolute()))
 
 
 def write_response(result: ResponseResult, out: PathLike, inputs: tuple[PathLike, ...] = ()) -> dict[str, Path]:
@@ -478,5 +490,5 @@ def write_response(result: ResponseResult, out: PathLike, inputs: tuple[PathLike
 
 __all__ = ["CRITERIA", "LESION_COLUMNS", "LesionPair", "ResponseError", "ResponseResult", "TimePoint",
            "assess_response", "choose_criteria", "liver_references_agree", "match_lesions",
-           "percist_category", "percist_measurable_threshold", "read_case", "recip_category", "register_ct",
-           "write_response"]
+           "percist_baseline_target", "percist_category", "percist_measurable_threshold", "read_case",
+           "recip_category", "register_ct", "write_response"]

@@ -7,82 +7,28 @@ import math
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from _response_cases import BASE_LESIONS, CENTRE, SPACING, make_case, scaled_lesions
 
-from nnunet_quantif.io import Geometry, write_image
+from nnunet_quantif.liver import LiverReference
 from nnunet_quantif.response import (
     PERCIST_CHANGE_FRACTION,
+    PERCIST_LIVER_AGREEMENT_FRACTION,
+    PERCIST_LIVER_AGREEMENT_SUL,
+    PERCIST_LIVER_FACTOR,
     PERCIST_MIN_SUL_CHANGE,
+    PERCIST_SD_FACTOR,
     RECIP_PD_CHANGE,
     RECIP_PR_CHANGE,
     ResponseError,
     assess_response,
+    liver_references_agree,
     match_lesions,
+    percist_baseline_target,
     percist_category,
     read_case,
     recip_category,
     write_response,
 )
-
-SHAPE = (36, 44, 44)  # (z, y, x)
-SPACING = 4.0  # mm, isotropic
-GEOMETRY = Geometry.from_shape(SHAPE, (SPACING,) * 3)
-CENTRE = np.array([(n - 1) * SPACING / 2 for n in GEOMETRY.size])  # mm (x, y, z)
-#: Lesions in the baseline, (x, y, z) mm from the centre, radius mm, SUV; on the patient's left (+x).
-BASE_LESIONS = [((40.0, -10.0, 20.0), 12.0, 8.0), ((30.0, 20.0, -30.0), 10.0, 6.0)]
-
-
-def _points(rotation_deg: float, shift_mm) -> np.ndarray:
-    """Physical (x, y, z) of every voxel, (z, y, x, 3), taken back to the baseline body's frame: a follow-up
-    body moved by R(rotation about z) then shifted is drawn by evaluating the baseline shapes here."""
-    zz, yy, xx = np.meshgrid(*(np.arange(n) * SPACING for n in SHAPE), indexing="ij")
-    p = np.stack([xx, yy, zz], axis=-1) - CENTRE - np.asarray(shift_mm, float)
-    t = math.radians(rotation_deg)
-    rot_inv = np.array([[math.cos(t), math.sin(t), 0], [-math.sin(t), math.cos(t), 0], [0, 0, 1]])
-    return p @ rot_inv.T
-
-
-def _ellipsoid(p: np.ndarray, centre, semi) -> np.ndarray:
-    return (((p - np.asarray(centre, float)) / np.asarray(semi, float)) ** 2).sum(axis=-1) <= 1.0
-
-
-def make_case(folder, lesions, *, rotation_deg=0.0, shift_mm=(0, 0, 0), seed=0, tracer="fdg", sul=True):
-    """Write a case folder (ct, pet, mask, liver, case.json) with the given lesions ((centre, radius, suv))."""
-    rng = np.random.default_rng(seed)
-    p = _points(rotation_deg, shift_mm)
-    body = _ellipsoid(p, (0, 0, 0), (75, 60, 1000))
-    liver = _ellipsoid(p, (-35, -5, 10), (30, 28, 32))
-    lungs = _ellipsoid(p, (-30, 0, 50), (22, 25, 30)) | _ellipsoid(p, (30, 0, 50), (22, 25, 30))
-    spine = _ellipsoid(p, (0, 45, 0), (10, 10, 1000))
-    ct = np.where(body, 20.0, -1000.0)
-    ct[liver] = 110.0
-    ct[lungs & ~liver] = -800.0
-    ct[spine] = 700.0
-    pet = np.where(body, 0.8, 0.02) + np.where(liver, 1.2, 0.0)
-    mask = np.zeros(SHAPE, np.uint8)
-    for centre, radius, suv in lesions:
-        m = _ellipsoid(p, centre, (radius,) * 3)
-        mask[m] = 1
-        pet[m] = suv
-        ct[m] = 40.0
-    ct += rng.normal(0, 5, SHAPE)
-    pet = np.clip(pet * (1 + rng.normal(0, 0.03, SHAPE)), 0, None)
-    folder.mkdir(parents=True)
-    write_image(ct.astype(np.float32), GEOMETRY, folder / "ct.nii.gz")
-    write_image(pet.astype(np.float32), GEOMETRY, folder / "pet.nii.gz")
-    write_image(mask, GEOMETRY, folder / "mask.nii.gz")
-    write_image(liver.astype(np.uint8), GEOMETRY, folder / "liver.nii.gz")
-    meta = {"tracer": tracer}
-    if sul:
-        meta.update(sex="M", height_m=1.8, weight_kg=80.0)
-    (folder / "case.json").write_text(json.dumps(meta))
-    return folder
-
-
-def _scaled(lesions, index, volume_factor, suv_factor):
-    out = list(lesions)
-    centre, radius, suv = out[index]
-    out[index] = (centre, radius * volume_factor ** (1 / 3), suv * suv_factor)
-    return out
 
 
 def _run(tmp_path, follow_lesions, tracer, base_lesions=BASE_LESIONS, **kw):
@@ -92,8 +38,8 @@ def _run(tmp_path, follow_lesions, tracer, base_lesions=BASE_LESIONS, **kw):
 
 
 SCENARIOS = {
-    "shrunk_40": (lambda: [_scaled(BASE_LESIONS[:1], 0, 0.6, 0.6), ("PMR", "PR")], BASE_LESIONS[:1]),
-    "grown_25_new": (lambda: [_scaled(BASE_LESIONS, 0, 1.25, 1.25) + [((-20.0, 30.0, -40.0), 8.0, 7.0)],
+    "shrunk_40": (lambda: [scaled_lesions(BASE_LESIONS[:1], 0, 0.6, 0.6), ("PMR", "PR")], BASE_LESIONS[:1]),
+    "grown_25_new": (lambda: [scaled_lesions(BASE_LESIONS, 0, 1.25, 1.25) + [((-20.0, 30.0, -40.0), 8.0, 7.0)],
                               ("PMD", "PD")], BASE_LESIONS),
     "no_change": (lambda: [BASE_LESIONS, ("SMD", "SD")], BASE_LESIONS),
     "all_gone": (lambda: [[], ("CMR", "CR")], BASE_LESIONS),
@@ -136,7 +82,7 @@ def test_shifted_rotated_followup_still_matched(tmp_path):
 
 
 def test_write_response_outputs(tmp_path):
-    result = _run(tmp_path, _scaled(BASE_LESIONS, 0, 1.0, 1.0), "psma")
+    result = _run(tmp_path, scaled_lesions(BASE_LESIONS, 0, 1.0, 1.0), "psma")
     paths = write_response(result, tmp_path / "out")
     data = json.loads(paths["response"].read_text())
     assert data["category"] == "SD" and data["lesions"] == {"matched": 2, "new": 0, "disappeared": 0}
@@ -185,6 +131,33 @@ def test_percist_cmr_edge():
         percist_category(None, 5.0, 2.0, 0)
 
 
+def test_percist_measurability_edge():
+    mean, sd = 2.0, 0.25
+    threshold = PERCIST_LIVER_FACTOR * mean + PERCIST_SD_FACTOR * sd  # 3.5
+    assert percist_baseline_target([threshold], mean, sd) is None  # at the threshold: not measurable
+    assert percist_baseline_target([threshold + 0.01], mean, sd) == threshold + 0.01
+    assert percist_baseline_target([1.0, threshold + 1.0, threshold + 0.5], mean, sd) == threshold + 1.0
+    assert percist_baseline_target([], mean, sd) is None
+
+
+def _liver(mean: float) -> LiverReference:
+    return LiverReference((0, 0, 0), (0.0, 0.0, 0.0), 15.0, 100, mean, 0.1, True, True)
+
+
+def test_percist_liver_agreement_edges():
+    base = 2.0
+    sul_edge = PERCIST_LIVER_AGREEMENT_SUL  # 0.3 < 20 % of 2.0: the SUL rule decides
+    eps = 1e-9  # the edges themselves are decimal numbers that binary floats round
+    assert liver_references_agree(_liver(base), _liver(base + sul_edge - eps))
+    assert not liver_references_agree(_liver(base), _liver(base + sul_edge + 0.01))
+    assert liver_references_agree(_liver(base), _liver(base - sul_edge + eps))
+    assert not liver_references_agree(_liver(base), _liver(base - sul_edge - 0.01))
+    small = 1.0  # 20 % of 1.0 = 0.2 < 0.3: the fraction rule decides
+    edge = small * PERCIST_LIVER_AGREEMENT_FRACTION
+    assert liver_references_agree(_liver(small), _liver(small + edge - eps))
+    assert not liver_references_agree(_liver(small), _liver(small + edge + 0.01))
+
+
 def test_recip_edges():
     base = 100.0
     assert recip_category(base, base * (1 + RECIP_PR_CHANGE), 0) == "PR"
@@ -194,6 +167,7 @@ def test_recip_edges():
     assert recip_category(base, base * (1 + RECIP_PD_CHANGE) - 0.1, 1) == "SD"
     assert recip_category(base, base * 3, 0) == "SD"  # growth without a new lesion
     assert recip_category(base, 0.0, 0) == "CR"
+    assert recip_category(base, 0.001, 0) == "PR"  # any tumour left: not CR
     assert recip_category(base, 0.0, 1) == "SD"
     with pytest.raises(ResponseError, match="empty"):
         recip_category(0.0, 1.0, 0)
@@ -214,7 +188,7 @@ def test_cli_response(tmp_path, capsys):
     from nnunet_quantif.cli import main
 
     b = make_case(tmp_path / "b", BASE_LESIONS[:1], seed=1, sul=False)
-    f = make_case(tmp_path / "f", _scaled(BASE_LESIONS[:1], 0, 0.6, 0.6), seed=2, sul=False)
+    f = make_case(tmp_path / "f", scaled_lesions(BASE_LESIONS[:1], 0, 0.6, 0.6), seed=2, sul=False)
     out = tmp_path / "out"
     argv = ["response", "--baseline", str(b), "--followup", str(f), "--out", str(out), "--criteria", "recip"]
     assert main([*argv, "--sex", "M", "--height", "1.8"]) == 0
