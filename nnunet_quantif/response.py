@@ -115,7 +115,7 @@ def percist_category(baseline_peak: float | None, followup_peak: float | None, f
     followup_peak : float or None
         SULpeak of the hottest follow-up lesion (None: no lesion left).
     followup_liver_mean : float
-        Follow-up liver reference SUL mean: a follow-up peak at or below it counts as resolved (CMR).
+        Follow-up liver reference SUL mean: a follow-up peak below it counts as resolved (CMR).
     new_lesions : int
         Lesions in the follow-up with no baseline match.
 
@@ -131,7 +131,7 @@ def percist_category(baseline_peak: float | None, followup_peak: float | None, f
                             "+ 2 SD); there is none")
     if new_lesions > 0:
         return "PMD"
-    if followup_peak is None or followup_peak <= followup_liver_mean:
+    if followup_peak is None or followup_peak < followup_liver_mean:
         return "CMR"
     change = followup_peak - baseline_peak
     fraction = change / baseline_peak

@@ -123,8 +123,8 @@ def test_percist_pmd_edge():
 
 
 def test_percist_cmr_edge():
-    assert percist_category(10.0, 2.0, 2.0, 0) == "CMR"  # at the liver mean
-    assert percist_category(10.0, 2.01, 2.0, 0) == "PMR"
+    assert percist_category(10.0, 1.99, 2.0, 0) == "CMR"  # below the liver mean
+    assert percist_category(10.0, 2.0, 2.0, 0) == "PMR"  # at the liver mean: not resolved
     assert percist_category(10.0, None, 2.0, 0) == "CMR"
     assert percist_category(10.0, None, 2.0, 1) == "PMD"
     with pytest.raises(ResponseError, match="measurable"):
