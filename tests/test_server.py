@@ -1,0 +1,214 @@
+"""The session server (:mod:`nnunet_quantif.server`, ``quantif serve``): every route through FastAPI's test client,
+auth, ownership, inputs refused (paths, uploads, zips), the mask box encoding, the idle timeout, a full server,
+and one real uvicorn on 127.0.0.1.
+
+A random-weight tiny model (16^3 patch, one fold) on a 24 x 32 x 32 case keeps each forward pass short.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from nnunet_quantif import __version__  # noqa: E402
+from nnunet_quantif.io import Geometry, read_image, write_image  # noqa: E402
+from nnunet_quantif.server import API_VERSION, KEY_HEADER, VERSION_HEADER  # noqa: E402
+from nnunet_quantif.server.app import create_app  # noqa: E402
+from nnunet_quantif.server.encoding import changed_box, decode_box, encode_box  # noqa: E402
+from nnunet_quantif.server.settings import ServerSettings  # noqa: E402
+from nnunet_quantif.testing.random_model import AUTOPET_SPACING_ZYX, write_random_model  # noqa: E402
+
+PATCH = (16, 16, 16)
+SHAPE = (24, 32, 32)  # (z, y, x)
+GEOMETRY = Geometry.from_shape(SHAPE, AUTOPET_SPACING_ZYX, origin=(-10.0, 5.0, 800.0))
+KEY = "test-key-0123456789abcdef"
+OTHER_KEY = "other-key-0123456789abcdef"
+H = {KEY_HEADER: KEY}
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return write_random_model(tmp_path_factory.mktemp("server") / "model", folds=(0,), patch_size=PATCH, seed=5)
+
+
+@pytest.fixture(scope="module")
+def pipeline(model):
+    from nnunet_quantif.inference.pipeline import QuantIFPipeline
+
+    return QuantIFPipeline(model, None, folds=(0,), device="cpu").load()
+
+
+@pytest.fixture(scope="module")
+def case_files(tmp_path_factory) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    ct = rng.normal(0.0, 200.0, SHAPE).astype(np.float32)
+    pet = rng.gamma(2.0, 1.0, SHAPE).astype(np.float32)
+    pet[4:12, 5:14, 5:14] += 6.0
+    folder = tmp_path_factory.mktemp("case")
+    return (write_image(ct, GEOMETRY, folder / "case_0000.nii.gz"),
+            write_image(pet, GEOMETRY, folder / "case_0001.nii.gz"))
+
+
+def make_settings(pipeline, tmp_path: Path, **kw) -> ServerSettings:
+    kw.setdefault("api_keys", (KEY, OTHER_KEY))
+    kw.setdefault("work_dir", tmp_path / "work")
+    return ServerSettings(pipeline_factory=lambda: pipeline, **kw)
+
+
+@pytest.fixture
+def client(pipeline, tmp_path):
+    with TestClient(create_app(make_settings(pipeline, tmp_path, data_root=_data_root(tmp_path)))) as c:
+        yield c
+
+
+def _data_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def upload(client, ct: Path, pet: Path, key: str = KEY, **fields):
+    with open(ct, "rb") as f_ct, open(pet, "rb") as f_pet:
+        return client.post("/api/v1/sessions", headers={KEY_HEADER: key}, data=fields,
+                           files={"ct": (ct.name, f_ct), "pet": (pet.name, f_pet)})
+
+
+def wait_ready(client, sid: str, key: str = KEY, timeout: float = 60.0) -> dict:
+    t0 = time.monotonic()
+    while True:
+        r = client.get(f"/api/v1/sessions/{sid}", headers={KEY_HEADER: key})
+        assert r.status_code == 200, r.text
+        info = r.json()
+        if info["status"] != "opening":
+            return info
+        assert time.monotonic() - t0 < timeout, info
+        time.sleep(0.05)
+
+
+def open_ready(client, case_files, key: str = KEY) -> str:
+    r = upload(client, *case_files, key=key, tracer="fdg")
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "opening"
+    sid = r.json()["session_id"]
+    info = wait_ready(client, sid, key)
+    assert info["status"] == "ready", info
+    return sid
+
+
+def mask_of(client, sid: str) -> np.ndarray:
+    raw = client.get(f"/api/v1/sessions/{sid}/mask", params={"format": "raw"}, headers=H).json()
+    assert raw["box_zyx"] == [[0, s] for s in SHAPE]
+    return decode_box(raw["mask_zlib_b64"], raw["box_zyx"])
+
+
+# ---------------------------------------------------------------------- encoding
+def test_box_encoding_roundtrip_and_changed_box():
+    rng = np.random.default_rng(1)
+    old = (rng.random((6, 7, 8)) > 0.7).astype(np.uint8)
+    new = old.copy()
+    assert changed_box(old, new) is None
+    new[2, 3, 1] ^= 1
+    new[4, 5, 6] ^= 1
+    box = changed_box(old, new)
+    assert box == [[2, 5], [3, 6], [1, 7]]
+    assert np.array_equal(decode_box(encode_box(new, box), box), new[2:5, 3:6, 1:7])
+
+
+# ---------------------------------------------------------------------- open routes and auth
+def test_health_version_auth_and_version_header(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/version").status_code == 401
+    r = client.get("/version", headers={KEY_HEADER: "wrong-key-0123456789"})
+    assert r.status_code == 401 and "wrong API key" in r.json()["detail"]
+    assert client.get("/version", headers=H).json() == {"api_version": API_VERSION, "package_version": __version__}
+    assert client.get("/version", headers={**H, VERSION_HEADER: API_VERSION}).status_code == 200
+    r = client.get("/api/v1/sessions", headers={**H, VERSION_HEADER: "2"})
+    assert r.status_code == 400
+    assert r.json()["detail"].startswith(f"client API version 2, server API version {API_VERSION}")
+    assert client.get("/api/v1/sessions").status_code == 401
+    assert client.get("/openapi.json").status_code == 401
+    assert client.get("/openapi.json", headers=H).json()["info"]["version"] == API_VERSION
+    assert client.get("/").status_code == 200 and "<html" in client.get("/").text.lower()
+
+
+def test_open_click_undo_reset_and_downloads(client, case_files, pipeline):
+    from nnunet_quantif.interactive import Session
+
+    sid = open_ready(client, case_files)
+    info = client.get(f"/api/v1/sessions/{sid}", headers=H).json()
+    assert info["shape_zyx"] == list(SHAPE)
+    assert info["spacing_zyx_mm"] == pytest.approx(list(AUTOPET_SPACING_ZYX))
+    assert info["tracer"] == "fdg" and info["n_interactions"] == 0 and info["api_version"] == API_VERSION
+    assert info["model"]["folder"] and info["model"]["package_version"] == __version__
+
+    # the same case in a local session: the server's masks must be its masks
+    ct, pet = case_files
+    local = Session(pipeline=pipeline)
+    local.open(ct, pet, tracer="fdg")
+    mask = mask_of(client, sid)
+    assert np.array_equal(mask, local.mask)
+
+    r = client.post(f"/api/v1/sessions/{sid}/clicks", headers=H, json={"xyz": [8, 8, 6], "kind": "tumor"})
+    assert r.status_code == 200, r.text
+    u = r.json()
+    local.add_click((8, 8, 6), "tumor")
+    assert u["n_interactions"] == 1 and u["tiles_total"] >= u["tiles_run"] >= 1
+    if u["box_zyx"] is not None:  # the box decodes to exactly the session's mask inside it
+        box = u["box_zyx"]
+        region = tuple(slice(a, b) for a, b in box)
+        assert np.array_equal(decode_box(u["mask_zlib_b64"], box), local.mask[region])
+        mask[region] = decode_box(u["mask_zlib_b64"], box)
+    assert np.array_equal(mask, local.mask)
+    assert np.array_equal(mask_of(client, sid), local.mask)
+
+    r = client.post(f"/api/v1/sessions/{sid}/clicks", headers=H, json={"zyx": [20, 28, 28], "kind": "background"})
+    assert r.status_code == 200 and r.json()["n_interactions"] == 2
+    r = client.post(f"/api/v1/sessions/{sid}/strokes", headers=H,
+                    json={"xyz": [[10, 10, 5], [11, 10, 5], [12, 10, 5]], "kind": "tumor"})
+    assert r.status_code == 200 and r.json()["n_interactions"] == 3
+    assert client.post(f"/api/v1/sessions/{sid}/undo", headers=H).json()["n_interactions"] == 2
+    assert client.post(f"/api/v1/sessions/{sid}/reset", headers=H).json()["n_interactions"] == 0
+    assert client.post(f"/api/v1/sessions/{sid}/undo", headers=H).json()["n_interactions"] == 2
+    local.add_click_zyx((20, 28, 28), "background")
+    assert np.array_equal(mask_of(client, sid), local.mask)
+
+    lesions = client.get(f"/api/v1/sessions/{sid}/lesions", headers=H).json()["lesions"]
+    assert len(lesions) == local.lesions.n_lesions
+    for row, lesion in zip(lesions, local.lesions.lesions):
+        assert row["id"] == lesion.label and row["volume_ml"] == pytest.approx(lesion.mtv_ml)
+        assert row["centroid_zyx"] == pytest.approx(list(lesion.centroid_xyz)[::-1])
+
+    r = client.get(f"/api/v1/sessions/{sid}/mask", params={"format": "csv"}, headers=H)
+    assert r.status_code == 200 and r.text == local.lesions.to_csv().replace(str(local.lesions.pet), "")
+    r = client.get(f"/api/v1/sessions/{sid}/mask", params={"format": "json"}, headers=H)
+    assert r.json()["n_lesions"] == local.lesions.n_lesions
+    r = client.get(f"/api/v1/sessions/{sid}/mask", params={"format": "nifti"}, headers=H)
+    assert r.status_code == 200
+    out = Path(client.app.state.manager.work_dir) / "check_mask.nii.gz"
+    out.write_bytes(r.content)
+    got, g = read_image(out)
+    assert np.array_equal(got, local.mask) and g.shape == SHAPE
+    for which, arr in (("ct", local.images[0]), ("pet", local.images[1])):
+        r = client.get(f"/api/v1/sessions/{sid}/image/{which}", headers=H)
+        assert r.status_code == 200
+        out.write_bytes(r.content)
+        got, g = read_image(out)
+        assert got.dtype == np.float32 and np.allclose(got, arr) and g.shape == SHAPE
+    r = client.get(f"/api/v1/sessions/{sid}/mask", params={"format": "dicom-seg"}, headers=H)
+    assert r.status_code == 409 and "DICOM" in r.json()["detail"]
+    assert client.get(f"/api/v1/sessions/{sid}/mask", params={"format": "png"}, headers=H).status_code == 422
+
+    listed = client.get("/api/v1/sessions", headers=H).json()["sessions"]
+    assert [s["session_id"] for s in listed] == [sid]
+    assert client.delete(f"/api/v1/sessions/{sid}", headers=H).status_code == 204
+    assert client.get(f"/api/v1/sessions/{sid}", headers=H).status_code == 404
