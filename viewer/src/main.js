@@ -458,7 +458,9 @@ async function openCase (body) {
     const lesions = await (await api('GET', `/sessions/${state.sessionId}/lesions`)).json()
     await applyUpdate({ ...raw, lesions: lesions.lesions, n_interactions: state.info.n_interactions ?? 0 }, 0)
     const info = state.info
-    const model = info.model ? JSON.stringify(info.model) : ''
+    const m = info.model || {}
+    const model = m.folder ? `${String(m.folder).split(/[\\/]/).filter(Boolean).pop()} (folds ${(m.folds || []).join(', ')})`
+      : (info.model ? JSON.stringify(info.model) : '')
     $('session-info').textContent = `session ${info.session_id}\nshape (z, y, x) ${info.shape_zyx}\n` +
       `spacing ${(info.spacing_zyx_mm || []).map((s) => s.toFixed(2)).join(' x ')} mm\ntracer ${info.tracer}` +
       (info.routing_confidence != null ? ` (confidence ${info.routing_confidence.toFixed(2)})` : '') +
@@ -527,21 +529,33 @@ async function download (id) {
 // ---------------------------------------------------------------- start
 
 async function showServer () {
+  // /version needs the key too: without one the line asks for it
+  const el = $('server-info')
   try {
-    const v = await (await fetch('version')).json()
-    $('server-info').textContent = `server ${v.package_version}, API ${v.api_version}`
+    const response = await fetch('version', { headers: headers() })
+    if (response.status === 401) {
+      el.textContent = 'enter the API key'
+      return
+    }
+    const v = await response.json()
+    el.textContent = `server ${v.package_version}, API ${v.api_version}`
     if (String(v.api_version) !== API_VERSION) {
       showProgress(`this page speaks API version ${API_VERSION}, the server ${v.api_version}: reload the page`, true)
     }
   } catch (e) {
-    $('server-info').textContent = 'server not reachable'
+    el.textContent = 'server not reachable'
   }
+}
+
+function useKey () {
+  sessionStorage.setItem(KEY_STORAGE, $('api-key').value.trim())
+  showServer()
 }
 
 function start () {
   $('api-key').value = apiKey()
-  $('save-key').addEventListener('click', () => sessionStorage.setItem(KEY_STORAGE, $('api-key').value))
-  $('api-key').addEventListener('change', () => sessionStorage.setItem(KEY_STORAGE, $('api-key').value))
+  $('save-key').addEventListener('click', useKey)
+  $('api-key').addEventListener('change', useKey)
   $('open-upload').addEventListener('submit', openUpload)
   $('open-path').addEventListener('submit', openPath)
   $('undo').addEventListener('click', () => interact('undo'))
