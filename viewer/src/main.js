@@ -435,6 +435,7 @@ async function openCase (body) {
     const opened = await (await api('POST', '/sessions', body)).json()
     state.sessionId = opened.session_id
     state.info = await pollUntilReady(opened.session_id)
+    const tServer = performance.now()
     showProgress('loading the images')
     state.ct = await loadImage('ct', 'gray', CT_RANGE[0], CT_RANGE[1], 1)
     const pet = await loadImage('pet', 'hot', 0, PET_MIN_MAX, PET_OPACITY)
@@ -452,6 +453,7 @@ async function openCase (body) {
     nv.addVolume(state.ct)
     nv.addVolume(pet)
     nv.addVolume(mask)
+    const tImages = performance.now()
     nv.setSliceType(nv.sliceTypeMultiplanar)
     computeMip()
     const raw = await (await api('GET', `/sessions/${state.sessionId}/mask?format=raw`)).json()
@@ -465,7 +467,10 @@ async function openCase (body) {
       `spacing ${(info.spacing_zyx_mm || []).map((s) => s.toFixed(2)).join(' x ')} mm\ntracer ${info.tracer}` +
       (info.routing_confidence != null ? ` (confidence ${info.routing_confidence.toFixed(2)})` : '') +
       (model ? `\nmodel ${model}` : '')
-    showProgress(`ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+    const t1 = performance.now()
+    state.timings = { server_s: (tServer - t0) / 1000, images_s: (tImages - tServer) / 1000, display_s: (t1 - tImages) / 1000 }
+    showProgress(`ready in ${((t1 - t0) / 1000).toFixed(1)} s (server ${state.timings.server_s.toFixed(1)} s, ` +
+      `images ${state.timings.images_s.toFixed(1)} s, display ${state.timings.display_s.toFixed(1)} s)`)
     setReady(true)
     setStatus({ state: 'ready' })
   } catch (e) {
@@ -568,6 +573,10 @@ function start () {
   nv.onLocationChange = () => drawMip()
   nv.attachToCanvas(canvas)
   window.addEventListener('resize', () => drawMip())
+  // leaving the page closes its session on the server (keepalive: the request outlives the page)
+  window.addEventListener('pagehide', () => {
+    if (state.sessionId) fetch(`${API}/sessions/${state.sessionId}`, { method: 'DELETE', headers: headers(), keepalive: true })
+  })
   showServer()
 }
 
