@@ -422,3 +422,90 @@ def test_checked_in_schema_matches_the_code():
     for route in ("/health", "/version", "/api/v1/sessions", "/api/v1/sessions/{session_id}/clicks",
                   "/api/v1/sessions/{session_id}/mask", "/api/v1/sessions/{session_id}/lesions"):
         assert route in paths
+
+
+# ---------------------------------------------------------------------- real uvicorn, client, remote session
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RunningServer:
+    """uvicorn serving an app on 127.0.0.1 in a thread."""
+
+    def __init__(self, app) -> None:
+        import threading
+
+        import uvicorn
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        t0 = time.monotonic()
+        while not self.server.started:
+            assert time.monotonic() - t0 < 30 and self.thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def test_real_uvicorn_with_the_client_and_the_remote_session(pipeline, case_files, tmp_path):
+    pytest.importorskip("uvicorn")
+    from nnunet_quantif.interactive import Session
+    from nnunet_quantif.server.client import QuantIFClient, RemoteSession, ServerError, apply_update
+
+    app = create_app(make_settings(pipeline, tmp_path))
+    with RunningServer(app) as url:
+        client = QuantIFClient(url, KEY, timeout=60)
+        assert client.health() == {"status": "ok"}
+        assert client.version()["api_version"] == API_VERSION
+        with pytest.raises(ServerError) as e:
+            QuantIFClient(url, "wrong-key-0123456789").version()
+        assert e.value.status == 401 and "wrong API key" in str(e.value)
+
+        sid = client.open_files(*case_files, tracer="fdg")
+        info = client.wait_ready(sid, timeout=60)
+        assert info["shape_zyx"] == list(SHAPE)
+        mask = client.mask(sid)
+        update = client.click(sid, (6, 8, 8), "tumor")
+        apply_update(mask, update)
+        assert np.array_equal(mask, client.mask(sid))
+        out = client.download(sid, "csv", tmp_path / "dl" / "lesions.csv")
+        assert out.read_text().startswith("lesion,")
+        with pytest.raises(ServerError) as e:
+            client.click(sid, (99, 0, 0), "tumor")
+        assert e.value.status == 422 and "outside the image" in e.value.detail
+        client.close(sid)
+        with pytest.raises(ServerError) as e:
+            client.info(sid)
+        assert e.value.status == 404
+
+        # the napari widget's remote session gives the local session's masks and lesions
+        ct, pet = read_image(case_files[0])[0], read_image(case_files[1])[0]
+        remote, local = RemoteSession(client), Session(pipeline=pipeline)
+        remote.open(ct, pet, GEOMETRY, tracer="fdg", case_name="case")
+        local.open(ct, pet, GEOMETRY, tracer="fdg", case_name="case")
+        assert np.array_equal(remote.mask, local.mask)
+        for step in (lambda s: s.add_click((8, 8, 6), "tumor"), lambda s: s.add_click_zyx((20, 28, 28), "background"),
+                     lambda s: s.undo(), lambda s: s.reset(), lambda s: s.undo()):
+            step(remote)
+            step(local)
+            assert np.array_equal(remote.mask, local.mask)
+            assert remote.clicks == local.clicks
+        assert remote.lesions.to_csv() == local.lesions.to_csv()
+        assert remote.last_update.tiles_total == local.last_update.tiles_total
+        remote.close()
+        assert client.sessions() == []
+
+    with pytest.raises(ServerError) as e:  # the server is gone: a clean error, no traceback from urllib
+        client.health()
+    assert e.value.status is None and "cannot reach the server" in str(e.value)
