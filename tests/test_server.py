@@ -7,7 +7,12 @@ A random-weight tiny model (16^3 patch, one fold) on a 24 x 32 x 32 case keeps e
 
 from __future__ import annotations
 
+import gc
+import io
+import json
 import time
+import weakref
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -212,3 +217,295 @@ def test_open_click_undo_reset_and_downloads(client, case_files, pipeline):
     assert [s["session_id"] for s in listed] == [sid]
     assert client.delete(f"/api/v1/sessions/{sid}", headers=H).status_code == 204
     assert client.get(f"/api/v1/sessions/{sid}", headers=H).status_code == 404
+
+
+# ---------------------------------------------------------------------- ownership, clicks, states
+def test_another_keys_session_is_not_found_and_bad_clicks(client, case_files):
+    sid = open_ready(client, case_files)
+    other = {KEY_HEADER: OTHER_KEY}
+    for method, path in (("get", ""), ("get", "/lesions"), ("get", "/mask"), ("post", "/undo"),
+                         ("get", "/image/ct"), ("delete", "")):
+        r = getattr(client, method)(f"/api/v1/sessions/{sid}{path}", headers=other)
+        assert r.status_code == 404, (path, r.text)
+    assert client.get("/api/v1/sessions", headers=other).json() == {"sessions": []}
+    assert client.get(f"/api/v1/sessions/{sid}", headers=H).status_code == 200  # still there for its key
+
+    r = client.post(f"/api/v1/sessions/{sid}/clicks", headers=H, json={"xyz": [32, 0, 0], "kind": "tumor"})
+    assert r.status_code == 422
+    assert "(32, 0, 0)" in r.json()["detail"] and "(32, 32, 24)" in r.json()["detail"]
+    r = client.post(f"/api/v1/sessions/{sid}/clicks", headers=H, json={"zyx": [0, -1, 0], "kind": "tumor"})
+    assert r.status_code == 422 and "(24, 32, 32)" in r.json()["detail"]
+    r = client.post(f"/api/v1/sessions/{sid}/clicks", headers=H, json={"xyz": [1, 2], "kind": "tumor"})
+    assert r.status_code == 422
+    r = client.post(f"/api/v1/sessions/{sid}/clicks", headers=H, json={"xyz": [1, 2, 3], "kind": "lesion"})
+    assert r.status_code == 422
+    r = client.post(f"/api/v1/sessions/{sid}/strokes", headers=H,
+                    json={"zyx": [[1, 2, 3], [2, 3, 4]], "kind": "tumor"})  # not on one slice
+    assert r.status_code == 422 and "stroke" in r.json()["detail"]
+    r = client.post(f"/api/v1/sessions/{sid}/undo", headers=H)
+    assert r.status_code == 409 and "nothing to undo" in r.json()["detail"]
+    assert client.get("/api/v1/sessions/no-such-session", headers=H).status_code == 404
+
+
+def test_failed_open_reports_the_error(pipeline, tmp_path):
+    settings = make_settings(pipeline, tmp_path)
+    settings.pipeline_factory = None  # no model: opening fails, the server stays up
+    rng = np.random.default_rng(2)
+    ct = write_image(rng.normal(size=SHAPE).astype(np.float32), GEOMETRY, tmp_path / "c_0000.nii.gz")
+    pet = write_image(rng.random(SHAPE).astype(np.float32), GEOMETRY, tmp_path / "c_0001.nii.gz")
+    with TestClient(create_app(settings)) as client:
+        r = upload(client, ct, pet)
+        assert r.status_code == 202
+        info = wait_ready(client, r.json()["session_id"])
+        assert info["status"] == "failed" and "no model" in info["error"]
+        r = client.post(f"/api/v1/sessions/{info['session_id']}/clicks", headers=H,
+                        json={"xyz": [1, 1, 1], "kind": "tumor"})
+        assert r.status_code == 409 and "failed" in r.json()["detail"]
+        assert client.get("/health").json() == {"status": "ok"}
+
+
+# ---------------------------------------------------------------------- inputs refused
+def test_data_root_paths_traversal_and_symlink_escape(pipeline, case_files, tmp_path):
+    import shutil
+
+    root = _data_root(tmp_path)
+    (root / "cases").mkdir()
+    for f in case_files:
+        shutil.copy(f, root / "cases" / f.name)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(case_files[1], outside / "secret_0001.nii.gz")
+    (root / "cases" / "escape_0001.nii.gz").symlink_to(outside / "secret_0001.nii.gz")
+    (root / "linkdir").symlink_to(outside, target_is_directory=True)
+    (root / "cases" / "inside_link.nii.gz").symlink_to(root / "cases" / "case_0001.nii.gz")
+    with TestClient(create_app(make_settings(pipeline, tmp_path, data_root=root))) as client:
+        def by_path(ct, pet):
+            return client.post("/api/v1/sessions", headers=H, json={"ct": ct, "pet": pet, "tracer": "fdg"})
+
+        for bad in ("../outside/secret_0001.nii.gz", "cases/../../outside/secret_0001.nii.gz",
+                    str(outside / "secret_0001.nii.gz"), ""):
+            r = by_path("cases/case_0000.nii.gz", bad)
+            assert r.status_code in (400, 422), (bad, r.text)
+        for escape in ("cases/escape_0001.nii.gz", "linkdir/secret_0001.nii.gz"):
+            r = by_path("cases/case_0000.nii.gz", escape)
+            assert r.status_code == 403 and "outside the server's --data-root" in r.json()["detail"]
+        assert by_path("cases/case_0000.nii.gz", "cases/missing.nii.gz").status_code == 404
+        r = by_path("cases/case_0000.nii.gz", "cases/inside_link.nii.gz")  # a link that stays inside is fine
+        assert r.status_code == 202, r.text
+        info = wait_ready(client, r.json()["session_id"])
+        assert info["status"] == "ready" and info["shape_zyx"] == list(SHAPE)
+    with TestClient(create_app(make_settings(pipeline, tmp_path / "noroot"))) as client:
+        r = client.post("/api/v1/sessions", headers=H, json={"ct": "a.nii.gz", "pet": "b.nii.gz"})
+        assert r.status_code == 403 and "--data-root" in r.json()["detail"]
+
+
+def test_upload_limits_and_malformed_inputs(pipeline, case_files, tmp_path):
+    settings = make_settings(pipeline, tmp_path, max_upload_mb=0.3)  # 307 KiB: the case files fit
+    with TestClient(create_app(settings)) as client:
+        work = client.app.state.manager.work_dir
+        big = tmp_path / "big_0000.nii"
+        big.write_bytes(np.random.default_rng(3).bytes(400_000))
+        r = upload(client, big, case_files[1])
+        assert r.status_code == 413 and "--max-upload-mb" in r.json()["detail"]
+
+        bad = tmp_path / "bad.nii.gz"
+        bad.write_bytes(b"not a nifti file at all")
+        r = upload(client, bad, case_files[1])
+        assert r.status_code == 422 and "uploaded ct" in r.json()["detail"]
+        truncated = tmp_path / "trunc.nii.gz"
+        truncated.write_bytes(case_files[1].read_bytes()[:-200])
+        r = upload(client, case_files[0], truncated)
+        assert r.status_code == 422 and "uploaded pet" in r.json()["detail"]
+        r = client.post("/api/v1/sessions", headers=H, files={"ct": ("a.png", b"x"), "pet": ("b.nii", b"y")})
+        assert r.status_code == 400 and "'a.png'" in r.json()["detail"]
+        r = client.post("/api/v1/sessions", headers=H, files={"ct": ("a.nii", b"x")})
+        assert r.status_code == 400 and "both ct and pet" in r.json()["detail"]
+        r = client.post("/api/v1/sessions", headers=H, files={"other": ("a.nii", b"x")})
+        assert r.status_code == 400 and "unknown upload field" in r.json()["detail"]
+        r = client.post("/api/v1/sessions", headers={**H, "Content-Type": "text/plain"}, content=b"x")
+        assert r.status_code == 415
+
+        r = client.post("/api/v1/sessions", headers=H, files={"dicom_zip": ("case.zip", b"PK no zip")})
+        assert r.status_code == 400 and "not a readable zip" in r.json()["detail"]
+        for member in ("../evil.dcm", "/abs/evil.dcm", "a/../../evil.dcm"):
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w") as z:
+                z.writestr(member, b"x")
+            r = client.post("/api/v1/sessions", headers=H, files={"dicom_zip": ("case.zip", buf.getvalue())})
+            assert r.status_code == 400 and "refused" in r.json()["detail"], member
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("bomb.bin", b"\0" * 1_000_000)  # compresses below the limit, extracts above it
+        assert len(buf.getvalue()) < settings.max_upload_bytes
+        r = client.post("/api/v1/sessions", headers=H, files={"dicom_zip": ("case.zip", buf.getvalue())})
+        assert r.status_code == 413
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("notes.txt", b"no dicom here")
+        r = client.post("/api/v1/sessions", headers=H, files={"dicom_zip": ("case.zip", buf.getvalue())})
+        assert r.status_code in (400, 422) and "DICOM" in r.json()["detail"]
+        assert client.get("/api/v1/sessions", headers=H).json() == {"sessions": []}
+        assert list(Path(work).iterdir()) == []  # every refused upload's folder removed
+        assert client.get("/health").status_code == 200
+
+
+def test_dicom_zip_opens_and_gives_a_dicom_seg(pipeline, tmp_path):
+    pytest.importorskip("pydicom")
+    pytest.importorskip("highdicom")
+    import pydicom
+    from _dicom_phantom import make_phantom, write_ct, write_pet
+
+    phantom = make_phantom()
+    series = tmp_path / "series"
+    write_ct(series / "ct", phantom)
+    write_pet(series / "pet", phantom)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for f in sorted(series.rglob("*")):
+            if f.is_file():
+                z.write(f, f.relative_to(series).as_posix())
+    with TestClient(create_app(make_settings(pipeline, tmp_path))) as client:
+        r = client.post("/api/v1/sessions", headers=H, files={"dicom_zip": ("case.zip", buf.getvalue())},
+                        data={"tracer": "fdg"})
+        assert r.status_code == 202, r.text
+        sid = r.json()["session_id"]
+        info = wait_ready(client, sid)
+        assert info["status"] == "ready", info
+        assert info["dicom"] is True and info["shape_zyx"] == list(phantom.suv.shape)
+        r = client.get(f"/api/v1/sessions/{sid}/mask", params={"format": "dicom-seg"}, headers=H)
+        assert r.status_code == 200, r.text
+        ds = pydicom.dcmread(io.BytesIO(r.content))
+        assert ds.Modality == "SEG"
+        pet_uid = pydicom.dcmread(next((series / "pet").iterdir())).SeriesInstanceUID
+        assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == pet_uid
+
+
+# ---------------------------------------------------------------------- capacity and idle sessions
+def test_full_server_answers_503_with_retry_after(pipeline, case_files, tmp_path):
+    settings = make_settings(pipeline, tmp_path, max_sessions=1, retry_after_s=7)
+    with TestClient(create_app(settings)) as client:
+        sid = open_ready(client, case_files)
+        r = upload(client, *case_files)
+        assert r.status_code == 503 and r.headers["Retry-After"] == "7"
+        assert "--max-sessions" in r.json()["detail"]
+        assert client.delete(f"/api/v1/sessions/{sid}", headers=H).status_code == 204
+        open_ready(client, case_files)
+
+
+def test_idle_session_is_closed_and_freed(pipeline, case_files, tmp_path):
+    settings = make_settings(pipeline, tmp_path, idle_timeout_s=0.5)
+    with TestClient(create_app(settings)) as client:
+        manager = client.app.state.manager
+        sid = open_ready(client, case_files)
+        ref = weakref.ref(manager.get(KEY, sid).session)
+        folder = manager.get(KEY, sid).folder
+        assert folder.is_dir()
+        t0 = time.monotonic()
+        while manager.count() and time.monotonic() - t0 < 10:  # the reaper thread closes it
+            time.sleep(0.1)
+        assert manager.count() == 0
+        gc.collect()
+        assert ref() is None, "the idle session's arrays are still referenced"
+        assert not folder.exists()
+        r = client.get(f"/api/v1/sessions/{sid}", headers=H)
+        assert r.status_code == 404
+
+
+# ---------------------------------------------------------------------- schema
+def test_checked_in_schema_matches_the_code():
+    from nnunet_quantif.server.schema import schema_text
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "api.json"
+    assert path.read_text(encoding="utf-8") == schema_text(), \
+        "docs/api.json is stale: python3 -m nnunet_quantif.server.schema > docs/api.json"
+    paths = json.loads(path.read_text())["paths"]
+    for route in ("/health", "/version", "/api/v1/sessions", "/api/v1/sessions/{session_id}/clicks",
+                  "/api/v1/sessions/{session_id}/mask", "/api/v1/sessions/{session_id}/lesions"):
+        assert route in paths
+
+
+# ---------------------------------------------------------------------- real uvicorn, client, remote session
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RunningServer:
+    """uvicorn serving an app on 127.0.0.1 in a thread."""
+
+    def __init__(self, app) -> None:
+        import threading
+
+        import uvicorn
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        t0 = time.monotonic()
+        while not self.server.started:
+            assert time.monotonic() - t0 < 30 and self.thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def test_real_uvicorn_with_the_client_and_the_remote_session(pipeline, case_files, tmp_path):
+    pytest.importorskip("uvicorn")
+    from nnunet_quantif.interactive import Session
+    from nnunet_quantif.server.client import QuantIFClient, RemoteSession, ServerError, apply_update
+
+    app = create_app(make_settings(pipeline, tmp_path))
+    with RunningServer(app) as url:
+        client = QuantIFClient(url, KEY, timeout=60)
+        assert client.health() == {"status": "ok"}
+        assert client.version()["api_version"] == API_VERSION
+        with pytest.raises(ServerError) as e:
+            QuantIFClient(url, "wrong-key-0123456789").version()
+        assert e.value.status == 401 and "wrong API key" in str(e.value)
+
+        sid = client.open_files(*case_files, tracer="fdg")
+        info = client.wait_ready(sid, timeout=60)
+        assert info["shape_zyx"] == list(SHAPE)
+        mask = client.mask(sid)
+        update = client.click(sid, (6, 8, 8), "tumor")
+        apply_update(mask, update)
+        assert np.array_equal(mask, client.mask(sid))
+        out = client.download(sid, "csv", tmp_path / "dl" / "lesions.csv")
+        assert out.read_text().startswith("lesion,")
+        with pytest.raises(ServerError) as e:
+            client.click(sid, (99, 0, 0), "tumor")
+        assert e.value.status == 422 and "outside the image" in e.value.detail
+        client.close(sid)
+        with pytest.raises(ServerError) as e:
+            client.info(sid)
+        assert e.value.status == 404
+
+        # the napari widget's remote session gives the local session's masks and lesions
+        ct, pet = read_image(case_files[0])[0], read_image(case_files[1])[0]
+        remote, local = RemoteSession(client), Session(pipeline=pipeline)
+        remote.open(ct, pet, GEOMETRY, tracer="fdg", case_name="case")
+        local.open(ct, pet, GEOMETRY, tracer="fdg", case_name="case")
+        assert np.array_equal(remote.mask, local.mask)
+        for step in (lambda s: s.add_click((8, 8, 6), "tumor"), lambda s: s.add_click_zyx((20, 28, 28), "background"),
+                     lambda s: s.undo(), lambda s: s.reset(), lambda s: s.undo()):
+            step(remote)
+            step(local)
+            assert np.array_equal(remote.mask, local.mask)
+            assert remote.clicks == local.clicks
+        assert remote.lesions.to_csv() == local.lesions.to_csv()
+        assert remote.last_update.tiles_total == local.last_update.tiles_total
+        remote.close()
+        assert client.sessions() == []
+
+    with pytest.raises(ServerError) as e:  # the server is gone: a clean error, no traceback from urllib
+        client.health()
+    assert e.value.status is None and "cannot reach the server" in str(e.value)

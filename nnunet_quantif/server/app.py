@@ -525,7 +525,7 @@ def _inside(s: ServerSession, xyz: list[int] | None, zyx: list[int] | None) -> t
     if any(not 0 <= i < n for i, n in zip(idx, shape)):
         if xyz is not None:
             raise ClickError(f"click (x, y, z) = {tuple(xyz)} is outside the image of size (x, y, z) = "
-                             f"{tuple(Geometry.to_array_order(shape))}")
+                             f"{tuple(int(v) for v in Geometry.to_array_order(shape))}")
         raise ClickError(f"voxel (z, y, x) = {idx} is outside the image of shape (z, y, x) = {shape}")
     return idx[0], idx[1], idx[2]
 
