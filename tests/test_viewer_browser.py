@@ -10,6 +10,7 @@ The model is a random-weight tiny model whose network echoes the click heatmap (
 a tumor click on a lesion makes a lesion there, so the test sees the mask the server sent. With
 ``QUANTIF_VIEWER_MODEL`` set to a trained FDG model folder, that model runs instead. The screenshot goes to the
 test's folder, and to ``docs/img/viewer.png`` with ``QUANTIF_DOCS_SCREENSHOT=1`` (docs/DEVELOPMENT.md).
+Chromium renders NiiVue's WebGL in software (SwiftShader), which makes the test slow.
 """
 
 from __future__ import annotations
@@ -181,6 +182,7 @@ def _mip_mask_pixels(d) -> int:
         " && a[i + 2] === arguments[2]) ? 1 : 0; return n;", *MASK_RGB)
 
 
+@pytest.mark.slow
 def test_viewer_open_click_table_undo_download_reset(server, phantom, driver, tmp_path):
     url, described = server
     d = driver
@@ -281,9 +283,21 @@ def test_viewer_open_click_table_undo_download_reset(server, phantom, driver, tm
            "the CSV download")
     assert [s["status"] for s in d.execute_script("return window.__sent") if "format=csv" in s["url"]] == [200]
 
+    assert not d.find_element(By.ID, "dl-seg").is_enabled()  # the case is not from DICOM
+
+    # a reload with the key in the fragment (as quantif serve prints it) finds the session and shows it again
+    d.execute_script("sessionStorage.clear()")
+    d.get("about:blank")  # a new page, not a jump to a fragment of the same one
+    d.get(f"{url}/#key={KEY}")
+    _until(d, lambda _: _status(d)["state"] == "ready", "the session to resume")
+    st = _status(d)
+    assert st["n-interactions"] == "2" and int(st["mask-voxels"]) == two, st
+    assert d.current_url == f"{url}/", d.current_url  # the key is out of the address bar
+    assert d.execute_script("return sessionStorage.getItem('quantif-api-key')") == KEY
+
     # reset: no clicks, the step-0 mask
     d.find_element(By.ID, "reset").click()
-    st = _wait_updates(d, 6)
+    st = _wait_updates(d, 2)
     assert st["n-interactions"] == "0"
     if not os.environ.get("QUANTIF_VIEWER_MODEL"):
         assert st["mask-voxels"] == "0" and st["lesions"] == "0"

@@ -424,59 +424,89 @@ async function closeCurrent () {
   if (old) api('DELETE', `/sessions/${old}`).catch(() => {})
 }
 
+function clearView () {
+  setStatus({ state: 'opening', updates: 0, lesions: 0, maskVoxels: 0, nInteractions: 0, error: '' })
+  state.updates = 0
+  showLesions([])
+  showTiming('')
+}
+
+function showError (e) {
+  showProgress(String(e.message || e), true)
+  setStatus({ state: 'error', error: String(e.message || e) })
+}
+
 async function openCase (body) {
   const t0 = performance.now()
   try {
     await closeCurrent()
-    setStatus({ state: 'opening', updates: 0, lesions: 0, maskVoxels: 0, nInteractions: 0 })
-    state.updates = 0
-    showLesions([])
+    clearView()
     showProgress('uploading')
     const opened = await (await api('POST', '/sessions', body)).json()
-    state.sessionId = opened.session_id
-    state.info = await pollUntilReady(opened.session_id)
-    const tServer = performance.now()
-    showProgress('loading the images')
-    state.ct = await loadImage('ct', 'gray', CT_RANGE[0], CT_RANGE[1], 1)
-    const pet = await loadImage('pet', 'hot', 0, PET_MIN_MAX, PET_OPACITY)
-    state.petRange = [0, petDisplayMax(pet)]
-    pet.cal_min = state.petRange[0]
-    pet.cal_max = state.petRange[1]
-    state.pet = pet
-    state.affine = affineOf(state.ct)
-    state.dims = [state.ct.hdr.dims[1], state.ct.hdr.dims[2], state.ct.hdr.dims[3]]
-    const mask = NVImage.zerosLike(state.ct, 'uint8')
-    mask.name = 'mask'
-    mask.setColormapLabel(MASK_LUT)
-    mask.opacity = MASK_OPACITY
-    state.mask = mask
-    nv.addVolume(state.ct)
-    nv.addVolume(pet)
-    nv.addVolume(mask)
-    const tImages = performance.now()
-    nv.setSliceType(nv.sliceTypeMultiplanar)
-    computeMip()
-    const raw = await (await api('GET', `/sessions/${state.sessionId}/mask?format=raw`)).json()
-    const lesions = await (await api('GET', `/sessions/${state.sessionId}/lesions`)).json()
-    await applyUpdate({ ...raw, lesions: lesions.lesions, n_interactions: state.info.n_interactions ?? 0 }, 0)
-    const info = state.info
-    const m = info.model || {}
-    const model = m.folder ? `${String(m.folder).split(/[\\/]/).filter(Boolean).pop()} (folds ${(m.folds || []).join(', ')})`
-      : (info.model ? JSON.stringify(info.model) : '')
-    $('session-info').textContent = `session ${info.session_id}\nshape (z, y, x) ${info.shape_zyx}\n` +
-      `spacing ${(info.spacing_zyx_mm || []).map((s) => s.toFixed(2)).join(' x ')} mm\ntracer ${info.tracer}` +
-      (info.routing_confidence != null ? ` (confidence ${info.routing_confidence.toFixed(2)})` : '') +
-      (model ? `\nmodel ${model}` : '')
-    const t1 = performance.now()
-    state.timings = { server_s: (tServer - t0) / 1000, images_s: (tImages - tServer) / 1000, display_s: (t1 - tImages) / 1000 }
-    showProgress(`ready in ${((t1 - t0) / 1000).toFixed(1)} s (server ${state.timings.server_s.toFixed(1)} s, ` +
-      `images ${state.timings.images_s.toFixed(1)} s, display ${state.timings.display_s.toFixed(1)} s)`)
-    setReady(true)
-    setStatus({ state: 'ready' })
+    await attach(opened.session_id, t0)
   } catch (e) {
-    showProgress(String(e.message || e), true)
-    setStatus({ state: 'error', error: String(e.message || e) })
+    showError(e)
   }
+}
+
+// The caller's latest session on the server (one a --demo server opened, or this page's before a reload).
+async function resumeSession () {
+  if (state.sessionId || !apiKey()) return
+  try {
+    const { sessions } = await (await api('GET', '/sessions')).json()
+    const open = (sessions || []).filter((s) => s.status !== 'failed')
+    if (!open.length || state.sessionId) return
+    clearView()
+    showProgress('resuming the open session')
+    await attach(open[open.length - 1].session_id, performance.now())
+  } catch (e) {
+    showError(e)
+  }
+}
+
+// Show session `sessionId`: wait until it is ready, load its images and its mask.
+async function attach (sessionId, t0) {
+  state.sessionId = sessionId
+  state.info = await pollUntilReady(sessionId)
+  const tServer = performance.now()
+  showProgress('loading the images')
+  state.ct = await loadImage('ct', 'gray', CT_RANGE[0], CT_RANGE[1], 1)
+  const pet = await loadImage('pet', 'hot', 0, PET_MIN_MAX, PET_OPACITY)
+  state.petRange = [0, petDisplayMax(pet)]
+  pet.cal_min = state.petRange[0]
+  pet.cal_max = state.petRange[1]
+  state.pet = pet
+  state.affine = affineOf(state.ct)
+  state.dims = [state.ct.hdr.dims[1], state.ct.hdr.dims[2], state.ct.hdr.dims[3]]
+  const mask = NVImage.zerosLike(state.ct, 'uint8')
+  mask.name = 'mask'
+  mask.setColormapLabel(MASK_LUT)
+  mask.opacity = MASK_OPACITY
+  state.mask = mask
+  nv.addVolume(state.ct)
+  nv.addVolume(pet)
+  nv.addVolume(mask)
+  const tImages = performance.now()
+  nv.setSliceType(nv.sliceTypeMultiplanar)
+  computeMip()
+  const raw = await (await api('GET', `/sessions/${state.sessionId}/mask?format=raw`)).json()
+  const lesions = await (await api('GET', `/sessions/${state.sessionId}/lesions`)).json()
+  await applyUpdate({ ...raw, lesions: lesions.lesions, n_interactions: state.info.n_interactions ?? 0 }, 0)
+  const info = state.info
+  const m = info.model || {}
+  const model = m.folder ? `${String(m.folder).split(/[\\/]/).filter(Boolean).pop()} (folds ${(m.folds || []).join(', ')})`
+    : (info.model ? JSON.stringify(info.model) : '')
+  $('session-info').textContent = `session ${info.session_id}\nshape (z, y, x) ${info.shape_zyx}\n` +
+    `spacing ${(info.spacing_zyx_mm || []).map((s) => s.toFixed(2)).join(' x ')} mm\ntracer ${info.tracer}` +
+    (info.routing_confidence != null ? ` (confidence ${info.routing_confidence.toFixed(2)})` : '') +
+    (model ? `\nmodel ${model}` : '')
+  const t1 = performance.now()
+  state.timings = { server_s: (tServer - t0) / 1000, images_s: (tImages - tServer) / 1000, display_s: (t1 - tImages) / 1000 }
+  showProgress(`ready in ${((t1 - t0) / 1000).toFixed(1)} s (server ${state.timings.server_s.toFixed(1)} s, ` +
+    `images ${state.timings.images_s.toFixed(1)} s, display ${state.timings.display_s.toFixed(1)} s)`)
+  setReady(true)
+  $('dl-seg').disabled = !info.dicom // a DICOM-SEG references the DICOM series the case came from
+  setStatus({ state: 'ready' })
 }
 
 function openUpload (event) {
@@ -555,6 +585,7 @@ async function showServer () {
 function useKey () {
   sessionStorage.setItem(KEY_STORAGE, $('api-key').value.trim())
   showServer()
+  resumeSession()
 }
 
 function start () {
@@ -573,11 +604,15 @@ function start () {
   nv.onLocationChange = () => drawMip()
   nv.attachToCanvas(canvas)
   window.addEventListener('resize', () => drawMip())
-  // leaving the page closes its session on the server (keepalive: the request outlives the page)
-  window.addEventListener('pagehide', () => {
-    if (state.sessionId) fetch(`${API}/sessions/${state.sessionId}`, { method: 'DELETE', headers: headers(), keepalive: true })
-  })
-  showServer()
+  // a key in the address (quantif serve prints http://host:port/#key=...) is kept for this tab and taken out of
+  // the address bar; the browser never sends the fragment to the server
+  const fragment = new URLSearchParams(location.hash.slice(1))
+  if (fragment.get('key')) {
+    sessionStorage.setItem(KEY_STORAGE, fragment.get('key'))
+    $('api-key').value = apiKey()
+    history.replaceState(null, '', location.pathname + location.search)
+  }
+  useKey()
 }
 
 // for scripts and tests: the state and the coordinate helpers
