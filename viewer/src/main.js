@@ -34,6 +34,7 @@ const state = {
   petRange: [0, PET_MIN_MAX],
   mip: null, // {value: Float32Array(nz * nx), argY: Int32Array(nz * nx)}
   busy: false,
+  generation: 0, // counts openings: an older one stops when a newer one starts
   updates: 0,
   lesions: [],
   pointer: null
@@ -385,8 +386,8 @@ function onPointerUp (event) {
 
 // ---------------------------------------------------------------- opening a case
 
-async function loadImage (which, colormap, calMin, calMax, opacity) {
-  const response = await api('GET', `/sessions/${state.sessionId}/image/${which}`)
+async function loadImage (sessionId, which, colormap, calMin, calMax, opacity) {
+  const response = await api('GET', `/sessions/${sessionId}/image/${which}`)
   const buffer = await response.arrayBuffer()
   return NVImage.new(buffer, `${which}.nii.gz`, colormap, opacity, null, calMin, calMax)
 }
@@ -401,9 +402,10 @@ function petDisplayMax (img) {
   return Math.max(PET_MIN_MAX, sample[Math.floor(0.999 * (sample.length - 1))] || 0)
 }
 
-async function pollUntilReady (sessionId) {
+async function pollUntilReady (sessionId, generation) {
   for (;;) {
     const info = await (await api('GET', `/sessions/${sessionId}`)).json()
+    checkCurrent(generation)
     if (info.status === 'ready') return info
     if (info.status === 'failed') throw new Error(info.error || 'the case could not be opened')
     showProgress(`opening: ${info.stage || info.status} (${(info.elapsed_s ?? 0).toFixed(1)} s)`)
@@ -412,7 +414,15 @@ async function pollUntilReady (sessionId) {
   }
 }
 
+// Thrown in an opening that another one (a new open, a resume) replaced.
+class Superseded extends Error {}
+
+function checkCurrent (generation) {
+  if (generation !== state.generation) throw new Superseded()
+}
+
 async function closeCurrent () {
+  state.generation += 1
   const old = state.sessionId
   state.sessionId = null
   state.mip = null
@@ -442,36 +452,45 @@ async function openCase (body) {
     await closeCurrent()
     clearView()
     showProgress('uploading')
+    const generation = state.generation
     const opened = await (await api('POST', '/sessions', body)).json()
-    await attach(opened.session_id, t0)
+    checkCurrent(generation)
+    await attach(opened.session_id, t0, generation)
   } catch (e) {
-    showError(e)
+    if (!(e instanceof Superseded)) showError(e)
   }
 }
 
 // The caller's latest session on the server (one a --demo server opened, or this page's before a reload).
 async function resumeSession () {
   if (state.sessionId || !apiKey()) return
+  const generation = ++state.generation
   try {
     const { sessions } = await (await api('GET', '/sessions')).json()
+    checkCurrent(generation)
     const open = (sessions || []).filter((s) => s.status !== 'failed')
-    if (!open.length || state.sessionId) return
+    if (!open.length) return
     clearView()
     showProgress('resuming the open session')
-    await attach(open[open.length - 1].session_id, performance.now())
+    await attach(open[open.length - 1].session_id, performance.now(), generation)
   } catch (e) {
-    showError(e)
+    if (!(e instanceof Superseded)) showError(e)
   }
 }
 
-// Show session `sessionId`: wait until it is ready, load its images and its mask.
-async function attach (sessionId, t0) {
+// Show session `sessionId`: wait until it is ready, load its images and its mask; stop with Superseded as soon
+// as another opening has started.
+async function attach (sessionId, t0, generation) {
   state.sessionId = sessionId
-  state.info = await pollUntilReady(sessionId)
+  const info = await pollUntilReady(sessionId, generation)
   const tServer = performance.now()
   showProgress('loading the images')
-  state.ct = await loadImage('ct', 'gray', CT_RANGE[0], CT_RANGE[1], 1)
-  const pet = await loadImage('pet', 'hot', 0, PET_MIN_MAX, PET_OPACITY)
+  const ct = await loadImage(sessionId, 'ct', 'gray', CT_RANGE[0], CT_RANGE[1], 1)
+  checkCurrent(generation)
+  const pet = await loadImage(sessionId, 'pet', 'hot', 0, PET_MIN_MAX, PET_OPACITY)
+  checkCurrent(generation)
+  state.info = info
+  state.ct = ct
   state.petRange = [0, petDisplayMax(pet)]
   pet.cal_min = state.petRange[0]
   pet.cal_max = state.petRange[1]
@@ -489,10 +508,10 @@ async function attach (sessionId, t0) {
   const tImages = performance.now()
   nv.setSliceType(nv.sliceTypeMultiplanar)
   computeMip()
-  const raw = await (await api('GET', `/sessions/${state.sessionId}/mask?format=raw`)).json()
-  const lesions = await (await api('GET', `/sessions/${state.sessionId}/lesions`)).json()
-  await applyUpdate({ ...raw, lesions: lesions.lesions, n_interactions: state.info.n_interactions ?? 0 }, 0)
-  const info = state.info
+  const raw = await (await api('GET', `/sessions/${sessionId}/mask?format=raw`)).json()
+  const lesions = await (await api('GET', `/sessions/${sessionId}/lesions`)).json()
+  checkCurrent(generation)
+  await applyUpdate({ ...raw, lesions: lesions.lesions, n_interactions: info.n_interactions ?? 0 }, 0)
   const m = info.model || {}
   const model = m.folder ? `${String(m.folder).split(/[\\/]/).filter(Boolean).pop()} (folds ${(m.folds || []).join(', ')})`
     : (info.model ? JSON.stringify(info.model) : '')
