@@ -509,3 +509,90 @@ def test_real_uvicorn_with_the_client_and_the_remote_session(pipeline, case_file
     with pytest.raises(ServerError) as e:  # the server is gone: a clean error, no traceback from urllib
         client.health()
     assert e.value.status is None and "cannot reach the server" in str(e.value)
+
+
+# ---------------------------------------------------------------------- keys and the command
+def test_key_files_and_the_default_key(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from nnunet_quantif.errors import ConfigError
+    from nnunet_quantif.server.settings import ensure_default_key, is_loopback, read_key_file
+
+    f = tmp_path / "keys.txt"
+    f.write_text(f"# readers\n{KEY}\n\n{OTHER_KEY}\n")
+    assert read_key_file(f) == (KEY, OTHER_KEY)
+    for bad in ("short\n", "# only a comment\n", "two words-0123456789abcdef\n"):
+        f.write_text(bad)
+        with pytest.raises(ConfigError, match="keys.txt"):
+            read_key_file(f)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    path, keys = ensure_default_key()
+    assert path == tmp_path / "config" / "quantif" / "server.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(keys) == 1 and len(keys[0]) >= 32
+    assert ensure_default_key() == (path, keys)  # reused, not replaced
+    os.chmod(path, 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        ensure_default_key()
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.org")
+
+
+def _serve(argv: list[str], monkeypatch) -> dict:
+    """Run ``quantif serve`` with uvicorn.run replaced: the app and the bind address it was given."""
+    import uvicorn
+
+    from nnunet_quantif.cli import main
+
+    seen: dict = {}
+
+    def fake_run(app, host, port, **kw):
+        seen.update(app=app, host=host, port=port)
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    seen["rc"] = main(["serve", *argv])
+    return seen
+
+
+def test_serve_refuses_a_public_host_without_keys_and_serves_the_demo(model, tmp_path, monkeypatch, capsys):
+    from nnunet_quantif.layout import IMAGES_DIR
+    from nnunet_quantif.model_set import relative_to_set, write_model_set
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    seen = _serve(["--host", "0.0.0.0", "--model", str(model)], monkeypatch)
+    assert seen["rc"] == 1 and "app" not in seen
+    assert "--api-key-file" in capsys.readouterr().err
+
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text(KEY + "\n")
+    seen = _serve(["--host", "0.0.0.0", "--port", "8123", "--api-key-file", str(key_file), "--model", str(model)],
+                  monkeypatch)
+    assert seen["rc"] == 0 and (seen["host"], seen["port"]) == ("0.0.0.0", 8123)
+    assert seen["app"].state.settings.api_keys == (KEY,)
+
+    demo = tmp_path / "demo_out"
+    rel = relative_to_set(demo / "model_set", model)
+    write_model_set(demo / "model_set", router="given", models={"fdg": rel, "psma": rel})
+    images = demo / "phantoms" / "test" / IMAGES_DIR
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(4)
+    write_image(rng.normal(size=SHAPE).astype(np.float32), GEOMETRY, images / "fdg_0001_0000.nii.gz")
+    write_image(rng.gamma(2.0, 1.0, SHAPE).astype(np.float32), GEOMETRY, images / "fdg_0001_0001.nii.gz")
+    seen = _serve(["--demo", str(demo), "--device", "cpu", "--folds", "0", "--max-sessions", "2",
+                   "--idle-timeout", "60"], monkeypatch)
+    out = capsys.readouterr().out
+    assert seen["rc"] == 0 and seen["host"] == "127.0.0.1"
+    app = seen["app"]
+    key = app.state.settings.api_keys[0]
+    assert f"http://127.0.0.1:8000/#key={key}" in out and "server.key" in out
+    assert app.state.settings.data_root == (demo / "phantoms" / "test").resolve()
+    with TestClient(app) as client:
+        listed = client.get("/api/v1/sessions", headers={KEY_HEADER: key}).json()["sessions"]
+        assert len(listed) == 1
+        info = wait_ready(client, listed[0]["session_id"], key)
+        assert info["status"] == "ready", info
+        assert info["tracer"] == "fdg" and info["model"]["tracer_source"] == "name"
+        app.state.manager.shutdown()
+
+    seen = _serve(["--demo", str(tmp_path / "no_demo")], monkeypatch)
+    assert seen["rc"] == 1 and "quantif demo" in capsys.readouterr().err
