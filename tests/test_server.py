@@ -596,3 +596,43 @@ def test_serve_refuses_a_public_host_without_keys_and_serves_the_demo(model, tmp
 
     seen = _serve(["--demo", str(tmp_path / "no_demo")], monkeypatch)
     assert seen["rc"] == 1 and "quantif demo" in capsys.readouterr().err
+
+
+def test_forward_passes_of_two_sessions_never_overlap(client, case_files, pipeline, monkeypatch):
+    import threading
+
+    predictor = pipeline.predictor("fdg")
+    original = predictor._internal_maybe_mirror_and_predict
+    state = {"now": 0, "most": 0, "calls": 0}
+    guard = threading.Lock()
+
+    def counted(x):
+        with guard:
+            state["now"] += 1
+            state["calls"] += 1
+            state["most"] = max(state["most"], state["now"])
+        try:
+            time.sleep(0.002)  # widen the window in which an overlap would show
+            return original(x)
+        finally:
+            with guard:
+                state["now"] -= 1
+
+    monkeypatch.setattr(predictor, "_internal_maybe_mirror_and_predict", counted)
+    sids = [open_ready(client, case_files), open_ready(client, case_files)]
+    codes: list[int] = []
+
+    def clicks(sid: str, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(2):
+            zyx = [int(rng.integers(0, s)) for s in SHAPE]
+            codes.append(client.post(f"/api/v1/sessions/{sid}/clicks", headers=H,
+                                     json={"zyx": zyx, "kind": "tumor"}).status_code)
+
+    threads = [threading.Thread(target=clicks, args=(sid, i)) for i, sid in enumerate(sids)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert codes == [200] * 4
+    assert state["calls"] > 0 and state["most"] == 1
