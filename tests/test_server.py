@@ -463,7 +463,7 @@ def test_real_uvicorn_with_the_client_and_the_remote_session(pipeline, case_file
     from nnunet_quantif.interactive import Session
     from nnunet_quantif.server.client import QuantIFClient, RemoteSession, ServerError, apply_update
 
-    app = create_app(make_settings(pipeline, tmp_path))
+    app = create_app(make_settings(pipeline, tmp_path, max_sessions=1))
     with RunningServer(app) as url:
         client = QuantIFClient(url, KEY, timeout=60)
         assert client.health() == {"status": "ok"}
@@ -475,6 +475,9 @@ def test_real_uvicorn_with_the_client_and_the_remote_session(pipeline, case_file
         sid = client.open_files(*case_files, tracer="fdg")
         info = client.wait_ready(sid, timeout=60)
         assert info["shape_zyx"] == list(SHAPE)
+        with pytest.raises(ServerError) as e:  # full: the client reads the 503, not a broken connection
+            client.open_files(*case_files)
+        assert e.value.status == 503 and e.value.retry_after == 30
         mask = client.mask(sid)
         update = client.click(sid, (6, 8, 8), "tumor")
         apply_update(mask, update)
