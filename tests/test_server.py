@@ -463,7 +463,7 @@ def test_real_uvicorn_with_the_client_and_the_remote_session(pipeline, case_file
     from nnunet_quantif.interactive import Session
     from nnunet_quantif.server.client import QuantIFClient, RemoteSession, ServerError, apply_update
 
-    app = create_app(make_settings(pipeline, tmp_path))
+    app = create_app(make_settings(pipeline, tmp_path, max_sessions=1))
     with RunningServer(app) as url:
         client = QuantIFClient(url, KEY, timeout=60)
         assert client.health() == {"status": "ok"}
@@ -475,6 +475,9 @@ def test_real_uvicorn_with_the_client_and_the_remote_session(pipeline, case_file
         sid = client.open_files(*case_files, tracer="fdg")
         info = client.wait_ready(sid, timeout=60)
         assert info["shape_zyx"] == list(SHAPE)
+        with pytest.raises(ServerError) as e:  # full: the client reads the 503, not a broken connection
+            client.open_files(*case_files)
+        assert e.value.status == 503 and e.value.retry_after == 30
         mask = client.mask(sid)
         update = client.click(sid, (6, 8, 8), "tumor")
         apply_update(mask, update)
@@ -509,3 +512,130 @@ def test_real_uvicorn_with_the_client_and_the_remote_session(pipeline, case_file
     with pytest.raises(ServerError) as e:  # the server is gone: a clean error, no traceback from urllib
         client.health()
     assert e.value.status is None and "cannot reach the server" in str(e.value)
+
+
+# ---------------------------------------------------------------------- keys and the command
+def test_key_files_and_the_default_key(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from nnunet_quantif.errors import ConfigError
+    from nnunet_quantif.server.settings import ensure_default_key, is_loopback, read_key_file
+
+    f = tmp_path / "keys.txt"
+    f.write_text(f"# readers\n{KEY}\n\n{OTHER_KEY}\n")
+    assert read_key_file(f) == (KEY, OTHER_KEY)
+    for bad in ("short\n", "# only a comment\n", "two words-0123456789abcdef\n"):
+        f.write_text(bad)
+        with pytest.raises(ConfigError, match="keys.txt"):
+            read_key_file(f)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    path, keys = ensure_default_key()
+    assert path == tmp_path / "config" / "quantif" / "server.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(keys) == 1 and len(keys[0]) >= 32
+    assert ensure_default_key() == (path, keys)  # reused, not replaced
+    os.chmod(path, 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        ensure_default_key()
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.org")
+
+
+def _serve(argv: list[str], monkeypatch) -> dict:
+    """Run ``quantif serve`` with uvicorn.run replaced: the app and the bind address it was given."""
+    import uvicorn
+
+    from nnunet_quantif.cli import main
+
+    seen: dict = {}
+
+    def fake_run(app, host, port, **kw):
+        seen.update(app=app, host=host, port=port)
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    seen["rc"] = main(["serve", *argv])
+    return seen
+
+
+def test_serve_refuses_a_public_host_without_keys_and_serves_the_demo(model, tmp_path, monkeypatch, capsys):
+    from nnunet_quantif.layout import IMAGES_DIR
+    from nnunet_quantif.model_set import relative_to_set, write_model_set
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    seen = _serve(["--host", "0.0.0.0", "--model", str(model)], monkeypatch)
+    assert seen["rc"] == 1 and "app" not in seen
+    assert "--api-key-file" in capsys.readouterr().err
+
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text(KEY + "\n")
+    seen = _serve(["--host", "0.0.0.0", "--port", "8123", "--api-key-file", str(key_file), "--model", str(model)],
+                  monkeypatch)
+    assert seen["rc"] == 0 and (seen["host"], seen["port"]) == ("0.0.0.0", 8123)
+    assert seen["app"].state.settings.api_keys == (KEY,)
+
+    demo = tmp_path / "demo_out"
+    rel = relative_to_set(demo / "model_set", model)
+    write_model_set(demo / "model_set", router="given", models={"fdg": rel, "psma": rel})
+    images = demo / "phantoms" / "test" / IMAGES_DIR
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(4)
+    write_image(rng.normal(size=SHAPE).astype(np.float32), GEOMETRY, images / "fdg_0001_0000.nii.gz")
+    write_image(rng.gamma(2.0, 1.0, SHAPE).astype(np.float32), GEOMETRY, images / "fdg_0001_0001.nii.gz")
+    seen = _serve(["--demo", str(demo), "--device", "cpu", "--folds", "0", "--max-sessions", "2",
+                   "--idle-timeout", "60"], monkeypatch)
+    out = capsys.readouterr().out
+    assert seen["rc"] == 0 and seen["host"] == "127.0.0.1"
+    app = seen["app"]
+    key = app.state.settings.api_keys[0]
+    assert f"http://127.0.0.1:8000/#key={key}" in out and "server.key" in out
+    assert app.state.settings.data_root == (demo / "phantoms" / "test").resolve()
+    with TestClient(app) as client:
+        listed = client.get("/api/v1/sessions", headers={KEY_HEADER: key}).json()["sessions"]
+        assert len(listed) == 1
+        info = wait_ready(client, listed[0]["session_id"], key)
+        assert info["status"] == "ready", info
+        assert info["tracer"] == "fdg" and info["model"]["tracer_source"] == "name"
+        app.state.manager.shutdown()
+
+    seen = _serve(["--demo", str(tmp_path / "no_demo")], monkeypatch)
+    assert seen["rc"] == 1 and "quantif demo" in capsys.readouterr().err
+
+
+def test_forward_passes_of_two_sessions_never_overlap(client, case_files, pipeline, monkeypatch):
+    import threading
+
+    predictor = pipeline.predictor("fdg")
+    original = predictor._internal_maybe_mirror_and_predict
+    state = {"now": 0, "most": 0, "calls": 0}
+    guard = threading.Lock()
+
+    def counted(x):
+        with guard:
+            state["now"] += 1
+            state["calls"] += 1
+            state["most"] = max(state["most"], state["now"])
+        try:
+            time.sleep(0.002)  # widen the window in which an overlap would show
+            return original(x)
+        finally:
+            with guard:
+                state["now"] -= 1
+
+    monkeypatch.setattr(predictor, "_internal_maybe_mirror_and_predict", counted)
+    sids = [open_ready(client, case_files), open_ready(client, case_files)]
+    codes: list[int] = []
+
+    def clicks(sid: str, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(2):
+            zyx = [int(rng.integers(0, s)) for s in SHAPE]
+            codes.append(client.post(f"/api/v1/sessions/{sid}/clicks", headers=H,
+                                     json={"zyx": zyx, "kind": "tumor"}).status_code)
+
+    threads = [threading.Thread(target=clicks, args=(sid, i)) for i, sid in enumerate(sids)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert codes == [200] * 4
+    assert state["calls"] > 0 and state["most"] == 1

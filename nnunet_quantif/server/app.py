@@ -318,7 +318,11 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     async def open_session(request: Request, key: Caller) -> JSONResponse:
         """Open a case, asynchronously: an upload (``ct`` and ``pet`` images, or ``dicom_zip``) or paths under
         ``--data-root``. Poll ``GET /api/v1/sessions/{id}`` until ``status`` is ``ready`` or ``failed``."""
-        await run_in_threadpool(manager.check_room)
+        try:
+            await run_in_threadpool(manager.check_room)
+        except ServerFull:
+            await _drain(request, settings.max_upload_bytes)  # so that the client reads the 503
+            raise
         ctype = request.headers.get("content-type", "")
         if ctype.split(";")[0].strip().lower() == "application/json":
             (source, tracer), folder = await _by_path(request), None
@@ -356,6 +360,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     async def _by_upload(request: Request, ctype: str) -> tuple[CaseSource, str | None, Path]:
         folder = manager.new_folder()
+        read_all = False
         try:
             if (length := request.headers.get("content-length", "")).isdigit() \
                     and int(length) > settings.max_upload_bytes:
@@ -366,7 +371,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             try:
                 async for chunk in request.stream():
                     await run_in_threadpool(sink.feed, chunk) if len(chunk) > (1 << 20) else sink.feed(chunk)
+                read_all = True
                 upload = sink.finish()
+            except InputRefused as e:
+                if not read_all and e.status != 413:  # read the rest, so that the client reads the answer
+                    await _drain(request, settings.max_upload_bytes - sink.received)
+                raise
             finally:
                 sink.close()
             tracer = upload.fields.get("tracer") or None
@@ -483,6 +493,19 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
 
 # ---------------------------------------------------------------------- helpers
+async def _drain(request: Request, limit: int) -> None:
+    """Read and drop the rest of a request body (at most ``limit`` bytes more), so that a client still sending
+    it reads the answer instead of a broken connection."""
+    n = 0
+    while n <= limit:
+        message = await request.receive()
+        if message.get("type") != "http.request":
+            return
+        n += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
 def _case_name(rel: str) -> str:
     from ..io import strip_image_extension
 
