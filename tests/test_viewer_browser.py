@@ -2,9 +2,10 @@
 
 A real uvicorn on 127.0.0.1 (a free port) serves :func:`nnunet_quantif.server.app.create_app` over a small FDG
 phantom under ``--data-root``; Debian's headless Chromium, driven by Selenium through ``/usr/bin/chromedriver``
-(nothing is downloaded), opens the page, enters the key, opens the phantom by path, clicks on the axial slice at
-two lesions and shift-clicks the background, and checks the voxels sent, the mask overlay (the page's mask, the
-canvas pixels, the MIP), the lesion table, undo, a table row centring the view, a download and reset.
+(nothing is downloaded), opens the page, is refused without the key, enters the key, uploads the phantom, clicks on
+the axial slice at two lesions and shift-clicks the background, and checks the voxels sent, the mask overlay (the
+page's mask, the canvas pixels, the MIP), the lesion table, undo, a table row centring the view, a download, resuming
+the session after a reload, and reset.
 
 The model is a random-weight tiny model whose network echoes the click heatmap (as in tests/test_napari_logic.py):
 a tumor click on a lesion makes a lesion there, so the test sees the mask the server sent. With
@@ -204,14 +205,20 @@ def test_viewer_open_click_table_undo_download_reset(server, phantom, driver, tm
     d.find_element(By.CSS_SELECTOR, "#open-path button").click()
     _until(d, lambda _: _status(d)["state"] == "error", "the refusal without a key")
     assert "401" in d.find_element(By.ID, "progress").text
+    opens = [s for s in d.execute_script("return window.__sent") if s["url"].endswith("/sessions")]
+    assert [(json.loads(s["body"]), s["status"]) for s in opens] == [
+        ({"ct": "fdg_phantom_0000.nii.gz", "pet": "fdg_phantom_0001.nii.gz", "tracer": "fdg"}, 401)]
 
     # with the key: the case opens, the step-0 mask (empty for the echo model) is in
     d.find_element(By.ID, "api-key").send_keys(KEY)
     d.find_element(By.ID, "save-key").click()
     assert d.execute_script("return sessionStorage.getItem('quantif-api-key')") == KEY
     _until(d, lambda _: "API 1" in d.find_element(By.ID, "server-info").text, "the server's version")
+    # the real open is an upload of the same files (the path form's body was sent above)
+    d.find_element(By.ID, "upload-ct").send_keys(str(phantom["root"] / "fdg_phantom_0000.nii.gz"))
+    d.find_element(By.ID, "upload-pet").send_keys(str(phantom["root"] / "fdg_phantom_0001.nii.gz"))
     t0 = time.monotonic()
-    d.find_element(By.CSS_SELECTOR, "#open-path button").click()
+    d.find_element(By.CSS_SELECTOR, "#open-upload button").click()
     _until(d, lambda _: _status(d)["state"] in ("ready", "error"), "the case to open")
     st = _status(d)
     assert st["state"] == "ready", st
