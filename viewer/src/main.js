@@ -33,6 +33,7 @@ const state = {
   mask: null, // NVImage, uint8, the case's grid
   petRange: [0, PET_MIN_MAX],
   mip: null, // {value: Float32Array(nz * nx), argY: Int32Array(nz * nx)}
+  mipPicture: null, // OffscreenCanvas(nx, nz): the MIP as shown
   busy: false,
   generation: 0, // counts openings: an older one stops when a newer one starts
   updates: 0,
@@ -198,6 +199,7 @@ function maskVoxels () {
 async function applyUpdate (update, roundTripS) {
   await applyMaskBox(update.box_zyx, update.mask_zlib_b64)
   nv.updateGLVolume()
+  renderMip()
   drawMip()
   if (update.lesions) showLesions(update.lesions)
   state.updates += 1
@@ -305,14 +307,9 @@ function mipLayout () {
   }
 }
 
-function drawMip () {
-  if (!state.mip) return
-  const canvas = $('mip-canvas')
-  const rect = canvas.getBoundingClientRect()
-  if (rect.width > 0 && (canvas.width !== Math.round(rect.width) || canvas.height !== Math.round(rect.height))) {
-    canvas.width = Math.round(rect.width)
-    canvas.height = Math.round(rect.height)
-  }
+// the MIP picture (nx x nz pixels, as shown): PET in hot, lesion voxels anywhere along y in the mask colour;
+// made again after each mask update, drawn (scaled, with the crosshair) on every view change
+function renderMip () {
   const [nx, ny, nz] = state.dims
   const { value } = state.mip
   const mask = state.mask.img
@@ -333,13 +330,26 @@ function drawMip () {
       image.data[o + 3] = 255
     }
   }
-  const off = new OffscreenCanvas(nx, nz)
-  off.getContext('2d').putImageData(image, 0, 0)
+  const picture = new OffscreenCanvas(nx, nz)
+  picture.getContext('2d').putImageData(image, 0, 0)
+  state.mipPicture = picture
+}
+
+function drawMip () {
+  if (!state.mipPicture) return
+  const canvas = $('mip-canvas')
+  const rect = canvas.getBoundingClientRect()
+  if (rect.width > 0 && (canvas.width !== Math.round(rect.width) || canvas.height !== Math.round(rect.height))) {
+    canvas.width = Math.round(rect.width)
+    canvas.height = Math.round(rect.height)
+  }
+  const [nx, , nz] = state.dims
+  const L = mipLayout()
   const ctx = canvas.getContext('2d')
   ctx.fillStyle = '#000'
   ctx.fillRect(0, 0, canvas.width, canvas.height)
   ctx.imageSmoothingEnabled = false
-  ctx.drawImage(off, L.left, L.top, L.w, L.h)
+  ctx.drawImage(state.mipPicture, L.left, L.top, L.w, L.h)
   const [cx, , cz] = crosshairVoxel()
   const px = L.left + ((L.flipX ? nx - 1 - cx : cx) + 0.5) * L.w / nx
   const py = L.top + ((L.flipZ ? nz - 1 - cz : cz) + 0.5) * L.h / nz
@@ -426,6 +436,7 @@ async function closeCurrent () {
   const old = state.sessionId
   state.sessionId = null
   state.mip = null
+  state.mipPicture = null
   state.mask = null
   setReady(false)
   if (nv.volumes.length) {
