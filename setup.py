@@ -17,7 +17,9 @@ setup(
     packages=find_packages(include=["nnunet_quantif", "nnunet_quantif.*"]) + ["nnunet_quantif.configs"],
     package_dir={"nnunet_quantif.configs": "configs"},
     package_data={"nnunet_quantif": ["nnunet_ext/*.py"], "nnunet_quantif.configs": ["*.json", "*.md"],
-                  "nnunet_quantif.napari": ["napari.yaml"]},
+                  "nnunet_quantif.napari": ["napari.yaml"],
+                  # the browser viewer's built bundle (viewer/ -> scripts/build_viewer.sh), served by quantif serve
+                  "nnunet_quantif.server": ["static/*"]},
     include_package_data=True,
     install_requires=[
         "nnunetv2>=2.8,<2.9",
@@ -37,8 +39,14 @@ setup(
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3.2", "ruff>=0.5", "hypothesis>=6.100",
                              "pydicom>=3", "highdicom>=0.22",
                              # dcmqi's tid1500reader: an independent reader of the DICOM SR (tests/test_dicom_sr.py)
-                             "dcmqi>=1.5"],
+                             "dcmqi>=1.5",
+                             # the session server's tests (FastAPI's TestClient needs httpx)
+                             "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "httpx>=0.27",
+                             # the viewer's browser test drives Debian's Chromium through /usr/bin/chromedriver
+                             "selenium>=4.10"],
                     "dicom": ["pydicom>=3", "highdicom>=0.22"],
+                    # quantif serve: the session server (FastAPI on uvicorn; multipart uploads)
+                    "server": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
                     # the napari plugin (quantif view); napari-test adds what its Qt tests need (Xvfb from the OS)
                     "napari": ["napari[pyqt5]>=0.5"],
                     "napari-test": ["napari[pyqt5]>=0.5", "pytest-qt>=4.2", "pytest-xvfb>=3"]},

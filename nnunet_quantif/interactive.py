@@ -458,6 +458,26 @@ class Session:
         """The tracer the case was routed to."""
         return self._need_case()["tracer"].tracer
 
+    @property
+    def tracer_decision(self):
+        """How the case was routed (:class:`~nnunet_quantif.inference.routing.TracerDecision`: tracer, source and
+        the classifier's P(PSMA) when it decided)."""
+        return self._need_case()["tracer"]
+
+    @property
+    def images(self) -> tuple[np.ndarray, np.ndarray]:
+        """The case's CT (HU) and PET (SUV), (z, y, x) float32 on the case's grid (read-only views)."""
+        case = self._need_case()
+        views = case["ct"].view(), case["pet"].view()
+        for v in views:
+            v.flags.writeable = False
+        return views
+
+    @property
+    def case_name(self) -> str:
+        """The case's name (the lesion table's ``case``)."""
+        return self._need_case()["name"]
+
     # ------------------------------------------------------------------ internals
     def _need_case(self) -> dict:
         if self._case is None:

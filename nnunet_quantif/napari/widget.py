@@ -47,6 +47,7 @@ from ..errors import ClickError, QuantIFError
 from ..inference.options import PipelineOptions
 from ..inference.routing import TRACER_CHOICES
 from ..interactive import CLICK_KINDS, Session
+from ..server.client import QuantIFClient, RemoteSession
 from .logic import (
     TABLE_COLUMNS,
     Click,
@@ -166,6 +167,16 @@ class QuantIFWidget(QWidget):
         form.addRow("device", self.device_combo)
         layout.addWidget(models)
 
+        remote = QGroupBox("or a server (quantif serve)")
+        form = QFormLayout(remote)
+        self.server_url_edit = QLineEdit()
+        self.server_url_edit.setPlaceholderText("http://host:8000 (empty: the models above, here)")
+        form.addRow("server URL", self.server_url_edit)
+        self.server_key_edit = QLineEdit()
+        self.server_key_edit.setEchoMode(QLineEdit.Password)
+        form.addRow("API key", self.server_key_edit)
+        layout.addWidget(remote)
+
         case = QGroupBox("case")
         form = QFormLayout(case)
         self.ct_edit = self._path_row(form, "CT", False)
@@ -283,7 +294,12 @@ class QuantIFWidget(QWidget):
             self.pet_edit.setText(str(pet))
         ct, pet = self.ct_edit.text().strip(), self.pet_edit.text().strip()
         settings = self.model_settings()
+        remote = self.remote_settings()
+        if remote is not None:
+            return self._load_remote(ct, pet, clicks, settings, remote)
         session = self.session if settings == self._settings_of_session else None
+        if isinstance(session, RemoteSession):
+            session = None
 
         def job() -> Generator[str, None, object]:
             nonlocal session
@@ -307,6 +323,31 @@ class QuantIFWidget(QWidget):
             return session, ct_a, pet_a, order, (ct, pet)
 
         return self._start(job, partial(self._on_loaded, settings), "QuantIF: loading the case")
+
+    def remote_settings(self) -> tuple[str, str] | None:
+        """The server URL and API key of the server fields (None: no server, the models run here)."""
+        url = self.server_url_edit.text().strip()
+        return (url, self.server_key_edit.text().strip()) if url else None
+
+    def _load_remote(self, ct: str, pet: str, clicks: str | None, settings: ModelSettings, remote: tuple[str, str]):
+        """:meth:`load_case` on a server: the case is read here, uploaded, and clicks go to the server."""
+        previous = self.session if isinstance(self.session, RemoteSession) else None
+
+        def job() -> Generator[str, None, object]:
+            yield f"reading {Path(pet).name}"
+            ct_a, pet_a, geometry, name = read_case(ct, pet, "raise", ignore_ct_mismatch=self.ignore_ct_mismatch)
+            session = RemoteSession(QuantIFClient(*remote))
+            yield f"uploading to {remote[0]}; the server predicts without clicks"
+            session.open(ct_a, pet_a, geometry, tracer=settings.tracer, case_name=name)
+            if previous is not None:
+                previous.close()
+            order: list[Click] = []
+            if clicks:
+                yield f"replaying {Path(clicks).name}"
+                order = resume_clicks(session, clicks)
+            return session, ct_a, pet_a, order, (ct, pet)
+
+        return self._start(job, partial(self._on_loaded, settings), "QuantIF: loading the case on the server")
 
     def _on_loaded(self, settings: ModelSettings, result: tuple) -> None:
         session, ct, pet, order, (self.ct_path, self.pet_path) = result
