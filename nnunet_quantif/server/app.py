@@ -369,9 +369,13 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                 raise too_large("the upload", settings.max_upload_bytes)
             sink = MultipartSink(ctype, folder, settings.max_upload_bytes)
             try:
-                async for chunk in request.stream():
+                while not read_all:
+                    message = await request.receive()
+                    if message.get("type") != "http.request":
+                        raise InputRefused("the client closed the connection during the upload")
+                    read_all = not message.get("more_body", False)
+                    chunk = message.get("body", b"")
                     await run_in_threadpool(sink.feed, chunk) if len(chunk) > (1 << 20) else sink.feed(chunk)
-                read_all = True
                 upload = sink.finish()
             except InputRefused as e:
                 if not read_all and e.status != 413:  # read the rest, so that the client reads the answer
@@ -495,7 +499,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 # ---------------------------------------------------------------------- helpers
 async def _drain(request: Request, limit: int) -> None:
     """Read and drop the rest of a request body (at most ``limit`` bytes more), so that a client still sending
-    it reads the answer instead of a broken connection."""
+    it reads the answer instead of a broken connection. Only for a body whose last part has not been received:
+    past it, ``receive`` waits for the client to disconnect."""
     n = 0
     while n <= limit:
         message = await request.receive()

@@ -15,7 +15,7 @@ import os
 import secrets
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -135,7 +135,6 @@ class ServerSettings:
     default_tracer: str = "auto"
     lean: bool = False
     retry_after_s: int = 30
-    device_name: str = field(default="default")
 
     def __post_init__(self) -> None:
         if self.max_sessions < 1:
