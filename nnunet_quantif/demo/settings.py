@@ -89,7 +89,7 @@ class DemoSettings:
     """
 
     n_train: int = 16
-    n_test: int = 4
+    n_test: int = 10
     n_val: int = 2
     healthy_fraction: float = 0.2
     epochs: int = 50
