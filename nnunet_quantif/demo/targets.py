@@ -107,3 +107,43 @@ def _nanmean(values: list) -> float | None:
     """Mean of the finite values (None and NaN left out); None when there is none."""
     vals = [float(v) for v in values if v is not None and np.isfinite(float(v))]
     return float(np.mean(vals)) if vals else None
+
+
+def targets_over_seeds(runs: list[dict]) -> dict:
+    """The targets on the mean over several runs (seeds) of :func:`quality_targets`.
+
+    Parameters
+    ----------
+    runs : list of dict
+        The ``targets`` of each run's ``summary.json`` (scopes as :func:`quality_targets` returns them).
+
+    Returns
+    -------
+    dict
+        Per scope (``overall`` and each tracer present in every run): the compared values averaged over the runs,
+        and the targets checked on those means (overall: DSC at the first and last step, FPV; a tracer: FPV), except
+        region growing, which a tracer must beat on every run (``beats_region_growing_every_seed``); ``n_runs`` and
+        ``all_met``. ``{"n_runs": 0, "all_met": None}`` without runs.
+    """
+    runs = [r for r in runs if r and "overall" in r]
+    if not runs:
+        return {"n_runs": 0, "all_met": None}
+    common = set.intersection(*[{k for k, v in r.items() if isinstance(v, dict) and k != "time"} for r in runs])
+    scopes = sorted(common - {"overall"}) + ["overall"]
+    out: dict = {"n_runs": len(runs)}
+    for scope in scopes:
+        keys = [k for k in runs[0][scope] if k.endswith(("_first", "_last"))]
+        row: dict = {k: _nanmean([r[scope].get(k) for r in runs]) for k in keys}
+        grower = next((k[: -len("_dsc_last")] for k in keys if k.endswith("_dsc_last") and k != "model_dsc_last"),
+                      "rg41")
+        threshold = next((k[: -len("_fpv_last")] for k in keys if k.endswith("_fpv_last") and k != "model_fpv_last"),
+                         "suv4")
+        flags = target_flags(row, overall=scope == "overall", grower=grower, threshold=threshold)
+        if scope != "overall":
+            del flags["beats_region_growing"]
+            each = [r[scope].get("beats_region_growing") for r in runs]
+            flags["beats_region_growing_every_seed"] = None if None in each else all(each)
+        out[scope] = {**row, **flags}
+    flags = [v for s in scopes for v in _target_flags(out[s]).values()]
+    out["all_met"] = bool(flags) and all(v is True for v in flags)
+    return out
