@@ -14,7 +14,12 @@ from ..io import write_json
 from ..layout import CONFIGURATION, RESULTS_ROOT, model_folder_name
 
 STATE_FILE = "demo_state.json"
-TRAINER = "nnUNetTrainerQuantIF_tiny"
+#: The tiny trainers the demo names: full clicks (every sample sees all 10 + 10 clicks, as the paper trains) and
+#: uniform click-count sampling (``--click-sampling``).
+FULL_CLICK_TRAINER = "nnUNetTrainerQuantIF_tiny"
+CLICK_SAMPLING_TRAINER = "nnUNetTrainerQuantIF_tiny_clickSampling"
+#: The demo's default trainer, chosen by the paired comparison over seeds in docs/DEMO.md ("Which trainer").
+TRAINER = FULL_CLICK_TRAINER
 PLANS = "nnUNetPlans_tiny"
 #: nnU-Net plans of the demo's preprocessed data: the default planner at the phantoms' own 6 x 5 x 5 mm (z, y, x) grid.
 #: A coarser grid starves the model: at 10 mm a median lesion is a handful of voxels (docs/DEMO.md, "What makes the
@@ -131,7 +136,7 @@ class DemoSettings:
         """The nnU-Net trainer of this run."""
         if self.trainer_name:
             return self.trainer_name
-        return TRAINER + ("_clickSampling" if self.click_sampling else "")
+        return CLICK_SAMPLING_TRAINER if self.click_sampling else TRAINER
 
     def to_dict(self) -> dict:
         d = asdict(self)
