@@ -68,7 +68,8 @@ def test_time_target_is_checked_apart_from_quality():
 
 def test_presets_and_the_trainer_they_train():
     default, quick = DemoSettings.preset(False), DemoSettings.preset(True, seed=3)
-    assert (default.smoke, default.mirroring, default.trainer) == (False, "none", "nnUNetTrainerQuantIF_tiny")
+    assert (default.smoke, default.mirroring, default.trainer) == (False, "none", "nnUNetTrainerQuantIF_tiny_clickMix")
+    assert (default.n_test, default.healthy_fraction) == (10, 0.2)  # 2 lesion-free, 8 lesion cases per tracer
     assert (quick.smoke, quick.mirroring, quick.seed) == (True, "none", 3)
     assert quick.n_train < default.n_train and quick.epochs < default.epochs
     assert default.steps == tuple(range(11)) and quick.steps == (0, 1, 5, 10)  # the challenge's 11 steps; smoke: 4
@@ -131,7 +132,8 @@ def test_the_predict_command_parses(tmp_path, smoke):
     build_parser().parse_args(argv[1:])
     words = shlex.join(argv)
     assert ("--tracer name" in words) == smoke and ("--tracer-weights" in words) == (not smoke)
-    assert Path(argv[argv.index("--model-fdg") + 1]).name == "nnUNetTrainerQuantIF_tiny__nnUNetPlans_tiny__3d_fullres"
+    assert (Path(argv[argv.index("--model-fdg") + 1]).name
+            == "nnUNetTrainerQuantIF_tiny_clickMix__nnUNetPlans_tiny__3d_fullres")
     assert Path(argv[argv.index("--out") + 1]).parent == tmp_path / "predict_example"
 
 

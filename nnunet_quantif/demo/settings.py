@@ -18,8 +18,9 @@ STATE_FILE = "demo_state.json"
 #: uniform click-count sampling (``--click-sampling``).
 FULL_CLICK_TRAINER = "nnUNetTrainerQuantIF_tiny"
 CLICK_SAMPLING_TRAINER = "nnUNetTrainerQuantIF_tiny_clickSampling"
-#: The demo's default trainer, chosen by the paired comparison over seeds in docs/DEMO.md ("Which trainer").
-TRAINER = FULL_CLICK_TRAINER
+#: The demo's default trainer: click-count sampling weighted towards no clicks and all ten
+#: (``CLICK_MIX_WEIGHTS``), chosen by the paired comparison in docs/METHOD.md ("Full clicks or the click mixture").
+TRAINER = "nnUNetTrainerQuantIF_tiny_clickMix"
 PLANS = "nnUNetPlans_tiny"
 #: nnU-Net plans of the demo's preprocessed data: the default planner at the phantoms' own 6 x 5 x 5 mm (z, y, x) grid.
 #: A coarser grid starves the model: at 10 mm a median lesion is a handful of voxels (docs/DEMO.md, "What makes the
@@ -80,8 +81,8 @@ class DemoSettings:
         which is what the CT default is for), and its tiny CPU models learn better on raw SUV (docs/DEMO.md,
         "PET scheme of the demo").
     click_sampling : bool
-        Train ``nnUNetTrainerQuantIF_tiny_clickSampling`` (each sample sees the heatmap of a random
-        number k = 0..10 of its clicks) instead of the full-click tiny trainer.
+        Train ``nnUNetTrainerQuantIF_tiny_clickSampling`` (each sample sees the heatmap of a uniformly drawn
+        number k = 0..10 of its clicks) instead of the default :data:`TRAINER`.
     trainer_name : str, optional
         Train this tiny trainer instead (an ablation, e.g. ``nnUNetTrainerQuantIF_tiny_heatmapAug`` or
         ``nnUNetTrainerQuantIF_noOrgans_tiny``); it must be one of the exported trainers with ``tiny`` in its name.
