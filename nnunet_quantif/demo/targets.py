@@ -11,13 +11,6 @@ TARGET_DSC = 0.6
 TARGET_FPV_FRACTION_OF_SUV4 = 0.1
 #: Wall time of a default demo run on 2 idle CPU cores, in minutes.
 TARGET_MINUTES = 15.0
-#: Which target each key of a :func:`quality_targets` scope checks, for reports.
-TARGET_KEYS = {
-    f"dsc_first_ge_{TARGET_DSC_FIRST}": "overall",
-    f"dsc_last_ge_{TARGET_DSC}": "overall",
-    "beats_region_growing": "each tracer",
-    "fpv_below_tenth_of_suv4": "each tracer and overall",
-}
 
 
 def quality_targets(methods: dict, steps: list[int], model: str = "model", grower: str = "rg41",
@@ -40,7 +33,7 @@ def quality_targets(methods: dict, steps: list[int], model: str = "model", growe
     -------
     dict
         Per scope (each tracer and ``overall``): the values compared (keys ending in ``_first``/``_last``) and one
-        boolean (None when a value is missing) per target of that scope (:data:`TARGET_KEYS`); ``all_met`` over
+        boolean (None when a value is missing) per target of that scope (:func:`target_flags`); ``all_met`` over
         every scope. Missing methods give None.
     """
     if model not in methods:
