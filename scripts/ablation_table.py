@@ -42,7 +42,11 @@ from nnunet_quantif.evaluation.metrics import METRICS, auc_over_steps
 CASE_AUCS = ("auc_dsc", "auc_fpv", "auc_fnv")
 
 
-def _trainer(settings: dict) -> str:
+def _trainer(summary: dict) -> str:
+    """The trainer of a demo run: the one its ``summary.json`` names, else (older runs) from its settings."""
+    if summary.get("trainer"):
+        return summary["trainer"]
+    settings = summary["settings"]
     return settings.get("trainer_name") or ("nnUNetTrainerQuantIF_tiny_clickSampling"
                                             if settings.get("click_sampling") else "nnUNetTrainerQuantIF_tiny")
 
@@ -59,7 +63,7 @@ def case_values(folder: Path, method: str = "model") -> list[dict]:
     rows = [r for r in read_step_rows(steps_csv) if r["method"] == method]
     by_case: dict[str, dict] = {}
     for r in rows:
-        entry = by_case.setdefault(r["case"], {"run": folder.name, "trainer": _trainer(settings),
+        entry = by_case.setdefault(r["case"], {"run": folder.name, "trainer": _trainer(summary),
                                                "seed": settings["seed"], "case": r["case"], "tracer": r["tracer"]})
         for m in METRICS:
             entry[f"{m}@{r['step']}"] = r[m]
@@ -68,17 +72,26 @@ def case_values(folder: Path, method: str = "model") -> list[dict]:
     return [by_case[c] for c in sorted(by_case)]
 
 
-def _ci_of(cases: list[dict], key: str, tracer: str) -> tuple[float, float] | None:
-    """Bootstrap interval of the mean of ``key`` over the cases of ``tracer`` (``overall``: mean of tracer means)."""
+def mean_ci(cases: list[dict], key: str, tracer: str) -> tuple[float, float, float]:
+    """Mean of ``key`` over the :func:`case_values` rows of ``tracer`` and its 95 % bootstrap interval.
+
+    ``overall`` is the mean of the tracer means, resampled within each tracer. The rows may come from several runs
+    (seeds): the (seed, case) pairs are then what is resampled. Undefined values (NaN) are left out; all NaN when
+    no row has ``key``.
+    """
     if not cases or not all(key in c for c in cases):
-        return None
+        return float("nan"), float("nan"), float("nan")
     if tracer == "overall":
         groups: dict[str, list[float]] = {}
         for c in cases:
             groups.setdefault(c["tracer"], []).append(c[key])
-        _, low, high = stratified_bootstrap_ci(groups)
-    else:
-        _, low, high = bootstrap_ci([c[key] for c in cases if c["tracer"] == tracer])
+        return stratified_bootstrap_ci(groups)
+    return bootstrap_ci([c[key] for c in cases if c["tracer"] == tracer])
+
+
+def _ci_of(cases: list[dict], key: str, tracer: str) -> tuple[float, float] | None:
+    """Bootstrap interval of the mean of ``key`` over the cases of ``tracer`` (``overall``: mean of tracer means)."""
+    _, low, high = mean_ci(cases, key, tracer)
     return None if math.isnan(low) else (low, high)
 
 
@@ -146,7 +159,7 @@ def run_rows(folder: Path, method: str = "model") -> list[dict]:
     """One dict per tracer and one ``overall`` for a finished demo folder."""
     summary = json.loads((folder / "summary.json").read_text())
     settings = summary["settings"]
-    trainer = _trainer(settings)
+    trainer = _trainer(summary)
     ev = json.loads(Path(summary["evaluation_summary"]).read_text())
     if method not in ev.get("methods", {}):
         raise SystemExit(f"{folder}: no method {method!r} in {summary['evaluation_summary']}")

@@ -104,3 +104,51 @@ def test_paired_comparison_over_seeds_and_cases(tmp_path, capsys):
         mod["paired_comparison"](cases, "TrA", "TrB", "dsc@5")
     with pytest.raises(SystemExit, match="no \\(seed, case\\) pair"):
         mod["paired_comparison"](cases, "TrA", "TrC", "dsc@10")
+
+
+SEEDS_SCRIPT = SCRIPT.with_name("demo_seeds.py")
+
+
+def test_demo_seeds_reads_finished_runs_and_gives_the_mean_with_its_interval(tmp_path, capsys):
+    """``scripts/demo_seeds.py --no-run`` on finished folders of two seeds: each seed's rows, the mean over the
+    (seed, case) pairs with its interval, the targets per seed and on the mean; an unfinished seed is skipped."""
+    from nnunet_quantif.demo.targets import quality_targets
+
+    mod = runpy.run_path(str(SEEDS_SCRIPT))
+    for seed in (0, 1):
+        dsc10 = {"fdg_a": 0.5 + 0.1 * seed, "fdg_b": 0.7 + 0.1 * seed, "fdg_free": float("nan"),
+                 "psma_c": 0.4 + 0.1 * seed, "psma_d": 0.6 + 0.1 * seed}
+        folder = _steps_folder(tmp_path, f"TrX_s{seed}", seed, "TrX", dsc10)
+        assert folder == mod["run_folder"](tmp_path, "TrX", seed)
+        curve = lambda d0, d1, f0, f1: {"step": [0, 10], "dsc_mean": [d0, d1], "fpv_mean": [f0, f1]}  # noqa: E731
+        methods = {"model": {"curves": {"fdg": curve(0.4, 0.6 + 0.1 * seed, 5.0, 1.0),
+                                        "psma": curve(0.3, 0.5 + 0.1 * seed, 5.0, 1.0)}},
+                   # region growing beats the PSMA model on seed 0 only
+                   "rg41": {"curves": {"fdg": curve(0.0, 0.3, 9.0, 9.0), "psma": curve(0.0, 0.55, 9.0, 9.0)}},
+                   "suv4": {"curves": {"fdg": curve(0.0, 0.0, 900.0, 900.0), "psma": curve(0.0, 0.0, 900.0, 900.0)}}}
+        summary = json.loads((folder / "summary.json").read_text())
+        summary["targets"] = {**quality_targets(methods, [0, 10]),
+                              "time": {"total_s": 800.0 + 100 * seed, "within_15_min": seed == 0}}
+        (folder / "summary.json").write_text(json.dumps(summary))
+    args = ["--seeds", "0", "1", "2", "--out", str(tmp_path), "--trainer", "TrX", "--steps", "0", "10", "--no-run",
+            "--json", str(tmp_path / "s.json")]
+    assert mod["main"](args) == 0
+    captured = capsys.readouterr()
+    assert "skipped seed 2" in captured.err
+    out = captured.out
+    assert "| seed 0 | fdg | 0.000 [0.000, 0.000] | 0.600 [0.500, 0.700] |" in out
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert saved["seeds"] == [0, 1]
+    mean_fdg = next(r for r in saved["rows"] if r["label"] == "mean of 2 seeds" and r["tracer"] == "fdg")
+    mean, low, high = mean_fdg["dsc@10"]  # 4 (seed, case) pairs: 0.5, 0.7, 0.6, 0.8
+    assert mean == pytest.approx(0.65) and 0.5 <= low < mean < high <= 0.8
+    overall = next(r for r in saved["rows"] if r["label"] == "mean of 2 seeds" and r["tracer"] == "overall")
+    assert overall["dsc@10"][0] == pytest.approx((0.65 + 0.55) / 2)  # the mean of the tracer means
+    on_mean = saved["targets_on_mean"]
+    assert on_mean["overall"]["model_dsc_last"] == pytest.approx(0.6)  # (0.55 + 0.65) / 2 reaches 0.6
+    assert on_mean["overall"]["dsc_last_ge_0.6"] is True and on_mean["overall"]["dsc_first_ge_0.3"] is True
+    assert on_mean["psma"]["beats_region_growing_every_seed"] is False  # seed 0: 0.5 against 0.55
+    assert on_mean["fdg"]["beats_region_growing_every_seed"] is True and on_mean["all_met"] is False
+    assert "| mean of 2 seeds | 0.350 | 0.600 | fdg +0.350, psma +0.000 |" in out
+    assert "| seed 1 | 0.350 | 0.650 | fdg +0.400, psma +0.050 | 1.0 / 900.0 | 900 | yes |" in out
+    assert "not all met" in out and "max 900" in out

@@ -16,6 +16,8 @@ from nnunet_quantif.errors import ConfigError, DatasetError
 from nnunet_quantif.heatmap_definition import HeatmapDefinition
 from nnunet_quantif.heatmaps import click_heatmap
 from nnunet_quantif.training.click_sampling import (
+    CLICK_MIX_WEIGHTS,
+    MAX_CLICKS,
     ClickSampler,
     crop_heatmap,
     load_click_side_file,
@@ -82,6 +84,30 @@ def test_sampler_draws_the_configured_distribution_and_refuses_authors_mode() ->
         ClickSampler(HeatmapDefinition(background_mode="authors"), "NoNormalization")
     with pytest.raises(ConfigError, match="weights"):
         ClickSampler(HeatmapDefinition(), "NoNormalization", weights=(0, 0))
+
+
+def test_click_mixture_weights_favour_no_clicks_and_all_clicks() -> None:
+    """The mixture trainers (full-size, FDG, PSMA, tiny) carry :data:`CLICK_MIX_WEIGHTS`: k = 0 and k = 10 each
+    drawn for 4/17 of the samples (more than uniform's 1/11), every k in 0..10 possible."""
+    from nnunet_quantif.training import trainers
+
+    w = np.asarray(CLICK_MIX_WEIGHTS, dtype=float)
+    assert len(w) == MAX_CLICKS + 1 and np.all(w > 0)
+    p = w / w.sum()
+    assert p[0] == p[-1] == pytest.approx(4 / 17) and np.allclose(p[1:-1], 1 / 17)
+    for name, base in [("nnUNetTrainerQuantIF_clickMix", "nnUNetTrainerQuantIF"),
+                       ("nnUNetTrainerQuantIF_FDG_clickMix", "nnUNetTrainerQuantIF_FDG"),
+                       ("nnUNetTrainerQuantIF_PSMA_clickMix", "nnUNetTrainerQuantIF_PSMA"),
+                       ("nnUNetTrainerQuantIF_tiny_clickMix", "nnUNetTrainerQuantIF_tiny")]:
+        cls = getattr(trainers, name)
+        assert name in trainers.__all__ and issubclass(cls, getattr(trainers, base))
+        assert cls.click_count_weights == CLICK_MIX_WEIGHTS
+    assert trainers.nnUNetTrainerQuantIF_tiny_clickSampling.click_count_weights is None  # uniform
+    s = ClickSampler(HeatmapDefinition(), "NoNormalization", None, weights=CLICK_MIX_WEIGHTS)
+    rng = np.random.default_rng(2)
+    draws = np.array([s.draw(rng) for _ in range(6000)])
+    counts = np.bincount(draws, minlength=MAX_CLICKS + 1) / len(draws)
+    assert abs(counts[0] - 4 / 17) < 0.02 and abs(counts[10] - 4 / 17) < 0.02 and np.all(counts[1:10] > 0.03)
 
 
 def test_missing_or_malformed_side_file_names_it(tmp_path) -> None:

@@ -16,6 +16,7 @@ from nnunet_quantif.demo import (
     quality_targets,
     render_demo_report,
 )
+from nnunet_quantif.demo.targets import _target_flags, time_target
 from nnunet_quantif.errors import ConfigError
 
 
@@ -26,8 +27,8 @@ def _curve(dsc: list[float], fpv: list[float]) -> dict:
 def _methods(model_fdg_last: float) -> dict:
     """Evaluation ``methods`` at steps 0 and 10: the model, 41 % region growing and SUV >= 4, per tracer."""
     return {
-        "model": {"curves": {"fdg": _curve([0.2, model_fdg_last], [10.0, 2.0]),
-                             "psma": _curve([0.1, 0.7], [20.0, 4.0])}},
+        "model": {"curves": {"fdg": _curve([0.4, model_fdg_last], [10.0, 2.0]),
+                             "psma": _curve([0.3, 0.7], [20.0, 4.0])}},
         "rg41": {"curves": {"fdg": _curve([0.0, 0.3], [50.0, 40.0]), "psma": _curve([0.0, 0.3], [50.0, 40.0])}},
         "suv4": {"curves": {"fdg": _curve([0.02, 0.02], [900.0, 900.0]),
                             "psma": _curve([0.02, 0.02], [800.0, 800.0])}},
@@ -38,20 +39,37 @@ def test_quality_targets_per_tracer_and_overall():
     met = quality_targets(_methods(0.8), [0, 10])
     assert met["all_met"] is True
     assert met["overall"]["model_dsc_last"] == pytest.approx(0.75)
-    assert met["overall"]["model_dsc_first"] == pytest.approx(0.15)
+    assert met["overall"]["model_dsc_first"] == pytest.approx(0.35)
+    # the DSC targets are overall ones; region growing is checked per tracer; FPV per tracer and overall
+    assert set(_target_flags(met["overall"])) == {"dsc_first_ge_0.3", "dsc_last_ge_0.6", "fpv_below_tenth_of_suv4"}
+    assert set(_target_flags(met["fdg"])) == {"beats_region_growing", "fpv_below_tenth_of_suv4"}
 
     short = quality_targets(_methods(0.25), [0, 10])
     assert short["all_met"] is False
-    assert short["fdg"]["dsc_last_ge_0.6"] is False
+    assert short["overall"]["dsc_last_ge_0.6"] is False  # (0.25 + 0.7) / 2
     assert short["fdg"]["beats_region_growing"] is False  # 0.25 against region growing's 0.3
-    assert short["psma"]["dsc_last_ge_0.6"] is True
+    assert short["psma"]["beats_region_growing"] is True
     assert short["overall"]["fpv_below_tenth_of_suv4"] is True  # 3 ml against 85 ml
     assert quality_targets({}, [0, 10]) == {"all_met": None}
+
+    blind = _methods(0.8)
+    blind["model"]["curves"]["fdg"]["dsc_mean"][0] = 0.0  # nothing found before the first click: overall 0.15
+    first = quality_targets(blind, [0, 10])
+    assert first["overall"]["dsc_first_ge_0.3"] is False and first["all_met"] is False
+    blind["model"]["curves"]["psma"]["fpv_mean"][-1] = 81.0  # not below a tenth of SUV >= 4's 800 ml
+    assert quality_targets(blind, [0, 10])["psma"]["fpv_below_tenth_of_suv4"] is False
+
+
+def test_time_target_is_checked_apart_from_quality():
+    assert time_target(899.0)["within_15_min"] is True
+    over = time_target(901.0)
+    assert over["within_15_min"] is False and over["limit_s"] == 900.0 and "upper bound" in over["note"]
 
 
 def test_presets_and_the_trainer_they_train():
     default, quick = DemoSettings.preset(False), DemoSettings.preset(True, seed=3)
-    assert (default.smoke, default.mirroring, default.trainer) == (False, "none", "nnUNetTrainerQuantIF_tiny")
+    assert (default.smoke, default.mirroring, default.trainer) == (False, "none", "nnUNetTrainerQuantIF_tiny_clickMix")
+    assert (default.n_test, default.healthy_fraction) == (10, 0.2)  # 2 lesion-free, 8 lesion cases per tracer
     assert (quick.smoke, quick.mirroring, quick.seed) == (True, "none", 3)
     assert quick.n_train < default.n_train and quick.epochs < default.epochs
     assert default.steps == tuple(range(11)) and quick.steps == (0, 1, 5, 10)  # the challenge's 11 steps; smoke: 4
@@ -81,7 +99,8 @@ def _summary(run: DemoRun, smoke: bool) -> dict:
     return {
         "version": "0", "settings": run.settings.to_dict(), "steps": steps, "smoke": smoke,
         "metrics": {"model": {"dsc_by_step": [0.15, 0.75], "fpv@10": 3.0, "fnv@10": 1.5}},
-        "targets": None if smoke else quality_targets(methods, steps), "dsc_plot": None,
+        "targets": None if smoke else {**quality_targets(methods, steps), "time": time_target(3.5)},
+        "dsc_plot": None,
         "tracer": {"cv_accuracy": 1.0, "heldout_accuracy": 0.5, "routing": "auto", "routing_accuracy": 0.5},
         "timings_s": {"phantoms": 1.0, "evaluate": 2.5}, "total_s": 3.5,
     }
@@ -93,7 +112,8 @@ def test_report_tables(tmp_path):
     assert text.startswith("# QuantIF demo report\n")
     assert "| model | 0.150 | 0.750 | 3.000 | 1.500 | n/a | n/a | n/a |" in text
     assert "an approximation of the challenge's AUC" in text  # steps 0 and 10 only
-    assert "| overall | 0.150 | 0.750 | 0.300 | 3.0 | 850.0 | yes |" in text
+    assert "| overall | 0.350 | 0.750 | 0.300 | 3.0 | 850.0 | yes |" in text
+    assert "Time: 4 s for all stages, within the 15-minute target" in text
     assert "| **total** | 3.5 |" in text
 
     smoke = render_demo_report(run, _summary(run, smoke=True))
@@ -112,7 +132,8 @@ def test_the_predict_command_parses(tmp_path, smoke):
     build_parser().parse_args(argv[1:])
     words = shlex.join(argv)
     assert ("--tracer name" in words) == smoke and ("--tracer-weights" in words) == (not smoke)
-    assert Path(argv[argv.index("--model-fdg") + 1]).name == "nnUNetTrainerQuantIF_tiny__nnUNetPlans_tiny__3d_fullres"
+    assert (Path(argv[argv.index("--model-fdg") + 1]).name
+            == "nnUNetTrainerQuantIF_tiny_clickMix__nnUNetPlans_tiny__3d_fullres")
     assert Path(argv[argv.index("--out") + 1]).parent == tmp_path / "predict_example"
 
 

@@ -16,6 +16,7 @@ import pytest
 from _evaluation_checks import check_metrics_csv_against_masks, lesion_overlap
 
 from nnunet_quantif.demo import DemoSettings, run_demo
+from nnunet_quantif.demo.settings import FULL_CLICK_TRAINER
 from nnunet_quantif.evaluation.interactive import read_step_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("learning")]  # one worker trains the shared fixture once
@@ -23,9 +24,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("learning")]  # one work
 #: A fixed phantom set: phantom seed 0 (the demo's default seed), 16 training and 5 held-out phantoms per tracer,
 #: all with lesions; 100 epochs x 30 iterations (twice the demo's schedule). The demo's own held-out
 #: figures vary by about 0.1 between phantom seeds (docs/DEMO.md, "Measured figures"); the longer schedule and the
-#: larger held-out set are the margin that keeps this check from being a coin toss.
+#: larger held-out set are the margin that keeps this check from being a coin toss. The trainer is the full-click
+#: one, for which these bounds were measured on this set; the demo's default (the click mixture) has no measured
+#: spread on this set, so its step-0 bound is not asserted here.
 SETTINGS = DemoSettings(n_train=16, n_test=5, n_val=1, healthy_fraction=0.0, epochs=100, iterations=30,
-                        tracer_folds=2, tracer_epochs=8, steps=(0, 1, 10), time_budget_s=2.0, seed=0)
+                        tracer_folds=2, tracer_epochs=8, steps=(0, 1, 10), time_budget_s=2.0, seed=0,
+                        trainer_name=FULL_CLICK_TRAINER)
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "name; no mirroring; click steps 0, 1, 5 and 10 only; quality targets not graded)")
     p.add_argument("--seed", type=nonneg_int, default=0, metavar="S", help="seed of phantoms and training (default 0)")
     p.add_argument("--click-sampling", action="store_true",
-                   help="train nnUNetTrainerQuantIF_tiny_clickSampling (a random click count k = 0..10 per "
-                        "sample) instead of the full-click tiny trainer (the README's ablation)")
+                   help="train nnUNetTrainerQuantIF_tiny_clickSampling (a uniform click count k = 0..10 per "
+                        "sample) instead of the default nnUNetTrainerQuantIF_tiny_clickMix (k = 0 and 10 favoured)")
     p.add_argument("--trainer", metavar="NAME", default=None,
-                   help="train another tiny trainer (an ablation), e.g. nnUNetTrainerQuantIF_tiny_heatmapAug or "
-                        "nnUNetTrainerQuantIF_noOrgans_tiny")
+                   help="train another tiny trainer (an ablation), e.g. nnUNetTrainerQuantIF_tiny (full clicks), "
+                        "nnUNetTrainerQuantIF_tiny_heatmapAug or nnUNetTrainerQuantIF_noOrgans_tiny")
     p.add_argument("--restart", action="store_true", help="ignore finished stages and run everything again")
     add_option(p, "--quiet", aliases=["--no-progress"], dest="no_progress", action="store_true",
                help="no progress bars")

@@ -54,11 +54,17 @@ from ..heatmap_definition import HeatmapDefinition
 from ..heatmaps import TRUNCATE, kernel_radius
 from ..layout import CONFIGURATION, HEATMAP_CHANNEL, PET_CHANNEL
 
-__all__ = ["MAX_CLICKS", "ClickSampler", "SampledHeatmapView", "click_side_file", "crop_heatmap",
+__all__ = ["CLICK_MIX_WEIGHTS", "MAX_CLICKS", "ClickSampler", "SampledHeatmapView", "click_side_file", "crop_heatmap",
            "load_click_side_file", "map_clicks_to_preprocessed", "pet_to_suv", "write_click_side_files"]
 
 #: The challenge's largest click step (10 tumor + 10 background clicks).
 MAX_CLICKS = 10
+#: Relative probabilities of k = 0..10 of the click-mixture trainers (``nnUNetTrainerQuantIF_clickMix`` and its
+#: ``_FDG``/``_PSMA``/``_tiny`` forms): a quarter of the samples (4/17) without clicks, a quarter with all ten, and
+#: the other half spread evenly over k = 1..9 (1/17 each). Step 0 is the input that full-click training never shows,
+#: and step 10 the one it is trained for; uniform sampling gives each only 1/11 of the samples. The steps between
+#: keep the model's response to each added click graded, since the challenge scores all eleven.
+CLICK_MIX_WEIGHTS: tuple[float, ...] = (4.0,) + (1.0,) * (MAX_CLICKS - 1) + (4.0,)
 #: A ``.pkl`` ending, which nnU-Net's dataset-class inference (``infer_dataset_class``) ignores like its own.
 SIDE_SUFFIX = "_clicks.pkl"
 

@@ -56,6 +56,7 @@ from ..inference.mirroring import DEFAULT_POLICY
 from ..layout import CT_CHANNEL, HEATMAP_CHANNEL, PET_CHANNEL
 from ..network import NUM_ORGAN_CLASSES, DualHeadOutput, DualHeadUNet, build_dual_head_network
 from .augmentation import add_quantif_augmentation
+from .click_sampling import CLICK_MIX_WEIGHTS
 from .data import (
     nnUNetDatasetBlosc2Clicks,
     nnUNetDatasetBlosc2Organs,
@@ -77,6 +78,10 @@ __all__ = [
     "nnUNetTrainerQuantIF_FDG_clickSampling",
     "nnUNetTrainerQuantIF_PSMA_clickSampling",
     "nnUNetTrainerQuantIF_tiny_clickSampling",
+    "nnUNetTrainerQuantIF_clickMix",
+    "nnUNetTrainerQuantIF_FDG_clickMix",
+    "nnUNetTrainerQuantIF_PSMA_clickMix",
+    "nnUNetTrainerQuantIF_tiny_clickMix",
     "nnUNetTrainerQuantIF_authors",
     "nnUNetTrainerQuantIF_FDG_authors",
     "nnUNetTrainerQuantIF_PSMA_authors",
@@ -474,6 +479,30 @@ class nnUNetTrainerQuantIF_PSMA_clickSampling(_ClickSamplingMixin, nnUNetTrainer
 
 class nnUNetTrainerQuantIF_tiny_clickSampling(_ClickSamplingMixin, nnUNetTrainerQuantIF_tiny):  # noqa: N801
     """Tiny schedule with click-count sampling (tests, demo and the ablation)."""
+
+
+class _ClickMixMixin(_ClickSamplingMixin):
+    """Click-count sampling weighted towards k = 0 and k = 10
+    (:data:`~nnunet_quantif.training.click_sampling.CLICK_MIX_WEIGHTS`: 4/17 each, 1/17 for each k = 1..9), so
+    that the model segments before the first click and still uses all ten."""
+
+    click_count_weights = CLICK_MIX_WEIGHTS
+
+
+class nnUNetTrainerQuantIF_clickMix(_ClickMixMixin, nnUNetTrainerQuantIF):  # noqa: N801
+    """QuantIF trainer with the click-count mixture (most samples at k = 0 or k = 10)."""
+
+
+class nnUNetTrainerQuantIF_FDG_clickMix(_ClickMixMixin, nnUNetTrainerQuantIF_FDG):  # noqa: N801
+    """FDG schedule with the click-count mixture."""
+
+
+class nnUNetTrainerQuantIF_PSMA_clickMix(_ClickMixMixin, nnUNetTrainerQuantIF_PSMA):  # noqa: N801
+    """PSMA schedule with the click-count mixture."""
+
+
+class nnUNetTrainerQuantIF_tiny_clickMix(_ClickMixMixin, nnUNetTrainerQuantIF_tiny):  # noqa: N801
+    """Tiny schedule with the click-count mixture (the demo)."""
 
 
 class _AuthorsMixin:
