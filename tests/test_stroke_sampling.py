@@ -165,3 +165,32 @@ def test_stroke_trainers_are_exported_and_the_demo_accepts_the_tiny_one() -> Non
     assert issubclass(T.nnUNetTrainerQuantIF_FDG_strokeSampling, T.nnUNetTrainerQuantIF_FDG)
     name = "nnUNetTrainerQuantIF_tiny_strokeSampling"
     assert DemoSettings.preset(False, trainer_name=name).trainer == name
+
+
+def test_the_tiny_stroke_trainer_records_the_stroke_encoding_and_loads_sampled_crops(tmp_path, monkeypatch):
+    """initialize() writes the stroke encoding (the dataset's sigmas and gate) into the dataset.json the model
+    folder gets, picks the stroke-sampling dataset for training only, and a training batch comes through
+    nnU-Net's loader with the sampled channel."""
+    import torch
+    from test_trainers import _dataset
+
+    from nnunet_quantif.training import trainers as T
+    from nnunet_quantif.training.data import nnUNetDatasetBlosc2OrgansStrokes
+
+    plans, ds_json = _dataset(tmp_path)
+    d = HeatmapDefinition(sigma_tumor=(2.0, 2.0, 2.0), suv_gate=2.5)
+    ds_json = {**ds_json, "quantif": InputContract.for_heatmap(d, "noNorm").to_json()}
+    for k, v in (("nnUNet_preprocessed", tmp_path / "pre"), ("nnUNet_results", tmp_path / "res"),
+                 ("nnUNet_n_proc_DA", "0")):
+        monkeypatch.setenv(k, str(v))
+    tr = T.nnUNetTrainerQuantIF_tiny_strokeSampling({**plans, "continue_training": False}, "3d_fullres", 0,
+                                                    ds_json, torch.device("cpu"))
+    tr.initialize()
+    enc = InputContract.from_json(tr.dataset_json["quantif"]).inputs[2].encoding
+    assert isinstance(enc, StrokeGaussianEncoding) and enc.sigma_tumor == (2.0, 2.0, 2.0) and enc.suv_gate == 2.5
+    assert tr.dataset_class is nnUNetDatasetBlosc2OrgansStrokes and tr.stroke_sampler.encoding == enc
+    ds_tr, ds_val = tr.get_tr_and_val_datasets()
+    assert ds_tr.stroke_sampler is tr.stroke_sampler and ds_val.stroke_sampler is None
+    dl_tr, _ = tr.get_dataloaders()
+    batch = next(dl_tr)
+    assert batch["data"].shape[1] == 3 and torch.isfinite(batch["data"]).all()
