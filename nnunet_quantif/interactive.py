@@ -49,6 +49,10 @@ re-prediction, for more tiles per click.
 
 Coordinates: clicks are voxel indices in image order (x, y, z), as in the click files; masks and
 probabilities are arrays in (z, y, x) order on the case's grid.
+
+Besides the clicks that feed the model, a session keeps its interactions in order
+(:attr:`Session.interactions`: each click a point, each stroke one entry with its id), which undo and reset
+follow; :func:`save_interactions` writes them beside a mask in both JSON forms.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ import numpy as np
 from .clicks import Clicks
 from .errors import ClickError, ConfigError, InputFileError, QuantIFError
 from .heatmap_definition import PreprocessedGrid
+from .interactions import Interactions
 from .io import Geometry, PathLike
 
 #: Click kinds accepted by :meth:`Session.add_click`.
@@ -180,7 +185,8 @@ class Session:
         self.last_update: UpdateInfo | None = None
         self._case: dict | None = None
         self._clicks = Clicks.empty()
-        self._history: list[Clicks] = []
+        self._interactions = Interactions.empty()
+        self._history: list[tuple[Clicks, Interactions]] = []  # (clicks, interactions) before each change
 
     # ------------------------------------------------------------------ case
     def open(self, ct: np.ndarray | PathLike, pet: np.ndarray | PathLike, geometry: Geometry | None = None, *,
@@ -227,7 +233,7 @@ class Session:
         clicks = Clicks.empty()
         heatmap = contract.click_channels(pet_a, clicks, source=source)
         data, properties = self._preprocess_all(predictor, contract, ct_a, pet_a, heatmap, geometry, clicks)
-        previous = (self._case, self._clicks, self._history, self.last_update)
+        previous = (self._case, self._clicks, self._interactions, self._history, self.last_update)
         try:
             case = dict(name=case_name, source=source, ct=ct_a, pet=pet_a, geometry=geometry, tracer=decision,
                         predictor=predictor, contract=contract, settings=pipe.settings[decision.tracer],
@@ -235,7 +241,7 @@ class Session:
                         mask=None, lesions=None)
             self._open_case(case, data, properties, t0)
         except BaseException:  # the previous case (if any) stays open
-            self._case, self._clicks, self._history, self.last_update = previous
+            self._case, self._clicks, self._interactions, self._history, self.last_update = previous
             raise
         return self.mask
 
@@ -258,6 +264,7 @@ class Session:
             predictor.case_raw_shape = None
         self._case.update(axes=mirror.axes if mirror.axes else None, flips=mirror.combos, mirroring=mirror)
         self._clicks = Clicks.empty()
+        self._interactions = Interactions.empty()
         self._history = []
         n_tiles = len(self._case["slicers"]) * len(predictor.list_of_parameters)
         self._predict_all()
@@ -303,7 +310,8 @@ class Session:
                      np.concatenate([old.background, click]) if kind == "background" else old.background)
         new.check_inside(case["pet"].shape, source="the session")
         self._set_clicks(new, kind)
-        self._history.append(old)
+        self._history.append((old, self._interactions))
+        self._interactions = self._interactions.with_point(click[0], kind)
         return self.mask
 
     def add_stroke(self, voxels: np.ndarray | Sequence[Sequence[int]], kind: str,
@@ -345,7 +353,8 @@ class Session:
             raw = np.asarray(voxels)
             if raw.dtype.kind not in "iu" and not (raw.dtype.kind == "f" and np.all(raw == np.round(raw))):
                 raise ValueError("voxel indices must be integers")
-            stroke = Interaction("stroke", kind, raw.astype(np.int64), axis).voxels
+            entry = Interaction("stroke", kind, raw.astype(np.int64), axis)
+            stroke = entry.voxels
         except (TypeError, ValueError) as e:
             raise ClickError(f"not a stroke: {e}") from None
         old = self._clicks
@@ -360,7 +369,8 @@ class Session:
                      np.concatenate([old.background, added]) if kind == "background" else old.background)
         new.check_inside(case["pet"].shape, source="the session")
         self._set_clicks(new, "stroke")
-        self._history.append(old)
+        self._history.append((old, self._interactions))
+        self._interactions = self._interactions.with_stroke(stroke, kind, entry.axis)
         return self.mask
 
     @staticmethod
@@ -388,7 +398,9 @@ class Session:
         self._need_case()
         if not self._history:
             raise SessionError("nothing to undo")
-        self._set_clicks(self._history[-1], "undo")
+        clicks, interactions = self._history[-1]
+        self._set_clicks(clicks, "undo")
+        self._interactions = interactions
         self._history.pop()
         return self.mask
 
@@ -397,7 +409,8 @@ class Session:
         self._need_case()
         old = self._clicks
         self._set_clicks(Clicks.empty(), "reset")
-        self._history.append(old)
+        self._history.append((old, self._interactions))
+        self._interactions = Interactions.empty()
         return self.mask
 
     # ------------------------------------------------------------------ properties
@@ -406,6 +419,13 @@ class Session:
         """The clicks so far (array order (z, y, x); ``tumor_xyz()``/``background_xyz()`` for (x, y, z))."""
         self._need_case()
         return self._clicks
+
+    @property
+    def interactions(self) -> Interactions:
+        """The session's interactions in the order given: each click a point, each stroke one entry (all its
+        voxels, also those that were already clicks), array order (z, y, x). Undo and reset follow it."""
+        self._need_case()
+        return self._interactions
 
     @property
     def mask(self) -> np.ndarray:
@@ -802,3 +822,47 @@ class Session:
                                              st.suv_max, self.pipeline.min_volume_ml)
         case["mask"] = mask
         case["lesions"] = None
+
+
+# ------------------------------------------------------------------------------------------------ saving
+#: Endings of the two interaction files :func:`save_interactions` writes beside a mask ``<folder>/<case>.<ext>``:
+#: the autoPET V JSON (flat points in entry order, readable as a click file too) and our form (ids and order).
+AUTOPET_V_SUFFIX = "_clicks.json"
+INTERACTIONS_SUFFIX = "_interactions.json"
+
+
+def interaction_paths(mask_path: PathLike) -> tuple[Path, Path]:
+    """``(<folder>/<case>_clicks.json, <folder>/<case>_interactions.json)`` for a mask ``<folder>/<case>.<ext>``."""
+    from .io import strip_image_extension
+
+    mask = Path(mask_path)
+    stem = strip_image_extension(mask.name)
+    return mask.with_name(stem + AUTOPET_V_SUFFIX), mask.with_name(stem + INTERACTIONS_SUFFIX)
+
+
+def save_interactions(interactions: Interactions, mask_path: PathLike,
+                      inputs: Sequence[PathLike] = ()) -> tuple[Path, Path]:
+    """Write a session's interactions beside its mask in both JSON forms, each atomically.
+
+    Parameters
+    ----------
+    interactions : Interactions
+        :attr:`Session.interactions`.
+    mask_path : path-like
+        The mask the files go beside (:func:`interaction_paths`).
+    inputs : sequence of path-like
+        Files never overwritten (the case's images).
+
+    Returns
+    -------
+    (autopet_v, ours) : Path, Path
+        ``<case>_clicks.json``: the autoPET V JSON, every voxel of every entry as a point in entry order (x, y, z);
+        ``<case>_interactions.json``: our form with each entry's id, kind, plane and voxels, which reads back
+        to the same interactions.
+    """
+    from .interactions import write_interactions
+
+    challenge, ours = interaction_paths(mask_path)
+    write_interactions(interactions, challenge, inputs, form="autopet-v")
+    write_interactions(interactions, ours, inputs, form="quantif")
+    return challenge, ours

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnunet_quantif.clicks import Clicks
+from nnunet_quantif.clicks import Clicks, read_clicks
 from nnunet_quantif.errors import ClickError, QuantIFError
 from nnunet_quantif.inference.pipeline import QuantIFPipeline
+from nnunet_quantif.interactions import read_interactions
 from nnunet_quantif.interactive import Session, SessionError
 from nnunet_quantif.io import Geometry, read_image, write_image
 from nnunet_quantif.quantify import quantify
@@ -198,7 +199,7 @@ def test_quantif_session_subprocess(model, case, tmp_path, pipeline):
     ct, pet = case
     ct_path = write_image(ct, GEOMETRY, tmp_path / "c_ct.nii.gz")
     pet_path = write_image(pet, GEOMETRY, tmp_path / "c_pet.nii.gz")
-    out = tmp_path / "mask.nii.gz"
+    out, out2 = tmp_path / "mask.nii.gz", tmp_path / "mask2.mha"
     commands = "\n".join([
         f"tumor {' '.join(map(str, TUMOR_XYZ))}",
         "tumor 1 2",  # bad: the session goes on
@@ -208,6 +209,9 @@ def test_quantif_session_subprocess(model, case, tmp_path, pipeline):
         "undo",
         "stats",
         f"save {out}",
+        "stroke background " + " ".join(f"{x} 40 30" for x in range(36, 41)),  # (x, y, z) on slice z = 30
+        "stroke tumor 1 2 3 4 5 6",  # bad: not on one slice
+        f"save {out2}",
         "quit",
         "tumor 1 1 1",  # after quit: not read
     ]) + "\n"
@@ -215,7 +219,7 @@ def test_quantif_session_subprocess(model, case, tmp_path, pipeline):
     proc = subprocess.run([sys.executable, "-m", "nnunet_quantif", "session", "--model-fdg", str(model),
                            "--folds", "0", "1", "--tracer", "fdg", "--device", "cpu",
                            "--ct", str(ct_path), "--pet", str(pet_path)],
-                          input=commands, capture_output=True, text=True, timeout=120, env=env)
+                          input=commands, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert any(line.startswith("step 0: ") for line in lines)
@@ -223,14 +227,24 @@ def test_quantif_session_subprocess(model, case, tmp_path, pipeline):
     assert len(clicks) == 3, proc.stdout
     assert all(" s (incremental, " in line and " tiles)" in line for line in clicks)
     assert "lesion,voxels,mtv_ml,suv_max" in proc.stdout
-    assert f"wrote {out}" in proc.stdout
+    assert f"wrote {out}, mask_clicks.json, mask_interactions.json" in proc.stdout
+    assert any(line.startswith("stroke background (5 voxels): ") for line in lines), proc.stdout
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 3, proc.stderr
-    assert "outside the image" in errors[2]
+    assert len(errors) == 4, proc.stderr
+    assert "outside the image" in errors[2] and "not a stroke" in errors[3]
     saved, geometry = read_image(out)
     assert geometry.shape == SHAPE
     ref = pipeline.predict_arrays(ct, pet, GEOMETRY, Clicks.from_xyz([TUMOR_XYZ]), tracer="fdg")
     np.testing.assert_array_equal(saved, ref.mask)
+    assert read_clicks(tmp_path / "mask_clicks.json") == Clicks.from_xyz([TUMOR_XYZ])
+    # the second save: the point and the whole stroke, in order, in our form; the stroke voxels reach the model
+    inter = read_interactions(tmp_path / "mask2_interactions.json", SHAPE)
+    stroke = np.array([[30, 40, x] for x in range(36, 41)])
+    assert [(e.kind, e.label, e.id) for e in inter] == [("point", "tumor", 0), ("stroke", "background", 1)]
+    np.testing.assert_array_equal(inter[1].voxels, stroke)
+    both = Clicks(Clicks.from_xyz([TUMOR_XYZ]).tumor, stroke)
+    ref2 = pipeline.predict_arrays(ct, pet, GEOMETRY, both, tracer="fdg")
+    np.testing.assert_array_equal(read_image(out2)[0], ref2.mask)
 
 
 def test_authors_heatmap_mode(model, case):

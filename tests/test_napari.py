@@ -174,3 +174,43 @@ def test_quantif_view_attaches_the_widget_and_loads(make_napari_viewer, qtbot, m
     assert widget.session.clicks == Clicks.from_xyz([], [(2, 3, 4)])
     np.testing.assert_allclose(widget.layer("background clicks").data, [voxel_to_world((4, 3, 2),
                                                                                        phantom["geometry"])])
+
+
+def test_stroke_path_changes_the_mask_undo_removes_it_and_save_keeps_it(make_napari_viewer, qtbot, model,  # noqa: F811
+                                                                        phantom, tmp_path):  # noqa: F811
+    """A path drawn on the tumor stroke layer over the lesion, on the current slice, is one stroke: the mask
+    changes; Undo removes the whole stroke (layer, session, mask); the saved interaction file keeps the stroke,
+    and resuming from it brings it back onto the layer."""
+    from nnunet_quantif.interactions import read_interactions
+
+    viewer = make_napari_viewer()
+    widget = _widget(viewer)
+    widget.pipeline_factory = lambda: echo_pipeline(model)
+    widget.tracer_combo.setCurrentText("fdg")
+    widget.load_case(str(phantom["ct"]), str(phantom["pet"]))
+    _wait(qtbot, widget)
+    g, labels = phantom["geometry"], widget.layer("lesions")
+    assert not labels.data.any()
+    z, y, x = phantom["lesion_zyx"]
+    strokes = widget.layer("tumor strokes")
+    strokes.add_paths([np.array([voxel_to_world((z, y, x - 1), g), voxel_to_world((z, y, x + 1), g)])])
+    inter = widget.session.interactions
+    assert [(e.kind, e.label, e.axis) for e in inter] == [("stroke", "tumor", 0)]
+    np.testing.assert_array_equal(inter[0].voxels, [(z, y, x - 1), (z, y, x), (z, y, x + 1)])
+    assert labels.data[z, y, x] > 0 and (labels.data > 0).sum() > 10  # the mask changed
+    assert len(strokes.data) == 1 and widget.order == []  # the stroke's voxels are not points
+    mask = widget.session.mask.copy()
+
+    widget.undo_button.click()
+    assert len(widget.session.interactions) == 0 and len(strokes.data) == 0 and not labels.data.any()
+
+    strokes.add_paths([np.array([voxel_to_world((z, y, x - 1), g), voxel_to_world((z, y, x + 1), g)])])
+    np.testing.assert_array_equal(widget.session.mask, mask)
+    files = widget.save(str(tmp_path / "case_mask.nii.gz"))
+    assert read_interactions(files.interactions, g.shape) == widget.session.interactions
+    widget.reset()
+    assert len(strokes.data) == 0 and not labels.data.any()
+    widget.resume(str(files.interactions))
+    _wait(qtbot, widget)
+    assert [e.kind for e in widget.session.interactions] == ["stroke"] and len(strokes.data) == 1
+    np.testing.assert_array_equal(widget.session.mask, mask)

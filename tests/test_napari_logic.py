@@ -159,6 +159,44 @@ def test_output_paths():
     assert (str(p.mask), str(p.clicks), str(p.lesions)) == ("/x/out/case_7.nii.gz", "/x/out/case_7_clicks.json",
                                                            "/x/out/case_7_lesions.csv")
     assert logic.output_paths("a/b.mha").clicks.name == "b_clicks.json"
+    assert str(p.interactions) == "/x/out/case_7_interactions.json"
+
+
+def test_save_writes_both_interaction_forms_and_undo_removes_a_whole_stroke(session, phantom, tmp_path):
+    """A click, a stroke and a click: our JSON reads back to the same ordered entries (ids, the stroke whole),
+    the autoPET V JSON holds every voxel as a point in that order (also a valid click file), and undoing back
+    past the stroke removes it whole (interactions, clicks and mask as after the first click)."""
+    from nnunet_quantif.interactions import read_interactions
+
+    zyx = tuple(int(v) for v in phantom["lesion_zyx"])
+    logic.replay_clicks(session, [])
+    session.add_click_zyx(zyx, "tumor")
+    after_click = session.mask.copy()
+    z = zyx[0]
+    stroke = [(z, 2, x) for x in range(2, 7)]
+    session.add_stroke(stroke, "background")
+    session.add_click_zyx((z, 3, 3), "background")
+    inter = session.interactions
+    assert [(e.kind, e.label, e.id) for e in inter] == [("point", "tumor", 0), ("stroke", "background", 1),
+                                                        ("point", "background", 2)]
+    files = logic.save_session(session, tmp_path / "case.nii.gz", inputs=(phantom["ct"], phantom["pet"]))
+    assert files.interactions.name == "case_interactions.json"
+    assert read_interactions(files.interactions, session.geometry.shape) == inter
+    flat = read_interactions(files.clicks, session.geometry.shape, protocol="autopet-iv")
+    assert [tuple(e.voxels[0]) for e in flat] == [zyx] + stroke + [(z, 3, 3)]
+    assert [e.label for e in flat] == ["tumor"] + ["background"] * 6
+    assert read_clicks(files.clicks) == session.clicks
+    session.undo()
+    assert [e.id for e in session.interactions] == [0, 1]
+    session.undo()  # the whole stroke goes
+    assert [(e.kind, e.id) for e in session.interactions] == [("point", 0)]
+    assert session.clicks == Clicks([zyx], np.zeros((0, 3), np.int64))
+    np.testing.assert_array_equal(session.mask, after_click)
+    session.reset()
+    assert len(session.interactions) == 0
+    session.undo()  # undoing the reset brings the point back
+    assert [(e.kind, e.id) for e in session.interactions] == [("point", 0)]
+    logic.replay_clicks(session, [])
 
 
 def test_save_and_resume_round_trip(session, phantom, tmp_path):

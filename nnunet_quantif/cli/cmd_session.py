@@ -3,8 +3,12 @@
 Commands, one per line (``#`` starts a comment):
 
 * ``tumor X Y Z`` / ``background X Y Z``: add a click at voxel (x, y, z), as in the click files;
-* ``undo``: remove the latest click (or undo a ``reset``); ``reset``: remove every click;
-* ``save PATH``: write the current mask (``.nii.gz``, ``.nii`` or ``.mha``) with the case's geometry;
+* ``stroke tumor|background X Y Z X Y Z ...``: add a stroke, its voxels (x, y, z) on one slice;
+* ``undo``: remove the latest click or the whole latest stroke (or undo a ``reset``); ``reset``: remove every
+  click and stroke;
+* ``save PATH``: write the current mask (``.nii.gz``, ``.nii`` or ``.mha``) with the case's geometry, and beside
+  it the interactions as ``<case>_clicks.json`` (the autoPET V JSON: every voxel a point, in order) and
+  ``<case>_interactions.json`` (our form, with each stroke's id and the order);
 * ``stats``: print the per-lesion table (CSV, as ``quantif stats``) and the case totals;
 * ``quit`` (or end of input).
 
@@ -21,14 +25,14 @@ import time
 from ..errors import ConfigError, QuantIFError, cut_message
 from .cmd_predict import add_model_arguments, build_pipeline
 
-HELP = ("commands: tumor X Y Z | background X Y Z | undo | reset | save PATH | stats | quit  "
-        "(voxel indices in image order x, y, z)")
+HELP = ("commands: tumor X Y Z | background X Y Z | stroke tumor|background X Y Z X Y Z ... | undo | reset | "
+        "save PATH | stats | quit  (voxel indices in image order x, y, z)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "session",
-        help="interactive click refinement: clicks on stdin, mask and lesion table updated per click",
+        help="interactive click refinement: clicks and strokes on stdin, mask and lesion table updated per click",
         description="Open one case (--ct/--pet), predict step 0, then read commands on stdin: "
                     + HELP + ". Each click re-runs only the sliding-window tiles it changes; the mask is the "
                     "one 'quantif predict' gives for the same clicks. Prints the lesion summary and the "
@@ -65,8 +69,17 @@ def _xyz(words: list[str]) -> list[int]:
         raise ConfigError(cut_message(f"voxel indices must be integers, got {' '.join(words)}", 200)) from None
 
 
+def _stroke_zyx(words: list[str]) -> list[list[int]]:
+    """A stroke's voxels given as X Y Z X Y Z ... in array order (z, y, x)."""
+    from ..io import Geometry
+
+    if not words or len(words) % 3:
+        raise ConfigError(f"a stroke needs voxel indices X Y Z X Y Z ..., got {len(words)} numbers")
+    return [[int(v) for v in Geometry.to_array_order(_xyz(words[i:i + 3]))] for i in range(0, len(words), 3)]
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..interactive import CLICK_KINDS, Session
+    from ..interactive import CLICK_KINDS, Session, save_interactions
     from ..io import write_image
 
     pipeline = build_pipeline(args, progress=False)
@@ -86,13 +99,19 @@ def run(args: argparse.Namespace) -> int:
                 xyz = _xyz(rest)
                 session.add_click(xyz, cmd)
                 print(_update_line(session, f"{cmd} {' '.join(map(str, xyz))}"), flush=True)
+            elif cmd == "stroke" and rest and rest[0].lower() in CLICK_KINDS:
+                kind = rest[0].lower()
+                voxels = _stroke_zyx(rest[1:])
+                session.add_stroke(voxels, kind)
+                print(_update_line(session, f"stroke {kind} ({len(voxels)} voxels)"), flush=True)
             elif cmd in ("undo", "reset") and not rest:
                 getattr(session, cmd)()
                 print(_update_line(session, cmd), flush=True)
             elif cmd == "save" and len(rest) == 1:
                 t0 = time.perf_counter()
                 out = write_image(session.mask, session.geometry, rest[0], inputs=(args.ct, args.pet))
-                print(f"wrote {out} ({time.perf_counter() - t0:.2f} s)", flush=True)
+                challenge, ours = save_interactions(session.interactions, out, inputs=(args.ct, args.pet))
+                print(f"wrote {out}, {challenge.name}, {ours.name} ({time.perf_counter() - t0:.2f} s)", flush=True)
             elif cmd == "stats" and not rest:
                 sys.stdout.write(session.lesions.to_csv())
                 print(_summary(session), flush=True)

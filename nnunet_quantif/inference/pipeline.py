@@ -18,8 +18,8 @@ For one case, :class:`QuantIFPipeline`:
 Models are loaded once per pipeline and reused for every case and click step
 (:meth:`QuantIFPipeline.predict_arrays` serves evaluation loops). Batch mode
 (:meth:`QuantIFPipeline.predict_folder`) walks an autoPET-layout folder and skips finished
-outputs, so an interrupted batch resumes; :func:`grand_challenge` follows the autoPET IV
-container interface.
+outputs, so an interrupted batch resumes; :func:`grand_challenge` follows the autoPET IV container interface
+(clicks) or the autoPET V one (cumulative strokes).
 """
 
 from __future__ import annotations
@@ -766,14 +766,35 @@ def _single_image(folder: Path) -> Path:
     return files[0]
 
 
-def grand_challenge(input_dir: PathLike = "/input", output_dir: PathLike = "/output", *,
-                    pipeline: QuantIFPipeline, tracer: str = "auto") -> CaseResult:
-    """Run one case with the autoPET IV container interface.
+#: The container protocols of :func:`grand_challenge`: autoPET IV clicks (the default) or autoPET V strokes.
+GC_PROTOCOLS: tuple[str, str] = ("autopet-iv", "autopet-v")
 
-    Inputs: ``<input>/images/ct/<uuid>.mha``, ``<input>/images/pet/<uuid>.mha`` (the
-    uuids may differ) and ``<input>/lesion-clicks.json`` (missing or empty: step 0,
-    no clicks). Output: ``<output>/images/tumor-lesion-segmentation/<pet uuid>.mha``.
+
+def grand_challenge(input_dir: PathLike = "/input", output_dir: PathLike = "/output", *,
+                    pipeline: QuantIFPipeline, tracer: str = "auto", protocol: str = "autopet-iv") -> CaseResult:
+    """Run one case with a challenge's container interface.
+
+    Inputs (both protocols): ``<input>/images/ct/<uuid>.mha``, ``<input>/images/pet/<uuid>.mha`` (the uuids may
+    differ) and ``<input>/lesion-clicks.json`` (missing or empty: no interactions).
+
+    * ``autopet-iv``: the file holds clicks; output ``<output>/images/tumor-lesion-segmentation/<pet uuid>.mha``.
+    * ``autopet-v``: the file holds the strokes of every round so far as flat points (the autoPET V JSON, read by
+      :func:`~nnunet_quantif.interactions.read_interactions`); every stroke voxel is given to the model as a
+      click of its label, which is exact for the click heatmap and the stroke encodings (each builds its channel
+      from the distinct voxels). Output ``<output>/images/tumor-lesion-segmentation/<ct uuid>.mha``, named by the
+      CT's uuid as the organisers' baseline names it. Each call predicts from that cumulative file alone: nothing
+      is read from or written to the interface's cache, and no earlier output is read.
+
+    Raises
+    ------
+    ValueError
+        An unknown protocol.
+    InputFileError, InteractionError, ClickError
+        Missing or ambiguous images, or a bad interaction file (named).
     """
+    if protocol not in GC_PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(GC_PROTOCOLS)}, got {protocol!r}")
+    t0 = time.perf_counter()
     inp, out = Path(input_dir), Path(output_dir)
     ct = _single_image(inp / "images" / "ct")
     pet = _single_image(inp / "images" / "pet")
@@ -781,10 +802,27 @@ def grand_challenge(input_dir: PathLike = "/input", output_dir: PathLike = "/out
     if clicks.exists() and not clicks.is_file():
         raise InputFileError(f"{clicks}: exists but is not a file (give the click file, or remove it to predict "
                              "without clicks)")
-    uuid = strip_image_extension(pet.name)
+    if protocol == "autopet-iv":
+        uuid = strip_image_extension(pet.name)
+        target = out / "images" / "tumor-lesion-segmentation" / f"{uuid}.mha"
+        return pipeline.predict_case(ct, pet, clicks if clicks.exists() else None, target, tracer=tracer,
+                                     case_name=uuid)
+    from ..interactions import Interactions, read_interactions
+
+    uuid = strip_image_extension(ct.name)
     target = out / "images" / "tumor-lesion-segmentation" / f"{uuid}.mha"
-    return pipeline.predict_case(ct, pet, clicks if clicks.exists() else None, target, tracer=tracer,
-                                 case_name=uuid)
+    inputs = [ct, pet] + ([clicks] if clicks.exists() else [])
+    ensure_not_input(target, inputs)
+    ct_arr, pet_arr, geometry = read_case_images(ct, pet, getattr(pipeline, "nonfinite", "raise"))
+    strokes = (read_interactions(clicks, pet_arr.shape, protocol="autopet-v") if clicks.exists()
+               else Interactions.empty())
+    result = pipeline.predict_arrays(ct_arr, pet_arr, geometry, strokes.to_clicks(), tracer=tracer, case_name=uuid,
+                                     source=str(pet), started=t0)
+    write_image(result.mask, geometry, target, inputs=inputs)
+    result.output = str(target)
+    result.seconds = time.perf_counter() - t0
+    log.info("%s", result.summary_line())
+    return result
 
 
 def load_models(model_fdg: PathLike | None = None, model_psma: PathLike | None = None,

@@ -24,15 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..clicks import DEFAULT_MAX_CLICKS, Clicks, read_clicks, write_clicks
+from ..clicks import DEFAULT_MAX_CLICKS, Clicks, read_clicks
 from ..errors import ClickError, ConfigError, InputFileError
 from ..inference.options import PipelineOptions, check_device
-from ..interactive import CLICK_KINDS
+from ..interactive import AUTOPET_V_SUFFIX, CLICK_KINDS, interaction_paths, save_interactions
 from ..io import Geometry, PathLike, check_output_path, strip_image_extension, write_image
 from ..quantify import CaseStats, LesionStats, label_lesions, lesion_csv_path, write_csv
 
 #: Ending of the click file that :func:`save_session` writes beside the mask (as ``clicks/<case>_clicks.json``).
-CLICKS_SUFFIX = "_clicks.json"
+CLICKS_SUFFIX = AUTOPET_V_SUFFIX
 
 #: Columns of the widget's lesion table: (header, key of :meth:`LesionStats.row`, format).
 TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -110,6 +110,83 @@ def clicks_world(order: Sequence[Click], kind: str, geometry: Geometry) -> np.nd
     """
     pts = [voxel_to_world(zyx, geometry) for k, zyx in order if k == kind]
     return np.asarray(pts, dtype=float).reshape(-1, 3)
+
+
+# ------------------------------------------------------------------------------------------------ strokes
+def path_to_stroke(vertices_world: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, int]:
+    """The voxels of a path drawn on one slice: each vertex's voxel, joined by digital lines.
+
+    Parameters
+    ----------
+    vertices_world : np.ndarray, shape (n >= 1, 3)
+        The path's vertices in world mm (z, y, x), as a Shapes layer holds a path drawn on the current slice.
+    geometry : Geometry
+
+    Returns
+    -------
+    voxels : np.ndarray, shape (m, 3), int64
+        In array order (z, y, x), along the path, each voxel once.
+    axis : int
+        The array axis normal to the slice (the first axis on which every vertex has the same voxel index).
+
+    Raises
+    ------
+    ClickError
+        No vertex, or vertices on no common slice.
+    """
+    from skimage.draw import line
+
+    v = np.asarray(vertices_world, dtype=float).reshape(-1, 3)
+    if not len(v):
+        raise ClickError("a stroke needs at least one vertex")
+    vox = np.asarray([world_to_voxel(p, geometry) for p in v], dtype=np.int64)
+    flat = [a for a in range(3) if len(np.unique(vox[:, a])) == 1]
+    if not flat:
+        raise ClickError("a stroke must lie on one slice (draw it on the current slice)")
+    axis = flat[0]
+    a, b = [k for k in range(3) if k != axis]
+    out = [vox[0]]
+    for p, q in zip(vox[:-1], vox[1:]):
+        ra, rb = line(int(p[a]), int(p[b]), int(q[a]), int(q[b]))
+        seg = np.empty((len(ra), 3), dtype=np.int64)
+        seg[:, axis], seg[:, a], seg[:, b] = p[axis], ra, rb
+        out.extend(seg[1:])
+    arr = np.asarray(out, dtype=np.int64)
+    _, first = np.unique(arr, axis=0, return_index=True)
+    return arr[np.sort(first)], axis
+
+
+def strokes_world(interactions, label: str, geometry: Geometry) -> list[np.ndarray]:
+    """The strokes of one label as paths of voxel centres in world mm (z, y, x), in entry order; a one-voxel
+    stroke as a path of that voxel twice (a path needs two vertices)."""
+    out = []
+    for e in interactions:
+        if e.kind == "stroke" and e.label == label:
+            pts = np.asarray([voxel_to_world(z, geometry) for z in e.voxels], dtype=float)
+            out.append(np.vstack([pts, pts]) if len(pts) == 1 else pts)
+    return out
+
+
+def points_order(interactions) -> list[Click]:
+    """The point entries of a session's interactions as the click history (kind, (z, y, x)), oldest first."""
+    return [(e.label, tuple(int(v) for v in e.voxels[0])) for e in interactions if e.kind == "point"]
+
+
+def replay_interactions(session, interactions) -> np.ndarray:
+    """Reset the session (undoable) and add the entries of ``interactions`` one by one (points as clicks, strokes
+    as strokes), so that undo steps through them again.
+
+    A voxel outside the image raises :class:`ClickError` before the session is changed.
+    """
+    interactions.check_inside(session.geometry.shape, "the interaction history")
+    if len(session.interactions):
+        session.reset()
+    for e in interactions:
+        if e.kind == "point":
+            session.add_click_zyx(tuple(int(v) for v in e.voxels[0]), e.label)
+        else:
+            session.add_stroke(e.voxels, e.label, e.axis)
+    return session.mask
 
 
 # ------------------------------------------------------------------------------------------------ click history
@@ -218,19 +295,34 @@ def _subsequence(short: Sequence, long: Sequence) -> set[int] | None:
 def apply_click_update(session, update: ClickUpdate) -> np.ndarray:
     """Apply :func:`plan_click_update`'s update to a :class:`~nnunet_quantif.interactive.Session`.
 
+    The session's strokes stay: an undo that would reach past a stroke, or a replay, replays the clicks of the
+    update and then the strokes (:func:`replay_interactions`).
+
     Returns
     -------
     np.ndarray, shape (z, y, x), uint8
         The session's mask afterwards.
     """
+    strokes = [e for e in session.interactions if e.kind == "stroke"]
+    tail = list(session.interactions)[len(session.interactions) - update.n_undo:] if update.n_undo else []
     if update.action == "add":
         for kind, zyx in update.new:
             session.add_click_zyx(zyx, kind)
-    elif update.action == "undo":
+    elif update.action == "undo" and all(e.kind == "point" for e in tail):
         for _ in range(update.n_undo):
             session.undo()
-    elif update.action == "replay":
-        replay_clicks(session, update.order)
+    elif update.action in ("undo", "replay"):
+        if not strokes:
+            replay_clicks(session, update.order)
+        else:  # the strokes stay, after the clicks
+            from ..interactions import Interactions
+
+            inter = Interactions.empty()
+            for kind, zyx in update.order:
+                inter = inter.with_point(zyx, kind)
+            for e in strokes:
+                inter = inter.with_stroke(e.voxels, e.label, e.axis)
+            replay_interactions(session, inter)
     return session.mask
 
 
@@ -251,7 +343,8 @@ def replay_clicks(session, order: Sequence[Click]) -> np.ndarray:
 
 
 def resume_clicks(session, path: PathLike) -> list[Click]:
-    """Replay a click file (the challenge JSON, e.g. one written by :func:`save_session`) on the open case.
+    """Replay a click file (the challenge JSON, e.g. one written by :func:`save_session`) on the open case, or
+    our interaction file (``<case>_interactions.json``: its points and strokes in order).
 
     Returns
     -------
@@ -264,7 +357,14 @@ def resume_clicks(session, path: PathLike) -> list[Click]:
     ClickError
         Unreadable file or a click outside the image; the message names the file. The session is unchanged.
     """
+    from ..clicks import load_click_json
+    from ..interactions import FORMAT, read_interactions
+
     limit = getattr(session.pipeline, "max_clicks", DEFAULT_MAX_CLICKS)
+    obj = load_click_json(path, limit)  # size and nesting checked before parsing
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:  # our form: points and strokes, in their order
+        replay_interactions(session, read_interactions(path, session.geometry.shape))
+        return points_order(session.interactions)
     clicks = read_clicks(path, shape=session.geometry.shape, max_clicks=limit)
     order = order_from_clicks(clicks)
     replay_clicks(session, order)
@@ -313,25 +413,27 @@ def lesion_centre_world(lesion: LesionStats, geometry: Geometry) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ saving
 @dataclass(frozen=True)
 class SavedFiles:
-    """The files of one save: mask, click JSON and lesion CSV."""
+    """The files of one save: mask, the autoPET V JSON, our interaction JSON and the lesion CSV."""
 
     mask: Path
     clicks: Path
     lesions: Path
+    interactions: Path
 
 
 def output_paths(mask_path: PathLike) -> SavedFiles:
-    """The three output files of :func:`save_session` for a mask path.
+    """The four output files of :func:`save_session` for a mask path.
 
-    ``<folder>/<case>.nii.gz`` gives ``<folder>/<case>_clicks.json`` and ``<folder>/<case>_lesions.csv``.
+    ``<folder>/<case>.nii.gz`` gives ``<folder>/<case>_clicks.json`` (autoPET V JSON),
+    ``<folder>/<case>_interactions.json`` (our form) and ``<folder>/<case>_lesions.csv``.
     """
     mask = Path(mask_path)
-    stem = strip_image_extension(mask.name)
-    return SavedFiles(mask, mask.with_name(stem + CLICKS_SUFFIX), lesion_csv_path(mask))
+    challenge, ours = interaction_paths(mask)
+    return SavedFiles(mask, challenge, lesion_csv_path(mask), ours)
 
 
 def save_session(session, mask_path: PathLike, inputs: Sequence[PathLike] = ()) -> SavedFiles:
-    """Write the session's mask, clicks and lesion table, each atomically.
+    """Write the session's mask, its interactions in both JSON forms and its lesion table, each atomically.
 
     Parameters
     ----------
@@ -339,8 +441,10 @@ def save_session(session, mask_path: PathLike, inputs: Sequence[PathLike] = ()) 
         A session with an open case.
     mask_path : path-like
         ``.nii.gz``, ``.nii`` or ``.mha``: the 0/1 uint8 mask with the case's geometry (as ``quantif session``'s
-        ``save``). Beside it, :func:`output_paths`: the clicks in the challenge JSON form (x, y, z) and the
-        per-lesion CSV (as ``quantif stats``).
+        ``save``). Beside it, :func:`output_paths`: the interactions as the autoPET V JSON (every click and
+        stroke voxel a point (x, y, z), in the order given; also a valid click file) and in our form (stroke ids
+        and order; :func:`~nnunet_quantif.interactive.save_interactions`), and the per-lesion CSV (as
+        ``quantif stats``).
     inputs : sequence of path-like
         The case's image files, which are never overwritten, or DICOM series folders, which no output may lie in.
 
@@ -351,16 +455,16 @@ def save_session(session, mask_path: PathLike, inputs: Sequence[PathLike] = ()) 
     Raises
     ------
     OutputPathError, OverwriteInputError
-        Checked for all three files before any is written.
+        Checked for all four files before any is written.
     """
     paths = output_paths(mask_path)
     inputs = tuple(p for p in inputs if p is not None)
     folders = tuple(p for p in inputs if Path(p).is_dir())
     check_output_path(paths.mask, image=True, inputs=inputs, input_folders=folders)
-    for p in (paths.clicks, paths.lesions):
+    for p in (paths.clicks, paths.interactions, paths.lesions):
         check_output_path(p, inputs=inputs, input_folders=folders)
     write_image(session.mask, session.geometry, paths.mask, inputs=inputs)
-    write_clicks(session.clicks, paths.clicks, inputs=inputs)
+    save_interactions(session.interactions, paths.mask, inputs=inputs)
     write_csv(session.lesions, paths.lesions, inputs=inputs)
     return paths
 

@@ -7,7 +7,12 @@ Layers (world frame (z, y, x) in mm, see :mod:`nnunet_quantif.napari.logic`):
 * ``lesions``: a Labels layer, one value per lesion (the ids of the table and of the lesion CSV), updated in place
   after each click;
 * ``tumor clicks`` and ``background clicks``: Points layers. Adding a point adds a click, deleting the latest
-  click undoes it, any other change (an earlier point deleted, a point moved) replays the clicks.
+  click undoes it, any other change (an earlier point deleted, a point moved) replays the clicks (the strokes
+  stay);
+* ``tumor strokes`` and ``background strokes``: Shapes layers in path mode. A path drawn on the current slice is
+  one stroke (its vertices' voxels joined by digital lines, :func:`~.logic.path_to_stroke`), added with
+  :meth:`Session.add_stroke`; deleting the latest stroke undoes it, and "Undo" removes the latest click or the
+  whole latest stroke.
 
 Model loading, reading the case, the first prediction and replaying a click file run in a napari thread worker
 with a progress indicator; single clicks update synchronously.
@@ -55,16 +60,17 @@ from .logic import (
     SavedFiles,
     apply_click_update,
     build_pipeline,
-    clicks_from_order,
     clicks_world,
     layer_transform,
     lesion_centre_world,
     lesion_label_map,
-    order_from_clicks,
+    path_to_stroke,
     plan_click_update,
+    points_order,
     read_case,
     resume_clicks,
     save_session,
+    strokes_world,
     table_rows,
     world_to_voxel,
 )
@@ -73,6 +79,7 @@ from .logic import (
 CT_LAYER, PET_LAYER, LABELS_LAYER = "CT", "PET", "lesions"
 POINTS_LAYERS: dict[str, str] = {"tumor": "tumor clicks", "background": "background clicks"}
 POINT_COLOURS: dict[str, str] = {"tumor": "red", "background": "deepskyblue"}
+STROKE_LAYERS: dict[str, str] = {"tumor": "tumor strokes", "background": "background strokes"}
 
 #: Display windows: CT in HU (soft tissue), PET in SUV (upper limit at least this).
 CT_WINDOW_HU: tuple[float, float] = (-160.0, 240.0)
@@ -366,6 +373,7 @@ class QuantIFWidget(QWidget):
         def done(order: list[Click]) -> None:
             self.order = order
             self._sync_points()
+            self._sync_strokes()
             self._refresh()
 
         return self._start(job, done, "QuantIF: replaying clicks")
@@ -402,6 +410,12 @@ class QuantIFWidget(QWidget):
             timer.setInterval(MOVE_DEBOUNCE_MS)
             timer.timeout.connect(partial(self._update_from_layer, kind))
             self._move_timers[kind] = timer
+        for kind in CLICK_KINDS:
+            layer = self.viewer.add_shapes(ndim=3, name=STROKE_LAYERS[kind], edge_color=POINT_COLOURS[kind],
+                                           face_color="transparent", edge_width=max(geometry.spacing[:2]) * 0.5)
+            layer.events.data.connect(partial(self._on_shapes, kind))
+            self._layers[STROKE_LAYERS[kind]] = layer
+        self._sync_strokes()
         tumor = self._layers[POINTS_LAYERS["tumor"]]
         self.viewer.layers.selection.active = tumor
         tumor.mode = "add"
@@ -416,6 +430,60 @@ class QuantIFWidget(QWidget):
                 self._layers[POINTS_LAYERS[kind]].data = clicks_world(self.order, kind, geometry)
         finally:
             self._syncing = False
+
+    def _sync_strokes(self) -> None:
+        """Make the Shapes layers show the session's strokes (without triggering updates)."""
+        geometry, inter = self.session.geometry, self.session.interactions
+        self._syncing = True
+        try:
+            for kind in CLICK_KINDS:
+                layer = self._layers[STROKE_LAYERS[kind]]
+                layer.data = []
+                paths = strokes_world(inter, kind, geometry)
+                if paths:
+                    layer.add_paths(paths, edge_color=POINT_COLOURS[kind])
+        finally:
+            self._syncing = False
+
+    def add_stroke_path(self, kind: str, vertices_world: np.ndarray) -> np.ndarray:
+        """Add a stroke drawn as a path (world mm, (z, y, x), on one slice) and return the session's mask."""
+        session = self._need_session()
+        if self.busy:
+            raise ClickError("busy: wait until the current job has finished")
+        voxels, axis = path_to_stroke(vertices_world, session.geometry)
+        return session.add_stroke(voxels, kind, axis)
+
+    def _on_shapes(self, kind: str, event) -> None:
+        """A path drawn on a stroke layer adds a stroke; deleting the latest stroke undoes it; any other change
+        is taken back (strokes are removed with Undo)."""
+        if self._syncing or not self._layers:
+            return
+        action = getattr(event, "action", None)
+        if action not in (ActionType.ADDED, ActionType.REMOVED):
+            if action == ActionType.CHANGED:
+                show_warning("QuantIF: strokes cannot be moved; undo and draw again")
+                self._sync_strokes()
+            return
+        layer = self._layers[STROKE_LAYERS[kind]]
+        try:
+            session = self._need_session()
+            mine = [e for e in session.interactions if e.kind == "stroke" and e.label == kind]
+            if action == ActionType.ADDED and len(layer.data) > len(mine):
+                for vertices in layer.data[len(mine):]:
+                    self.add_stroke_path(kind, np.asarray([layer.data_to_world(v) for v in np.asarray(vertices)]))
+            elif action == ActionType.REMOVED:
+                last = session.interactions[-1] if len(session.interactions) else None
+                if (len(layer.data) == len(mine) - 1 and last is not None and last.kind == "stroke"
+                        and last.label == kind):
+                    session.undo()
+                else:
+                    raise ClickError("only the latest stroke can be deleted; use Undo")
+        except QuantIFError as e:
+            show_warning(f"QuantIF: {e}")
+        self._fix_order()
+        self._sync_points()
+        self._sync_strokes()
+        self._refresh()
 
     def _on_points(self, kind: str, event) -> None:
         if self._syncing or not self._layers:
@@ -448,9 +516,9 @@ class QuantIFWidget(QWidget):
         self._refresh()
 
     def _fix_order(self) -> None:
-        """Keep ``order`` equal to the session's clicks (its order where it still matches)."""
-        if self.session is not None and clicks_from_order(self.order) != self.session.clicks:
-            self.order = order_from_clicks(self.session.clicks)
+        """Keep ``order`` equal to the session's point entries (the strokes' voxels are not points)."""
+        if self.session is not None:
+            self.order = points_order(self.session.interactions)
 
     # ------------------------------------------------------------------ buttons
     def _need_session(self) -> Session:
@@ -459,16 +527,16 @@ class QuantIFWidget(QWidget):
         return self.session
 
     def undo(self) -> None:
-        """Undo the latest click (or reset)."""
+        """Undo the latest click, the whole latest stroke, or a reset."""
         try:
             session = self._need_session()
             session.undo()
         except QuantIFError as e:
             show_warning(f"QuantIF: {e}")
             return
-        self.order = self.order[:-1]
         self._fix_order()
         self._sync_points()
+        self._sync_strokes()
         self._refresh()
 
     def reset(self) -> None:
@@ -480,12 +548,15 @@ class QuantIFWidget(QWidget):
             return
         self.order = []
         self._sync_points()
+        self._sync_strokes()
         self._refresh()
 
     def save(self, mask_path: str) -> SavedFiles:
-        """Write the mask (input geometry), the click JSON and the lesion CSV (:func:`~.logic.save_session`)."""
+        """Write the mask (input geometry), the interactions as the autoPET V JSON and in our form, and the lesion
+        CSV (:func:`~.logic.save_session`)."""
         files = save_session(self._need_session(), mask_path, inputs=(self.ct_path, self.pet_path))
-        self.status.setText(f"saved {files.mask}, {files.clicks.name}, {files.lesions.name}")
+        self.status.setText(f"saved {files.mask}, {files.clicks.name}, {files.interactions.name}, "
+                            f"{files.lesions.name}")
         return files
 
     def _save_dialog(self) -> None:

@@ -24,7 +24,7 @@ from ..errors import DatasetError
 from ..organs import load_organ_side_file, organ_side_file
 
 __all__ = ["nnUNetDatasetBlosc2Organs", "nnUNetDatasetBlosc2Clicks", "nnUNetDatasetBlosc2OrgansClicks",
-           "split_targets"]
+           "nnUNetDatasetBlosc2Strokes", "nnUNetDatasetBlosc2OrgansStrokes", "split_targets"]
 
 
 class _ChannelView:
@@ -123,3 +123,30 @@ def split_targets(target: torch.Tensor | list[torch.Tensor]):
     if target.ndim < 2 or target.shape[1] != 2:
         raise DatasetError(f"expected a (lesion, organ) target with 2 channels, got shape {tuple(target.shape)}")
     return target[:, :1], target[:, 1:2]
+
+
+class _StrokeSamplingDataset:
+    """Mixin: with ``stroke_sampler`` set, ``load_case`` returns the data as a
+    :class:`~nnunet_quantif.training.stroke_sampling.StrokeSampledView` whose encoding channel is rebuilt from
+    strokes drawn on the crop's lesion label each time the loader cuts a crop.
+
+    The trainer sets ``stroke_sampler`` on the training dataset only, so validation keeps the channel that
+    nnU-Net preprocessed.
+    """
+
+    stroke_sampler = None
+
+    def load_case(self, identifier: str):
+        data, seg, seg_prev, properties = super().load_case(identifier)
+        if self.stroke_sampler is not None:
+            rng = self.stroke_sampler.rng(self.__dict__.setdefault("_stroke_rngs", {}))
+            data = self.stroke_sampler.view(data, seg, properties, rng)
+        return data, seg, seg_prev, properties
+
+
+class nnUNetDatasetBlosc2Strokes(_StrokeSamplingDataset, nnUNetDatasetBlosc2):  # noqa: N801
+    """nnU-Net's blosc2 dataset with stroke sampling (see :class:`_StrokeSamplingDataset`)."""
+
+
+class nnUNetDatasetBlosc2OrgansStrokes(_StrokeSamplingDataset, nnUNetDatasetBlosc2Organs):  # noqa: N801
+    """The organ-target dataset with stroke sampling (see :class:`_StrokeSamplingDataset`)."""

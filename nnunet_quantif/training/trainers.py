@@ -542,3 +542,71 @@ class nnUNetTrainerQuantIF_tiny_heatmapAug(nnUNetTrainerQuantIF_tiny):  # noqa: 
     everything else ours."""
 
     protected_channels = ()
+
+
+# ------------------------------------------------------------------------------------------------ stroke sampling
+class _StrokeSamplingMixin:
+    """Stroke sampling (:mod:`nnunet_quantif.training.stroke_sampling`): each training crop draws 0 to
+    ``max_strokes`` autoPET V strokes from its label (with probability ``stroke_p_previous`` as corrections of a
+    corrupted copy of the label) and its click channel is their ``stroke_pet_gated_gaussian`` encoding.
+
+    The dataset's ``pet_gated_gaussian`` channel is recorded in the model's ``dataset.json`` as the
+    ``stroke_pet_gated_gaussian`` encoding with the same sigmas, gate and truncation, so inference builds the
+    channel from strokes as the training did. Needs no side files.
+    """
+
+    max_strokes: int = 5
+    stroke_p_previous: float = 0.5
+
+    def initialize(self):
+        from ..heatmap_definition import DATASET_KEY, InputContract
+        from .data import nnUNetDatasetBlosc2OrgansStrokes, nnUNetDatasetBlosc2Strokes
+        from .stroke_sampling import StrokeSampler, stroke_contract_entry
+
+        super().initialize()
+        entry = self.dataset_json.get(DATASET_KEY)
+        if not entry:
+            raise ConfigError(f"{self.__class__.__name__}: the dataset.json has no '{DATASET_KEY}' input contract "
+                              f"(convert the dataset with `quantif convert`)")
+        self.dataset_json = {**self.dataset_json, DATASET_KEY: stroke_contract_entry(entry)}
+        contract = InputContract.from_json(self.dataset_json[DATASET_KEY])
+        encoding = contract.inputs[HEATMAP_CHANNEL].encoding
+        self.dataset_class = nnUNetDatasetBlosc2OrgansStrokes if self.use_organs else nnUNetDatasetBlosc2Strokes
+        schemes = self.configuration_manager.normalization_schemes
+        props = self.plans_manager.foreground_intensity_properties_per_channel.get(str(PET_CHANNEL))
+        self.stroke_sampler = StrokeSampler(encoding, schemes[PET_CHANNEL], props,
+                                            tuple(self.plans_manager.transpose_forward),
+                                            tuple(float(v) for v in self.configuration_manager.spacing),
+                                            self.max_strokes, self.stroke_p_previous, PET_CHANNEL, HEATMAP_CHANNEL)
+        self.print_to_log_file(f"stroke sampling: 0..{self.max_strokes} strokes per crop, corrected from a "
+                               f"corrupted label with probability {self.stroke_p_previous}; encoding "
+                               f"{encoding.describe()}")
+
+    def get_tr_and_val_datasets(self):
+        dataset_tr, dataset_val = super().get_tr_and_val_datasets()
+        dataset_tr.stroke_sampler = self.stroke_sampler  # training samples only; validation keeps the stored channel
+        return dataset_tr, dataset_val
+
+
+class nnUNetTrainerQuantIF_strokeSampling(_StrokeSamplingMixin, nnUNetTrainerQuantIF):  # noqa: N801
+    """QuantIF trainer whose crops draw 0-5 autoPET V strokes and see their stroke encoding."""
+
+
+class nnUNetTrainerQuantIF_FDG_strokeSampling(_StrokeSamplingMixin, nnUNetTrainerQuantIF_FDG):  # noqa: N801
+    """FDG schedule with stroke sampling."""
+
+
+class nnUNetTrainerQuantIF_PSMA_strokeSampling(_StrokeSamplingMixin, nnUNetTrainerQuantIF_PSMA):  # noqa: N801
+    """PSMA schedule with stroke sampling."""
+
+
+class nnUNetTrainerQuantIF_tiny_strokeSampling(_StrokeSamplingMixin, nnUNetTrainerQuantIF_tiny):  # noqa: N801
+    """Tiny schedule with stroke sampling (tests, the demo and the stroke-versus-click table)."""
+
+
+__all__ += [
+    "nnUNetTrainerQuantIF_strokeSampling",
+    "nnUNetTrainerQuantIF_FDG_strokeSampling",
+    "nnUNetTrainerQuantIF_PSMA_strokeSampling",
+    "nnUNetTrainerQuantIF_tiny_strokeSampling",
+]

@@ -1,0 +1,196 @@
+"""Stroke sampling in training (nnunet_quantif.training.stroke_sampling): strokes drawn from the label, and the
+encoding channel rebuilt from them on the loader's crop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnunet_quantif.errors import ConfigError
+from nnunet_quantif.heatmap_definition import (
+    HeatmapDefinition,
+    InputContract,
+    StrokeGaussianEncoding,
+)
+from nnunet_quantif.heatmaps import stroke_heatmap
+from nnunet_quantif.interactions import Interactions
+from nnunet_quantif.training.stroke_sampling import (
+    MAX_STROKES,
+    StrokeSampler,
+    sample_strokes,
+    sigma_scale,
+    stroke_contract_entry,
+)
+
+
+def _label(rng: np.random.Generator, shape=(24, 32, 32), n=4) -> np.ndarray:
+    """A few random boxes and balls as lesions."""
+    lab = np.zeros(shape, bool)
+    zz, yy, xx = np.indices(shape, sparse=True)
+    for _ in range(n):
+        c = [int(rng.integers(3, s - 3)) for s in shape]
+        r = int(rng.integers(1, 4))
+        lab |= (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= r * r
+    return lab
+
+
+@pytest.mark.parametrize("p_previous", [0.0, 1.0, 0.5])
+def test_sampled_strokes_lie_on_one_axial_slice_on_the_right_side_of_the_label(p_previous) -> None:
+    """Every stroke is axial (one z), tumor voxels inside the label, background voxels outside; 0..5 strokes;
+    each count from 0 to 5 occurs over many draws, and both kinds occur."""
+    counts, kinds = set(), set()
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        lab = _label(np.random.default_rng(1000 + seed))
+        strokes = sample_strokes(lab, rng, p_previous=p_previous)
+        assert 0 <= len(strokes) <= MAX_STROKES
+        counts.add(len(strokes))
+        for e in strokes:
+            kinds.add(e.label)
+            assert e.kind == "stroke" and e.axis == 0 and len(np.unique(e.voxels[:, 0])) == 1
+            inside = lab[tuple(e.voxels.T)]
+            assert inside.all() if e.label == "tumor" else not inside.any(), (seed, e.label)
+    assert kinds == {"tumor", "background"}
+    assert counts >= {0, 1, 2, 3} and max(counts) <= MAX_STROKES
+
+
+def test_sampling_is_reproducible_with_a_seed_and_varies_without() -> None:
+    lab = _label(np.random.default_rng(7), n=6)
+    a = [sample_strokes(lab, np.random.default_rng(s)) for s in range(10)]
+    b = [sample_strokes(lab, np.random.default_rng(s)) for s in range(10)]
+    assert a == b
+    assert len({len(x) for x in a}) > 1
+
+
+def test_strokes_follow_the_axial_axis_after_a_transpose() -> None:
+    """With the raw z axis moved to axis 2 (a plans transpose), strokes share the index on axis 2 and still lie on
+    the right side of the label."""
+    rng = np.random.default_rng(3)
+    lab = _label(np.random.default_rng(4), n=5)
+    moved = np.moveaxis(lab, 0, 2)
+    seen = 0
+    for seed in range(20):
+        for e in sample_strokes(moved, np.random.default_rng(seed), axial_axis=2):
+            seen += 1
+            assert e.axis == 2 and len(np.unique(e.voxels[:, 2])) == 1
+            inside = moved[tuple(e.voxels.T)]
+            assert inside.all() if e.label == "tumor" else not inside.any()
+    assert seen > 0
+    with pytest.raises(ValueError, match="p_previous"):
+        sample_strokes(lab, rng, p_previous=1.5)
+    with pytest.raises(ValueError, match="strategy"):
+        sample_strokes(lab, rng, strategy="zigzag")
+
+
+def _shifted(strokes: Interactions, lo) -> Interactions:
+    out = Interactions.empty()
+    for e in strokes:
+        out = out.with_stroke(e.voxels + np.asarray(lo), e.label, axis=e.axis)
+    return out
+
+
+@pytest.mark.parametrize("scheme", ["NoNormalization", "CTNormalization"])
+def test_view_channel_equals_the_encoding_of_the_sampled_strokes(scheme) -> None:
+    """On each crop, channel 2 equals stroke_heatmap of the whole preprocessed PET (in SUV) with the crop's
+    sampled strokes moved to case voxels and the sigmas scaled by original / preprocessed spacing, to 1e-6; the
+    other channels are the stored ones and the case itself is not written into."""
+    rng = np.random.default_rng(11)
+    shape = (24, 32, 32)
+    lab = _label(rng, shape, n=6)
+    suv = rng.gamma(2.0, 0.8, size=shape) + 6.0 * lab
+    props = {"mean": 2.0, "std": 1.5} if scheme == "CTNormalization" else None
+    pet_stored = (suv - 2.0) / 1.5 if props else suv
+    data = np.stack([rng.normal(size=shape), pet_stored, np.full(shape, 0.25)]).astype(np.float32)
+    seg = lab[None].astype(np.int8)
+    before = data.copy()
+    enc = StrokeGaussianEncoding((3.0, 3.0, 3.0), (6.0, 6.0, 6.0), 3.0, 4.0)
+    sampler = StrokeSampler(enc, scheme, props, (0, 1, 2), (6.0, 5.0, 5.0), p_previous=0.5)
+    case_props = {"spacing": [3.0, 2.5, 5.0]}
+    scale = sigma_scale(case_props, (0, 1, 2), (6.0, 5.0, 5.0))
+    np.testing.assert_allclose(scale, [0.5, 0.5, 1.0])
+    pet_suv = (pet_stored * 1.5 + 2.0 if props else pet_stored).astype(np.float64)
+    view = sampler.view(data, seg, case_props, np.random.default_rng(5))
+    assert view.shape == data.shape
+    nonempty = 0
+    for k in range(12):
+        bbox = [(k % 4, 20 + k % 4), (2, 30), (k, 20 + k)]
+        crop = view[(slice(None), *(slice(a, b) for a, b in bbox))]
+        lo = [a for a, _ in bbox]
+        strokes = _shifted(view.last_strokes, lo)
+        nonempty += len(strokes) > 0
+        want = stroke_heatmap(pet_suv, strokes, tuple(3.0 * scale), tuple(6.0 * scale), 3.0, truncate=4.0)
+        sl = tuple(slice(a, b) for a, b in bbox)
+        np.testing.assert_allclose(crop[2], want[sl], rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(crop[:2], data[(slice(0, 2), *sl)])
+        if not len(strokes):
+            assert not crop[2].any()
+    assert nonempty >= 3
+    np.testing.assert_array_equal(data, before)
+
+
+def test_contract_entry_records_the_stroke_encoding_and_keeps_other_keys() -> None:
+    d = HeatmapDefinition(sigma_tumor=(2.0, 3.0, 3.0), sigma_background=(5.0, 6.0, 6.0), suv_gate=2.5)
+    entry = {**InputContract.for_heatmap(d, "CT").to_json(), "organ_groups": "quantif"}
+    out = stroke_contract_entry(entry)
+    assert out["organ_groups"] == "quantif" and "heatmap" not in out
+    contract = InputContract.from_json(out)
+    enc = contract.inputs[2].encoding
+    assert isinstance(enc, StrokeGaussianEncoding)
+    assert enc.sigma_tumor == (2.0, 3.0, 3.0) and enc.sigma_background == (5.0, 6.0, 6.0)
+    assert enc.suv_gate == 2.5 and enc.truncate == d.truncate
+    assert stroke_contract_entry(out) == out  # already a stroke contract: unchanged
+    authors = InputContract.for_heatmap(HeatmapDefinition(background_mode="authors"), "CT").to_json()
+    with pytest.raises(ConfigError, match="paper"):
+        stroke_contract_entry(authors)
+    with pytest.raises(ConfigError, match="pet_gated_gaussian"):
+        stroke_contract_entry(InputContract.baseline().to_json())
+
+
+def test_stroke_trainers_are_exported_and_the_demo_accepts_the_tiny_one() -> None:
+    import importlib.util
+
+    from nnunet_quantif.demo.settings import DemoSettings
+    from nnunet_quantif.environment import EXT_TRAINER_DIR
+    from nnunet_quantif.training import trainers as T
+
+    spec = importlib.util.spec_from_file_location("quantif_trainers_shim_strokes",
+                                                  EXT_TRAINER_DIR / "quantif_trainers.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for name in ("nnUNetTrainerQuantIF_strokeSampling", "nnUNetTrainerQuantIF_FDG_strokeSampling",
+                 "nnUNetTrainerQuantIF_PSMA_strokeSampling", "nnUNetTrainerQuantIF_tiny_strokeSampling"):
+        assert name in T.__all__ and getattr(mod, name) is getattr(T, name)
+        assert issubclass(getattr(T, name), T._StrokeSamplingMixin)
+    assert issubclass(T.nnUNetTrainerQuantIF_tiny_strokeSampling, T.nnUNetTrainerQuantIF_tiny)
+    assert issubclass(T.nnUNetTrainerQuantIF_FDG_strokeSampling, T.nnUNetTrainerQuantIF_FDG)
+    name = "nnUNetTrainerQuantIF_tiny_strokeSampling"
+    assert DemoSettings.preset(False, trainer_name=name).trainer == name
+
+
+def test_the_tiny_stroke_trainer_records_the_stroke_encoding_and_loads_sampled_crops(tmp_path, monkeypatch):
+    """initialize() writes the stroke encoding (the dataset's sigmas and gate) into the dataset.json the model
+    folder gets, picks the stroke-sampling dataset for training only, and a training batch comes through
+    nnU-Net's loader with the sampled channel."""
+    import torch
+    from test_trainers import _dataset
+
+    from nnunet_quantif.training import trainers as T
+    from nnunet_quantif.training.data import nnUNetDatasetBlosc2OrgansStrokes
+
+    plans, ds_json = _dataset(tmp_path)
+    d = HeatmapDefinition(sigma_tumor=(2.0, 2.0, 2.0), suv_gate=2.5)
+    ds_json = {**ds_json, "quantif": InputContract.for_heatmap(d, "noNorm").to_json()}
+    for k, v in (("nnUNet_preprocessed", tmp_path / "pre"), ("nnUNet_results", tmp_path / "res"),
+                 ("nnUNet_n_proc_DA", "0")):
+        monkeypatch.setenv(k, str(v))
+    tr = T.nnUNetTrainerQuantIF_tiny_strokeSampling({**plans, "continue_training": False}, "3d_fullres", 0,
+                                                    ds_json, torch.device("cpu"))
+    tr.initialize()
+    enc = InputContract.from_json(tr.dataset_json["quantif"]).inputs[2].encoding
+    assert isinstance(enc, StrokeGaussianEncoding) and enc.sigma_tumor == (2.0, 2.0, 2.0) and enc.suv_gate == 2.5
+    assert tr.dataset_class is nnUNetDatasetBlosc2OrgansStrokes and tr.stroke_sampler.encoding == enc
+    ds_tr, ds_val = tr.get_tr_and_val_datasets()
+    assert ds_tr.stroke_sampler is tr.stroke_sampler and ds_val.stroke_sampler is None
+    dl_tr, _ = tr.get_dataloaders()
+    batch = next(dl_tr)
+    assert batch["data"].shape[1] == 3 and torch.isfinite(batch["data"]).all()
