@@ -293,6 +293,26 @@ def crop_heatmap(pet_suv_crop: np.ndarray, lo: Sequence[int], tumor: np.ndarray,
     return t.astype(np.float32)
 
 
+def contiguous_crop(item, shape: Sequence[int], view: str) -> tuple[tuple[slice, ...], list[int]]:
+    """The index ``item`` of a (c, z, y, x) array view as one contiguous slice per axis, and the crop's spatial
+    start (z, y, x).
+
+    nnU-Net's loader cuts a patch with ``data[(slice(None), *spatial slices)]``; an Ellipsis and missing trailing
+    axes are expanded. Any other index (an integer, a step, an array) raises ``TypeError`` naming ``view``.
+    """
+    ndim = len(shape)
+    if not isinstance(item, tuple):
+        item = (item,)
+    if any(i is Ellipsis for i in item):
+        i = item.index(Ellipsis)
+        item = item[:i] + (slice(None),) * (ndim - len(item) + 1) + item[i + 1:]
+    item = item + (slice(None),) * (ndim - len(item))
+    if len(item) != ndim or not all(isinstance(s, slice) and s.step in (None, 1) for s in item):
+        raise TypeError(f"{view} supports only contiguous slices, got {item!r}")
+    spatial = [s.indices(n)[:2] for s, n in zip(item[1:], shape[1:])]
+    return item, [lo for lo, _ in spatial]
+
+
 @dataclass(frozen=True)
 class ClickSampler:
     """What a training dataset needs to rebuild the heatmap channel with a sampled click count.
@@ -366,16 +386,7 @@ class SampledHeatmapView:
         self.thresholds = side["thresholds"][: self.k]
 
     def _crop(self, item) -> tuple[tuple[slice, ...], list[int]]:
-        if not isinstance(item, tuple):
-            item = (item,)
-        if any(i is Ellipsis for i in item):
-            i = item.index(Ellipsis)
-            item = item[:i] + (slice(None),) * (self.ndim - len(item) + 1) + item[i + 1:]
-        item = item + (slice(None),) * (self.ndim - len(item))
-        if len(item) != self.ndim or not all(isinstance(s, slice) and s.step in (None, 1) for s in item):
-            raise TypeError(f"SampledHeatmapView supports only contiguous slices, got {item!r}")
-        spatial = [s.indices(n)[:2] for s, n in zip(item[1:], self.shape[1:])]
-        return item, [lo for lo, _ in spatial]
+        return contiguous_crop(item, self.shape, type(self).__name__)
 
     def __getitem__(self, item) -> np.ndarray:
         item, lo = self._crop(item)

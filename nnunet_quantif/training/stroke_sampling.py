@@ -55,7 +55,7 @@ from ..heatmap_definition import StrokeGaussianEncoding
 from ..heatmaps import stroke_heatmap
 from ..interactions import Interactions
 from ..layout import HEATMAP_CHANNEL, PET_CHANNEL
-from .click_sampling import pet_to_suv
+from .click_sampling import contiguous_crop, pet_to_suv
 
 __all__ = ["MAX_STROKES", "StrokeSampler", "StrokeSampledView", "sample_strokes", "sigma_scale",
            "stroke_contract_entry"]
@@ -239,16 +239,7 @@ class StrokeSampledView:
         self.last_origin: tuple[int, ...] | None = None
 
     def _crop(self, item) -> tuple[tuple[slice, ...], list[int]]:
-        if not isinstance(item, tuple):
-            item = (item,)
-        if any(i is Ellipsis for i in item):
-            i = item.index(Ellipsis)
-            item = item[:i] + (slice(None),) * (self.ndim - len(item) + 1) + item[i + 1:]
-        item = item + (slice(None),) * (self.ndim - len(item))
-        if len(item) != self.ndim or not all(isinstance(s, slice) and s.step in (None, 1) for s in item):
-            raise TypeError(f"StrokeSampledView supports only contiguous slices, got {item!r}")
-        spatial = [s.indices(n)[:2] for s, n in zip(item[1:], self.shape[1:])]
-        return item, [lo for lo, _ in spatial]
+        return contiguous_crop(item, self.shape, type(self).__name__)
 
     def __getitem__(self, item) -> np.ndarray:
         item, lo = self._crop(item)
