@@ -313,6 +313,20 @@ def contiguous_crop(item, shape: Sequence[int], view: str) -> tuple[tuple[slice,
     return item, [lo for lo, _ in spatial]
 
 
+def read_crop(data, item, shape: Sequence[int], view: str) -> tuple[tuple[slice, ...], list[int], range, np.ndarray]:
+    """Read the crop ``item`` of every channel of ``data`` (c, z, y, x) as a float32 array the caller may write into.
+
+    Returns the expanded index (:func:`contiguous_crop`), the crop's spatial start (z, y, x), the channels the index
+    asks for, and the crop of all channels (a copy, never a view into ``data``).
+    """
+    item, lo = contiguous_crop(item, shape, view)
+    channels = range(*item[0].indices(shape[0]))
+    out = np.asarray(data[(slice(None), *item[1:])], dtype=np.float32)
+    if isinstance(data, np.ndarray) and np.shares_memory(out, data):
+        out = out.copy()  # a NumPy slice is a view: never write into the case
+    return item, lo, channels, out
+
+
 @dataclass(frozen=True)
 class ClickSampler:
     """What a training dataset needs to rebuild the heatmap channel with a sampled click count.
@@ -385,15 +399,8 @@ class SampledHeatmapView:
                                   for c in side["tumor"]]
         self.thresholds = side["thresholds"][: self.k]
 
-    def _crop(self, item) -> tuple[tuple[slice, ...], list[int]]:
-        return contiguous_crop(item, self.shape, type(self).__name__)
-
     def __getitem__(self, item) -> np.ndarray:
-        item, lo = self._crop(item)
-        channels = range(*item[0].indices(self.shape[0]))
-        out = np.asarray(self._data[(slice(None), *item[1:])], dtype=np.float32)
-        if isinstance(self._data, np.ndarray) and np.shares_memory(out, self._data):
-            out = out.copy()  # a NumPy slice is a view: never write into the case
+        item, lo, channels, out = read_crop(self._data, item, self.shape, type(self).__name__)
         s = self._sampler
         pet = pet_to_suv(out[s.pet_channel], s.pet_scheme, s.pet_properties)
         out[s.heatmap_channel] = crop_heatmap(pet, lo, self.tumor, self.thresholds, self.background,

@@ -55,7 +55,7 @@ from ..heatmap_definition import StrokeGaussianEncoding
 from ..heatmaps import stroke_heatmap
 from ..interactions import Interactions
 from ..layout import HEATMAP_CHANNEL, PET_CHANNEL
-from .click_sampling import contiguous_crop, pet_to_suv
+from .click_sampling import pet_to_suv, read_crop
 
 __all__ = ["MAX_STROKES", "StrokeSampler", "StrokeSampledView", "sample_strokes", "sigma_scale",
            "stroke_contract_entry"]
@@ -238,15 +238,8 @@ class StrokeSampledView:
         self.last_strokes: Interactions | None = None
         self.last_origin: tuple[int, ...] | None = None
 
-    def _crop(self, item) -> tuple[tuple[slice, ...], list[int]]:
-        return contiguous_crop(item, self.shape, type(self).__name__)
-
     def __getitem__(self, item) -> np.ndarray:
-        item, lo = self._crop(item)
-        channels = range(*item[0].indices(self.shape[0]))
-        out = np.asarray(self._data[(slice(None), *item[1:])], dtype=np.float32)
-        if isinstance(self._data, np.ndarray) and np.shares_memory(out, self._data):
-            out = out.copy()  # a NumPy slice is a view: never write into the case
+        item, lo, channels, out = read_crop(self._data, item, self.shape, type(self).__name__)
         s = self._sampler
         label = np.asarray(self._seg[(0, *item[1:])]) == 1
         strokes = sample_strokes(label, self._rng, max_strokes=s.max_strokes, p_previous=s.p_previous,
