@@ -26,6 +26,8 @@ from nnunet_quantif.testing.random_model import AUTOPET_SPACING_ZYX, write_rando
 
 PATCH = (16, 16, 16)
 SHAPE = (40, 48, 48)  # (z, y, x): 4 x 5 x 5 tiles of 16^3 at step 0.5
+#: Mirroring of every pipeline and session compared here: the model's axes, whatever the machine's load.
+MIRRORING = "all"
 GEOMETRY = Geometry.from_shape(SHAPE, AUTOPET_SPACING_ZYX, origin=(-10.0, 5.0, 800.0))
 TUMOR_XYZ = (8, 8, 6)  # near a corner: its Gaussian cube reaches few tiles
 BACKGROUND_XYZ = (40, 40, 33)
@@ -41,7 +43,9 @@ def model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def pipeline(model) -> QuantIFPipeline:
-    return QuantIFPipeline(model, None, folds=(0, 1), device="cpu").load()
+    # a fixed policy: on a CPU the default ('budget') decides the axes from the seconds a forward pass takes, so
+    # on a loaded machine a session and the reference pipeline could keep different axes
+    return QuantIFPipeline(model, None, folds=(0, 1), device="cpu", mirroring=MIRRORING).load()
 
 
 def make_arrays(shape=SHAPE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -217,7 +221,7 @@ def test_quantif_session_subprocess(model, case, tmp_path, pipeline):
     ]) + "\n"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "nnUNet_def_n_proc": "1", "nnUNet_compile": "false"}
     proc = subprocess.run([sys.executable, "-m", "nnunet_quantif", "session", "--model-fdg", str(model),
-                           "--folds", "0", "1", "--tracer", "fdg", "--device", "cpu",
+                           "--folds", "0", "1", "--tracer", "fdg", "--device", "cpu", "--mirroring", MIRRORING,
                            "--ct", str(ct_path), "--pet", str(pet_path)],
                           input=commands, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -252,7 +256,7 @@ def test_authors_heatmap_mode(model, case):
     found exactly (by comparison), so the session keeps the pipeline's mask."""
     ct, pet = case
     pipe = QuantIFPipeline(model, None, folds=(0,), device="cpu", heatmap_params={"background_mode": "authors"},
-                           force_heatmap=True).load()
+                           force_heatmap=True, mirroring=MIRRORING).load()
     session = Session(pipeline=pipe)
     session.open(ct, pet, GEOMETRY, tracer="fdg")
     for xyz, kind in [(BACKGROUND_XYZ, "background"), (TUMOR_XYZ, "tumor"), ((30, 10, 20), "background")]:
@@ -336,7 +340,7 @@ def test_stroke_with_a_stroke_trained_contract(tmp_path, case, monkeypatch):
                               InputChannel("clicks", StrokeDistanceEncoding("tumor", 4.0)),
                               InputChannel("clicks", StrokeDistanceEncoding("background", 4.0))), None)
     model = write_random_model(tmp_path / "stroke_model", folds=(0,), patch_size=PATCH, seed=5, contract=contract)
-    pipe = QuantIFPipeline(model, None, folds=(0,), device="cpu").load()
+    pipe = QuantIFPipeline(model, None, folds=(0,), device="cpu", mirroring=MIRRORING).load()
     ct, pet = case
     session = _stroke_steps(Session(pipeline=pipe), Session(pipeline=pipe, incremental=False), pipe, ct, pet,
                             monkeypatch, "fdg", fewer=False)
