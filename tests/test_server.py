@@ -50,7 +50,9 @@ def model(tmp_path_factory) -> Path:
 def pipeline(model):
     from nnunet_quantif.inference.pipeline import QuantIFPipeline
 
-    return QuantIFPipeline(model, None, folds=(0,), device="cpu").load()
+    # a fixed policy: on a CPU the default ('budget') decides the axes from the seconds a forward pass takes, so on a
+    # loaded machine the server's session and the local one could keep different axes
+    return QuantIFPipeline(model, None, folds=(0,), device="cpu", mirroring="all").load()
 
 
 @pytest.fixture(scope="module")
