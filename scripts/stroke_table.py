@@ -15,8 +15,8 @@ Sources, each ``LABEL=DIR[:METHOD]`` (``METHOD`` defaults to ``model``):
 Every cell is the mean over the held-out cases **with a lesion** and its 95 % bootstrap interval over them
 (:func:`nnunet_quantif.evaluation.bootstrap.bootstrap_ci`): DSC as the autoPET IV protocol averages it (lesion-free
 cases have no DSC), and DMM as the ``dmm_case_mean`` aggregation (NaN for a lesion-free label). AUCs are the
-trapezoid over the rounds shown with unit spacing, not normalised (autoPET V: rounds 0..5, at most 5), per case and
-then averaged.
+trapezoid over the rounds (steps) shown with their own spacing, not normalised (autoPET V: rounds 0..5 with unit
+spacing, at most 5), per case and then averaged.
 
 Usage::
 
@@ -95,17 +95,13 @@ def table(rows: list[dict], steps: list[int]) -> dict:
     out: dict = {"n_cases": len(cases)}
     for key in ("dsc", "dmm"):
         for k in steps:
-            out[f"{key}@{k}"] = _mean_ci([by[(c, k)][key] for c in cases if (c, k) in by])
+            out[f"{key}@{k}"] = bootstrap_ci([by[(c, k)][key] for c in cases if (c, k) in by])
         aucs = []
         for c in cases:
             curve = [by[(c, k)][key] if (c, k) in by else math.nan for k in steps]
             aucs.append(math.nan if any(math.isnan(v) for v in curve) else auc_over_steps(curve, steps))
-        out[f"auc_{key}"] = _mean_ci(aucs)
+        out[f"auc_{key}"] = bootstrap_ci(aucs)
     return out
-
-
-def _mean_ci(values: list[float]) -> tuple[float, float, float]:
-    return bootstrap_ci(values)
 
 
 def _cell(v: tuple[float, float, float]) -> str:
