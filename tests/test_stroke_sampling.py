@@ -158,13 +158,16 @@ def test_stroke_trainers_are_exported_and_the_demo_accepts_the_tiny_one() -> Non
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     for name in ("nnUNetTrainerQuantIF_strokeSampling", "nnUNetTrainerQuantIF_FDG_strokeSampling",
-                 "nnUNetTrainerQuantIF_PSMA_strokeSampling", "nnUNetTrainerQuantIF_tiny_strokeSampling"):
+                 "nnUNetTrainerQuantIF_PSMA_strokeSampling", "nnUNetTrainerQuantIF_tiny_strokeSampling",
+                 "nnUNetTrainerQuantIF_strokeClickMix", "nnUNetTrainerQuantIF_FDG_strokeClickMix",
+                 "nnUNetTrainerQuantIF_PSMA_strokeClickMix", "nnUNetTrainerQuantIF_tiny_strokeClickMix"):
         assert name in T.__all__ and getattr(mod, name) is getattr(T, name)
         assert issubclass(getattr(T, name), T._StrokeSamplingMixin)
     assert issubclass(T.nnUNetTrainerQuantIF_tiny_strokeSampling, T.nnUNetTrainerQuantIF_tiny)
     assert issubclass(T.nnUNetTrainerQuantIF_FDG_strokeSampling, T.nnUNetTrainerQuantIF_FDG)
-    name = "nnUNetTrainerQuantIF_tiny_strokeSampling"
-    assert DemoSettings.preset(False, trainer_name=name).trainer == name
+    assert issubclass(T.nnUNetTrainerQuantIF_tiny_strokeClickMix, T._ClickMixMixin)
+    for name in ("nnUNetTrainerQuantIF_tiny_strokeSampling", "nnUNetTrainerQuantIF_tiny_strokeClickMix"):
+        assert DemoSettings.preset(False, trainer_name=name).trainer == name
 
 
 def test_the_tiny_stroke_trainer_records_the_stroke_encoding_and_loads_sampled_crops(tmp_path, monkeypatch):
@@ -194,3 +197,85 @@ def test_the_tiny_stroke_trainer_records_the_stroke_encoding_and_loads_sampled_c
     dl_tr, _ = tr.get_dataloaders()
     batch = next(dl_tr)
     assert batch["data"].shape[1] == 3 and torch.isfinite(batch["data"]).all()
+
+
+def test_stroke_or_click_dataset_draws_each_with_its_probability(tmp_path) -> None:
+    """``_StrokeOrClickDataset.load_case`` gives the click view (k from the click sampler's weights, clicks from
+    the side file) with probability ``p_clicks`` and the stroke view otherwise; p = 0 and 1 give one kind only;
+    without a side file the click branch names the missing file."""
+    from nnunet_quantif.errors import QuantIFError
+    from nnunet_quantif.training.click_sampling import ClickSampler, SampledHeatmapView
+    from nnunet_quantif.training.data import _StrokeOrClickDataset
+    from nnunet_quantif.training.stroke_sampling import StrokeSampledView
+
+    rng = np.random.default_rng(3)
+    shape = (16, 20, 20)
+    lab = _label(rng, shape, n=3)
+    data = np.stack([rng.normal(size=shape), rng.gamma(2.0, 0.8, size=shape) + 6.0 * lab,
+                     np.zeros(shape)]).astype(np.float32)
+
+    class _Base:
+        source_folder = str(tmp_path)
+
+        def load_case(self, identifier):
+            return data, lab[None].astype(np.int8), None, {"spacing": [6.0, 5.0, 5.0]}
+
+    class _Dataset(_StrokeOrClickDataset, _Base):
+        pass
+
+    enc = StrokeGaussianEncoding((3.0, 3.0, 3.0), (6.0, 6.0, 6.0), 3.0, 4.0)
+    strokes = StrokeSampler(enc, "NoNormalization", None, (0, 1, 2), (6.0, 5.0, 5.0))
+    only_ten = tuple(1.0 if k == 10 else 0.0 for k in range(11))
+    clicks = ClickSampler(HeatmapDefinition(sigma_tumor=(3.0, 3.0, 3.0)), "NoNormalization", None, only_ten)
+    side = {"tumor": [tuple(map(int, v)) for v in np.argwhere(lab)[:10]],
+            "background": [(0, 0, i) for i in range(10)], "sigma_scale": [1.0, 1.0, 1.0]}
+
+    def kinds(p: float, n: int) -> list[type]:
+        ds = _Dataset()
+        ds.stroke_sampler, ds.click_sampler, ds.p_clicks = strokes, clicks, p
+        ds.__dict__["_click_sides"] = {"c": dict(side)}
+        out = [type(ds.load_case("c")[0]) for _ in range(n)]
+        views = [ds.load_case("c")[0] for _ in range(5)]
+        assert all(v.k == 10 for v in views if isinstance(v, SampledHeatmapView))
+        return out
+
+    assert set(kinds(0.0, 30)) == {StrokeSampledView}
+    assert set(kinds(1.0, 30)) == {SampledHeatmapView}
+    mixed = kinds(0.5, 400)
+    n_clicks = sum(k is SampledHeatmapView for k in mixed)
+    assert 150 <= n_clicks <= 250 and n_clicks + sum(k is StrokeSampledView for k in mixed) == 400  # 5 sd of 10
+    ds = _Dataset()
+    ds.stroke_sampler, ds.click_sampler, ds.p_clicks = strokes, clicks, 1.0
+    with pytest.raises(QuantIFError, match="c_clicks"):
+        ds.load_case("c")
+
+
+def test_the_tiny_stroke_click_trainer_records_the_stroke_encoding_and_sets_both_samplers(tmp_path, monkeypatch):
+    """The strokes-or-clicks trainer builds the click sampler from the dataset's heatmap (the click mixture's
+    weights), writes the stroke encoding into its dataset.json and gives the training dataset both samplers and
+    its probability; validation gets neither."""
+    import torch
+    from test_trainers import _dataset
+
+    from nnunet_quantif.training import trainers as T
+    from nnunet_quantif.training.click_sampling import CLICK_MIX_WEIGHTS
+    from nnunet_quantif.training.data import nnUNetDatasetBlosc2OrgansStrokesClicks
+
+    plans, ds_json = _dataset(tmp_path)
+    d = HeatmapDefinition(sigma_tumor=(2.0, 2.0, 2.0), suv_gate=2.5)
+    ds_json = {**ds_json, "quantif": InputContract.for_heatmap(d, "noNorm").to_json()}
+    for k, v in (("nnUNet_preprocessed", tmp_path / "pre"), ("nnUNet_results", tmp_path / "res"),
+                 ("nnUNet_n_proc_DA", "0")):
+        monkeypatch.setenv(k, str(v))
+    monkeypatch.delenv("QUANTIF_CLICK_COUNT_WEIGHTS", raising=False)
+    tr = T.nnUNetTrainerQuantIF_tiny_strokeClickMix({**plans, "continue_training": False}, "3d_fullres", 0,
+                                                    ds_json, torch.device("cpu"))
+    tr.initialize()
+    enc = InputContract.from_json(tr.dataset_json["quantif"]).inputs[2].encoding
+    assert isinstance(enc, StrokeGaussianEncoding) and enc.sigma_tumor == (2.0, 2.0, 2.0) and enc.suv_gate == 2.5
+    assert tr.click_sampler.definition.sigma_tumor == (2.0, 2.0, 2.0)
+    assert tuple(tr.click_sampler.weights) == tuple(CLICK_MIX_WEIGHTS)
+    assert tr.dataset_class is nnUNetDatasetBlosc2OrgansStrokesClicks
+    ds_tr, ds_val = tr.get_tr_and_val_datasets()
+    assert ds_tr.stroke_sampler is tr.stroke_sampler and ds_tr.click_sampler is tr.click_sampler
+    assert ds_tr.p_clicks == 0.5 and ds_val.stroke_sampler is None and ds_val.click_sampler is None

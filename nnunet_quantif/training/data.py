@@ -89,13 +89,19 @@ class _ClickSamplingDataset:
     def load_case(self, identifier: str):
         data, seg, seg_prev, properties = super().load_case(identifier)
         if self.click_sampler is not None:
-            from .click_sampling import click_side_file, load_click_side_file
-
-            cache = self.__dict__.setdefault("_click_sides", {})
-            if identifier not in cache:  # the side file and each click's gate threshold, read once per case
-                cache[identifier] = load_click_side_file(click_side_file(self.source_folder, identifier))
-            data = self.click_sampler.view(data, cache[identifier], self.click_sampler.draw())
+            data = _click_view(self, identifier, data)
         return data, seg, seg_prev, properties
+
+
+def _click_view(dataset, identifier: str, data, rng=None):
+    """``data`` as a view whose heatmap channel is rebuilt from the first k clicks of the case's side file, with
+    k drawn by ``dataset.click_sampler`` (from ``rng``, or NumPy's global generator when None)."""
+    from .click_sampling import click_side_file, load_click_side_file
+
+    cache = dataset.__dict__.setdefault("_click_sides", {})
+    if identifier not in cache:  # the side file and each click's gate threshold, read once per case
+        cache[identifier] = load_click_side_file(click_side_file(dataset.source_folder, identifier))
+    return dataset.click_sampler.view(data, cache[identifier], dataset.click_sampler.draw(rng))
 
 
 class nnUNetDatasetBlosc2Clicks(_ClickSamplingDataset, nnUNetDatasetBlosc2):  # noqa: N801
@@ -150,3 +156,36 @@ class nnUNetDatasetBlosc2Strokes(_StrokeSamplingDataset, nnUNetDatasetBlosc2):  
 
 class nnUNetDatasetBlosc2OrgansStrokes(_StrokeSamplingDataset, nnUNetDatasetBlosc2Organs):  # noqa: N801
     """The organ-target dataset with stroke sampling (see :class:`_StrokeSamplingDataset`)."""
+
+
+class _StrokeOrClickDataset:
+    """Mixin: with ``stroke_sampler`` and ``click_sampler`` set, each ``load_case`` draws, with probability
+    ``p_clicks``, a click count k and the first-k click heatmap (as :class:`_ClickSamplingDataset`; side files
+    needed), and otherwise strokes on the crop's label (as :class:`_StrokeSamplingDataset`). Both fill the same
+    channel: the stroke encoding of single voxels is the click heatmap
+    (:func:`~nnunet_quantif.heatmaps.stroke_heatmap`).
+
+    The trainer sets the samplers on the training dataset only, so validation keeps the stored channel.
+    """
+
+    stroke_sampler = None
+    click_sampler = None
+    p_clicks = 0.5
+
+    def load_case(self, identifier: str):
+        data, seg, seg_prev, properties = super().load_case(identifier)
+        if self.stroke_sampler is not None:
+            rng = self.stroke_sampler.rng(self.__dict__.setdefault("_stroke_rngs", {}))
+            if self.click_sampler is not None and rng.random() < float(self.p_clicks):
+                data = _click_view(self, identifier, data, rng)
+            else:
+                data = self.stroke_sampler.view(data, seg, properties, rng)
+        return data, seg, seg_prev, properties
+
+
+class nnUNetDatasetBlosc2StrokesClicks(_StrokeOrClickDataset, nnUNetDatasetBlosc2):  # noqa: N801
+    """nnU-Net's blosc2 dataset with stroke or click sampling per sample (see :class:`_StrokeOrClickDataset`)."""
+
+
+class nnUNetDatasetBlosc2OrgansStrokesClicks(_StrokeOrClickDataset, nnUNetDatasetBlosc2Organs):  # noqa: N801
+    """The organ-target dataset with stroke or click sampling per sample (see :class:`_StrokeOrClickDataset`)."""

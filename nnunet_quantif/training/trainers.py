@@ -604,7 +604,56 @@ class nnUNetTrainerQuantIF_tiny_strokeSampling(_StrokeSamplingMixin, nnUNetTrain
     """Tiny schedule with stroke sampling (tests, the demo and the stroke-versus-click table)."""
 
 
+class _StrokeClickMixMixin(_StrokeSamplingMixin, _ClickMixMixin):
+    """Strokes or clicks per training sample: with probability ``stroke_p_clicks`` a sample sees the click
+    mixture's heatmap (k drawn with :data:`~nnunet_quantif.training.click_sampling.CLICK_MIX_WEIGHTS`, from the
+    click side files), otherwise 0 to ``max_strokes`` sampled strokes (:class:`_StrokeSamplingMixin`). The model
+    records the stroke encoding, which for points equals the click heatmap, so it answers both protocols.
+
+    Needs the click side files (``quantif clicks sidefiles``).
+    """
+
+    stroke_p_clicks: float = 0.5
+
+    def initialize(self):
+        from .data import nnUNetDatasetBlosc2OrgansStrokesClicks, nnUNetDatasetBlosc2StrokesClicks
+
+        super().initialize()  # the click sampler from the dataset's heatmap, then the stroke encoding
+        if not 0.0 <= float(self.stroke_p_clicks) <= 1.0:
+            raise ConfigError(f"{self.__class__.__name__}: stroke_p_clicks must be in [0, 1], "
+                              f"got {self.stroke_p_clicks}")
+        self.dataset_class = (nnUNetDatasetBlosc2OrgansStrokesClicks if self.use_organs
+                              else nnUNetDatasetBlosc2StrokesClicks)
+        self.print_to_log_file(f"strokes or clicks: the click heatmap with probability {self.stroke_p_clicks}, "
+                               f"strokes otherwise")
+
+    def get_tr_and_val_datasets(self):
+        dataset_tr, dataset_val = super().get_tr_and_val_datasets()  # both samplers, on training samples only
+        dataset_tr.p_clicks = float(self.stroke_p_clicks)
+        return dataset_tr, dataset_val
+
+
+class nnUNetTrainerQuantIF_strokeClickMix(_StrokeClickMixMixin, nnUNetTrainerQuantIF):  # noqa: N801
+    """QuantIF trainer whose samples see either the click mixture's heatmap or 0-5 autoPET V strokes."""
+
+
+class nnUNetTrainerQuantIF_FDG_strokeClickMix(_StrokeClickMixMixin, nnUNetTrainerQuantIF_FDG):  # noqa: N801
+    """FDG schedule with strokes or clicks per sample."""
+
+
+class nnUNetTrainerQuantIF_PSMA_strokeClickMix(_StrokeClickMixMixin, nnUNetTrainerQuantIF_PSMA):  # noqa: N801
+    """PSMA schedule with strokes or clicks per sample."""
+
+
+class nnUNetTrainerQuantIF_tiny_strokeClickMix(_StrokeClickMixMixin, nnUNetTrainerQuantIF_tiny):  # noqa: N801
+    """Tiny schedule with strokes or clicks per sample (the demo and the stroke-versus-click table)."""
+
+
 __all__ += [
+    "nnUNetTrainerQuantIF_strokeClickMix",
+    "nnUNetTrainerQuantIF_FDG_strokeClickMix",
+    "nnUNetTrainerQuantIF_PSMA_strokeClickMix",
+    "nnUNetTrainerQuantIF_tiny_strokeClickMix",
     "nnUNetTrainerQuantIF_strokeSampling",
     "nnUNetTrainerQuantIF_FDG_strokeSampling",
     "nnUNetTrainerQuantIF_PSMA_strokeSampling",
