@@ -689,8 +689,15 @@ class Session:
 
     @contextlib.contextmanager
     def _tile_runner(self):
-        """The network set up for this case's tiles; yields ``run(f, i)``: fold ``f``'s Gaussian-weighted logits
-        of tile ``i``, float32 (K, *patch), exactly as nnU-Net's sliding window computes them."""
+        """The network set up for this case's tiles; yields ``run(f, indices)``: fold ``f``'s Gaussian-weighted
+        logits of the tiles ``indices``, a list of float32 (K, *patch), as nnU-Net's sliding window computes them.
+
+        The tiles go through the network :meth:`~nnunet_quantif.inference.predictor.QuantIFPredictor.
+        batched_tiles_per_step` at a time, each with its mirrored copies (on CPU, up to 8 inputs per forward for
+        a small patch). On CPU every forward holds at least 2 inputs, and a tile's logits do not depend on which
+        tiles share its forward (``tests/test_interactive.py::test_tile_logits_do_not_depend_on_the_batch``), so
+        a click that re-runs some tiles gives the logits of a full prediction.
+        """
         import torch
         from nnunetv2.configuration import default_num_processes
         from nnunetv2.utilities.helpers import dummy_context
@@ -704,20 +711,25 @@ class Session:
         p.allowed_mirroring_axes, p.case_flips = case["axes"], case.get("flips")
         net = p.network._orig_mod if hasattr(p.network, "_orig_mod") else p.network
         loaded: list[int | None] = [None]
+        step = p.batched_tiles_per_step()
 
-        def run(f: int, i: int):
+        def run(f: int, indices: Sequence[int]) -> list:
             if loaded[0] != f:
                 net.load_state_dict(p.list_of_parameters[f])
                 loaded[0] = f
             amp = torch.autocast(p.device.type, enabled=True) if p.device.type == "cuda" else dummy_context()
+            out = []
+            indices = list(indices)
             with torch.inference_mode(), amp:
-                sl = case["slicers"][i]
-                tile = torch.clone(case["padded"][sl][None], memory_format=torch.contiguous_format)
-                pred = p._internal_maybe_mirror_and_predict(tile.to(p.device))[0].to("cpu")
-                if p.use_gaussian:
-                    pred *= case["gaussian"]
-            case["tiles_run"] += 1
-            return pred
+                for start in range(0, len(indices), step):
+                    group = indices[start:start + step]
+                    tiles = torch.stack([case["padded"][case["slicers"][i]] for i in group])
+                    pred = p._internal_maybe_mirror_and_predict(tiles.to(p.device)).to("cpu")
+                    if p.use_gaussian:
+                        pred *= case["gaussian"]
+                    out.extend(pred.unbind(0))
+                    case["tiles_run"] += len(group)
+            return out
 
         try:
             yield run
@@ -733,10 +745,11 @@ class Session:
         n_folds = len(case["predictor"].list_of_parameters)
         if case["tiles"] is None:
             case["tiles"] = [[None] * len(case["slicers"]) for _ in range(n_folds)]
+        indices = list(indices)
         with self._tile_runner() as run:
             for f in range(n_folds):
-                for i in indices:
-                    case["tiles"][f][i] = run(f, i)
+                for i, tile in zip(indices, run(f, indices)):
+                    case["tiles"][f][i] = tile
 
     def _accumulate(self, region: tuple[slice, ...]) -> tuple[slice, ...] | None:
         """Rebuild the accumulators and the ensemble logits inside ``region`` (padded coordinates).
@@ -753,18 +766,21 @@ class Session:
             case["acc"] = [torch.zeros((k, *shape), dtype=torch.half) for _ in range(n_folds)]
             case["logits"] = torch.zeros((k, *case["padded"][0][case["revert"]].shape), dtype=torch.half)
         per_fold = []
+        touched = [(i, inter) for i, sl in enumerate(case["slicers"])
+                   if (inter := _intersect(sl[1:], region)) is not None]
         with self._tile_runner() if self.lean else contextlib.nullcontext() as run:
             for f in range(n_folds):
                 acc = case["acc"][f]
                 acc[(slice(None), *region)] = 0
-                for i, sl in enumerate(case["slicers"]):
-                    inter = _intersect(sl[1:], region)
-                    if inter is None:
-                        continue
-                    local = tuple(slice(s.start - t.start, s.stop - t.start) for s, t in zip(inter, sl[1:]))
-                    tile = run(f, i) if self.lean else case["tiles"][f][i]
-                    acc[(slice(None), *inter)] += tile[(slice(None), *local)]
-                    del tile
+                step = case["predictor"].batched_tiles_per_step() if self.lean else len(touched)
+                for start in range(0, len(touched), max(step, 1)):  # a lean session holds one group of tiles
+                    group = touched[start:start + max(step, 1)]
+                    tiles = run(f, [i for i, _ in group]) if self.lean else [case["tiles"][f][i] for i, _ in group]
+                    for (i, inter), tile in zip(group, tiles):
+                        sl = case["slicers"][i]
+                        local = tuple(slice(s.start - t.start, s.stop - t.start) for s, t in zip(inter, sl[1:]))
+                        acc[(slice(None), *inter)] += tile[(slice(None), *local)]
+                    del tiles
                 per_fold.append(torch.div(acc[(slice(None), *region)], case["n_pred"][region]))
         # the region in unpadded coordinates
         revert = case["revert"]

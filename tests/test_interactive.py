@@ -62,14 +62,14 @@ def case():
 
 
 class ForwardCounter:
-    """Counts the per-tile network calls of a predictor."""
+    """Counts the tiles a predictor's network predicts (a session hands it several tiles per call)."""
 
     def __init__(self, predictor, monkeypatch) -> None:
         self.n = 0
         original = predictor._internal_maybe_mirror_and_predict
 
         def counted(x):
-            self.n += 1
+            self.n += int(x.shape[0])
             return original(x)
 
         monkeypatch.setattr(predictor, "_internal_maybe_mirror_and_predict", counted)
@@ -131,6 +131,50 @@ def test_lean_session_stores_no_tile_and_gives_the_same_logits(pipeline, case, m
         np.testing.assert_array_equal(mask, stored.mask)
         ref = pipeline.predict_arrays(ct, pet, GEOMETRY, lean.clicks, tracer="fdg")
         np.testing.assert_array_equal(mask, ref.mask)
+
+
+def test_tile_logits_do_not_depend_on_the_batch(model):
+    """On CPU a tile's logits are the same bits whichever tiles share its forward and however many (2 to 8
+    inputs: a lone tile is paired with a copy of itself), which lets a session re-run only some tiles in
+    batches and still equal a full prediction."""
+    import torch
+
+    p = QuantIFPipeline(model, None, folds=(0,), device="cpu", mirroring="none").load().predictor("fdg")
+    p.network.load_state_dict(p.list_of_parameters[0])
+    p.network.eval()
+    p.allowed_mirroring_axes = None
+    assert p.batched_tiles_per_step() == 8
+    x = torch.randn(8, 3, *PATCH, generator=torch.Generator().manual_seed(4))
+    together = p._internal_maybe_mirror_and_predict(x)
+    assert together.abs().max() > 0
+    for i in range(8):
+        torch.testing.assert_close(p._internal_maybe_mirror_and_predict(x[i:i + 1])[0], together[i], rtol=0, atol=0)
+    torch.testing.assert_close(p._internal_maybe_mirror_and_predict(x[[5, 1, 6]]), together[[5, 1, 6]],
+                               rtol=0, atol=0)
+
+
+def test_session_without_mirroring_runs_tiles_in_batches_with_the_same_logits(model, case, monkeypatch):
+    """Without mirroring the session hands the network 8 tiles at a time; after each click its logits are the
+    bits of a full re-prediction and its mask the pipeline's."""
+    ct, pet = case
+    pipe = QuantIFPipeline(model, None, folds=(0, 1), device="cpu", mirroring="none").load()
+    predictor = pipe.predictor("fdg")
+    sizes: list[int] = []
+    original = predictor._internal_maybe_mirror_and_predict
+    monkeypatch.setattr(predictor, "_internal_maybe_mirror_and_predict",
+                        lambda x: (sizes.append(int(x.shape[0])), original(x))[1])
+    session, full = Session(pipeline=pipe), Session(pipeline=pipe, incremental=False)
+    session.open(ct, pet, GEOMETRY, tracer="fdg")
+    assert max(sizes) == 8 and sum(sizes) == session.last_update.tiles_total == 2 * 4 * 5 * 5
+    full.open(ct, pet, GEOMETRY, tracer="fdg")
+    for kind, xyz in [("tumor", TUMOR_XYZ), ("background", BACKGROUND_XYZ), ("undo", None)]:
+        sizes.clear()
+        mask = session.undo() if kind == "undo" else session.add_click(xyz, kind)
+        assert session.last_update.mode == "incremental" and sum(sizes) == session.last_update.tiles_run
+        full.undo() if kind == "undo" else full.add_click(xyz, kind)
+        np.testing.assert_array_equal(session.logits, full.logits)
+        np.testing.assert_array_equal(mask, full.mask)
+        np.testing.assert_array_equal(mask, pipe.predict_arrays(ct, pet, GEOMETRY, session.clicks, tracer="fdg").mask)
 
 
 def test_undo_reset_and_properties(pipeline, case):

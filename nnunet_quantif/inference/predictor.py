@@ -407,6 +407,16 @@ class QuantIFPredictor(nnUNetPredictor):
             return 1
         return max(1, -(-self.forward_batch() // len(self._mirror_combos(5))))
 
+    def batched_tiles_per_step(self) -> int:
+        """Tiles an interactive session predicts together: as many as fit one forward of :meth:`forward_batch`
+        inputs with their mirrored copies (at least 1; on CPU without mirroring, 8 tiles of a small patch).
+
+        Unlike :meth:`tiles_per_step` it does not depend on whether batches are filled: the session groups the
+        tiles a click changes whatever ``tile_batch`` says, and each forward still holds at most
+        :meth:`forward_batch` inputs.
+        """
+        return max(1, self.forward_batch() // len(self._mirror_combos(5)))
+
     def _predict_variants(self, variants: list[torch.Tensor]) -> torch.Tensor:
         """Network outputs of ``variants`` (each of shape (n_i, C, *patch)), in forwards of
         :meth:`forward_batch` inputs under the predictor's precision.
