@@ -164,8 +164,8 @@ def test_heatmap_reaches_the_network(pipeline, tmp_path) -> None:
 # ------------------------------------------------------------------------------------ mirroring in the predictor
 
 def test_predictor_applies_the_budget_choice(models) -> None:
-    """Each of the n_patches tiles goes through the network as its 2**axes mirrored copies (one CPU batch,
-    a lone tile paired with itself), and a smaller budget gives fewer axes."""
+    """Each of the n_patches tiles goes through the network as its 2**axes mirrored copies, and a smaller budget
+    gives fewer axes. On CPU the tiles and their copies fill forwards of 8 inputs (8 patches x 2**axes in all)."""
     predictor = load_predictor(models["random"], folds=(0,), device="cpu",
                                mirroring=MirroringPolicy("budget", seconds_per_forward=1.0))
     calls = []
@@ -183,7 +183,7 @@ def test_predictor_applies_the_budget_choice(models) -> None:
     finally:
         handle.remove()
     assert axes == [(0, 1, 2), (1, 2), (2,), ()]
-    assert counts == [[8] * 8, [4] * 8, [2] * 8, [2] * 8]
+    assert counts == [[8] * 8, [8] * 4, [8] * 2, [8]]
     assert tuple(predictor.allowed_mirroring_axes) == (0, 1, 2)  # the model's own axes are restored
 
 
@@ -221,7 +221,7 @@ def test_direct_sliding_window_call_uses_the_policy(models) -> None:
         handle.remove()
     assert tuple(logits.shape) == (2, 20, 20, 20)
     assert predictor.last_decision.axes == (2,)  # 8 patches x 2 = 16 s fits 20 s, 32 s does not
-    assert calls == [2] * 8  # each tile and its mirrored copy in one CPU batch
+    assert calls == [8] * 2  # four tiles and their mirrored copies per CPU forward
     assert tuple(predictor.allowed_mirroring_axes) == (0, 1, 2)
 
 
@@ -500,6 +500,27 @@ def test_policy_all_and_none_equal_stock_nnunet(models) -> None:
     torch.testing.assert_close(results["all"], results["stock_tta"], rtol=2e-3, atol=2 ** -8)
     torch.testing.assert_close(results["none"], results["stock_no_tta"], rtol=2e-3, atol=2 ** -8)
     assert not torch.equal(results["all"], results["none"])
+
+
+@pytest.mark.parametrize("mirroring", ["none", "all"])
+def test_cpu_auto_gathers_tiles_with_the_logits_of_one_tile_per_forward(models, mirroring) -> None:
+    """On CPU with a small patch, ``auto`` stacks several tiles (and their mirrored copies) into each forward of
+    8; the logits are the bits of one input per forward (``tile_batch=1``: each paired with a copy of itself)."""
+    image = torch.from_numpy(np.random.default_rng(3).normal(size=(3, 24, 28, 28)).astype(np.float32))
+    out, sizes = {}, {}
+    for key, tile_batch in (("auto", None), ("one", 1)):
+        p = load_predictor(models["random"], folds=(0,), device="cpu", mirroring=mirroring, tile_batch=tile_batch)
+        seen: list[int] = []
+        handle = p.network.register_forward_hook(lambda m, inp, o, seen=seen: seen.append(inp[0].shape[0]))
+        try:
+            out[key] = p.predict_logits_from_preprocessed_data(image).float()
+        finally:
+            handle.remove()
+        sizes[key] = seen
+    assert max(sizes["auto"]) == 8 and len(sizes["auto"]) < len(sizes["one"])
+    assert set(sizes["one"]) == {2}  # one input per forward, paired with a copy of itself
+    torch.testing.assert_close(out["auto"], out["one"], rtol=0, atol=0)
+    assert out["auto"].abs().max() > 0
 
 
 @pytest.mark.parametrize("axes", [None, (0,), (0, 1, 2)])

@@ -175,8 +175,9 @@ def add_prediction_arguments(p: _Group, *, style: str = "quantif", device_defaul
                         f"{DEFAULT_ACCUMULATE}, as nnU-Net)")
     p.add_argument("--tile-batch", dest="tile_batch", type=tile_batch, default=None, metavar="B",
                    help="network inputs per forward pass: B tiles, or their mirrored copies, go through the "
-                        "network together (default: auto = one tile per step; on CPU its mirrored copies "
-                        "stacked)")
+                        "network together (default: auto = on CPU with a small patch, tiles and their mirrored "
+                        "copies stacked into forwards of up to 8 inputs, with the same logits as one tile at a "
+                        "time; otherwise one tile per step, on CPU its mirrored copies stacked)")
     p.add_argument("--compile", dest="compile_network", action="store_true",
                    help="torch.compile the network (compiled once before the first case; needs a C++ compiler "
                         "on CPU)")

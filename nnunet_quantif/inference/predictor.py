@@ -30,10 +30,12 @@ Forward options (``scripts/bench_precision.py`` measures them on CPU, ``scripts/
   memory; ``fp32``: exact sums). Network outputs are cast to fp32 before the mirrored copies are averaged and
   before the Gaussian weighting, whatever the precision.
 * ``tile_batch`` -- network inputs per forward pass: ``B`` sliding-window tiles, or their mirrored copies, go
-  through the network together (each tile still gets its own Gaussian-weighted sum). None (``auto``) runs
-  one tile per step, its mirrored copies stacked into forwards of up to
-  :meth:`~QuantIFPredictor.cpu_batch_limit` on CPU, one input per forward elsewhere. On CPU a forward of one
-  input is paired with a copy of itself (batch 1 would run ``slow_conv3d``).
+  through the network together (each tile still gets its own Gaussian-weighted sum). None (``auto``): on CPU
+  with a small patch, tiles and their mirrored copies stacked into forwards of up to
+  :meth:`~QuantIFPredictor.cpu_batch_limit` inputs (a tile's logits do not depend on the tiles beside it in
+  a forward, so the result is that of one tile per forward); on CPU with a large patch, one tile per step, its
+  mirrored copies stacked; one input per forward elsewhere. On CPU a forward of one small input is paired with
+  a copy of itself (batch 1 would run ``slow_conv3d``).
 * ``compile_network`` -- ``torch.compile`` of the network; the compilation (warm-up) runs once, before the
   first case's clock starts, and its time is kept in ``compile_warmup_s``. Compiled forwards always get the
   same batch size (short batches are padded with copies) so the network compiles once.
@@ -385,8 +387,18 @@ class QuantIFPredictor(nnUNetPredictor):
         return self.cpu_batch_limit() if self.device.type == "cpu" else 1
 
     def _fills_batches(self) -> bool:
-        """Whether the sliding window gathers tiles to fill each forward (a fixed ``tile_batch``, or compiled)."""
-        return self.tile_batch is not None or self.compile_network
+        """Whether the sliding window gathers tiles to fill each forward: a fixed ``tile_batch``, compiled, or
+        automatically on CPU for a small patch (:meth:`_small_cpu_tiles`)."""
+        return self.tile_batch is not None or self.compile_network or self._small_cpu_tiles()
+
+    def _small_cpu_tiles(self) -> bool:
+        """On CPU, a tile small enough that a lone one is already paired with a copy of itself
+        (:func:`least_cpu_batch` 2): every forward then holds at least 2 inputs, and a tile's logits are the same
+        bits whichever tiles share its forward, so gathering tiles changes the time and not the result."""
+        if self.device.type != "cpu" or getattr(self, "configuration_manager", None) is None:
+            return False
+        patch = tuple(int(v) for v in self.configuration_manager.patch_size)
+        return least_cpu_batch((self._n_input_channels() or 1, *patch)) >= 2
 
     def _mirror_combos(self, ndim: int) -> list[tuple[int, ...]]:
         """Flip axes of each mirrored copy (tensor axes of a (N, C, *patch) batch); ``()`` is the tile itself."""
@@ -408,13 +420,11 @@ class QuantIFPredictor(nnUNetPredictor):
         return max(1, -(-self.forward_batch() // len(self._mirror_combos(5))))
 
     def batched_tiles_per_step(self) -> int:
-        """Tiles an interactive session predicts together: as many as fit one forward of :meth:`forward_batch`
-        inputs with their mirrored copies (at least 1; on CPU without mirroring, 8 tiles of a small patch).
-
-        Unlike :meth:`tiles_per_step` it does not depend on whether batches are filled: the session groups the
-        tiles a click changes whatever ``tile_batch`` says, and each forward still holds at most
-        :meth:`forward_batch` inputs.
-        """
+        """Tiles an interactive session predicts together: :meth:`tiles_per_step`, but never more tiles than
+        fit one forward of :meth:`forward_batch` inputs with their mirrored copies (on CPU without mirroring,
+        8 tiles of a small patch; 1 where the sliding window predicts one tile per step)."""
+        if not self._fills_batches():
+            return 1
         return max(1, self.forward_batch() // len(self._mirror_combos(5)))
 
     def _predict_variants(self, variants: list[torch.Tensor]) -> torch.Tensor:
