@@ -170,15 +170,11 @@ def test_stroke_trainers_are_exported_and_the_demo_accepts_the_tiny_one() -> Non
         assert DemoSettings.preset(False, trainer_name=name).trainer == name
 
 
-def test_the_tiny_stroke_trainer_records_the_stroke_encoding_and_loads_sampled_crops(tmp_path, monkeypatch):
-    """initialize() writes the stroke encoding (the dataset's sigmas and gate) into the dataset.json the model
-    folder gets, picks the stroke-sampling dataset for training only, and a training batch comes through
-    nnU-Net's loader with the sampled channel."""
+def _tiny_trainer(cls, tmp_path, monkeypatch):
+    """``cls`` on test_trainers' small preprocessed dataset whose contract is a click heatmap with sigma 2 and
+    gate 2.5, on the CPU, not initialised."""
     import torch
     from test_trainers import _dataset
-
-    from nnunet_quantif.training import trainers as T
-    from nnunet_quantif.training.data import nnUNetDatasetBlosc2OrgansStrokes
 
     plans, ds_json = _dataset(tmp_path)
     d = HeatmapDefinition(sigma_tumor=(2.0, 2.0, 2.0), suv_gate=2.5)
@@ -186,8 +182,19 @@ def test_the_tiny_stroke_trainer_records_the_stroke_encoding_and_loads_sampled_c
     for k, v in (("nnUNet_preprocessed", tmp_path / "pre"), ("nnUNet_results", tmp_path / "res"),
                  ("nnUNet_n_proc_DA", "0")):
         monkeypatch.setenv(k, str(v))
-    tr = T.nnUNetTrainerQuantIF_tiny_strokeSampling({**plans, "continue_training": False}, "3d_fullres", 0,
-                                                    ds_json, torch.device("cpu"))
+    return cls({**plans, "continue_training": False}, "3d_fullres", 0, ds_json, torch.device("cpu"))
+
+
+def test_the_tiny_stroke_trainer_records_the_stroke_encoding_and_loads_sampled_crops(tmp_path, monkeypatch):
+    """initialize() writes the stroke encoding (the dataset's sigmas and gate) into the dataset.json the model
+    folder gets, picks the stroke-sampling dataset for training only, and a training batch comes through
+    nnU-Net's loader with the sampled channel."""
+    import torch
+
+    from nnunet_quantif.training import trainers as T
+    from nnunet_quantif.training.data import nnUNetDatasetBlosc2OrgansStrokes
+
+    tr = _tiny_trainer(T.nnUNetTrainerQuantIF_tiny_strokeSampling, tmp_path, monkeypatch)
     tr.initialize()
     enc = InputContract.from_json(tr.dataset_json["quantif"]).inputs[2].encoding
     assert isinstance(enc, StrokeGaussianEncoding) and enc.sigma_tumor == (2.0, 2.0, 2.0) and enc.suv_gate == 2.5
@@ -254,22 +261,12 @@ def test_the_tiny_stroke_click_trainer_records_the_stroke_encoding_and_sets_both
     """The strokes-or-clicks trainer builds the click sampler from the dataset's heatmap (the click mixture's
     weights), writes the stroke encoding into its dataset.json and gives the training dataset both samplers and
     its probability; validation gets neither."""
-    import torch
-    from test_trainers import _dataset
-
     from nnunet_quantif.training import trainers as T
     from nnunet_quantif.training.click_sampling import CLICK_MIX_WEIGHTS
     from nnunet_quantif.training.data import nnUNetDatasetBlosc2OrgansStrokesClicks
 
-    plans, ds_json = _dataset(tmp_path)
-    d = HeatmapDefinition(sigma_tumor=(2.0, 2.0, 2.0), suv_gate=2.5)
-    ds_json = {**ds_json, "quantif": InputContract.for_heatmap(d, "noNorm").to_json()}
-    for k, v in (("nnUNet_preprocessed", tmp_path / "pre"), ("nnUNet_results", tmp_path / "res"),
-                 ("nnUNet_n_proc_DA", "0")):
-        monkeypatch.setenv(k, str(v))
     monkeypatch.delenv("QUANTIF_CLICK_COUNT_WEIGHTS", raising=False)
-    tr = T.nnUNetTrainerQuantIF_tiny_strokeClickMix({**plans, "continue_training": False}, "3d_fullres", 0,
-                                                    ds_json, torch.device("cpu"))
+    tr = _tiny_trainer(T.nnUNetTrainerQuantIF_tiny_strokeClickMix, tmp_path, monkeypatch)
     tr.initialize()
     enc = InputContract.from_json(tr.dataset_json["quantif"]).inputs[2].encoding
     assert isinstance(enc, StrokeGaussianEncoding) and enc.sigma_tumor == (2.0, 2.0, 2.0) and enc.suv_gate == 2.5
