@@ -20,7 +20,10 @@ count n is drawn uniformly from 0..``max_strokes`` and the strokes come from the
 tumor stroke with probability 1/2, else a background stroke; the tumor strokes go on distinct random lesion
 components, the background ones on distinct components of the 2-voxel shell around the label
 (:func:`~nnunet_quantif.evaluation.scribbles.component_strokes`), one stroke per component on its largest axial
-slice; fewer components than asked give fewer strokes. The strategy (centerline, random, boundary) is drawn per
+slice; fewer components than asked give fewer strokes. With ``hot_suv`` (the trainers' default: the encoding's
+gate), the strokes also learn the model's own errors on physiological uptake: the fake previous prediction gets up
+to 3 false-positive blobs on non-lesion voxels at or above that SUV, and half the background strokes from the label
+alone go on components of those voxels instead of the shell. The strategy (centerline, random, boundary) is drawn per
 stroke. Every stroke lies on one axial slice (normal to the raw image's z axis, wherever the plans' transpose put
 it).
 
@@ -57,15 +60,37 @@ from ..interactions import Interactions
 from ..layout import HEATMAP_CHANNEL, PET_CHANNEL
 from .click_sampling import pet_to_suv, read_crop
 
-__all__ = ["MAX_STROKES", "StrokeSampler", "StrokeSampledView", "sample_strokes", "sigma_scale",
-           "stroke_contract_entry"]
+__all__ = ["MAX_STROKES", "StrokeSampler", "StrokeSampledView", "hot_false_positives", "sample_strokes",
+           "sigma_scale", "stroke_contract_entry"]
 
 #: Most strokes a training sample draws (the evaluation loop adds up to 5).
 MAX_STROKES = MAX_TRAINING_STROKES
 
 
+#: Most false-uptake blobs a fake previous prediction gets on hot non-lesion voxels, and their largest radius.
+HOT_FALSE_BLOBS, HOT_BLOB_RADIUS = 3, 4
+
+
+def hot_false_positives(hot: np.ndarray, rng: np.random.Generator, n_max: int = HOT_FALSE_BLOBS,
+                        max_radius: int = HOT_BLOB_RADIUS) -> np.ndarray:
+    """False positives on uptake that is not a lesion: 0..``n_max`` blobs, each the voxels of ``hot`` within a
+    ball of radius 2..``max_radius`` voxels around a random voxel of ``hot``. (d0, d1, d2) bool; empty when
+    ``hot`` is."""
+    out = np.zeros(hot.shape, dtype=bool)
+    where = np.argwhere(hot)
+    if not len(where):
+        return out
+    grid = np.indices(hot.shape, sparse=True)
+    for _ in range(int(rng.integers(n_max + 1))):
+        c = where[int(rng.integers(len(where)))]
+        r = int(rng.integers(2, max_radius + 1))
+        out |= (sum((g - int(v)) ** 2 for g, v in zip(grid, c)) <= r * r) & hot
+    return out
+
+
 def sample_strokes(label: np.ndarray, rng: np.random.Generator, *, max_strokes: int = MAX_STROKES,
-                   p_previous: float = 0.5, strategy: str | None = None, axial_axis: int = 0) -> Interactions:
+                   p_previous: float = 0.5, strategy: str | None = None, axial_axis: int = 0,
+                   hot: np.ndarray | None = None) -> Interactions:
     """The strokes of one training sample, drawn from a label (module docstring).
 
     Parameters
@@ -82,6 +107,11 @@ def sample_strokes(label: np.ndarray, rng: np.random.Generator, *, max_strokes: 
         One of ``centerline``, ``random``, ``boundary``; None draws one per stroke.
     axial_axis : int
         The array axis normal to the axial slices the strokes lie on.
+    hot : np.ndarray, shape (d0, d1, d2), optional
+        Non-lesion voxels with uptake (e.g. SUV at or above the encoding's gate, outside the label), where a
+        model's own false positives lie. When given, the fake previous prediction also gets false positives there
+        (:func:`hot_false_positives`), and a background stroke from the label alone goes on a component of
+        ``hot`` with probability 1/2 (else on the shell around the label).
 
     Returns
     -------
@@ -95,15 +125,20 @@ def sample_strokes(label: np.ndarray, rng: np.random.Generator, *, max_strokes: 
     if int(max_strokes) < 0:
         raise ValueError(f"max_strokes must be >= 0, got {max_strokes!r}")
     gt = np.moveaxis(np.asarray(label) > 0, int(axial_axis), 0)
+    uptake = None if hot is None else np.moveaxis(np.asarray(hot, dtype=bool), int(axial_axis), 0) & ~gt
     if rng.random() < float(p_previous):  # n uniform in 0..max_strokes, drawn inside training_strokes
-        drawn = training_strokes(gt, rng, max_strokes=int(max_strokes), strategy=strategy,
-                                 previous=corrupt_mask(gt, rng))
+        previous = corrupt_mask(gt, rng)
+        if uptake is not None:
+            previous |= hot_false_positives(uptake, rng)
+        drawn = training_strokes(gt, rng, max_strokes=int(max_strokes), strategy=strategy, previous=previous)
     else:
         n = int(rng.integers(int(max_strokes) + 1))
         n_tumor = int((rng.random(n) < 0.5).sum())
+        n_hot = int((rng.random(n - n_tumor) < 0.5).sum()) if uptake is not None else 0
         drawn = Interactions.empty()
-        for kind, mask, k in (("tumor", gt, n_tumor), ("background", shell(gt), n - n_tumor)):
-            for s in component_strokes(mask, k, rng, strategy):
+        for kind, mask, k in (("tumor", gt, n_tumor), ("background", shell(gt), n - n_tumor - n_hot),
+                              ("background", uptake, n_hot)):
+            for s in component_strokes(mask, k, rng, strategy) if k else ():
                 drawn = drawn.with_stroke(s.voxels, kind, axis=0)
     if int(axial_axis) == 0:
         return drawn
@@ -179,6 +214,9 @@ class StrokeSampler:
     target_spacing : tuple of 3 float
         The configuration's spacing.
     max_strokes, p_previous : as :func:`sample_strokes`
+    hot_suv : float, optional
+        SUV at or above which a non-lesion voxel of the crop counts as uptake for :func:`sample_strokes`'s
+        ``hot`` (the trainers pass the encoding's gate); None: no strokes or false positives on uptake.
     pet_channel, heatmap_channel : int
     """
 
@@ -191,8 +229,11 @@ class StrokeSampler:
     p_previous: float = 0.5
     pet_channel: int = PET_CHANNEL
     heatmap_channel: int = HEATMAP_CHANNEL
+    hot_suv: float | None = None
 
     def __post_init__(self) -> None:
+        if self.hot_suv is not None and not float(self.hot_suv) > 0:
+            raise ConfigError(f"stroke sampling: hot_suv must be > 0 or None, got {self.hot_suv}")
         if not 0.0 <= float(self.p_previous) <= 1.0:
             raise ConfigError(f"stroke sampling: p_previous must be in [0, 1], got {self.p_previous}")
         if int(self.max_strokes) < 0:
@@ -242,9 +283,10 @@ class StrokeSampledView:
         item, lo, channels, out = read_crop(self._data, item, self.shape, type(self).__name__)
         s = self._sampler
         label = np.asarray(self._seg[(0, *item[1:])]) == 1
-        strokes = sample_strokes(label, self._rng, max_strokes=s.max_strokes, p_previous=s.p_previous,
-                                 axial_axis=s.axial_axis)
         pet = pet_to_suv(out[s.pet_channel], s.pet_scheme, s.pet_properties)
+        hot = (pet >= float(s.hot_suv)) & ~label if s.hot_suv is not None else None
+        strokes = sample_strokes(label, self._rng, max_strokes=s.max_strokes, p_previous=s.p_previous,
+                                 axial_axis=s.axial_axis, hot=hot)
         e = s.encoding
         out[s.heatmap_channel] = stroke_heatmap(pet, strokes, self.sigma_tumor, self.sigma_background, e.suv_gate,
                                                 truncate=e.truncate)

@@ -557,6 +557,9 @@ class _StrokeSamplingMixin:
 
     max_strokes: int = 5
     stroke_p_previous: float = 0.5
+    #: Strokes and fake false positives on non-lesion uptake at or above the encoding's SUV gate
+    #: (:class:`~nnunet_quantif.training.stroke_sampling.StrokeSampler` ``hot_suv``).
+    stroke_hot_uptake: bool = True
 
     def initialize(self):
         from ..heatmap_definition import DATASET_KEY, InputContract
@@ -577,10 +580,13 @@ class _StrokeSamplingMixin:
         self.stroke_sampler = StrokeSampler(encoding, schemes[PET_CHANNEL], props,
                                             tuple(self.plans_manager.transpose_forward),
                                             tuple(float(v) for v in self.configuration_manager.spacing),
-                                            self.max_strokes, self.stroke_p_previous, PET_CHANNEL, HEATMAP_CHANNEL)
+                                            self.max_strokes, self.stroke_p_previous, PET_CHANNEL, HEATMAP_CHANNEL,
+                                            float(encoding.suv_gate) if self.stroke_hot_uptake else None)
         self.print_to_log_file(f"stroke sampling: 0..{self.max_strokes} strokes per crop, corrected from a "
-                               f"corrupted label with probability {self.stroke_p_previous}; encoding "
-                               f"{encoding.describe()}")
+                               f"corrupted label with probability {self.stroke_p_previous}; strokes and false "
+                               f"positives on non-lesion uptake: "
+                               f"{f'SUV >= {encoding.suv_gate:g}' if self.stroke_hot_uptake else 'no'}; "
+                               f"encoding {encoding.describe()}")
 
     def get_tr_and_val_datasets(self):
         dataset_tr, dataset_val = super().get_tr_and_val_datasets()
