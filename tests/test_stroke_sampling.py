@@ -54,6 +54,59 @@ def test_sampled_strokes_lie_on_one_axial_slice_on_the_right_side_of_the_label(p
     assert counts >= {0, 1, 2, 3} and max(counts) <= MAX_STROKES
 
 
+def _hot(lab: np.ndarray) -> np.ndarray:
+    """Two boxes of uptake (an organ and a gland), less the lesions grown by 3 voxels."""
+    from scipy.ndimage import binary_dilation
+
+    hot = np.zeros(lab.shape, bool)
+    hot[2:8, 2:10, 20:30] = True
+    hot[15:22, 24:30, 2:9] = True
+    return hot & ~binary_dilation(lab, iterations=3)
+
+
+def test_hot_false_positives_lie_on_uptake() -> None:
+    from nnunet_quantif.training.stroke_sampling import HOT_BLOB_RADIUS, hot_false_positives
+
+    lab = _label(np.random.default_rng(2))
+    hot = _hot(lab)
+    sizes = []
+    for seed in range(30):
+        fp = hot_false_positives(hot, np.random.default_rng(seed))
+        assert not (fp & ~hot).any()
+        sizes.append(int(fp.sum()))
+    assert min(sizes) == 0 and max(sizes) > 0  # 0..3 blobs
+    assert max(sizes) <= 3 * (2 * HOT_BLOB_RADIUS + 1) ** 3
+    assert not hot_false_positives(np.zeros_like(hot), np.random.default_rng(0)).any()
+
+
+@pytest.mark.parametrize("p_previous", [0.0, 1.0])
+def test_with_uptake_some_background_strokes_go_on_it(p_previous) -> None:
+    """Given the uptake, background strokes lie on it or on the shell around the label (label alone), or on the
+    errors of a fake previous prediction that has false positives on it; over many draws some lie on the uptake.
+    Without it, no label-alone background stroke does (they lie on the shell, which the uptake boxes avoid)."""
+    from nnunet_quantif.evaluation.scribbles import shell
+
+    on_hot = {True: 0, False: 0}
+    for use in (True, False):
+        for seed in range(80):
+            lab = _label(np.random.default_rng(500 + seed))
+            hot = _hot(lab)
+            strokes = sample_strokes(lab, np.random.default_rng(seed), p_previous=p_previous,
+                                     hot=hot if use else None)
+            for e in strokes:
+                if e.label != "background":
+                    continue
+                where = tuple(e.voxels.T)
+                assert not lab[where].any()
+                if hot[where].all():
+                    on_hot[use] += 1
+                elif p_previous == 0.0:
+                    assert shell(lab)[where].all()
+    assert on_hot[True] >= 5
+    if p_previous == 0.0:
+        assert on_hot[False] == 0
+
+
 def test_sampling_is_reproducible_with_a_seed_and_varies_without() -> None:
     lab = _label(np.random.default_rng(7), n=6)
     a = [sample_strokes(lab, np.random.default_rng(s)) for s in range(10)]
