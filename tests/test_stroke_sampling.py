@@ -252,6 +252,7 @@ def test_the_tiny_stroke_trainer_records_the_stroke_encoding_and_loads_sampled_c
     enc = InputContract.from_json(tr.dataset_json["quantif"]).inputs[2].encoding
     assert isinstance(enc, StrokeGaussianEncoding) and enc.sigma_tumor == (2.0, 2.0, 2.0) and enc.suv_gate == 2.5
     assert tr.dataset_class is nnUNetDatasetBlosc2OrgansStrokes and tr.stroke_sampler.encoding == enc
+    assert tr.stroke_sampler.hot_suv is None  # stroke_hot_uptake is off by default
     ds_tr, ds_val = tr.get_tr_and_val_datasets()
     assert ds_tr.stroke_sampler is tr.stroke_sampler and ds_val.stroke_sampler is None
     dl_tr, _ = tr.get_dataloaders()

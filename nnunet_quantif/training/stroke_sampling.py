@@ -20,12 +20,12 @@ count n is drawn uniformly from 0..``max_strokes`` and the strokes come from the
 tumor stroke with probability 1/2, else a background stroke; the tumor strokes go on distinct random lesion
 components, the background ones on distinct components of the 2-voxel shell around the label
 (:func:`~nnunet_quantif.evaluation.scribbles.component_strokes`), one stroke per component on its largest axial
-slice; fewer components than asked give fewer strokes. With ``hot_suv`` (the trainers' default: the encoding's
-gate), the strokes also learn the model's own errors on physiological uptake: the fake previous prediction gets up
-to 3 false-positive blobs on non-lesion voxels at or above that SUV, and half the background strokes from the label
-alone go on components of those voxels instead of the shell. The strategy (centerline, random, boundary) is drawn per
-stroke. Every stroke lies on one axial slice (normal to the raw image's z axis, wherever the plans' transpose put
-it).
+slice; fewer components than asked give fewer strokes. With ``hot_suv`` (set to the encoding's gate by the
+trainers' ``stroke_hot_uptake``, off by default), the strokes also cover errors on physiological uptake: the fake
+previous prediction gets up to 3 false-positive blobs on non-lesion voxels at or above that SUV, and half the
+background strokes from the label alone go on components of those voxels instead of the shell. The strategy
+(centerline, random, boundary) is drawn per stroke. Every stroke lies on one axial slice (normal to the raw image's
+z axis, wherever the plans' transpose put it).
 
 The channel (:class:`StrokeSampledView`)
 ----------------------------------------
