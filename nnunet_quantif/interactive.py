@@ -692,11 +692,12 @@ class Session:
         """The network set up for this case's tiles; yields ``run(f, indices)``: fold ``f``'s Gaussian-weighted
         logits of the tiles ``indices``, a list of float32 (K, *patch), as nnU-Net's sliding window computes them.
 
-        The tiles go through the network :meth:`~nnunet_quantif.inference.predictor.QuantIFPredictor.
-        batched_tiles_per_step` at a time, each with its mirrored copies (on CPU, up to 8 inputs per forward for
-        a small patch). On CPU every forward holds at least 2 inputs, and a tile's logits do not depend on which
-        tiles share its forward (``tests/test_interactive.py::test_tile_logits_do_not_depend_on_the_batch``), so
-        a click that re-runs some tiles gives the logits of a full prediction.
+        The tiles go through the network in the sliding window's groups
+        (:meth:`~nnunet_quantif.inference.predictor.QuantIFPredictor.tiles_per_step`), each with its mirrored
+        copies (on CPU, up to 8 inputs per forward for a small patch). On CPU every forward holds at least 2
+        inputs, and a tile's logits do not depend on which tiles share its forward
+        (``tests/test_interactive.py::test_tile_logits_do_not_depend_on_the_batch``), so a click that re-runs
+        some tiles gives the logits of a full prediction.
         """
         import torch
         from nnunetv2.configuration import default_num_processes
@@ -711,7 +712,7 @@ class Session:
         p.allowed_mirroring_axes, p.case_flips = case["axes"], case.get("flips")
         net = p.network._orig_mod if hasattr(p.network, "_orig_mod") else p.network
         loaded: list[int | None] = [None]
-        step = p.batched_tiles_per_step()
+        step = p.tiles_per_step()
 
         def run(f: int, indices: Sequence[int]) -> list:
             if loaded[0] != f:
@@ -772,9 +773,10 @@ class Session:
             for f in range(n_folds):
                 acc = case["acc"][f]
                 acc[(slice(None), *region)] = 0
-                step = case["predictor"].batched_tiles_per_step() if self.lean else len(touched)
-                for start in range(0, len(touched), max(step, 1)):  # a lean session holds one group of tiles
-                    group = touched[start:start + max(step, 1)]
+                # a lean session runs, and holds, one group of tiles at a time
+                step = case["predictor"].tiles_per_step() if self.lean else max(len(touched), 1)
+                for start in range(0, len(touched), step):
+                    group = touched[start:start + step]
                     tiles = run(f, [i for i, _ in group]) if self.lean else [case["tiles"][f][i] for i, _ in group]
                     for (i, inter), tile in zip(group, tiles):
                         sl = case["slicers"][i]

@@ -143,7 +143,7 @@ def test_tile_logits_do_not_depend_on_the_batch(model):
     p.network.load_state_dict(p.list_of_parameters[0])
     p.network.eval()
     p.allowed_mirroring_axes = None
-    assert p.batched_tiles_per_step() == 8
+    assert p.tiles_per_step() == 8
     x = torch.randn(8, 3, *PATCH, generator=torch.Generator().manual_seed(4))
     together = p._internal_maybe_mirror_and_predict(x)
     assert together.abs().max() > 0

@@ -419,14 +419,6 @@ class QuantIFPredictor(nnUNetPredictor):
             return 1
         return max(1, -(-self.forward_batch() // len(self._mirror_combos(5))))
 
-    def batched_tiles_per_step(self) -> int:
-        """Tiles an interactive session predicts together: :meth:`tiles_per_step`, but never more tiles than
-        fit one forward of :meth:`forward_batch` inputs with their mirrored copies (on CPU without mirroring,
-        8 tiles of a small patch; 1 where the sliding window predicts one tile per step)."""
-        if not self._fills_batches():
-            return 1
-        return max(1, self.forward_batch() // len(self._mirror_combos(5)))
-
     def _predict_variants(self, variants: list[torch.Tensor]) -> torch.Tensor:
         """Network outputs of ``variants`` (each of shape (n_i, C, *patch)), in forwards of
         :meth:`forward_batch` inputs under the predictor's precision.
