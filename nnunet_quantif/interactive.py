@@ -624,8 +624,7 @@ class Session:
         padded, revert = case["padded"], case["revert"]
         box = None
         if changed_raw is None and not contract.preprocessed_click_indices:
-            self._clicks = clicks
-            self.last_update = UpdateInfo(kind, "unchanged", 0, total, time.perf_counter() - t0)
+            self._unchanged(clicks, kind, total, t0)
             return
         update = self._preprocess_heatmap(heatmap, changed_raw) if changed_raw is not None else ((), None)
         full = not self.incremental
@@ -657,10 +656,10 @@ class Session:
             padded[(slice(None), *revert)] = torch.from_numpy(data)
             case["properties"] = properties
         case["heatmap"] = heatmap
-        self._clicks = clicks
         if box is None:
-            self.last_update = UpdateInfo(kind, "unchanged", 0, total, time.perf_counter() - t0)
+            self._unchanged(clicks, kind, total, t0)
             return
+        self._clicks = clicks
         box_padded = tuple(slice(b.start + r.start, b.stop + r.start) for b, r in zip(box, revert))
         if full:
             todo = list(range(len(case["slicers"])))
@@ -673,6 +672,16 @@ class Session:
         self._finish(self._accumulate(tuple(slice(lo, hi) for lo, hi in region)))
         self.last_update = UpdateInfo(kind, "full" if full else "incremental", case["tiles_run"] - runs_before,
                                       total, time.perf_counter() - t0, box)
+
+    def _unchanged(self, clicks: Clicks, kind: str, total: int, t0: float) -> None:
+        """Take ``clicks`` whose input channels equal the current ones: the logits stay; the mask is post-processed
+        again only when the tumor voxels that post-processing keeps changed."""
+        before = self._clicks
+        self._clicks = clicks
+        if (self._case["settings"].postprocess and self.pipeline.keep_clicked
+                and not np.array_equal(before.tumor, clicks.tumor)):
+            self._finish(None)
+        self.last_update = UpdateInfo(kind, "unchanged", 0, total, time.perf_counter() - t0)
 
     @staticmethod
     def _replace_channel(channel, local: tuple[slice, ...], values: np.ndarray) -> tuple[slice, ...] | None:
@@ -809,7 +818,7 @@ class Session:
         from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
 
         from .inference.pipeline import _lesion_label
-        from .inference.postprocessing import postprocess_with_stats
+        from .inference.postprocessing import clicked_voxels, postprocess_with_stats
 
         case = self._case
         p = case["predictor"]
@@ -837,7 +846,8 @@ class Session:
         st = case["settings"]
         if st.postprocess:
             mask, _ = postprocess_with_stats(mask, case["pet"], case["geometry"].spacing_zyx, st.min_voxels,
-                                             st.suv_max, self.pipeline.min_volume_ml)
+                                             st.suv_max, self.pipeline.min_volume_ml,
+                                             keep=clicked_voxels(self._clicks, self.pipeline.keep_clicked))
         case["mask"] = mask
         case["lesions"] = None
 

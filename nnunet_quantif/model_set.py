@@ -468,6 +468,7 @@ class ModelSetPipeline:
         self.options = dict(options)
         self.pp_options = dict(postprocess=postprocess, min_voxels=min_voxels, suv_max=suv_max)
         self.min_volume_ml = min_volume_ml
+        self.keep_clicked = bool(options.get("keep_clicked", True))
         self.nonfinite = options.get("nonfinite", "raise")
         from .clicks import DEFAULT_MAX_CLICKS
 

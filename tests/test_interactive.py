@@ -203,6 +203,41 @@ def test_undo_reset_and_properties(pipeline, case):
         session.mask[0, 0, 0] = 1  # read-only
 
 
+def test_a_component_the_user_clicked_survives_post_processing(model, pipeline, case):
+    """A tumor click on a small faint component keeps it in the session's and the pipeline's mask; with
+    ``keep_clicked`` off (the paper's rule) the same component is removed."""
+    import cc3d
+
+    ct, pet = case
+    pet = np.minimum(pet, 3.0)  # every component faint (SUVmax < 4): post-processing judges by size alone
+    paper = QuantIFPipeline(model, None, folds=(0, 1), device="cpu", mirroring=MIRRORING, keep_clicked=False).load()
+    session = Session(pipeline=pipeline)
+    session.open(ct, pet, GEOMETRY, tracer="fdg")
+    raw = session.probabilities.argmax(0) == 1
+    labels = cc3d.connected_components(raw, connectivity=26)
+    sizes = np.bincount(labels.ravel())
+    small = [k for k in range(1, len(sizes)) if sizes[k] < 10]
+    assert small, "the random model predicts small components"
+    tried = 0
+    for k in small[:6]:
+        zyx = tuple(int(v) for v in np.argwhere(labels == k)[0])
+        mask = session.add_click_zyx(zyx, "tumor")
+        tried += 1
+        raw = session.probabilities.argmax(0) == 1
+        comp = cc3d.connected_components(raw, connectivity=26)
+        if raw[zyx] and (comp == comp[zyx]).sum() < 10:  # still a small faint component under the click
+            assert mask[zyx] == 1
+            ref = pipeline.predict_arrays(ct, pet, GEOMETRY, session.clicks, tracer="fdg")
+            np.testing.assert_array_equal(mask, ref.mask)
+            removed = paper.predict_arrays(ct, pet, GEOMETRY, session.clicks, tracer="fdg")
+            assert removed.mask[zyx] == 0
+            np.testing.assert_array_equal(removed.mask, ref.mask * ~(comp == comp[zyx]))
+            break
+        session.undo()
+    else:
+        pytest.fail(f"no clicked component stayed small in {tried} tries")
+
+
 def test_bad_clicks_leave_the_state_unchanged(pipeline, case):
     ct, pet = case
     session = Session(pipeline=pipeline)

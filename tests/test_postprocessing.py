@@ -80,6 +80,37 @@ def test_rule_needs_both_small_and_faint() -> None:
     assert out[17, 1, 1] == 1
 
 
+def test_a_clicked_component_is_kept_however_small_and_faint() -> None:
+    mask = np.zeros((20, 20, 20), dtype=np.uint8)
+    pet = np.ones_like(mask, dtype=np.float32)
+    mask[1:3, 1:3, 1:3] = 1          # 8 voxels, faint: removed unless clicked
+    mask[5, 5, 5] = 1                # 1 voxel, faint: removed unless clicked
+    mask[10:12, 10:12, 10:12] = 1    # 8 voxels, faint, a background click only: removed
+    keep = np.array([[2, 1, 2], [10, 10, 10]])  # a tumor click in the first; [10,10,10] stands for no click
+    out, stats = postprocess_with_stats(mask, pet, keep=keep[:1])
+    assert out[1:3, 1:3, 1:3].sum() == 8 and out[5, 5, 5] == 0 and out[10:12, 10:12, 10:12].sum() == 0
+    assert stats.n_removed == 2
+    out = postprocess(mask, pet, keep=keep)
+    assert out[1:3, 1:3, 1:3].sum() == 8 and out[10:12, 10:12, 10:12].sum() == 8 and out[5, 5, 5] == 0
+    assert np.array_equal(postprocess(mask, pet, keep=np.zeros((0, 3), dtype=int)), postprocess(mask, pet))
+    with pytest.raises(GridMismatchError, match="outside"):
+        postprocess(mask, pet, keep=np.array([[20, 0, 0]]))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_keep_equals_the_naive_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    shape = (24, 30, 28)
+    mask = (ndimage.uniform_filter(rng.random(shape), 2) > 0.62).astype(np.uint8)
+    mask |= rng.random(shape) > 0.985
+    pet = rng.gamma(2.0, 1.2, size=shape).astype(np.float32)
+    keep = np.argwhere(mask > 0)[rng.choice(int(mask.sum()), 15, replace=False)]
+    keep = np.concatenate([keep, np.argwhere(mask == 0)[:3]])  # clicks off the mask keep nothing
+    got = postprocess(mask, pet, keep=keep)
+    assert np.array_equal(got, postprocess_naive(mask, pet, keep=keep))
+    assert (got >= postprocess(mask, pet)).all() and got.sum() > postprocess(mask, pet).sum()
+
+
 def test_empty_mask_and_shape_mismatch() -> None:
     pet = np.ones((5, 6, 7), dtype=np.float32)
     out = postprocess(np.zeros((5, 6, 7), dtype=np.uint8), pet)

@@ -93,7 +93,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(q, results=False, folds_default=None, tracer_choices=("name", "auto"), tracer_default="name",
                         tracer_help="route cases by their known tracer (name prefix / CSV, default) or by the tracer "
                                     "classifier (auto, needs --tracer-weights)")
-    add_prediction_arguments(q.add_argument_group("prediction"))
+    g = q.add_argument_group("prediction")
+    add_prediction_arguments(g)
+    g.add_argument("--postprocess-clicked", choices=("keep", "remove"), default="keep",
+                   help="a component holding a tumor click or stroke voxel: keep it always (default), or remove it "
+                        "when small and faint like any other (the paper's rule)")
     add_heatmap_arguments(q.add_argument_group(
         "heatmap", "by default each model builds its heatmap with the definition recorded in its dataset.json"))
     q.set_defaults(func=run_interactive)
@@ -147,11 +151,13 @@ def _model_method(args: argparse.Namespace):
     if args.models:
         return ModelMethod.from_model_set(args.models, tracer="auto" if args.tracer == "auto" else None,
                                           **prediction_options(args), heatmap_params=heatmap_options(args),
-                                          force_heatmap=args.force_heatmap)
+                                          force_heatmap=args.force_heatmap,
+                                          keep_clicked=args.postprocess_clicked == "keep")
     return model_method(model_fdg=args.model_fdg, model_psma=args.model_psma,
                         tracer="auto" if args.tracer == "auto" else None, incremental=not args.no_incremental,
                         lean=args.lean, **prediction_options(args),
-                        heatmap_params=heatmap_options(args), force_heatmap=args.force_heatmap)
+                        heatmap_params=heatmap_options(args), force_heatmap=args.force_heatmap,
+                        keep_clicked=args.postprocess_clicked == "keep")
 
 
 def run_interactive(args: argparse.Namespace) -> int:

@@ -223,4 +223,6 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
         value = getattr(args, name, None)
         if value is not None:
             fields[name] = value
+    if getattr(args, "postprocess_clicked", None) is not None:
+        fields["keep_clicked"] = args.postprocess_clicked == "keep"
     return PipelineOptions(**fields, nonfinite=nonfinite_mode(args), heatmap_params=heatmap_options(args) or None)

@@ -128,7 +128,7 @@ class ModelMethod:
                   else f"fdg={p.model_dirs.get('fdg')} psma={p.model_dirs.get('psma')}")
         return (f"QuantIF model {models} folds={p.folds} "
                 f"tracer={self.tracer or 'known'} mirroring={getattr(p.policy, 'name', p.policy)} "
-                f"postprocess={p.do_postprocess}")
+                f"postprocess={p.do_postprocess}{'' if p.keep_clicked else ' clicked=remove'}")
 
     def predict_steps(self, case: EvalCase, clicks: Clicks,
                       steps: Sequence[int]) -> Iterator[tuple[int, np.ndarray, float]]:

@@ -99,6 +99,8 @@ class PipelineOptions:
         Heatmap options given explicitly (:func:`~nnunet_quantif.heatmap_definition.explicit_heatmap_params`).
     force_heatmap : bool
         Use ``heatmap_params`` even where they contradict the model's recorded definition.
+    keep_clicked : bool
+        Post-processing keeps every component that holds a tumor click or stroke voxel.
     """
 
     models: str | None = None
@@ -131,6 +133,7 @@ class PipelineOptions:
     nonfinite: str = "raise"
     heatmap_params: dict | None = None
     force_heatmap: bool = False
+    keep_clicked: bool = True
 
     @property
     def has_model(self) -> bool:

@@ -63,7 +63,7 @@ from ..layout import (
     scan_case_folder,
 )
 from .mirroring import DEFAULT_POLICY, DEFAULT_TIME_BUDGET_S, MirroringDecision, MirroringPolicy, as_policy
-from .postprocessing import DEFAULT_MIN_VOXELS, DEFAULT_SUV_MAX, postprocess_with_stats
+from .postprocessing import DEFAULT_MIN_VOXELS, DEFAULT_SUV_MAX, clicked_voxels, postprocess_with_stats
 from .precision import DEFAULT_ACCUMULATE, DEFAULT_PRECISION
 from .routing import (
     DEFAULT_CHECKPOINT,
@@ -373,6 +373,9 @@ class QuantIFPipeline:
     max_clicks : int or None
         Most clicks of a case, tumor and background together (a click file with more is refused before it is
         parsed; an interactive session takes no more). None: no limit.
+    keep_clicked : bool
+        Post-processing never removes a component that holds a tumor click or stroke voxel (default); False
+        applies the paper's rule to every component.
     """
 
     def __init__(self, model_fdg: PathLike | None = None, model_psma: PathLike | None = None, *,
@@ -385,7 +388,8 @@ class QuantIFPipeline:
                  postprocess: bool | None = None, min_voxels: int | None = None, suv_max: float | None = None,
                  min_volume_ml: float | None = None, tracer_weights: PathLike | None = None,
                  heatmap_params: dict | None = None, progress: bool = False, nonfinite: str = "raise",
-                 force_heatmap: bool = False, max_clicks: int | None = DEFAULT_MAX_CLICKS) -> None:
+                 force_heatmap: bool = False, max_clicks: int | None = DEFAULT_MAX_CLICKS,
+                 keep_clicked: bool = True) -> None:
         if model is not None and (model_fdg is not None or model_psma is not None):
             raise ConfigError("give either one model for every tracer (--model) or per-tracer models "
                               "(--model-fdg/--model-psma), not both")
@@ -425,6 +429,7 @@ class QuantIFPipeline:
         self.policy, self.tile_step_size = first.policy, first.tile_step_size
         self.do_postprocess, self.min_voxels, self.suv_max = first.postprocess, first.min_voxels, first.suv_max
         self.min_volume_ml = min_volume_ml
+        self.keep_clicked = bool(keep_clicked)
         from .predictor import check_forward_options
 
         check_forward_options(self.device, precision, accumulate, tile_batch, compile_network)
@@ -571,7 +576,7 @@ class QuantIFPipeline:
         removed = 0
         if st.postprocess:
             mask, stats = postprocess_with_stats(mask, pet, geometry.spacing_zyx, st.min_voxels, st.suv_max,
-                                                 self.min_volume_ml)
+                                                 self.min_volume_ml, keep=clicked_voxels(clicks, self.keep_clicked))
             removed = stats.n_removed
         mirror_d = mirror.to_dict() if isinstance(mirror, MirroringDecision) else {}
         return CaseResult(case=case_name, tracer=decision.tracer, tracer_source=decision.source,

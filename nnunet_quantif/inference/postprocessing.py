@@ -6,6 +6,10 @@ component is kept, so is a large faint one). The paper names the voxel
 threshold as a limitation; ``min_volume_ml`` sets the size threshold as a
 volume instead, converted to voxels with the image spacing.
 
+In an interactive case a component that holds a tumor click or a voxel of a tumor stroke is kept (``keep``):
+the user marked it as lesion. The paper's rule has no such exception (its clicks never reach the
+post-processing); ``keep=None`` is that rule.
+
 The implementation makes one pass over the volume: one connected-components
 labelling (cc3d), one voxel count per label (cc3d statistics), one vectorised
 per-label maximum of the PET over the foreground voxels, and one lookup-table
@@ -72,7 +76,7 @@ def size_threshold_voxels(min_voxels: int = DEFAULT_MIN_VOXELS, min_volume_ml: f
 def postprocess_with_stats(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Sequence[float] | None = None,
                            min_voxels: int = DEFAULT_MIN_VOXELS, suv_max: float = DEFAULT_SUV_MAX,
                            min_volume_ml: float | None = None, connectivity: int = 26,
-                           ) -> tuple[np.ndarray, PostprocessStats]:
+                           keep: np.ndarray | None = None) -> tuple[np.ndarray, PostprocessStats]:
     """Like :func:`postprocess`, also returning :class:`PostprocessStats`."""
     mask = np.asarray(mask)
     pet = np.asarray(pet)
@@ -91,6 +95,8 @@ def postprocess_with_stats(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Seque
     # a NaN SUVmax compares False with '<', so such components are kept (never silently dropped)
     remove = (counts < threshold) & (suvmax < suv_max)
     remove[0] = False
+    kept = _kept_labels(labels, keep)
+    remove[kept] = False
     keep = ~remove
     keep[0] = False
     out = np.zeros(mask.shape, dtype=np.uint8)
@@ -100,9 +106,28 @@ def postprocess_with_stats(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Seque
     return out, stats
 
 
+def clicked_voxels(clicks, keep_clicked: bool = True) -> np.ndarray | None:
+    """The ``keep`` voxels of a case: its tumor clicks (stroke voxels included), (N, 3) int (z, y, x); None when
+    ``keep_clicked`` is off or there are no clicks."""
+    return None if not keep_clicked or clicks is None else np.asarray(clicks.tumor)
+
+
+def _kept_labels(labels: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    """The component labels under the ``keep`` voxels ((N, 3) int, (z, y, x)); voxels outside the grid are
+    refused."""
+    if keep is None:
+        return np.zeros(0, dtype=np.int64)
+    keep = np.asarray(keep, dtype=np.int64).reshape(-1, 3)
+    if len(keep) and ((keep < 0).any() or (keep >= np.asarray(labels.shape)).any()):
+        raise GridMismatchError(f"post-processing: a voxel to keep lies outside the mask's shape {labels.shape} "
+                                f"(z, y, x)")
+    return np.unique(labels[tuple(keep.T)])
+
+
 def postprocess(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Sequence[float] | None = None,
                 min_voxels: int = DEFAULT_MIN_VOXELS, suv_max: float = DEFAULT_SUV_MAX,
-                min_volume_ml: float | None = None, connectivity: int = 26) -> np.ndarray:
+                min_volume_ml: float | None = None, connectivity: int = 26,
+                keep: np.ndarray | None = None) -> np.ndarray:
     """Remove connected components that are both small and faint.
 
     A component is removed when its size is below the threshold **and** its
@@ -124,24 +149,31 @@ def postprocess(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Sequence[float] 
         Size threshold in millilitres instead of ``min_voxels``.
     connectivity : {6, 18, 26}
         Neighbourhood of the components (26 in the method).
+    keep : np.ndarray, shape (N, 3), int, optional
+        Voxels (z, y, x) whose components are never removed: the tumor clicks and stroke voxels of an interactive
+        case, so that a lesion the user marked stays, however small and faint.
 
     Returns
     -------
     np.ndarray, shape (z, y, x), uint8
         The 0/1 mask without the removed components.
     """
-    return postprocess_with_stats(mask, pet, spacing_zyx, min_voxels, suv_max, min_volume_ml, connectivity)[0]
+    return postprocess_with_stats(mask, pet, spacing_zyx, min_voxels, suv_max, min_volume_ml, connectivity,
+                                  keep)[0]
 
 
 def postprocess_naive(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Sequence[float] | None = None,
                       min_voxels: int = DEFAULT_MIN_VOXELS, suv_max: float = DEFAULT_SUV_MAX,
-                      min_volume_ml: float | None = None, connectivity: int = 26) -> np.ndarray:
+                      min_volume_ml: float | None = None, connectivity: int = 26,
+                      keep: np.ndarray | None = None) -> np.ndarray:
     """Reference implementation with one full-volume pass per component (slow; for tests and benchmarks)."""
     threshold = size_threshold_voxels(min_voxels, min_volume_ml, spacing_zyx)
     labels, n = cc3d.connected_components(np.asarray(mask) > 0, connectivity=connectivity, return_N=True)
     out = np.zeros(mask.shape, dtype=np.uint8)
+    keep = np.zeros((0, 3), dtype=np.int64) if keep is None else np.asarray(keep, dtype=np.int64).reshape(-1, 3)
     for i in range(1, n + 1):
         component = labels == i
-        if not (component.sum() < threshold and pet[component].max() < suv_max):
+        marked = any(component[tuple(v)] for v in keep)
+        if marked or not (component.sum() < threshold and pet[component].max() < suv_max):
             out[component] = 1
     return out
