@@ -107,6 +107,45 @@ def test_with_uptake_some_background_strokes_go_on_it(p_previous) -> None:
         assert on_hot[False] == 0
 
 
+def test_clear_of_lesions_is_the_scaled_distance() -> None:
+    from nnunet_quantif.training.stroke_sampling import clear_of_lesions
+
+    lab = _label(np.random.default_rng(3), shape=(12, 16, 14), n=2)
+    sigma = (1.5, 3.0, 2.0)
+    got = clear_of_lesions(lab, sigma, 2.0)
+    pts = np.argwhere(lab)
+    for v in np.ndindex(lab.shape):  # brute force: the nearest lesion voxel, each axis in units of its sigma
+        d = np.sqrt((((pts - np.asarray(v)) / np.asarray(sigma)) ** 2).sum(1)).min()
+        assert got[v] == (d >= 2.0), v
+    assert clear_of_lesions(np.zeros((3, 4, 5)), sigma, 2.0).all()
+
+
+@pytest.mark.parametrize("p_previous", [0.0, 1.0])
+def test_with_a_clear_region_background_strokes_keep_away_from_lesions(p_previous) -> None:
+    """Given the clear region, every background stroke lies on uptake inside it (label alone) or on an error
+    inside it (a fake previous prediction whose lesions are not grown); over many draws some are drawn."""
+    from nnunet_quantif.training.stroke_sampling import clear_of_lesions
+
+    n_background = 0
+    for seed in range(80):
+        lab = _label(np.random.default_rng(500 + seed))
+        hot = np.zeros(lab.shape, bool)
+        hot[2:8, 2:10, 20:30] = True
+        hot[15:22, 24:30, 2:9] = True
+        hot &= ~lab
+        clear = clear_of_lesions(lab, (2.0, 2.0, 2.0), 2.0)
+        for e in sample_strokes(lab, np.random.default_rng(seed), p_previous=p_previous, hot=hot, clear=clear):
+            if e.label == "background":
+                n_background += 1
+                where = tuple(e.voxels.T)
+                assert clear[where].all(), seed
+                if p_previous == 0.0:
+                    assert hot[where].all(), seed
+    assert n_background >= 10
+    with pytest.raises(ValueError, match="clear needs hot"):
+        sample_strokes(lab, np.random.default_rng(0), clear=clear)
+
+
 def test_sampling_is_reproducible_with_a_seed_and_varies_without() -> None:
     lab = _label(np.random.default_rng(7), n=6)
     a = [sample_strokes(lab, np.random.default_rng(s)) for s in range(10)]
@@ -252,7 +291,8 @@ def test_the_tiny_stroke_trainer_records_the_stroke_encoding_and_loads_sampled_c
     enc = InputContract.from_json(tr.dataset_json["quantif"]).inputs[2].encoding
     assert isinstance(enc, StrokeGaussianEncoding) and enc.sigma_tumor == (2.0, 2.0, 2.0) and enc.suv_gate == 2.5
     assert tr.dataset_class is nnUNetDatasetBlosc2OrgansStrokes and tr.stroke_sampler.encoding == enc
-    assert tr.stroke_sampler.hot_suv is None  # stroke_hot_uptake is off by default
+    # background strokes clear of lesions, on uptake at the encoding's gate, by default
+    assert tr.stroke_sampler.hot_suv == 2.5 and tr.stroke_sampler.background_margin == 2.0
     ds_tr, ds_val = tr.get_tr_and_val_datasets()
     assert ds_tr.stroke_sampler is tr.stroke_sampler and ds_val.stroke_sampler is None
     dl_tr, _ = tr.get_dataloaders()

@@ -407,10 +407,11 @@ def component_strokes(mask: np.ndarray, n: int, rng: np.random.Generator,
 
 
 def corrupt_mask(label: np.ndarray, rng: np.random.Generator, drop: float = 0.3, n_false: int = 3,
-                 max_radius: int = 3) -> np.ndarray:
+                 max_radius: int = 3, grow: bool = True, allowed: np.ndarray | None = None) -> np.ndarray:
     """A fake previous prediction from a label: each 26-connected lesion dropped with probability ``drop``, the
-    others grown or shrunk by one voxel (or kept) at random, and up to ``n_false`` random balls of radius
-    1..``max_radius`` voxels added outside the label. (z, y, x) bool."""
+    others grown (when ``grow``) or shrunk by one voxel (or kept) at random, and up to ``n_false`` random balls of
+    radius 1..``max_radius`` voxels added outside the label, restricted to ``allowed`` ((z, y, x) bool) when given.
+    (z, y, x) bool."""
     from scipy.ndimage import binary_dilation, binary_erosion
 
     gt = _check_mask(label, "label")
@@ -421,7 +422,7 @@ def corrupt_mask(label: np.ndarray, rng: np.random.Generator, drop: float = 0.3,
             continue
         comp = labels == k
         change = int(rng.integers(3))
-        if change == 1:
+        if change == 1 and grow:
             comp = binary_dilation(comp)
         elif change == 2:
             comp = binary_erosion(comp) if binary_erosion(comp).any() else comp
@@ -430,7 +431,8 @@ def corrupt_mask(label: np.ndarray, rng: np.random.Generator, drop: float = 0.3,
     for _ in range(int(rng.integers(n_false + 1))):
         c = [int(rng.integers(s)) for s in gt.shape]
         r = int(rng.integers(1, max_radius + 1))
-        out |= ((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= r * r) & ~gt
+        ball = ((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= r * r) & ~gt
+        out |= ball if allowed is None else ball & allowed
     return out
 
 

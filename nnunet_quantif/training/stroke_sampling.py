@@ -60,7 +60,8 @@ from ..interactions import Interactions
 from ..layout import HEATMAP_CHANNEL, PET_CHANNEL
 from .click_sampling import pet_to_suv, read_crop
 
-__all__ = ["MAX_STROKES", "StrokeSampler", "StrokeSampledView", "hot_false_positives", "sample_strokes",
+__all__ = ["MAX_STROKES", "StrokeSampler", "StrokeSampledView", "clear_of_lesions", "hot_false_positives",
+           "sample_strokes",
            "sigma_scale", "stroke_contract_entry"]
 
 #: Most strokes a training sample draws (the evaluation loop adds up to 5).
@@ -90,7 +91,7 @@ def hot_false_positives(hot: np.ndarray, rng: np.random.Generator, n_max: int = 
 
 def sample_strokes(label: np.ndarray, rng: np.random.Generator, *, max_strokes: int = MAX_STROKES,
                    p_previous: float = 0.5, strategy: str | None = None, axial_axis: int = 0,
-                   hot: np.ndarray | None = None) -> Interactions:
+                   hot: np.ndarray | None = None, clear: np.ndarray | None = None) -> Interactions:
     """The strokes of one training sample, drawn from a label (module docstring).
 
     Parameters
@@ -112,6 +113,11 @@ def sample_strokes(label: np.ndarray, rng: np.random.Generator, *, max_strokes: 
         model's own false positives lie. When given, the fake previous prediction also gets false positives there
         (:func:`hot_false_positives`), and a background stroke from the label alone goes on a component of
         ``hot`` with probability 1/2 (else on the shell around the label).
+    clear : np.ndarray, shape (d0, d1, d2), optional
+        Voxels far enough from every lesion for a background interaction (:func:`clear_of_lesions`). When given,
+        no background stroke or false positive lies outside it: the fake previous prediction's lesions are not
+        grown and its false positives lie in ``clear``, and every background stroke from the label alone goes on a
+        component of ``hot & clear`` (none where that is empty). Needs ``hot``.
 
     Returns
     -------
@@ -124,17 +130,25 @@ def sample_strokes(label: np.ndarray, rng: np.random.Generator, *, max_strokes: 
         raise ValueError(f"p_previous must be in [0, 1], got {p_previous!r}")
     if int(max_strokes) < 0:
         raise ValueError(f"max_strokes must be >= 0, got {max_strokes!r}")
+    if clear is not None and hot is None:
+        raise ValueError("sample_strokes: clear needs hot (background strokes go on uptake in clear)")
     gt = np.moveaxis(np.asarray(label) > 0, int(axial_axis), 0)
     uptake = None if hot is None else np.moveaxis(np.asarray(hot, dtype=bool), int(axial_axis), 0) & ~gt
+    away = None if clear is None else np.moveaxis(np.asarray(clear, dtype=bool), int(axial_axis), 0) & ~gt
+    if away is not None:
+        uptake &= away
     if rng.random() < float(p_previous):  # n uniform in 0..max_strokes, drawn inside training_strokes
-        previous = corrupt_mask(gt, rng)
+        previous = corrupt_mask(gt, rng, grow=away is None, allowed=away)
         if uptake is not None:
             previous |= hot_false_positives(uptake, rng)
         drawn = training_strokes(gt, rng, max_strokes=int(max_strokes), strategy=strategy, previous=previous)
     else:
         n = int(rng.integers(int(max_strokes) + 1))
         n_tumor = int((rng.random(n) < 0.5).sum())
-        n_hot = int((rng.random(n - n_tumor) < 0.5).sum()) if uptake is not None else 0
+        if away is not None:
+            n_hot = n - n_tumor
+        else:
+            n_hot = int((rng.random(n - n_tumor) < 0.5).sum()) if uptake is not None else 0
         drawn = Interactions.empty()
         for kind, mask, k in (("tumor", gt, n_tumor), ("background", shell(gt), n - n_tumor - n_hot),
                               ("background", uptake, n_hot)):
@@ -148,6 +162,33 @@ def sample_strokes(label: np.ndarray, rng: np.random.Generator, *, max_strokes: 
     for e in drawn:
         out = out.with_stroke(e.voxels[:, order], e.label, axis=int(axial_axis))
     return out
+
+
+def clear_of_lesions(label: np.ndarray, sigma: Sequence[float], margin: float) -> np.ndarray:
+    """Voxels at least ``margin`` Gaussian widths from every lesion voxel: where a background interaction's
+    Gaussian (widths ``sigma``) is below ``exp(-margin**2 / 2)`` on every lesion.
+
+    Parameters
+    ----------
+    label : np.ndarray, shape (d0, d1, d2)
+        Lesion mask (non-zero = lesion).
+    sigma : sequence of 3 float
+        The background Gaussian's widths per axis, in voxels of ``label``.
+    margin : float
+        Distance in widths (the Euclidean distance with each axis scaled by ``1 / sigma``).
+
+    Returns
+    -------
+    np.ndarray, shape (d0, d1, d2), bool
+        All True where there is no lesion.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    gt = np.asarray(label) > 0
+    if not gt.any():
+        return np.ones(gt.shape, dtype=bool)
+    sampling = 1.0 / np.maximum(np.asarray(sigma, dtype=float), 1e-6)
+    return distance_transform_edt(~gt, sampling=sampling) >= float(margin)
 
 
 def sigma_scale(properties: Mapping, transpose_forward: Sequence[int], target_spacing: Sequence[float]) -> np.ndarray:
@@ -217,6 +258,9 @@ class StrokeSampler:
     hot_suv : float, optional
         SUV at or above which a non-lesion voxel of the crop counts as uptake for :func:`sample_strokes`'s
         ``hot`` (the trainers pass the encoding's gate); None: no strokes or false positives on uptake.
+    background_margin : float, optional
+        When given (with ``hot_suv``), background strokes and false positives keep this many background-Gaussian
+        widths from every lesion of the crop (:func:`clear_of_lesions`, :func:`sample_strokes`'s ``clear``).
     pet_channel, heatmap_channel : int
     """
 
@@ -230,8 +274,12 @@ class StrokeSampler:
     pet_channel: int = PET_CHANNEL
     heatmap_channel: int = HEATMAP_CHANNEL
     hot_suv: float | None = None
+    background_margin: float | None = None
 
     def __post_init__(self) -> None:
+        if self.background_margin is not None and (self.hot_suv is None or not float(self.background_margin) > 0):
+            raise ConfigError(f"stroke sampling: background_margin needs hot_suv and must be > 0, got "
+                              f"{self.background_margin} (hot_suv {self.hot_suv})")
         if self.hot_suv is not None and not float(self.hot_suv) > 0:
             raise ConfigError(f"stroke sampling: hot_suv must be > 0 or None, got {self.hot_suv}")
         if not 0.0 <= float(self.p_previous) <= 1.0:
@@ -285,8 +333,10 @@ class StrokeSampledView:
         label = np.asarray(self._seg[(0, *item[1:])]) == 1
         pet = pet_to_suv(out[s.pet_channel], s.pet_scheme, s.pet_properties)
         hot = (pet >= float(s.hot_suv)) & ~label if s.hot_suv is not None else None
+        clear = (None if s.background_margin is None else
+                 clear_of_lesions(label, self.sigma_background, float(s.background_margin)))
         strokes = sample_strokes(label, self._rng, max_strokes=s.max_strokes, p_previous=s.p_previous,
-                                 axial_axis=s.axial_axis, hot=hot)
+                                 axial_axis=s.axial_axis, hot=hot, clear=clear)
         e = s.encoding
         out[s.heatmap_channel] = stroke_heatmap(pet, strokes, self.sigma_tumor, self.sigma_background, e.suv_gate,
                                                 truncate=e.truncate)

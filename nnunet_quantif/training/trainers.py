@@ -26,6 +26,8 @@ with the mirroring policy ``final_validation_mirroring`` (``paper``; ``none`` fo
 Tiny variant: ``nnUNetTrainerQuantIF_tiny`` trains ``QUANTIF_TINY_EPOCHS`` epochs (default
 2) of ``QUANTIF_TINY_ITERS`` iterations (default 4) with ``QUANTIF_TINY_VAL_ITERS``
 validation iterations (default 2); the environment variables let the demo train longer.
+``QUANTIF_TORCH_THREADS`` sets torch's CPU threads (``nnUNetv2_train -device cpu`` uses every core), so that
+two trainings can share the cores.
 It is set up to learn within ~1000 CPU iterations (the evidence is in docs/DEMO.md,
 "What makes the tiny trainer learn"): nnU-Net's AdamW variant (``nnUNetTrainerAdam``) at 3e-3 instead of SGD, each
 patch forced onto a lesion with probability 2/3 (``oversample_foreground_percent = 0.67`` with
@@ -402,6 +404,10 @@ class _TinyMixin:
         # batch 2 gives one of two for any percent in (0.25, 0.75); drawing per patch honours 0.67
         self.probabilistic_oversampling = True
         self.save_every = max(1, self.num_epochs)
+        if os.environ.get("QUANTIF_TORCH_THREADS"):  # two CPU trainings side by side take one core each
+            import torch
+
+            torch.set_num_threads(_env_int("QUANTIF_TORCH_THREADS", 1))
 
 
 class nnUNetTrainerQuantIF_tiny(_TinyMixin, nnUNetTrainerQuantIF, nnUNetTrainerAdam):  # noqa: N801
@@ -561,6 +567,11 @@ class _StrokeSamplingMixin:
     #: (:class:`~nnunet_quantif.training.stroke_sampling.StrokeSampler` ``hot_suv``). Off: on seed 0 of the demo it
     #: changed the round-5 DSC by -0.032 [-0.160, +0.073] (docs/METHOD.md, "Background strokes on uptake").
     stroke_hot_uptake: bool = False
+    #: Background strokes and fake false positives keep this many background-Gaussian widths from every lesion
+    #: of the crop, on non-lesion uptake at or above the encoding's gate
+    #: (:class:`~nnunet_quantif.training.stroke_sampling.StrokeSampler` ``background_margin``); None puts them on the
+    #: 2-voxel shell around the label and on grown lesions' rims, where their Gaussian covers the lesion.
+    stroke_background_margin: float | None = 2.0
 
     def initialize(self):
         from ..heatmap_definition import DATASET_KEY, InputContract
@@ -578,15 +589,18 @@ class _StrokeSamplingMixin:
         self.dataset_class = nnUNetDatasetBlosc2OrgansStrokes if self.use_organs else nnUNetDatasetBlosc2Strokes
         schemes = self.configuration_manager.normalization_schemes
         props = self.plans_manager.foreground_intensity_properties_per_channel.get(str(PET_CHANNEL))
+        margin = None if self.stroke_background_margin is None else float(self.stroke_background_margin)
+        hot = float(encoding.suv_gate) if self.stroke_hot_uptake or margin is not None else None
         self.stroke_sampler = StrokeSampler(encoding, schemes[PET_CHANNEL], props,
                                             tuple(self.plans_manager.transpose_forward),
                                             tuple(float(v) for v in self.configuration_manager.spacing),
                                             self.max_strokes, self.stroke_p_previous, PET_CHANNEL, HEATMAP_CHANNEL,
-                                            float(encoding.suv_gate) if self.stroke_hot_uptake else None)
+                                            hot, margin)
         self.print_to_log_file(f"stroke sampling: 0..{self.max_strokes} strokes per crop, corrected from a "
                                f"corrupted label with probability {self.stroke_p_previous}; strokes and false "
-                               f"positives on non-lesion uptake: "
-                               f"{f'SUV >= {encoding.suv_gate:g}' if self.stroke_hot_uptake else 'no'}; "
+                               f"positives on non-lesion uptake: {f'SUV >= {hot:g}' if hot else 'no'}; "
+                               f"background strokes clear of lesions by "
+                               f"{f'{margin:g} widths' if margin else 'nothing (shell)'}; "
                                f"encoding {encoding.describe()}")
 
     def get_tr_and_val_datasets(self):
