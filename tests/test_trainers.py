@@ -317,6 +317,24 @@ def test_tiny_schedule_env_override(tmp_path, monkeypatch):
         _trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_tiny)
 
 
+def test_tiny_trainer_takes_its_torch_threads_from_the_environment(tmp_path, monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        _trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_tiny)
+        assert torch.get_num_threads() == 2  # unset: nnUNetv2_train's choice stays
+        monkeypatch.setenv("QUANTIF_TORCH_THREADS", "1")
+        _trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_tiny)
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("QUANTIF_TORCH_THREADS", "0")
+        with pytest.raises(ConfigError, match="QUANTIF_TORCH_THREADS"):
+            _trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_tiny)
+    finally:
+        torch.set_num_threads(before)
+
+
 # ------------------------------------------------------------------ in-process trainer
 def _dataset(tmp_path, n=3):
     pre = tmp_path / "pre" / "Dataset999_QuantIFTest"
