@@ -134,6 +134,12 @@ def test_cli_postprocess(tmp_path, capsys) -> None:
     assert g == geometry and out.dtype == np.uint8
     assert out.sum() == 64 and out[1:3, 1:3, 1:3].sum() == 0
     assert "1 of 2 components removed" in capsys.readouterr().out
+    # a tumor click (x, y, z) in the small faint component keeps it; a background click keeps nothing
+    (tmp_path / "c.json").write_text('{"tumor": [[1, 2, 2]], "background": [[8, 8, 8]]}')
+    rc = quantif_main(["postprocess", "--mask", str(tmp_path / "m.nii.gz"), "--pet", str(tmp_path / "p.mha"),
+                       "--out", str(tmp_path / "oc.mha"), "--clicks", str(tmp_path / "c.json")])
+    assert rc == 0 and read_image(tmp_path / "oc.mha")[0].sum() == 64 + 8
+    assert "0 of 2 components removed" in capsys.readouterr().out
     # a larger threshold in ml removes the second one too (64 voxels * 0.012 ml = 0.768 ml)
     rc = quantif_main(["postprocess", "--mask", str(tmp_path / "m.nii.gz"), "--pet", str(tmp_path / "p.mha"),
                        "--out", str(tmp_path / "o2.nii.gz"), "--min-volume-ml", "0.8"])

@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suv-max", type=nonneg_float, default=4.0, help="SUVmax threshold (default: 4)")
     p.add_argument("--min-volume-ml", type=nonneg_float, default=None, metavar="V",
                    help="size threshold in millilitres instead of voxels (from the spacing)")
+    p.add_argument("--clicks", default=None, metavar="JSON",
+                   help="a click or stroke file of the case (autoPET IV/V JSON): components that hold a tumor click "
+                        "or stroke voxel are kept")
     add_nonfinite_argument(p)
     p.set_defaults(func=run)
 
@@ -30,12 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..inference.postprocessing import postprocess_with_stats
 
-    check_output_path(args.out, image=True, inputs=(args.mask, args.pet))
+    check_output_path(args.out, image=True, inputs=(args.mask, args.pet) + ((args.clicks,) if args.clicks else ()))
     mask, g_mask = read_image(args.mask)
     pet, g_pet = read_pet(args.pet, nonfinite_mode(args))
     check_same_grid(g_mask, g_pet, args.mask, args.pet)
+    keep = None
+    if args.clicks is not None:
+        from ..clicks import read_clicks
+
+        keep = read_clicks(args.clicks, shape=mask.shape).tumor
     out, stats = postprocess_with_stats(mask, pet, g_mask.spacing_zyx, args.min_voxels, args.suv_max,
-                                        args.min_volume_ml)
+                                        args.min_volume_ml, keep=keep)
     write_image(out, g_mask, args.out, inputs=(args.mask, args.pet))
     print(f"{stats.n_removed} of {stats.n_components} components removed ({stats.voxels_removed} voxels; "
           f"size threshold {stats.min_voxels:g} voxels, SUVmax < {args.suv_max:g}) -> {args.out}")
