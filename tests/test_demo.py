@@ -20,7 +20,7 @@ from nnunet_quantif.io import read_geometry, read_image
 #: one worker runs the module, so the module-scoped demo runs once
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo")]
 
-STAGES = ["phantoms", "convert", "preprocess", "organs", "train_fdg", "train_psma", "tracer", "evaluate"]
+STAGES = ["phantoms", "convert", "preprocess", "organs", "train", "tracer", "evaluate"]
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +59,12 @@ def test_every_stage_ran_through_the_real_code_paths(demo_run):
     for tracer in ("fdg", "psma"):
         log = (out / "logs" / f"train_{tracer}.log").read_text()
         assert "nnUNetTrainerQuantIF_tiny" in log and "train_organ_loss" in log
-        model = Path(state["stages"][f"train_{tracer}"]["result"]["model"])
+        model = Path(state["stages"]["train"]["result"][tracer]["model"])
         assert (model / "fold_0" / "checkpoint_final.pth").is_file()
+    # on two or more cores the two models trained side by side, on half the cores each
+    train = state["stages"]["train"]["result"]
+    assert train["side_by_side"] is ((os.cpu_count() or 1) >= 2)
+    assert train["torch_threads"] == (None if (os.cpu_count() or 1) < 2 else (os.cpu_count() or 1) // 2)
     # a smoke run trains no tracer classifier: it routes by name, and every held-out case went to its own model
     assert not (out / "tracer" / "tracer_meta.json").exists()
     result = state["stages"]["evaluate"]["result"]

@@ -11,8 +11,9 @@ The demo is not a separate toy: every stage calls the code a real run uses.
                         (:func:`nnunet_quantif.training.plans.write_tiny_plans`)
 4      ``organs``       :func:`nnunet_quantif.organs.write_organ_side_files` (from the phantoms'
                         TotalSegmentator-format maps)
-5      ``train_fdg``,   ``nnUNetv2_train D 3d_fullres 0 -tr nnUNetTrainerQuantIF_tiny -p nnUNetPlans_tiny``
-       ``train_psma``   (a subprocess with the ``quantif env`` variables)
+5      ``train``        ``nnUNetv2_train D 3d_fullres 0 -tr nnUNetTrainerQuantIF_tiny_clickMix -p nnUNetPlans_tiny``
+                        for D = FDG and PSMA, side by side on half the cores each (subprocesses with the
+                        ``quantif env`` variables)
 6      ``tracer``       :func:`nnunet_quantif.tracer.training.train_tracer` on the training PETs
 7      ``evaluate``     held-out cases at click steps 0..10 (0, 1, 5, 10 in a smoke run) through
                         :class:`nnunet_quantif.inference.pipeline.QuantIFPipeline` (tracer routing by the
@@ -42,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import write_json
-from ..layout import RAW_ROOT, TOTALSEG_DIR
+from ..layout import RAW_ROOT, TOTALSEG_DIR, TRACERS
 from .report import stage_report
 from .settings import (
     BASELINES,
@@ -87,8 +88,10 @@ def _nnunet_command(name: str) -> list[str]:
 
 
 def run_logged(cmd: list[str], log_path: Path, env: dict[str, str], *, what: str,
-               on_line: Callable[[str], None] | None = None) -> None:
-    """Run ``cmd``, stream its output to ``log_path`` and raise :class:`DemoError` on failure."""
+               on_line: Callable[[str], None] | None = None,
+               started: Callable[[subprocess.Popen], None] | None = None) -> None:
+    """Run ``cmd``, stream its output to ``log_path`` and raise :class:`DemoError` on failure; ``started`` gets the
+    process as soon as it runs (so that a caller can stop it)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **env}
     with open(log_path, "w") as fh:
@@ -96,6 +99,8 @@ def run_logged(cmd: list[str], log_path: Path, env: dict[str, str], *, what: str
         fh.flush()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, text=True,
                                 bufsize=1)
+        if started is not None:
+            started(proc)
         assert proc.stdout is not None
         for line in proc.stdout:
             fh.write(line)
@@ -226,16 +231,28 @@ def stage_organs(run: DemoRun) -> dict:
     return out
 
 
-def _train(run: DemoRun, tracer: str, progress: bool) -> dict:
+def training_threads(cpus: int | None = None) -> int | None:
+    """Torch threads per training when the demo trains its two models side by side: half the cores each; None (one
+    training after the other, with every core) on a one-core machine."""
+    cpus = os.cpu_count() if cpus is None else cpus
+    return max(1, cpus // 2) if (cpus or 1) >= 2 else None
+
+
+def _train(run: DemoRun, tracer: str, progress: bool, threads: int | None = None, position: int = 0,
+           started: Callable[[subprocess.Popen], None] | None = None) -> dict:
+    """Train one tracer's model (``nnUNetv2_train`` in a subprocess, ``threads`` torch threads when given)."""
     from tqdm import tqdm
 
     s = run.settings
     env = {**run.env, "QUANTIF_TINY_EPOCHS": str(s.epochs), "QUANTIF_TINY_ITERS": str(s.iterations),
            "QUANTIF_TINY_VAL_ITERS": str(s.val_iterations), "nnUNet_compile": "false",
            "nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA", "1")}
+    if threads is not None:
+        env["QUANTIF_TORCH_THREADS"] = str(threads)
     cmd = _nnunet_command("nnUNetv2_train") + [str(run.dataset_id(tracer)), CONFIGURATION, FOLD, "-tr", s.trainer,
                                                 "-p", PLANS, "-device", "cpu"]
-    bar = tqdm(total=s.epochs, desc=f"train {tracer.upper()}", unit="epoch", disable=not progress)
+    bar = tqdm(total=s.epochs, desc=f"train {tracer.upper()}", unit="epoch", disable=not progress,
+               position=position)
     losses: list[float] = []
     organ_losses: list[float] = []
 
@@ -252,23 +269,41 @@ def _train(run: DemoRun, tracer: str, progress: bool) -> dict:
         if m:
             organ_losses.append(float(m.group(1)))
 
+    t0 = time.perf_counter()
     try:
         run_logged(cmd, run.logs / f"train_{tracer}.log", env, what=f"nnUNetv2_train ({tracer.upper()})",
-                   on_line=on_line)
+                   on_line=on_line, started=started)
     finally:
         bar.close()
     model = run.model_dir(tracer)
     if not (model / f"fold_{FOLD}" / "checkpoint_final.pth").is_file():
         raise DemoError(f"training of the {tracer.upper()} model wrote no checkpoint under {model}")
-    return {"model": str(model), "train_loss": losses, "train_organ_loss": organ_losses}
+    return {"model": str(model), "train_loss": losses, "train_organ_loss": organ_losses,
+            "seconds": time.perf_counter() - t0}
 
 
-def stage_train_fdg(run: DemoRun, progress: bool = True) -> dict:
-    return _train(run, "fdg", progress)
+def stage_train(run: DemoRun, progress: bool = True) -> dict:
+    """Train the FDG and the PSMA model. With two or more cores they train side by side, each with half the cores'
+    torch threads (:func:`training_threads`); a failing training stops the other."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
-
-def stage_train_psma(run: DemoRun, progress: bool = True) -> dict:
-    return _train(run, "psma", progress)
+    threads = training_threads()
+    if threads is None:
+        out = {t: _train(run, t, progress) for t in TRACERS}
+        return {**out, "side_by_side": False, "torch_threads": None}
+    procs: list[subprocess.Popen] = []
+    with ThreadPoolExecutor(max_workers=len(TRACERS)) as pool:
+        futures = {t: pool.submit(_train, run, t, progress, threads, i, procs.append) for i, t in enumerate(TRACERS)}
+        done, _ = wait(futures.values(), return_when=FIRST_EXCEPTION)
+        failed = [f.exception() for f in done if f.exception() is not None]
+        if failed:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+            wait(futures.values())
+            raise failed[0]
+        out = {t: f.result() for t, f in futures.items()}
+    return {**out, "side_by_side": True, "torch_threads": threads}
 
 
 def stage_tracer(run: DemoRun, progress: bool = True) -> dict:
@@ -326,8 +361,7 @@ STAGES: list[tuple[str, Callable[..., dict]]] = [
     ("convert", stage_convert),
     ("preprocess", stage_preprocess),
     ("organs", stage_organs),
-    ("train_fdg", stage_train_fdg),
-    ("train_psma", stage_train_psma),
+    ("train", stage_train),
     ("tracer", stage_tracer),
     ("evaluate", stage_evaluate),
 ]
