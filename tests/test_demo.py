@@ -63,8 +63,10 @@ def test_every_stage_ran_through_the_real_code_paths(demo_run):
         assert (model / "fold_0" / "checkpoint_final.pth").is_file()
     # on two or more cores the two models trained side by side, on half the cores each
     train = state["stages"]["train"]["result"]
-    assert train["side_by_side"] is ((os.cpu_count() or 1) >= 2)
-    assert train["torch_threads"] == (None if (os.cpu_count() or 1) < 2 else (os.cpu_count() or 1) // 2)
+    from nnunet_quantif.demo.stages import training_threads
+
+    assert train["side_by_side"] is (training_threads() is not None)
+    assert train["torch_threads"] == training_threads()
     # a smoke run trains no tracer classifier: it routes by name, and every held-out case went to its own model
     assert not (out / "tracer" / "tracer_meta.json").exists()
     result = state["stages"]["evaluate"]["result"]

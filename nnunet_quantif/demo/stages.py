@@ -231,11 +231,18 @@ def stage_organs(run: DemoRun) -> dict:
     return out
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform tells it, else the machine's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def training_threads(cpus: int | None = None) -> int | None:
-    """Torch threads per training when the demo trains its two models side by side: half the cores each; None (one
-    training after the other, with every core) on a one-core machine."""
-    cpus = os.cpu_count() if cpus is None else cpus
-    return max(1, cpus // 2) if (cpus or 1) >= 2 else None
+    """Torch threads per training when the demo trains its two models side by side: half the usable cores each
+    (:func:`usable_cores`); None (one training after the other, with nnU-Net's own threads) on one core."""
+    cpus = usable_cores() if cpus is None else cpus
+    return max(1, cpus // 2) if cpus >= 2 else None
 
 
 def _train(run: DemoRun, tracer: str, progress: bool, threads: int | None = None, position: int = 0,
