@@ -46,7 +46,7 @@ def test_a_failing_training_stops_the_other_and_is_the_error(tmp_path, monkeypat
     with pytest.raises(DemoError, match=r"nnUNetv2_train \(PSMA\) failed with exit code 3"):
         stages.stage_train(run, progress=False)
     assert time.perf_counter() - t0 < 30  # the FDG training was stopped, not waited for
-    assert "threads 1" in (run.logs / "train_fdg.log").read_text()  # each side got its share of the cores
+    assert "threads 1" in (run.logs / "train_psma.log").read_text()  # each side got its share of the cores
 
 
 def test_one_core_trains_one_model_after_the_other(tmp_path, monkeypatch) -> None:
