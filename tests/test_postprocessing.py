@@ -153,3 +153,19 @@ def test_cli_postprocess(tmp_path, capsys) -> None:
     assert rc == 1 and len(err.splitlines()) == 1
     assert "m.nii.gz" in err and "p2.nii.gz" in err and "spacing" in err
     assert not (tmp_path / "o3.nii.gz").exists()
+
+
+def test_cli_postprocess_reads_clicks_as_x_y_z(tmp_path, capsys) -> None:
+    """A click file gives (x, y, z): the click keeps the component at array index (z, y, x), and the same numbers
+    read as (z, y, x) would miss it."""
+    geometry = Geometry((16, 14, 12), (2.0, 2.0, 3.0))  # size (x, y, z): arrays are (12, 14, 16)
+    mask = np.zeros(geometry.shape, dtype=np.uint8)
+    mask[2:4, 1:3, 9:11] = 1  # 8 voxels, faint: z 2-3, y 1-2, x 9-10
+    write_image(mask, geometry, tmp_path / "m.nii.gz")
+    write_image(np.ones(geometry.shape, dtype=np.float32), geometry, tmp_path / "p.nii.gz")
+    (tmp_path / "xyz.json").write_text('{"tumor": [[9, 1, 2]], "background": []}')   # x 9, y 1, z 2: inside
+    (tmp_path / "zyx.json").write_text('{"tumor": [[2, 1, 9]], "background": []}')   # x 2 is outside the box
+    for name, kept in (("xyz", 8), ("zyx", 0)):
+        rc = quantif_main(["postprocess", "--mask", str(tmp_path / "m.nii.gz"), "--pet", str(tmp_path / "p.nii.gz"),
+                           "--out", str(tmp_path / f"o_{name}.nii.gz"), "--clicks", str(tmp_path / f"{name}.json")])
+        assert rc == 0 and read_image(tmp_path / f"o_{name}.nii.gz")[0].sum() == kept, name

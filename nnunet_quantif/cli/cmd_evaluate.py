@@ -11,7 +11,13 @@ from ..errors import ConfigError
 from ..evaluation.stroke_loop import DEFAULT_ROUNDS, STRATEGY_CHOICES
 from ..io import check_output_path
 from .argtypes import add_heatmap_arguments, heatmap_options, nonneg_int
-from .prediction_options import add_model_arguments, add_prediction_arguments, prediction_options
+from .prediction_options import (
+    add_model_arguments,
+    add_postprocess_clicked_argument,
+    add_prediction_arguments,
+    keep_clicked,
+    prediction_options,
+)
 from .vocabulary import add_option
 
 
@@ -95,9 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "classifier (auto, needs --tracer-weights)")
     g = q.add_argument_group("prediction")
     add_prediction_arguments(g)
-    g.add_argument("--postprocess-clicked", choices=("keep", "remove"), default="keep",
-                   help="a component holding a tumor click or stroke voxel: keep it always (default), or remove it "
-                        "when small and faint like any other (the paper's rule)")
+    add_postprocess_clicked_argument(g)
     add_heatmap_arguments(q.add_argument_group(
         "heatmap", "by default each model builds its heatmap with the definition recorded in its dataset.json"))
     q.set_defaults(func=run_interactive)
@@ -151,13 +155,12 @@ def _model_method(args: argparse.Namespace):
     if args.models:
         return ModelMethod.from_model_set(args.models, tracer="auto" if args.tracer == "auto" else None,
                                           **prediction_options(args), heatmap_params=heatmap_options(args),
-                                          force_heatmap=args.force_heatmap,
-                                          keep_clicked=args.postprocess_clicked == "keep")
+                                          force_heatmap=args.force_heatmap, keep_clicked=keep_clicked(args))
     return model_method(model_fdg=args.model_fdg, model_psma=args.model_psma,
                         tracer="auto" if args.tracer == "auto" else None, incremental=not args.no_incremental,
                         lean=args.lean, **prediction_options(args),
                         heatmap_params=heatmap_options(args), force_heatmap=args.force_heatmap,
-                        keep_clicked=args.postprocess_clicked == "keep")
+                        keep_clicked=keep_clicked(args))
 
 
 def run_interactive(args: argparse.Namespace) -> int:

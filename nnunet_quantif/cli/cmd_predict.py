@@ -17,7 +17,7 @@ from .argtypes import (
     nonneg_int,
 )
 from .prediction_options import add_model_arguments as _add_models
-from .prediction_options import add_prediction_arguments, pipeline_options
+from .prediction_options import add_postprocess_clicked_argument, add_prediction_arguments, pipeline_options
 from .vocabulary import add_option
 
 
@@ -39,9 +39,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="post-processing SUVmax threshold (default: the model's, else 4)")
     m.add_argument("--min-volume-ml", type=nonneg_float, default=None,
                    help="post-processing size threshold in ml instead of voxels")
-    m.add_argument("--postprocess-clicked", choices=("keep", "remove"), default="keep",
-                   help="a component holding a tumor click or stroke voxel: keep it always (default), or remove it "
-                        "when small and faint like any other (the paper's rule)")
+    add_postprocess_clicked_argument(m)
     add_nonfinite_argument(m)
     add_heatmap_arguments(p.add_argument_group(
         "heatmap", "by default each model builds its heatmap with the definition recorded in its dataset.json"))

@@ -184,6 +184,19 @@ def add_prediction_arguments(p: _Group, *, style: str = "quantif", device_defaul
     add_click_limit_argument(p)
 
 
+def add_postprocess_clicked_argument(p: _Group) -> None:
+    """``--postprocess-clicked keep|remove``: whether post-processing keeps the components that hold a tumor click or
+    stroke voxel (read back with :func:`keep_clicked`)."""
+    p.add_argument("--postprocess-clicked", choices=("keep", "remove"), default="keep",
+                   help="a component holding a tumor click or stroke voxel: keep it always (default), or remove it "
+                        "when small and faint like any other (the paper's rule)")
+
+
+def keep_clicked(args: argparse.Namespace) -> bool:
+    """The parsed ``--postprocess-clicked`` as the pipelines' ``keep_clicked`` (True for a command without it)."""
+    return getattr(args, "postprocess_clicked", "keep") == "keep"
+
+
 def prediction_options(args: argparse.Namespace) -> dict:
     """The parsed model and prediction options as :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline`
     keyword arguments (``folds``, ``checkpoint``, ``mirroring``, ``time_budget_s``, ``calibration``,
@@ -223,6 +236,5 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
         value = getattr(args, name, None)
         if value is not None:
             fields[name] = value
-    if getattr(args, "postprocess_clicked", None) is not None:
-        fields["keep_clicked"] = args.postprocess_clicked == "keep"
-    return PipelineOptions(**fields, nonfinite=nonfinite_mode(args), heatmap_params=heatmap_options(args) or None)
+    return PipelineOptions(**fields, keep_clicked=keep_clicked(args), nonfinite=nonfinite_mode(args),
+                           heatmap_params=heatmap_options(args) or None)

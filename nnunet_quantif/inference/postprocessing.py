@@ -95,20 +95,19 @@ def postprocess_with_stats(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Seque
     # a NaN SUVmax compares False with '<', so such components are kept (never silently dropped)
     remove = (counts < threshold) & (suvmax < suv_max)
     remove[0] = False
-    kept = _kept_labels(labels, keep)
-    remove[kept] = False
-    keep = ~remove
-    keep[0] = False
+    remove[_kept_labels(labels, keep)] = False
+    kept = ~remove
+    kept[0] = False
     out = np.zeros(mask.shape, dtype=np.uint8)
-    out[fg] = keep[fg_labels]
+    out[fg] = kept[fg_labels]
     stats = PostprocessStats(n_components=int(n), n_removed=int(remove.sum()),
                              voxels_removed=int(counts[remove].sum()), min_voxels=threshold)
     return out, stats
 
 
 def clicked_voxels(clicks, keep_clicked: bool = True) -> np.ndarray | None:
-    """The ``keep`` voxels of a case: its tumor clicks (stroke voxels included), (N, 3) int (z, y, x); None when
-    ``keep_clicked`` is off or there are no clicks."""
+    """The ``keep`` voxels of a case: the tumor clicks of ``clicks`` (stroke voxels included), (N, 3) int (z, y, x);
+    None when ``keep_clicked`` is off or ``clicks`` is None."""
     return None if not keep_clicked or clicks is None else np.asarray(clicks.tumor)
 
 

@@ -61,8 +61,7 @@ from ..layout import HEATMAP_CHANNEL, PET_CHANNEL
 from .click_sampling import pet_to_suv, read_crop
 
 __all__ = ["MAX_STROKES", "StrokeSampler", "StrokeSampledView", "clear_of_lesions", "hot_false_positives",
-           "sample_strokes",
-           "sigma_scale", "stroke_contract_entry"]
+           "sample_strokes", "sigma_scale", "stroke_contract_entry"]
 
 #: Most strokes a training sample draws (the evaluation loop adds up to 5).
 MAX_STROKES = MAX_TRAINING_STROKES
@@ -180,7 +179,7 @@ def clear_of_lesions(label: np.ndarray, sigma: Sequence[float], margin: float) -
     Returns
     -------
     np.ndarray, shape (d0, d1, d2), bool
-        All True where there is no lesion.
+        Every voxel True when ``label`` has no lesion.
     """
     from scipy.ndimage import distance_transform_edt
 

@@ -564,8 +564,9 @@ class _StrokeSamplingMixin:
     max_strokes: int = 5
     stroke_p_previous: float = 0.5
     #: Strokes and fake false positives on non-lesion uptake at or above the encoding's SUV gate
-    #: (:class:`~nnunet_quantif.training.stroke_sampling.StrokeSampler` ``hot_suv``). Off: on seed 0 of the demo it
-    #: changed the round-5 DSC by -0.032 [-0.160, +0.073] (docs/METHOD.md, "Background strokes on uptake").
+    #: (:class:`~nnunet_quantif.training.stroke_sampling.StrokeSampler` ``hot_suv``), with
+    #: ``stroke_background_margin = None``; the margin uses that uptake anyway. With the margin off, on seed 0 of the
+    #: demo it changed the round-5 DSC by -0.032 [-0.160, +0.073] (docs/METHOD.md, "Background strokes on uptake").
     stroke_hot_uptake: bool = False
     #: Background strokes and fake false positives keep this many background-Gaussian widths from every lesion
     #: of the crop, on non-lesion uptake at or above the encoding's gate
