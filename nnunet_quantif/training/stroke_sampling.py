@@ -149,7 +149,8 @@ def sample_strokes(label: np.ndarray, rng: np.random.Generator, *, max_strokes: 
         else:
             n_hot = int((rng.random(n - n_tumor) < 0.5).sum()) if uptake is not None else 0
         drawn = Interactions.empty()
-        for kind, mask, k in (("tumor", gt, n_tumor), ("background", shell(gt), n - n_tumor - n_hot),
+        n_shell = n - n_tumor - n_hot
+        for kind, mask, k in (("tumor", gt, n_tumor), ("background", shell(gt) if n_shell else None, n_shell),
                               ("background", uptake, n_hot)):
             for s in component_strokes(mask, k, rng, strategy) if k else ():
                 drawn = drawn.with_stroke(s.voxels, kind, axis=0)
