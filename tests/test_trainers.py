@@ -376,6 +376,32 @@ def _initialized_trainer(tmp_path, monkeypatch, cls):
     return tr
 
 
+def _layouts(network: torch.nn.Module) -> set[bool]:
+    """For each 3D convolution with a kernel over one voxel: whether its weight is in channels_last_3d."""
+    return {m.weight.is_contiguous(memory_format=torch.channels_last_3d) for m in network.modules()
+            if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)) and m.weight[0, 0].numel() > 1}
+
+
+def test_tiny_trainers_keep_the_network_channels_last_on_a_cpu_with_the_same_outputs(tmp_path, monkeypatch,
+                                                                                        fixed_random_state):
+    tr = _initialized_trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_tiny)
+    assert _layouts(tr.network) == {True}
+    batch = next(tr.get_dataloaders()[0])
+    tr.network.eval()
+    with torch.no_grad():
+        last = tr.network(batch["data"])
+        tr.network.to(memory_format=torch.contiguous_format)
+        assert _layouts(tr.network) == {False}
+        contiguous = tr.network(batch["data"])
+    for a, b in zip(last, contiguous):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_full_size_trainers_keep_the_default_layout(tmp_path, monkeypatch, fixed_random_state):
+    tr = _initialized_trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF)
+    assert _layouts(tr.network) == {False}
+
+
 def test_trainer_step_logs_lesion_and_organ_losses(tmp_path, monkeypatch, fixed_random_state):
     tr = _initialized_trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_tiny)
     assert tr.dataset_class is nnUNetDatasetBlosc2Organs

@@ -27,7 +27,8 @@ Tiny variant: ``nnUNetTrainerQuantIF_tiny`` trains ``QUANTIF_TINY_EPOCHS`` epoch
 2) of ``QUANTIF_TINY_ITERS`` iterations (default 4) with ``QUANTIF_TINY_VAL_ITERS``
 validation iterations (default 2); the environment variables let the demo train longer.
 ``QUANTIF_TORCH_THREADS`` sets torch's CPU threads (``nnUNetv2_train -device cpu`` uses every core), so that
-two trainings can share the cores.
+two trainings can share the cores. On a CPU the network's weights are kept in ``channels_last_3d``
+(``cpu_channels_last``).
 It is set up to learn within ~1000 CPU iterations (the evidence is in docs/DEMO.md,
 "What makes the tiny trainer learn"): nnU-Net's AdamW variant (``nnUNetTrainerAdam``) at 3e-3 instead of SGD, each
 patch forced onto a lesion with probability 2/3 (``oversample_foreground_percent = 0.67`` with
@@ -393,6 +394,14 @@ class _TinyMixin:
     tiny_initial_lr: float = 3e-3
     tiny_oversample_foreground_percent: float = 0.67
     organ_loss_weight: float = 0.1
+    #: on a CPU the network's weights are kept in ``torch.channels_last_3d``, where oneDNN's 3D convolutions of
+    #: this network run faster (``scripts/bench_channels_last.py`` measures a training step in both layouts)
+    cpu_channels_last: bool = True
+
+    def initialize(self):
+        super().initialize()
+        if self.cpu_channels_last and self.device.type == "cpu":
+            self.network.to(memory_format=torch.channels_last_3d)
 
     def _apply_schedule(self) -> None:
         self.num_epochs = _env_int("QUANTIF_TINY_EPOCHS", 2)
@@ -405,8 +414,6 @@ class _TinyMixin:
         self.probabilistic_oversampling = True
         self.save_every = max(1, self.num_epochs)
         if os.environ.get("QUANTIF_TORCH_THREADS"):  # two CPU trainings side by side take one core each
-            import torch
-
             torch.set_num_threads(_env_int("QUANTIF_TORCH_THREADS", 1))
 
 
