@@ -77,11 +77,13 @@ def main() -> int:
                 times[name]["forward_8"].append(forwards())
 
     med = {k: {m: statistics.median(v) for m, v in d.items()} for k, d in times.items()}
-    out = {"threads": args.threads, "steps": args.steps, "rounds": args.rounds, "batch": int(batches[0]["data"].shape[0]),
-           "patch": list(batches[0]["data"].shape[2:]), "median_s": med,
+    shape = batches[0]["data"].shape
+    out = {"threads": args.threads, "steps": args.steps, "rounds": args.rounds, "batch": int(shape[0]),
+           "patch": list(shape[2:]), "median_s": med,
            "ratio_train_step": med["channels_last_3d"]["train_step"] / med["contiguous"]["train_step"],
            "ratio_forward_8": med["channels_last_3d"]["forward_8"] / med["contiguous"]["forward_8"]}
-    print(f"torch threads {args.threads}, batch {out['batch']} of {out['patch']} patches, median of {args.rounds} rounds")
+    print(f"torch threads {args.threads}, batch {out['batch']} of {out['patch']} patches, "
+          f"median of {args.rounds} rounds")
     for k in layouts:
         print(f"  {k:17s} training step {med[k]['train_step']:.4f} s, forward of 8 tiles {med[k]['forward_8']:.4f} s")
     print(f"  channels_last_3d / contiguous: training step {out['ratio_train_step']:.2f}, "
