@@ -397,6 +397,22 @@ def test_tiny_trainers_keep_the_network_channels_last_on_a_cpu_with_the_same_out
         assert torch.allclose(a, b, atol=1e-4)
 
 
+def test_tiny_trainers_draw_the_progress_plot_every_few_epochs_and_after_the_last(tmp_path, monkeypatch,
+                                                                                   fixed_random_state):
+    tr = _initialized_trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_tiny)
+    tr.num_epochs, tr.progress_plot_every = 5, 2
+    plotted = []
+    monkeypatch.setattr(type(tr.logger), "plot_progress_png", lambda self, folder: plotted.append(tr.current_epoch))
+    for epoch in range(tr.num_epochs):
+        for key, value in (("train_losses", 0.5), ("val_losses", 0.5), ("mean_fg_dice", 0.1 * epoch),
+                           ("dice_per_class_or_region", [0.1 * epoch]), ("lrs", 1e-3),
+                           ("epoch_start_timestamps", float(epoch))):
+            tr.logger.log(key, value, epoch)
+        tr.on_epoch_end()
+        assert "plot_progress_png" not in vars(tr.logger)
+    assert plotted == [1, 3, 4] and tr.current_epoch == 5
+
+
 def test_full_size_trainers_keep_the_default_layout(tmp_path, monkeypatch, fixed_random_state):
     tr = _initialized_trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF)
     assert _layouts(tr.network) == {False}

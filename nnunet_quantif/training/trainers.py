@@ -28,7 +28,8 @@ Tiny variant: ``nnUNetTrainerQuantIF_tiny`` trains ``QUANTIF_TINY_EPOCHS`` epoch
 validation iterations (default 2); the environment variables let the demo train longer.
 ``QUANTIF_TORCH_THREADS`` sets torch's CPU threads (``nnUNetv2_train -device cpu`` uses every core), so that
 two trainings can share the cores. On a CPU the network's weights are kept in ``channels_last_3d``
-(``cpu_channels_last``).
+(``cpu_channels_last``), and nnU-Net's progress plot is drawn every 10 epochs and after the last
+(``progress_plot_every``) instead of after every epoch.
 It is set up to learn within ~1000 CPU iterations (the evidence is in docs/DEMO.md,
 "What makes the tiny trainer learn"): nnU-Net's AdamW variant (``nnUNetTrainerAdam``) at 3e-3 instead of SGD, each
 patch forced onto a lesion with probability 2/3 (``oversample_foreground_percent = 0.67`` with
@@ -383,6 +384,10 @@ class nnUNetTrainerQuantIF_organsInLabel(nnUNetTrainerQuantIFLesionOnly):  # noq
                               f"has labels {labels}")
 
 
+def _no_progress_plot(output_folder: str) -> None:
+    """Stands in for the logger's ``plot_progress_png`` in an epoch that draws no plot."""
+
+
 class _TinyMixin:
     """Short CPU schedule for tests and the demo (``QUANTIF_TINY_EPOCHS/_ITERS/_VAL_ITERS``).
 
@@ -398,10 +403,25 @@ class _TinyMixin:
     #: this network run faster (``scripts/bench_channels_last.py`` measures a training step in both layouts)
     cpu_channels_last: bool = True
 
+    #: nnU-Net draws its progress plot (a 3000 x 5400 pixel PNG, over a second of a CPU core) after every epoch;
+    #: the tiny trainers draw it every ``progress_plot_every`` epochs and after the last
+    progress_plot_every: int = 10
+
     def initialize(self):
         super().initialize()
         if self.cpu_channels_last and self.device.type == "cpu":
             self.network.to(memory_format=torch.channels_last_3d)
+
+    def on_epoch_end(self):
+        epoch = self.current_epoch
+        if epoch == self.num_epochs - 1 or (epoch + 1) % max(1, self.progress_plot_every) == 0:
+            return super().on_epoch_end()
+        # an instance attribute shadows the logger's method for this one call
+        self.logger.plot_progress_png = _no_progress_plot
+        try:
+            return super().on_epoch_end()
+        finally:
+            del self.logger.plot_progress_png
 
     def _apply_schedule(self) -> None:
         self.num_epochs = _env_int("QUANTIF_TINY_EPOCHS", 2)
