@@ -5,9 +5,12 @@ prints the seconds per step of each layout and their ratio.
 
 A finished demo's preprocessed data gives the trainer its batches (nnU-Net's own data loader, augmentation and
 loss); nothing is written into the demo folder. The layouts alternate in rounds so that a machine's drift falls on
-both. Usage::
+both. ``--full-size`` also times, in both layouts, the forward of nnU-Net's ResEnc-L network (the full-size
+trainers' architecture, random weights, 3 input channels) on one 96^3 patch with 2 threads: the reason the
+full-size trainers and the predictor keep the default layout. Usage::
 
-    python scripts/bench_channels_last.py --demo demo_out [--threads 1] [--steps 20] [--rounds 3] [--json FILE]
+    python scripts/bench_channels_last.py --demo demo_out [--threads 1] [--steps 20] [--rounds 3] [--full-size]
+                                          [--json FILE]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as each side-by-side training)")
     ap.add_argument("--steps", type=int, default=20, help="timed training steps per layout and round (default 20)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of both layouts (default 3)")
+    ap.add_argument("--full-size", action="store_true", help="also time a ResEnc-L forward (96^3, 2 threads)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     args = ap.parse_args()
     workspace = args.demo / "workspace"
@@ -88,9 +92,37 @@ def main() -> int:
         print(f"  {k:17s} training step {med[k]['train_step']:.4f} s, forward of 8 tiles {med[k]['forward_8']:.4f} s")
     print(f"  channels_last_3d / contiguous: training step {out['ratio_train_step']:.2f}, "
           f"forward {out['ratio_forward_8']:.2f}")
+    if args.full_size:
+        out["resenc_l_forward_96"] = _full_size(args.rounds)
+        f = out["resenc_l_forward_96"]
+        print(f"ResEnc-L, one 96^3 patch, 2 threads: contiguous {f['contiguous']:.2f} s, channels_last_3d "
+              f"{f['channels_last_3d']:.2f} s (ratio {f['channels_last_3d'] / f['contiguous']:.2f})")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     return 0
+
+
+def _full_size(rounds: int) -> dict[str, float]:
+    """Median seconds of a ResEnc-L forward (nnU-Net's ResEnc-L preset: 6 stages of 32-320 features, 1-3-4-6-6-6
+    residual blocks) on a (1, 3, 96, 96, 96) input with 2 threads, per layout."""
+    import torch
+    from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+
+    torch.set_num_threads(2)
+    net = ResidualEncoderUNet(3, 6, [32, 64, 128, 256, 320, 320], torch.nn.Conv3d, 3, [1, 2, 2, 2, 2, 2],
+                              [1, 3, 4, 6, 6, 6], 2, [1, 1, 1, 1, 1], True, torch.nn.InstanceNorm3d,
+                              {"eps": 1e-5, "affine": True}, None, None, torch.nn.LeakyReLU, {"inplace": True}).eval()
+    x = torch.randn(1, 3, 96, 96, 96)
+    times: dict[str, list[float]] = {"contiguous": [], "channels_last_3d": []}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for name, fmt in (("contiguous", torch.contiguous_format), ("channels_last_3d", torch.channels_last_3d)):
+                net.to(memory_format=fmt)
+                net(x)
+                t0 = time.perf_counter()
+                net(x)
+                times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 if __name__ == "__main__":

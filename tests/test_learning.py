@@ -23,7 +23,7 @@ from nnunet_quantif.evaluation.interactive import read_step_rows
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("learning")]  # one worker trains the shared fixture once
 
 #: A fixed phantom set: phantom seed 0 (the demo's default seed), 16 training and 5 held-out phantoms per tracer,
-#: all with lesions; 100 epochs x 30 iterations (twice the demo's schedule), the demo's default trainer.
+#: all with lesions; 100 epochs x 30 iterations (3000, against the demo's 1900), the demo's default trainer.
 #: nnU-Net's training is not seeded, so each run of this test trains another model. Three runs on this set:
 #:
 #: ======================  ============  ============  ============

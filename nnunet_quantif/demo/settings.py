@@ -99,7 +99,7 @@ class DemoSettings:
     n_val: int = 2
     healthy_fraction: float = 0.2
     epochs: int = 50
-    iterations: int = 30
+    iterations: int = 38
     val_iterations: int = 2
     tracer_folds: int = 5
     tracer_epochs: int = 15
