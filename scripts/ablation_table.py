@@ -11,7 +11,9 @@ When the evaluation folder holds its per-step rows (``metrics_steps.csv``), each
 interval over the held-out cases (:mod:`nnunet_quantif.evaluation.bootstrap`; the overall row resamples cases within
 each tracer).
 
-``--compare A B`` adds a paired comparison of two variants (trainer names) evaluated on the same (seed, case) pairs:
+``--compare A B`` adds a paired comparison of two variants evaluated on the same (seed, case) pairs. A variant is a
+trainer name, or with ``--variant parent`` the name of the folder that holds the run (two ``scripts/demo_seeds.py
+--out`` folders of one trainer, e.g. before and after a change of code):
 for each ``--metric`` (``dsc@K``, ``fpv@K``, ``fnv@K`` at a click step K, or ``auc_dsc``, ``auc_fpv``, ``auc_fnv``),
 per tracer and overall, the mean of A - B over the pairs both evaluated (a pair where either value is undefined, e.g.
 the DSC of a lesion-free case, is left out) with its paired bootstrap interval (the (seed, case) pairs are
@@ -23,6 +25,7 @@ Usage::
     python scripts/ablation_table.py /work/ablation/*_s0 /work/ablation/*_s1 [--method model] [--json FILE]
     python scripts/ablation_table.py /work/ablation/*_s[012] --compare nnUNetTrainerQuantIF_tiny \
         nnUNetTrainerQuantIF_tiny_clickSampling --metric dsc@0 dsc@10 auc_dsc
+    python scripts/ablation_table.py before/*_s[012] after/*_s[012] --variant parent --compare after before
 """
 
 from __future__ import annotations
@@ -51,8 +54,9 @@ def _trainer(summary: dict) -> str:
                                             if settings.get("click_sampling") else "nnUNetTrainerQuantIF_tiny")
 
 
-def case_values(folder: Path, method: str = "model") -> list[dict]:
-    """Per held-out case of a finished demo folder: ``run, trainer, seed, case, tracer`` and the metric values
+def case_values(folder: Path, method: str = "model", variant: str | None = None) -> list[dict]:
+    """Per held-out case of a finished demo folder: ``run, trainer, variant`` (``variant``, default the trainer),
+    ``seed, case, tracer`` and the metric values
     (``dsc@K``, ``fpv@K``, ``fnv@K`` for every evaluated step K; ``auc_dsc``, ``auc_fpv``, ``auc_fnv``). Empty
     when the evaluation folder has no ``metrics_steps.csv``."""
     summary = json.loads((folder / "summary.json").read_text())
@@ -64,7 +68,8 @@ def case_values(folder: Path, method: str = "model") -> list[dict]:
     by_case: dict[str, dict] = {}
     for r in rows:
         entry = by_case.setdefault(r["case"], {"run": folder.name, "trainer": _trainer(summary),
-                                               "seed": settings["seed"], "case": r["case"], "tracer": r["tracer"]})
+                                               "variant": variant or _trainer(summary), "seed": settings["seed"],
+                                               "case": r["case"], "tracer": r["tracer"]})
         for m in METRICS:
             entry[f"{m}@{r['step']}"] = r[m]
     for c in case_curves(rows):
@@ -103,7 +108,7 @@ def paired_comparison(cases: list[dict], variant_a: str, variant_b: str, metric:
     cases : list of dict
         :func:`case_values` rows of every run (any variants and seeds).
     variant_a, variant_b : str
-        Trainer names of the two variants.
+        The two variants (the rows' ``variant``: a trainer name, or the run's parent folder).
     metric : str
         ``dsc@K``, ``fpv@K``, ``fnv@K`` or one of :data:`CASE_AUCS`.
 
@@ -116,7 +121,7 @@ def paired_comparison(cases: list[dict], variant_a: str, variant_b: str, metric:
     def values(variant: str) -> dict[tuple, dict]:
         out = {}
         for c in cases:
-            if c["trainer"] != variant:
+            if c["variant"] != variant:
                 continue
             if metric not in c:
                 raise SystemExit(f"{c['run']}: no metric {metric!r} (choose from "
@@ -193,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", default="model", help="evaluation method to tabulate (default: the model)")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON")
     ap.add_argument("--compare", nargs=2, metavar=("A", "B"),
-                    help="paired comparison of two trainers on the same (seed, case) pairs: mean of A - B")
+                    help="paired comparison of two variants on the same (seed, case) pairs: mean of A - B")
+    ap.add_argument("--variant", choices=("trainer", "parent"), default="trainer",
+                    help="what names a variant of --compare: the run's trainer (default) or its parent folder")
     ap.add_argument("--metric", nargs="+", default=["dsc@0", "dsc@10", "auc_dsc"],
                     help="metrics of --compare: dsc@K, fpv@K, fnv@K, auc_dsc, auc_fpv, auc_fnv "
                          "(default dsc@0 dsc@10 auc_dsc)")
@@ -204,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# skipped {folder}: no summary.json (unfinished run)", file=sys.stderr)
             continue
         rows += run_rows(folder, args.method)
-        cases += case_values(folder, args.method)
+        cases += case_values(folder, args.method,
+                             folder.absolute().parent.name if args.variant == "parent" else None)
     if not rows:
         print("no finished run", file=sys.stderr)
         return 1

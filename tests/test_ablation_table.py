@@ -106,6 +106,23 @@ def test_paired_comparison_over_seeds_and_cases(tmp_path, capsys):
         mod["paired_comparison"](cases, "TrA", "TrC", "dsc@10")
 
 
+def test_variants_named_by_parent_folder_compare_one_trainer_before_and_after(tmp_path, capsys):
+    """Two demo_seeds.py folders of one trainer (``before/`` and ``after/``): ``--variant parent`` pairs them."""
+    mod = runpy.run_path(str(SCRIPT))
+    dsc = {"fdg_a": 0.5, "psma_c": 0.4}
+    runs = []
+    for parent, shift in (("before", 0.0), ("after", 0.05)):
+        (tmp_path / parent).mkdir()
+        runs += [_steps_folder(tmp_path / parent, f"Tr_s{seed}", seed, "Tr", {c: v + shift for c, v in dsc.items()})
+                 for seed in (0, 1)]
+    assert mod["main"]([*map(str, runs), "--variant", "parent", "--compare", "after", "before",
+                        "--metric", "dsc@10"]) == 0
+    out = capsys.readouterr().out
+    assert "| dsc@10 | overall | 0.500 | 0.450 | +0.050 [+0.050, +0.050] | 4 |" in out
+    with pytest.raises(SystemExit, match="no \\(seed, case\\) pair"):  # by trainer, both folders are one variant
+        mod["main"]([*map(str, runs), "--compare", "after", "before", "--metric", "dsc@10"])
+
+
 SEEDS_SCRIPT = SCRIPT.with_name("demo_seeds.py")
 
 
