@@ -5,8 +5,8 @@ prints the seconds per step of each layout and their ratio.
 
 A finished demo's preprocessed data gives the trainer its batches (nnU-Net's own data loader, augmentation and
 loss); nothing is written into the demo folder. The layouts alternate in rounds so that a machine's drift falls on
-both. ``--full-size`` also times, in both layouts, the forward of nnU-Net's ResEnc-L network (the full-size
-trainers' architecture, random weights, 3 input channels) on one 96^3 patch with 2 threads: the reason the
+both. ``--full-size`` also times, in both layouts, the forward of the ``resencl192`` preset's ResEnc-L network (the
+full-size trainers' architecture, random weights, 3 input channels) on one 96^3 patch with 2 threads: the reason the
 full-size trainers and the predictor keep the default layout. Usage::
 
     python scripts/bench_channels_last.py --demo demo_out [--threads 1] [--steps 20] [--rounds 3] [--full-size]
@@ -103,15 +103,18 @@ def main() -> int:
 
 
 def _full_size(rounds: int) -> dict[str, float]:
-    """Median seconds of a ResEnc-L forward (nnU-Net's ResEnc-L preset: 6 stages of 32-320 features, 1-3-4-6-6-6
-    residual blocks) on a (1, 3, 96, 96, 96) input with 2 threads, per layout."""
+    """Median seconds of a forward of the ``resencl192`` preset's network (nnU-Net's ResEnc-L: 6 stages of 32-320
+    features, 1-3-4-6-6-6 residual blocks; random weights, 3 input channels, 2 outputs) on a (1, 3, 96, 96, 96) input
+    with 2 threads, per layout."""
     import torch
-    from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    from nnunet_quantif.training.plans import load_preset
 
     torch.set_num_threads(2)
-    net = ResidualEncoderUNet(3, 6, [32, 64, 128, 256, 320, 320], torch.nn.Conv3d, 3, [1, 2, 2, 2, 2, 2],
-                              [1, 3, 4, 6, 6, 6], 2, [1, 1, 1, 1, 1], True, torch.nn.InstanceNorm3d,
-                              {"eps": 1e-5, "affine": True}, None, None, torch.nn.LeakyReLU, {"inplace": True}).eval()
+    arch = load_preset("resencl192")["architecture"]
+    net = get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"], arch["_kw_requires_import"], 3, 2,
+                                 deep_supervision=False).eval()
     x = torch.randn(1, 3, 96, 96, 96)
     times: dict[str, list[float]] = {"contiguous": [], "channels_last_3d": []}
     with torch.inference_mode():
