@@ -47,7 +47,26 @@ class _ChannelView:
         return arr.astype(dtype) if dtype is not None else arr
 
 
-class nnUNetDatasetBlosc2Organs(nnUNetDatasetBlosc2):  # noqa: N801 (nnU-Net naming convention)
+class _HardNegativeDataset:
+    """Mixin: with ``hard_negatives`` (a :class:`~nnunet_quantif.training.hard_negatives.HardNegativeSampler`)
+    set, ``load_case`` returns, for a drawn share of the loads, properties whose ``class_locations`` are the
+    case's hot non-lesion voxels, so that a foreground-forced patch is centred on one of them.
+
+    It sits directly above nnU-Net's dataset, so it sees the stored data before any click or stroke view.
+    The trainer sets ``hard_negatives`` on the training dataset only.
+    """
+
+    hard_negatives = None
+
+    def load_case(self, identifier: str):
+        data, seg, seg_prev, properties = super().load_case(identifier)
+        if self.hard_negatives is not None:
+            cache = self.__dict__.setdefault("_hard_negative_locations", {})
+            properties = self.hard_negatives.apply(cache, identifier, data, seg, properties)
+        return data, seg, seg_prev, properties
+
+
+class nnUNetDatasetBlosc2Organs(_HardNegativeDataset, nnUNetDatasetBlosc2):  # noqa: N801 (nnU-Net naming convention)
     """nnU-Net blosc2 dataset that also loads the organ side file (returned as ``seg_prev``).
 
     ``load_case`` returns ``(data, seg, organs, properties)`` with ``data`` (C, z, y, x),
@@ -104,7 +123,7 @@ def _click_view(dataset, identifier: str, data, rng=None):
     return dataset.click_sampler.view(data, cache[identifier], dataset.click_sampler.draw(rng))
 
 
-class nnUNetDatasetBlosc2Clicks(_ClickSamplingDataset, nnUNetDatasetBlosc2):  # noqa: N801
+class nnUNetDatasetBlosc2Clicks(_ClickSamplingDataset, _HardNegativeDataset, nnUNetDatasetBlosc2):  # noqa: N801
     """nnU-Net's blosc2 dataset with click-count sampling (see :class:`_ClickSamplingDataset`)."""
 
 
@@ -150,7 +169,7 @@ class _StrokeSamplingDataset:
         return data, seg, seg_prev, properties
 
 
-class nnUNetDatasetBlosc2Strokes(_StrokeSamplingDataset, nnUNetDatasetBlosc2):  # noqa: N801
+class nnUNetDatasetBlosc2Strokes(_StrokeSamplingDataset, _HardNegativeDataset, nnUNetDatasetBlosc2):  # noqa: N801
     """nnU-Net's blosc2 dataset with stroke sampling (see :class:`_StrokeSamplingDataset`)."""
 
 
@@ -183,7 +202,7 @@ class _StrokeOrClickDataset:
         return data, seg, seg_prev, properties
 
 
-class nnUNetDatasetBlosc2StrokesClicks(_StrokeOrClickDataset, nnUNetDatasetBlosc2):  # noqa: N801
+class nnUNetDatasetBlosc2StrokesClicks(_StrokeOrClickDataset, _HardNegativeDataset, nnUNetDatasetBlosc2):  # noqa: N801
     """nnU-Net's blosc2 dataset with stroke or click sampling per sample (see :class:`_StrokeOrClickDataset`)."""
 
 
