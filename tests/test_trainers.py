@@ -635,3 +635,61 @@ def test_organs_in_label_trainer_needs_such_a_dataset(tmp_path, monkeypatch):
     tr.initialize()
     assert not isinstance(tr.network, DualHeadUNet)
     assert tr.label_manager.num_segmentation_heads == len(merged_label_names())  # one output per class
+
+
+def test_tiny_trainers_skip_the_final_validation_only_when_asked(tmp_path, monkeypatch):
+    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module.nnUNetTrainer, "perform_actual_validation",
+                        lambda self, save_probabilities=False: calls.append(type(self).__name__))
+    tiny = _trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_tiny_clickMix)
+    full = _trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF)
+    monkeypatch.setenv("QUANTIF_SKIP_FINAL_VALIDATION", "1")
+    tiny.perform_actual_validation()
+    full.perform_actual_validation()  # only the tiny trainers honour it
+    assert calls == ["nnUNetTrainerQuantIF"]
+    monkeypatch.setenv("QUANTIF_SKIP_FINAL_VALIDATION", "0")
+    tiny.perform_actual_validation()
+    assert calls == ["nnUNetTrainerQuantIF", "nnUNetTrainerQuantIF_tiny_clickMix"]
+
+
+def test_hard_negative_sampling_reaches_the_training_dataset_only(tmp_path, monkeypatch, fixed_random_state):
+    from nnunet_quantif.training.hard_negatives import HardNegativeSampler
+
+    monkeypatch.setenv("QUANTIF_HARD_NEGATIVE_FRACTION", "0.5")
+    tr = _initialized_trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_tiny)
+    ds_tr, ds_val = tr.get_tr_and_val_datasets()
+    assert isinstance(ds_tr.hard_negatives, HardNegativeSampler) and ds_val.hard_negatives is None
+    assert ds_tr.hard_negatives.fraction == 0.5 and ds_tr.hard_negatives.percentile == tr.hard_negative_percentile
+    dl_tr, _ = tr.get_dataloaders()
+    batch = next(dl_tr)
+    tr.network.train()
+    assert np.isfinite(tr.train_step(batch)["loss"])
+    monkeypatch.setenv("QUANTIF_HARD_NEGATIVE_FRACTION", "0")
+    assert tr.get_tr_and_val_datasets()[0].hard_negatives is None
+    monkeypatch.setenv("QUANTIF_HARD_NEGATIVE_FRACTION", "half")
+    with pytest.raises(ConfigError, match="QUANTIF_HARD_NEGATIVE_FRACTION"):
+        tr.get_tr_and_val_datasets()
+
+
+def test_weight_ema_is_updated_every_step_and_written_to_the_final_checkpoint(tmp_path, monkeypatch,
+                                                                             fixed_random_state):
+    monkeypatch.setenv("QUANTIF_WEIGHT_EMA", "0.5")
+    tr = _initialized_trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_tiny)
+    (tmp_path / "pre" / "Dataset999_QuantIFTest" / "dataset_fingerprint.json").write_text("{}")  # copied by nnU-Net
+    tr.on_train_start()
+    assert tr.weight_ema is not None and tr.weight_ema.decay == 0.5
+    tr.network.train()
+    for _ in range(3):
+        tr.train_step(next(tr.dataloader_train))
+    assert tr.weight_ema.updates == 3
+    last = [p.detach().clone() for p in tr.network.parameters()]
+    average = [a.clone() for a in tr.weight_ema.average]
+    assert any(not torch.equal(a, p) for a, p in zip(average, last))
+    tr.on_train_end()
+    final = (tmp_path / "res" / "Dataset999_QuantIFTest" / f"{type(tr).__name__}__nnUNetPlans_tiny__3d_fullres"
+             / "fold_0" / "checkpoint_final.pth")
+    saved = torch.load(final, map_location="cpu", weights_only=False)["network_weights"]  # the test's own file
+    for name, a in zip(dict(tr.network.named_parameters()), average):
+        torch.testing.assert_close(saved[name], a)

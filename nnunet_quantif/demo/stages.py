@@ -253,6 +253,7 @@ def _train(run: DemoRun, tracer: str, progress: bool, threads: int | None = None
     s = run.settings
     env = {**run.env, "QUANTIF_TINY_EPOCHS": str(s.epochs), "QUANTIF_TINY_ITERS": str(s.iterations),
            "QUANTIF_TINY_VAL_ITERS": str(s.val_iterations), "nnUNet_compile": "false",
+           "QUANTIF_SKIP_FINAL_VALIDATION": "1",
            "nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA", "1")}
     if threads is not None:
         env["QUANTIF_TORCH_THREADS"] = str(threads)

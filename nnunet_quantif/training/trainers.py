@@ -67,6 +67,8 @@ from .data import (
     nnUNetDatasetBlosc2OrgansClicks,
     split_targets,
 )
+from .hard_negatives import HardNegativeSampler
+from .weight_average import WeightEMA
 
 __all__ = [
     "nnUNetTrainerQuantIFLesionOnly",
@@ -136,6 +138,16 @@ def _env_int(name: str, default: int) -> int:
     return out
 
 
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}='{value}' is not a number") from None
+
+
 class nnUNetTrainerQuantIFLesionOnly(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convention)
     """QuantIF's lesion-only trainer: nnU-Net's trainer with CT misalignment, a heatmap channel kept out of the
     intensity augmentation, optional Dice smoothing and schedule, and the QuantIF mirroring policy in the final
@@ -154,6 +166,17 @@ class nnUNetTrainerQuantIFLesionOnly(nnUNetTrainer):  # noqa: N801 (nnU-Net nami
     final_validation_mirroring: str = DEFAULT_POLICY
     #: (epochs, iterations per epoch, initial learning rate) of a variant; None keeps nnU-Net's defaults.
     schedule: tuple[int, int, float] | None = None
+    #: Probability, per loaded training case, that a foreground-forced patch is centred on hot non-lesion tissue
+    #: (PET at or above the case's ``hard_negative_percentile``-th percentile) instead of on a lesion
+    #: (:mod:`nnunet_quantif.training.hard_negatives`; ``QUANTIF_HARD_NEGATIVE_FRACTION`` and
+    #: ``QUANTIF_HARD_NEGATIVE_PERCENTILE`` override them).
+    #: 0 keeps nnU-Net's sampling.
+    hard_negative_fraction: float = 0.0
+    hard_negative_percentile: float = 95.0
+    #: Decay of a moving average of the weights (:mod:`nnunet_quantif.training.weight_average`), updated after every
+    #: training step and written to ``checkpoint_final.pth`` in place of the last weights (``QUANTIF_WEIGHT_EMA``
+    #: overrides it, 0 turns it off). None keeps the last weights, as nnU-Net does.
+    weight_ema_decay: float | None = None
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):  # noqa: B008 (nnU-Net's signature)
@@ -175,6 +198,38 @@ class nnUNetTrainerQuantIFLesionOnly(nnUNetTrainer):  # noqa: N801 (nnU-Net nami
             regions=regions, ignore_label=ignore_label)
         return add_quantif_augmentation(pipeline, cls.misaligned_channels, cls.protected_channels,
                                         misalignment_position=cls.misalignment_position)
+
+    def on_train_start(self):
+        super().on_train_start()
+        decay = _env_float("QUANTIF_WEIGHT_EMA", self.weight_ema_decay or 0.0)
+        self.weight_ema = WeightEMA(self.network, decay) if decay > 0 else None
+        if self.weight_ema is not None:
+            self.print_to_log_file(f"weight EMA: decay {decay:g}; checkpoint_final.pth holds the averaged weights")
+
+    def train_step(self, batch: dict) -> dict:
+        result = super().train_step(batch)
+        if getattr(self, "weight_ema", None) is not None:
+            self.weight_ema.update()
+        return result
+
+    def on_train_end(self):
+        if getattr(self, "weight_ema", None) is not None:
+            self.weight_ema.copy_to_network()
+            self.print_to_log_file(f"weights replaced by their moving average over {self.weight_ema.updates} steps")
+        super().on_train_end()
+
+    def get_tr_and_val_datasets(self):
+        dataset_tr, dataset_val = super().get_tr_and_val_datasets()
+        fraction = _env_float("QUANTIF_HARD_NEGATIVE_FRACTION", self.hard_negative_fraction)
+        if fraction > 0:
+            if not hasattr(dataset_tr, "hard_negatives"):
+                raise ConfigError(f"{self.__class__.__name__}: its dataset class {type(dataset_tr).__name__} "
+                                  f"cannot draw hard-negative patches (QUANTIF_HARD_NEGATIVE_FRACTION={fraction})")
+            percentile = _env_float("QUANTIF_HARD_NEGATIVE_PERCENTILE", self.hard_negative_percentile)
+            dataset_tr.hard_negatives = HardNegativeSampler(fraction, percentile, PET_CHANNEL)
+            self.print_to_log_file(f"hard negatives: {fraction:g} of the loaded training cases centre a forced "
+                                   f"patch on PET >= its {percentile:g}th percentile outside the lesions")
+        return dataset_tr, dataset_val
 
     def _build_loss(self):
         loss = super()._build_loss()
@@ -423,6 +478,14 @@ class _TinyMixin:
         finally:
             del self.logger.plot_progress_png
 
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """nnU-Net's final validation, unless ``QUANTIF_SKIP_FINAL_VALIDATION=1``: the demo evaluates its own held-out
+        cases and sets it, since nnU-Net's validation of two cases costs it about 25 s of its 15 minutes."""
+        if os.environ.get("QUANTIF_SKIP_FINAL_VALIDATION", "") == "1":
+            self.print_to_log_file("final validation skipped (QUANTIF_SKIP_FINAL_VALIDATION=1)")
+            return
+        return super().perform_actual_validation(save_probabilities)
+
     def _apply_schedule(self) -> None:
         self.num_epochs = _env_int("QUANTIF_TINY_EPOCHS", 2)
         self.num_iterations_per_epoch = _env_int("QUANTIF_TINY_ITERS", 4)
@@ -535,7 +598,10 @@ class nnUNetTrainerQuantIF_PSMA_clickMix(_ClickMixMixin, nnUNetTrainerQuantIF_PS
 
 
 class nnUNetTrainerQuantIF_tiny_clickMix(_ClickMixMixin, nnUNetTrainerQuantIF_tiny):  # noqa: N801
-    """Tiny schedule with the click-count mixture (the demo)."""
+    """Tiny schedule with the click-count mixture and hard-negative patches (the demo): 0.3 of the loaded cases
+    centre a forced patch on hot non-lesion tissue (:mod:`nnunet_quantif.training.hard_negatives`)."""
+
+    hard_negative_fraction = 0.3
 
 
 class _AuthorsMixin:
