@@ -29,7 +29,9 @@ validation iterations (default 2); the environment variables let the demo train 
 ``QUANTIF_TORCH_THREADS`` sets torch's CPU threads (``nnUNetv2_train -device cpu`` uses every core), so that
 two trainings can share the cores. On a CPU the network's weights are kept in ``channels_last_3d``
 (``cpu_channels_last``), and nnU-Net's progress plot is drawn every 10 epochs and after the last
-(``progress_plot_every``) instead of after every epoch.
+(``progress_plot_every``) instead of after every epoch. ``QUANTIF_SKIP_FINAL_VALIDATION=1`` makes them skip nnU-Net's
+final validation (the demo, which evaluates its own held-out cases, sets it).
+
 It is set up to learn within ~1000 CPU iterations (the evidence is in docs/DEMO.md,
 "What makes the tiny trainer learn"): nnU-Net's AdamW variant (``nnUNetTrainerAdam``) at 3e-3 instead of SGD, each
 patch forced onto a lesion with probability 2/3 (``oversample_foreground_percent = 0.67`` with
@@ -37,6 +39,10 @@ patch forced onto a lesion with probability 2/3 (``oversample_foreground_percent
 loss weighted 0.1, because at this width the 15-class organ loss takes the shared decoder
 over and the lesion head stays at "all background" (with organ weight 0 the dual head learns
 as fast as the plain network, so the dual-head path itself is sound; docs/DEMO.md).
+
+Every QuantIF trainer can centre a share of its foreground-forced patches on hot non-lesion tissue
+(``hard_negative_fraction``, :mod:`nnunet_quantif.training.hard_negatives`; the demo's tiny click mixture uses 0.3,
+the others 0) and can write a moving average of its weights to the final checkpoint (``weight_ema_decay``, off).
 """
 
 from __future__ import annotations
@@ -480,7 +486,7 @@ class _TinyMixin:
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         """nnU-Net's final validation, unless ``QUANTIF_SKIP_FINAL_VALIDATION=1``: the demo evaluates its own held-out
-        cases and sets it, since nnU-Net's validation of two cases costs it about 25 s of its 15 minutes."""
+        cases and sets it, since nnU-Net's validation of two cases took 24 s per training of its 15 minutes."""
         if os.environ.get("QUANTIF_SKIP_FINAL_VALIDATION", "") == "1":
             self.print_to_log_file("final validation skipped (QUANTIF_SKIP_FINAL_VALIDATION=1)")
             return
