@@ -93,3 +93,30 @@ def test_nnunet_loader_centres_forced_patches_on_hot_tissue(fraction) -> None:
         assert lesion == 0 and blob == 40
     else:
         assert 5 < lesion < 35 and lesion + blob == 40
+
+
+def test_locations_and_patches_keep_the_array_axis_order() -> None:
+    """A hot blob at different positions along z, y and x (so a swapped axis would miss it): its locations are its
+    (z, y, x) array indices, and nnU-Net's loader, fed only those, cuts patches that hold it."""
+    from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    shape = (44, 36, 28)
+    rng = np.random.default_rng(5)
+    pet = rng.uniform(0.5, 1.0, size=shape).astype(np.float32)
+    seg = np.zeros((1, *shape), dtype=np.int16)
+    pet[38:42, 3:6, 20:23] = 10.0
+    seg[0, 38:42, 3:6, 20:23] = 1
+    pet[30:34, 5:8, 2:5] = 6.0  # 4 x 3 x 3 = 36 voxels, the hot non-lesion blob
+    data = np.stack([np.zeros(shape, np.float32), pet, np.zeros(shape, np.float32)])
+    loc = hot_background_locations(pet, seg[0], 99.9, 10_000, np.random.default_rng(0))
+    want = np.argwhere(pet == 6.0)
+    np.testing.assert_array_equal(loc[:, 1:], want)
+    dataset = _HardNegativeStored(data, seg)
+    dataset.hard_negatives = HardNegativeSampler(1.0, 99.9, 1)
+    loader = nnUNetDataLoader(dataset, 1, (8, 8, 8), (8, 8, 8), LabelManager({"background": 0, "lesion": 1}, None),
+                              oversample_foreground_percent=1.0, probabilistic_oversampling=True)
+    np.random.seed(1)
+    for _ in range(20):
+        batch = loader.generate_train_batch()
+        assert (batch["data"][0, 1] == 6.0).any() and not (batch["target"][0] > 0).any()

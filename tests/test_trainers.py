@@ -693,3 +693,18 @@ def test_weight_ema_is_updated_every_step_and_written_to_the_final_checkpoint(tm
     saved = torch.load(final, map_location="cpu", weights_only=False)["network_weights"]  # the test's own file
     for name, a in zip(dict(tr.network.named_parameters()), average):
         torch.testing.assert_close(saved[name], a)
+
+
+def test_hard_negatives_are_refused_on_nnunets_plain_dataset(tmp_path, monkeypatch, fixed_random_state):
+    plans, ds_json = _dataset(tmp_path)
+    for f in (tmp_path / "pre").rglob("*_organs_seg.b2nd"):
+        f.unlink()
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "res"))
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    monkeypatch.setenv("QUANTIF_HARD_NEGATIVE_FRACTION", "0.3")
+    tr = T.nnUNetTrainerQuantIF_noOrgans_tiny({**plans, "continue_training": False}, "3d_fullres", 0, ds_json,
+                                              torch.device("cpu"))
+    tr.initialize()
+    with pytest.raises(ConfigError, match="cannot draw hard-negative patches"):
+        tr.get_tr_and_val_datasets()

@@ -40,9 +40,11 @@ loss weighted 0.1, because at this width the 15-class organ loss takes the share
 over and the lesion head stays at "all background" (with organ weight 0 the dual head learns
 as fast as the plain network, so the dual-head path itself is sound; docs/DEMO.md).
 
-Every QuantIF trainer can centre a share of its foreground-forced patches on hot non-lesion tissue
-(``hard_negative_fraction``, :mod:`nnunet_quantif.training.hard_negatives`; the demo's tiny click mixture uses 0.3,
-the others 0) and can write a moving average of its weights to the final checkpoint (``weight_ema_decay``, off).
+A QuantIF trainer on one of QuantIF's dataset classes (organ targets, click or stroke sampling) can centre a share of
+its foreground-forced patches on hot non-lesion tissue (``hard_negative_fraction``,
+:mod:`nnunet_quantif.training.hard_negatives`; the demo's tiny click mixture uses 0.3, the others 0; on nnU-Net's
+plain dataset a fraction above 0 is refused). Every QuantIF trainer can write a moving average of its weights to
+the final checkpoint (``weight_ema_decay``, off).
 """
 
 from __future__ import annotations
@@ -183,6 +185,8 @@ class nnUNetTrainerQuantIFLesionOnly(nnUNetTrainer):  # noqa: N801 (nnU-Net nami
     #: training step and written to ``checkpoint_final.pth`` in place of the last weights (``QUANTIF_WEIGHT_EMA``
     #: overrides it, 0 turns it off). None keeps the last weights, as nnU-Net does.
     weight_ema_decay: float | None = None
+    #: The running average of the weights while a training with ``weight_ema_decay`` runs (set in ``on_train_start``).
+    weight_ema: WeightEMA | None = None
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):  # noqa: B008 (nnU-Net's signature)
@@ -214,12 +218,12 @@ class nnUNetTrainerQuantIFLesionOnly(nnUNetTrainer):  # noqa: N801 (nnU-Net nami
 
     def train_step(self, batch: dict) -> dict:
         result = super().train_step(batch)
-        if getattr(self, "weight_ema", None) is not None:
+        if self.weight_ema is not None:
             self.weight_ema.update()
         return result
 
     def on_train_end(self):
-        if getattr(self, "weight_ema", None) is not None:
+        if self.weight_ema is not None:
             self.weight_ema.copy_to_network()
             self.print_to_log_file(f"weights replaced by their moving average over {self.weight_ema.updates} steps")
         super().on_train_end()
