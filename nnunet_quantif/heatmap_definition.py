@@ -682,6 +682,9 @@ class InferenceDefaults:
         Folds of the ensemble (ints, or ``'all'``).
     postprocess : bool or None
         Whether to post-process; ``min_voxels`` and ``suv_max`` are its thresholds when recorded.
+    isocontour : float or None
+        The post-processing's isocontour trim (a fraction of each component's SUVmax, in (0, 1);
+        :mod:`~nnunet_quantif.inference.postprocessing`), when recorded.
     """
 
     tile_step_size: float | None = None
@@ -690,6 +693,7 @@ class InferenceDefaults:
     postprocess: bool | None = None
     min_voxels: int | None = None
     suv_max: float | None = None
+    isocontour: float | None = None
 
     @classmethod
     def from_json(cls, d: Mapping | None, source: str) -> InferenceDefaults:
@@ -719,21 +723,24 @@ class InferenceDefaults:
                 raise ConfigError(f"{source}: inference folds must be a non-empty list of fold numbers or 'all', "
                                   f"got {folds!r}")
             folds = tuple(folds)
-        pp, min_voxels, suv_max = d.get("postprocess"), None, None
+        pp, min_voxels, suv_max, isocontour = d.get("postprocess"), None, None, None
         if isinstance(pp, Mapping):
-            unknown = sorted(set(pp) - {"min_voxels", "suv_max"})
+            unknown = sorted(set(pp) - {"min_voxels", "suv_max", "isocontour"})
             try:
                 min_voxels = None if pp.get("min_voxels") is None else int(pp["min_voxels"])
                 suv_max = None if pp.get("suv_max") is None else float(pp["suv_max"])
+                isocontour = None if pp.get("isocontour") is None else float(pp["isocontour"])
             except (TypeError, ValueError):
                 unknown = unknown or ["(not numbers)"]
-            if unknown or (min_voxels is not None and min_voxels < 0) or (suv_max is not None and not suv_max >= 0):
-                raise ConfigError(f"{source}: inference postprocess must be false or "
-                                  f"{{\"min_voxels\": int >= 0, \"suv_max\": number >= 0}}, got {dict(pp)!r}")
+            if (unknown or (min_voxels is not None and min_voxels < 0) or (suv_max is not None and not suv_max >= 0)
+                    or (isocontour is not None and not 0 < isocontour < 1)):
+                raise ConfigError(f"{source}: inference postprocess must be false or {{\"min_voxels\": int >= 0, "
+                                  f"\"suv_max\": number >= 0, \"isocontour\": number in (0, 1)}} (each optional), "
+                                  f"got {dict(pp)!r}")
             pp = True
         elif pp is not None and not isinstance(pp, bool):
             raise ConfigError(f"{source}: inference postprocess must be false or an object, got {pp!r}")
-        return cls(None if step is None else float(step), mirroring, folds, pp, min_voxels, suv_max)
+        return cls(None if step is None else float(step), mirroring, folds, pp, min_voxels, suv_max, isocontour)
 
     def to_json(self) -> dict:
         out: dict = {}
@@ -746,8 +753,8 @@ class InferenceDefaults:
         if self.postprocess is False:
             out["postprocess"] = False
         elif self.postprocess:
-            out["postprocess"] = {k: v for k, v in (("min_voxels", self.min_voxels), ("suv_max", self.suv_max))
-                                  if v is not None}
+            out["postprocess"] = {k: v for k, v in (("min_voxels", self.min_voxels), ("suv_max", self.suv_max),
+                                                    ("isocontour", self.isocontour)) if v is not None}
         return out
 
     def __bool__(self) -> bool:

@@ -847,7 +847,8 @@ class Session:
         if st.postprocess:
             mask, _ = postprocess_with_stats(mask, case["pet"], case["geometry"].spacing_zyx, st.min_voxels,
                                              st.suv_max, self.pipeline.min_volume_ml,
-                                             keep=clicked_voxels(self._clicks, self.pipeline.keep_clicked))
+                                             keep=clicked_voxels(self._clicks, self.pipeline.keep_clicked),
+                                             isocontour=st.isocontour)
         case["mask"] = mask
         case["lesions"] = None
 

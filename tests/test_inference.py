@@ -402,6 +402,11 @@ def test_nnunet_style_entry_with_postprocess(models, tmp_path) -> None:
     assert g == g2
     assert np.array_equal(pp, postprocess(raw, pet_arr, min_voxels=30))
     assert not np.array_equal(pp, raw)  # the case has components the post-processing removes
+    # --isocontour trims each component before the small-and-faint rule, as quantif predict does
+    assert entry_main([*common, "-o", str(tmp_path / "iso"), "--isocontour", "0.6"]) == 0
+    iso = read_image(tmp_path / "iso" / "psma_x.nii.gz")[0]
+    assert np.array_equal(iso, postprocess(raw, pet_arr, isocontour=0.6))
+    assert iso.sum() < postprocess(raw, pet_arr).sum()
     # the old opt-in flag is still accepted, asks for the default, and is not shown in the help
     assert entry_main([*common, "-o", str(tmp_path / "pp2"), "--postprocess", "--min-voxels", "30"]) == 0
     assert np.array_equal(read_image(tmp_path / "pp2" / "psma_x.nii.gz")[0], pp)

@@ -238,6 +238,43 @@ def test_a_component_the_user_clicked_survives_post_processing(model, pipeline, 
         pytest.fail(f"no clicked component stayed small in {tried} tries")
 
 
+def test_isocontour_recorded_by_the_model_reaches_session_and_pipeline(model, case, tmp_path):
+    """A model whose dataset.json records ``postprocess.isocontour`` trims every component in the pipeline and in a
+    session, the same way; ``isocontour`` given explicitly wins over the recorded value."""
+    import json
+    import shutil
+
+    from nnunet_quantif.heatmap_definition import read_model_contract
+    from nnunet_quantif.inference.postprocessing import postprocess
+
+    ct, pet = case
+    recorded = tmp_path / "model_iso"
+    shutil.copytree(model, recorded)
+    ds = json.loads((recorded / "dataset.json").read_text())
+    ds["quantif"] = {**read_model_contract(model).to_json(), "inference": {"postprocess": {"isocontour": 0.41}}}
+    (recorded / "dataset.json").write_text(json.dumps(ds))
+    iso = QuantIFPipeline(recorded, None, folds=(0, 1), device="cpu", mirroring=MIRRORING).load()
+    assert iso.settings["fdg"].isocontour == 0.41
+    session = Session(pipeline=iso)
+    session.open(ct, pet, GEOMETRY, tracer="fdg")
+    mask = session.add_click(TUMOR_XYZ, "tumor")
+    raw = (session.probabilities.argmax(0) == 1).astype(np.uint8)
+    keep = np.asarray(session.clicks.tumor)
+    expected = postprocess(raw, pet, GEOMETRY.spacing_zyx, keep=keep, isocontour=0.41)
+    np.testing.assert_array_equal(mask, expected)
+    untrimmed = postprocess(raw, pet, GEOMETRY.spacing_zyx, keep=keep)
+    assert 0 < mask.sum() < untrimmed.sum()
+    np.testing.assert_array_equal(iso.predict_arrays(ct, pet, GEOMETRY, session.clicks, tracer="fdg").mask, mask)
+    # explicit isocontour wins; the untrimmed pipeline of the same model folder gives the untrimmed mask
+    other = QuantIFPipeline(recorded, None, folds=(0, 1), device="cpu", mirroring=MIRRORING, isocontour=0.8).load()
+    np.testing.assert_array_equal(other.predict_arrays(ct, pet, GEOMETRY, session.clicks, tracer="fdg").mask,
+                                  postprocess(raw, pet, GEOMETRY.spacing_zyx, keep=keep, isocontour=0.8))
+    plain = QuantIFPipeline(model, None, folds=(0, 1), device="cpu", mirroring=MIRRORING).load()
+    assert plain.settings["fdg"].isocontour is None
+    np.testing.assert_array_equal(plain.predict_arrays(ct, pet, GEOMETRY, session.clicks, tracer="fdg").mask,
+                                  untrimmed)
+
+
 def test_bad_clicks_leave_the_state_unchanged(pipeline, case):
     ct, pet = case
     session = Session(pipeline=pipeline)

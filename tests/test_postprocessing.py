@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from nnunet_quantif.cli import main as quantif_main
-from nnunet_quantif.errors import GridMismatchError
+from nnunet_quantif.errors import ConfigError, GridMismatchError
 from nnunet_quantif.inference.postprocessing import (
     postprocess,
     postprocess_naive,
@@ -169,3 +169,85 @@ def test_cli_postprocess_reads_clicks_as_x_y_z(tmp_path, capsys) -> None:
         rc = quantif_main(["postprocess", "--mask", str(tmp_path / "m.nii.gz"), "--pet", str(tmp_path / "p.nii.gz"),
                            "--out", str(tmp_path / f"o_{name}.nii.gz"), "--clicks", str(tmp_path / f"{name}.json")])
         assert rc == 0 and read_image(tmp_path / f"o_{name}.nii.gz")[0].sum() == kept, name
+
+
+# ------------------------------------------------------------------ isocontour trim
+def test_isocontour_trims_each_component_to_its_own_suvmax() -> None:
+    """A hot lesion with a warm rim loses the rim; a separate faint lesion is measured against its own SUVmax."""
+    mask = np.zeros((12, 20, 20), dtype=np.uint8)
+    pet = np.full(mask.shape, 0.5, dtype=np.float32)
+    mask[2:9, 2:9, 2:9] = 1                    # 343 voxels: core 10, rim 3 (3 < 0.41 * 10)
+    pet[2:9, 2:9, 2:9] = 3.0
+    pet[4:7, 4:7, 4:7] = 10.0
+    mask[2:6, 12:18, 12:18] = 1                # 144 voxels of 2.0 with one voxel of 2.4: all >= 0.41 * 2.4
+    pet[2:6, 12:18, 12:18] = 2.0
+    pet[3, 14, 14] = 2.4
+    out, stats = postprocess_with_stats(mask, pet, isocontour=0.41)
+    assert out[2:9, 2:9, 2:9].sum() == 27 and out[4:7, 4:7, 4:7].all()
+    assert out[2:6, 12:18, 12:18].all()
+    assert stats.voxels_trimmed == 343 - 27 and stats.n_removed == 0
+    # at 0.9 the faint lesion keeps only its hottest voxel (the trim alone removes no component), which the
+    # small-and-faint rule then removes unless a tumor click holds it
+    high = postprocess(mask, pet, isocontour=0.9, min_voxels=0)
+    assert high[2:6, 12:18, 12:18].sum() == 1 and high[3, 14, 14] == 1
+    assert postprocess(mask, pet, isocontour=0.9)[2:6, 12:18, 12:18].sum() == 0
+    assert postprocess(mask, pet, isocontour=0.9, keep=np.array([[3, 14, 14]]))[3, 14, 14] == 1
+    # no isocontour: nothing trimmed
+    _, none = postprocess_with_stats(mask, pet)
+    assert none.voxels_trimmed == 0
+
+
+def test_isocontour_trims_first_and_a_second_pass_changes_nothing() -> None:
+    """The trim runs before the small-and-faint rule, which judges the trimmed pieces; a clicked piece stays.
+    Post-processing a post-processed mask again changes nothing."""
+    mask = np.zeros((10, 10, 10), dtype=np.uint8)
+    pet = np.ones(mask.shape, dtype=np.float32)
+    mask[1:3, 1:3, 1:4] = 1                    # 12 voxels, SUVmax 3.5: trimmed to 1 voxel, then small and faint
+    pet[1, 1, 1] = 3.5
+    mask[5:9, 5:9, 5:9] = 1                    # 64 voxels, SUVmax 6: trimmed to the 8 hot voxels, kept (not faint)
+    pet[6:8, 6:8, 6:8] = 6.0
+    out, stats = postprocess_with_stats(mask, pet, isocontour=0.5)
+    assert out.sum() == 8 and out[6:8, 6:8, 6:8].all()
+    assert (stats.voxels_trimmed, stats.n_components, stats.n_removed, stats.voxels_removed) == (11 + 56, 2, 1, 1)
+    clicked = postprocess(mask, pet, isocontour=0.5, keep=np.array([[1, 1, 1]]))
+    assert clicked.sum() == 9 and clicked[1, 1, 1] == 1
+    again, second = postprocess_with_stats(out, pet, isocontour=0.5)
+    assert np.array_equal(again, out) and second.voxels_trimmed == 0 and second.n_removed == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_isocontour_equals_the_naive_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    shape = (20, 24, 22)
+    mask = (ndimage.uniform_filter(rng.random(shape), 2) > 0.6).astype(np.uint8)
+    pet = rng.gamma(2.0, 1.5, size=shape).astype(np.float32)
+    keep = np.argwhere(mask)[:3]
+    for iso in (0.3, 0.41, 0.75):
+        got = postprocess(mask, pet, isocontour=iso, keep=keep)
+        want = postprocess_naive(mask, pet, isocontour=iso, keep=keep)
+        assert np.array_equal(got, want)
+        assert 0 < got.sum() < postprocess(mask, pet, keep=keep).sum()
+
+
+@pytest.mark.parametrize("bad", [0, 1, 1.2, -0.1, True, "a", float("nan")])
+def test_isocontour_out_of_range_is_refused(bad) -> None:
+    mask = np.ones((3, 3, 3), dtype=np.uint8)
+    with pytest.raises(ConfigError, match="isocontour must be a fraction of the SUVmax in \\(0, 1\\)"):
+        postprocess(mask, np.ones(mask.shape, dtype=np.float32), isocontour=bad)
+
+
+def test_cli_postprocess_isocontour(tmp_path, capsys) -> None:
+    geometry = Geometry((10, 10, 10), (2.0, 2.0, 2.0))
+    mask = np.zeros(geometry.shape, dtype=np.uint8)
+    mask[2:8, 2:8, 2:8] = 1
+    pet = np.ones(geometry.shape, dtype=np.float32)
+    pet[4:6, 4:6, 4:6] = 5.0
+    write_image(mask, geometry, tmp_path / "m.nii.gz")
+    write_image(pet, geometry, tmp_path / "p.nii.gz")
+    args = ["postprocess", "--mask", str(tmp_path / "m.nii.gz"), "--pet", str(tmp_path / "p.nii.gz")]
+    assert quantif_main(args + ["--out", str(tmp_path / "o.nii.gz"), "--isocontour", "0.41"]) == 0
+    assert read_image(tmp_path / "o.nii.gz")[0].sum() == 8
+    assert "208 voxels below 0.41 x SUVmax trimmed" in capsys.readouterr().out
+    assert quantif_main(args + ["--out", str(tmp_path / "o2.nii.gz"), "--isocontour", "41"]) == 1
+    assert "--isocontour must be a fraction" in capsys.readouterr().err
+    assert not (tmp_path / "o2.nii.gz").exists()

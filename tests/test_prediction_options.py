@@ -231,3 +231,32 @@ def test_folds_not_given_are_the_folds_a_model_folder_holds(tmp_path, caplog):
         assert check_model_folder(model, options["folds"]) == (0, 2)
     assert [r.getMessage() for r in caplog.records] == [
         f"{model}: folds 0, 2 (every fold with checkpoint_final.pth; --folds chooses)"]
+
+
+def test_isocontour_recorded_explicit_and_refused():
+    """The post-processing isocontour: read from a model's ``quantif.inference``, written back, overridden by an
+    explicit value, and refused outside (0, 1) with the key or flag named."""
+    from nnunet_quantif.cli.prediction_options import pipeline_options
+    from nnunet_quantif.heatmap_definition import InferenceDefaults
+    from nnunet_quantif.inference.pipeline import resolve_settings
+
+    recorded = InferenceDefaults.from_json({"postprocess": {"min_voxels": 5, "isocontour": 0.41}}, "M")
+    assert (recorded.postprocess, recorded.min_voxels, recorded.isocontour) == (True, 5, 0.41)
+    assert recorded.to_json() == {"postprocess": {"min_voxels": 5, "isocontour": 0.41}}
+    assert resolve_settings(recorded).isocontour == 0.41
+    assert resolve_settings(recorded, isocontour=0.5).isocontour == 0.5
+    assert resolve_settings(InferenceDefaults()).isocontour is None
+    for bad in (0, 1.5, "x"):
+        with pytest.raises(ConfigError, match=r"M: inference postprocess must be .*isocontour.*\(0, 1\)"):
+            InferenceDefaults.from_json({"postprocess": {"isocontour": bad}}, "M")
+    with pytest.raises(ConfigError, match=r"--isocontour must be a fraction of the SUVmax in \(0, 1\), got 41"):
+        resolve_settings(recorded, isocontour=41)
+    # the flag of quantif predict reaches the pipeline options; evaluate-interactive has it too
+    args = build_parser().parse_args(["predict", "--model-fdg", "M", "--ct", "c", "--pet", "p", "--out", "o.nii.gz",
+                                      "--isocontour", "0.41"])
+    assert pipeline_options(args).isocontour == 0.41
+    assert build_parser().parse_args(["predict", "--model-fdg", "M", "--ct", "c", "--pet", "p",
+                                      "--out", "o.nii.gz"]).isocontour is None
+    args = build_parser().parse_args(["evaluate-interactive", "--data", "D", "--out", "O", "--model-fdg", "M",
+                                      "--isocontour", "0.3"])
+    assert args.isocontour == 0.3

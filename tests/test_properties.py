@@ -87,13 +87,15 @@ masks = arrays(np.uint8, st.tuples(*[st.integers(1, 10)] * 3), elements=st.integ
 
 
 @SETTINGS
-@given(mask=masks, data=st.data(), min_voxels=st.integers(0, 12), suv_max=st.floats(0, 8))
-def test_postprocessing_is_idempotent_and_never_adds_a_voxel(mask, data, min_voxels, suv_max):
+@given(mask=masks, data=st.data(), min_voxels=st.integers(0, 12), suv_max=st.floats(0, 8),
+       isocontour=st.one_of(st.none(), st.floats(0.05, 0.95)))
+def test_postprocessing_is_idempotent_and_never_adds_a_voxel(mask, data, min_voxels, suv_max, isocontour):
     pet = data.draw(arrays(np.float32, mask.shape, elements=st.floats(0, 10, width=32)))
-    once = postprocess(mask, pet, min_voxels=min_voxels, suv_max=suv_max)
+    once = postprocess(mask, pet, min_voxels=min_voxels, suv_max=suv_max, isocontour=isocontour)
     assert once.dtype == np.uint8 and set(np.unique(once)) <= {0, 1}
     assert not (once & (mask == 0)).any()
-    np.testing.assert_array_equal(postprocess(once, pet, min_voxels=min_voxels, suv_max=suv_max), once)
+    np.testing.assert_array_equal(postprocess(once, pet, min_voxels=min_voxels, suv_max=suv_max,
+                                              isocontour=isocontour), once)
 
 
 # ------------------------------------------------------------------------------------------------ metrics

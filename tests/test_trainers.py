@@ -708,3 +708,45 @@ def test_hard_negatives_are_refused_on_nnunets_plain_dataset(tmp_path, monkeypat
     tr.initialize()
     with pytest.raises(ConfigError, match="cannot draw hard-negative patches"):
         tr.get_tr_and_val_datasets()
+
+
+def test_isocontour_is_recorded_in_the_trained_models_dataset_json(tmp_path, monkeypatch, fixed_random_state):
+    """``QUANTIF_ISOCONTOUR`` (or the ``isocontour`` attribute) is written into the model folder's dataset.json, where
+    every prediction with the model reads it (``quantif.inference.postprocess.isocontour``)."""
+    from nnunet_quantif.heatmap_definition import DATASET_KEY, HeatmapDefinition, InputContract, read_model_contract
+
+    plans, ds_json = _dataset(tmp_path)
+    ds_json = {**ds_json, DATASET_KEY: InputContract.for_heatmap(HeatmapDefinition(), "noNorm").to_json()}
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "res"))
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    monkeypatch.setenv("QUANTIF_ISOCONTOUR", "0.41")
+    tr = T.nnUNetTrainerQuantIF_tiny({**plans, "continue_training": False}, "3d_fullres", 0, ds_json,
+                                     torch.device("cpu"))
+    tr.initialize()
+    (tmp_path / "pre" / "Dataset999_QuantIFTest" / "dataset_fingerprint.json").write_text("{}")  # copied by nnU-Net
+    tr.on_train_start()
+    model = tmp_path / "res" / "Dataset999_QuantIFTest" / f"{type(tr).__name__}__nnUNetPlans_tiny__3d_fullres"
+    assert read_model_contract(model).inference.isocontour == 0.41
+    monkeypatch.setenv("QUANTIF_ISOCONTOUR", "2")
+    with pytest.raises(ConfigError, match="isocontour must be a fraction"):
+        T.nnUNetTrainerQuantIF_tiny({**plans, "continue_training": False}, "3d_fullres", 0, ds_json,
+                                    torch.device("cpu")).initialize()
+    # a dataset.json without the QuantIF contract cannot record it
+    monkeypatch.setenv("QUANTIF_ISOCONTOUR", "0.41")
+    with pytest.raises(ConfigError, match="no 'quantif' input contract"):
+        _initialized_trainer(tmp_path / "plain", monkeypatch, T.nnUNetTrainerQuantIF_tiny)
+
+
+def test_with_isocontour_keeps_the_contract_and_refuses_what_cannot_run():
+    from nnunet_quantif.heatmap_definition import DATASET_KEY, InputContract
+
+    entry = {**InputContract.baseline().to_json(), "inference": {"postprocess": {"min_voxels": 5}}}
+    out = T.with_isocontour({"labels": {}, DATASET_KEY: entry}, 0.41)
+    assert out[DATASET_KEY]["inference"]["postprocess"] == {"min_voxels": 5, "isocontour": 0.41}
+    assert entry["inference"]["postprocess"] == {"min_voxels": 5}  # the input is not changed
+    with pytest.raises(ConfigError, match="D: no 'quantif' input contract"):
+        T.with_isocontour({"labels": {}}, 0.41, "D")
+    off = {**entry, "inference": {"postprocess": False}}
+    with pytest.raises(ConfigError, match="turns the post-processing off"):
+        T.with_isocontour({DATASET_KEY: off}, 0.41)

@@ -12,9 +12,11 @@ from ..evaluation.stroke_loop import DEFAULT_ROUNDS, STRATEGY_CHOICES
 from ..io import check_output_path
 from .argtypes import add_heatmap_arguments, heatmap_options, nonneg_int
 from .prediction_options import (
+    add_isocontour_argument,
     add_model_arguments,
     add_postprocess_clicked_argument,
     add_prediction_arguments,
+    isocontour,
     keep_clicked,
     prediction_options,
 )
@@ -101,6 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "classifier (auto, needs --tracer-weights)")
     g = q.add_argument_group("prediction")
     add_prediction_arguments(g)
+    add_isocontour_argument(g)
     add_postprocess_clicked_argument(g)
     add_heatmap_arguments(q.add_argument_group(
         "heatmap", "by default each model builds its heatmap with the definition recorded in its dataset.json"))
@@ -155,12 +158,13 @@ def _model_method(args: argparse.Namespace):
     if args.models:
         return ModelMethod.from_model_set(args.models, tracer="auto" if args.tracer == "auto" else None,
                                           **prediction_options(args), heatmap_params=heatmap_options(args),
-                                          force_heatmap=args.force_heatmap, keep_clicked=keep_clicked(args))
+                                          force_heatmap=args.force_heatmap, keep_clicked=keep_clicked(args),
+                                          **isocontour(args))
     return model_method(model_fdg=args.model_fdg, model_psma=args.model_psma,
                         tracer="auto" if args.tracer == "auto" else None, incremental=not args.no_incremental,
                         lean=args.lean, **prediction_options(args),
                         heatmap_params=heatmap_options(args), force_heatmap=args.force_heatmap,
-                        keep_clicked=keep_clicked(args))
+                        keep_clicked=keep_clicked(args), **isocontour(args))
 
 
 def run_interactive(args: argparse.Namespace) -> int:

@@ -16,8 +16,13 @@ from .argtypes import (
     nonneg_float,
     nonneg_int,
 )
+from .prediction_options import (
+    add_isocontour_argument,
+    add_postprocess_clicked_argument,
+    add_prediction_arguments,
+    pipeline_options,
+)
 from .prediction_options import add_model_arguments as _add_models
-from .prediction_options import add_postprocess_clicked_argument, add_prediction_arguments, pipeline_options
 from .vocabulary import add_option
 
 
@@ -39,6 +44,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="post-processing SUVmax threshold (default: the model's, else 4)")
     m.add_argument("--min-volume-ml", type=nonneg_float, default=None,
                    help="post-processing size threshold in ml instead of voxels")
+    add_isocontour_argument(m)
     add_postprocess_clicked_argument(m)
     add_nonfinite_argument(m)
     add_heatmap_arguments(p.add_argument_group(

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from ..errors import ModelError, QuantIFError
 from ..inference.options import DEFAULT_CONFIGURATION
 from .argtypes import add_heatmap_arguments
-from .prediction_options import add_fold_arguments, add_prediction_arguments, pipeline_options
+from .prediction_options import add_fold_arguments, add_isocontour_argument, add_prediction_arguments, pipeline_options
 
 #: The program name in usage lines and error messages.
 PROG = "nnUNetv2_predict_quantif"
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--suv-max", type=float, default=None, help="post-processing SUVmax threshold (default: the "
                                                                  "model's, else 4)")
     q.add_argument("--min-volume-ml", type=float, default=None)
+    add_isocontour_argument(q)
     q.add_argument("--clicks-dir", default=None, metavar="DIR",
                    help="build the click channels from DIR/<case>_clicks.json with the model's input contract "
                         "(default: use the click-channel files of the input folder)")

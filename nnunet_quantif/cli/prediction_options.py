@@ -192,6 +192,21 @@ def add_postprocess_clicked_argument(p: _Group) -> None:
                         "when small and faint like any other (the paper's rule)")
 
 
+def add_isocontour_argument(p: _Group) -> None:
+    """``--isocontour F``: trim each post-processed component to SUV >= F x its SUVmax (read back as ``isocontour``)."""
+    p.add_argument("--isocontour", type=float, default=None, metavar="F",
+                   help="post-processing: keep in each component only the voxels with SUV >= F x its SUVmax, "
+                        "F in (0, 1) (e.g. 0.41; default: the model's recorded value, else no trim)")
+
+
+def isocontour(args: argparse.Namespace) -> dict:
+    """``{"isocontour": F}`` when ``--isocontour`` was given, else an empty dict (the model's recorded value)."""
+    from ..inference.postprocessing import check_isocontour
+
+    value = getattr(args, "isocontour", None)
+    return {} if value is None else {"isocontour": check_isocontour(value, "--isocontour")}
+
+
 def keep_clicked(args: argparse.Namespace) -> bool:
     """The parsed ``--postprocess-clicked`` as the pipelines' ``keep_clicked`` (True for a command without it)."""
     return getattr(args, "postprocess_clicked", "keep") == "keep"
@@ -223,7 +238,7 @@ def prediction_options(args: argparse.Namespace) -> dict:
 #: command has them (and they are given).
 _PIPELINE_ATTRIBUTES: tuple[str, ...] = ("models", "model_fdg", "model_psma", "results", "dataset_fdg", "dataset_psma",
                                          "trainer", "plans", "configuration", "postprocess", "min_voxels", "suv_max",
-                                         "min_volume_ml", "force_heatmap")
+                                         "isocontour", "min_volume_ml", "force_heatmap")
 
 
 def pipeline_options(args: argparse.Namespace) -> PipelineOptions:

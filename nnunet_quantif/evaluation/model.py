@@ -126,9 +126,11 @@ class ModelMethod:
             return f"{p.describe()} tracer={self.tracer or 'known'}"
         models = (f"model={p.model_dirs.get('any')}" if p.single_model
                   else f"fdg={p.model_dirs.get('fdg')} psma={p.model_dirs.get('psma')}")
+        iso = {t: st.isocontour for t, st in p.settings.items() if st.postprocess and st.isocontour is not None}
         return (f"QuantIF model {models} folds={p.folds} "
                 f"tracer={self.tracer or 'known'} mirroring={getattr(p.policy, 'name', p.policy)} "
-                f"postprocess={p.do_postprocess}{'' if p.keep_clicked else ' clicked=remove'}")
+                f"postprocess={p.do_postprocess}{'' if p.keep_clicked else ' clicked=remove'}"
+                + (f" isocontour={iso}" if iso else ""))
 
     def predict_steps(self, case: EvalCase, clicks: Clicks,
                       steps: Sequence[int]) -> Iterator[tuple[int, np.ndarray, float]]:

@@ -73,12 +73,12 @@ def _case_of(files: Sequence[str], file_ending: str) -> str:
 def postprocess_folder(input_folder: str, output_folder: str, file_ending: str, *, part_id: int = 0,
                        num_parts: int = 1, min_voxels: int = 10, suv_max: float = 4.0,
                        min_volume_ml: float | None = None, nonfinite: str = "raise",
-                       pet_channel: int = PET_CHANNEL) -> int:
+                       pet_channel: int = PET_CHANNEL, isocontour: float | None = None) -> int:
     """Post-process every output of an nnU-Net prediction folder in place; returns the number of files done.
 
     The PET of case ``<case>`` is ``<input_folder>/<case>_<pet_channel><file_ending>`` (``_0001``). Post-processing is
-    idempotent, so re-running over already processed outputs changes nothing. NaN/Inf PET voxels
-    follow ``nonfinite`` (:func:`~nnunet_quantif.io.read_pet`).
+    idempotent (with an ``isocontour`` trim too), so re-running over already processed outputs changes nothing.
+    NaN/Inf PET voxels follow ``nonfinite`` (:func:`~nnunet_quantif.io.read_pet`).
     """
     from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
 
@@ -97,7 +97,8 @@ def postprocess_folder(input_folder: str, output_folder: str, file_ending: str, 
         mask, g = read_image(out)
         pet, g_pet = read_pet(pet_path, nonfinite)
         check_same_grid(g, g_pet, str(out), str(pet_path))
-        cleaned, stats = postprocess_with_stats(mask, pet, g.spacing_zyx, min_voxels, suv_max, min_volume_ml)
+        cleaned, stats = postprocess_with_stats(mask, pet, g.spacing_zyx, min_voxels, suv_max, min_volume_ml,
+                                                isocontour=isocontour)
         write_image(cleaned, g, out, inputs=[pet_path])
         log.info("%s: post-processing removed %d of %d components", case, stats.n_removed, stats.n_components)
         done += 1
@@ -162,8 +163,8 @@ def predict_nnunet_folder(input_folder: PathLike, output_folder: PathLike, model
     settings = resolve_settings(contract.inference, folds=options.folds, mirroring=options.mirroring,
                                 tile_step_size=options.tile_step_size, postprocess=options.postprocess,
                                 min_voxels=options.min_voxels, suv_max=options.suv_max,
-                                time_budget_s=options.time_budget_s, calibration=options.calibration,
-                                device_type=device.type)
+                                isocontour=options.isocontour, time_budget_s=options.time_budget_s,
+                                calibration=options.calibration, device_type=device.type)
     folds = check_model_folder(model_folder, settings.folds, options.checkpoint)
     check_checkpoints_safe(model_folder, folds, options.checkpoint)
     if device.type == "cpu":
@@ -211,7 +212,7 @@ def predict_nnunet_folder(input_folder: PathLike, output_folder: PathLike, model
     return postprocess_folder(input_folder, output_folder, file_ending, part_id=part_id, num_parts=num_parts,
                               min_voxels=settings.min_voxels, suv_max=settings.suv_max,
                               min_volume_ml=options.min_volume_ml, nonfinite=options.nonfinite,
-                              pet_channel=contract.index("pet"))
+                              pet_channel=contract.index("pet"), isocontour=settings.isocontour)
 
 
 def _input_contract(input_folder: PathLike, model_folder: str, options: PipelineOptions,

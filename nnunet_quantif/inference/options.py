@@ -93,6 +93,9 @@ class PipelineOptions:
     min_voxels, suv_max, min_volume_ml : optional
         Post-processing thresholds (voxels, SUV, ml); None: the model's, else the library's (``min_volume_ml``:
         unused).
+    isocontour : float, optional
+        Post-processing isocontour trim, a fraction of each component's SUVmax in (0, 1); None: the model's,
+        else none.
     nonfinite : {'raise', 'zero'}
         NaN/Inf PET voxels: refuse the case, or treat them as SUV 0.
     heatmap_params : dict, optional
@@ -129,6 +132,7 @@ class PipelineOptions:
     postprocess: bool | None = None
     min_voxels: int | None = None
     suv_max: float | None = None
+    isocontour: float | None = None
     min_volume_ml: float | None = None
     nonfinite: str = "raise"
     heatmap_params: dict | None = None

@@ -63,7 +63,13 @@ from ..layout import (
     scan_case_folder,
 )
 from .mirroring import DEFAULT_POLICY, DEFAULT_TIME_BUDGET_S, MirroringDecision, MirroringPolicy, as_policy
-from .postprocessing import DEFAULT_MIN_VOXELS, DEFAULT_SUV_MAX, clicked_voxels, postprocess_with_stats
+from .postprocessing import (
+    DEFAULT_MIN_VOXELS,
+    DEFAULT_SUV_MAX,
+    check_isocontour,
+    clicked_voxels,
+    postprocess_with_stats,
+)
 from .precision import DEFAULT_ACCUMULATE, DEFAULT_PRECISION
 from .routing import (
     DEFAULT_CHECKPOINT,
@@ -99,12 +105,13 @@ class ModelSettings:
     postprocess: bool
     min_voxels: int
     suv_max: float
+    isocontour: float | None = None
 
 
 def resolve_settings(defaults, *, folds: Sequence[int | str] | None = DEFAULT_FOLDS,
                      mirroring: MirroringPolicy | str | None = None, tile_step_size: float | None = None,
                      postprocess: bool | None = None, min_voxels: int | None = None, suv_max: float | None = None,
-                     time_budget_s: float | None = None,
+                     isocontour: float | None = None, time_budget_s: float | None = None,
                      calibration: PathLike | None = None, device_type: str | None = None) -> ModelSettings:
     """A model's test-time settings.
 
@@ -117,7 +124,8 @@ def resolve_settings(defaults, *, folds: Sequence[int | str] | None = DEFAULT_FO
     Each option that is None (not given) takes the model's recorded default
     (:class:`~nnunet_quantif.heatmap_definition.InferenceDefaults`), else the library's
     (:data:`DEFAULT_TILE_STEP_SIZE`, :data:`~nnunet_quantif.inference.mirroring.DEFAULT_POLICY`, post-processing
-    on with :data:`~nnunet_quantif.inference.postprocessing.DEFAULT_MIN_VOXELS` and ``DEFAULT_SUV_MAX``). ``folds``
+    on with :data:`~nnunet_quantif.inference.postprocessing.DEFAULT_MIN_VOXELS` and ``DEFAULT_SUV_MAX``, no
+    isocontour trim). ``folds``
     left at :data:`~nnunet_quantif.inference.routing.DEFAULT_FOLDS` (the object itself) or None (every fold found)
     takes the model's recorded folds when it has them. Explicit values always win.
     """
@@ -143,7 +151,8 @@ def resolve_settings(defaults, *, folds: Sequence[int | str] | None = DEFAULT_FO
         min_voxels=int(min_voxels if min_voxels is not None else defaults.min_voxels
                        if defaults.min_voxels is not None else DEFAULT_MIN_VOXELS),
         suv_max=float(suv_max if suv_max is not None else defaults.suv_max
-                      if defaults.suv_max is not None else DEFAULT_SUV_MAX))
+                      if defaults.suv_max is not None else DEFAULT_SUV_MAX),
+        isocontour=check_isocontour(isocontour if isocontour is not None else defaults.isocontour, "--isocontour"))
 
 
 
@@ -356,6 +365,9 @@ class QuantIFPipeline:
         inputs per forward (None: auto) and ``torch.compile``.
     postprocess : bool or None
         Remove small faint components (``min_voxels``, ``suv_max``, ``min_volume_ml``).
+    isocontour : float or None
+        Post-processing isocontour trim, a fraction of each component's SUVmax in (0, 1)
+        (:func:`~nnunet_quantif.inference.postprocessing.postprocess`); None: the model's recorded value, else none.
     tracer_weights : path-like, optional
         Tracer classifier weights for ``tracer='auto'``.
     heatmap_params : dict, optional
@@ -386,7 +398,8 @@ class QuantIFPipeline:
                  tile_step_size: float | None = None, precision: str = DEFAULT_PRECISION,
                  accumulate: str = DEFAULT_ACCUMULATE, tile_batch: int | None = None, compile_network: bool = False,
                  postprocess: bool | None = None, min_voxels: int | None = None, suv_max: float | None = None,
-                 min_volume_ml: float | None = None, tracer_weights: PathLike | None = None,
+                 isocontour: float | None = None, min_volume_ml: float | None = None,
+                 tracer_weights: PathLike | None = None,
                  heatmap_params: dict | None = None, progress: bool = False, nonfinite: str = "raise",
                  force_heatmap: bool = False, max_clicks: int | None = DEFAULT_MAX_CLICKS,
                  keep_clicked: bool = True) -> None:
@@ -419,8 +432,8 @@ class QuantIFPipeline:
         self.settings = {
             t: resolve_settings(self.contracts[t].inference, folds=folds, mirroring=mirroring,
                                 tile_step_size=tile_step_size, postprocess=postprocess, min_voxels=min_voxels,
-                                suv_max=suv_max, time_budget_s=time_budget_s, calibration=calibration,
-                                device_type=self.device.type)
+                                suv_max=suv_max, isocontour=isocontour, time_budget_s=time_budget_s,
+                                calibration=calibration, device_type=self.device.type)
             for t in self.contracts}
         self.folds = {t: check_model_folder(self.model_dirs[t], st.folds, checkpoint)
                       for t, st in self.settings.items()}
@@ -428,6 +441,7 @@ class QuantIFPipeline:
         #: The settings of the first model given (the ones of a case's model are ``settings[tracer]``).
         self.policy, self.tile_step_size = first.policy, first.tile_step_size
         self.do_postprocess, self.min_voxels, self.suv_max = first.postprocess, first.min_voxels, first.suv_max
+        self.isocontour = first.isocontour
         self.min_volume_ml = min_volume_ml
         self.keep_clicked = bool(keep_clicked)
         from .predictor import check_forward_options
@@ -576,7 +590,8 @@ class QuantIFPipeline:
         removed = 0
         if st.postprocess:
             mask, stats = postprocess_with_stats(mask, pet, geometry.spacing_zyx, st.min_voxels, st.suv_max,
-                                                 self.min_volume_ml, keep=clicked_voxels(clicks, self.keep_clicked))
+                                                 self.min_volume_ml, keep=clicked_voxels(clicks, self.keep_clicked),
+                                                 isocontour=st.isocontour)
             removed = stats.n_removed
         mirror_d = mirror.to_dict() if isinstance(mirror, MirroringDecision) else {}
         return CaseResult(case=case_name, tracer=decision.tracer, tracer_source=decision.source,

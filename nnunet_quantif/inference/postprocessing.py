@@ -6,6 +6,16 @@ component is kept, so is a large faint one). The paper names the voxel
 threshold as a limitation; ``min_volume_ml`` sets the size threshold as a
 volume instead, converted to voxels with the image spacing.
 
+An optional **isocontour trim** (``isocontour``, a fraction f in (0, 1)) runs first: each predicted component
+keeps only its voxels with SUV ≥ f × the component's SUVmax, the SUVmax-relative isocontour of PET
+delineation (41 % in the EANM guideline for FDG) drawn inside each predicted lesion rather than grown from a
+seed. It keeps a component's hottest voxel, so it removes no component, but it can split one; the
+small-and-faint rule then judges the trimmed components. Trim-then-remove makes a second pass change nothing
+(every kept voxel is at or above f × the SUVmax of whatever piece holds it). The trim is off unless a model records
+it (``quantif.inference.postprocess.isocontour``) or ``--isocontour`` is given: it suits lesions of even uptake with
+a blurred edge (the phantoms'), and cuts the cold part of a heterogeneous or necrotic lesion. A tumor click below
+its component's isocontour is trimmed with it.
+
 In an interactive case a component that holds a tumor click or a voxel of a tumor stroke is kept (``keep``):
 the user marked it as lesion. The paper's rule has no such exception (its clicks never reach the
 post-processing); ``keep=None`` is that rule.
@@ -24,7 +34,7 @@ from dataclasses import dataclass
 import cc3d
 import numpy as np
 
-from ..errors import GridMismatchError
+from ..errors import ConfigError, GridMismatchError
 
 #: Method defaults.
 DEFAULT_MIN_VOXELS: int = 10
@@ -38,18 +48,23 @@ class PostprocessStats:
     Attributes
     ----------
     n_components : int
-        26-connected components in the input mask.
+        26-connected components the small-and-faint rule judged: those of the input mask, or of the trimmed mask
+        with an isocontour.
     n_removed : int
         Components removed.
     voxels_removed : int
+        Voxels of the removed components.
     min_voxels : float
         The size threshold actually used, in voxels (from ``min_volume_ml`` when given).
+    voxels_trimmed : int
+        Voxels of kept components below their isocontour (0 without ``isocontour``).
     """
 
     n_components: int
     n_removed: int
     voxels_removed: int
     min_voxels: float
+    voxels_trimmed: int = 0
 
 
 def size_threshold_voxels(min_voxels: int = DEFAULT_MIN_VOXELS, min_volume_ml: float | None = None,
@@ -73,20 +88,72 @@ def size_threshold_voxels(min_voxels: int = DEFAULT_MIN_VOXELS, min_volume_ml: f
     return float(min_volume_ml) / voxel_ml
 
 
+def check_isocontour(isocontour: float | None, what: str = "isocontour") -> float | None:
+    """``isocontour`` as a float in (0, 1), or None; anything else raises :class:`ConfigError` naming ``what``."""
+    if isocontour is None:
+        return None
+    try:
+        f = float(isocontour)
+    except (TypeError, ValueError):
+        f = float("nan")
+    if isinstance(isocontour, bool) or not 0.0 < f < 1.0:
+        raise ConfigError(f"{what} must be a fraction of the SUVmax in (0, 1), got {isocontour!r}")
+    return f
+
+
+def isocontour_trim(mask: np.ndarray, pet: np.ndarray, isocontour: float,
+                    connectivity: int = 26) -> tuple[np.ndarray, int]:
+    """Keep, in each connected component of ``mask``, the voxels with SUV >= ``isocontour`` x its SUVmax.
+
+    Parameters
+    ----------
+    mask : np.ndarray, shape (z, y, x)
+        Voxels > 0 are lesion.
+    pet : np.ndarray, shape (z, y, x)
+        PET in SUV on the same grid. A NaN voxel fails the test and is trimmed.
+    isocontour : float
+        The fraction, in (0, 1).
+    connectivity : {6, 18, 26}
+
+    Returns
+    -------
+    (np.ndarray of bool, shape (z, y, x), int)
+        The trimmed foreground and the number of voxels trimmed.
+    """
+    fg = np.asarray(mask) > 0
+    labels, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
+    if n == 0:
+        return fg, 0
+    fg_labels = labels[fg]
+    values = pet[fg].astype(np.float64, copy=False)
+    suvmax = np.full(n + 1, -np.inf, dtype=np.float64)
+    np.maximum.at(suvmax, fg_labels, values)
+    above = values >= (isocontour * suvmax)[fg_labels]
+    out = np.zeros(fg.shape, dtype=bool)
+    out[fg] = above
+    return out, int((~above).sum())
+
+
 def postprocess_with_stats(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Sequence[float] | None = None,
                            min_voxels: int = DEFAULT_MIN_VOXELS, suv_max: float = DEFAULT_SUV_MAX,
                            min_volume_ml: float | None = None, connectivity: int = 26,
-                           keep: np.ndarray | None = None) -> tuple[np.ndarray, PostprocessStats]:
+                           keep: np.ndarray | None = None,
+                           isocontour: float | None = None) -> tuple[np.ndarray, PostprocessStats]:
     """Like :func:`postprocess`, also returning :class:`PostprocessStats`."""
     mask = np.asarray(mask)
     pet = np.asarray(pet)
     if mask.shape != pet.shape:
         raise GridMismatchError(f"mask shape {mask.shape} and PET shape {pet.shape} differ (z, y, x)")
+    isocontour = check_isocontour(isocontour)
     threshold = size_threshold_voxels(min_voxels, min_volume_ml, spacing_zyx)
-    fg = mask > 0
+    trimmed = 0
+    if isocontour is None:
+        fg = mask > 0
+    else:
+        fg, trimmed = isocontour_trim(mask, pet, isocontour, connectivity)
     labels, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
     if n == 0:
-        return np.zeros(mask.shape, dtype=np.uint8), PostprocessStats(0, 0, 0, threshold)
+        return np.zeros(mask.shape, dtype=np.uint8), PostprocessStats(0, 0, 0, threshold, trimmed)
     counts = np.asarray(cc3d.statistics(labels, no_slice_conversion=True)["voxel_counts"], dtype=np.int64)
     # SUVmax per component: one vectorised reduction over the foreground voxels only
     fg_labels = labels[fg]
@@ -101,7 +168,8 @@ def postprocess_with_stats(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Seque
     out = np.zeros(mask.shape, dtype=np.uint8)
     out[fg] = kept[fg_labels]
     stats = PostprocessStats(n_components=int(n), n_removed=int(remove.sum()),
-                             voxels_removed=int(counts[remove].sum()), min_voxels=threshold)
+                             voxels_removed=int(counts[remove].sum()), min_voxels=threshold,
+                             voxels_trimmed=trimmed)
     return out, stats
 
 
@@ -126,8 +194,8 @@ def _kept_labels(labels: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
 def postprocess(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Sequence[float] | None = None,
                 min_voxels: int = DEFAULT_MIN_VOXELS, suv_max: float = DEFAULT_SUV_MAX,
                 min_volume_ml: float | None = None, connectivity: int = 26,
-                keep: np.ndarray | None = None) -> np.ndarray:
-    """Remove connected components that are both small and faint.
+                keep: np.ndarray | None = None, isocontour: float | None = None) -> np.ndarray:
+    """Remove connected components that are both small and faint, after an optional isocontour trim.
 
     A component is removed when its size is below the threshold **and** its
     SUVmax is below ``suv_max``.
@@ -151,23 +219,34 @@ def postprocess(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Sequence[float] 
     keep : np.ndarray, shape (N, 3), int, optional
         Voxels (z, y, x) whose components are never removed: the tumor clicks and stroke voxels of an interactive
         case, so that a lesion the user marked stays, however small and faint.
+    isocontour : float in (0, 1), optional
+        First keep only the voxels of each component with SUV ≥ ``isocontour`` × that component's SUVmax; the
+        rule above then judges the trimmed components. None: no trim.
 
     Returns
     -------
     np.ndarray, shape (z, y, x), uint8
-        The 0/1 mask without the removed components.
+        The 0/1 mask without the removed components (and the trimmed voxels).
     """
     return postprocess_with_stats(mask, pet, spacing_zyx, min_voxels, suv_max, min_volume_ml, connectivity,
-                                  keep)[0]
+                                  keep, isocontour)[0]
 
 
 def postprocess_naive(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Sequence[float] | None = None,
                       min_voxels: int = DEFAULT_MIN_VOXELS, suv_max: float = DEFAULT_SUV_MAX,
                       min_volume_ml: float | None = None, connectivity: int = 26,
-                      keep: np.ndarray | None = None) -> np.ndarray:
+                      keep: np.ndarray | None = None, isocontour: float | None = None) -> np.ndarray:
     """Reference implementation with one full-volume pass per component (slow; for tests and benchmarks)."""
     threshold = size_threshold_voxels(min_voxels, min_volume_ml, spacing_zyx)
-    labels, n = cc3d.connected_components(np.asarray(mask) > 0, connectivity=connectivity, return_N=True)
+    fg = np.asarray(mask) > 0
+    if isocontour is not None:
+        labels, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
+        trimmed = np.zeros_like(fg)
+        for i in range(1, n + 1):
+            component = labels == i
+            trimmed |= component & (pet >= isocontour * pet[component].max())
+        fg = trimmed
+    labels, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
     out = np.zeros(mask.shape, dtype=np.uint8)
     keep = np.zeros((0, 3), dtype=np.int64) if keep is None else np.asarray(keep, dtype=np.int64).reshape(-1, 3)
     for i in range(1, n + 1):

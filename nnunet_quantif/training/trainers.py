@@ -156,6 +156,33 @@ def _env_float(name: str, default: float) -> float:
         raise ConfigError(f"environment variable {name}='{value}' is not a number") from None
 
 
+def with_isocontour(dataset_json: dict, isocontour: float, source: str = "dataset.json") -> dict:
+    """``dataset_json`` with ``isocontour`` recorded as its model's post-processing trim
+    (``quantif.inference.postprocess.isocontour``; :class:`~nnunet_quantif.heatmap_definition.InferenceDefaults`).
+
+    Raises
+    ------
+    ConfigError
+        The dataset.json has no QuantIF contract, or its contract turns the post-processing off.
+    """
+    from ..heatmap_definition import DATASET_KEY, InputContract
+    from ..inference.postprocessing import check_isocontour
+
+    entry = dict(dataset_json.get(DATASET_KEY) or {})
+    if not entry:
+        raise ConfigError(f"{source}: no '{DATASET_KEY}' input contract to record the isocontour in "
+                          f"(convert the dataset with `quantif convert`)")
+    inference = dict(entry.get("inference") or {})
+    pp = inference.get("postprocess")
+    if pp is False:
+        raise ConfigError(f"{source}: its contract turns the post-processing off; an isocontour trim would not run")
+    inference["postprocess"] = {**(pp if isinstance(pp, dict) else {}),
+                                "isocontour": check_isocontour(isocontour, "isocontour")}
+    entry["inference"] = inference
+    InputContract.from_json(entry, source=source)
+    return {**dataset_json, DATASET_KEY: entry}
+
+
 class nnUNetTrainerQuantIFLesionOnly(nnUNetTrainer):  # noqa: N801 (nnU-Net naming convention)
     """QuantIF's lesion-only trainer: nnU-Net's trainer with CT misalignment, a heatmap channel kept out of the
     intensity augmentation, optional Dice smoothing and schedule, and the QuantIF mirroring policy in the final
@@ -187,6 +214,11 @@ class nnUNetTrainerQuantIFLesionOnly(nnUNetTrainer):  # noqa: N801 (nnU-Net nami
     weight_ema_decay: float | None = None
     #: The running average of the weights while a training with ``weight_ema_decay`` runs (set in ``on_train_start``).
     weight_ema: WeightEMA | None = None
+    #: Post-processing isocontour trim recorded in the trained model's ``dataset.json``
+    #: (``quantif.inference.postprocess.isocontour``, a fraction of each predicted component's SUVmax; see
+    #: :mod:`nnunet_quantif.inference.postprocessing`), so that every prediction with the model applies it unless
+    #: ``--isocontour`` says otherwise. ``QUANTIF_ISOCONTOUR`` overrides it (0: none). None records nothing.
+    isocontour: float | None = None
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):  # noqa: B008 (nnU-Net's signature)
@@ -208,6 +240,14 @@ class nnUNetTrainerQuantIFLesionOnly(nnUNetTrainer):  # noqa: N801 (nnU-Net nami
             regions=regions, ignore_label=ignore_label)
         return add_quantif_augmentation(pipeline, cls.misaligned_channels, cls.protected_channels,
                                         misalignment_position=cls.misalignment_position)
+
+    def initialize(self):
+        super().initialize()
+        isocontour = _env_float("QUANTIF_ISOCONTOUR", self.isocontour or 0.0)
+        if isocontour > 0:  # on_train_start copies dataset.json into the model folder
+            self.dataset_json = with_isocontour(self.dataset_json, isocontour,
+                                                f"{self.__class__.__name__}'s dataset.json")
+            self.print_to_log_file(f"post-processing recorded in the model: isocontour {isocontour:g} x SUVmax")
 
     def on_train_start(self):
         super().on_train_start()
@@ -609,9 +649,13 @@ class nnUNetTrainerQuantIF_PSMA_clickMix(_ClickMixMixin, nnUNetTrainerQuantIF_PS
 
 class nnUNetTrainerQuantIF_tiny_clickMix(_ClickMixMixin, nnUNetTrainerQuantIF_tiny):  # noqa: N801
     """Tiny schedule with the click-count mixture and hard-negative patches (the demo): 0.3 of the loaded cases
-    centre a forced patch on hot non-lesion tissue (:mod:`nnunet_quantif.training.hard_negatives`)."""
+    centre a forced patch on hot non-lesion tissue (:mod:`nnunet_quantif.training.hard_negatives`). Its models
+    record the 41 % isocontour trim as their post-processing (:mod:`nnunet_quantif.inference.postprocessing`): the
+    phantoms' lesions are of even uptake with a blurred edge, where the trim removes what the tiny network spreads
+    into neighbouring uptake."""
 
     hard_negative_fraction = 0.3
+    isocontour = 0.41
 
 
 class _AuthorsMixin:
