@@ -269,6 +269,10 @@ def test_isocontour_recorded_by_the_model_reaches_session_and_pipeline(model, ca
     other = QuantIFPipeline(recorded, None, folds=(0, 1), device="cpu", mirroring=MIRRORING, isocontour=0.8).load()
     np.testing.assert_array_equal(other.predict_arrays(ct, pet, GEOMETRY, session.clicks, tracer="fdg").mask,
                                   postprocess(raw, pet, GEOMETRY.spacing_zyx, keep=keep, isocontour=0.8))
+    off = QuantIFPipeline(recorded, None, folds=(0, 1), device="cpu", mirroring=MIRRORING, isocontour=0).load()
+    assert off.settings["fdg"].isocontour is None
+    np.testing.assert_array_equal(off.predict_arrays(ct, pet, GEOMETRY, session.clicks, tracer="fdg").mask,
+                                  untrimmed)
     plain = QuantIFPipeline(model, None, folds=(0, 1), device="cpu", mirroring=MIRRORING).load()
     assert plain.settings["fdg"].isocontour is None
     np.testing.assert_array_equal(plain.predict_arrays(ct, pet, GEOMETRY, session.clicks, tracer="fdg").mask,

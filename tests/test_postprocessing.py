@@ -229,11 +229,18 @@ def test_isocontour_equals_the_naive_reference(seed: int) -> None:
         assert 0 < got.sum() < postprocess(mask, pet, keep=keep).sum()
 
 
-@pytest.mark.parametrize("bad", [0, 1, 1.2, -0.1, True, "a", float("nan")])
+@pytest.mark.parametrize("bad", [1, 1.2, -0.1, True, "a", float("nan")])
 def test_isocontour_out_of_range_is_refused(bad) -> None:
     mask = np.ones((3, 3, 3), dtype=np.uint8)
-    with pytest.raises(ConfigError, match="isocontour must be a fraction of the SUVmax in \\(0, 1\\)"):
+    with pytest.raises(ConfigError, match="isocontour must be a fraction of the SUVmax in \\(0, 1\\), or 0"):
         postprocess(mask, np.ones(mask.shape, dtype=np.float32), isocontour=bad)
+
+
+def test_isocontour_zero_is_no_trim() -> None:
+    mask = np.ones((3, 3, 3), dtype=np.uint8)
+    pet = np.arange(27, dtype=np.float32).reshape(mask.shape) - 3.0  # negative SUVs stay too
+    out, stats = postprocess_with_stats(mask, pet, isocontour=0)
+    assert out.all() and stats.voxels_trimmed == 0
 
 
 def test_cli_postprocess_isocontour(tmp_path, capsys) -> None:

@@ -246,15 +246,22 @@ def test_isocontour_recorded_explicit_and_refused():
     assert resolve_settings(recorded).isocontour == 0.41
     assert resolve_settings(recorded, isocontour=0.5).isocontour == 0.5
     assert resolve_settings(InferenceDefaults()).isocontour is None
+    assert resolve_settings(recorded, isocontour=0).isocontour is None  # 0 turns the recorded trim off
     for bad in (0, 1.5, "x"):
         with pytest.raises(ConfigError, match=r"M: inference postprocess must be .*isocontour.*\(0, 1\)"):
             InferenceDefaults.from_json({"postprocess": {"isocontour": bad}}, "M")
-    with pytest.raises(ConfigError, match=r"--isocontour must be a fraction of the SUVmax in \(0, 1\), got 41"):
+    with pytest.raises(ConfigError, match=r"--isocontour must be a fraction of the SUVmax in \(0, 1\), or 0 for no "
+                                          r"trim, got 41"):
         resolve_settings(recorded, isocontour=41)
     # the flag of quantif predict reaches the pipeline options; evaluate-interactive has it too
     args = build_parser().parse_args(["predict", "--model-fdg", "M", "--ct", "c", "--pet", "p", "--out", "o.nii.gz",
                                       "--isocontour", "0.41"])
     assert pipeline_options(args).isocontour == 0.41
+    from nnunet_quantif.cli.prediction_options import isocontour
+
+    off = build_parser().parse_args(["predict", "--model-fdg", "M", "--ct", "c", "--pet", "p", "--out", "o.nii.gz",
+                                     "--isocontour", "0"])
+    assert pipeline_options(off).isocontour == 0 and isocontour(off) == {"isocontour": 0.0}
     assert build_parser().parse_args(["predict", "--model-fdg", "M", "--ct", "c", "--pet", "p",
                                       "--out", "o.nii.gz"]).isocontour is None
     args = build_parser().parse_args(["evaluate-interactive", "--data", "D", "--out", "O", "--model-fdg", "M",

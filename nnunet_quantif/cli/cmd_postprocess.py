@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "or stroke voxel are kept")
     p.add_argument("--isocontour", type=float, default=None, metavar="F",
                    help="keep in each component only the voxels with SUV >= F x its SUVmax, F in (0, 1) "
-                        "(e.g. 0.41; default: no trim)")
+                        "(e.g. 0.41; default, or 0: no trim)")
     add_nonfinite_argument(p)
     p.set_defaults(func=run)
 

@@ -196,15 +196,19 @@ def add_isocontour_argument(p: _Group) -> None:
     """``--isocontour F``: trim each post-processed component to SUV >= F x its SUVmax (read back as ``isocontour``)."""
     p.add_argument("--isocontour", type=float, default=None, metavar="F",
                    help="post-processing: keep in each component only the voxels with SUV >= F x its SUVmax, "
-                        "F in (0, 1) (e.g. 0.41; default: the model's recorded value, else no trim)")
+                        "F in (0, 1) (e.g. 0.41), 0 for none (default: the model's recorded value, else none)")
 
 
 def isocontour(args: argparse.Namespace) -> dict:
-    """``{"isocontour": F}`` when ``--isocontour`` was given, else an empty dict (the model's recorded value)."""
+    """``{"isocontour": F}`` when ``--isocontour`` was given (0 kept: it turns off a trim the model records), else an
+    empty dict (the model's recorded value)."""
     from ..inference.postprocessing import check_isocontour
 
     value = getattr(args, "isocontour", None)
-    return {} if value is None else {"isocontour": check_isocontour(value, "--isocontour")}
+    if value is None:
+        return {}
+    check_isocontour(value, "--isocontour")
+    return {"isocontour": float(value)}
 
 
 def keep_clicked(args: argparse.Namespace) -> bool:

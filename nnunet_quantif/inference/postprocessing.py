@@ -89,16 +89,17 @@ def size_threshold_voxels(min_voxels: int = DEFAULT_MIN_VOXELS, min_volume_ml: f
 
 
 def check_isocontour(isocontour: float | None, what: str = "isocontour") -> float | None:
-    """``isocontour`` as a float in (0, 1), or None; anything else raises :class:`ConfigError` naming ``what``."""
+    """``isocontour`` as a float in (0, 1), or None for None and 0 (no trim: ``--isocontour 0`` turns off the trim a
+    model records); anything else raises :class:`ConfigError` naming ``what``."""
     if isocontour is None:
         return None
     try:
         f = float(isocontour)
     except (TypeError, ValueError):
         f = float("nan")
-    if isinstance(isocontour, bool) or not 0.0 < f < 1.0:
-        raise ConfigError(f"{what} must be a fraction of the SUVmax in (0, 1), got {isocontour!r}")
-    return f
+    if isinstance(isocontour, bool) or not 0.0 <= f < 1.0:
+        raise ConfigError(f"{what} must be a fraction of the SUVmax in (0, 1), or 0 for no trim, got {isocontour!r}")
+    return f if f > 0 else None
 
 
 def isocontour_trim(mask: np.ndarray, pet: np.ndarray, isocontour: float,
