@@ -61,6 +61,10 @@ def test_every_stage_ran_through_the_real_code_paths(demo_run):
         assert "nnUNetTrainerQuantIF_tiny" in log and "train_organ_loss" in log
         model = Path(state["stages"]["train"]["result"][tracer]["model"])
         assert (model / "fold_0" / "checkpoint_final.pth").is_file()
+        # the demo's trainer records its post-processing trim where every prediction with the model reads it
+        from nnunet_quantif.heatmap_definition import read_model_contract
+
+        assert read_model_contract(model).inference.isocontour == 0.41
     # on two or more cores the two models trained side by side, on half the cores each
     train = state["stages"]["train"]["result"]
     from nnunet_quantif.demo.stages import training_threads

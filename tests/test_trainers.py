@@ -365,9 +365,14 @@ def _trainer(tmp_path, monkeypatch, cls):
     return cls({**plans, "continue_training": False}, "3d_fullres", 0, ds_json, torch.device("cpu"))
 
 
-def _initialized_trainer(tmp_path, monkeypatch, cls):
-    """``cls`` on the small preprocessed dataset of :func:`_dataset`, initialised on the CPU."""
+def _initialized_trainer(tmp_path, monkeypatch, cls, contract: bool = False):
+    """``cls`` on the small preprocessed dataset of :func:`_dataset`, initialised on the CPU (``contract``: its
+    dataset.json carries QuantIF's input contract, as a converted dataset's does)."""
+    from nnunet_quantif.heatmap_definition import DATASET_KEY, HeatmapDefinition, InputContract
+
     plans, ds_json = _dataset(tmp_path)
+    if contract:
+        ds_json = {**ds_json, DATASET_KEY: InputContract.for_heatmap(HeatmapDefinition(), "noNorm").to_json()}
     monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "res"))
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
@@ -713,25 +718,20 @@ def test_hard_negatives_are_refused_on_nnunets_plain_dataset(tmp_path, monkeypat
 def test_isocontour_is_recorded_in_the_trained_models_dataset_json(tmp_path, monkeypatch, fixed_random_state):
     """``QUANTIF_ISOCONTOUR`` (or the ``isocontour`` attribute) is written into the model folder's dataset.json, where
     every prediction with the model reads it (``quantif.inference.postprocess.isocontour``)."""
-    from nnunet_quantif.heatmap_definition import DATASET_KEY, HeatmapDefinition, InputContract, read_model_contract
+    from nnunet_quantif.heatmap_definition import read_model_contract
 
-    plans, ds_json = _dataset(tmp_path)
-    ds_json = {**ds_json, DATASET_KEY: InputContract.for_heatmap(HeatmapDefinition(), "noNorm").to_json()}
-    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
-    monkeypatch.setenv("nnUNet_results", str(tmp_path / "res"))
-    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     monkeypatch.setenv("QUANTIF_ISOCONTOUR", "0.41")
-    tr = T.nnUNetTrainerQuantIF_tiny({**plans, "continue_training": False}, "3d_fullres", 0, ds_json,
-                                     torch.device("cpu"))
-    tr.initialize()
+    tr = _initialized_trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_tiny, contract=True)
     (tmp_path / "pre" / "Dataset999_QuantIFTest" / "dataset_fingerprint.json").write_text("{}")  # copied by nnU-Net
     tr.on_train_start()
     model = tmp_path / "res" / "Dataset999_QuantIFTest" / f"{type(tr).__name__}__nnUNetPlans_tiny__3d_fullres"
     assert read_model_contract(model).inference.isocontour == 0.41
     monkeypatch.setenv("QUANTIF_ISOCONTOUR", "2")
     with pytest.raises(ConfigError, match="isocontour must be a fraction"):
-        T.nnUNetTrainerQuantIF_tiny({**plans, "continue_training": False}, "3d_fullres", 0, ds_json,
-                                    torch.device("cpu")).initialize()
+        _initialized_trainer(tmp_path / "bad", monkeypatch, T.nnUNetTrainerQuantIF_tiny, contract=True)
+    monkeypatch.setenv("QUANTIF_ISOCONTOUR", "0")  # 0: nothing recorded
+    off = _initialized_trainer(tmp_path / "off", monkeypatch, T.nnUNetTrainerQuantIF_tiny, contract=True)
+    assert "inference" not in off.dataset_json["quantif"]
     # a dataset.json without the QuantIF contract cannot record it
     monkeypatch.setenv("QUANTIF_ISOCONTOUR", "0.41")
     with pytest.raises(ConfigError, match="no 'quantif' input contract"):
