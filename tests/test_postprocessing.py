@@ -258,3 +258,17 @@ def test_cli_postprocess_isocontour(tmp_path, capsys) -> None:
     assert quantif_main(args + ["--out", str(tmp_path / "o2.nii.gz"), "--isocontour", "41"]) == 1
     assert "--isocontour must be a fraction" in capsys.readouterr().err
     assert not (tmp_path / "o2.nii.gz").exists()
+
+
+def test_isocontour_leaves_a_component_holding_a_nan_suv_untrimmed() -> None:
+    """A NaN SUV (a PET read with ``nonfinite`` left to the caller) never makes the trim drop voxels silently."""
+    mask = np.zeros((6, 6, 6), dtype=np.uint8)
+    pet = np.ones(mask.shape, dtype=np.float32)
+    mask[0:2, 0:2, 0:3] = 1                    # SUVmax 10 and one NaN voxel: untrimmed
+    pet[0, 0, 0], pet[1, 1, 1] = 10.0, np.nan
+    mask[4:6, 4:6, 3:6] = 1                    # SUVmax 10 without NaN: trimmed to its hot voxel
+    pet[4, 4, 3] = 10.0
+    for fn in (postprocess, postprocess_naive):
+        out = fn(mask, pet, isocontour=0.41, min_voxels=0)
+        assert out[0:2, 0:2, 0:3].all()
+        assert out[4:6, 4:6, 3:6].sum() == 1 and out[4, 4, 3] == 1

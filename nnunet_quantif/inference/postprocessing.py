@@ -57,7 +57,8 @@ class PostprocessStats:
     min_voxels : float
         The size threshold actually used, in voxels (from ``min_volume_ml`` when given).
     voxels_trimmed : int
-        Voxels of kept components below their isocontour (0 without ``isocontour``).
+        Voxels below their component's isocontour, trimmed before the rule judged the components (0 without
+        ``isocontour``).
     """
 
     n_components: int
@@ -111,7 +112,8 @@ def isocontour_trim(mask: np.ndarray, pet: np.ndarray, isocontour: float,
     mask : np.ndarray, shape (z, y, x)
         Voxels > 0 are lesion.
     pet : np.ndarray, shape (z, y, x)
-        PET in SUV on the same grid. A NaN voxel fails the test and is trimmed.
+        PET in SUV on the same grid. A component holding a NaN SUV is not trimmed: its SUVmax is NaN, and the
+        small-and-faint rule likewise never drops a component for a NaN.
     isocontour : float
         The fraction, in (0, 1).
     connectivity : {6, 18, 26}
@@ -129,7 +131,7 @@ def isocontour_trim(mask: np.ndarray, pet: np.ndarray, isocontour: float,
     values = pet[fg].astype(np.float64, copy=False)
     suvmax = np.full(n + 1, -np.inf, dtype=np.float64)
     np.maximum.at(suvmax, fg_labels, values)
-    above = values >= (isocontour * suvmax)[fg_labels]
+    above = ~(values < (isocontour * suvmax)[fg_labels])  # NaN compares False: kept
     out = np.zeros(fg.shape, dtype=bool)
     out[fg] = above
     return out, int((~above).sum())
@@ -245,7 +247,7 @@ def postprocess_naive(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Sequence[f
         trimmed = np.zeros_like(fg)
         for i in range(1, n + 1):
             component = labels == i
-            trimmed |= component & (pet >= isocontour * pet[component].max())
+            trimmed |= component & ~(pet < isocontour * pet[component].max())
         fg = trimmed
     labels, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
     out = np.zeros(mask.shape, dtype=np.uint8)
