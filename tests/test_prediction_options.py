@@ -257,11 +257,9 @@ def test_isocontour_recorded_explicit_and_refused():
     args = build_parser().parse_args(["predict", "--model-fdg", "M", "--ct", "c", "--pet", "p", "--out", "o.nii.gz",
                                       "--isocontour", "0.41"])
     assert pipeline_options(args).isocontour == 0.41
-    from nnunet_quantif.cli.prediction_options import isocontour
-
     off = build_parser().parse_args(["predict", "--model-fdg", "M", "--ct", "c", "--pet", "p", "--out", "o.nii.gz",
                                      "--isocontour", "0"])
-    assert pipeline_options(off).isocontour == 0 and isocontour(off) == {"isocontour": 0.0}
+    assert pipeline_options(off).isocontour == 0 and prediction_options(off)["isocontour"] == 0.0
     assert build_parser().parse_args(["predict", "--model-fdg", "M", "--ct", "c", "--pet", "p",
                                       "--out", "o.nii.gz"]).isocontour is None
     args = build_parser().parse_args(["evaluate-interactive", "--data", "D", "--out", "O", "--model-fdg", "M",

@@ -365,12 +365,16 @@ def _trainer(tmp_path, monkeypatch, cls):
     return cls({**plans, "continue_training": False}, "3d_fullres", 0, ds_json, torch.device("cpu"))
 
 
-def _initialized_trainer(tmp_path, monkeypatch, cls, contract: bool = False):
+def _initialized_trainer(tmp_path, monkeypatch, cls, contract: bool = False, organs: bool = True):
     """``cls`` on the small preprocessed dataset of :func:`_dataset`, initialised on the CPU (``contract``: its
-    dataset.json carries QuantIF's input contract, as a converted dataset's does)."""
+    dataset.json carries QuantIF's input contract, as a converted dataset's does; ``organs=False``: without the organ
+    side files)."""
     from nnunet_quantif.heatmap_definition import DATASET_KEY, HeatmapDefinition, InputContract
 
     plans, ds_json = _dataset(tmp_path)
+    if not organs:
+        for f in (tmp_path / "pre").rglob("*_organs_seg.b2nd"):
+            f.unlink()
     if contract:
         ds_json = {**ds_json, DATASET_KEY: InputContract.for_heatmap(HeatmapDefinition(), "noNorm").to_json()}
     monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
@@ -550,15 +554,7 @@ def test_final_validation_uses_the_quantif_predictor(tmp_path, monkeypatch, cls,
 
 
 def test_no_organs_variant_trains_the_plain_network_without_side_files(tmp_path, monkeypatch, fixed_random_state):
-    plans, ds_json = _dataset(tmp_path)
-    for f in (tmp_path / "pre").rglob("*_organs_seg.b2nd"):
-        f.unlink()
-    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
-    monkeypatch.setenv("nnUNet_results", str(tmp_path / "res"))
-    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    tr = T.nnUNetTrainerQuantIF_noOrgans_tiny({**plans, "continue_training": False}, "3d_fullres", 0, ds_json,
-                                              torch.device("cpu"))
-    tr.initialize()
+    tr = _initialized_trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_noOrgans_tiny, organs=False)
     assert not isinstance(tr.network, DualHeadUNet) and tr.dataset_class is nnUNetDatasetBlosc2
     dl_tr, _ = tr.get_dataloaders()
     batch = next(dl_tr)
@@ -701,16 +697,8 @@ def test_weight_ema_is_updated_every_step_and_written_to_the_final_checkpoint(tm
 
 
 def test_hard_negatives_are_refused_on_nnunets_plain_dataset(tmp_path, monkeypatch, fixed_random_state):
-    plans, ds_json = _dataset(tmp_path)
-    for f in (tmp_path / "pre").rglob("*_organs_seg.b2nd"):
-        f.unlink()
-    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
-    monkeypatch.setenv("nnUNet_results", str(tmp_path / "res"))
-    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     monkeypatch.setenv("QUANTIF_HARD_NEGATIVE_FRACTION", "0.3")
-    tr = T.nnUNetTrainerQuantIF_noOrgans_tiny({**plans, "continue_training": False}, "3d_fullres", 0, ds_json,
-                                              torch.device("cpu"))
-    tr.initialize()
+    tr = _initialized_trainer(tmp_path, monkeypatch, T.nnUNetTrainerQuantIF_noOrgans_tiny, organs=False)
     with pytest.raises(ConfigError, match="cannot draw hard-negative patches"):
         tr.get_tr_and_val_datasets()
 

@@ -16,7 +16,6 @@ from .prediction_options import (
     add_model_arguments,
     add_postprocess_clicked_argument,
     add_prediction_arguments,
-    isocontour,
     keep_clicked,
     prediction_options,
 )
@@ -158,13 +157,12 @@ def _model_method(args: argparse.Namespace):
     if args.models:
         return ModelMethod.from_model_set(args.models, tracer="auto" if args.tracer == "auto" else None,
                                           **prediction_options(args), heatmap_params=heatmap_options(args),
-                                          force_heatmap=args.force_heatmap, keep_clicked=keep_clicked(args),
-                                          **isocontour(args))
+                                          force_heatmap=args.force_heatmap, keep_clicked=keep_clicked(args))
     return model_method(model_fdg=args.model_fdg, model_psma=args.model_psma,
                         tracer="auto" if args.tracer == "auto" else None, incremental=not args.no_incremental,
                         lean=args.lean, **prediction_options(args),
                         heatmap_params=heatmap_options(args), force_heatmap=args.force_heatmap,
-                        keep_clicked=keep_clicked(args), **isocontour(args))
+                        keep_clicked=keep_clicked(args))
 
 
 def run_interactive(args: argparse.Namespace) -> int:

@@ -199,18 +199,6 @@ def add_isocontour_argument(p: _Group) -> None:
                         "F in (0, 1) (e.g. 0.41), 0 for none (default: the model's recorded value, else none)")
 
 
-def isocontour(args: argparse.Namespace) -> dict:
-    """``{"isocontour": F}`` when ``--isocontour`` was given (0 kept: it turns off a trim the model records), else an
-    empty dict (the model's recorded value)."""
-    from ..inference.postprocessing import check_isocontour
-
-    value = getattr(args, "isocontour", None)
-    if value is None:
-        return {}
-    check_isocontour(value, "--isocontour")
-    return {"isocontour": float(value)}
-
-
 def keep_clicked(args: argparse.Namespace) -> bool:
     """The parsed ``--postprocess-clicked`` as the pipelines' ``keep_clicked`` (True for a command without it)."""
     return getattr(args, "postprocess_clicked", "keep") == "keep"
@@ -220,9 +208,9 @@ def prediction_options(args: argparse.Namespace) -> dict:
     """The parsed model and prediction options as :class:`~nnunet_quantif.inference.pipeline.QuantIFPipeline`
     keyword arguments (``folds``, ``checkpoint``, ``mirroring``, ``time_budget_s``, ``calibration``,
     ``device``, ``tile_step_size``, ``max_clicks``, the forward options
-    :data:`~nnunet_quantif.inference.options.FORWARD_KEYS` and, where the command has them, ``tracer_weights`` and
-    ``model``). Options not given stay None (the folds
-    :data:`~nnunet_quantif.inference.routing.DEFAULT_FOLDS`), for the library to resolve per model."""
+    :data:`~nnunet_quantif.inference.options.FORWARD_KEYS` and, where the command has them, ``tracer_weights``,
+    ``model`` and a given ``--isocontour`` (0 kept: it turns off a trim the model records)). Options not given stay
+    None (the folds :data:`~nnunet_quantif.inference.routing.DEFAULT_FOLDS`), for the library to resolve per model."""
     if args.tile_step_size is not None and (args.tile_step_size <= 0 or args.tile_step_size > 1):
         flag = getattr(args, "tile_step_flag", FLAGS["quantif"]["tile_step_size"])
         raise ConfigError(f"{flag} must be in (0, 1], got {args.tile_step_size}")
@@ -235,6 +223,11 @@ def prediction_options(args: argparse.Namespace) -> dict:
         options["tracer_weights"] = args.tracer_weights
     if getattr(args, "model", None) is not None:
         options["model"] = args.model
+    if getattr(args, "isocontour", None) is not None:
+        from ..inference.postprocessing import check_isocontour
+
+        check_isocontour(args.isocontour, "--isocontour")
+        options["isocontour"] = float(args.isocontour)
     return options
 
 
@@ -242,7 +235,7 @@ def prediction_options(args: argparse.Namespace) -> dict:
 #: command has them (and they are given).
 _PIPELINE_ATTRIBUTES: tuple[str, ...] = ("models", "model_fdg", "model_psma", "results", "dataset_fdg", "dataset_psma",
                                          "trainer", "plans", "configuration", "postprocess", "min_voxels", "suv_max",
-                                         "isocontour", "min_volume_ml", "force_heatmap")
+                                         "min_volume_ml", "force_heatmap")
 
 
 def pipeline_options(args: argparse.Namespace) -> PipelineOptions:

@@ -441,7 +441,6 @@ class QuantIFPipeline:
         #: The settings of the first model given (the ones of a case's model are ``settings[tracer]``).
         self.policy, self.tile_step_size = first.policy, first.tile_step_size
         self.do_postprocess, self.min_voxels, self.suv_max = first.postprocess, first.min_voxels, first.suv_max
-        self.isocontour = first.isocontour
         self.min_volume_ml = min_volume_ml
         self.keep_clicked = bool(keep_clicked)
         from .predictor import check_forward_options

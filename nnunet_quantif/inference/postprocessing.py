@@ -103,6 +103,14 @@ def check_isocontour(isocontour: float | None, what: str = "isocontour") -> floa
     return f if f > 0 else None
 
 
+def _component_max(values: np.ndarray, fg_labels: np.ndarray, n: int) -> np.ndarray:
+    """The maximum of ``values`` (the PET of the foreground voxels) per component label 1..n, float64 of length
+    n + 1 (index 0: -inf); a NaN value makes its component's maximum NaN."""
+    out = np.full(n + 1, -np.inf, dtype=np.float64)
+    np.maximum.at(out, fg_labels, values.astype(np.float64, copy=False))
+    return out
+
+
 def isocontour_trim(mask: np.ndarray, pet: np.ndarray, isocontour: float,
                     connectivity: int = 26) -> tuple[np.ndarray, int]:
     """Keep, in each connected component of ``mask``, the voxels with SUV >= ``isocontour`` x its SUVmax.
@@ -128,9 +136,8 @@ def isocontour_trim(mask: np.ndarray, pet: np.ndarray, isocontour: float,
     if n == 0:
         return fg, 0
     fg_labels = labels[fg]
-    values = pet[fg].astype(np.float64, copy=False)
-    suvmax = np.full(n + 1, -np.inf, dtype=np.float64)
-    np.maximum.at(suvmax, fg_labels, values)
+    values = pet[fg]
+    suvmax = _component_max(values, fg_labels, n)
     above = ~(values < (isocontour * suvmax)[fg_labels])  # NaN compares False: kept
     out = np.zeros(fg.shape, dtype=bool)
     out[fg] = above
@@ -160,8 +167,7 @@ def postprocess_with_stats(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Seque
     counts = np.asarray(cc3d.statistics(labels, no_slice_conversion=True)["voxel_counts"], dtype=np.int64)
     # SUVmax per component: one vectorised reduction over the foreground voxels only
     fg_labels = labels[fg]
-    suvmax = np.full(n + 1, -np.inf, dtype=np.float64)
-    np.maximum.at(suvmax, fg_labels, pet[fg].astype(np.float64, copy=False))
+    suvmax = _component_max(pet[fg], fg_labels, n)
     # a NaN SUVmax compares False with '<', so such components are kept (never silently dropped)
     remove = (counts < threshold) & (suvmax < suv_max)
     remove[0] = False
