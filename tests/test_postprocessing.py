@@ -215,6 +215,32 @@ def test_isocontour_trims_first_and_a_second_pass_changes_nothing() -> None:
     assert np.array_equal(again, out) and second.voxels_trimmed == 0 and second.n_removed == 0
 
 
+def test_isocontour_never_trims_a_tumor_click() -> None:
+    """A faint clicked lesion that the network joined to hotter uptake keeps its voxels at or above the click's SUV;
+    the hot piece it leaves is then trimmed to its own isocontour (the repeat), and a second pass changes nothing."""
+    mask = np.zeros((8, 8, 24), dtype=np.uint8)
+    pet = np.full(mask.shape, 0.5, dtype=np.float32)
+    mask[2:6, 2:6, 2:22] = 1
+    pet[2:6, 2:6, 2:9] = 2.0                   # the faint lesion (112 voxels), clicked at SUV 2
+    pet[2:6, 2:6, 9:11] = 1.0                  # a cold bridge (32 voxels)
+    pet[2:6, 2:6, 11:22] = 3.0                 # hot uptake: a rim of 3 around a core of 10 (8 voxels)
+    pet[3:5, 3:5, 15:17] = 10.0
+    click = np.array([[3, 3, 5]])
+    for fn in (postprocess, postprocess_naive):
+        assert fn(mask, pet, isocontour=0.41)[2:6, 2:6, 2:9].sum() == 0        # without the click: cut away whole
+        out = fn(mask, pet, isocontour=0.41, keep=click)
+        assert out[2:6, 2:6, 2:9].all() and out[2:6, 2:6, 9:11].sum() == 0
+        assert out[2:6, 2:6, 11:22].sum() == 8 and out[3:5, 3:5, 15:17].all()
+    out, stats = postprocess_with_stats(mask, pet, isocontour=0.41, keep=click)
+    assert stats.voxels_trimmed == 32 + 176 - 8
+    assert np.array_equal(postprocess(out, pet, isocontour=0.41, keep=click), out)
+    # a click outside the mask changes nothing; one outside the grid is refused
+    assert np.array_equal(postprocess(mask, pet, isocontour=0.41, keep=np.array([[0, 0, 0]])),
+                          postprocess(mask, pet, isocontour=0.41))
+    with pytest.raises(GridMismatchError, match="outside the mask's shape"):
+        postprocess(mask, pet, isocontour=0.41, keep=np.array([[8, 0, 0]]))
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_isocontour_equals_the_naive_reference(seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -272,3 +298,28 @@ def test_isocontour_leaves_a_component_holding_a_nan_suv_untrimmed() -> None:
         out = fn(mask, pet, isocontour=0.41, min_voxels=0)
         assert out[0:2, 0:2, 0:3].all()
         assert out[4:6, 4:6, 3:6].sum() == 1 and out[4, 4, 3] == 1
+
+
+def test_nnunet_entry_postprocessing_keeps_the_clicks_of_clicks_dir(tmp_path) -> None:
+    """``nnUNetv2_predict_quantif --clicks-dir`` post-processes with the case's tumor clicks kept, as the pipeline
+    does: a faint clicked lesion joined to hot uptake survives the trim; without the clicks it is cut away."""
+    from nnunet_quantif.clicks import Clicks, write_clicks
+    from nnunet_quantif.inference.nnunet_entry import postprocess_folder
+
+    geometry = Geometry((24, 8, 8), (2.0, 2.0, 2.0))  # size (x, y, z): arrays (8, 8, 24)
+    mask = np.zeros(geometry.shape, dtype=np.uint8)
+    pet = np.full(geometry.shape, 0.5, dtype=np.float32)
+    mask[2:6, 2:6, 2:22] = 1
+    pet[2:6, 2:6, 2:12] = 2.0                  # faint lesion, clicked below 0.41 x the hot SUVmax
+    pet[2:6, 2:6, 12:22] = 10.0
+    click = Clicks(np.array([[3, 3, 5]]), np.zeros((0, 3), dtype=np.int64))
+    (tmp_path / "in").mkdir()
+    write_image(pet, geometry, tmp_path / "in" / "c_0001.nii.gz")
+    write_clicks(click, tmp_path / "clicks" / "c_clicks.json")
+    for name, clicks_dir in (("with", tmp_path / "clicks"), ("without", None)):
+        write_image(mask, geometry, tmp_path / name / "c.nii.gz")
+        assert postprocess_folder(str(tmp_path / "in"), str(tmp_path / name), ".nii.gz", isocontour=0.41,
+                                  clicks_dir=clicks_dir) == 1
+    kept, cut = (read_image(tmp_path / name / "c.nii.gz")[0] for name in ("with", "without"))
+    assert np.array_equal(kept, postprocess(mask, pet, isocontour=0.41, keep=click.tumor)) and kept.sum() == 320
+    assert cut.sum() == 160 and cut[2:6, 2:6, 2:12].sum() == 0

@@ -73,17 +73,21 @@ def _case_of(files: Sequence[str], file_ending: str) -> str:
 def postprocess_folder(input_folder: str, output_folder: str, file_ending: str, *, part_id: int = 0,
                        num_parts: int = 1, min_voxels: int = 10, suv_max: float = 4.0,
                        min_volume_ml: float | None = None, nonfinite: str = "raise",
-                       pet_channel: int = PET_CHANNEL, isocontour: float | None = None) -> int:
+                       pet_channel: int = PET_CHANNEL, isocontour: float | None = None,
+                       clicks_dir: PathLike | None = None, max_clicks: int | None = None) -> int:
     """Post-process every output of an nnU-Net prediction folder in place; returns the number of files done.
 
     The PET of case ``<case>`` is ``<input_folder>/<case>_<pet_channel><file_ending>`` (``_0001``). Post-processing is
     idempotent (with an ``isocontour`` trim too), so re-running over already processed outputs changes nothing.
+    With ``clicks_dir``, the tumor clicks of ``<clicks_dir>/<case>_clicks.json`` are the voxels it keeps (``keep`` of
+    :func:`~nnunet_quantif.inference.postprocessing.postprocess`), as ``quantif predict`` keeps them.
     NaN/Inf PET voxels follow ``nonfinite`` (:func:`~nnunet_quantif.io.read_pet`).
     """
     from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
 
     from ..io import check_same_grid, read_image, read_pet, write_image
-    from .postprocessing import postprocess_with_stats
+    from .pipeline import load_case_clicks
+    from .postprocessing import clicked_voxels, postprocess_with_stats
 
     log = logging.getLogger(__name__)
     lists = create_lists_from_splitted_dataset_folder(input_folder, file_ending)[part_id::num_parts]
@@ -97,8 +101,12 @@ def postprocess_folder(input_folder: str, output_folder: str, file_ending: str, 
         mask, g = read_image(out)
         pet, g_pet = read_pet(pet_path, nonfinite)
         check_same_grid(g, g_pet, str(out), str(pet_path))
+        keep = None
+        if clicks_dir is not None:
+            limit = {} if max_clicks is None else {"max_clicks": max_clicks}
+            keep = clicked_voxels(load_case_clicks(clicks_file(clicks_dir, case), pet.shape, **limit))
         cleaned, stats = postprocess_with_stats(mask, pet, g.spacing_zyx, min_voxels, suv_max, min_volume_ml,
-                                                isocontour=isocontour)
+                                                keep=keep, isocontour=isocontour)
         write_image(cleaned, g, out, inputs=[pet_path])
         log.info("%s: post-processing removed %d of %d components", case, stats.n_removed, stats.n_components)
         done += 1
@@ -212,7 +220,8 @@ def predict_nnunet_folder(input_folder: PathLike, output_folder: PathLike, model
     return postprocess_folder(input_folder, output_folder, file_ending, part_id=part_id, num_parts=num_parts,
                               min_voxels=settings.min_voxels, suv_max=settings.suv_max,
                               min_volume_ml=options.min_volume_ml, nonfinite=options.nonfinite,
-                              pet_channel=contract.index("pet"), isocontour=settings.isocontour)
+                              pet_channel=contract.index("pet"), isocontour=settings.isocontour,
+                              clicks_dir=clicks_dir if options.keep_clicked else None, max_clicks=options.max_clicks)
 
 
 def _input_contract(input_folder: PathLike, model_folder: str, options: PipelineOptions,

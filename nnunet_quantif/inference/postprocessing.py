@@ -13,8 +13,12 @@ seed. It keeps a component's hottest voxel, so it removes no component, but it c
 small-and-faint rule then judges the trimmed components. Trim-then-remove makes a second pass change nothing
 (every kept voxel is at or above f × the SUVmax of whatever piece holds it). The trim is off unless a model records
 it (``quantif.inference.postprocess.isocontour``) or ``--isocontour`` is given: it suits lesions of even uptake with
-a blurred edge (the phantoms'), and cuts the cold part of a heterogeneous or necrotic lesion. A tumor click below
-its component's isocontour is trimmed with it.
+a blurred edge (the phantoms'), and cuts the cold part of a heterogeneous or necrotic lesion. The trim never removes a
+voxel the user marked as lesion (``keep``: tumor clicks and stroke voxels): a component holding one is cut at the
+lower of f × its SUVmax and the SUV of its coldest marked voxel. Otherwise a faint clicked lesion that the network
+joins to hotter uptake beside it would be cut away whole, leaving only the hot uptake. The trim repeats on the
+pieces it leaves until none changes (one pass unless a marked voxel lowered a cut), which keeps a second pass a
+no-op.
 
 In an interactive case a component that holds a tumor click or a voxel of a tumor stroke is kept (``keep``):
 the user marked it as lesion. The paper's rule has no such exception (its clicks never reach the
@@ -111,9 +115,10 @@ def _component_max(values: np.ndarray, fg_labels: np.ndarray, n: int) -> np.ndar
     return out
 
 
-def isocontour_trim(mask: np.ndarray, pet: np.ndarray, isocontour: float,
-                    connectivity: int = 26) -> tuple[np.ndarray, int]:
-    """Keep, in each connected component of ``mask``, the voxels with SUV >= ``isocontour`` x its SUVmax.
+def isocontour_trim(mask: np.ndarray, pet: np.ndarray, isocontour: float, connectivity: int = 26,
+                    keep: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Keep, in each connected component of ``mask``, the voxels with SUV >= ``isocontour`` x its SUVmax, or >= the
+    SUV of its coldest ``keep`` voxel where that is lower; repeated on the pieces until none changes.
 
     Parameters
     ----------
@@ -125,25 +130,44 @@ def isocontour_trim(mask: np.ndarray, pet: np.ndarray, isocontour: float,
     isocontour : float
         The fraction, in (0, 1).
     connectivity : {6, 18, 26}
+    keep : np.ndarray, shape (N, 3), int, optional
+        Voxels (z, y, x) the user marked as lesion (tumor clicks, stroke voxels); the trim keeps every one that
+        lies in ``mask``.
 
     Returns
     -------
     (np.ndarray of bool, shape (z, y, x), int)
         The trimmed foreground and the number of voxels trimmed.
     """
-    fg = np.asarray(mask) > 0
-    labels, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
-    if n == 0:
-        return fg, 0
-    fg_labels = labels[fg]
-    values = pet[fg]
-    suvmax = _component_max(values, fg_labels, n)
-    above = ~(values < (isocontour * suvmax)[fg_labels])  # NaN compares False: kept
-    out = np.zeros(fg.shape, dtype=bool)
-    out[fg] = above
-    return out, int((~above).sum())
+    fg, trimmed, _, _ = _trim(np.asarray(mask) > 0, pet, isocontour, connectivity, _keep_index(keep, np.shape(mask)))
+    return fg, trimmed
 
 
+def _trim(fg: np.ndarray, pet: np.ndarray, isocontour: float, connectivity: int,
+          keep: np.ndarray | None) -> tuple[np.ndarray, int, np.ndarray, int]:
+    """:func:`isocontour_trim` on a boolean mask with checked ``keep`` voxels; also returns the components of the
+    result (labels, count), which the last, unchanged pass has computed."""
+    trimmed = 0
+    while True:
+        labels, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
+        if n == 0:
+            return fg, trimmed, labels, n
+        fg_labels = labels[fg]
+        values = pet[fg]
+        cut = isocontour * _component_max(values, fg_labels, n)
+        if keep is not None:
+            marked = labels[tuple(keep.T)]
+            inside = marked > 0
+            # a NaN SUV at a marked voxel makes its component's cut NaN: untrimmed, like a NaN in the component
+            np.minimum.at(cut, marked[inside], pet[tuple(keep[inside].T)].astype(np.float64))
+        above = ~(values < cut[fg_labels])  # NaN compares False: kept
+        removed = int((~above).sum())
+        if removed == 0:
+            return fg, trimmed, labels, n
+        trimmed += removed
+        kept = np.zeros(fg.shape, dtype=bool)
+        kept[fg] = above
+        fg = kept
 def postprocess_with_stats(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Sequence[float] | None = None,
                            min_voxels: int = DEFAULT_MIN_VOXELS, suv_max: float = DEFAULT_SUV_MAX,
                            min_volume_ml: float | None = None, connectivity: int = 26,
@@ -156,12 +180,13 @@ def postprocess_with_stats(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Seque
         raise GridMismatchError(f"mask shape {mask.shape} and PET shape {pet.shape} differ (z, y, x)")
     isocontour = check_isocontour(isocontour)
     threshold = size_threshold_voxels(min_voxels, min_volume_ml, spacing_zyx)
+    keep = _keep_index(keep, mask.shape)
+    fg = mask > 0
     trimmed = 0
     if isocontour is None:
-        fg = mask > 0
+        labels, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
     else:
-        fg, trimmed = isocontour_trim(mask, pet, isocontour, connectivity)
-    labels, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
+        fg, trimmed, labels, n = _trim(fg, pet, isocontour, connectivity, keep)
     if n == 0:
         return np.zeros(mask.shape, dtype=np.uint8), PostprocessStats(0, 0, 0, threshold, trimmed)
     counts = np.asarray(cc3d.statistics(labels, no_slice_conversion=True)["voxel_counts"], dtype=np.int64)
@@ -188,15 +213,21 @@ def clicked_voxels(clicks, keep_clicked: bool = True) -> np.ndarray | None:
     return None if not keep_clicked or clicks is None else np.asarray(clicks.tumor)
 
 
+def _keep_index(keep: np.ndarray | None, shape: Sequence[int]) -> np.ndarray | None:
+    """``keep`` as (N, 3) int64 (z, y, x), or None; voxels outside ``shape`` are refused."""
+    if keep is None:
+        return None
+    keep = np.asarray(keep, dtype=np.int64).reshape(-1, 3)
+    if len(keep) and ((keep < 0).any() or (keep >= np.asarray(shape)).any()):
+        raise GridMismatchError(f"post-processing: a voxel to keep lies outside the mask's shape {tuple(shape)} "
+                                f"(z, y, x)")
+    return keep
+
+
 def _kept_labels(labels: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
-    """The component labels under the ``keep`` voxels ((N, 3) int, (z, y, x)); voxels outside the grid are
-    refused."""
+    """The component labels under the checked ``keep`` voxels."""
     if keep is None:
         return np.zeros(0, dtype=np.int64)
-    keep = np.asarray(keep, dtype=np.int64).reshape(-1, 3)
-    if len(keep) and ((keep < 0).any() or (keep >= np.asarray(labels.shape)).any()):
-        raise GridMismatchError(f"post-processing: a voxel to keep lies outside the mask's shape {labels.shape} "
-                                f"(z, y, x)")
     return np.unique(labels[tuple(keep.T)])
 
 
@@ -227,10 +258,11 @@ def postprocess(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Sequence[float] 
         Neighbourhood of the components (26 in the method).
     keep : np.ndarray, shape (N, 3), int, optional
         Voxels (z, y, x) whose components are never removed: the tumor clicks and stroke voxels of an interactive
-        case, so that a lesion the user marked stays, however small and faint.
+        case, so that a lesion the user marked stays, however small and faint. The isocontour trim keeps them too.
     isocontour : float in (0, 1), optional
-        First keep only the voxels of each component with SUV ≥ ``isocontour`` × that component's SUVmax; the
-        rule above then judges the trimmed components. None: no trim.
+        First keep only the voxels of each component with SUV ≥ ``isocontour`` × that component's SUVmax, or ≥ the
+        SUV of its coldest ``keep`` voxel where that is lower, repeated on the pieces until none changes; the rule
+        above then judges the trimmed components. None: no trim.
 
     Returns
     -------
@@ -248,16 +280,20 @@ def postprocess_naive(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Sequence[f
     """Reference implementation with one full-volume pass per component (slow; for tests and benchmarks)."""
     threshold = size_threshold_voxels(min_voxels, min_volume_ml, spacing_zyx)
     fg = np.asarray(mask) > 0
-    if isocontour is not None:
+    keep = np.zeros((0, 3), dtype=np.int64) if keep is None else np.asarray(keep, dtype=np.int64).reshape(-1, 3)
+    while isocontour is not None:
         labels, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
         trimmed = np.zeros_like(fg)
         for i in range(1, n + 1):
             component = labels == i
-            trimmed |= component & ~(pet < isocontour * pet[component].max())
+            marked = [pet[tuple(v)] for v in keep if component[tuple(v)]]
+            cut = np.min([isocontour * pet[component].max(), *marked])
+            trimmed |= component & ~(pet < cut)
+        if np.array_equal(trimmed, fg):
+            break
         fg = trimmed
     labels, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
     out = np.zeros(mask.shape, dtype=np.uint8)
-    keep = np.zeros((0, 3), dtype=np.int64) if keep is None else np.asarray(keep, dtype=np.int64).reshape(-1, 3)
     for i in range(1, n + 1):
         component = labels == i
         marked = any(component[tuple(v)] for v in keep)
