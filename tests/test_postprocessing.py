@@ -234,11 +234,37 @@ def test_isocontour_never_trims_a_tumor_click() -> None:
     out, stats = postprocess_with_stats(mask, pet, isocontour=0.41, keep=click)
     assert stats.voxels_trimmed == 32 + 176 - 8
     assert np.array_equal(postprocess(out, pet, isocontour=0.41, keep=click), out)
-    # a click outside the mask changes nothing; one outside the grid is refused
-    assert np.array_equal(postprocess(mask, pet, isocontour=0.41, keep=np.array([[0, 0, 0]])),
-                          postprocess(mask, pet, isocontour=0.41))
+    # one outside the grid is refused
     with pytest.raises(GridMismatchError, match="outside the mask's shape"):
         postprocess(mask, pet, isocontour=0.41, keep=np.array([[8, 0, 0]]))
+
+
+def test_isocontour_fills_a_tumor_click_the_mask_misses() -> None:
+    """A tumor click outside the mask gets the connected voxels within 3 voxels of it at or above F x the SUVmax of
+    its 3 x 3 x 3 neighbourhood; a click already inside, and no trim, add nothing."""
+    mask = np.zeros((12, 12, 12), dtype=np.uint8)
+    pet = np.full(mask.shape, 0.5, dtype=np.float32)
+    pet[4:7, 4:7, 4:7] = 2.0                   # a faint 27-voxel lesion the network missed
+    pet[5, 5, 5] = 3.0
+    pet[5, 5, 7:12] = 1.0                      # a warm strand from it: 1.0 < 0.41 x 3.0, left out
+    click = np.array([[4, 5, 5]])              # on a face: its neighbourhood holds the SUVmax 3.0
+    for fn in (postprocess, postprocess_naive):
+        out = fn(mask, pet, isocontour=0.41, keep=click)
+        assert out.sum() == 27 and out[4:7, 4:7, 4:7].all()
+        assert fn(mask, pet, keep=click).sum() == 0                 # no trim: no fill
+    out, stats = postprocess_with_stats(mask, pet, isocontour=0.41, keep=click)
+    assert stats.voxels_filled == 27 and stats.voxels_trimmed == 0
+    # the fill stops at the radius: a large even region gives the ball of radius 3 (123 voxels)
+    flat = np.full(mask.shape, 2.0, dtype=np.float32)
+    assert postprocess(mask, flat, isocontour=0.41, keep=np.array([[6, 6, 6]])).sum() == 123
+    # a click whose voxel is below the isocontour of its neighbourhood still ends in the mask
+    cold = pet.copy()
+    cold[4, 5, 5] = 1.0
+    assert postprocess(mask, cold, isocontour=0.41, keep=click)[4, 5, 5] == 1
+    # a click inside the mask adds nothing
+    inside = mask.copy()
+    inside[4:7, 4:7, 4:7] = 1
+    assert postprocess_with_stats(inside, pet, isocontour=0.41, keep=click)[1].voxels_filled == 0
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -247,12 +273,14 @@ def test_isocontour_equals_the_naive_reference(seed: int) -> None:
     shape = (20, 24, 22)
     mask = (ndimage.uniform_filter(rng.random(shape), 2) > 0.6).astype(np.uint8)
     pet = rng.gamma(2.0, 1.5, size=shape).astype(np.float32)
-    keep = np.argwhere(mask)[:3]
+    outside = np.argwhere(mask == 0)
+    keep = np.concatenate([np.argwhere(mask)[:3], outside[[0, len(outside) // 2, -1]]])  # 3 missed: filled
     for iso in (0.3, 0.41, 0.75):
         got = postprocess(mask, pet, isocontour=iso, keep=keep)
         want = postprocess_naive(mask, pet, isocontour=iso, keep=keep)
         assert np.array_equal(got, want)
-        assert 0 < got.sum() < postprocess(mask, pet, keep=keep).sum()
+        assert got.sum() > 0 and not np.array_equal(got, postprocess(mask, pet, keep=keep))
+        assert got[tuple(keep.T)].all()
 
 
 @pytest.mark.parametrize("bad", [1, 1.2, -0.1, True, "a", float("nan")])

@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "or stroke voxel are kept")
     p.add_argument("--isocontour", type=float, default=None, metavar="F",
                    help="keep in each component only the voxels with SUV >= F x its SUVmax, F in (0, 1) "
-                        "(e.g. 0.41; default, or 0: no trim)")
+                        "(e.g. 0.41; default, or 0: no trim); with --clicks, a tumor click the mask misses "
+                        "first gets its own F isocontour region, and no click is trimmed away")
     add_nonfinite_argument(p)
     p.set_defaults(func=run)
 
@@ -51,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
                                         args.min_volume_ml, keep=keep, isocontour=isocontour)
     write_image(out, g_mask, args.out, inputs=(args.mask, args.pet))
     trim = "" if isocontour is None else f"; {stats.voxels_trimmed} voxels below {isocontour:g} x SUVmax trimmed"
+    if stats.voxels_filled:
+        trim += f", {stats.voxels_filled} voxels added at missed tumor clicks"
     print(f"{stats.n_removed} of {stats.n_components} components removed ({stats.voxels_removed} voxels; "
           f"size threshold {stats.min_voxels:g} voxels, SUVmax < {args.suv_max:g}{trim}) -> {args.out}")
     return 0

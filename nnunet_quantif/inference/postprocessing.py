@@ -17,17 +17,22 @@ a blurred edge (the phantoms'), and cuts the cold part of a heterogeneous or nec
 voxel the user marked as lesion (``keep``: tumor clicks and stroke voxels): a component holding one is cut at the
 lower of f × its SUVmax and the SUV of its coldest marked voxel. Otherwise a faint clicked lesion that the network
 joins to hotter uptake beside it would be cut away whole, leaving only the hot uptake. The trim repeats on the
-pieces it leaves until none changes (one pass unless a marked voxel lowered a cut), which keeps a second pass a
-no-op.
+pieces it leaves until none changes (one pass unless a marked voxel lowered a cut). Before the trim, a marked voxel
+that the mask misses gets its own isocontour region (:func:`click_fill`): the connected voxels within
+``CLICK_FILL_RADIUS`` (3) voxels of it at or above f × the SUVmax of its 3 × 3 × 3 neighbourhood, itself included.
+So with a trim every tumor click ends inside the mask, as a reader who clicked a lesion expects, and the network's
+misses at the clicks (faint small lesions, the edges of partly found ones) are delineated as the guideline's
+isocontour would delineate them. Fill, then trim, then remove makes a second pass change nothing.
 
 In an interactive case a component that holds a tumor click or a voxel of a tumor stroke is kept (``keep``):
 the user marked it as lesion. The paper's rule has no such exception (its clicks never reach the
 post-processing); ``keep=None`` is that rule.
 
-The implementation makes one pass over the volume: one connected-components
+Without a trim the implementation makes one pass over the volume: one connected-components
 labelling (cc3d), one voxel count per label (cc3d statistics), one vectorised
 per-label maximum of the PET over the foreground voxels, and one lookup-table
-gather to build the output. No loop over components touches the volume.
+gather to build the output. No loop over components touches the volume. The trim adds one labelling per repeat,
+and the fill works on a box of at most 7 × 7 × 7 voxels per missed click.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ from ..errors import ConfigError, GridMismatchError
 #: Method defaults.
 DEFAULT_MIN_VOXELS: int = 10
 DEFAULT_SUV_MAX: float = 4.0
+#: Radius, in voxels of the image grid, of the isocontour region added at a tumor click that the mask misses: the
+#: click Gaussian's σ of the paper's heatmap, the reach that the method gives one click.
+CLICK_FILL_RADIUS: int = 3
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,8 @@ class PostprocessStats:
     voxels_trimmed : int
         Voxels below their component's isocontour, trimmed before the rule judged the components (0 without
         ``isocontour``).
+    voxels_filled : int
+        Voxels added at tumor clicks that the mask missed, before the trim (0 without ``isocontour`` or ``keep``).
     """
 
     n_components: int
@@ -70,6 +80,7 @@ class PostprocessStats:
     voxels_removed: int
     min_voxels: float
     voxels_trimmed: int = 0
+    voxels_filled: int = 0
 
 
 def size_threshold_voxels(min_voxels: int = DEFAULT_MIN_VOXELS, min_volume_ml: float | None = None,
@@ -113,6 +124,51 @@ def _component_max(values: np.ndarray, fg_labels: np.ndarray, n: int) -> np.ndar
     out = np.full(n + 1, -np.inf, dtype=np.float64)
     np.maximum.at(out, fg_labels, values.astype(np.float64, copy=False))
     return out
+
+
+def click_fill(mask: np.ndarray, pet: np.ndarray, keep: np.ndarray, isocontour: float,
+               radius: int = CLICK_FILL_RADIUS) -> tuple[np.ndarray, int]:
+    """Add, at each ``keep`` voxel (tumor click or stroke voxel) outside ``mask``, its isocontour region: the
+    26-connected voxels around it with SUV ≥ ``isocontour`` × the SUVmax of its 3 × 3 × 3 neighbourhood, within
+    ``radius`` voxels of it, the marked voxel itself always included.
+
+    Parameters
+    ----------
+    mask : np.ndarray of bool, shape (z, y, x)
+    pet : np.ndarray, shape (z, y, x)
+        PET in SUV on the same grid. A NaN SUV at or around the marked voxel adds that voxel alone.
+    keep : np.ndarray, shape (N, 3), int
+        Marked voxels (z, y, x), inside the grid.
+    isocontour : float
+        The fraction, in (0, 1).
+    radius : int
+        Euclidean radius in voxels (index space).
+
+    Returns
+    -------
+    (np.ndarray of bool, shape (z, y, x), int)
+        The mask with the regions added, and the number of voxels added.
+    """
+    out = mask.copy()
+    r = int(radius)
+    offsets = np.stack(np.meshgrid(*[np.arange(-r, r + 1)] * 3, indexing="ij"))
+    ball = (offsets ** 2).sum(axis=0) <= r * r
+    for z, y, x in keep:
+        if out[z, y, x]:
+            continue
+        lo = np.maximum(np.array([z, y, x]) - r, 0)
+        hi = np.minimum(np.array([z, y, x]) + r + 1, pet.shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        local = pet[box]
+        centre = (z - lo[0], y - lo[1], x - lo[2])
+        near = local[tuple(slice(max(c - 1, 0), c + 2) for c in centre)]
+        cut = isocontour * near.max()  # NaN nearby: NaN cut, nothing compares above it
+        inside = ball[tuple(slice(a - c + r, b - c + r) for a, b, c in zip(lo, hi, (z, y, x)))]
+        candidate = (local >= cut) & inside
+        candidate[centre] = True
+        labels = cc3d.connected_components(candidate, connectivity=26)
+        out[box] |= labels == labels[centre]
+    return out, int(out.sum() - mask.sum())
 
 
 def isocontour_trim(mask: np.ndarray, pet: np.ndarray, isocontour: float, connectivity: int = 26,
@@ -183,12 +239,15 @@ def postprocess_with_stats(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Seque
     keep = _keep_index(keep, mask.shape)
     fg = mask > 0
     trimmed = 0
+    filled = 0
     if isocontour is None:
         labels, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
     else:
+        if keep is not None and len(keep):
+            fg, filled = click_fill(fg, pet, keep, isocontour)
         fg, trimmed, labels, n = _trim(fg, pet, isocontour, connectivity, keep)
     if n == 0:
-        return np.zeros(mask.shape, dtype=np.uint8), PostprocessStats(0, 0, 0, threshold, trimmed)
+        return np.zeros(mask.shape, dtype=np.uint8), PostprocessStats(0, 0, 0, threshold, trimmed, filled)
     counts = np.asarray(cc3d.statistics(labels, no_slice_conversion=True)["voxel_counts"], dtype=np.int64)
     # SUVmax per component: one vectorised reduction over the foreground voxels only
     fg_labels = labels[fg]
@@ -203,7 +262,7 @@ def postprocess_with_stats(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Seque
     out[fg] = kept[fg_labels]
     stats = PostprocessStats(n_components=int(n), n_removed=int(remove.sum()),
                              voxels_removed=int(counts[remove].sum()), min_voxels=threshold,
-                             voxels_trimmed=trimmed)
+                             voxels_trimmed=trimmed, voxels_filled=filled)
     return out, stats
 
 
@@ -260,9 +319,10 @@ def postprocess(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Sequence[float] 
         Voxels (z, y, x) whose components are never removed: the tumor clicks and stroke voxels of an interactive
         case, so that a lesion the user marked stays, however small and faint. The isocontour trim keeps them too.
     isocontour : float in (0, 1), optional
-        First keep only the voxels of each component with SUV ≥ ``isocontour`` × that component's SUVmax, or ≥ the
-        SUV of its coldest ``keep`` voxel where that is lower, repeated on the pieces until none changes; the rule
-        above then judges the trimmed components. None: no trim.
+        First add, at each ``keep`` voxel outside the mask, its isocontour region (:func:`click_fill`); then keep
+        only the voxels of each component with SUV ≥ ``isocontour`` × that component's SUVmax, or ≥ the SUV of its
+        coldest ``keep`` voxel where that is lower, repeated on the pieces until none changes; the rule above then
+        judges the trimmed components. None: neither fill nor trim.
 
     Returns
     -------
@@ -281,6 +341,17 @@ def postprocess_naive(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Sequence[f
     threshold = size_threshold_voxels(min_voxels, min_volume_ml, spacing_zyx)
     fg = np.asarray(mask) > 0
     keep = np.zeros((0, 3), dtype=np.int64) if keep is None else np.asarray(keep, dtype=np.int64).reshape(-1, 3)
+    if isocontour is not None:
+        index = np.indices(fg.shape)
+        for v in keep:
+            if fg[tuple(v)]:
+                continue
+            near = pet[tuple(slice(max(c - 1, 0), c + 2) for c in v)].max()
+            ball = sum((index[a] - v[a]) ** 2 for a in range(3)) <= CLICK_FILL_RADIUS ** 2
+            candidate = (pet >= isocontour * near) & ball
+            candidate[tuple(v)] = True
+            labels = cc3d.connected_components(candidate, connectivity=26)
+            fg = fg | (labels == labels[tuple(v)])
     while isocontour is not None:
         labels, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
         trimmed = np.zeros_like(fg)

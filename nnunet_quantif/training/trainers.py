@@ -652,7 +652,8 @@ class nnUNetTrainerQuantIF_tiny_clickMix(_ClickMixMixin, nnUNetTrainerQuantIF_ti
     centre a forced patch on hot non-lesion tissue (:mod:`nnunet_quantif.training.hard_negatives`). Its models
     record the 41 % isocontour trim as their post-processing (:mod:`nnunet_quantif.inference.postprocessing`): the
     phantoms' lesions are of even uptake with a blurred edge, where the trim removes what the tiny network spreads
-    into neighbouring uptake."""
+    into neighbouring uptake, and the isocontour region it adds at a tumor click the network missed delineates
+    the faint lesions and edges that the tiny network does not find."""
 
     hard_negative_fraction = 0.3
     isocontour = 0.41
