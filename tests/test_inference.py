@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -429,7 +430,14 @@ def test_nnunet_style_entry_postprocessing_flags() -> None:
     assert predict.parse_args(["predict"]).postprocess is None
     assert predict.parse_args(["predict", "--no-postprocess"]).postprocess is False
     help_text = parser.format_help()
-    assert "--no-postprocess" in help_text and "--postprocess" not in help_text.replace("--no-postprocess", "")
+    assert "--no-postprocess" in help_text
+    assert not re.search(r"--postprocess(?![\w-])", help_text.replace("--no-postprocess", ""))  # hidden
+    # --postprocess-clicked as in quantif predict: keep (the default) passes --clicks-dir's clicks to the
+    # post-processing, remove applies the paper's rule
+    from nnunet_quantif.cli.prediction_options import keep_clicked
+
+    assert keep_clicked(parser.parse_args(base)) is True
+    assert keep_clicked(parser.parse_args([*base, "--postprocess-clicked", "remove"])) is False
 
 
 def test_quantif_trainer_checkpoint_predicts_lesion_head(tmp_path) -> None:

@@ -30,7 +30,13 @@ from collections.abc import Sequence
 from ..errors import ModelError, QuantIFError
 from ..inference.options import DEFAULT_CONFIGURATION
 from .argtypes import add_heatmap_arguments
-from .prediction_options import add_fold_arguments, add_isocontour_argument, add_prediction_arguments, pipeline_options
+from .prediction_options import (
+    add_fold_arguments,
+    add_isocontour_argument,
+    add_postprocess_clicked_argument,
+    add_prediction_arguments,
+    pipeline_options,
+)
 
 #: The program name in usage lines and error messages.
 PROG = "nnUNetv2_predict_quantif"
@@ -79,8 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--min-volume-ml", type=float, default=None)
     add_isocontour_argument(q)
     q.add_argument("--clicks-dir", default=None, metavar="DIR",
-                   help="build the click channels from DIR/<case>_clicks.json with the model's input contract "
+                   help="build the click channels from DIR/<case>_clicks.json with the model's input contract, "
+                        "and keep their tumor clicks in the post-processing (see --postprocess-clicked) "
                         "(default: use the click-channel files of the input folder)")
+    add_postprocess_clicked_argument(q)
     add_heatmap_arguments(q)
     q.add_argument("--replace-nonfinite", action="store_true",
                    help="post-processing: treat NaN/Inf PET voxels as SUV 0 (default: refuse the PET)")

@@ -188,8 +188,9 @@ def add_postprocess_clicked_argument(p: _Group) -> None:
     """``--postprocess-clicked keep|remove``: whether post-processing keeps the components that hold a tumor click or
     stroke voxel (read back with :func:`keep_clicked`)."""
     p.add_argument("--postprocess-clicked", choices=("keep", "remove"), default="keep",
-                   help="a component holding a tumor click or stroke voxel: keep it always (default), or remove it "
-                        "when small and faint like any other (the paper's rule)")
+                   help="a component holding a tumor click or stroke voxel: keep it always (default; with an "
+                        "isocontour, no click is trimmed and a click the mask misses gets its isocontour region), "
+                        "or remove it when small and faint like any other (the paper's rule)")
 
 
 def add_isocontour_argument(p: _Group) -> None:
