@@ -171,38 +171,30 @@ def click_fill(mask: np.ndarray, pet: np.ndarray, keep: np.ndarray, isocontour: 
     return out, int(out.sum() - mask.sum())
 
 
-def isocontour_trim(mask: np.ndarray, pet: np.ndarray, isocontour: float, connectivity: int = 26,
-                    keep: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-    """Keep, in each connected component of ``mask``, the voxels with SUV >= ``isocontour`` x its SUVmax, or >= the
-    SUV of its coldest ``keep`` voxel where that is lower; repeated on the pieces until none changes.
+def _trim(fg: np.ndarray, pet: np.ndarray, isocontour: float, connectivity: int,
+          keep: np.ndarray | None) -> tuple[np.ndarray, int, np.ndarray, int]:
+    """Keep, in each connected component of ``fg``, the voxels with SUV >= ``isocontour`` x its SUVmax, or >= the SUV
+    of its coldest ``keep`` voxel where that is lower; repeated on the pieces until none changes.
 
     Parameters
     ----------
-    mask : np.ndarray, shape (z, y, x)
-        Voxels > 0 are lesion.
+    fg : np.ndarray of bool, shape (z, y, x)
     pet : np.ndarray, shape (z, y, x)
         PET in SUV on the same grid. A component holding a NaN SUV is not trimmed: its SUVmax is NaN, and the
         small-and-faint rule likewise never drops a component for a NaN.
     isocontour : float
         The fraction, in (0, 1).
     connectivity : {6, 18, 26}
-    keep : np.ndarray, shape (N, 3), int, optional
-        Voxels (z, y, x) the user marked as lesion (tumor clicks, stroke voxels); the trim keeps every one that
-        lies in ``mask``.
+    keep : np.ndarray, shape (N, 3), int64, or None
+        Checked voxels (z, y, x) the user marked as lesion (tumor clicks, stroke voxels); the trim keeps every one
+        that lies in ``fg``.
 
     Returns
     -------
-    (np.ndarray of bool, shape (z, y, x), int)
-        The trimmed foreground and the number of voxels trimmed.
+    (np.ndarray of bool, int, np.ndarray, int)
+        The trimmed foreground, the number of voxels trimmed, and its components (labels, count), which the last,
+        unchanged pass has computed.
     """
-    fg, trimmed, _, _ = _trim(np.asarray(mask) > 0, pet, isocontour, connectivity, _keep_index(keep, np.shape(mask)))
-    return fg, trimmed
-
-
-def _trim(fg: np.ndarray, pet: np.ndarray, isocontour: float, connectivity: int,
-          keep: np.ndarray | None) -> tuple[np.ndarray, int, np.ndarray, int]:
-    """:func:`isocontour_trim` on a boolean mask with checked ``keep`` voxels; also returns the components of the
-    result (labels, count), which the last, unchanged pass has computed."""
     trimmed = 0
     while True:
         labels, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
