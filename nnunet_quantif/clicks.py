@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .components import label_components
 from .errors import ClickError, GridMismatchError, InvalidSUVError
 from .io import Geometry, PathLike, write_json
 
@@ -524,10 +525,9 @@ class _Component:
 def _centre_then_boundary(mask_xyz: np.ndarray, n: int, rng: np.random.RandomState,
                           boundary: str) -> list[list[int]]:
     """The autoPET IV scheme on one binary mask (in (x, y, z) index order): centre clicks, then boundary clicks."""
-    import cc3d
     from scipy.ndimage import find_objects
 
-    cc = cc3d.connected_components(mask_xyz, connectivity=26)
+    cc = label_components(mask_xyz, 26)
     n_comp = int(cc.max()) if cc.size else 0
     if n_comp == 0 or n <= 0:
         return []

@@ -49,9 +49,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cc3d
 import numpy as np
 
+from .components import label_components
 from .errors import GridMismatchError, InvalidSUVError
 from .io import Geometry, PathLike, atomic_write, check_same_grid, read_image, read_pet, strip_image_extension
 from .lesion_definition import CONNECTIVITY, lesion_voxels
@@ -197,8 +197,7 @@ def label_lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
         Number of lesions N.
     """
     fg = lesion_voxels(mask)
-    labels, n = cc3d.connected_components(np.ascontiguousarray(fg, dtype=np.uint8), connectivity=CONNECTIVITY,
-                                          return_N=True)
+    labels, n = label_components(fg, CONNECTIVITY, return_n=True)
     return labels, int(n)
 
 

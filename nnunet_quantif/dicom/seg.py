@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..components import label_components
 from ..io import Geometry, PathLike
 from .series import DicomError, _read_datasets, _require, _sorted_slices, is_dicom_folder, select_series
 
@@ -76,9 +77,8 @@ def write_dicom_seg(mask: np.ndarray, geometry: Geometry, pet_dir: PathLike, out
                 setattr(ds, keyword, "")
     binary = np.asarray(mask) > 0
     if per_lesion:
-        import cc3d
 
-        labels, n = cc3d.connected_components(binary.astype(np.uint8), connectivity=18, return_N=True)
+        labels, n = label_components(binary, 18, return_n=True)
         labels = labels.astype(np.uint16)
     else:
         labels, n = binary.astype(np.uint8), 1

@@ -32,10 +32,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import cc3d
 import numpy as np
 
 from ..clicks import Clicks
+from ..components import label_components
 from ..errors import ConfigError
 from ..io import Geometry
 
@@ -149,7 +149,7 @@ def region_growing(pet: np.ndarray, clicks: Clicks, spacing_zyx: Sequence[float]
         box, sphere = _sphere_box(click, max_radius_mm, sp, shape)
         origin = np.array([s.start for s in box])
         region = (pet[box] >= thr) & sphere
-        labels = cc3d.connected_components(region.astype(np.uint8), connectivity=GROW_CONNECTIVITY)
+        labels = label_components(region, GROW_CONNECTIVITY)
         keep = {int(labels[tuple(peak - origin)])}
         keep.add(int(labels[tuple(click - origin)]))
         keep.discard(0)

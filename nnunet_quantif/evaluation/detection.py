@@ -29,9 +29,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import cc3d
 import numpy as np
 
+from ..components import label_components
 from .metrics import CONNECTIVITY, _union_bbox, lesion_voxels
 
 #: IoU at or above which a label and a predicted component match.
@@ -91,8 +91,8 @@ def lesion_counts(prediction: np.ndarray, label: np.ndarray, iou_threshold: floa
     if box is None:
         return LesionCounts()
     p, g = np.ascontiguousarray(p[box], np.uint8), np.ascontiguousarray(g[box], np.uint8)
-    lp, n_p = cc3d.connected_components(p, connectivity=connectivity, return_N=True)
-    lg, n_g = cc3d.connected_components(g, connectivity=connectivity, return_N=True)
+    lp, n_p = label_components(p, connectivity, return_n=True)
+    lg, n_g = label_components(g, connectivity, return_n=True)
     both = (lp > 0) & (lg > 0)
     if not both.any():
         return LesionCounts(0, int(n_p), int(n_g))

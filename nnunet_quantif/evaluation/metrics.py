@@ -11,7 +11,7 @@ Definitions (the autoPET IV challenge protocol, its "Metrics" section, as used b
 - one overlapping voxel is enough for a component to count as found;
 - ``AUC`` of a metric over steps 0..10 = sum_{k=0..9} (m_k + m_{k+1}) / 2 (trapezoid, unit spacing).
 
-Implementation: each mask is labelled **once** (``cc3d.connected_components(..., connectivity=18)``),
+Implementation: each mask is labelled **once** (``label_components(..., 18)``),
 the labels that touch the other mask are found with one vectorised ``np.unique(labels[other])``, and
 component sizes come from one ``np.bincount`` over the foreground voxels. Both masks are first cropped
 to the bounding box of their union (components never leave it), so the cost scales with the lesion
@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-import cc3d
 import numpy as np
 
+from ..components import label_components
 from ..lesion_definition import CONNECTIVITY, lesion_voxels
 
 #: Names of the per-case metrics, in column order.
@@ -71,8 +71,7 @@ def unmatched_voxels(a: np.ndarray, b: np.ndarray, connectivity: int = CONNECTIV
     """
     a = np.asarray(a, dtype=bool)
     b = np.asarray(b, dtype=bool)
-    labels, n = cc3d.connected_components(np.ascontiguousarray(a, dtype=np.uint8), connectivity=connectivity,
-                                          return_N=True)
+    labels, n = label_components(a, connectivity, return_n=True)
     if n == 0:
         return 0
     sizes = np.bincount(labels[a], minlength=n + 1)  # voxels per label, counted over the foreground only

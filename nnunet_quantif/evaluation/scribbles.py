@@ -59,9 +59,9 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 
-import cc3d
 import numpy as np
 
+from ..components import label_components
 from ..io import Geometry
 
 #: The simulator's strategies (each on a third of the cases in autoPET V).
@@ -150,7 +150,7 @@ def largest_slice_component(mask: np.ndarray) -> tuple[int, np.ndarray] | None:
     for z in np.flatnonzero(per_slice):
         if per_slice[z] <= best_area:  # its largest component cannot be strictly larger
             continue
-        labels = cc3d.connected_components(m[z].T, connectivity=8)
+        labels = label_components(m[z].T, 8)
         k, area = _largest_label(labels)
         if area > best_area:
             best_area, best = area, (int(z), (labels == k).T)
@@ -196,7 +196,7 @@ def centerline_stroke(component: np.ndarray) -> np.ndarray:
 
     comp = _check_mask(component, "component", 2)
     skeleton = skeletonize(comp)
-    labels = cc3d.connected_components(skeleton.astype(np.uint8), connectivity=8)
+    labels = label_components(skeleton, 8)
     k, count = _largest_label(labels)
     if count < 2:
         return comp.copy()
@@ -394,7 +394,7 @@ def component_strokes(mask: np.ndarray, n: int, rng: np.random.Generator,
     list of Scribble
     """
     m = _check_mask(mask, "mask")
-    labels = cc3d.connected_components(m, connectivity=26)
+    labels = label_components(m, 26)
     count = int(labels.max())
     if count == 0 or n <= 0:
         return []
@@ -415,7 +415,7 @@ def corrupt_mask(label: np.ndarray, rng: np.random.Generator, drop: float = 0.3,
     from scipy.ndimage import binary_dilation, binary_erosion
 
     gt = _check_mask(label, "label")
-    labels = cc3d.connected_components(gt, connectivity=26)
+    labels = label_components(gt, 26)
     out = np.zeros_like(gt)
     for k in range(1, int(labels.max()) + 1):
         if rng.random() < drop:
@@ -481,7 +481,7 @@ def training_strokes(label: np.ndarray, rng: np.random.Generator, *, max_strokes
         kind, stroke = choice
         inter = inter.with_stroke(stroke.voxels, kind, axis=0)
         error = (gt & ~pred) if kind == "tumor" else (pred & ~gt)
-        labels = cc3d.connected_components(error, connectivity=26)
+        labels = label_components(error, 26)
         fixed = np.isin(labels, np.unique(labels[tuple(stroke.voxels.T)]))
         pred[fixed] = kind == "tumor"
     return inter

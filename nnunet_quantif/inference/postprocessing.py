@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import cc3d
 import numpy as np
 
+from ..components import label_components
 from ..errors import ConfigError, GridMismatchError
 
 #: Method defaults.
@@ -166,7 +167,7 @@ def click_fill(mask: np.ndarray, pet: np.ndarray, keep: np.ndarray, isocontour: 
         inside = ball[tuple(slice(a - c + r, b - c + r) for a, b, c in zip(lo, hi, (z, y, x)))]
         candidate = (local >= cut) & inside
         candidate[centre] = True
-        labels = cc3d.connected_components(candidate, connectivity=26)
+        labels = label_components(candidate, 26)
         out[box] |= labels == labels[centre]
     return out, int(out.sum() - mask.sum())
 
@@ -197,7 +198,7 @@ def _trim(fg: np.ndarray, pet: np.ndarray, isocontour: float, connectivity: int,
     """
     trimmed = 0
     while True:
-        labels, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
+        labels, n = label_components(fg, connectivity, return_n=True)
         if n == 0:
             return fg, trimmed, labels, n
         fg_labels = labels[fg]
@@ -233,7 +234,7 @@ def postprocess_with_stats(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Seque
     trimmed = 0
     filled = 0
     if isocontour is None:
-        labels, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
+        labels, n = label_components(fg, connectivity, return_n=True)
     else:
         if keep is not None and len(keep):
             fg, filled = click_fill(fg, pet, keep, isocontour)
@@ -342,10 +343,10 @@ def postprocess_naive(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Sequence[f
             ball = sum((index[a] - v[a]) ** 2 for a in range(3)) <= CLICK_FILL_RADIUS ** 2
             candidate = (pet >= isocontour * near) & ball
             candidate[tuple(v)] = True
-            labels = cc3d.connected_components(candidate, connectivity=26)
+            labels = label_components(candidate, 26)
             fg = fg | (labels == labels[tuple(v)])
     while isocontour is not None:
-        labels, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
+        labels, n = label_components(fg, connectivity, return_n=True)
         trimmed = np.zeros_like(fg)
         for i in range(1, n + 1):
             component = labels == i
@@ -355,7 +356,7 @@ def postprocess_naive(mask: np.ndarray, pet: np.ndarray, spacing_zyx: Sequence[f
         if np.array_equal(trimmed, fg):
             break
         fg = trimmed
-    labels, n = cc3d.connected_components(fg, connectivity=connectivity, return_N=True)
+    labels, n = label_components(fg, connectivity, return_n=True)
     out = np.zeros(mask.shape, dtype=np.uint8)
     for i in range(1, n + 1):
         component = labels == i
