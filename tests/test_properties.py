@@ -4,6 +4,7 @@ the metrics. Each property must hold for every generated input, and no input may
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -17,7 +18,9 @@ from nnunet_quantif.evaluation.metrics import case_metrics
 from nnunet_quantif.heatmaps import click_heatmap
 from nnunet_quantif.inference.postprocessing import postprocess
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: 60 examples per property; QUANTIF_HYPOTHESIS_EXAMPLES=3000 searches longer (about 80 s for the four on 2 cores).
+SETTINGS = settings(max_examples=int(os.environ.get("QUANTIF_HYPOTHESIS_EXAMPLES", 60)), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 
 # ------------------------------------------------------------------------------------------------ click parsing
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10, 10 ** 12), st.floats(allow_nan=True),
