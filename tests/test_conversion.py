@@ -502,3 +502,50 @@ def test_organs_in_label(src_dir, tmp_path):
     with pytest.raises(ConfigError, match="--organs-in-label needs TotalSegmentator outputs"):
         conversion.convert_dataset(bare, tmp_path / "raw2", 601, tracers=["fdg"], cases=good, progress=False,
                                    organs_in_label=True)
+
+
+def test_sampled_fingerprint_is_nnunets_with_fewer_samples_and_nnunet_keeps_it(phantom_converted):
+    """The demo's fingerprint (nnunet_quantif.training.fingerprint): nnU-Net's geometry of every case, intensity
+    statistics of a sample of the foreground that agree with the whole foreground, and a file that nnU-Net's own
+    fingerprint step leaves as it is without --clean (so nnUNetv2_plan_and_preprocess plans from it)."""
+    from nnunet_quantif.environment import nnunet_env
+
+    ws, raw = phantom_converted["ws"], phantom_converted["raw"]
+    env = {**os.environ, **nnunet_env(ws), "nnUNet_def_n_proc": "1"}
+    code = ("from nnunet_quantif.training.fingerprint import extract_fingerprints; "
+            "print(extract_fingerprints([612], num_processes=1, foreground_samples=20000)[0])")
+    r = _run([sys.executable, "-c", code], env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    path = Path(r.stdout.strip().splitlines()[-1])
+    assert path == ws / "nnUNet_preprocessed" / "Dataset612_QuantIFPSMA" / "dataset_fingerprint.json"
+    fingerprint = json.loads(path.read_text())
+    cases = _cases(raw / "Dataset612_QuantIFPSMA")
+    assert len(fingerprint["spacings"]) == len(cases) == 2
+    ct_values = []
+    for case in cases:
+        label, _ = read_image(raw / "Dataset612_QuantIFPSMA" / "labelsTr" / f"{case}.nii.gz")
+        ct, geo = read_image(raw / "Dataset612_QuantIFPSMA" / "imagesTr" / f"{case}_0000.nii.gz")
+        assert [round(s, 4) for s in geo.spacing_zyx] in [[round(s, 4) for s in sp] for sp in fingerprint["spacings"]]
+        ct_values.append(ct[label > 0])
+    # nnU-Net draws as many voxels from every case: the statistics are those of the cases weighted equally
+    weights = np.concatenate([np.full(len(v), 1.0 / len(v)) for v in ct_values]) / len(ct_values)
+    ct_values = np.concatenate(ct_values)
+    order = np.argsort(ct_values, kind="stable")
+    cdf = np.cumsum(weights[order])
+
+    def quantile(q: float) -> float:
+        return float(ct_values[order][min(np.searchsorted(cdf, q), len(cdf) - 1)])
+
+    mean = float(np.sum(weights * ct_values))
+    std = float(np.sqrt(np.sum(weights * (ct_values - mean) ** 2)))
+    stats = fingerprint["foreground_intensity_properties_per_channel"]["0"]
+    assert stats["min"] >= ct_values.min() and stats["max"] <= ct_values.max()
+    assert abs(stats["mean"] - mean) < 0.05 * std and abs(stats["std"] - std) < 0.05 * std
+    assert quantile(0.001) <= stats["percentile_00_5"] <= quantile(0.02)
+    assert quantile(0.98) <= stats["percentile_99_5"] <= quantile(0.999)
+    before = path.read_bytes()
+    extract = shutil.which("nnUNetv2_extract_fingerprint")
+    assert extract, "nnUNetv2_extract_fingerprint not on PATH"
+    r = _run([extract, "-d", "612", "-np", "1"], env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert path.read_bytes() == before

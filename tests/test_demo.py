@@ -40,8 +40,11 @@ def test_every_stage_ran_through_the_real_code_paths(demo_run):
     out, proc = demo_run
     state = json.loads((out / "demo_state.json").read_text())
     assert list(state["stages"]) == STAGES
-    # nnU-Net planned and preprocessed, our tiny plans and organ side files exist
+    # nnU-Net planned and preprocessed from the fingerprint the demo wrote first (fewer foreground samples)
+    assert (out / "logs" / "fingerprint.log").is_file()
     pre = out / "workspace" / "nnUNet_preprocessed"
+    for ds in ("Dataset900_QuantIFFDG", "Dataset901_QuantIFPSMA"):
+        assert (pre / ds / "dataset_fingerprint.json").is_file()
     for ds in ("Dataset900_QuantIFFDG", "Dataset901_QuantIFPSMA"):
         plans = json.loads((pre / ds / "nnUNetPlans_demo6.json").read_text())  # nnU-Net's planner at 6 x 5 x 5 mm
         assert plans["configurations"]["3d_fullres"]["spacing"] == [6.0, 5.0, 5.0]

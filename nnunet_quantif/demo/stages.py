@@ -180,10 +180,17 @@ def stage_preprocess(run: DemoRun, progress: bool = True) -> dict:
 
     ids = [str(run.dataset_id(t)) for t in ("fdg", "psma")]
     w = str(run.settings.workers)
+    # The fingerprint first, with fewer foreground intensity samples than nnU-Net's 10^8
+    # (nnunet_quantif.training.fingerprint); without --clean, nnUNetv2_plan_and_preprocess keeps it.
+    code = (f"from nnunet_quantif.training.fingerprint import extract_fingerprints; "
+            f"extract_fingerprints({[int(i) for i in ids]!r}, num_processes={int(w)})")
+    with waiting_bar("dataset fingerprints", progress) as on_line:
+        run_logged([sys.executable, "-c", code], run.logs / "fingerprint.log", run.env, what="the dataset fingerprint",
+                   on_line=on_line)
     cmd = _nnunet_command("nnUNetv2_plan_and_preprocess") + [
         "-d", *ids, "-c", CONFIGURATION, "-np", w, "-npfp", w, "-overwrite_target_spacing", *TARGET_SPACING_MM,
         "-overwrite_plans_name", DATA_PLANS, "--no_pbar"]
-    with waiting_bar("nnUNetv2_plan_and_preprocess (fingerprint, plans, preprocessing)", progress) as on_line:
+    with waiting_bar("nnUNetv2_plan_and_preprocess (plans, preprocessing)", progress) as on_line:
         run_logged(cmd, run.logs / "plan_and_preprocess.log", run.env, what="nnUNetv2_plan_and_preprocess",
                    on_line=on_line)
     plans, splits = [], []
