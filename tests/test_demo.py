@@ -80,6 +80,10 @@ def test_every_stage_ran_through_the_real_code_paths(demo_run):
     assert result["routing"] == "name" and result["routed"]
     assert all(r["routed"] == r["truth"] for r in result["routed"]) and result["routing_accuracy"] == 1.0
     assert "[demo] evaluate: done" in proc.stderr
+    # the evaluation's precision: bf16 where the CPU computes in bfloat16 natively, fp32 elsewhere
+    from nnunet_quantif.demo.settings import demo_precision
+
+    assert state["settings"]["precision"] == demo_precision("auto")
 
 
 def test_report_and_summary(demo_run):
@@ -116,6 +120,8 @@ def test_the_printed_predict_command_runs_as_printed(demo_run):
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("segment a case with them: "))
     argv = shlex.split(line.split(": ", 1)[1])
     assert argv[:2] == ["quantif", "predict"] and "--folds" in argv
+    precision = json.loads((out / "demo_state.json").read_text())["settings"]["precision"]
+    assert ("--precision" in argv) is (precision != "fp32")
     result = subprocess.run([sys.executable, "-m", "nnunet_quantif", *argv[1:]], capture_output=True, text=True,
                             timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]

@@ -133,13 +133,16 @@ def test_lean_session_stores_no_tile_and_gives_the_same_logits(pipeline, case, m
         np.testing.assert_array_equal(mask, ref.mask)
 
 
-def test_tile_logits_do_not_depend_on_the_batch(model):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_tile_logits_do_not_depend_on_the_batch(model, precision):
     """On CPU a tile's logits are the same bits whichever tiles share its forward and however many (2 to 8
     inputs: a lone tile is paired with a copy of itself), which lets a session re-run only some tiles in
-    batches and still equal a full prediction."""
+    batches and still equal a full prediction; in fp32 and under a bf16 autocast (the demo's evaluation)."""
     import torch
 
-    p = QuantIFPipeline(model, None, folds=(0,), device="cpu", mirroring="none").load().predictor("fdg")
+    p = QuantIFPipeline(model, None, folds=(0,), device="cpu", mirroring="none",
+                        precision=precision).load().predictor("fdg")
+    assert p.precision == precision
     p.network.load_state_dict(p.list_of_parameters[0])
     p.network.eval()
     p.allowed_mirroring_axes = None
@@ -153,11 +156,12 @@ def test_tile_logits_do_not_depend_on_the_batch(model):
                                rtol=0, atol=0)
 
 
-def test_session_without_mirroring_runs_tiles_in_batches_with_the_same_logits(model, case, monkeypatch):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_session_without_mirroring_runs_tiles_in_batches_with_the_same_logits(model, case, monkeypatch, precision):
     """Without mirroring the session hands the network 8 tiles at a time; after each click its logits are the
-    bits of a full re-prediction and its mask the pipeline's."""
+    bits of a full re-prediction and its mask the pipeline's, in fp32 and under a bf16 autocast."""
     ct, pet = case
-    pipe = QuantIFPipeline(model, None, folds=(0, 1), device="cpu", mirroring="none").load()
+    pipe = QuantIFPipeline(model, None, folds=(0, 1), device="cpu", mirroring="none", precision=precision).load()
     predictor = pipe.predictor("fdg")
     sizes: list[int] = []
     original = predictor._internal_maybe_mirror_and_predict

@@ -194,3 +194,35 @@ def test_cli_rejects_fp16_on_cpu_with_one_line(model, phantom, tmp_path, capsys)
     assert rc == 1 and len(err) == 1
     assert err[0].startswith("quantif: error: --precision fp16 is not supported on cpu")
     assert not (tmp_path / "m.nii.gz").exists()
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+    from nnunet_quantif.inference.precision import cpu_has_native_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    assert cpu_has_native_bf16(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 amx_bf16 amx_tile\n")
+    assert cpu_has_native_bf16(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n")  # AVX-512 without BF16
+    assert not cpu_has_native_bf16(info)
+    assert not cpu_has_native_bf16(tmp_path / "missing")
+
+
+def test_demo_precision_and_its_flag(monkeypatch):
+    from nnunet_quantif.cli import build_parser
+    from nnunet_quantif.demo.settings import DEMO_PRECISIONS, DemoSettings, demo_precision
+    from nnunet_quantif.errors import ConfigError
+    from nnunet_quantif.inference import precision as P
+
+    monkeypatch.setattr(P, "cpu_has_native_bf16", lambda: True)
+    assert demo_precision() == "bf16" and DemoSettings().precision == "bf16"
+    assert DemoSettings.preset(False, precision="fp32").to_dict()["precision"] == "fp32"
+    monkeypatch.setattr(P, "cpu_has_native_bf16", lambda: False)
+    assert demo_precision("auto") == "fp32" and DemoSettings.preset(True).precision == "fp32"
+    assert demo_precision("bf16") == "bf16"
+    with pytest.raises(ConfigError, match="fp16"):
+        demo_precision("fp16")
+    demo = build_parser()._subparsers._group_actions[0].choices["demo"]
+    choices = next(a.choices for a in demo._actions if "--precision" in a.option_strings)
+    assert tuple(choices) == DEMO_PRECISIONS

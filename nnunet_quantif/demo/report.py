@@ -224,7 +224,8 @@ def predict_command(run: DemoRun) -> list[str]:
     """A ``quantif predict`` command line (argv) that segments one held-out phantom with the demo's models.
 
     It names the fold the demo trains (``--folds 0``), the tracer classifier (``--tracer name`` in a smoke run,
-    which trains none) and writes ``OUT/predict_example/<case>.nii.gz``.
+    which trains none), the evaluation's precision where it is not fp32 (``--precision bf16``) and writes
+    ``OUT/predict_example/<case>.nii.gz``.
     """
     from ..layout import CLICKS_DIR, CT_CHANNEL, IMAGES_DIR, PET_CHANNEL, case_names, channel_file, clicks_file
 
@@ -238,6 +239,8 @@ def predict_command(run: DemoRun) -> list[str]:
              "--pet", str(channel_file(test / IMAGES_DIR, case, PET_CHANNEL)),
              "--clicks", str(clicks_file(test / CLICKS_DIR, case)),
              "--out", str(run.out / "predict_example" / f"{case}.nii.gz")]
+    if run.settings.precision != "fp32":
+        argv += ["--precision", run.settings.precision]
     return argv
 
 

@@ -41,6 +41,24 @@ DATASET_ID = 900  # FDG = 900, PSMA = 901
 #: ``DemoSettings.time_budget_s`` it keeps no axis on a 2-core CPU (docs/DEMO.md), which is this policy.
 MIRRORING = "none"
 
+#: Precisions of the demo's evaluation forward (``quantif demo --precision``).
+DEMO_PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def demo_precision(precision: str = "auto") -> str:
+    """The precision of the demo's evaluation: ``auto`` is bf16 on a CPU with native bfloat16 arithmetic
+    (:func:`~nnunet_quantif.inference.precision.cpu_has_native_bf16`), where it takes about half the time of fp32
+    for the same masks but a few voxels (docs/DEMO.md, "Time"), as nnU-Net predicts in fp16 on a GPU; fp32
+    elsewhere."""
+    from ..inference.precision import cpu_has_native_bf16
+
+    if precision not in DEMO_PRECISIONS:
+        raise ConfigError(f"demo precision {precision!r}: choose from {', '.join(DEMO_PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    return precision
+
+
 #: Click steps of a ``--quick`` run (the full demo evaluates the challenge's 0..10).
 SMOKE_STEPS = (0, 1, 5, 10)
 
@@ -92,6 +110,9 @@ class DemoSettings:
         held-out cases are routed by their names; the quality targets are not graded.
     mirroring : str
         Mirroring policy of the evaluation (:data:`MIRRORING`).
+    precision : str
+        Precision of the evaluation's network forward, ``bf16`` or ``fp32`` (:func:`demo_precision`: bf16 where
+        the CPU has native bfloat16 arithmetic). Training is fp32 either way.
     """
 
     n_train: int = 16
@@ -112,11 +133,13 @@ class DemoSettings:
     trainer_name: str | None = None
     smoke: bool = False
     mirroring: str = MIRRORING
+    precision: str = field(default_factory=demo_precision)
 
     @classmethod
     def preset(cls, quick: bool, seed: int = 0, click_sampling: bool = False,
-               trainer_name: str | None = None) -> DemoSettings:
+               trainer_name: str | None = None, precision: str = "auto") -> DemoSettings:
         """The default (``quick=False``) or ``--quick`` settings."""
+        precision = demo_precision(precision)
         if trainer_name is not None:
             from ..training import trainers
 
@@ -129,8 +152,9 @@ class DemoSettings:
             return cls(n_train=4, n_test=2, n_val=1, healthy_fraction=0.25, epochs=3, iterations=10,
                        val_iterations=1, tracer_folds=2, tracer_epochs=8, steps=SMOKE_STEPS, time_budget_s=2.0,
                        seed=seed,
-                       click_sampling=click_sampling, trainer_name=trainer_name, smoke=True, mirroring="none")
-        return cls(seed=seed, click_sampling=click_sampling, trainer_name=trainer_name)
+                       click_sampling=click_sampling, trainer_name=trainer_name, smoke=True, mirroring="none",
+                       precision=precision)
+        return cls(seed=seed, click_sampling=click_sampling, trainer_name=trainer_name, precision=precision)
 
     @property
     def trainer(self) -> str:

@@ -354,7 +354,8 @@ def stage_evaluate(run: DemoRun, progress: bool = True) -> dict:
     s = run.settings
     model = ModelMethod(run.model_dir("fdg"), run.model_dir("psma"), folds=[FOLD], device="cpu",
                         tracer=routing(s), tracer_weights=None if s.smoke else run.tracer_dir,
-                        mirroring=s.mirroring, time_budget_s=s.time_budget_s, postprocess=True)
+                        mirroring=s.mirroring, time_budget_s=s.time_budget_s, postprocess=True,
+                        precision=s.precision)
     methods = {"model": model, **baselines_by_name(list(BASELINES))}
     summary = evaluate_interactive(cases, methods, run.eval_dir, steps=s.steps, progress=progress,
                                    plots=True, primary="model", save_predictions="all")
@@ -384,7 +385,8 @@ STAGES: list[tuple[str, Callable[..., dict]]] = [
 
 def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int = 0, restart: bool = False,
              progress: bool = True, settings: DemoSettings | None = None, click_sampling: bool = False,
-             trainer: str | None = None, on_stage: Callable[[str, str, float], None] | None = None) -> dict:
+             trainer: str | None = None, on_stage: Callable[[str, str, float], None] | None = None,
+             precision: str = "auto") -> dict:
     """Run (or resume) the demo under ``out`` and return its summary.
 
     Parameters
@@ -405,13 +407,16 @@ def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, seed: int
         A tiny trainer to train instead of the default (ablations; see :class:`DemoSettings`).
     on_stage : callable(stage, status, seconds), optional
         Called when a stage starts (``'start'``), is reused (``'reused'``) or ends (``'done'``).
+    precision : {'auto', 'bf16', 'fp32'}
+        Precision of the evaluation's forward (:func:`~nnunet_quantif.demo.settings.demo_precision`).
 
     Returns
     -------
     dict
         The content of ``<out>/summary.json``.
     """
-    run = DemoRun(Path(out).absolute(), settings or DemoSettings.preset(quick, seed, click_sampling, trainer))
+    run = DemoRun(Path(out).absolute(), settings or DemoSettings.preset(quick, seed, click_sampling, trainer,
+                                                                             precision))
     run.out.mkdir(parents=True, exist_ok=True)
     if restart and (run.out / STATE_FILE).exists():
         (run.out / STATE_FILE).unlink()

@@ -7,6 +7,8 @@ checks that need a device live in :mod:`nnunet_quantif.inference.predictor`
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..errors import ConfigError
 
 #: Precisions of the network forward (``--precision``); ``auto`` is fp16 on CUDA and fp32 elsewhere (nnU-Net's).
@@ -32,3 +34,23 @@ def resolve_precision(precision: str, device_type: str) -> str:
     if precision == "auto":
         return "fp16" if device_type == "cuda" else "fp32"
     return precision
+
+
+#: CPU flags of native bfloat16 arithmetic (Linux ``/proc/cpuinfo``): AVX-512 BF16 and AMX.
+NATIVE_BF16_CPU_FLAGS: frozenset[str] = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes in bfloat16 natively (a flag of :data:`NATIVE_BF16_CPU_FLAGS`).
+
+    Elsewhere (no such flag, or no ``/proc/cpuinfo``, as on macOS) a bf16 autocast can be slower than fp32,
+    so callers that choose bf16 for speed keep fp32 there.
+    """
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return bool(NATIVE_BF16_CPU_FLAGS & set(line.partition(":")[2].split()))
+    return False
