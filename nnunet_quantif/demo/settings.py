@@ -48,7 +48,7 @@ DEMO_PRECISIONS = ("auto", "bf16", "fp32")
 def demo_precision(precision: str = "auto") -> str:
     """The precision of the demo's evaluation: ``auto`` is bf16 on a CPU with native bfloat16 arithmetic
     (:func:`~nnunet_quantif.inference.precision.cpu_has_native_bf16`), where it takes about half the time of fp32
-    for the same masks but a few voxels (docs/DEMO.md, "Time"), as nnU-Net predicts in fp16 on a GPU; fp32
+    for the same masks but a few voxels (docs/DEMO.md, "bf16 evaluation"), as nnU-Net predicts in fp16 on a GPU; fp32
     elsewhere."""
     from ..inference.precision import cpu_has_native_bf16
 

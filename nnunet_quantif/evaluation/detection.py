@@ -90,9 +90,8 @@ def lesion_counts(prediction: np.ndarray, label: np.ndarray, iou_threshold: floa
     box = _union_bbox(p, g)
     if box is None:
         return LesionCounts()
-    p, g = np.ascontiguousarray(p[box], np.uint8), np.ascontiguousarray(g[box], np.uint8)
-    lp, n_p = label_components(p, connectivity, return_n=True)
-    lg, n_g = label_components(g, connectivity, return_n=True)
+    lp, n_p = label_components(p[box], connectivity, return_n=True)
+    lg, n_g = label_components(g[box], connectivity, return_n=True)
     both = (lp > 0) & (lg > 0)
     if not both.any():
         return LesionCounts(0, int(n_p), int(n_g))

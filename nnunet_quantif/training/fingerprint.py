@@ -3,11 +3,12 @@
 nnU-Net's :class:`DatasetFingerprintExtractor` draws 10^8 foreground voxels in all (with replacement, spread
 evenly over the cases) per channel, then takes their percentiles, mean and standard deviation: the CT
 channel's ``CTNormalization`` clips at the 0.5th and 99.5th percentiles and scales by the mean and standard
-deviation. On the demo's 16 phantoms per tracer those 10^8 draws take most of the fingerprint's time (about 19 s
-per dataset on 2 cores, against 0.3 s per case for reading and cropping; docs/DEMO.md, "Time"), although a
-phantom has far fewer foreground voxels than its 6.25 * 10^6 draws. :class:`SampledFingerprintExtractor` is
-nnU-Net's extractor with another total (:data:`DEMO_FOREGROUND_SAMPLES` by default); everything else, the
-seeded draws included, is nnU-Net's.
+deviation. On the demo's 16 phantoms per tracer those 10^8 draws take most of the fingerprint's time: about 19 s
+per dataset inside ``nnUNetv2_plan_and_preprocess`` on 2 cores; measured serially in one process, reading, cropping
+and drawing the 16 cases took 5.4 s, concatenating the draws 8.0 s and their statistics 3.7 s (docs/DEMO.md, "The
+fingerprint's foreground samples"), although a phantom has far fewer foreground voxels than its 6.25 * 10^6 draws.
+:class:`SampledFingerprintExtractor` is nnU-Net's extractor with another total (:data:`DEMO_FOREGROUND_SAMPLES` by
+default); everything else, the seeded draws included, is nnU-Net's.
 
 ``nnUNetv2_plan_and_preprocess`` without ``--clean`` keeps a ``dataset_fingerprint.json`` that is already in
 ``nnUNet_preprocessed/<Dataset>/``, so writing it first with :func:`extract_fingerprints` makes nnU-Net plan and
